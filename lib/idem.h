@@ -1,0 +1,459 @@
+/*
+ * idem.h — the public interface of libidem, the idempotency library that
+ * every part of idemgate stands on.
+ *
+ * libidem has two halves:
+ *
+ *   core  (lib/core)   pure functions: key parsing, scope and request
+ *                      fingerprints, the record codec, the decision table
+ *                      and the gateway's error bodies. No I/O, no globals.
+ *   store (lib/store)  one interface over several backends (mem, lmdb) that
+ *                      keeps one record per (scope, key) and applies the
+ *                      decision table atomically.
+ *
+ * Conventions (the same everywhere, after libuv):
+ *   - A function that can fail returns int: 0 on success, a negative
+ *     IDEM_E... code from IDEM_ERRNO_MAP otherwise. idem_strerror() and
+ *     idem_err_name() describe any code.
+ *   - A call that fails leaves its output arguments untouched unless it says
+ *     otherwise, and leaves nothing half-stored.
+ *   - Every pointer in a signature says who owns it. "Borrowed" means the
+ *     callee keeps no reference after returning.
+ *   - Times are milliseconds since the Unix epoch (int64_t), passed in by the
+ *     caller: the library never reads the clock for decisions.
+ */
+#ifndef IDEM_H
+#define IDEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define IDEM_MUST_CHECK __attribute__((warn_unused_result))
+#else
+#define IDEM_MUST_CHECK
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * X(NAME, message). Codes are negative and stable within a build:
+ * IDEM_E<NAME> = -(1 + position). The messages of the key errors are shown
+ * to clients in the "details" of a 400, so they name the rule broken.
+ */
+#define IDEM_ERRNO_MAP(X)                                                     \
+    X(NOMEM, "out of memory")                                                 \
+    X(INVAL, "invalid argument")                                              \
+    X(KEYEMPTY, "The Idempotency-Key header is empty; a key has 1 to 255 "    \
+                "characters.")                                                \
+    X(KEYLONG, "The Idempotency-Key is longer than 255 characters.")         \
+    X(KEYCHAR, "The Idempotency-Key may contain only printable ASCII "        \
+               "characters (0x21 to 0x7E): no spaces, control characters "    \
+               "or non-ASCII bytes.")                                         \
+    X(KEYQUOTE, "The Idempotency-Key is a malformed quoted string; the "      \
+                "quoted form is \"key\" with only \\\" and \\\\ escapes.")    \
+    X(KEYDUP, "The Idempotency-Key header appears more than once with "       \
+              "different values.")                                            \
+    X(KEYMISSING, "An Idempotency-Key header is required for this "           \
+                  "request.")                                                 \
+    X(CORRUPT, "stored record is corrupt or truncated")                       \
+    X(VERSION, "stored record has an unknown format version")                 \
+    X(TOOBIG, "value exceeds a size limit")                                   \
+    X(NOTFOUND, "no such record")                                             \
+    X(NOTOWNER, "the record is not held in progress by this owner")           \
+    X(FULL, "the store is full (map or disk)")                                \
+    X(PERM, "permission denied by the store")                                 \
+    X(IO, "input/output error in the store")                                  \
+    X(UNAVAIL, "the store is unavailable")                                    \
+    X(BADURL, "unsupported or malformed store URL")                           \
+    X(FAULT, "a failpoint fired")
+
+enum {
+    IDEM_OK = 0,
+#define IDEM_ERRNO_ENUM_(name, msg) IDEM_E##name##_ENUM_,
+    IDEM_ERRNO_MAP(IDEM_ERRNO_ENUM_)
+#undef IDEM_ERRNO_ENUM_
+    IDEM_ERRNO_COUNT_
+};
+
+#define IDEM_ERRNO_CODE_(name, msg) IDEM_E##name = -IDEM_E##name##_ENUM_,
+enum { IDEM_ERRNO_MAP(IDEM_ERRNO_CODE_) IDEM_ERRNO_LAST_ = 0 };
+#undef IDEM_ERRNO_CODE_
+
+/* The message of a code; never NULL ("unknown error" for a foreign code). */
+const char *idem_strerror(int err);
+/* The symbolic name of a code, e.g. "IDEM_EKEYLONG"; never NULL. */
+const char *idem_err_name(int err);
+
+/* ------------------------------------------------------------------------ */
+/* Small value types                                                         */
+/* ------------------------------------------------------------------------ */
+
+#define IDEM_HASH_LEN 32
+#define IDEM_KEY_MAX  255
+
+/* A SHA-256 digest: a scope or a request fingerprint. */
+typedef struct {
+    uint8_t bytes[IDEM_HASH_LEN];
+} idem_hash_t;
+
+/* A borrowed byte string; data may be NULL when len is 0. */
+typedef struct {
+    const char *data;
+    size_t      len;
+} idem_str_t;
+
+/* One response header, name and value borrowed from whoever built it. */
+typedef struct {
+    idem_str_t name;
+    idem_str_t value;
+} idem_header_t;
+
+/* A response as stored and replayed. All memory is borrowed. */
+typedef struct {
+    int                  status;
+    const idem_header_t *headers;
+    size_t               nheaders;
+    const uint8_t       *body;
+    size_t               body_len;
+} idem_response_t;
+
+/* ------------------------------------------------------------------------ */
+/* Core: the key (SPEC §2)                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Parses one Idempotency-Key header value: a bare key of 1-255 characters
+ * in 0x21-0x7E, or the structured-field quoted form "abc_123" (escapes \" and
+ * \\ only) whose content obeys the same rule.
+ *
+ * out receives the key (at most IDEM_KEY_MAX bytes, not NUL-terminated);
+ * it must have room for IDEM_KEY_MAX bytes. *out_len receives its length.
+ *
+ * Returns 0, IDEM_EKEYEMPTY, IDEM_EKEYLONG, IDEM_EKEYCHAR or IDEM_EKEYQUOTE.
+ */
+IDEM_MUST_CHECK int idem_key_parse(const char *value, size_t value_len,
+                                   char *out, size_t *out_len);
+
+/* ------------------------------------------------------------------------ */
+/* Core: scope and fingerprint (SPEC §2, §4)                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The scope: SHA-256 over the configured scope values in order. An absent
+ * value (data == NULL) differs from an empty one. With n == 0 every request
+ * shares one scope. The values are not kept anywhere.
+ */
+void idem_scope_hash(const idem_str_t *values, size_t n, idem_hash_t *out);
+
+/* How the body took part in a fingerprint (for tests and diagnostics). */
+typedef enum {
+    IDEM_BODY_BYTES = 0, /* byte-for-byte (other media, or invalid JSON)   */
+    IDEM_BODY_JSON = 1,  /* canonical JSON: sorted members, no whitespace  */
+    IDEM_BODY_FORM = 2   /* form pairs sorted by name, stable per name     */
+} idem_body_kind_t;
+
+/* The parameters of a request, all borrowed. */
+typedef struct {
+    idem_str_t     method;
+    idem_str_t     path;         /* without the query                       */
+    idem_str_t     query;        /* after '?', without it; may be empty     */
+    idem_str_t     content_type; /* the raw Content-Type header, or empty   */
+    const uint8_t *body;
+    size_t         body_len;
+} idem_request_t;
+
+/* Bounds on JSON canonicalization, so that it is no denial-of-service door. */
+#define IDEM_FP_JSON_MAX_DEPTH 64
+#define IDEM_FP_JSON_MAX_BYTES (8u << 20)
+
+/*
+ * The request fingerprint of SPEC §4: method, path, query (parameters sorted
+ * by name, repeated names keep their order), media type (type/subtype,
+ * lower-cased, parameters dropped) and body (JSON canonicalized, form pairs
+ * sorted like the query, anything else byte-for-byte). A JSON body that is
+ * invalid, deeper than IDEM_FP_JSON_MAX_DEPTH, larger than
+ * IDEM_FP_JSON_MAX_BYTES or has duplicate member names is fingerprinted as
+ * bytes; that is not an error.
+ *
+ * kind, when not NULL, receives how the body took part.
+ * Returns 0 or IDEM_ENOMEM.
+ */
+IDEM_MUST_CHECK int idem_fingerprint(const idem_request_t *req,
+                                     idem_hash_t *out, idem_body_kind_t *kind);
+
+/* ------------------------------------------------------------------------ */
+/* Core: the record and its codec                                            */
+/* ------------------------------------------------------------------------ */
+
+typedef enum {
+    IDEM_STATE_IN_PROGRESS = 1,
+    IDEM_STATE_COMPLETE = 2
+} idem_state_t;
+
+/* Record flags. */
+#define IDEM_REC_MISMATCH_LOGGED 0x01u /* first mismatch already API-logged */
+#define IDEM_REC_UNKNOWN_OUTCOME 0x02u /* result stored for a lost outcome  */
+
+/*
+ * One record per (scope, key). Between created and expires the key is
+ * remembered. While in progress, owner holds it until lease_until; after
+ * that the outcome is unknown (stale). The response is meaningful only when
+ * complete.
+ */
+typedef struct {
+    idem_state_t    state;
+    uint32_t        flags;
+    idem_hash_t     fingerprint;
+    int64_t         created_ms;
+    int64_t         expires_ms;
+    uint64_t        owner;
+    int64_t         lease_until_ms;
+    idem_response_t response;
+} idem_record_t;
+
+/* The exact encoded size of rec; 0 if it cannot be encoded (too large). */
+size_t idem_record_encoded_size(const idem_record_t *rec);
+
+/*
+ * Encodes rec into buf (cap bytes). *len receives the encoded size.
+ * Returns 0, IDEM_ETOOBIG (buf too small or a field over its limit) or
+ * IDEM_EINVAL.
+ */
+IDEM_MUST_CHECK int idem_record_encode(const idem_record_t *rec, uint8_t *buf,
+                                       size_t cap, size_t *len);
+
+/*
+ * Decodes len bytes into *rec. The strings and body of rec point into buf
+ * (which must outlive rec); the header array is allocated and returned in
+ * *headers_out, to be freed with free() (NULL when there are none).
+ * Returns 0, IDEM_ECORRUPT, IDEM_EVERSION or IDEM_ENOMEM; never reads
+ * outside buf.
+ */
+IDEM_MUST_CHECK int idem_record_decode(const uint8_t *buf, size_t len,
+                                       idem_record_t *rec,
+                                       idem_header_t **headers_out);
+
+/* ------------------------------------------------------------------------ */
+/* Core: the decision table                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef enum {
+    IDEM_DECIDE_CLAIM = 1,      /* absent or expired: claim it             */
+    IDEM_DECIDE_REPLAY,         /* complete, same fingerprint              */
+    IDEM_DECIDE_MISMATCH_FIRST, /* other fingerprint, not logged yet       */
+    IDEM_DECIDE_MISMATCH_AGAIN, /* other fingerprint, already logged       */
+    IDEM_DECIDE_IN_PROGRESS,    /* same fingerprint, lease still running   */
+    IDEM_DECIDE_STALE           /* same fingerprint, in progress, lease gone */
+} idem_decision_t;
+
+/*
+ * What a request with fingerprint fp at time now meets, given the stored
+ * record (NULL when none). A record whose expires_ms <= now counts as
+ * absent. An in-progress record is never expired while its lease runs.
+ */
+idem_decision_t idem_decide(const idem_record_t *rec, const idem_hash_t *fp,
+                            int64_t now_ms);
+
+/* Whether rec counts as absent at now_ms (see idem_decide). */
+int idem_record_expired(const idem_record_t *rec, int64_t now_ms);
+
+/* ------------------------------------------------------------------------ */
+/* Core: gateway-made error responses (SPEC §2, §4, §5, §8)                  */
+/* ------------------------------------------------------------------------ */
+
+typedef enum {
+    IDEM_STYLE_PERSONA = 0,
+    IDEM_STYLE_IETF = 1
+} idem_style_t;
+
+typedef enum {
+    IDEM_ERR_KEY_INVALID = 1, /* a malformed key; detail from the key error */
+    IDEM_ERR_KEY_MISSING,     /* --require-key and no key                   */
+    IDEM_ERR_MISMATCH,        /* key reused with other parameters           */
+    IDEM_ERR_IN_PROGRESS,     /* still running after the wait               */
+    IDEM_ERR_STORE,           /* the store is unavailable: 503              */
+    IDEM_ERR_UNKNOWN_OUTCOME, /* sent, no complete response: 504            */
+    IDEM_ERR_UPSTREAM_DOWN,   /* the upstream could not be reached: 502     */
+    IDEM_ERR_TOO_LARGE        /* response over the store limit: stored 502  */
+} idem_err_kind_t;
+
+/* A gateway-made response: status, content type and a malloc'd body. */
+typedef struct {
+    int         status;
+    const char *content_type; /* static string                         */
+    char       *body;         /* malloc'd, NUL-terminated; caller frees */
+    size_t      body_len;
+} idem_errbody_t;
+
+/*
+ * Builds the error response of kind in style. key (may be empty) is
+ * JSON-escaped into the details where the text names it; key_err is the
+ * IDEM_EKEY... code for IDEM_ERR_KEY_INVALID and ignored otherwise.
+ * Returns 0 or IDEM_ENOMEM.
+ */
+IDEM_MUST_CHECK int idem_errbody(idem_style_t style, idem_err_kind_t kind,
+                                 const char *key, size_t key_len, int key_err,
+                                 idem_errbody_t *out);
+
+/*
+ * Appends s as the inside of a JSON string (no quotes) to dst, which has
+ * room for cap bytes. Returns the length the escaped text needs; writes
+ * nothing past cap. Control bytes become \u00XX, bytes >= 0x80 are copied.
+ */
+size_t idem_json_escape(char *dst, size_t cap, const char *s, size_t len);
+
+/* ------------------------------------------------------------------------ */
+/* Store                                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct idem_store_s idem_store_t;
+
+/*
+ * Opens a store from its URL:
+ *   mem:                     one process, for tests
+ *   lmdb:PATH[?opts]         PATH a directory, created when missing; opts
+ *                            are '&'-separated: map_size=BYTES,
+ *                            group_commit=0|1 (default 1), sync=0|1
+ *                            (default 1: every commit is fsynced)
+ * *out receives a handle to close with idem_store_close(). An LMDB store
+ * must be opened after fork() in the process that uses it.
+ * Returns 0, IDEM_EBADURL, IDEM_ENOMEM, IDEM_EPERM, IDEM_EIO, IDEM_EFULL.
+ */
+IDEM_MUST_CHECK int idem_store_open(const char *url, idem_store_t **out);
+
+/* Closes the store; waits for nothing (callers must have returned). */
+void idem_store_close(idem_store_t *store);
+
+/* The backend's name: "mem" or "lmdb". */
+const char *idem_store_backend(const idem_store_t *store);
+
+/* What begin() does with a stale record (SPEC §4, --on-unknown). */
+typedef enum {
+    IDEM_ON_UNKNOWN_STORE = 0,  /* keep the given error as the key's result */
+    IDEM_ON_UNKNOWN_RELEASE = 1 /* forget the old claim and claim anew      */
+} idem_on_unknown_t;
+
+/* The inputs of begin(). All borrowed. */
+typedef struct {
+    const idem_hash_t     *scope;
+    const char            *key;
+    size_t                 key_len;
+    const idem_hash_t     *fingerprint;
+    int64_t                now_ms;
+    int64_t                ttl_ms;   /* how long a key is remembered     */
+    int64_t                lease_ms; /* how long a claim is trusted      */
+    idem_on_unknown_t      on_unknown;
+    const idem_response_t *unknown_response; /* stored for a stale record
+                                                under IDEM_ON_UNKNOWN_STORE */
+} idem_begin_t;
+
+typedef enum {
+    IDEM_BEGIN_CLAIMED = 1, /* the claim is durable; caller owns it       */
+    IDEM_BEGIN_REPLAY,      /* complete: replay record's response          */
+    IDEM_BEGIN_MISMATCH,    /* other parameters: first_mismatch says if
+                               this is the first (to be API-logged)        */
+    IDEM_BEGIN_IN_PROGRESS, /* another owner holds it: wait and retry      */
+    IDEM_BEGIN_STALE        /* the lease had passed: the unknown-outcome
+                               response is now the key's result (replay it)
+                               — under IDEM_ON_UNKNOWN_RELEASE begin()
+                               claims instead and returns CLAIMED with
+                               took_over set                               */
+} idem_begin_outcome_t;
+
+/*
+ * A result that owns its memory: free with idem_result_free(). record is
+ * set for REPLAY, STALE, MISMATCH and IN_PROGRESS (the record as found or
+ * as left); for CLAIMED it holds the new in-progress record.
+ */
+typedef struct {
+    idem_begin_outcome_t outcome;
+    uint64_t             owner;          /* CLAIMED: the fencing token      */
+    int                  first_mismatch; /* MISMATCH: 1 the first time      */
+    int                  took_over;      /* CLAIMED over a stale record     */
+    idem_record_t        record;
+    void                *mem_; /* private: backing memory of record */
+} idem_result_t;
+
+void idem_result_free(idem_result_t *res);
+
+/*
+ * Atomically looks the key up and acts on the decision table: claims an
+ * absent/expired key (durably, before returning), marks a first mismatch as
+ * logged, finalizes or takes over a stale record. Thread-safe.
+ * Returns 0 (see res->outcome) or a negative store error; on error nothing
+ * was changed.
+ */
+IDEM_MUST_CHECK int idem_store_begin(idem_store_t *store, const idem_begin_t *in,
+                                     idem_result_t *res);
+
+/*
+ * Stores resp as the key's result, durably before returning, if the record
+ * is in progress and held by owner. flags are OR-ed into the record's
+ * flags (e.g. IDEM_REC_UNKNOWN_OUTCOME). Returns 0, IDEM_ENOTOWNER (the
+ * record is gone, complete or held by another: nothing changed),
+ * IDEM_ETOOBIG or a store error.
+ */
+IDEM_MUST_CHECK int idem_store_complete(idem_store_t *store,
+                                        const idem_hash_t *scope,
+                                        const char *key, size_t key_len,
+                                        uint64_t owner,
+                                        const idem_response_t *resp,
+                                        uint32_t flags);
+
+/*
+ * Drops owner's claim (nothing was sent upstream): the key becomes absent.
+ * Returns 0, IDEM_ENOTOWNER or a store error.
+ */
+IDEM_MUST_CHECK int idem_store_release(idem_store_t *store,
+                                       const idem_hash_t *scope,
+                                       const char *key, size_t key_len,
+                                       uint64_t owner);
+
+/*
+ * Reads the record without changing anything: cheap, for the event loop's
+ * replay path. Expired records are IDEM_ENOTFOUND. On 0, res->record is
+ * set and res->outcome is 0. Free res with idem_result_free().
+ */
+IDEM_MUST_CHECK int idem_store_lookup(idem_store_t *store,
+                                      const idem_hash_t *scope, const char *key,
+                                      size_t key_len, int64_t now_ms,
+                                      idem_result_t *res);
+
+/*
+ * Removes up to budget records whose expiry has passed at now_ms (and no
+ * in-progress record whose lease still runs). *removed receives how many;
+ * *more is set to 1 when expired records remain.
+ */
+IDEM_MUST_CHECK int idem_store_prune(idem_store_t *store, int64_t now_ms,
+                                     size_t budget, size_t *removed, int *more);
+
+/* Admin: like lookup, but also returns expired records. */
+IDEM_MUST_CHECK int idem_store_get(idem_store_t *store,
+                                   const idem_hash_t *scope, const char *key,
+                                   size_t key_len, idem_result_t *res);
+
+/* Admin: removes the record whatever its state. IDEM_ENOTFOUND if none. */
+IDEM_MUST_CHECK int idem_store_delete(idem_store_t *store,
+                                      const idem_hash_t *scope,
+                                      const char *key, size_t key_len);
+
+/* Counters of a store handle since it was opened (this process only). */
+typedef struct {
+    uint64_t commits;     /* durable write transactions                 */
+    uint64_t batched_ops; /* operations carried by those transactions   */
+} idem_store_stats_t;
+
+void idem_store_stats(idem_store_t *store, idem_store_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* IDEM_H */
