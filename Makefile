@@ -50,11 +50,38 @@ FUZZ_SECONDS ?= 60
 
 BENCH_BIN := $(BUILD)/bench/store_bench
 
-.PHONY: all lib deps test test-unit test-fuzz-replay fuzz bench format \
+# The nginx module, built against Debian's nginx-dev tree with the packaged
+# nginx's own configure flags, so that load_module accepts it.
+NGINX_DEV  ?= /usr/share/nginx/src
+NGX_TREE   := $(BUILD)/nginx-tree
+MODULE     := $(BUILD)/ngx_http_idempotency_module.so
+MODULE_SRC := $(wildcard nginx/*.c nginx/*.h) nginx/config
+NGX_CC_OPT := $(if $(SANITIZER),-fsanitize=$(SANITIZER) -fno-omit-frame-pointer)
+NGX_LD_OPT := $(if $(SANITIZER),-fsanitize=$(SANITIZER))
+
+PHONY_EXTRA := module
+.PHONY: all lib module deps test test-unit test-fuzz-replay fuzz bench format \
         format-check clean
 .DEFAULT_GOAL := all
 
-all: lib $(UNIT_BIN) $(STORE_BIN) $(BENCH_BIN)
+all: lib module $(UNIT_BIN) $(STORE_BIN) $(BENCH_BIN)
+
+module: $(MODULE)
+
+$(NGX_TREE)/objs/Makefile: nginx/config
+	rm -rf $(NGX_TREE)
+	mkdir -p $(dir $(NGX_TREE))
+	cp -r $(NGINX_DEV) $(NGX_TREE)
+	cd $(NGX_TREE) && IDEM_LIBIDEM=$(abspath $(LIBIDEM)) bash -c \
+	    '. ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    --with-cc-opt="$(NGX_CC_OPT) -I$(abspath lib)" \
+	    --with-ld-opt="$(NGX_LD_OPT)" \
+	    --add-dynamic-module=$(abspath nginx)' >$(abspath $(BUILD))/nginx-configure.log
+
+$(MODULE): $(NGX_TREE)/objs/Makefile $(MODULE_SRC) $(LIBIDEM)
+	rm -f $(NGX_TREE)/objs/ngx_http_idempotency_module.so
+	$(MAKE) --no-print-directory -C $(NGX_TREE) -f objs/Makefile modules
+	cp $(NGX_TREE)/objs/ngx_http_idempotency_module.so $@
 
 lib: $(LIBIDEM)
 

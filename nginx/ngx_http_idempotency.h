@@ -1,0 +1,234 @@
+
+/*
+ * ngx_http_idempotency.h — what the files of the idempotency module share.
+ *
+ * The module is one nginx module in several files:
+ *
+ *   ngx_http_idempotency_module.c   directives, configuration, variables,
+ *                                   per-worker store, the precontent handler
+ *   ngx_http_idempotency_filter.c   header and body filters that hold the
+ *                                   upstream response until it is stored
+ *   ngx_http_idempotency_task.c     thread-pool glue: begin/complete/release
+ *                                   off the event loop, then resume
+ *   ngx_http_idempotency_send.c     replays and gateway-made error answers
+ *   ngx_http_idempotency_admin.c    the metrics and admin locations
+ *
+ * A request that takes part moves through these states (ctx->state):
+ *
+ *   NEW ──read body──> BODY ──fast lookup──> (replay: DONE)
+ *                        │
+ *                        └─begin() task──> CLAIMED ──proxy_pass──> HOLDING
+ *                               │  ▲                                  │
+ *                    in progress│  │timer                  last buffer│
+ *                               ▼  │                                  ▼
+ *                             WAITING                STORING ──> SENDING
+ *
+ * The idempotency rules themselves live in libidem (lib/idem.h).
+ */
+
+#ifndef _NGX_HTTP_IDEMPOTENCY_H_INCLUDED_
+#define _NGX_HTTP_IDEMPOTENCY_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "idem.h"
+
+
+/* our bit of r->buffered: the stock filters use 0x01..0x08 for their own
+ * purposes while their data is pending; ours is only set while the whole
+ * response is held, when no other filter has seen it yet */
+#define NGX_HTTP_IDEMPOTENCY_BUFFERED   0x08
+
+
+typedef enum {
+    NGX_HTTP_IDEM_NEW = 0,
+    NGX_HTTP_IDEM_BODY,          /* body read, not decided yet */
+    NGX_HTTP_IDEM_TASK,          /* a begin() task runs */
+    NGX_HTTP_IDEM_WAITING,       /* a duplicate waits for the first */
+    NGX_HTTP_IDEM_CLAIMED,       /* we own the key; proxying */
+    NGX_HTTP_IDEM_HOLDING,       /* upstream response is being held */
+    NGX_HTTP_IDEM_STORING,       /* complete()/release() task runs */
+    NGX_HTTP_IDEM_PASS,          /* response flows on unchanged */
+    NGX_HTTP_IDEM_ANSWER,        /* answer from ctx->answer (replay/error) */
+    NGX_HTTP_IDEM_DONE
+} ngx_http_idempotency_state_e;
+
+
+typedef enum {
+    NGX_HTTP_IDEM_OUT_NONE = 0,
+    NGX_HTTP_IDEM_OUT_BYPASS,
+    NGX_HTTP_IDEM_OUT_EXECUTED,
+    NGX_HTTP_IDEM_OUT_REPLAYED,
+    NGX_HTTP_IDEM_OUT_MISMATCH,
+    NGX_HTTP_IDEM_OUT_CONFLICT,
+    NGX_HTTP_IDEM_OUT_INVALID,
+    NGX_HTTP_IDEM_OUT_UNAVAILABLE
+} ngx_http_idempotency_outcome_e;
+
+
+typedef struct {
+    ngx_str_t                    store_url;
+    ngx_str_t                    thread_pool_name;
+    ngx_thread_pool_t           *thread_pool;
+    ngx_msec_t                   prune_interval;
+    ngx_uint_t                   prune_budget;
+
+    /* per worker, set in init_process */
+    idem_store_t                *store;
+    ngx_msec_t                   store_retry_at;
+    ngx_event_t                  prune_event;
+    ngx_uint_t                   prune_running;
+    ngx_uint_t                   enabled;      /* some location uses us */
+    ngx_int_t                    request_id_index;
+} ngx_http_idempotency_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                   enable;
+    ngx_uint_t                   methods;
+    ngx_array_t                 *scope;        /* ngx_http_complex_value_t */
+    ngx_flag_t                   scope_none;
+    ngx_msec_t                   ttl;
+    ngx_msec_t                   wait;
+    ngx_msec_t                   lease;
+    ngx_uint_t                   on_unknown;
+    ngx_uint_t                   error_style;
+    ngx_flag_t                   require_key;
+    size_t                       max_response_size;
+    ngx_array_t                 *no_store_headers;  /* ngx_str_t, lowcase */
+    ngx_flag_t                   metrics;
+    ngx_flag_t                   admin;
+} ngx_http_idempotency_loc_conf_t;
+
+
+/* a response the module answers itself: a replay or an error */
+typedef struct {
+    ngx_int_t                    status;
+    idem_response_t              resp;         /* borrowed */
+    ngx_str_t                    content_type; /* for gateway-made errors */
+    ngx_uint_t                   replayed;
+    int64_t                      expires_ms;   /* 0: no Expires header */
+    ngx_uint_t                   retry_after;  /* seconds, 0: none */
+} ngx_http_idempotency_answer_t;
+
+
+typedef struct ngx_http_idempotency_ctx_s  ngx_http_idempotency_ctx_t;
+
+struct ngx_http_idempotency_ctx_s {
+    ngx_http_request_t          *request;
+    ngx_http_idempotency_state_e state;
+    ngx_http_idempotency_outcome_e outcome;
+    ngx_uint_t                   api_log;
+
+    u_char                       key[IDEM_KEY_MAX];
+    size_t                       key_len;
+    idem_hash_t                  scope;
+    idem_hash_t                  fingerprint;
+    ngx_uint_t                   fingerprinted;
+
+    uint64_t                     owner;
+    int64_t                      expires_ms;
+
+    ngx_msec_t                   wait_deadline;
+    ngx_msec_t                   wait_step;
+    ngx_event_t                  wait_event;
+
+    /* results to free with the request */
+    idem_result_t                result;
+    ngx_uint_t                   has_result;
+    idem_errbody_t               errbody;
+
+    ngx_http_idempotency_answer_t answer;
+
+    ngx_http_idempotency_loc_conf_t *conf;   /* of the deciding location */
+
+    /* the held upstream response */
+    idem_response_t              stored;       /* what complete() stores */
+    ngx_uint_t                   release;      /* release, not complete */
+    u_char                      *body;         /* malloc'd */
+    size_t                       body_len;
+    size_t                       body_cap;
+    ngx_uint_t                   too_large;
+    ngx_uint_t                   replace;      /* nginx's own error page */
+    ngx_chain_t                 *pending;      /* unconsumed input */
+    ngx_uint_t                   finished;     /* record is final */
+    ngx_int_t                    store_rc;
+};
+
+
+extern ngx_module_t  ngx_http_idempotency_module;
+
+
+ngx_http_idempotency_ctx_t *ngx_http_idempotency_get_ctx(
+    ngx_http_request_t *r);
+int64_t ngx_http_idempotency_now_ms(void);
+
+ngx_int_t ngx_http_idempotency_filter_init(ngx_conf_t *cf);
+
+/* send ctx->answer as the response; returns the output filter's code */
+ngx_int_t ngx_http_idempotency_send_answer(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx);
+/* build a gateway-made error into ctx->answer */
+ngx_int_t ngx_http_idempotency_error_answer(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind, int key_err);
+/* add Idempotency-Expires (and Idempotent-Replayed) to headers_out */
+ngx_int_t ngx_http_idempotency_add_expires(ngx_http_request_t *r,
+    int64_t expires_ms);
+
+/* tasks */
+ngx_int_t ngx_http_idempotency_post_begin(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, ngx_uint_t body_in_file);
+ngx_int_t ngx_http_idempotency_post_finish(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, const idem_response_t *resp,
+    uint32_t flags, ngx_uint_t release);
+void ngx_http_idempotency_post_detached_finish(
+    ngx_http_idempotency_ctx_t *ctx, ngx_log_t *log);
+void ngx_http_idempotency_prune(ngx_event_t *ev);
+
+/* the store of this worker, reopened when it failed; NULL if unavailable */
+idem_store_t *ngx_http_idempotency_store(ngx_http_idempotency_main_conf_t *mcf,
+    ngx_log_t *log);
+
+/* whether any byte of the request was sent to an upstream */
+ngx_uint_t ngx_http_idempotency_reached_upstream(ngx_http_request_t *r);
+
+/* resume a request parked by a task or a timer */
+void ngx_http_idempotency_resume(ngx_http_request_t *r);
+
+/* the request-level answer after begin(): sets ctx->state */
+void ngx_http_idempotency_apply_begin(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, ngx_int_t rc);
+
+/* the held response is stored: send it on */
+void ngx_http_idempotency_release_held(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx);
+
+/* metrics */
+typedef enum {
+    NGX_HTTP_IDEM_M_EXECUTED = 0,
+    NGX_HTTP_IDEM_M_REPLAYED,
+    NGX_HTTP_IDEM_M_MISMATCH,
+    NGX_HTTP_IDEM_M_CONFLICT,
+    NGX_HTTP_IDEM_M_INVALID,
+    NGX_HTTP_IDEM_M_BYPASS,
+    NGX_HTTP_IDEM_M_UNAVAILABLE,
+    NGX_HTTP_IDEM_M_WAITED,
+    NGX_HTTP_IDEM_M_STORE_ERRORS,
+    NGX_HTTP_IDEM_M_UNKNOWN_OUTCOME,
+    NGX_HTTP_IDEM_M_RELEASED,
+    NGX_HTTP_IDEM_M_TOO_LARGE,
+    NGX_HTTP_IDEM_M_PRUNED,
+    NGX_HTTP_IDEM_M_LATE_COMPLETE,
+    NGX_HTTP_IDEM_M_COUNT
+} ngx_http_idempotency_metric_e;
+
+void ngx_http_idempotency_count(ngx_uint_t metric, ngx_uint_t n);
+ngx_int_t ngx_http_idempotency_metrics_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_idempotency_metrics_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_idempotency_admin_handler(ngx_http_request_t *r);
+
+
+#endif /* _NGX_HTTP_IDEMPOTENCY_H_INCLUDED_ */

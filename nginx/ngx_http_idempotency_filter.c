@@ -1,0 +1,595 @@
+
+/*
+ * ngx_http_idempotency_filter.c — holds the response of a claimed key until
+ * complete() has made it durable, then lets it go to the client.
+ *
+ *   upstream ──> header filter: keep status and headers, call no one,
+ *                │              set our r->buffered bit
+ *                ▼
+ *              body filter: copy every buffer (in memory: we ask the copy
+ *                │          filter for that) and mark it consumed
+ *                ▼ last buffer
+ *              complete() on the thread pool
+ *                ▼ durable
+ *              next header filter, then the held body, then r runs on
+ *
+ * The filter sits before gzip and chunked, so the body kept is the decoded
+ * one. nginx's own error pages for a claimed key (its 502 and 504 when the
+ * upstream failed) come through here too, with r->err_status set: they are
+ * replaced by the gateway's JSON answer, after the key was released (never
+ * reached the upstream) or settled as an unknown outcome.
+ *
+ * A response over idempotency_max_response_size is not held to its end:
+ * the "too large" error is stored as the key's result, and once that is
+ * durable the response flows to the client unchanged.
+ */
+
+#include "ngx_http_idempotency.h"
+
+
+static ngx_int_t ngx_http_idempotency_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_idempotency_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+
+ngx_int_t
+ngx_http_idempotency_filter_init(ngx_conf_t *cf)
+{
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_idempotency_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_idempotency_body_filter;
+
+    return NGX_OK;
+}
+
+
+/* headers never kept at rest, beside those of idempotency_no_store_header */
+
+static ngx_str_t  ngx_http_idempotency_unstored[] = {
+    ngx_string("set-cookie"),
+    ngx_string("connection"),
+    ngx_string("keep-alive"),
+    ngx_string("transfer-encoding"),
+    ngx_string("te"),
+    ngx_string("trailer"),
+    ngx_string("upgrade"),
+    ngx_string("content-length"),
+    ngx_string("date"),
+    ngx_string("idempotent-replayed"),
+    ngx_string("idempotency-expires"),
+    ngx_null_string
+};
+
+
+static ngx_uint_t
+ngx_http_idempotency_storable(ngx_http_idempotency_loc_conf_t *ilcf,
+    ngx_table_elt_t *h)
+{
+    ngx_str_t   *s;
+    ngx_uint_t   i;
+    u_char       low[64];
+
+    if (h->hash == 0 || h->key.len == 0 || h->key.len > sizeof(low)) {
+        return h->hash != 0 && h->key.len > sizeof(low);
+    }
+
+    ngx_strlow(low, h->key.data, h->key.len);
+
+    if (h->key.len >= 6 && ngx_strncmp(low, "proxy-", 6) == 0) {
+        return 0;
+    }
+
+    for (s = ngx_http_idempotency_unstored; s->len; s++) {
+        if (s->len == h->key.len && ngx_strncmp(low, s->data, s->len) == 0) {
+            return 0;
+        }
+    }
+
+    if (ilcf->no_store_headers) {
+        s = ilcf->no_store_headers->elts;
+
+        for (i = 0; i < ilcf->no_store_headers->nelts; i++) {
+            if (s[i].len == h->key.len
+                && ngx_strncmp(low, s[i].data, s[i].len) == 0)
+            {
+                return 0;
+            }
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * Builds ctx->stored from r->headers_out and the held body: what complete()
+ * keeps and every replay sends.
+ */
+
+static ngx_int_t
+ngx_http_idempotency_build_stored(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx)
+{
+    u_char           *p;
+    ngx_uint_t        i, n;
+    idem_header_t    *hs;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    n = 2;  /* Content-Type and Date */
+
+    for (part = &r->headers_out.headers.part; part; part = part->next) {
+        n += part->nelts;
+    }
+
+    hs = ngx_pcalloc(r->pool, n * sizeof(idem_header_t));
+    if (hs == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = 0;
+
+    if (r->headers_out.content_type.len) {
+        hs[n].name.data = "Content-Type";
+        hs[n].name.len = sizeof("Content-Type") - 1;
+
+        if (r->headers_out.content_type_len == r->headers_out.content_type.len
+            && r->headers_out.charset.len)
+        {
+            p = ngx_pnalloc(r->pool, r->headers_out.content_type.len
+                                     + sizeof("; charset=") - 1
+                                     + r->headers_out.charset.len);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            hs[n].value.data = (char *) p;
+            p = ngx_cpymem(p, r->headers_out.content_type.data,
+                           r->headers_out.content_type.len);
+            p = ngx_cpymem(p, "; charset=", sizeof("; charset=") - 1);
+            p = ngx_cpymem(p, r->headers_out.charset.data,
+                           r->headers_out.charset.len);
+            hs[n].value.len = p - (u_char *) hs[n].value.data;
+
+        } else {
+            hs[n].value.data = (char *) r->headers_out.content_type.data;
+            hs[n].value.len = r->headers_out.content_type.len;
+        }
+
+        n++;
+    }
+
+    /* the Date the client sees now: a replay tells when the request ran */
+    hs[n].name.data = "Date";
+    hs[n].name.len = sizeof("Date") - 1;
+    hs[n].value.data = (char *) ngx_cached_http_time.data;
+    hs[n].value.len = ngx_cached_http_time.len;
+    n++;
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (!ngx_http_idempotency_storable(ctx->conf, &h[i])) {
+            continue;
+        }
+
+        hs[n].name.data = (char *) h[i].key.data;
+        hs[n].name.len = h[i].key.len;
+        hs[n].value.data = (char *) h[i].value.data;
+        hs[n].value.len = h[i].value.len;
+        n++;
+    }
+
+    ctx->stored.status = r->headers_out.status;
+    ctx->stored.headers = hs;
+    ctx->stored.nheaders = n;
+    ctx->stored.body = ctx->body;
+    ctx->stored.body_len = ctx->body_len;
+
+    return NGX_OK;
+}
+
+
+/* The stored result for a gateway-made answer in ctx->errbody. */
+
+static ngx_int_t
+ngx_http_idempotency_stored_error(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind, ngx_int_t status)
+{
+    idem_header_t  *ct;
+
+    if (ctx->errbody.body) {
+        free(ctx->errbody.body);
+        ctx->errbody.body = NULL;
+    }
+
+    if (idem_errbody(ctx->conf->error_style, kind, (char *) ctx->key,
+                     ctx->key_len, 0, &ctx->errbody)
+        != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    if (status) {
+        ctx->errbody.status = (int) status;
+    }
+
+    ct = ngx_pcalloc(r->pool, 2 * sizeof(idem_header_t));
+    if (ct == NULL) {
+        return NGX_ERROR;
+    }
+
+    ct[0].name.data = "Content-Type";
+    ct[0].name.len = sizeof("Content-Type") - 1;
+    ct[0].value.data = ctx->errbody.content_type;
+    ct[0].value.len = ngx_strlen(ctx->errbody.content_type);
+    ct[1].name.data = "Date";
+    ct[1].name.len = sizeof("Date") - 1;
+    ct[1].value.data = (char *) ngx_cached_http_time.data;
+    ct[1].value.len = ngx_cached_http_time.len;
+
+    ctx->stored.status = ctx->errbody.status;
+    ctx->stored.headers = ct;
+    ctx->stored.nheaders = 2;
+    ctx->stored.body = (const uint8_t *) ctx->errbody.body;
+    ctx->stored.body_len = ctx->errbody.body_len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_idempotency_header_filter(ngx_http_request_t *r)
+{
+    size_t                        cap;
+    ngx_int_t                     status;
+    ngx_http_idempotency_ctx_t   *ctx;
+
+    if (r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_idempotency_get_ctx(r);
+
+    if (ctx == NULL || ctx->state != NGX_HTTP_IDEM_CLAIMED) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (r->err_status || r->upstream == NULL) {
+
+        /* nginx's own answer: the upstream gave no complete response */
+
+        ctx->replace = 1;
+
+        if (!ngx_http_idempotency_reached_upstream(r)) {
+            ctx->release = 1;
+            ngx_http_idempotency_count(NGX_HTTP_IDEM_M_RELEASED, 1);
+            status = 0;
+
+            if (ngx_http_idempotency_stored_error(r, ctx,
+                                                  IDEM_ERR_UPSTREAM_DOWN, 0)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else {
+            ctx->release =
+                (ctx->conf->on_unknown == IDEM_ON_UNKNOWN_RELEASE);
+            ngx_http_idempotency_count(ctx->release
+                                       ? NGX_HTTP_IDEM_M_RELEASED
+                                       : NGX_HTTP_IDEM_M_UNKNOWN_OUTCOME, 1);
+
+            status = r->err_status;
+            if (status != NGX_HTTP_BAD_GATEWAY
+                && status != NGX_HTTP_GATEWAY_TIME_OUT)
+            {
+                status = NGX_HTTP_GATEWAY_TIME_OUT;
+            }
+
+            if (ngx_http_idempotency_stored_error(r, ctx,
+                                                  IDEM_ERR_UNKNOWN_OUTCOME,
+                                                  status)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+
+        r->buffered |= NGX_HTTP_IDEMPOTENCY_BUFFERED;
+
+        if (ngx_http_idempotency_post_finish(r, ctx, &ctx->stored,
+                                             IDEM_REC_UNKNOWN_OUTCOME,
+                                             ctx->release)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
+    /* the upstream's response: hold it */
+
+    r->filter_need_in_memory = 1;
+    r->buffered |= NGX_HTTP_IDEMPOTENCY_BUFFERED;
+    ctx->state = NGX_HTTP_IDEM_HOLDING;
+
+    if (r->headers_out.content_length_n >= 0
+        && (size_t) r->headers_out.content_length_n
+           <= ctx->conf->max_response_size)
+    {
+        cap = (size_t) r->headers_out.content_length_n;
+
+    } else {
+        cap = ngx_min(16384, ctx->conf->max_response_size);
+    }
+
+    if (cap) {
+        ctx->body = malloc(cap);
+        if (ctx->body == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->body_cap = cap;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_idempotency_append(ngx_http_idempotency_ctx_t *ctx, u_char *data,
+    size_t len)
+{
+    u_char  *p;
+    size_t   cap;
+
+    if (ctx->body_len + len > ctx->conf->max_response_size) {
+        return NGX_DECLINED;
+    }
+
+    if (ctx->body_len + len > ctx->body_cap) {
+        cap = ngx_max(ctx->body_cap * 2, ctx->body_len + len);
+        cap = ngx_min(cap, ctx->conf->max_response_size);
+
+        p = realloc(ctx->body, cap);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->body = p;
+        ctx->body_cap = cap;
+    }
+
+    ngx_memcpy(ctx->body + ctx->body_len, data, len);
+    ctx->body_len += len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    size_t                        size;
+    ngx_int_t                     rc;
+    ngx_uint_t                    last;
+    ngx_buf_t                    *b;
+    ngx_chain_t                  *cl;
+    ngx_http_idempotency_ctx_t   *ctx;
+
+    if (r != r->main) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    ctx = ngx_http_idempotency_get_ctx(r);
+
+    if (ctx == NULL) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    switch (ctx->state) {
+
+    case NGX_HTTP_IDEM_HOLDING:
+        break;
+
+    case NGX_HTTP_IDEM_STORING:
+        if (ctx->replace) {
+            /* nginx's error page: ours goes out instead */
+            for (cl = in; cl; cl = cl->next) {
+                cl->buf->pos = cl->buf->last;
+                cl->buf->file_pos = cl->buf->file_last;
+            }
+
+            return NGX_OK;
+        }
+
+        if (in == NULL) {
+            return ctx->pending ? NGX_AGAIN : NGX_OK;
+        }
+
+        /* too large: keep what comes until the error is stored */
+        if (ngx_chain_add_copy(r->pool, &ctx->pending, in) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        return NGX_AGAIN;
+
+    default:
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->last_buf) {
+            last = 1;
+        }
+
+        if (!ngx_buf_in_memory(b)) {
+            if (ngx_buf_size(b) != 0) {
+                ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                              "idempotency filter got a buffer not in "
+                              "memory");
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        size = b->last - b->pos;
+
+        if (size == 0) {
+            continue;
+        }
+
+        rc = ngx_http_idempotency_append(ctx, b->pos, size);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+
+            /* over the limit: store the error, deliver the response */
+
+            ctx->too_large = 1;
+            ngx_http_idempotency_count(NGX_HTTP_IDEM_M_TOO_LARGE, 1);
+
+            if (ngx_chain_add_copy(r->pool, &ctx->pending, cl) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            if (ngx_http_idempotency_stored_error(r, ctx,
+                                                  IDEM_ERR_TOO_LARGE, 0)
+                != NGX_OK
+                || ngx_http_idempotency_post_finish(r, ctx, &ctx->stored, 0,
+                                                    0)
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            return NGX_AGAIN;
+        }
+
+        b->pos = b->last;
+    }
+
+    if (!last) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_idempotency_build_stored(r, ctx) != NGX_OK
+        || ngx_http_idempotency_post_finish(r, ctx, &ctx->stored, 0, 0)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * complete() or release() is done (or failed): send the held response, or
+ * the gateway's answer in place of nginx's error page, and let r run on.
+ */
+
+void
+ngx_http_idempotency_release_held(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out, *pending;
+
+    r->buffered &= ~NGX_HTTP_IDEMPOTENCY_BUFFERED;
+    ctx->state = NGX_HTTP_IDEM_PASS;
+
+    if (r->connection->error) {
+        ngx_http_idempotency_resume(r);
+        return;
+    }
+
+    if (ctx->replace) {
+        ctx->answer.status = ctx->stored.status;
+        ctx->answer.resp = ctx->stored;
+        ctx->answer.expires_ms = (ctx->release || ctx->store_rc != 0)
+                                 ? 0 : ctx->expires_ms;
+
+        rc = ngx_http_idempotency_send_answer(r, ctx);
+        goto done;
+    }
+
+    if (ctx->store_rc == 0
+        && ngx_http_idempotency_add_expires(r, ctx->expires_ms) != NGX_OK)
+    {
+        rc = NGX_ERROR;
+        goto done;
+    }
+
+    rc = ngx_http_next_header_filter(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        goto done;
+    }
+
+    pending = ctx->pending;
+    ctx->pending = NULL;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        rc = NGX_ERROR;
+        goto done;
+    }
+
+    if (ctx->too_large) {
+        /* the body so far, then what was pending, then the rest flows */
+        b->pos = ctx->body;
+        b->last = ctx->body + ctx->body_len;
+        b->memory = ctx->body_len ? 1 : 0;
+        b->flush = 1;
+
+    } else {
+        b->pos = ctx->body;
+        b->last = ctx->body + ctx->body_len;
+        b->memory = ctx->body_len ? 1 : 0;
+        b->last_buf = 1;
+        b->last_in_chain = 1;
+    }
+
+    out.buf = b;
+    out.next = pending;
+
+    rc = ngx_http_next_body_filter(r, &out);
+
+done:
+
+    if (rc == NGX_ERROR) {
+        r->connection->error = 1;
+    }
+
+    ngx_http_idempotency_resume(r);
+}

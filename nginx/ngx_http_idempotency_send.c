@@ -1,0 +1,231 @@
+
+/*
+ * ngx_http_idempotency_send.c — answers the module makes itself: replays of
+ * a stored response, and gateway-made errors (400, 409, 422, 502, 503, 504)
+ * whose bodies come from libidem in the location's error style.
+ */
+
+#include "ngx_http_idempotency.h"
+
+
+static ngx_int_t
+ngx_http_idempotency_push_header(ngx_http_request_t *r, u_char *name,
+    size_t name_len, u_char *value, size_t value_len, ngx_table_elt_t **out)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = name;
+    h->key.len = name_len;
+    h->value.data = value;
+    h->value.len = value_len;
+    h->lowcase_key = NULL;
+
+    if (out) {
+        *out = h;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_idempotency_add_expires(ngx_http_request_t *r, int64_t expires_ms)
+{
+    u_char  *p;
+
+    if (expires_ms <= 0) {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, sizeof("Mon, 28 Sep 1970 06:00:00 GMT") - 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_time(p, (time_t) ((expires_ms + 999) / 1000));
+
+    return ngx_http_idempotency_push_header(r,
+               (u_char *) "Idempotency-Expires",
+               sizeof("Idempotency-Expires") - 1,
+               p, sizeof("Mon, 28 Sep 1970 06:00:00 GMT") - 1, NULL);
+}
+
+
+ngx_int_t
+ngx_http_idempotency_error_answer(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind, int key_err)
+{
+    if (ctx->errbody.body) {
+        free(ctx->errbody.body);
+        ctx->errbody.body = NULL;
+    }
+
+    ctx->state = NGX_HTTP_IDEM_ANSWER;
+    ngx_memzero(&ctx->answer, sizeof(ngx_http_idempotency_answer_t));
+
+    if (idem_errbody(ctx->conf->error_style, kind, (char *) ctx->key,
+                     ctx->key_len, key_err, &ctx->errbody)
+        != 0)
+    {
+        ctx->answer.status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
+    }
+
+    ctx->answer.status = ctx->errbody.status;
+    ctx->answer.content_type.data = (u_char *) ctx->errbody.content_type;
+    ctx->answer.content_type.len = ngx_strlen(ctx->errbody.content_type);
+    ctx->answer.resp.status = ctx->errbody.status;
+    ctx->answer.resp.body = (const uint8_t *) ctx->errbody.body;
+    ctx->answer.resp.body_len = ctx->errbody.body_len;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_idempotency_send_answer(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx)
+{
+    u_char                         *p;
+    size_t                          i, n;
+    ngx_int_t                       rc;
+    ngx_buf_t                      *b;
+    ngx_chain_t                     out;
+    ngx_table_elt_t                *h;
+    const idem_header_t            *hs;
+    ngx_http_idempotency_answer_t  *a;
+
+    a = &ctx->answer;
+
+    if (a->status == NGX_HTTP_INTERNAL_SERVER_ERROR && a->resp.body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* a parked or redirected request may carry nginx's own headers */
+    if (ngx_list_init(&r->headers_out.headers, r->pool, 8,
+                      sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    r->headers_out.status = a->status;
+    r->headers_out.status_line.len = 0;
+    r->headers_out.content_type.len = 0;
+    r->headers_out.content_type_len = 0;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.charset.len = 0;
+    r->headers_out.content_length = NULL;
+    r->headers_out.content_encoding = NULL;
+    r->headers_out.location = NULL;
+    r->headers_out.last_modified = NULL;
+    r->headers_out.last_modified_time = -1;
+    r->headers_out.date = NULL;
+    r->headers_out.etag = NULL;
+    r->err_status = 0;
+
+    if (a->content_type.len) {
+        r->headers_out.content_type = a->content_type;
+        r->headers_out.content_type_len = a->content_type.len;
+    }
+
+    hs = a->resp.headers;
+    n = a->resp.nheaders;
+
+    for (i = 0; i < n; i++) {
+
+        if (hs[i].name.len == sizeof("Content-Type") - 1
+            && ngx_strncasecmp((u_char *) hs[i].name.data,
+                               (u_char *) "Content-Type",
+                               hs[i].name.len) == 0)
+        {
+            r->headers_out.content_type.data = (u_char *) hs[i].value.data;
+            r->headers_out.content_type.len = hs[i].value.len;
+            p = ngx_strlchr(r->headers_out.content_type.data,
+                            r->headers_out.content_type.data
+                            + hs[i].value.len, ';');
+            r->headers_out.content_type_len = p
+                ? (size_t) (p - r->headers_out.content_type.data)
+                : hs[i].value.len;
+            continue;
+        }
+
+        if (ngx_http_idempotency_push_header(r, (u_char *) hs[i].name.data,
+                                             hs[i].name.len,
+                                             (u_char *) hs[i].value.data,
+                                             hs[i].value.len, &h)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (hs[i].name.len == sizeof("Date") - 1
+            && ngx_strncasecmp((u_char *) hs[i].name.data, (u_char *) "Date",
+                               hs[i].name.len) == 0)
+        {
+            r->headers_out.date = h;
+        }
+    }
+
+    if (a->replayed
+        && ngx_http_idempotency_push_header(r,
+               (u_char *) "Idempotent-Replayed",
+               sizeof("Idempotent-Replayed") - 1,
+               (u_char *) "true", sizeof("true") - 1, NULL)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_idempotency_add_expires(r, a->expires_ms) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (a->retry_after) {
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_idempotency_push_header(r, (u_char *) "Retry-After",
+                sizeof("Retry-After") - 1, p,
+                ngx_sprintf(p, "%ui", a->retry_after) - p, NULL)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    r->headers_out.content_length_n = a->resp.body_len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (a->resp.body_len) {
+        b->pos = (u_char *) a->resp.body;
+        b->last = b->pos + a->resp.body_len;
+        b->memory = 1;
+    }
+
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
