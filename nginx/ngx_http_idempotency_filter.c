@@ -314,15 +314,13 @@ ngx_http_idempotency_header_filter(ngx_http_request_t *r)
             }
         }
 
+        /*
+         * nginx's page is swallowed by the body filter, which settles the
+         * key on its last buffer: a task posted now would set r->aio, and
+         * the copy filter would then keep the page from us
+         */
         r->buffered |= NGX_HTTP_IDEMPOTENCY_BUFFERED;
-
-        if (ngx_http_idempotency_post_finish(r, ctx, &ctx->stored,
-                                             IDEM_REC_UNKNOWN_OUTCOME,
-                                             ctx->release)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+        ctx->state = NGX_HTTP_IDEM_HOLDING;
 
         return NGX_OK;
     }
@@ -413,16 +411,6 @@ ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         break;
 
     case NGX_HTTP_IDEM_STORING:
-        if (ctx->replace) {
-            /* nginx's error page: ours goes out instead */
-            for (cl = in; cl; cl = cl->next) {
-                cl->buf->pos = cl->buf->last;
-                cl->buf->file_pos = cl->buf->file_last;
-            }
-
-            return NGX_OK;
-        }
-
         if (in == NULL) {
             return ctx->pending ? NGX_AGAIN : NGX_OK;
         }
@@ -436,6 +424,28 @@ ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     default:
         return ngx_http_next_body_filter(r, in);
+    }
+
+    if (ctx->replace) {
+        /* nginx's error page: the gateway's answer goes out instead */
+        last = 0;
+
+        for (cl = in; cl; cl = cl->next) {
+            last |= cl->buf->last_buf;
+            cl->buf->pos = cl->buf->last;
+            cl->buf->file_pos = cl->buf->file_last;
+        }
+
+        if (last
+            && ngx_http_idempotency_post_finish(r, ctx, &ctx->stored,
+                                                IDEM_REC_UNKNOWN_OUTCOME,
+                                                ctx->release)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
     }
 
     last = 0;
