@@ -147,10 +147,15 @@ IDEM_MUST_CHECK int idem_key_parse(const char *value, size_t value_len,
 
 /*
  * The scope: SHA-256 over the configured scope values in order. An absent
- * value (data == NULL) differs from an empty one. With n == 0 every request
- * shares one scope. The values are not kept anywhere.
+ * value (data == NULL) differs from an empty one (data != NULL, len 0, e.g.
+ * ""). With n == 0 every request shares one scope. The values are not kept
+ * anywhere.
+ *
+ * Returns 0 or IDEM_ENOMEM (OpenSSL allocates a digest context); on error
+ * *out is untouched and the request must not go on unscoped.
  */
-void idem_scope_hash(const idem_str_t *values, size_t n, idem_hash_t *out);
+IDEM_MUST_CHECK int idem_scope_hash(const idem_str_t *values, size_t n,
+                                    idem_hash_t *out);
 
 /* How the body took part in a fingerprint (for tests and diagnostics). */
 typedef enum {
@@ -296,7 +301,7 @@ typedef struct {
  * Builds the error response of kind in style. key (may be empty) is
  * JSON-escaped into the details where the text names it; key_err is the
  * IDEM_EKEY... code for IDEM_ERR_KEY_INVALID and ignored otherwise.
- * Returns 0 or IDEM_ENOMEM.
+ * Returns 0, IDEM_ENOMEM, or IDEM_EINVAL for an unknown style or kind.
  */
 IDEM_MUST_CHECK int idem_errbody(idem_style_t style, idem_err_kind_t kind,
                                  const char *key, size_t key_len, int key_err,

@@ -1,0 +1,295 @@
+/*
+ * errbody.c — the bodies of the responses the gateway makes itself (SPEC §2,
+ * §4, §5, §8), in the two error styles:
+ *
+ *   persona (default)  Content-Type: application/json
+ *                      {"errors":[{"title":"...","details":"..."}]}
+ *   ietf               Content-Type: application/problem+json (RFC 9457)
+ *                      {"type":"...","title":"...","status":N,"detail":"..."}
+ *
+ * In the ietf style the four key problems of the Idempotency-Key draft
+ * (missing, malformed, reused with other parameters, outstanding) share the
+ * draft's address as their "type", as the draft's own examples share one; the
+ * gateway's other errors are plain HTTP errors, so their type is
+ * "about:blank" and their title the status phrase (RFC 9457 §4.2.1), with
+ * the details in "detail". The texts of "details"/"detail" are the same in
+ * both styles.
+ *
+ * Bodies are rendered twice by one function: first to measure, then into a
+ * buffer of exactly that size.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "idem.h"
+
+#define IDEM_ERRBODY_IETF_TYPE                                                 \
+    "https://datatracker.ietf.org/doc/draft-ietf-httpapi-idempotency-key-"     \
+    "header/"
+
+/*
+ * The text of one error. The details are before_key, then the key (when
+ * names_key is set), then after_key.
+ */
+typedef struct {
+    int persona_status;
+    int ietf_status;
+    const char *persona_title;
+    const char *ietf_type;
+    const char *ietf_title;
+    int names_key;
+    const char *before_key;
+    const char *after_key;
+} idem_errbody_text_t;
+
+static const idem_errbody_text_t idem_errbody_mismatch = {
+    400,
+    422,
+    "Idempotency error",
+    IDEM_ERRBODY_IETF_TYPE,
+    "Idempotency-Key is already used",
+    1,
+    "Keys for idempotent requests can only be used with the same parameters "
+    "they were first used with. Try using a key other than '",
+    "' if you meant to execute a different request.",
+};
+
+static const idem_errbody_text_t idem_errbody_in_progress = {
+    409,
+    409,
+    "Idempotency error",
+    IDEM_ERRBODY_IETF_TYPE,
+    "A request is outstanding for this Idempotency-Key",
+    1,
+    "A request with the Idempotency-Key '",
+    "' is still in progress. Retry later with the same key to get its "
+    "response.",
+};
+
+static const idem_errbody_text_t idem_errbody_store = {
+    503,
+    503,
+    "Service unavailable",
+    "about:blank",
+    "Service Unavailable",
+    0,
+    "The idempotency store is unavailable, so the request was not forwarded. "
+    "Retry later with the same key.",
+    "",
+};
+
+static const idem_errbody_text_t idem_errbody_unknown_outcome = {
+    504,
+    504,
+    "Upstream outcome unknown",
+    "about:blank",
+    "Gateway Timeout",
+    0,
+    "The request was sent upstream but no complete response came back. Its "
+    "outcome is unknown, so this key will not run it again.",
+    "",
+};
+
+static const idem_errbody_text_t idem_errbody_upstream_down = {
+    502,
+    502,
+    "Bad gateway",
+    "about:blank",
+    "Bad Gateway",
+    0,
+    "The upstream could not be reached, so nothing was executed. Retrying "
+    "with the same key is safe.",
+    "",
+};
+
+static const idem_errbody_text_t idem_errbody_too_large = {
+    502,
+    502,
+    "Response too large",
+    "about:blank",
+    "Bad Gateway",
+    0,
+    "The upstream response was larger than the gateway stores. It was "
+    "delivered once but cannot be replayed.",
+    "",
+};
+
+/* The output of one rendering pass; buf is NULL while measuring. */
+typedef struct {
+    char *buf;
+    size_t cap;
+    size_t len;
+} idem_errbody_out_t;
+
+size_t idem_json_escape(char *dst, size_t cap, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+
+#define IDEM_ERRBODY_PUT_(ch)                                                  \
+    do {                                                                       \
+        if (n < cap)                                                           \
+            dst[n] = (ch);                                                     \
+        n++;                                                                   \
+    } while (0)
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c == '"' || c == '\\') {
+            IDEM_ERRBODY_PUT_('\\');
+            IDEM_ERRBODY_PUT_((char)c);
+        } else if (c < 0x20 || c == 0x7f) {
+            IDEM_ERRBODY_PUT_('\\');
+            IDEM_ERRBODY_PUT_('u');
+            IDEM_ERRBODY_PUT_('0');
+            IDEM_ERRBODY_PUT_('0');
+            IDEM_ERRBODY_PUT_(hex[c >> 4]);
+            IDEM_ERRBODY_PUT_(hex[c & 0xf]);
+        } else {
+            IDEM_ERRBODY_PUT_((char)c);
+        }
+    }
+#undef IDEM_ERRBODY_PUT_
+    return n;
+}
+
+/* Appends JSON text as it is. */
+static void idem_errbody_raw(idem_errbody_out_t *out, const char *s)
+{
+    size_t n = strlen(s);
+
+    if (out->buf != NULL && out->cap - out->len >= n)
+        memcpy(out->buf + out->len, s, n);
+    out->len += n;
+}
+
+/* Appends s[0..n) escaped, as the inside of a JSON string. */
+static void idem_errbody_str(idem_errbody_out_t *out, const char *s, size_t n)
+{
+    char *dst = out->buf ? out->buf + out->len : NULL;
+    size_t cap = out->buf ? out->cap - out->len : 0;
+
+    out->len += idem_json_escape(dst, cap, s, n);
+}
+
+static void idem_errbody_details(idem_errbody_out_t *out,
+                                 const idem_errbody_text_t *text,
+                                 const char *key, size_t key_len)
+{
+    idem_errbody_str(out, text->before_key, strlen(text->before_key));
+    if (text->names_key)
+        idem_errbody_str(out, key, key_len);
+    idem_errbody_str(out, text->after_key, strlen(text->after_key));
+}
+
+static void idem_errbody_render(idem_errbody_out_t *out, idem_style_t style,
+                                const idem_errbody_text_t *text,
+                                const char *key, size_t key_len)
+{
+    char status[16];
+
+    if (style == IDEM_STYLE_IETF) {
+        snprintf(status, sizeof(status), "%d", text->ietf_status);
+        idem_errbody_raw(out, "{\"type\":\"");
+        idem_errbody_str(out, text->ietf_type, strlen(text->ietf_type));
+        idem_errbody_raw(out, "\",\"title\":\"");
+        idem_errbody_str(out, text->ietf_title, strlen(text->ietf_title));
+        idem_errbody_raw(out, "\",\"status\":");
+        idem_errbody_raw(out, status);
+        idem_errbody_raw(out, ",\"detail\":\"");
+        idem_errbody_details(out, text, key, key_len);
+        idem_errbody_raw(out, "\"}");
+        return;
+    }
+    idem_errbody_raw(out, "{\"errors\":[{\"title\":\"");
+    idem_errbody_str(out, text->persona_title, strlen(text->persona_title));
+    idem_errbody_raw(out, "\",\"details\":\"");
+    idem_errbody_details(out, text, key, key_len);
+    idem_errbody_raw(out, "\"}]}");
+}
+
+/* The details of an invalid key: the rule it broke. */
+static const char *idem_errbody_key_rule(int key_err)
+{
+    switch (key_err) {
+    case IDEM_EKEYEMPTY:
+    case IDEM_EKEYLONG:
+    case IDEM_EKEYCHAR:
+    case IDEM_EKEYQUOTE:
+    case IDEM_EKEYDUP:
+    case IDEM_EKEYMISSING:
+        return idem_strerror(key_err);
+    }
+    return "The Idempotency-Key header is malformed.";
+}
+
+int idem_errbody(idem_style_t style, idem_err_kind_t kind, const char *key,
+                 size_t key_len, int key_err, idem_errbody_t *out)
+{
+    idem_errbody_text_t key_text = {
+        400,  400, "Idempotency error", IDEM_ERRBODY_IETF_TYPE, NULL, 0,
+        NULL, "",
+    };
+    const idem_errbody_text_t *text;
+    idem_errbody_out_t body = {NULL, 0, 0};
+
+    if (style != IDEM_STYLE_PERSONA && style != IDEM_STYLE_IETF)
+        return IDEM_EINVAL;
+    if (key == NULL)
+        key_len = 0;
+
+    switch (kind) {
+    case IDEM_ERR_KEY_INVALID:
+        key_text.ietf_title = "Idempotency-Key is malformed";
+        key_text.before_key = idem_errbody_key_rule(key_err);
+        text = &key_text;
+        break;
+    case IDEM_ERR_KEY_MISSING:
+        key_text.ietf_title = "Idempotency-Key is missing";
+        key_text.before_key = idem_strerror(IDEM_EKEYMISSING);
+        text = &key_text;
+        break;
+    case IDEM_ERR_MISMATCH:
+        text = &idem_errbody_mismatch;
+        break;
+    case IDEM_ERR_IN_PROGRESS:
+        text = &idem_errbody_in_progress;
+        break;
+    case IDEM_ERR_STORE:
+        text = &idem_errbody_store;
+        break;
+    case IDEM_ERR_UNKNOWN_OUTCOME:
+        text = &idem_errbody_unknown_outcome;
+        break;
+    case IDEM_ERR_UPSTREAM_DOWN:
+        text = &idem_errbody_upstream_down;
+        break;
+    case IDEM_ERR_TOO_LARGE:
+        text = &idem_errbody_too_large;
+        break;
+    default:
+        return IDEM_EINVAL;
+    }
+
+    idem_errbody_render(&body, style, text, key, key_len);
+    body.cap = body.len + 1;
+    body.buf = malloc(body.cap);
+    if (body.buf == NULL)
+        return IDEM_ENOMEM;
+    body.len = 0;
+    idem_errbody_render(&body, style, text, key, key_len);
+    body.buf[body.len] = '\0';
+
+    if (style == IDEM_STYLE_IETF) {
+        out->status = text->ietf_status;
+        out->content_type = "application/problem+json";
+    } else {
+        out->status = text->persona_status;
+        out->content_type = "application/json";
+    }
+    out->body = body.buf;
+    out->body_len = body.len;
+    return 0;
+}

@@ -1,0 +1,33 @@
+/*
+ * errors.c — the message and the symbolic name of every libidem error code,
+ * both generated from the one list IDEM_ERRNO_MAP in idem.h.
+ */
+#include "idem.h"
+
+const char *idem_strerror(int err)
+{
+    switch (err) {
+    case IDEM_OK:
+        return "success";
+#define IDEM_ERRORS_MSG_(name, msg)                                            \
+    case IDEM_E##name:                                                         \
+        return msg;
+        IDEM_ERRNO_MAP(IDEM_ERRORS_MSG_)
+#undef IDEM_ERRORS_MSG_
+    }
+    return "unknown error";
+}
+
+const char *idem_err_name(int err)
+{
+    switch (err) {
+    case IDEM_OK:
+        return "IDEM_OK";
+#define IDEM_ERRORS_NAME_(name, msg)                                           \
+    case IDEM_E##name:                                                         \
+        return "IDEM_E" #name;
+        IDEM_ERRNO_MAP(IDEM_ERRORS_NAME_)
+#undef IDEM_ERRORS_NAME_
+    }
+    return "unknown";
+}

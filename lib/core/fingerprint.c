@@ -1,0 +1,195 @@
+/*
+ * fingerprint.c — the request fingerprint of SPEC §4: one SHA-256 that two
+ * requests share exactly when they carry the same parameters.
+ *
+ * The digest covers, as framed fields (hash.h):
+ *
+ *     field("idemgate-fingerprint-v1")   the version of this layout
+ *     field(method)                      as sent (methods are case-sensitive)
+ *     field(path)                        as given by the caller
+ *     field(canonical query)             canon.h: pairs sorted by name
+ *     field(media type)                  "type/subtype" of Content-Type,
+ *                                        trimmed, lower-cased, no parameters
+ *     u8(body kind)                      idem_body_kind_t
+ *     field(SHA-256(canonical body))
+ *
+ * The body is reduced to its own digest first because its canonical text is
+ * streamed and its length is known only at the end. How the body is made
+ * canonical depends on the media type:
+ *
+ *     application/json, or any type      canonical JSON (canon.h), or the
+ *     ending in "+json"                  bytes when it is not trusted JSON
+ *     application/x-www-form-urlencoded  pairs sorted by name, like a query
+ *     anything else, or none             the bytes as they are
+ *
+ * Changing anything above changes every fingerprint, and so turns every
+ * stored key into a mismatch: bump the version tag with it.
+ */
+#include <string.h>
+#include <strings.h>
+
+#include "canon.h"
+#include "hash.h"
+
+#define IDEM_FP_TAG "idemgate-fingerprint-v1"
+
+/* A sink that feeds the canonical text into a digest. */
+typedef struct {
+    idem_canon_sink_t super;
+    idem_hash_ctx_t *hash;
+} idem_fp_hash_sink_t;
+
+static int idem_fp_hash_write(idem_canon_sink_t *sink, const void *data,
+                              size_t len)
+{
+    idem_fp_hash_sink_t *hs = (idem_fp_hash_sink_t *)sink;
+
+    idem_hash_bytes(hs->hash, data, len);
+    return 0;
+}
+
+static int idem_fp_is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* The "type/subtype" part of a Content-Type value: trimmed, unlowered. */
+static idem_str_t idem_fp_media_span(idem_str_t ct)
+{
+    const char *s = ct.data;
+    size_t start = 0, end = ct.len;
+    const char *semi;
+
+    if (ct.len == 0)
+        return (idem_str_t){"", 0};
+    semi = memchr(s, ';', ct.len);
+    if (semi != NULL)
+        end = (size_t)(semi - s);
+    while (start < end && idem_fp_is_ows(s[start]))
+        start++;
+    while (end > start && idem_fp_is_ows(s[end - 1]))
+        end--;
+    return (idem_str_t){s + start, end - start};
+}
+
+static int idem_fp_media_is(idem_str_t media, const char *lower)
+{
+    size_t n = strlen(lower);
+
+    return media.len == n && strncasecmp(media.data, lower, n) == 0;
+}
+
+static int idem_fp_media_is_json(idem_str_t media)
+{
+    static const char suffix[] = "+json";
+    size_t n = sizeof(suffix) - 1;
+
+    if (idem_fp_media_is(media, "application/json"))
+        return 1;
+    return media.len > n &&
+           strncasecmp(media.data + media.len - n, suffix, n) == 0;
+}
+
+/* Feeds the media type as a field, lower-cased on the way. */
+static void idem_fp_hash_media(idem_hash_ctx_t *h, idem_str_t media)
+{
+    char buf[256];
+    size_t done = 0;
+
+    idem_hash_u64(h, (uint64_t)media.len);
+    while (done < media.len) {
+        size_t n = media.len - done;
+
+        if (n > sizeof(buf))
+            n = sizeof(buf);
+        for (size_t i = 0; i < n; i++) {
+            char c = media.data[done + i];
+
+            buf[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+        }
+        idem_hash_bytes(h, buf, n);
+        done += n;
+    }
+}
+
+/*
+ * Computes the digest of the canonical body into *out and its kind into
+ * *kind. Returns 0 or IDEM_ENOMEM.
+ */
+static int idem_fp_body(const idem_request_t *req, idem_str_t media,
+                        idem_hash_t *out, idem_body_kind_t *kind)
+{
+    idem_hash_ctx_t h;
+    idem_fp_hash_sink_t sink = {{idem_fp_hash_write}, &h};
+    idem_canon_pairs_t pairs;
+    int is_json = 0;
+    int rc;
+
+    if ((rc = idem_hash_init(&h)) != 0)
+        return rc;
+
+    *kind = IDEM_BODY_BYTES;
+    if (idem_fp_media_is_json(media)) {
+        rc = idem_canon_json(req->body, req->body_len, &sink.super, &is_json);
+        if (rc != 0)
+            goto fail;
+        if (is_json)
+            *kind = IDEM_BODY_JSON;
+    } else if (idem_fp_media_is(media, "application/x-www-form-urlencoded")) {
+        rc = idem_canon_pairs_init(&pairs, (const char *)req->body,
+                                   req->body_len);
+        if (rc != 0)
+            goto fail;
+        rc = idem_canon_pairs_write(&pairs, &sink.super);
+        idem_canon_pairs_free(&pairs);
+        if (rc != 0)
+            goto fail;
+        *kind = IDEM_BODY_FORM;
+    }
+    if (*kind == IDEM_BODY_BYTES)
+        idem_hash_bytes(&h, req->body, req->body_len);
+    return idem_hash_final(&h, out);
+
+fail:
+    idem_hash_discard(&h);
+    return rc;
+}
+
+int idem_fingerprint(const idem_request_t *req, idem_hash_t *out,
+                     idem_body_kind_t *kind)
+{
+    idem_hash_ctx_t h;
+    idem_fp_hash_sink_t sink = {{idem_fp_hash_write}, &h};
+    idem_canon_pairs_t query;
+    idem_str_t media = idem_fp_media_span(req->content_type);
+    idem_body_kind_t body_kind;
+    idem_hash_t body_hash;
+    int rc;
+
+    if ((rc = idem_fp_body(req, media, &body_hash, &body_kind)) != 0)
+        return rc;
+    rc = idem_canon_pairs_init(&query, req->query.data, req->query.len);
+    if (rc != 0)
+        return rc;
+    if ((rc = idem_hash_init(&h)) != 0)
+        goto fail;
+
+    idem_hash_field(&h, IDEM_FP_TAG, sizeof(IDEM_FP_TAG) - 1);
+    idem_hash_field(&h, req->method.data, req->method.len);
+    idem_hash_field(&h, req->path.data, req->path.len);
+    idem_hash_u64(&h, (uint64_t)query.len);
+    if ((rc = idem_canon_pairs_write(&query, &sink.super)) != 0)
+        goto fail;
+    idem_fp_hash_media(&h, media);
+    idem_hash_u8(&h, (uint8_t)body_kind);
+    idem_hash_field(&h, body_hash.bytes, sizeof(body_hash.bytes));
+    if ((rc = idem_hash_final(&h, out)) != 0)
+        goto fail;
+    if (kind != NULL)
+        *kind = body_kind;
+
+fail:
+    idem_hash_discard(&h);
+    idem_canon_pairs_free(&query);
+    return rc;
+}

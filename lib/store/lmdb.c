@@ -1,0 +1,694 @@
+/*
+ * lmdb.c — the "lmdb:PATH[?opts]" store: records in an LMDB environment in
+ * the directory PATH, durable, shared by every process that opens it.
+ *
+ * Two named databases:
+ *
+ *   "records"  store key (scope hash ‖ key)          -> encoded record
+ *   "expiry"   removable-at (8 bytes, big-endian,
+ *              sign bit flipped) ‖ store key         -> empty
+ *
+ * The expiry index orders records by the time they may be removed
+ * (idem_store_removable_at: expires_ms, or the lease's end for an
+ * in-progress record still leased), so prune() reads it from the front and
+ * stops at the first entry in the future. Every write of a record moves its
+ * index entry in the same transaction.
+ *
+ * Reads (lookup, get, begin's fast path) use a read-only transaction of
+ * their own: no lock of ours, never blocked by writers. Writes go through
+ * the group-commit queue, so that many threads share one transaction and
+ * one fsync:
+ *
+ *      thread A      thread B      thread C            (callers of write)
+ *         │             │             │
+ *         ▼             ▼             ▼
+ *     ┌────────────────────────────────────────┐
+ *     │ queue (mutex): [op A] -> [op B] -> [op C]  each op waits on its
+ *     └────────────────────────────────────────┘  own condition variable
+ *         │ the first caller to find no leader leads; it takes the whole
+ *         │ queue and runs it without the mutex:
+ *         ▼
+ *     ┌───────────────────── one write transaction ─────────────────────┐
+ *     │ op A: read, idem_store_plan(), put/del record + index entry     │
+ *     │ op B: same; sees op A's writes                                  │
+ *     │ op C: same                                                      │
+ *     └──────────────────────── commit: one fsync ──────────────────────┘
+ *         │ success: every op's result stands
+ *         │ failure (map full, I/O error, ...): abort, then run each op
+ *         │ alone in its own transaction, so one op's failure cannot fail
+ *         │ the others and nothing half-written remains
+ *         ▼
+ *     publish (mutex): mark each op done, wake its caller; if ops queued
+ *     meanwhile, hand the lead to the first of them (which runs the next
+ *     batch at once), else leave the queue leaderless
+ *
+ * Handing the lead over, instead of the leader looping, keeps the queue
+ * busy just the same while bounding every caller's wait to two batches.
+ * With group_commit=0 every op runs alone: one transaction and one fsync
+ * each (for comparison in the benchmark).
+ *
+ * Processes: LMDB's lock file serializes the writers of all processes, so
+ * several nginx workers and gateways on one host may share PATH. A handle
+ * must be opened after fork() in the process that uses it, and a child must
+ * neither use nor close a handle its parent opened. Every process should
+ * open PATH with the same map_size: the map has a fixed size (sparse on
+ * disk), and a transaction that would grow past it fails with IDEM_EFULL,
+ * leaving nothing behind.
+ */
+#include "store_int.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#define IDEM_STORE_LMDB_MAP_SIZE    ((size_t)1 << 30)
+#define IDEM_STORE_LMDB_MAX_READERS 1024
+#define IDEM_STORE_LMDB_IKEY_MAX    (8 + IDEM_STORE_KEY_MAX)
+
+/* A caller waiting in the group-commit queue; lives on its stack. */
+typedef struct idem_store_lmdb_waiter_s {
+    idem_store_op_t                 *op;
+    struct idem_store_lmdb_waiter_s *next;
+    pthread_cond_t                   cv;
+    int                              done; /* op's result is published */
+    int                              lead; /* run the next batch       */
+} idem_store_lmdb_waiter_t;
+
+typedef struct {
+    idem_store_t base; /* first: the handle callers hold */
+    MDB_env     *env;
+    MDB_dbi      records;
+    MDB_dbi      expiry;
+    int          group_commit;
+
+    pthread_mutex_t           qmu; /* guards the queue and leading  */
+    idem_store_lmdb_waiter_t *head;
+    idem_store_lmdb_waiter_t *tail;
+    int                       leading; /* a batch is running          */
+} idem_store_lmdb_t;
+
+/* The options of an "lmdb:" URL. */
+typedef struct {
+    char  *path; /* malloc'd */
+    size_t map_size;
+    int    group_commit;
+    int    sync;
+} idem_store_lmdb_conf_t;
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Maps an LMDB return code or errno value to an IDEM_E... code. */
+static int idem_store_lmdb_err(int rc)
+{
+    switch (rc) {
+    case 0:
+        return 0;
+    case MDB_MAP_FULL:
+    case MDB_TXN_FULL:
+    case ENOSPC:
+    case EDQUOT:
+    case EFBIG:
+        return IDEM_EFULL;
+    case EACCES:
+    case EPERM:
+    case EROFS:
+        return IDEM_EPERM;
+    case ENOMEM:
+        return IDEM_ENOMEM;
+    case MDB_READERS_FULL:
+    case MDB_MAP_RESIZED:
+    case MDB_PANIC:
+    case EAGAIN:
+    case EBUSY:
+        return IDEM_EUNAVAIL;
+    case EIO:
+    default:
+        return IDEM_EIO;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reading                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static int idem_store_lmdb_read(idem_store_t *store, const idem_store_key_t *k,
+                                int (*cb)(void *ctx, const uint8_t *val,
+                                          size_t len),
+                                void *ctx)
+{
+    idem_store_lmdb_t *s = (idem_store_lmdb_t *)store;
+    MDB_txn           *txn;
+    MDB_val            key = {k->len, (void *)k->bytes}, val;
+    int                rc;
+
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        return idem_store_lmdb_err(rc);
+    }
+    rc = mdb_get(txn, s->records, &key, &val);
+    if (rc == 0) {
+        rc = cb(ctx, val.mv_data, val.mv_size);
+    } else if (rc == MDB_NOTFOUND) {
+        rc = IDEM_ENOTFOUND;
+    } else {
+        rc = idem_store_lmdb_err(rc);
+    }
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* One operation inside a write transaction                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Builds the expiry index key of (at_ms, store key) into buf. */
+static MDB_val idem_store_lmdb_ikey(uint8_t *buf, int64_t at_ms,
+                                    const uint8_t *skey, size_t skey_len)
+{
+    uint64_t u = (uint64_t)at_ms ^ ((uint64_t)1 << 63);
+    MDB_val  v;
+
+    for (int i = 0; i < 8; i++) {
+        buf[i] = (uint8_t)(u >> (56 - 8 * i));
+    }
+    memcpy(buf + 8, skey, skey_len);
+    v.mv_size = 8 + skey_len;
+    v.mv_data = buf;
+    return v;
+}
+
+static int64_t idem_store_lmdb_ikey_time(const uint8_t *buf)
+{
+    uint64_t u = 0;
+
+    for (int i = 0; i < 8; i++) {
+        u = (u << 8) | buf[i];
+    }
+    return (int64_t)(u ^ ((uint64_t)1 << 63));
+}
+
+/*
+ * Plans op against the stored record and applies the plan with its index
+ * entry. Returns 0 or an LMDB/errno code (the transaction must then be
+ * aborted); the op's own verdict is left in op->rc. *wrote is set when
+ * something was written.
+ */
+static int idem_store_lmdb_apply(idem_store_lmdb_t *s, MDB_txn *txn,
+                                 idem_store_op_t *op, int *wrote)
+{
+    uint8_t ibuf[IDEM_STORE_LMDB_IKEY_MAX];
+    MDB_val key = {op->key.len, op->key.bytes}, val, ikey;
+    MDB_val empty = {0, NULL};
+    int     rc, moved;
+
+    rc = mdb_get(txn, s->records, &key, &val);
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        return rc;
+    }
+    if (rc == MDB_NOTFOUND) {
+        val.mv_data = NULL;
+        val.mv_size = 0;
+    }
+    if (idem_store_plan(&s->base, op, val.mv_data, val.mv_size) != 0 ||
+        op->write == IDEM_STORE_WRITE_NONE) {
+        return 0;
+    }
+
+    moved = op->write == IDEM_STORE_WRITE_DEL || !op->had_index ||
+            op->old_index_ms != op->new_index_ms;
+    if (op->had_index && moved) {
+        ikey = idem_store_lmdb_ikey(ibuf, op->old_index_ms, op->key.bytes,
+                                    op->key.len);
+        rc = mdb_del(txn, s->expiry, &ikey, NULL);
+        if (rc != 0 && rc != MDB_NOTFOUND) {
+            return rc;
+        }
+    }
+    if (op->write == IDEM_STORE_WRITE_PUT) {
+        val.mv_size = op->val->len;
+        val.mv_data = op->val->data;
+        rc = mdb_put(txn, s->records, &key, &val, 0);
+        if (rc != 0) {
+            return rc;
+        }
+        if (moved) {
+            ikey = idem_store_lmdb_ikey(ibuf, op->new_index_ms, op->key.bytes,
+                                        op->key.len);
+            rc = mdb_put(txn, s->expiry, &ikey, &empty, 0);
+            if (rc != 0) {
+                return rc;
+            }
+        }
+    } else {
+        rc = mdb_del(txn, s->records, &key, NULL);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    *wrote = 1;
+    return 0;
+}
+
+/* Copies the first index entry into buf. Returns 0, MDB_NOTFOUND, ... */
+static int idem_store_lmdb_first(idem_store_lmdb_t *s, MDB_txn *txn,
+                                 uint8_t *buf, size_t *len)
+{
+    MDB_cursor *cur;
+    MDB_val     k, v;
+    int         rc;
+
+    rc = mdb_cursor_open(txn, s->expiry, &cur);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    if (rc == 0) {
+        if (k.mv_size > IDEM_STORE_LMDB_IKEY_MAX) {
+            rc = MDB_CORRUPTED;
+        } else {
+            memcpy(buf, k.mv_data, k.mv_size);
+            *len = k.mv_size;
+        }
+    }
+    mdb_cursor_close(cur);
+    return rc;
+}
+
+/*
+ * Removes at most op->budget expired records, from the front of the expiry
+ * index. Each entry looked at costs one from the budget, whether its record
+ * goes, its entry was an orphan, or it is moved on, so the work is bounded.
+ */
+static int idem_store_lmdb_prune(idem_store_lmdb_t *s, MDB_txn *txn,
+                                 idem_store_op_t *op, int *wrote)
+{
+    uint8_t ibuf[IDEM_STORE_LMDB_IKEY_MAX], nbuf[IDEM_STORE_LMDB_IKEY_MAX];
+    size_t  visited = 0, ilen = 0;
+    MDB_val ikey, skey = {0, NULL}, val, nkey;
+    MDB_val empty = {0, NULL};
+    int64_t at, re = 0;
+    int     rc, verdict;
+
+    op->removed = 0;
+    op->more = 0;
+    for (;;) {
+        rc = idem_store_lmdb_first(s, txn, ibuf, &ilen);
+        if (rc == MDB_NOTFOUND) {
+            break;
+        }
+        if (rc != 0) {
+            return rc;
+        }
+        at = ilen >= 8 ? idem_store_lmdb_ikey_time(ibuf) : INT64_MIN;
+        if (at > op->now_ms) {
+            break;
+        }
+        if (visited == op->budget) {
+            op->more = 1;
+            break;
+        }
+        visited++;
+        *wrote = 1;
+        ikey.mv_size = ilen;
+        ikey.mv_data = ibuf;
+        verdict = IDEM_STORE_PRUNE_ORPHAN;
+        if (ilen > 8) {
+            skey.mv_size = ilen - 8;
+            skey.mv_data = ibuf + 8;
+            rc = mdb_get(txn, s->records, &skey, &val);
+            if (rc == 0) {
+                verdict = idem_store_prune_check(val.mv_data, val.mv_size, at,
+                                                 op->now_ms, &re);
+                if (verdict < 0) {
+                    return ENOMEM;
+                }
+            } else if (rc != MDB_NOTFOUND) {
+                return rc;
+            }
+        }
+        if (verdict == IDEM_STORE_PRUNE_REMOVE) {
+            rc = mdb_del(txn, s->records, &skey, NULL);
+            if (rc != 0) {
+                return rc;
+            }
+            op->removed++;
+        }
+        rc = mdb_del(txn, s->expiry, &ikey, NULL);
+        if (rc != 0) {
+            return rc;
+        }
+        if (verdict == IDEM_STORE_PRUNE_REINDEX) {
+            nkey = idem_store_lmdb_ikey(nbuf, re, ibuf + 8, ilen - 8);
+            rc = mdb_put(txn, s->expiry, &nkey, &empty, 0);
+            if (rc != 0) {
+                return rc;
+            }
+        }
+    }
+    return 0;
+}
+
+static int idem_store_lmdb_run_one(idem_store_lmdb_t *s, MDB_txn *txn,
+                                   idem_store_op_t *op, int *wrote)
+{
+    if (op->kind == IDEM_STORE_OP_PRUNE) {
+        idem_store_op_reset(op);
+        return idem_store_lmdb_prune(s, txn, op, wrote);
+    }
+    return idem_store_lmdb_apply(s, txn, op, wrote);
+}
+
+/* Runs op in a transaction of its own; its result is left in op->rc. */
+static void idem_store_lmdb_run_alone(idem_store_lmdb_t *s,
+                                      idem_store_op_t *op)
+{
+    MDB_txn *txn;
+    int      rc, wrote = 0;
+
+    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc != 0) {
+        goto fail;
+    }
+    rc = idem_store_lmdb_run_one(s, txn, op, &wrote);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        goto fail;
+    }
+    if (!wrote) {
+        mdb_txn_abort(txn);
+        return;
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc != 0) {
+        goto fail;
+    }
+    atomic_fetch_add(&s->base.commits, 1);
+    atomic_fetch_add(&s->base.batched_ops, 1);
+    return;
+
+fail:
+    idem_store_op_reset(op);
+    op->rc = idem_store_lmdb_err(rc);
+}
+
+/*
+ * Runs a batch of ops in one transaction, falling back to one transaction
+ * per op if the batch cannot be committed. Each op's result is in op->rc.
+ */
+static void idem_store_lmdb_run_batch(idem_store_lmdb_t        *s,
+                                      idem_store_lmdb_waiter_t *batch)
+{
+    idem_store_lmdb_waiter_t *w;
+    MDB_txn                  *txn;
+    uint64_t                  n = 0;
+    int                       rc, wrote = 0;
+
+    if (batch->next == NULL) {
+        idem_store_lmdb_run_alone(s, batch->op);
+        return;
+    }
+    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc != 0) {
+        goto alone;
+    }
+    for (w = batch; w != NULL; w = w->next) {
+        rc = idem_store_lmdb_run_one(s, txn, w->op, &wrote);
+        if (rc != 0) {
+            mdb_txn_abort(txn);
+            goto alone;
+        }
+        n++;
+    }
+    if (!wrote) {
+        mdb_txn_abort(txn);
+        return;
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc != 0) {
+        goto alone;
+    }
+    atomic_fetch_add(&s->base.commits, 1);
+    atomic_fetch_add(&s->base.batched_ops, n);
+    return;
+
+alone:
+    for (w = batch; w != NULL; w = w->next) {
+        idem_store_op_reset(w->op);
+        idem_store_lmdb_run_alone(s, w->op);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The group-commit queue                                                    */
+/* ------------------------------------------------------------------------ */
+
+static int idem_store_lmdb_write(idem_store_t *store, idem_store_op_t *op)
+{
+    idem_store_lmdb_t        *s = (idem_store_lmdb_t *)store;
+    idem_store_lmdb_waiter_t  w, *batch, *x;
+
+    if (!s->group_commit || pthread_cond_init(&w.cv, NULL) != 0) {
+        idem_store_lmdb_run_alone(s, op);
+        return op->rc;
+    }
+    w.op = op;
+    w.next = NULL;
+    w.done = 0;
+    w.lead = 0;
+
+    pthread_mutex_lock(&s->qmu);
+    if (s->tail != NULL) {
+        s->tail->next = &w;
+    } else {
+        s->head = &w;
+    }
+    s->tail = &w;
+    if (!s->leading) {
+        s->leading = 1;
+        w.lead = 1;
+    }
+    while (!w.done && !w.lead) {
+        pthread_cond_wait(&w.cv, &s->qmu);
+    }
+    if (!w.done) {
+        batch = s->head;
+        s->head = s->tail = NULL;
+        pthread_mutex_unlock(&s->qmu);
+
+        idem_store_lmdb_run_batch(s, batch);
+
+        pthread_mutex_lock(&s->qmu);
+        for (x = batch; x != NULL; x = x->next) {
+            x->done = 1;
+            if (x != &w) {
+                pthread_cond_signal(&x->cv);
+            }
+        }
+        if (s->head != NULL) {
+            s->head->lead = 1;
+            pthread_cond_signal(&s->head->cv);
+        } else {
+            s->leading = 0;
+        }
+    }
+    pthread_mutex_unlock(&s->qmu);
+    pthread_cond_destroy(&w.cv);
+    return op->rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Opening and closing                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Parses a decimal number into *out; 0 or IDEM_EBADURL. */
+static int idem_store_lmdb_number(const char *s, size_t n, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (n == 0 || n > 20) {
+        return IDEM_EBADURL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9' ||
+            v > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10) {
+            return IDEM_EBADURL;
+        }
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* Parses "PATH[?name=value&...]". */
+static int idem_store_lmdb_parse(const char *rest, idem_store_lmdb_conf_t *c)
+{
+    const char *q = strchr(rest, '?'), *p, *end, *eq;
+    size_t      path_len = q ? (size_t)(q - rest) : strlen(rest);
+    uint64_t    v;
+
+    c->path = NULL;
+    c->map_size = IDEM_STORE_LMDB_MAP_SIZE;
+    c->group_commit = 1;
+    c->sync = 1;
+    if (path_len == 0) {
+        return IDEM_EBADURL;
+    }
+    for (p = q ? q + 1 : NULL; p != NULL; p = *end ? end + 1 : NULL) {
+        end = strchr(p, '&');
+        if (end == NULL) {
+            end = p + strlen(p);
+        }
+        eq = memchr(p, '=', (size_t)(end - p));
+        if (eq == NULL ||
+            idem_store_lmdb_number(eq + 1, (size_t)(end - eq - 1), &v) != 0) {
+            return IDEM_EBADURL;
+        }
+        if (eq - p == 8 && memcmp(p, "map_size", 8) == 0 && v > 0 &&
+            v <= SIZE_MAX) {
+            c->map_size = (size_t)v;
+        } else if (eq - p == 12 && memcmp(p, "group_commit", 12) == 0 &&
+                   v <= 1) {
+            c->group_commit = (int)v;
+        } else if (eq - p == 4 && memcmp(p, "sync", 4) == 0 && v <= 1) {
+            c->sync = (int)v;
+        } else {
+            return IDEM_EBADURL;
+        }
+    }
+    c->path = strndup(rest, path_len);
+    return c->path != NULL ? 0 : IDEM_ENOMEM;
+}
+
+/* mkdir -p with mode 0700. Returns 0 or an errno value. */
+static int idem_store_lmdb_mkdirs(char *path)
+{
+    char *p;
+    char  c;
+    int   rc;
+
+    for (p = path + 1;; p++) {
+        if (*p != '/' && *p != '\0') {
+            continue;
+        }
+        c = *p;
+        *p = '\0';
+        rc = mkdir(path, 0700) == 0 || errno == EEXIST ? 0 : errno;
+        *p = c;
+        if (rc != 0) {
+            return rc;
+        }
+        if (c == '\0') {
+            return 0;
+        }
+    }
+}
+
+static void idem_store_lmdb_close(idem_store_t *store)
+{
+    idem_store_lmdb_t *s = (idem_store_lmdb_t *)store;
+
+    mdb_env_close(s->env);
+    pthread_mutex_destroy(&s->qmu);
+    free(s);
+}
+
+static const idem_store_vtable_t idem_store_lmdb_vt = {
+    .name = "lmdb",
+    .read = idem_store_lmdb_read,
+    .write = idem_store_lmdb_write,
+    .close = idem_store_lmdb_close,
+};
+
+int idem_store_lmdb_open(const char *rest, idem_store_t **out)
+{
+    idem_store_lmdb_conf_t c;
+    idem_store_lmdb_t     *s = NULL;
+    MDB_txn               *txn;
+    unsigned int           flags = MDB_NOTLS;
+    int                    rc, dead, mutex_ok = 0;
+
+    rc = idem_store_lmdb_parse(rest, &c);
+    if (rc != 0) {
+        return rc;
+    }
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        rc = IDEM_ENOMEM;
+        goto fail;
+    }
+    if (pthread_mutex_init(&s->qmu, NULL) != 0) {
+        rc = IDEM_ENOMEM;
+        goto fail;
+    }
+    mutex_ok = 1;
+    s->group_commit = c.group_commit;
+
+    rc = idem_store_lmdb_mkdirs(c.path);
+    if (rc != 0) {
+        rc = idem_store_lmdb_err(rc);
+        goto fail;
+    }
+    rc = mdb_env_create(&s->env);
+    if (rc == 0) {
+        rc = mdb_env_set_maxdbs(s->env, 2);
+    }
+    if (rc == 0) {
+        rc = mdb_env_set_maxreaders(s->env, IDEM_STORE_LMDB_MAX_READERS);
+    }
+    if (rc == 0) {
+        rc = mdb_env_set_mapsize(s->env, c.map_size);
+    }
+    if (!c.sync) {
+        flags |= MDB_NOSYNC;
+    }
+    if (rc == 0) {
+        rc = mdb_env_open(s->env, c.path, flags, 0600);
+    }
+    if (rc == 0) {
+        /* Free the reader slots of processes that died holding them. */
+        rc = mdb_reader_check(s->env, &dead);
+    }
+    if (rc == 0) {
+        rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    }
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, IDEM_STORE_LMDB_DB_RECORDS, MDB_CREATE,
+                          &s->records);
+        if (rc == 0) {
+            rc = mdb_dbi_open(txn, IDEM_STORE_LMDB_DB_EXPIRY, MDB_CREATE,
+                              &s->expiry);
+        }
+        if (rc == 0) {
+            rc = mdb_txn_commit(txn);
+        } else {
+            mdb_txn_abort(txn);
+        }
+    }
+    if (rc != 0) {
+        rc = idem_store_lmdb_err(rc);
+        goto fail;
+    }
+    free(c.path);
+    s->base.vt = &idem_store_lmdb_vt;
+    *out = &s->base;
+    return 0;
+
+fail:
+    if (s != NULL) {
+        if (s->env != NULL) {
+            mdb_env_close(s->env);
+        }
+        if (mutex_ok) {
+            pthread_mutex_destroy(&s->qmu);
+        }
+        free(s);
+    }
+    free(c.path);
+    return rc;
+}

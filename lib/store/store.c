@@ -1,0 +1,766 @@
+/*
+ * store.c — the store interface of idem.h: URL parsing, argument checks,
+ * dispatch to a backend, and the one place where the decision table of
+ * lib/core/decide.c is turned into writes.
+ *
+ * How a begin() moves:
+ *
+ *   idem_store_begin(in)
+ *     │ store key = scope hash ‖ key bytes
+ *     ▼
+ *   backend->read ──> snapshot of the record ──> idem_decide()
+ *     │   REPLAY, IN_PROGRESS, MISMATCH_AGAIN: answered from the snapshot,
+ *     │   no write, no lock, no fsync (a snapshot is a consistent state, so
+ *     │   the answer is as atomic as any)
+ *     ▼ CLAIM, MISMATCH_FIRST, STALE: something must be written
+ *   backend->write(op) ── in the backend's write transaction ──┐
+ *     │                                                         ▼
+ *     │                          idem_store_plan(op, current bytes):
+ *     │                          idem_decide() again on what is stored
+ *     │                          now, then the record to put or delete
+ *     │                          and the result to hand back
+ *     ▼ durable
+ *   result published into idem_result_t (owns its memory)
+ *
+ * complete(), release() and delete() take the write path directly;
+ * lookup() and get() only read. prune() is the backend's own loop over its
+ * expiry index, judged record by record by idem_store_prune_check().
+ *
+ * Owner tokens (the fencing tokens of claims) are splitmix64 outputs of a
+ * per-handle counter that starts at a getrandom() seed: distinct within a
+ * handle, unpredictable across processes, never 0.
+ */
+#include "store_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#define IDEM_STORE_GOLDEN 0x9e3779b97f4a7c15ull
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                             */
+/* ------------------------------------------------------------------------ */
+
+int64_t idem_store_time_add(int64_t a, int64_t b)
+{
+    if (b > 0 && a > INT64_MAX - b) {
+        return INT64_MAX;
+    }
+    if (b < 0 && a < INT64_MIN - b) {
+        return INT64_MIN;
+    }
+    return a + b;
+}
+
+int64_t idem_store_removable_at(const idem_record_t *rec)
+{
+    if (rec->state == IDEM_STATE_IN_PROGRESS &&
+        rec->lease_until_ms > rec->expires_ms) {
+        return rec->lease_until_ms;
+    }
+    return rec->expires_ms;
+}
+
+void idem_store_blob_free(idem_store_blob_t *blob)
+{
+    if (blob != NULL) {
+        free(blob->headers);
+        free(blob);
+    }
+}
+
+/* A blob holding a copy of len bytes, headers not decoded yet. */
+static idem_store_blob_t *idem_store_blob_copy(const uint8_t *bytes,
+                                               size_t len)
+{
+    idem_store_blob_t *b;
+
+    if (len > SIZE_MAX - sizeof(*b)) {
+        return NULL;
+    }
+    b = malloc(sizeof(*b) + len);
+    if (b == NULL) {
+        return NULL;
+    }
+    b->headers = NULL;
+    b->len = len;
+    if (len) {
+        memcpy(b->data, bytes, len);
+    }
+    return b;
+}
+
+/* Decodes b into *rec (pointing into b); b keeps the header array. */
+static int idem_store_blob_decode(idem_store_blob_t *b, idem_record_t *rec)
+{
+    idem_header_t *headers = NULL;
+    int            rc;
+
+    rc = idem_record_decode(b->data, b->len, rec, &headers);
+    if (rc != 0) {
+        return rc;
+    }
+    free(b->headers);
+    b->headers = headers;
+    return 0;
+}
+
+/* Encodes rec into a new blob and decodes it back into *out_rec. */
+static int idem_store_blob_encode(const idem_record_t *rec,
+                                  idem_store_blob_t **out,
+                                  idem_record_t *out_rec)
+{
+    idem_store_blob_t *b;
+    size_t             need, len;
+    int                rc;
+
+    need = idem_record_encoded_size(rec);
+    if (need == 0 || need > SIZE_MAX - sizeof(*b)) {
+        return IDEM_ETOOBIG;
+    }
+    b = malloc(sizeof(*b) + need);
+    if (b == NULL) {
+        return IDEM_ENOMEM;
+    }
+    b->headers = NULL;
+    rc = idem_record_encode(rec, b->data, need, &len);
+    if (rc != 0) {
+        goto fail;
+    }
+    b->len = len;
+    rc = idem_store_blob_decode(b, out_rec);
+    if (rc != 0) {
+        goto fail;
+    }
+    *out = b;
+    return 0;
+
+fail:
+    idem_store_blob_free(b);
+    return rc;
+}
+
+/* Decodes borrowed bytes only to look at the record's fixed fields. */
+static int idem_store_peek(const uint8_t *val, size_t len, idem_record_t *rec)
+{
+    idem_header_t *headers = NULL;
+    int            rc;
+
+    rc = idem_record_decode(val, len, rec, &headers);
+    free(headers);
+    rec->response.headers = NULL;
+    rec->response.nheaders = 0;
+    return rc;
+}
+
+static uint64_t idem_store_token(idem_store_t *s)
+{
+    for (;;) {
+        uint64_t z = atomic_fetch_add(&s->token_next, IDEM_STORE_GOLDEN) +
+                     IDEM_STORE_GOLDEN;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+        if (z != 0) {
+            return z;
+        }
+    }
+}
+
+static uint64_t idem_store_seed(void)
+{
+    uint64_t        seed;
+    struct timespec ts;
+
+    if (getrandom(&seed, sizeof(seed), 0) == (ssize_t)sizeof(seed)) {
+        return seed;
+    }
+    /* No entropy source: still distinct per process and per moment. */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ((uint64_t)ts.tv_sec * 1000000007ull) ^ (uint64_t)ts.tv_nsec ^
+           ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&ts;
+}
+
+static int idem_store_make_key(const idem_hash_t *scope, const char *key,
+                               size_t key_len, idem_store_key_t *out)
+{
+    if (scope == NULL || key == NULL || key_len == 0 ||
+        key_len > IDEM_KEY_MAX) {
+        return IDEM_EINVAL;
+    }
+    memcpy(out->bytes, scope->bytes, IDEM_HASH_LEN);
+    memcpy(out->bytes + IDEM_HASH_LEN, key, key_len);
+    out->len = IDEM_HASH_LEN + key_len;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Planning a write                                                          */
+/* ------------------------------------------------------------------------ */
+
+void idem_store_op_reset(idem_store_op_t *op)
+{
+    if (op->val != op->res) {
+        idem_store_blob_free(op->val);
+    }
+    idem_store_blob_free(op->res);
+    op->write = IDEM_STORE_WRITE_NONE;
+    op->val = NULL;
+    op->had_index = 0;
+    op->old_index_ms = 0;
+    op->new_index_ms = 0;
+    op->rc = 0;
+    op->outcome = 0;
+    op->new_owner = 0;
+    op->first_mismatch = 0;
+    op->took_over = 0;
+    memset(&op->rec, 0, sizeof(op->rec));
+    op->res = NULL;
+    op->removed = 0;
+    op->more = 0;
+}
+
+/* A new in-progress record for in, owned by a fresh token. */
+static void idem_store_claim_record(idem_store_t *s, const idem_begin_t *in,
+                                    idem_record_t *rec)
+{
+    memset(rec, 0, sizeof(*rec));
+    rec->state = IDEM_STATE_IN_PROGRESS;
+    rec->fingerprint = *in->fingerprint;
+    rec->created_ms = in->now_ms;
+    rec->expires_ms = idem_store_time_add(in->now_ms, in->ttl_ms);
+    rec->owner = idem_store_token(s);
+    rec->lease_until_ms = idem_store_time_add(in->now_ms, in->lease_ms);
+}
+
+static int idem_store_plan_begin(idem_store_t *s, idem_store_op_t *op,
+                                 const uint8_t *old, size_t old_len)
+{
+    const idem_begin_t *in = op->begin;
+    idem_store_blob_t  *cur = NULL;
+    idem_record_t       found, next;
+    idem_decision_t     d;
+    int                 rc;
+
+    if (old != NULL) {
+        cur = idem_store_blob_copy(old, old_len);
+        if (cur == NULL) {
+            return IDEM_ENOMEM;
+        }
+        rc = idem_store_blob_decode(cur, &found);
+        if (rc != 0) {
+            goto fail;
+        }
+        op->had_index = 1;
+        op->old_index_ms = idem_store_removable_at(&found);
+    }
+
+    d = idem_decide(cur ? &found : NULL, in->fingerprint, in->now_ms);
+    switch (d) {
+    case IDEM_DECIDE_REPLAY:
+    case IDEM_DECIDE_IN_PROGRESS:
+    case IDEM_DECIDE_MISMATCH_AGAIN:
+        op->outcome = d == IDEM_DECIDE_REPLAY        ? IDEM_BEGIN_REPLAY
+                      : d == IDEM_DECIDE_IN_PROGRESS ? IDEM_BEGIN_IN_PROGRESS
+                                                     : IDEM_BEGIN_MISMATCH;
+        op->rec = found;
+        op->res = cur;
+        return 0;
+
+    case IDEM_DECIDE_MISMATCH_FIRST:
+        next = found;
+        next.flags |= IDEM_REC_MISMATCH_LOGGED;
+        op->outcome = IDEM_BEGIN_MISMATCH;
+        op->first_mismatch = 1;
+        break;
+
+    case IDEM_DECIDE_STALE:
+        if (in->on_unknown == IDEM_ON_UNKNOWN_RELEASE) {
+            idem_store_claim_record(s, in, &next);
+            op->outcome = IDEM_BEGIN_CLAIMED;
+            op->new_owner = next.owner;
+            op->took_over = 1;
+            break;
+        }
+        next = found;
+        next.state = IDEM_STATE_COMPLETE;
+        next.flags |= IDEM_REC_UNKNOWN_OUTCOME;
+        next.response = *in->unknown_response;
+        op->outcome = IDEM_BEGIN_STALE;
+        break;
+
+    case IDEM_DECIDE_CLAIM:
+    default:
+        idem_store_claim_record(s, in, &next);
+        op->outcome = IDEM_BEGIN_CLAIMED;
+        op->new_owner = next.owner;
+        break;
+    }
+
+    rc = idem_store_blob_encode(&next, &op->val, &op->rec);
+    if (rc != 0) {
+        goto fail;
+    }
+    idem_store_blob_free(cur);
+    op->res = op->val;
+    op->write = IDEM_STORE_WRITE_PUT;
+    op->new_index_ms = idem_store_removable_at(&next);
+    return 0;
+
+fail:
+    idem_store_blob_free(cur);
+    return rc;
+}
+
+static int idem_store_plan_complete(idem_store_op_t *op, const uint8_t *old,
+                                    size_t old_len)
+{
+    idem_record_t  found, next, unused;
+    idem_header_t *headers = NULL;
+    int            rc;
+
+    if (old == NULL) {
+        return IDEM_ENOTOWNER;
+    }
+    rc = idem_record_decode(old, old_len, &found, &headers);
+    if (rc != 0) {
+        return rc;
+    }
+    if (found.state != IDEM_STATE_IN_PROGRESS || found.owner != op->owner) {
+        rc = IDEM_ENOTOWNER;
+        goto done;
+    }
+    next = found;
+    next.state = IDEM_STATE_COMPLETE;
+    next.flags |= op->flags;
+    next.response = *op->resp;
+    rc = idem_store_blob_encode(&next, &op->val, &unused);
+    if (rc != 0) {
+        goto done;
+    }
+    op->write = IDEM_STORE_WRITE_PUT;
+    op->had_index = 1;
+    op->old_index_ms = idem_store_removable_at(&found);
+    op->new_index_ms = idem_store_removable_at(&next);
+
+done:
+    free(headers);
+    return rc;
+}
+
+static int idem_store_plan_release(idem_store_op_t *op, const uint8_t *old,
+                                   size_t old_len)
+{
+    idem_record_t found;
+    int           rc;
+
+    if (old == NULL) {
+        return IDEM_ENOTOWNER;
+    }
+    rc = idem_store_peek(old, old_len, &found);
+    if (rc != 0) {
+        return rc;
+    }
+    if (found.state != IDEM_STATE_IN_PROGRESS || found.owner != op->owner) {
+        return IDEM_ENOTOWNER;
+    }
+    op->write = IDEM_STORE_WRITE_DEL;
+    op->had_index = 1;
+    op->old_index_ms = idem_store_removable_at(&found);
+    return 0;
+}
+
+static int idem_store_plan_delete(idem_store_op_t *op, const uint8_t *old,
+                                  size_t old_len)
+{
+    idem_record_t found;
+    int           rc;
+
+    if (old == NULL) {
+        return IDEM_ENOTFOUND;
+    }
+    rc = idem_store_peek(old, old_len, &found);
+    if (rc == IDEM_ENOMEM) {
+        return rc;
+    }
+    /*
+     * An unreadable record is removed all the same (that is what the admin
+     * wants); its index entry, which cannot be named, is left for prune to
+     * drop as an orphan.
+     */
+    if (rc == 0) {
+        op->had_index = 1;
+        op->old_index_ms = idem_store_removable_at(&found);
+    }
+    op->write = IDEM_STORE_WRITE_DEL;
+    return 0;
+}
+
+int idem_store_plan(idem_store_t *store, idem_store_op_t *op,
+                    const uint8_t *old, size_t old_len)
+{
+    int rc;
+
+    idem_store_op_reset(op);
+    switch (op->kind) {
+    case IDEM_STORE_OP_BEGIN:
+        rc = idem_store_plan_begin(store, op, old, old_len);
+        break;
+    case IDEM_STORE_OP_COMPLETE:
+        rc = idem_store_plan_complete(op, old, old_len);
+        break;
+    case IDEM_STORE_OP_RELEASE:
+        rc = idem_store_plan_release(op, old, old_len);
+        break;
+    case IDEM_STORE_OP_DELETE:
+        rc = idem_store_plan_delete(op, old, old_len);
+        break;
+    case IDEM_STORE_OP_PRUNE:
+    default:
+        rc = IDEM_EINVAL;
+        break;
+    }
+    if (rc != 0) {
+        idem_store_op_reset(op);
+        op->rc = rc;
+    }
+    return rc;
+}
+
+int idem_store_prune_check(const uint8_t *val, size_t len, int64_t index_ms,
+                           int64_t now_ms, int64_t *reindex_ms)
+{
+    idem_record_t rec;
+    int64_t       at;
+    int           rc;
+
+    rc = idem_store_peek(val, len, &rec);
+    if (rc == IDEM_ENOMEM) {
+        return rc;
+    }
+    if (rc != 0) {
+        /* Unreadable and its time has passed: nothing can ever use it. */
+        return IDEM_STORE_PRUNE_REMOVE;
+    }
+    at = idem_store_removable_at(&rec);
+    if (at != index_ms) {
+        return IDEM_STORE_PRUNE_ORPHAN;
+    }
+    if (idem_record_expired(&rec, now_ms)) {
+        return IDEM_STORE_PRUNE_REMOVE;
+    }
+    *reindex_ms = at > now_ms ? at : idem_store_time_add(now_ms, 1);
+    return IDEM_STORE_PRUNE_REINDEX;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Opening and closing                                                       */
+/* ------------------------------------------------------------------------ */
+
+int idem_store_open(const char *url, idem_store_t **out)
+{
+    idem_store_t *s = NULL;
+    const char   *colon;
+    size_t        scheme_len;
+    int           rc;
+
+    if (url == NULL || out == NULL) {
+        return IDEM_EINVAL;
+    }
+    colon = strchr(url, ':');
+    if (colon == NULL) {
+        return IDEM_EBADURL;
+    }
+    scheme_len = (size_t)(colon - url);
+    if (scheme_len == 3 && memcmp(url, "mem", 3) == 0) {
+        rc = idem_store_mem_open(colon + 1, &s);
+    } else if (scheme_len == 4 && memcmp(url, "lmdb", 4) == 0) {
+        rc = idem_store_lmdb_open(colon + 1, &s);
+    } else {
+        rc = IDEM_EBADURL;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    atomic_init(&s->token_next, idem_store_seed());
+    atomic_init(&s->commits, 0);
+    atomic_init(&s->batched_ops, 0);
+    *out = s;
+    return 0;
+}
+
+void idem_store_close(idem_store_t *store)
+{
+    if (store != NULL) {
+        store->vt->close(store);
+    }
+}
+
+const char *idem_store_backend(const idem_store_t *store)
+{
+    return store->vt->name;
+}
+
+void idem_store_stats(idem_store_t *store, idem_store_stats_t *out)
+{
+    out->commits = atomic_load(&store->commits);
+    out->batched_ops = atomic_load(&store->batched_ops);
+}
+
+void idem_result_free(idem_result_t *res)
+{
+    if (res == NULL) {
+        return;
+    }
+    idem_store_blob_free(res->mem_);
+    memset(res, 0, sizeof(*res));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reading                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* What a read callback works on, and what it leaves for its caller. */
+typedef struct {
+    const idem_begin_t *in;      /* begin's fast path; NULL for lookups  */
+    int                 check;   /* lookup: expired records are absent   */
+    int64_t             now_ms;  /* lookup                               */
+    idem_decision_t     d;       /* begin's fast path                    */
+    idem_store_blob_t  *blob;    /* the copied record                    */
+    idem_record_t       rec;     /* decoded from blob                    */
+} idem_store_read_t;
+
+/* Copies and decodes the record; decides or checks expiry. */
+static int idem_store_read_cb(void *ctx, const uint8_t *val, size_t len)
+{
+    idem_store_read_t *r = ctx;
+    int                rc;
+
+    r->blob = idem_store_blob_copy(val, len);
+    if (r->blob == NULL) {
+        return IDEM_ENOMEM;
+    }
+    rc = idem_store_blob_decode(r->blob, &r->rec);
+    if (rc != 0) {
+        goto fail;
+    }
+    if (r->in != NULL) {
+        r->d = idem_decide(&r->rec, r->in->fingerprint, r->in->now_ms);
+    } else if (r->check && idem_record_expired(&r->rec, r->now_ms)) {
+        rc = IDEM_ENOTFOUND;
+        goto fail;
+    }
+    return 0;
+
+fail:
+    idem_store_blob_free(r->blob);
+    r->blob = NULL;
+    return rc;
+}
+
+static int idem_store_read(idem_store_t *store, const idem_hash_t *scope,
+                           const char *key, size_t key_len, int check,
+                           int64_t now_ms, idem_result_t *res)
+{
+    idem_store_read_t r;
+    idem_store_key_t  k;
+    int               rc;
+
+    if (store == NULL || res == NULL) {
+        return IDEM_EINVAL;
+    }
+    rc = idem_store_make_key(scope, key, key_len, &k);
+    if (rc != 0) {
+        return rc;
+    }
+    memset(&r, 0, sizeof(r));
+    r.check = check;
+    r.now_ms = now_ms;
+    rc = store->vt->read(store, &k, idem_store_read_cb, &r);
+    if (rc != 0) {
+        return rc;
+    }
+    memset(res, 0, sizeof(*res));
+    res->record = r.rec;
+    res->mem_ = r.blob;
+    return 0;
+}
+
+int idem_store_lookup(idem_store_t *store, const idem_hash_t *scope,
+                      const char *key, size_t key_len, int64_t now_ms,
+                      idem_result_t *res)
+{
+    return idem_store_read(store, scope, key, key_len, 1, now_ms, res);
+}
+
+int idem_store_get(idem_store_t *store, const idem_hash_t *scope,
+                   const char *key, size_t key_len, idem_result_t *res)
+{
+    return idem_store_read(store, scope, key, key_len, 0, 0, res);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writing                                                                   */
+/* ------------------------------------------------------------------------ */
+
+int idem_store_begin(idem_store_t *store, const idem_begin_t *in,
+                     idem_result_t *res)
+{
+    idem_store_read_t r;
+    idem_store_op_t   op;
+    int               rc;
+
+    if (store == NULL || in == NULL || res == NULL ||
+        in->fingerprint == NULL || in->ttl_ms <= 0 || in->lease_ms <= 0) {
+        return IDEM_EINVAL;
+    }
+    if (in->on_unknown != IDEM_ON_UNKNOWN_STORE &&
+        in->on_unknown != IDEM_ON_UNKNOWN_RELEASE) {
+        return IDEM_EINVAL;
+    }
+    if (in->on_unknown == IDEM_ON_UNKNOWN_STORE &&
+        (in->unknown_response == NULL ||
+         in->unknown_response->status < 100 ||
+         in->unknown_response->status > 999)) {
+        return IDEM_EINVAL;
+    }
+    memset(&op, 0, sizeof(op));
+    rc = idem_store_make_key(in->scope, in->key, in->key_len, &op.key);
+    if (rc != 0) {
+        return rc;
+    }
+
+    /* The fast path: answers that need no write come from a snapshot. */
+    memset(&r, 0, sizeof(r));
+    r.in = in;
+    rc = store->vt->read(store, &op.key, idem_store_read_cb, &r);
+    if (rc == 0) {
+        if (r.d == IDEM_DECIDE_REPLAY || r.d == IDEM_DECIDE_IN_PROGRESS ||
+            r.d == IDEM_DECIDE_MISMATCH_AGAIN) {
+            memset(res, 0, sizeof(*res));
+            res->outcome = r.d == IDEM_DECIDE_REPLAY ? IDEM_BEGIN_REPLAY
+                           : r.d == IDEM_DECIDE_IN_PROGRESS
+                               ? IDEM_BEGIN_IN_PROGRESS
+                               : IDEM_BEGIN_MISMATCH;
+            res->record = r.rec;
+            res->mem_ = r.blob;
+            return 0;
+        }
+        idem_store_blob_free(r.blob);
+    } else if (rc != IDEM_ENOTFOUND) {
+        return rc;
+    }
+
+    op.kind = IDEM_STORE_OP_BEGIN;
+    op.begin = in;
+    rc = store->vt->write(store, &op);
+    if (rc != 0) {
+        return rc;
+    }
+    memset(res, 0, sizeof(*res));
+    res->outcome = op.outcome;
+    res->owner = op.new_owner;
+    res->first_mismatch = op.first_mismatch;
+    res->took_over = op.took_over;
+    res->record = op.rec;
+    res->mem_ = op.res;
+    op.res = NULL;
+    if (op.val == res->mem_) {
+        op.val = NULL;
+    }
+    idem_store_op_reset(&op);
+    return 0;
+}
+
+int idem_store_complete(idem_store_t *store, const idem_hash_t *scope,
+                        const char *key, size_t key_len, uint64_t owner,
+                        const idem_response_t *resp, uint32_t flags)
+{
+    idem_store_op_t op;
+    int             rc;
+
+    if (store == NULL || resp == NULL || resp->status < 100 ||
+        resp->status > 999 || (resp->nheaders && resp->headers == NULL) ||
+        (resp->body_len && resp->body == NULL)) {
+        return IDEM_EINVAL;
+    }
+    memset(&op, 0, sizeof(op));
+    rc = idem_store_make_key(scope, key, key_len, &op.key);
+    if (rc != 0) {
+        return rc;
+    }
+    op.kind = IDEM_STORE_OP_COMPLETE;
+    op.owner = owner;
+    op.resp = resp;
+    op.flags = flags;
+    rc = store->vt->write(store, &op);
+    idem_store_op_reset(&op);
+    return rc;
+}
+
+int idem_store_release(idem_store_t *store, const idem_hash_t *scope,
+                       const char *key, size_t key_len, uint64_t owner)
+{
+    idem_store_op_t op;
+    int             rc;
+
+    if (store == NULL) {
+        return IDEM_EINVAL;
+    }
+    memset(&op, 0, sizeof(op));
+    rc = idem_store_make_key(scope, key, key_len, &op.key);
+    if (rc != 0) {
+        return rc;
+    }
+    op.kind = IDEM_STORE_OP_RELEASE;
+    op.owner = owner;
+    rc = store->vt->write(store, &op);
+    idem_store_op_reset(&op);
+    return rc;
+}
+
+int idem_store_delete(idem_store_t *store, const idem_hash_t *scope,
+                      const char *key, size_t key_len)
+{
+    idem_store_op_t op;
+    int             rc;
+
+    if (store == NULL) {
+        return IDEM_EINVAL;
+    }
+    memset(&op, 0, sizeof(op));
+    rc = idem_store_make_key(scope, key, key_len, &op.key);
+    if (rc != 0) {
+        return rc;
+    }
+    op.kind = IDEM_STORE_OP_DELETE;
+    rc = store->vt->write(store, &op);
+    idem_store_op_reset(&op);
+    return rc;
+}
+
+int idem_store_prune(idem_store_t *store, int64_t now_ms, size_t budget,
+                     size_t *removed, int *more)
+{
+    idem_store_op_t op;
+    int             rc;
+
+    if (store == NULL || removed == NULL || more == NULL) {
+        return IDEM_EINVAL;
+    }
+    memset(&op, 0, sizeof(op));
+    op.kind = IDEM_STORE_OP_PRUNE;
+    op.now_ms = now_ms;
+    op.budget = budget;
+    rc = store->vt->write(store, &op);
+    if (rc != 0) {
+        return rc;
+    }
+    *removed = op.removed;
+    *more = op.more;
+    return 0;
+}

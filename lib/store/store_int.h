@@ -1,0 +1,182 @@
+/*
+ * store_int.h — what lib/store/store.c shares with the backends (mem.c,
+ * lmdb.c). Not installed; nothing outside lib/store includes it, except
+ * tests that need to reach behind the interface (the record database's
+ * name, to plant a corrupt record).
+ *
+ * The split of work:
+ *
+ *   store.c   checks arguments, builds the store key, runs begin()'s
+ *             read-only fast path, and decides what every write does to
+ *             one record: idem_store_plan() maps (operation, bytes stored
+ *             now) to (write to make, result to return). It never does I/O.
+ *   backend   a key-value map with atomic transactions: it reads the
+ *             current bytes, calls idem_store_plan(), and makes the write
+ *             it asks for together with the expiry index, all at once and
+ *             durably, or nothing at all.
+ *
+ * So the decision table lives in one place (lib/core/decide.c), applied in
+ * one place (idem_store_plan), and a backend only has to be atomic.
+ */
+#ifndef IDEM_STORE_INT_H
+#define IDEM_STORE_INT_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "idem.h"
+
+/* The store key: the 32-byte scope hash, then the key's bytes. */
+#define IDEM_STORE_KEY_MAX (IDEM_HASH_LEN + IDEM_KEY_MAX)
+
+typedef struct {
+    size_t  len;
+    uint8_t bytes[IDEM_STORE_KEY_MAX];
+} idem_store_key_t;
+
+/* The names of the two LMDB databases of an environment. */
+#define IDEM_STORE_LMDB_DB_RECORDS "records"
+#define IDEM_STORE_LMDB_DB_EXPIRY  "expiry"
+
+/*
+ * An encoded record in one allocation, and the header array decoded from
+ * it. This is what idem_result_t.mem_ points at: the result's record points
+ * into data[] and headers. Free with idem_store_blob_free().
+ */
+typedef struct {
+    idem_header_t *headers; /* malloc'd by idem_record_decode, or NULL */
+    size_t         len;
+    uint8_t        data[];
+} idem_store_blob_t;
+
+void idem_store_blob_free(idem_store_blob_t *blob);
+
+typedef enum {
+    IDEM_STORE_OP_BEGIN = 1,
+    IDEM_STORE_OP_COMPLETE,
+    IDEM_STORE_OP_RELEASE,
+    IDEM_STORE_OP_DELETE,
+    IDEM_STORE_OP_PRUNE /* run by the backend itself, not planned */
+} idem_store_op_kind_t;
+
+typedef enum {
+    IDEM_STORE_WRITE_NONE = 0, /* leave the record as it is             */
+    IDEM_STORE_WRITE_PUT,      /* store op->val under op->key           */
+    IDEM_STORE_WRITE_DEL       /* remove the record under op->key       */
+} idem_store_write_t;
+
+/*
+ * One write operation on its way through a backend. The caller fills the
+ * inputs and keeps the op alive until the backend's write() returns; a
+ * backend may carry it in a queue to another thread meanwhile (the LMDB
+ * group commit), and may plan it more than once (after a failed batch),
+ * resetting it in between with idem_store_op_reset().
+ */
+typedef struct {
+    /* Inputs, all borrowed. */
+    idem_store_op_kind_t   kind;
+    idem_store_key_t       key;
+    const idem_begin_t    *begin; /* BEGIN                              */
+    uint64_t               owner; /* COMPLETE, RELEASE                  */
+    const idem_response_t *resp;  /* COMPLETE                           */
+    uint32_t               flags; /* COMPLETE: OR-ed into the record     */
+    int64_t                now_ms; /* PRUNE                             */
+    size_t                 budget; /* PRUNE                             */
+
+    /* The plan: set by idem_store_plan(), carried out by the backend. */
+    idem_store_write_t write;
+    idem_store_blob_t *val;       /* PUT: the new record (owned)        */
+    int                had_index; /* old record's index entry exists    */
+    int64_t            old_index_ms;
+    int64_t            new_index_ms; /* PUT: index time of the new one   */
+
+    /* Results, meaningful once the write is durable. */
+    int                  rc; /* 0 or the operation's own IDEM_E... code */
+    idem_begin_outcome_t outcome;
+    uint64_t             new_owner;
+    int                  first_mismatch;
+    int                  took_over;
+    idem_record_t        rec; /* BEGIN: the result, pointing into res */
+    idem_store_blob_t   *res; /* BEGIN: owned until published         */
+    size_t               removed; /* PRUNE                            */
+    int                  more;    /* PRUNE                            */
+} idem_store_op_t;
+
+/*
+ * The backend interface. Every function is thread-safe.
+ *
+ * read   calls cb(ctx, bytes, len) with the bytes stored under key, valid
+ *        only during the call, from one consistent snapshot, and returns
+ *        what cb returns; IDEM_ENOTFOUND (cb not called) when there is no
+ *        record, or a store error.
+ * write  carries out op atomically and durably: reads the bytes under
+ *        op->key, calls idem_store_plan(), applies the plan with the
+ *        expiry index. PRUNE is carried out by the backend on its own.
+ *        Returns 0 (the op's results are set and its write is durable),
+ *        the op's own verdict (IDEM_ENOTOWNER, IDEM_ENOTFOUND, ...) or a
+ *        store error; on any error nothing changed and op holds nothing.
+ * close  frees the handle; no call may be running.
+ */
+typedef struct {
+    const char *name;
+    int (*read)(idem_store_t *store, const idem_store_key_t *key,
+                int (*cb)(void *ctx, const uint8_t *val, size_t len),
+                void *ctx);
+    int (*write)(idem_store_t *store, idem_store_op_t *op);
+    void (*close)(idem_store_t *store);
+} idem_store_vtable_t;
+
+/* The part of every handle that store.c owns; backends embed it first. */
+struct idem_store_s {
+    const idem_store_vtable_t *vt;
+    _Atomic uint64_t           token_next; /* owner tokens, see store.c */
+    _Atomic uint64_t           commits;
+    _Atomic uint64_t           batched_ops;
+};
+
+/* Backend constructors. rest is the URL after the scheme's ':'. */
+IDEM_MUST_CHECK int idem_store_mem_open(const char *rest, idem_store_t **out);
+IDEM_MUST_CHECK int idem_store_lmdb_open(const char *rest,
+                                         idem_store_t **out);
+
+/*
+ * Decides what op does to the record stored as (old, old_len) — old is
+ * NULL when there is none — and fills op's plan and results. Call with
+ * the backend's transaction open; the bytes need only live for the call.
+ * Returns 0 or the op's verdict (then the plan is NONE): IDEM_ENOTOWNER,
+ * IDEM_ENOTFOUND, IDEM_ECORRUPT, IDEM_EVERSION, IDEM_ETOOBIG, IDEM_ENOMEM.
+ */
+IDEM_MUST_CHECK int idem_store_plan(idem_store_t *store, idem_store_op_t *op,
+                                    const uint8_t *old, size_t old_len);
+
+/* Frees what a plan allocated and clears the plan and results. */
+void idem_store_op_reset(idem_store_op_t *op);
+
+/* What prune does with one index entry; see idem_store_prune_check(). */
+typedef enum {
+    IDEM_STORE_PRUNE_REMOVE = 1, /* expired (or unreadable): remove it  */
+    IDEM_STORE_PRUNE_ORPHAN,     /* the entry is not the record's: drop */
+    IDEM_STORE_PRUNE_REINDEX     /* not removable yet: move the entry   */
+} idem_store_prune_t;
+
+/*
+ * Judges the record (val, len) found through an index entry at index_ms,
+ * at now_ms (index_ms <= now_ms). *reindex_ms receives the entry's new time
+ * for REINDEX. Returns a idem_store_prune_t or IDEM_ENOMEM.
+ */
+IDEM_MUST_CHECK int idem_store_prune_check(const uint8_t *val, size_t len,
+                                           int64_t index_ms, int64_t now_ms,
+                                           int64_t *reindex_ms);
+
+/*
+ * The time from which a record may be removed, the key of its expiry
+ * index entry: expires_ms, or for an in-progress record the later of
+ * expires_ms and lease_until_ms (it is kept while its lease runs).
+ */
+int64_t idem_store_removable_at(const idem_record_t *rec);
+
+/* a + b for times, saturating instead of overflowing. */
+int64_t idem_store_time_add(int64_t a, int64_t b);
+
+#endif /* IDEM_STORE_INT_H */

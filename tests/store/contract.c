@@ -1,0 +1,1752 @@
+/*
+ * contract.c — the store contract suite: what every backend must do, each
+ * operation with each of its outcomes, under threads, across processes and
+ * when things go wrong.
+ *
+ * One source, compiled once per backend by the Makefile with
+ * -DIDEM_TEST_BACKEND="mem" or "lmdb". Every test opens a fresh store (for
+ * LMDB in a new mkdtemp directory, removed afterwards). Tests of what only
+ * a durable, shared store can do (reopening, other processes, a full map,
+ * file permissions, corrupt bytes on disk) are skipped for "mem" with a
+ * message saying why.
+ *
+ * Children of fork() report through a pipe (see start_child): cmocka's
+ * assertions must not run in them.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <grp.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "idem.h"
+#include "store/store_int.h"
+
+#ifndef IDEM_TEST_BACKEND
+#error "compile with -DIDEM_TEST_BACKEND='\"mem\"' or '\"lmdb\"'"
+#endif
+
+#define T0    1700000000000LL
+#define TTL   86400000LL
+#define LEASE 60000LL
+
+#define SKIP_UNLESS_LMDB(why)                                                  \
+    do {                                                                       \
+        if (!is_lmdb()) {                                                      \
+            print_message("[  SKIP    ] %s: %s\n", __func__, why);             \
+            skip();                                                            \
+        }                                                                      \
+    } while (0)
+
+/* One test's store, and for LMDB the directory that holds it. */
+typedef struct {
+    char          dir[64];
+    idem_store_t *store;
+} fixture_t;
+
+static int is_lmdb(void)
+{
+    return strcmp(IDEM_TEST_BACKEND, "lmdb") == 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Fixture                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* The URL of environment sub (with options opts) under the fixture. */
+static void store_url(const fixture_t *f, const char *sub, const char *opts,
+                      char *url, size_t cap)
+{
+    int n;
+
+    if (!is_lmdb()) {
+        n = snprintf(url, cap, "mem:");
+    } else {
+        n = snprintf(url, cap, "lmdb:%s/%s%s%s", f->dir, sub,
+                     opts && *opts ? "?" : "", opts ? opts : "");
+    }
+    assert_true(n > 0 && (size_t)n < cap);
+}
+
+static idem_store_t *open_store(const fixture_t *f, const char *sub,
+                                const char *opts)
+{
+    idem_store_t *s = NULL;
+    char          url[256];
+
+    store_url(f, sub, opts, url, sizeof(url));
+    assert_int_equal(idem_store_open(url, &s), 0);
+    assert_non_null(s);
+    assert_string_equal(idem_store_backend(s), IDEM_TEST_BACKEND);
+    return s;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag,
+                        struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof(*f));
+
+    if (f == NULL) {
+        return -1;
+    }
+    if (is_lmdb()) {
+        strcpy(f->dir, "/tmp/idem-store-XXXXXX");
+        if (mkdtemp(f->dir) == NULL) {
+            free(f);
+            return -1;
+        }
+    }
+    f->store = open_store(f, "env", NULL);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+
+    idem_store_close(f->store);
+    if (is_lmdb()) {
+        nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    }
+    free(f);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Values                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static idem_hash_t hash_of(int n)
+{
+    idem_hash_t h;
+
+    memset(h.bytes, n, sizeof(h.bytes));
+    h.bytes[0] = 0x5c;
+    return h;
+}
+
+#define STR(lit) {lit, sizeof(lit) - 1}
+
+static const idem_header_t created_headers[] = {
+    {STR("Content-Type"), STR("application/json")},
+    {STR("Date"), STR("Sat, 28 Nov 2026 04:44:27 GMT")},
+    {STR("X-Request-Id"), STR("req_123")},
+};
+static const uint8_t created_body[] = "{\"data\":{\"id\":\"inq_1\"}}";
+
+static const idem_response_t created = {
+    201, created_headers, 3, created_body, sizeof(created_body) - 1};
+
+static const idem_header_t other_headers[] = {
+    {STR("Content-Type"), STR("text/plain")},
+};
+static const uint8_t other_body[] = "boom";
+
+static const idem_response_t server_error = {500, other_headers, 1,
+                                             other_body, 4};
+
+static const uint8_t unknown_body[] =
+    "{\"errors\":[{\"title\":\"Gateway timeout\"}]}";
+static const idem_header_t unknown_headers[] = {
+    {STR("Content-Type"), STR("application/json")},
+};
+static const idem_response_t unknown = {504, unknown_headers, 1, unknown_body,
+                                        sizeof(unknown_body) - 1};
+
+static void assert_response_equal(const idem_response_t *got,
+                                   const idem_response_t *want)
+{
+    assert_int_equal(got->status, want->status);
+    assert_int_equal(got->nheaders, want->nheaders);
+    for (size_t i = 0; i < want->nheaders; i++) {
+        assert_int_equal(got->headers[i].name.len,
+                         want->headers[i].name.len);
+        assert_memory_equal(got->headers[i].name.data,
+                            want->headers[i].name.data,
+                            want->headers[i].name.len);
+        assert_int_equal(got->headers[i].value.len,
+                         want->headers[i].value.len);
+        if (want->headers[i].value.len) {
+            assert_memory_equal(got->headers[i].value.data,
+                                want->headers[i].value.data,
+                                want->headers[i].value.len);
+        }
+    }
+    assert_int_equal(got->body_len, want->body_len);
+    if (want->body_len) {
+        assert_memory_equal(got->body, want->body, want->body_len);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Calls                                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    idem_hash_t       scope;
+    idem_hash_t       fp;
+    const char       *key;
+    int64_t           now;
+    int64_t           ttl;
+    int64_t           lease;
+    idem_on_unknown_t policy;
+} call_t;
+
+static call_t call(const char *key, int fp, int64_t now)
+{
+    call_t c;
+
+    c.scope = hash_of(1);
+    c.fp = hash_of(100 + fp);
+    c.key = key;
+    c.now = now;
+    c.ttl = TTL;
+    c.lease = LEASE;
+    c.policy = IDEM_ON_UNKNOWN_STORE;
+    return c;
+}
+
+static int begin(idem_store_t *s, const call_t *c, idem_result_t *res)
+{
+    idem_begin_t in;
+
+    in.scope = &c->scope;
+    in.key = c->key;
+    in.key_len = strlen(c->key);
+    in.fingerprint = &c->fp;
+    in.now_ms = c->now;
+    in.ttl_ms = c->ttl;
+    in.lease_ms = c->lease;
+    in.on_unknown = c->policy;
+    in.unknown_response = &unknown;
+    return idem_store_begin(s, &in, res);
+}
+
+/* begin() that must succeed with outcome want; returns the result. */
+static idem_result_t expect_begin(idem_store_t *s, const call_t *c,
+                                  idem_begin_outcome_t want)
+{
+    idem_result_t res;
+
+    memset(&res, 0, sizeof(res));
+    assert_int_equal(begin(s, c, &res), 0);
+    assert_int_equal(res.outcome, want);
+    return res;
+}
+
+/* Claims c's key and returns the owner token. */
+static uint64_t claim(idem_store_t *s, const call_t *c)
+{
+    idem_result_t res = expect_begin(s, c, IDEM_BEGIN_CLAIMED);
+    uint64_t      owner = res.owner;
+
+    assert_true(owner != 0);
+    assert_int_equal(res.took_over, 0);
+    idem_result_free(&res);
+    return owner;
+}
+
+static int complete(idem_store_t *s, const call_t *c, uint64_t owner,
+                    const idem_response_t *resp)
+{
+    return idem_store_complete(s, &c->scope, c->key, strlen(c->key), owner,
+                               resp, 0);
+}
+
+static int release(idem_store_t *s, const call_t *c, uint64_t owner)
+{
+    return idem_store_release(s, &c->scope, c->key, strlen(c->key), owner);
+}
+
+static int lookup(idem_store_t *s, const call_t *c, int64_t now,
+                  idem_result_t *res)
+{
+    return idem_store_lookup(s, &c->scope, c->key, strlen(c->key), now, res);
+}
+
+static int get(idem_store_t *s, const call_t *c, idem_result_t *res)
+{
+    return idem_store_get(s, &c->scope, c->key, strlen(c->key), res);
+}
+
+static int del(idem_store_t *s, const call_t *c)
+{
+    return idem_store_delete(s, &c->scope, c->key, strlen(c->key));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Opening                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void test_open_rejects_bad_urls(void **state)
+{
+    static const char *bad[] = {
+        "",
+        "mem",
+        "mem:extra",
+        "redis://localhost:6379",
+        "lmdb:",
+        "lmdb:?sync=1",
+        "lmdb:/nonexistent/x?map_size=",
+        "lmdb:/nonexistent/x?map_size=0",
+        "lmdb:/nonexistent/x?map_size=12ab",
+        "lmdb:/nonexistent/x?map_size=999999999999999999999999",
+        "lmdb:/nonexistent/x?group_commit=2",
+        "lmdb:/nonexistent/x?sync=yes",
+        "lmdb:/nonexistent/x?sync",
+        "lmdb:/nonexistent/x?colour=blue",
+        "lmdb:/nonexistent/x?sync=1&",
+    };
+    idem_store_t *s = NULL;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(idem_store_open(bad[i], &s), IDEM_EBADURL);
+        assert_null(s);
+    }
+    assert_int_equal(idem_store_open(NULL, &s), IDEM_EINVAL);
+    assert_int_equal(access("/nonexistent", F_OK), -1);
+}
+
+static void test_open_names_its_backend(void **state)
+{
+    fixture_t *f = *state;
+
+    assert_string_equal(idem_store_backend(f->store), IDEM_TEST_BACKEND);
+}
+
+static void test_invalid_arguments_are_refused(void **state)
+{
+    fixture_t      *f = *state;
+    call_t          c = call("k", 1, T0);
+    idem_result_t   res;
+    idem_begin_t    in;
+    idem_response_t bad = created;
+    char            long_key[IDEM_KEY_MAX + 1];
+    uint64_t        owner;
+
+    memset(&res, 0, sizeof(res));
+    memset(long_key, 'a', sizeof(long_key));
+    in.scope = &c.scope;
+    in.key = c.key;
+    in.key_len = 1;
+    in.fingerprint = &c.fp;
+    in.now_ms = T0;
+    in.ttl_ms = TTL;
+    in.lease_ms = LEASE;
+    in.on_unknown = IDEM_ON_UNKNOWN_STORE;
+    in.unknown_response = &unknown;
+
+    in.key_len = 0;
+    assert_int_equal(idem_store_begin(f->store, &in, &res), IDEM_EINVAL);
+    in.key = long_key;
+    in.key_len = sizeof(long_key);
+    assert_int_equal(idem_store_begin(f->store, &in, &res), IDEM_EINVAL);
+    in.key_len = IDEM_KEY_MAX; /* the longest key is fine */
+    assert_int_equal(idem_store_begin(f->store, &in, &res), 0);
+    assert_int_equal(res.outcome, IDEM_BEGIN_CLAIMED);
+    idem_result_free(&res);
+    in.key = c.key;
+    in.key_len = 1;
+    in.fingerprint = NULL;
+    assert_int_equal(idem_store_begin(f->store, &in, &res), IDEM_EINVAL);
+    in.fingerprint = &c.fp;
+    in.ttl_ms = 0;
+    assert_int_equal(idem_store_begin(f->store, &in, &res), IDEM_EINVAL);
+    in.ttl_ms = TTL;
+    in.unknown_response = NULL;
+    assert_int_equal(idem_store_begin(f->store, &in, &res), IDEM_EINVAL);
+    in.on_unknown = IDEM_ON_UNKNOWN_RELEASE; /* then it is not needed */
+    assert_int_equal(idem_store_begin(f->store, &in, &res), 0);
+    owner = res.owner;
+    idem_result_free(&res);
+
+    bad.status = 0;
+    assert_int_equal(complete(f->store, &c, owner, &bad), IDEM_EINVAL);
+    assert_int_equal(complete(f->store, &c, owner, NULL), IDEM_EINVAL);
+    assert_int_equal(idem_store_complete(f->store, NULL, "k", 1, owner,
+                                         &created, 0),
+                     IDEM_EINVAL);
+    /* None of that touched the claim. */
+    assert_int_equal(complete(f->store, &c, owner, &created), 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* begin()                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void test_begin_claims_a_new_key(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("key-1", 1, T0);
+    idem_result_t res = expect_begin(f->store, &c, IDEM_BEGIN_CLAIMED);
+
+    assert_true(res.owner != 0);
+    assert_int_equal(res.took_over, 0);
+    assert_int_equal(res.record.state, IDEM_STATE_IN_PROGRESS);
+    assert_true(res.record.owner == res.owner);
+    assert_true(res.record.created_ms == T0);
+    assert_true(res.record.expires_ms == T0 + TTL);
+    assert_true(res.record.lease_until_ms == T0 + LEASE);
+    assert_int_equal(res.record.flags, 0);
+    assert_memory_equal(res.record.fingerprint.bytes, c.fp.bytes,
+                        IDEM_HASH_LEN);
+    idem_result_free(&res);
+    idem_result_free(&res); /* freeing twice is harmless */
+}
+
+static void test_begin_gives_every_claim_its_own_owner(void **state)
+{
+    fixture_t *f = *state;
+    uint64_t   owners[32];
+    char       key[16];
+
+    for (int i = 0; i < 32; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        call_t c = call(key, 1, T0);
+        owners[i] = claim(f->store, &c);
+        for (int j = 0; j < i; j++) {
+            assert_true(owners[i] != owners[j]);
+        }
+    }
+}
+
+static void test_begin_replays_a_complete_key(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("pay-42", 1, T0);
+    uint64_t      owner = claim(f->store, &c);
+    idem_result_t res;
+
+    assert_int_equal(complete(f->store, &c, owner, &created), 0);
+    c.now = T0 + 5000;
+    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+    assert_int_equal(res.record.state, IDEM_STATE_COMPLETE);
+    assert_true(res.record.expires_ms == T0 + TTL); /* unchanged */
+    assert_int_equal(res.owner, 0);
+    assert_response_equal(&res.record.response, &created);
+    idem_result_free(&res);
+
+    /* A stored 500 replays as well. */
+    c = call("pay-43", 1, T0);
+    owner = claim(f->store, &c);
+    assert_int_equal(complete(f->store, &c, owner, &server_error), 0);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+    assert_response_equal(&res.record.response, &server_error);
+    idem_result_free(&res);
+}
+
+static void test_begin_mismatch_first_then_again(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("pay-1", 1, T0);
+    call_t        other = call("pay-1", 2, T0 + 10);
+    uint64_t      owner = claim(f->store, &c);
+    idem_result_t res;
+
+    assert_int_equal(complete(f->store, &c, owner, &created), 0);
+
+    res = expect_begin(f->store, &other, IDEM_BEGIN_MISMATCH);
+    assert_int_equal(res.first_mismatch, 1);
+    assert_true(res.record.flags & IDEM_REC_MISMATCH_LOGGED);
+    assert_response_equal(&res.record.response, &created);
+    idem_result_free(&res);
+
+    res = expect_begin(f->store, &other, IDEM_BEGIN_MISMATCH);
+    assert_int_equal(res.first_mismatch, 0);
+    idem_result_free(&res);
+
+    /* Logged once per key, whatever the other parameters are. */
+    other.fp = hash_of(77);
+    res = expect_begin(f->store, &other, IDEM_BEGIN_MISMATCH);
+    assert_int_equal(res.first_mismatch, 0);
+    idem_result_free(&res);
+
+    /* The stored result is unchanged. */
+    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+    assert_response_equal(&res.record.response, &created);
+    idem_result_free(&res);
+}
+
+static void test_begin_mismatch_on_in_progress_keeps_the_claim(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("pay-2", 1, T0);
+    call_t        other = call("pay-2", 2, T0 + 10);
+    uint64_t      owner = claim(f->store, &c);
+    idem_result_t res;
+
+    res = expect_begin(f->store, &other, IDEM_BEGIN_MISMATCH);
+    assert_int_equal(res.first_mismatch, 1);
+    assert_int_equal(res.record.state, IDEM_STATE_IN_PROGRESS);
+    idem_result_free(&res);
+
+    /* The owner still completes; the flag survives the completion. */
+    assert_int_equal(complete(f->store, &c, owner, &created), 0);
+    res = expect_begin(f->store, &other, IDEM_BEGIN_MISMATCH);
+    assert_int_equal(res.first_mismatch, 0);
+    idem_result_free(&res);
+}
+
+static void test_begin_in_progress_same_fingerprint(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("slow", 1, T0);
+    uint64_t      owner = claim(f->store, &c);
+    idem_result_t res;
+
+    c.now = T0 + LEASE - 1;
+    res = expect_begin(f->store, &c, IDEM_BEGIN_IN_PROGRESS);
+    assert_int_equal(res.record.state, IDEM_STATE_IN_PROGRESS);
+    assert_int_equal(res.owner, 0);
+    idem_result_free(&res);
+
+    /* Waiting changed nothing: the owner completes, the retry replays. */
+    assert_int_equal(complete(f->store, &c, owner, &created), 0);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+    idem_result_free(&res);
+}
+
+static void test_begin_stale_under_store_policy(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("lost", 1, T0);
+    uint64_t      owner = claim(f->store, &c);
+    idem_result_t res;
+
+    c.now = T0 + LEASE; /* the lease has just passed */
+    res = expect_begin(f->store, &c, IDEM_BEGIN_STALE);
+    assert_int_equal(res.record.state, IDEM_STATE_COMPLETE);
+    assert_true(res.record.flags & IDEM_REC_UNKNOWN_OUTCOME);
+    assert_true(res.record.expires_ms == T0 + TTL);
+    assert_response_equal(&res.record.response, &unknown);
+    idem_result_free(&res);
+
+    /* The unknown outcome is now the key's result. */
+    c.now = T0 + LEASE + 1;
+    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+    assert_true(res.record.flags & IDEM_REC_UNKNOWN_OUTCOME);
+    assert_response_equal(&res.record.response, &unknown);
+    idem_result_free(&res);
+
+    /* The owner that lost its lease can neither complete nor release. */
+    assert_int_equal(complete(f->store, &c, owner, &created), IDEM_ENOTOWNER);
+    assert_int_equal(release(f->store, &c, owner), IDEM_ENOTOWNER);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+    assert_response_equal(&res.record.response, &unknown);
+    idem_result_free(&res);
+}
+
+static void test_begin_stale_under_release_policy(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("lost", 1, T0);
+    uint64_t      old = claim(f->store, &c), owner;
+    idem_result_t res;
+
+    c.now = T0 + LEASE + 5;
+    c.policy = IDEM_ON_UNKNOWN_RELEASE;
+    res = expect_begin(f->store, &c, IDEM_BEGIN_CLAIMED);
+    assert_int_equal(res.took_over, 1);
+    assert_true(res.owner != 0 && res.owner != old);
+    assert_int_equal(res.record.state, IDEM_STATE_IN_PROGRESS);
+    assert_true(res.record.created_ms == c.now);
+    assert_true(res.record.lease_until_ms == c.now + LEASE);
+    owner = res.owner;
+    idem_result_free(&res);
+
+    /* Fencing: the old owner's late answer is refused. */
+    assert_int_equal(complete(f->store, &c, old, &server_error),
+                     IDEM_ENOTOWNER);
+    assert_int_equal(release(f->store, &c, old), IDEM_ENOTOWNER);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_IN_PROGRESS);
+    idem_result_free(&res);
+
+    assert_int_equal(complete(f->store, &c, owner, &created), 0);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+    assert_response_equal(&res.record.response, &created);
+    idem_result_free(&res);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Expiry                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void test_expired_key_is_absent_and_claims_anew(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("short", 1, T0);
+    idem_result_t res;
+    uint64_t      owner;
+
+    c.ttl = 1000;
+    c.lease = 500;
+    owner = claim(f->store, &c);
+    assert_int_equal(complete(f->store, &c, owner, &created), 0);
+
+    assert_int_equal(lookup(f->store, &c, T0 + 999, &res), 0);
+    assert_response_equal(&res.record.response, &created);
+    idem_result_free(&res);
+    assert_int_equal(lookup(f->store, &c, T0 + 1000, &res), IDEM_ENOTFOUND);
+    /* The admin still sees it until it is pruned. */
+    assert_int_equal(get(f->store, &c, &res), 0);
+    assert_true(res.record.expires_ms == T0 + 1000);
+    idem_result_free(&res);
+
+    /* A reuse after expiry executes as new, even with other parameters. */
+    c.now = T0 + 1000;
+    c.fp = hash_of(9);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_CLAIMED);
+    assert_int_equal(res.took_over, 0);
+    assert_true(res.owner != owner);
+    assert_true(res.record.created_ms == T0 + 1000);
+    assert_true(res.record.expires_ms == T0 + 2000);
+    idem_result_free(&res);
+}
+
+static void test_in_progress_never_expires_while_leased(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("slow", 1, T0);
+    idem_result_t res;
+    size_t        removed;
+    int           more;
+    uint64_t      owner;
+
+    c.ttl = 1000; /* shorter than the lease */
+    c.lease = 5000;
+    owner = claim(f->store, &c);
+
+    c.now = T0 + 2000;
+    res = expect_begin(f->store, &c, IDEM_BEGIN_IN_PROGRESS);
+    idem_result_free(&res);
+    assert_int_equal(lookup(f->store, &c, T0 + 2000, &res), 0);
+    assert_int_equal(res.record.state, IDEM_STATE_IN_PROGRESS);
+    idem_result_free(&res);
+    assert_int_equal(idem_store_prune(f->store, T0 + 2000, 100, &removed,
+                                      &more),
+                     0);
+    assert_int_equal(removed, 0);
+    assert_int_equal(more, 0);
+
+    /* Completing in time keeps the result until expires_ms (already past:
+       it is absent at once), and never lets a duplicate run meanwhile. */
+    assert_int_equal(complete(f->store, &c, owner, &created), 0);
+    assert_int_equal(lookup(f->store, &c, T0 + 2000, &res), IDEM_ENOTFOUND);
+
+    /* Lease and TTL both passed: absent, claimed anew (not stale). */
+    c = call("slow2", 1, T0);
+    c.ttl = 1000;
+    c.lease = 5000;
+    (void)claim(f->store, &c);
+    c.now = T0 + 5000;
+    res = expect_begin(f->store, &c, IDEM_BEGIN_CLAIMED);
+    assert_int_equal(res.took_over, 0);
+    idem_result_free(&res);
+}
+
+/* ------------------------------------------------------------------------ */
+/* complete() and release()                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void test_complete_by_non_owner_is_refused(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("k", 1, T0);
+    uint64_t      owner = claim(f->store, &c);
+    idem_result_t res;
+
+    assert_int_equal(complete(f->store, &c, owner + 1, &server_error),
+                     IDEM_ENOTOWNER);
+    assert_int_equal(complete(f->store, &c, 0, &server_error),
+                     IDEM_ENOTOWNER);
+    assert_int_equal(get(f->store, &c, &res), 0);
+    assert_int_equal(res.record.state, IDEM_STATE_IN_PROGRESS);
+    assert_true(res.record.owner == owner);
+    idem_result_free(&res);
+
+    assert_int_equal(complete(f->store, &c, owner, &created), 0);
+    assert_int_equal(get(f->store, &c, &res), 0);
+    assert_int_equal(res.record.state, IDEM_STATE_COMPLETE);
+    assert_response_equal(&res.record.response, &created);
+    idem_result_free(&res);
+}
+
+static void test_complete_twice_is_refused(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("k", 1, T0);
+    uint64_t      owner = claim(f->store, &c);
+    idem_result_t res;
+
+    assert_int_equal(complete(f->store, &c, owner, &created), 0);
+    assert_int_equal(complete(f->store, &c, owner, &server_error),
+                     IDEM_ENOTOWNER);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+    assert_response_equal(&res.record.response, &created);
+    idem_result_free(&res);
+}
+
+static void test_complete_of_an_absent_key_is_refused(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("never", 1, T0);
+    idem_result_t res;
+
+    assert_int_equal(complete(f->store, &c, 12345, &created), IDEM_ENOTOWNER);
+    assert_int_equal(get(f->store, &c, &res), IDEM_ENOTFOUND);
+}
+
+static void test_complete_ors_flags_and_keeps_times(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("k", 1, T0);
+    uint64_t      owner = claim(f->store, &c);
+    idem_result_t res;
+
+    assert_int_equal(idem_store_complete(f->store, &c.scope, "k", 1, owner,
+                                         &unknown, IDEM_REC_UNKNOWN_OUTCOME),
+                     0);
+    assert_int_equal(get(f->store, &c, &res), 0);
+    assert_true(res.record.flags & IDEM_REC_UNKNOWN_OUTCOME);
+    assert_true(res.record.created_ms == T0);
+    assert_true(res.record.expires_ms == T0 + TTL);
+    assert_response_equal(&res.record.response, &unknown);
+    idem_result_free(&res);
+}
+
+static void test_complete_too_big_changes_nothing(void **state)
+{
+    fixture_t      *f = *state;
+    call_t          c = call("k", 1, T0);
+    uint64_t        owner = claim(f->store, &c);
+    idem_response_t big = created;
+    idem_header_t  *many;
+    idem_result_t   res;
+
+    many = calloc(5000, sizeof(*many));
+    assert_non_null(many);
+    for (size_t i = 0; i < 5000; i++) {
+        many[i] = created_headers[0];
+    }
+    big.headers = many;
+    big.nheaders = 5000;
+    assert_int_equal(complete(f->store, &c, owner, &big), IDEM_ETOOBIG);
+    free(many);
+
+    assert_int_equal(get(f->store, &c, &res), 0);
+    assert_int_equal(res.record.state, IDEM_STATE_IN_PROGRESS);
+    idem_result_free(&res);
+    assert_int_equal(complete(f->store, &c, owner, &created), 0);
+}
+
+static void test_release_by_owner_only_then_claim_anew(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("k", 1, T0);
+    uint64_t      owner = claim(f->store, &c), again;
+    idem_result_t res;
+
+    assert_int_equal(release(f->store, &c, owner + 1), IDEM_ENOTOWNER);
+    assert_int_equal(lookup(f->store, &c, T0, &res), 0);
+    idem_result_free(&res);
+
+    assert_int_equal(release(f->store, &c, owner), 0);
+    assert_int_equal(lookup(f->store, &c, T0, &res), IDEM_ENOTFOUND);
+    assert_int_equal(get(f->store, &c, &res), IDEM_ENOTFOUND);
+    assert_int_equal(release(f->store, &c, owner), IDEM_ENOTOWNER);
+    assert_int_equal(complete(f->store, &c, owner, &created), IDEM_ENOTOWNER);
+
+    /* The key executes again, under a new owner. */
+    c.now = T0 + 1;
+    again = claim(f->store, &c);
+    assert_true(again != owner);
+    assert_int_equal(complete(f->store, &c, again, &created), 0);
+    /* A complete record cannot be released. */
+    assert_int_equal(release(f->store, &c, again), IDEM_ENOTOWNER);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+    idem_result_free(&res);
+}
+
+/* ------------------------------------------------------------------------ */
+/* lookup(), get(), delete()                                                 */
+/* ------------------------------------------------------------------------ */
+
+static void test_lookup_reads_without_changing(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("k", 1, T0);
+    idem_result_t res;
+    uint64_t      owner;
+
+    assert_int_equal(lookup(f->store, &c, T0, &res), IDEM_ENOTFOUND);
+    owner = claim(f->store, &c);
+    assert_int_equal(lookup(f->store, &c, T0 + 1, &res), 0);
+    assert_int_equal(res.outcome, 0);
+    assert_int_equal(res.record.state, IDEM_STATE_IN_PROGRESS);
+    idem_result_free(&res);
+
+    assert_int_equal(complete(f->store, &c, owner, &created), 0);
+    assert_int_equal(lookup(f->store, &c, T0 + 2, &res), 0);
+    assert_int_equal(res.record.state, IDEM_STATE_COMPLETE);
+    assert_int_equal(res.record.flags, 0);
+    assert_response_equal(&res.record.response, &created);
+    idem_result_free(&res);
+
+    /* Another scope does not see it. */
+    c.scope = hash_of(2);
+    assert_int_equal(lookup(f->store, &c, T0 + 2, &res), IDEM_ENOTFOUND);
+}
+
+static void test_get_and_delete(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("k", 1, T0);
+    idem_result_t res;
+    uint64_t      owner;
+
+    assert_int_equal(get(f->store, &c, &res), IDEM_ENOTFOUND);
+    assert_int_equal(del(f->store, &c), IDEM_ENOTFOUND);
+
+    /* Deleting an in-progress record voids its claim. */
+    owner = claim(f->store, &c);
+    assert_int_equal(del(f->store, &c), 0);
+    assert_int_equal(complete(f->store, &c, owner, &created), IDEM_ENOTOWNER);
+    assert_int_equal(get(f->store, &c, &res), IDEM_ENOTFOUND);
+
+    /* Expired records are still there for get() and delete(). */
+    c.ttl = 1000;
+    owner = claim(f->store, &c);
+    assert_int_equal(complete(f->store, &c, owner, &created), 0);
+    assert_int_equal(lookup(f->store, &c, T0 + 5000, &res), IDEM_ENOTFOUND);
+    assert_int_equal(get(f->store, &c, &res), 0);
+    assert_int_equal(res.record.state, IDEM_STATE_COMPLETE);
+    assert_response_equal(&res.record.response, &created);
+    idem_result_free(&res);
+    assert_int_equal(del(f->store, &c), 0);
+    assert_int_equal(get(f->store, &c, &res), IDEM_ENOTFOUND);
+    assert_int_equal(del(f->store, &c), IDEM_ENOTFOUND);
+}
+
+/* ------------------------------------------------------------------------ */
+/* prune()                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void claim_n(idem_store_t *s, const char *prefix, int n, int64_t ttl,
+                    int64_t lease, int finish)
+{
+    char key[32];
+
+    for (int i = 0; i < n; i++) {
+        snprintf(key, sizeof(key), "%s-%d", prefix, i);
+        call_t c = call(key, 1, T0);
+        c.ttl = ttl;
+        c.lease = lease;
+        uint64_t owner = claim(s, &c);
+        if (finish) {
+            assert_int_equal(complete(s, &c, owner, &created), 0);
+        }
+    }
+}
+
+static void test_prune_removes_expired_within_budget(void **state)
+{
+    fixture_t    *f = *state;
+    size_t        removed = 99;
+    int           more = 99;
+    idem_result_t res;
+
+    claim_n(f->store, "old", 25, 1000, 500, 1);      /* expire at T0+1000 */
+    claim_n(f->store, "live", 5, TTL, LEASE, 1);     /* still remembered  */
+    claim_n(f->store, "leased", 3, 1000, 100000, 0); /* in progress       */
+
+    assert_int_equal(idem_store_prune(f->store, T0 + 999, 10, &removed, &more),
+                     0);
+    assert_int_equal(removed, 0);
+    assert_int_equal(more, 0);
+
+    assert_int_equal(idem_store_prune(f->store, T0 + 1000, 10, &removed,
+                                      &more),
+                     0);
+    assert_int_equal(removed, 10);
+    assert_int_equal(more, 1);
+    assert_int_equal(idem_store_prune(f->store, T0 + 1000, 10, &removed,
+                                      &more),
+                     0);
+    assert_int_equal(removed, 10);
+    assert_int_equal(more, 1);
+    assert_int_equal(idem_store_prune(f->store, T0 + 1000, 10, &removed,
+                                      &more),
+                     0);
+    assert_int_equal(removed, 5);
+    assert_int_equal(more, 0);
+    assert_int_equal(idem_store_prune(f->store, T0 + 1000, 10, &removed,
+                                      &more),
+                     0);
+    assert_int_equal(removed, 0);
+    assert_int_equal(more, 0);
+
+    /* Pruned records are gone; live and leased ones are untouched. */
+    call_t c = call("old-7", 1, T0);
+    assert_int_equal(get(f->store, &c, &res), IDEM_ENOTFOUND);
+    c = call("live-3", 1, T0 + 1000);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+    idem_result_free(&res);
+    c = call("leased-2", 1, T0 + 1000);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_IN_PROGRESS);
+    idem_result_free(&res);
+
+    /* Budget 0 removes nothing but tells whether work is waiting. */
+    assert_int_equal(idem_store_prune(f->store, T0 + 100000, 0, &removed,
+                                      &more),
+                     0);
+    assert_int_equal(removed, 0);
+    assert_int_equal(more, 1);
+    /* Once the lease has passed too, the abandoned claims go. */
+    assert_int_equal(idem_store_prune(f->store, T0 + 100000, 10, &removed,
+                                      &more),
+                     0);
+    assert_int_equal(removed, 3);
+    assert_int_equal(more, 0);
+    c = call("live-0", 1, T0 + 100000);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+    idem_result_free(&res);
+}
+
+static void test_prune_follows_rewrites(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("k", 1, T0);
+    idem_result_t res;
+    size_t        removed;
+    int           more;
+
+    /* An expired record claimed anew must not be pruned at its old time. */
+    c.ttl = 1000;
+    (void)claim(f->store, &c);
+    c.now = T0 + 100000; /* lease and TTL passed */
+    c.ttl = TTL;
+    res = expect_begin(f->store, &c, IDEM_BEGIN_CLAIMED);
+    idem_result_free(&res);
+    assert_int_equal(idem_store_prune(f->store, T0 + 100000, 10, &removed,
+                                      &more),
+                     0);
+    assert_int_equal(removed, 0);
+    assert_int_equal(lookup(f->store, &c, T0 + 100000, &res), 0);
+    idem_result_free(&res);
+
+    /* Released and deleted records leave nothing for prune. */
+    c = call("r", 1, T0);
+    assert_int_equal(release(f->store, &c, claim(f->store, &c)), 0);
+    c = call("d", 1, T0);
+    (void)claim(f->store, &c);
+    assert_int_equal(del(f->store, &c), 0);
+    assert_int_equal(idem_store_prune(f->store, INT64_MAX, 100, &removed,
+                                      &more),
+                     0);
+    assert_int_equal(removed, 1); /* only "k" */
+    assert_int_equal(more, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Scopes                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void test_scopes_are_isolated(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        a = call("same-key", 1, T0);
+    call_t        b = call("same-key", 1, T0);
+    uint64_t      oa, ob;
+    idem_result_t res;
+
+    b.scope = hash_of(2);
+    oa = claim(f->store, &a);
+    ob = claim(f->store, &b);
+    assert_true(oa != ob);
+
+    assert_int_equal(complete(f->store, &b, oa, &created), IDEM_ENOTOWNER);
+    assert_int_equal(complete(f->store, &a, oa, &created), 0);
+    res = expect_begin(f->store, &b, IDEM_BEGIN_IN_PROGRESS);
+    idem_result_free(&res);
+    assert_int_equal(complete(f->store, &b, ob, &server_error), 0);
+
+    res = expect_begin(f->store, &a, IDEM_BEGIN_REPLAY);
+    assert_response_equal(&res.record.response, &created);
+    idem_result_free(&res);
+    res = expect_begin(f->store, &b, IDEM_BEGIN_REPLAY);
+    assert_response_equal(&res.record.response, &server_error);
+    idem_result_free(&res);
+
+    assert_int_equal(del(f->store, &a), 0);
+    res = expect_begin(f->store, &b, IDEM_BEGIN_REPLAY);
+    idem_result_free(&res);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Threads                                                                   */
+/* ------------------------------------------------------------------------ */
+
+#define NTHREADS 16
+#define NKEYS    32
+
+typedef struct {
+    idem_store_t      *store;
+    pthread_barrier_t *start;
+    int                id;
+    const char        *same_key; /* all threads begin this key, or NULL */
+    const idem_response_t *resp; /* the response to complete with */
+    int                outcome;
+    int                rc;
+    int                failures;
+} worker_t;
+
+static void *worker_same_key(void *arg)
+{
+    worker_t     *w = arg;
+    call_t        c = call(w->same_key, 1, T0);
+    idem_result_t res;
+
+    pthread_barrier_wait(w->start);
+    w->rc = begin(w->store, &c, &res);
+    if (w->rc == 0) {
+        w->outcome = res.outcome;
+        idem_result_free(&res);
+    }
+    return NULL;
+}
+
+static void *worker_many_keys(void *arg)
+{
+    worker_t     *w = arg;
+    idem_result_t res;
+    char          key[32];
+
+    pthread_barrier_wait(w->start);
+    for (int i = 0; i < NKEYS; i++) {
+        snprintf(key, sizeof(key), "t%d-k%d", w->id, i);
+        call_t c = call(key, 1, T0);
+        if (begin(w->store, &c, &res) != 0) {
+            w->failures++;
+            continue;
+        }
+        if (res.outcome != IDEM_BEGIN_CLAIMED ||
+            complete(w->store, &c, res.owner, &created) != 0) {
+            w->failures++;
+        }
+        idem_result_free(&res);
+    }
+    return NULL;
+}
+
+static void run_workers(worker_t *w, int n, void *(*fn)(void *))
+{
+    pthread_t         t[NTHREADS];
+    pthread_barrier_t start;
+
+    assert_true(n <= NTHREADS);
+    assert_int_equal(pthread_barrier_init(&start, NULL, (unsigned)n), 0);
+    for (int i = 0; i < n; i++) {
+        w[i].start = &start;
+        w[i].id = i;
+        assert_int_equal(pthread_create(&t[i], NULL, fn, &w[i]), 0);
+    }
+    for (int i = 0; i < n; i++) {
+        pthread_join(t[i], NULL);
+    }
+    pthread_barrier_destroy(&start);
+}
+
+static void race_one_key(idem_store_t *s, const char *key)
+{
+    worker_t w[NTHREADS];
+    int      claimed = 0, in_progress = 0;
+
+    memset(w, 0, sizeof(w));
+    for (int i = 0; i < NTHREADS; i++) {
+        w[i].store = s;
+        w[i].same_key = key;
+    }
+    run_workers(w, NTHREADS, worker_same_key);
+    for (int i = 0; i < NTHREADS; i++) {
+        assert_int_equal(w[i].rc, 0);
+        claimed += w[i].outcome == IDEM_BEGIN_CLAIMED;
+        in_progress += w[i].outcome == IDEM_BEGIN_IN_PROGRESS;
+    }
+    assert_int_equal(claimed, 1);
+    assert_int_equal(in_progress, NTHREADS - 1);
+}
+
+static void many_keys(idem_store_t *s)
+{
+    worker_t      w[NTHREADS];
+    idem_result_t res;
+    char          key[32];
+
+    memset(w, 0, sizeof(w));
+    for (int i = 0; i < NTHREADS; i++) {
+        w[i].store = s;
+    }
+    run_workers(w, NTHREADS, worker_many_keys);
+    for (int i = 0; i < NTHREADS; i++) {
+        assert_int_equal(w[i].failures, 0);
+        for (int k = 0; k < NKEYS; k++) {
+            snprintf(key, sizeof(key), "t%d-k%d", i, k);
+            call_t c = call(key, 1, T0 + 1);
+            res = expect_begin(s, &c, IDEM_BEGIN_REPLAY);
+            assert_response_equal(&res.record.response, &created);
+            idem_result_free(&res);
+        }
+    }
+}
+
+static void test_threads_race_for_one_key(void **state)
+{
+    fixture_t *f = *state;
+
+    race_one_key(f->store, "contended");
+}
+
+static void test_threads_claim_and_complete_many_keys(void **state)
+{
+    fixture_t         *f = *state;
+    idem_store_stats_t st;
+
+    many_keys(f->store);
+    idem_store_stats(f->store, &st);
+    print_message("    %s: %llu write ops in %llu commits\n",
+                  IDEM_TEST_BACKEND, (unsigned long long)st.batched_ops,
+                  (unsigned long long)st.commits);
+    assert_true(st.commits >= 1);
+    assert_true(st.batched_ops == 2 * NTHREADS * NKEYS);
+    assert_true(st.commits <= st.batched_ops);
+}
+
+static void test_stats_count_commits(void **state)
+{
+    fixture_t         *f = *state;
+    call_t             c = call("k", 1, T0);
+    idem_store_stats_t st;
+    idem_result_t      res;
+
+    idem_store_stats(f->store, &st);
+    assert_true(st.commits == 0 && st.batched_ops == 0);
+    assert_int_equal(complete(f->store, &c, claim(f->store, &c), &created),
+                     0);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY); /* no write */
+    idem_result_free(&res);
+    assert_int_equal(lookup(f->store, &c, T0, &res), 0);
+    idem_result_free(&res);
+    idem_store_stats(f->store, &st);
+    assert_true(st.commits == 2);
+    assert_true(st.batched_ops == 2);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Processes and durability                                                  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A child process runs fn(f, arg) and dies by SIGKILL right after writing
+ * fn's result to a pipe, the way a crash ends a process: no atexit, no
+ * close, no flush. (This also keeps valgrind from leak-checking the copy of
+ * the parent's memory a forked child inherits.)
+ */
+typedef struct {
+    pid_t pid;
+    int   fd; /* read end of the child's pipe */
+} child_t;
+
+static child_t start_child(fixture_t *f, int (*fn)(fixture_t *, void *),
+                           void *arg)
+{
+    child_t c;
+    int     fds[2], v;
+
+    assert_int_equal(pipe(fds), 0);
+    c.pid = fork();
+    assert_true(c.pid >= 0);
+    if (c.pid == 0) {
+        close(fds[0]);
+        v = fn(f, arg);
+        if (write(fds[1], &v, sizeof(v)) != (ssize_t)sizeof(v)) {
+            _exit(2);
+        }
+        kill(getpid(), SIGKILL);
+        _exit(3);
+    }
+    close(fds[1]);
+    c.fd = fds[0];
+    return c;
+}
+
+/* Waits for the child's end and returns what its fn returned. */
+static int finish_child(child_t c)
+{
+    int     v = -12345, status;
+    ssize_t n;
+
+    n = read(c.fd, &v, sizeof(v));
+    close(c.fd);
+    assert_int_equal(waitpid(c.pid, &status, 0), c.pid);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    assert_int_equal(n, (ssize_t)sizeof(v));
+    return v;
+}
+
+/* Opens the fixture's store in a child; never closed (see start_child). */
+static idem_store_t *child_open(fixture_t *f)
+{
+    idem_store_t *s = NULL;
+    char          url[256];
+    int           n;
+
+    n = snprintf(url, sizeof(url), "lmdb:%s/env", f->dir);
+    if (n < 0 || (size_t)n >= sizeof(url) || idem_store_open(url, &s) != 0) {
+        return NULL;
+    }
+    return s;
+}
+
+/* Child: claims and completes "durable", then dies without closing. */
+static int child_claim_and_complete(fixture_t *f, void *arg)
+{
+    call_t        c = call("durable", 1, T0);
+    idem_store_t *s = child_open(f);
+    idem_result_t res;
+
+    (void)arg;
+    if (s == NULL || begin(s, &c, &res) != 0 ||
+        res.outcome != IDEM_BEGIN_CLAIMED) {
+        return 1;
+    }
+    if (complete(s, &c, res.owner, &created) != 0) {
+        return 2;
+    }
+    return 0;
+}
+
+static void test_complete_survives_a_killed_process(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("durable", 1, T0);
+    idem_result_t res;
+
+    SKIP_UNLESS_LMDB("mem keeps nothing beyond its process");
+    assert_int_equal(
+        finish_child(start_child(f, child_claim_and_complete, NULL)), 0);
+
+    idem_store_close(f->store);
+    f->store = open_store(f, "env", NULL);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+    assert_response_equal(&res.record.response, &created);
+    idem_result_free(&res);
+}
+
+static void test_claim_survives_reopen(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("k", 1, T0);
+    uint64_t      owner;
+    idem_result_t res;
+    size_t        removed;
+    int           more;
+
+    SKIP_UNLESS_LMDB("mem keeps nothing once closed");
+    owner = claim(f->store, &c);
+    idem_store_close(f->store);
+    f->store = open_store(f, "env", NULL);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_IN_PROGRESS);
+    idem_result_free(&res);
+    assert_int_equal(complete(f->store, &c, owner, &created), 0);
+    /* The expiry index survived too. */
+    assert_int_equal(idem_store_prune(f->store, T0 + TTL, 10, &removed,
+                                      &more),
+                     0);
+    assert_int_equal(removed, 1);
+}
+
+/* Child: works on the parent's claim of "from-parent" (owner in *arg). */
+static int child_share(fixture_t *f, void *arg)
+{
+    uint64_t      owner = *(uint64_t *)arg;
+    call_t        a = call("from-parent", 1, T0);
+    call_t        b = call("from-child", 1, T0);
+    idem_store_t *s = child_open(f);
+    idem_result_t res;
+
+    if (s == NULL) {
+        return 1;
+    }
+    /* It sees the parent's claim, ... */
+    if (begin(s, &a, &res) != 0 || res.outcome != IDEM_BEGIN_IN_PROGRESS) {
+        return 2;
+    }
+    idem_result_free(&res);
+    /* ... makes its own, ... */
+    if (begin(s, &b, &res) != 0 || res.outcome != IDEM_BEGIN_CLAIMED ||
+        complete(s, &b, res.owner, &server_error) != 0) {
+        return 3;
+    }
+    idem_result_free(&res);
+    /* ... and fencing works across processes. */
+    if (complete(s, &a, owner + 1, &server_error) != IDEM_ENOTOWNER ||
+        complete(s, &a, owner, &created) != 0) {
+        return 4;
+    }
+    return 0;
+}
+
+static void test_two_processes_share_one_store(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        a = call("from-parent", 1, T0);
+    call_t        b = call("from-child", 1, T0);
+    idem_result_t res;
+    uint64_t      owner;
+
+    SKIP_UNLESS_LMDB("mem is private to its process");
+    owner = claim(f->store, &a);
+    assert_int_equal(finish_child(start_child(f, child_share, &owner)), 0);
+
+    res = expect_begin(f->store, &b, IDEM_BEGIN_REPLAY);
+    assert_response_equal(&res.record.response, &server_error);
+    idem_result_free(&res);
+    res = expect_begin(f->store, &a, IDEM_BEGIN_REPLAY);
+    assert_response_equal(&res.record.response, &created);
+    idem_result_free(&res);
+    assert_int_equal(complete(f->store, &a, owner, &created), IDEM_ENOTOWNER);
+}
+
+#define RACE_KEYS 200
+
+/* Begins each of RACE_KEYS keys; returns how many it claimed, or -1. */
+static int claim_race(idem_store_t *s)
+{
+    idem_result_t res;
+    char          key[32];
+    int           claimed = 0;
+
+    for (int i = 0; i < RACE_KEYS; i++) {
+        snprintf(key, sizeof(key), "race-%d", i);
+        call_t c = call(key, 1, T0);
+        if (begin(s, &c, &res) != 0) {
+            return -1;
+        }
+        if (res.outcome == IDEM_BEGIN_CLAIMED) {
+            claimed++;
+        } else if (res.outcome != IDEM_BEGIN_IN_PROGRESS) {
+            claimed = -1000000;
+        }
+        idem_result_free(&res);
+    }
+    return claimed < 0 ? -1 : claimed;
+}
+
+static int child_race(fixture_t *f, void *arg)
+{
+    idem_store_t *s = child_open(f);
+
+    (void)arg;
+    return s != NULL ? claim_race(s) : -1;
+}
+
+static void test_two_processes_race_for_the_same_keys(void **state)
+{
+    fixture_t *f = *state;
+    child_t    child;
+    int        ours, theirs;
+
+    SKIP_UNLESS_LMDB("mem is private to its process");
+    child = start_child(f, child_race, NULL);
+    ours = claim_race(f->store);
+    theirs = finish_child(child);
+    print_message("    claims: parent %d, child %d\n", ours, theirs);
+    assert_true(ours >= 0 && theirs >= 0);
+    assert_int_equal(ours + theirs, RACE_KEYS);
+}
+
+/* ------------------------------------------------------------------------ */
+/* LMDB: options, limits, failures                                           */
+/* ------------------------------------------------------------------------ */
+
+static void test_lmdb_without_group_commit(void **state)
+{
+    fixture_t         *f = *state;
+    idem_store_t      *s;
+    idem_store_stats_t st;
+
+    SKIP_UNLESS_LMDB("group_commit and sync are LMDB options");
+    s = open_store(f, "plain", "group_commit=0&sync=0");
+    race_one_key(s, "contended");
+    many_keys(s);
+    idem_store_stats(s, &st);
+    /* One transaction per write. */
+    assert_true(st.commits == st.batched_ops);
+    assert_true(st.commits == 1 + 2 * NTHREADS * NKEYS);
+    idem_store_close(s);
+}
+
+static void test_lmdb_map_full_is_clean(void **state)
+{
+    fixture_t      *f = *state;
+    call_t          c = call("k", 1, T0);
+    idem_response_t big = created;
+    uint8_t        *body;
+    idem_result_t   res;
+    uint64_t        owner;
+
+    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    idem_store_close(f->store);
+    f->store = open_store(f, "small", "map_size=65536");
+    body = malloc(1 << 20);
+    assert_non_null(body);
+    memset(body, 'x', 1 << 20);
+    big.body = body;
+    big.body_len = 1 << 20;
+
+    /* A response larger than the map: refused, the claim untouched. */
+    owner = claim(f->store, &c);
+    assert_int_equal(complete(f->store, &c, owner, &big), IDEM_EFULL);
+    assert_int_equal(get(f->store, &c, &res), 0);
+    assert_int_equal(res.record.state, IDEM_STATE_IN_PROGRESS);
+    assert_true(res.record.owner == owner);
+    idem_result_free(&res);
+    /* The store goes on working for records that fit. */
+    assert_int_equal(complete(f->store, &c, owner, &created), 0);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+    assert_response_equal(&res.record.response, &created);
+    idem_result_free(&res);
+    free(body);
+}
+
+static void test_lmdb_map_full_claims_leave_nothing(void **state)
+{
+    fixture_t    *f = *state;
+    idem_result_t res;
+    char          key[32];
+    size_t        removed;
+    int           n, rc = 0, more;
+
+    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    idem_store_close(f->store);
+    f->store = open_store(f, "small", "map_size=65536");
+    for (n = 0; n < 100000; n++) {
+        snprintf(key, sizeof(key), "fill-%06d", n);
+        call_t c = call(key, 1, T0);
+        rc = begin(f->store, &c, &res);
+        if (rc != 0) {
+            break;
+        }
+        idem_result_free(&res);
+    }
+    assert_int_equal(rc, IDEM_EFULL);
+    assert_true(n > 10);
+    print_message("    %d claims fit in 64 KiB\n", n);
+
+    /* The refused claim is absent; the others are all there. */
+    call_t c = call(key, 1, T0);
+    assert_int_equal(get(f->store, &c, &res), IDEM_ENOTFOUND);
+    c = call("fill-000000", 1, T0 + 1);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_IN_PROGRESS);
+    idem_result_free(&res);
+
+    /* With room again, the index holds exactly the records written. */
+    idem_store_close(f->store);
+    f->store = open_store(f, "small", "map_size=4194304");
+    assert_int_equal(idem_store_prune(f->store, INT64_MAX, 1000000, &removed,
+                                      &more),
+                     0);
+    assert_int_equal(removed, (size_t)n);
+    assert_int_equal(more, 0);
+}
+
+static void *worker_complete(void *arg)
+{
+    worker_t *w = arg;
+    char      key[32];
+
+    snprintf(key, sizeof(key), "batch-%d", w->id);
+    call_t c = call(key, 1, T0);
+    uint64_t owner = 0;
+    idem_result_t res;
+
+    if (begin(w->store, &c, &res) == 0) {
+        owner = res.owner;
+        idem_result_free(&res);
+    }
+    pthread_barrier_wait(w->start);
+    w->rc = complete(w->store, &c, owner, w->resp);
+    return NULL;
+}
+
+static void test_lmdb_one_failing_write_does_not_fail_its_batch(void **state)
+{
+    fixture_t      *f = *state;
+    idem_response_t big = created;
+    worker_t        w[NTHREADS];
+    idem_result_t   res;
+    uint8_t        *body;
+    char            key[32];
+
+    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    idem_store_close(f->store);
+    f->store = open_store(f, "small", "map_size=131072");
+    body = calloc(1, 1 << 20);
+    assert_non_null(body);
+    big.body = body;
+    big.body_len = 1 << 20;
+
+    for (int round = 0; round < 3; round++) {
+        memset(w, 0, sizeof(w));
+        for (int i = 0; i < 8; i++) {
+            w[i].store = f->store;
+            w[i].resp = i == 3 ? &big : &created;
+        }
+        run_workers(w, 8, worker_complete);
+        for (int i = 0; i < 8; i++) {
+            assert_int_equal(w[i].rc, i == 3 ? IDEM_EFULL : 0);
+            snprintf(key, sizeof(key), "batch-%d", i);
+            call_t c = call(key, 1, T0 + 1);
+            res = expect_begin(f->store, &c,
+                               i == 3 ? IDEM_BEGIN_IN_PROGRESS
+                                      : IDEM_BEGIN_REPLAY);
+            idem_result_free(&res);
+            assert_int_equal(del(f->store, &c), 0);
+        }
+    }
+    free(body);
+}
+
+static void test_lmdb_unwritable_directory_is_eperm(void **state)
+{
+    fixture_t    *f = *state;
+    idem_store_t *s = NULL;
+    char          url[256], path[128];
+    pid_t         pid;
+    int           fd;
+
+    SKIP_UNLESS_LMDB("mem has no files");
+
+    /* A path under a regular file cannot be a directory. */
+    snprintf(path, sizeof(path), "%s/file", f->dir);
+    fd = creat(path, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(url, sizeof(url), "lmdb:%s/file/env", f->dir);
+    assert_int_equal(idem_store_open(url, &s), IDEM_EIO);
+    assert_null(s);
+
+    /*
+     * Directories this process may not write. root passes permission
+     * checks, so as root a child drops to "nobody" first (the test
+     * directory is root's and 0700); otherwise the child takes the write
+     * permission away from itself.
+     */
+    pid = fork();
+    if (pid == 0) {
+        int rc1, rc2;
+        if (getuid() == 0) {
+            if (setgroups(0, NULL) != 0 || setgid(65534) != 0 ||
+                setuid(65534) != 0) {
+                _exit(10);
+            }
+        } else {
+            snprintf(path, sizeof(path), "%s/env/data.mdb", f->dir);
+            chmod(path, 0400);
+            snprintf(path, sizeof(path), "%s/env/lock.mdb", f->dir);
+            chmod(path, 0400);
+            chmod(f->dir, 0500);
+        }
+        snprintf(url, sizeof(url), "lmdb:%s/new/env", f->dir);
+        rc1 = idem_store_open(url, &s); /* cannot create it */
+        snprintf(url, sizeof(url), "lmdb:%s/env", f->dir);
+        rc2 = idem_store_open(url, &s); /* cannot open it */
+        _exit(rc1 == IDEM_EPERM && rc2 == IDEM_EPERM ? 0 : 1);
+    }
+    assert_int_equal(wait_child(pid), 0);
+    chmod(f->dir, 0700);
+    snprintf(path, sizeof(path), "%s/env/data.mdb", f->dir);
+    chmod(path, 0600);
+    snprintf(path, sizeof(path), "%s/env/lock.mdb", f->dir);
+    chmod(path, 0600);
+}
+
+static void test_lmdb_corrupt_record_is_ecorrupt(void **state)
+{
+    fixture_t    *f = *state;
+    call_t        c = call("k", 1, T0);
+    char          path[128];
+    uint8_t       skey[IDEM_HASH_LEN + 1];
+    MDB_env      *env;
+    MDB_txn      *txn;
+    MDB_dbi       dbi;
+    MDB_val       k, v;
+    idem_result_t res;
+    size_t        removed;
+    int           more;
+
+    SKIP_UNLESS_LMDB("mem keeps no bytes that could rot");
+    assert_int_equal(complete(f->store, &c, claim(f->store, &c), &created),
+                     0);
+    idem_store_close(f->store);
+    f->store = NULL;
+
+    /* Overwrite the record's bytes behind the store's back. */
+    snprintf(path, sizeof(path), "%s/env", f->dir);
+    memcpy(skey, c.scope.bytes, IDEM_HASH_LEN);
+    skey[IDEM_HASH_LEN] = 'k';
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 2), 0);
+    assert_int_equal(mdb_env_open(env, path, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, IDEM_STORE_LMDB_DB_RECORDS, 0, &dbi),
+                     0);
+    k.mv_data = skey;
+    k.mv_size = sizeof(skey);
+    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+    v.mv_size /= 2; /* truncated */
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+
+    f->store = open_store(f, "env", NULL);
+    assert_int_equal(begin(f->store, &c, &res), IDEM_ECORRUPT);
+    assert_int_equal(lookup(f->store, &c, T0, &res), IDEM_ECORRUPT);
+    assert_int_equal(get(f->store, &c, &res), IDEM_ECORRUPT);
+    assert_int_equal(complete(f->store, &c, 1, &created), IDEM_ECORRUPT);
+    assert_int_equal(release(f->store, &c, 1), IDEM_ECORRUPT);
+
+    /* The admin removes it and the key works again. */
+    assert_int_equal(del(f->store, &c), 0);
+    c.now = T0 + 1000;
+    assert_int_equal(complete(f->store, &c, claim(f->store, &c), &created),
+                     0);
+    /* The dead index entry is dropped without touching the new record. */
+    assert_int_equal(idem_store_prune(f->store, T0 + TTL + 500, 10, &removed,
+                                      &more),
+                     0);
+    assert_int_equal(removed, 0);
+    assert_int_equal(more, 0);
+    assert_int_equal(lookup(f->store, &c, T0 + TTL + 500, &res), 0);
+    idem_result_free(&res);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Size                                                                      */
+/* ------------------------------------------------------------------------ */
+
+static void test_large_response_round_trips(void **state)
+{
+    fixture_t      *f = *state;
+    call_t          c = call("big", 1, T0);
+    idem_response_t big;
+    idem_header_t   headers[40];
+    char            names[40][16];
+    uint8_t        *body;
+    idem_result_t   res;
+    size_t          n = 4u << 20;
+
+    body = malloc(n);
+    assert_non_null(body);
+    for (size_t i = 0; i < n; i++) {
+        body[i] = (uint8_t)(i * 2654435761u >> 13);
+    }
+    for (int i = 0; i < 40; i++) {
+        snprintf(names[i], sizeof(names[i]), "X-H%d", i);
+        headers[i].name.data = names[i];
+        headers[i].name.len = strlen(names[i]);
+        headers[i].value.data = (const char *)body + i;
+        headers[i].value.len = (size_t)i * 10;
+    }
+    big.status = 200;
+    big.headers = headers;
+    big.nheaders = 40;
+    big.body = body;
+    big.body_len = n;
+
+    assert_int_equal(complete(f->store, &c, claim(f->store, &c), &big), 0);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+    assert_response_equal(&res.record.response, &big);
+    idem_result_free(&res);
+    assert_int_equal(lookup(f->store, &c, T0, &res), 0);
+    assert_response_equal(&res.record.response, &big);
+    idem_result_free(&res);
+    free(body);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+        T(test_open_rejects_bad_urls),
+        T(test_open_names_its_backend),
+        T(test_invalid_arguments_are_refused),
+        T(test_begin_claims_a_new_key),
+        T(test_begin_gives_every_claim_its_own_owner),
+        T(test_begin_replays_a_complete_key),
+        T(test_begin_mismatch_first_then_again),
+        T(test_begin_mismatch_on_in_progress_keeps_the_claim),
+        T(test_begin_in_progress_same_fingerprint),
+        T(test_begin_stale_under_store_policy),
+        T(test_begin_stale_under_release_policy),
+        T(test_expired_key_is_absent_and_claims_anew),
+        T(test_in_progress_never_expires_while_leased),
+        T(test_complete_by_non_owner_is_refused),
+        T(test_complete_twice_is_refused),
+        T(test_complete_of_an_absent_key_is_refused),
+        T(test_complete_ors_flags_and_keeps_times),
+        T(test_complete_too_big_changes_nothing),
+        T(test_release_by_owner_only_then_claim_anew),
+        T(test_lookup_reads_without_changing),
+        T(test_get_and_delete),
+        T(test_prune_removes_expired_within_budget),
+        T(test_prune_follows_rewrites),
+        T(test_scopes_are_isolated),
+        T(test_threads_race_for_one_key),
+        T(test_threads_claim_and_complete_many_keys),
+        T(test_stats_count_commits),
+        T(test_complete_survives_a_killed_process),
+        T(test_claim_survives_reopen),
+        T(test_two_processes_share_one_store),
+        T(test_two_processes_race_for_the_same_keys),
+        T(test_lmdb_without_group_commit),
+        T(test_lmdb_map_full_is_clean),
+        T(test_lmdb_map_full_claims_leave_nothing),
+        T(test_lmdb_one_failing_write_does_not_fail_its_batch),
+        T(test_lmdb_unwritable_directory_is_eperm),
+        T(test_lmdb_corrupt_record_is_ecorrupt),
+        T(test_large_response_round_trips),
+#undef T
+    };
+
+    printf("store contract suite: backend %s\n", IDEM_TEST_BACKEND);
+    fflush(stdout);
+    return cmocka_run_group_tests_name("store contract: backend "
+                                       IDEM_TEST_BACKEND,
+                                       tests, NULL, NULL);
+}

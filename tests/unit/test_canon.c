@@ -1,0 +1,578 @@
+/*
+ * test_canon.c — the canonical texts a fingerprint compares (SPEC §4): the
+ * sorted pairs of a query or form body, and canonical JSON with its bounds.
+ * test_fingerprint.c checks the same rules through idem_fingerprint().
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "canon.h"
+#include "idem.h"
+
+/* A sink that collects the canonical text. */
+typedef struct {
+    idem_canon_sink_t super;
+    char *buf;
+    size_t len;
+    size_t cap;
+    size_t writes;
+} text_sink_t;
+
+static int text_write(idem_canon_sink_t *sink, const void *data, size_t len)
+{
+    text_sink_t *t = (text_sink_t *)sink;
+
+    assert_true(len > 0);
+    if (t->cap - t->len < len + 1) {
+        size_t cap = 2 * (t->len + len + 1);
+        char *buf = realloc(t->buf, cap);
+
+        assert_non_null(buf);
+        t->buf = buf;
+        t->cap = cap;
+    }
+    memcpy(t->buf + t->len, data, len);
+    t->len += len;
+    t->buf[t->len] = '\0';
+    t->writes++;
+    return 0;
+}
+
+static text_sink_t text_sink(void)
+{
+    return (text_sink_t){{text_write}, NULL, 0, 0, 0};
+}
+
+/* A sink that refuses everything, to see its error come back. */
+static int full_write(idem_canon_sink_t *sink, const void *data, size_t len)
+{
+    (void)sink;
+    (void)data;
+    (void)len;
+    return IDEM_ENOMEM;
+}
+
+static void assert_pairs(const char *in, const char *expected)
+{
+    idem_canon_pairs_t p;
+    text_sink_t t = text_sink();
+
+    assert_int_equal(idem_canon_pairs_init(&p, in, strlen(in)), 0);
+    assert_int_equal(p.len, strlen(expected));
+    assert_int_equal(idem_canon_pairs_write(&p, &t.super), 0);
+    assert_int_equal(t.len, strlen(expected));
+    if (t.len > 0)
+        assert_memory_equal(t.buf, expected, t.len);
+    idem_canon_pairs_free(&p);
+    free(t.buf);
+}
+
+/* Canonicalizes in[0..len) and checks it against expected (NULL: not JSON). */
+static void assert_json_n(const char *in, size_t len, const char *expected,
+                          size_t expected_len)
+{
+    text_sink_t t = text_sink();
+    int is_json = -1;
+
+    assert_int_equal(
+        idem_canon_json((const uint8_t *)in, len, &t.super, &is_json), 0);
+    if (expected == NULL) {
+        assert_int_equal(is_json, 0);
+        assert_int_equal(t.len, 0);
+    } else {
+        assert_int_equal(is_json, 1);
+        assert_int_equal(t.len, expected_len);
+        assert_memory_equal(t.buf, expected, expected_len);
+    }
+    free(t.buf);
+}
+
+static void assert_json(const char *in, const char *expected)
+{
+    assert_json_n(in, strlen(in), expected, expected ? strlen(expected) : 0);
+}
+
+static void assert_not_json(const char *in)
+{
+    assert_json(in, NULL);
+}
+
+/* "[[...[1]...]]" nested depth deep; the caller frees. */
+static char *nested(size_t depth)
+{
+    char *s = malloc(2 * depth + 2);
+
+    assert_non_null(s);
+    memset(s, '[', depth);
+    s[depth] = '1';
+    memset(s + depth + 1, ']', depth);
+    s[2 * depth + 1] = '\0';
+    return s;
+}
+
+/* ---- pairs ---- */
+
+static void test_canon_pairs_sorted_by_name(void **state)
+{
+    (void)state;
+    assert_pairs("b=2&a=1&c=3", "a=1&b=2&c=3");
+}
+
+static void test_canon_pairs_repeated_names_keep_order(void **state)
+{
+    (void)state;
+    assert_pairs("tag=z&a=1&tag=x&tag=y", "a=1&tag=z&tag=x&tag=y");
+    assert_pairs("a=2&a=1", "a=2&a=1");
+}
+
+static void test_canon_pairs_empty_segments_dropped(void **state)
+{
+    (void)state;
+    assert_pairs("&&b=2&&a=1&", "a=1&b=2");
+    assert_pairs("&&&", "");
+    assert_pairs("&x&", "x");
+}
+
+static void test_canon_pairs_empty_input_is_empty(void **state)
+{
+    idem_canon_pairs_t p;
+
+    (void)state;
+    assert_pairs("", "");
+    assert_int_equal(idem_canon_pairs_init(&p, NULL, 0), 0);
+    assert_int_equal(p.len, 0);
+    idem_canon_pairs_free(&p);
+}
+
+static void test_canon_pairs_name_ends_at_first_equals(void **state)
+{
+    (void)state;
+    /* "a=b=c" has the name "a"; it sorts after "a" and keeps its order. */
+    assert_pairs("b=1&a=b=c&a=0", "a=b=c&a=0&b=1");
+}
+
+static void test_canon_pairs_segment_without_equals_is_a_name(void **state)
+{
+    (void)state;
+    /* "a" and "a=" and "a=1" share the name "a": input order is kept. */
+    assert_pairs("z&a=1&a&a=", "a=1&a&a=&z");
+}
+
+static void test_canon_pairs_compare_names_not_segments(void **state)
+{
+    (void)state;
+    /* As whole segments "a.b=1" < "a=2" ('.' < '='); by name "a" < "a.b". */
+    assert_pairs("a.b=1&a=2", "a=2&a.b=1");
+    assert_pairs("ab=1&a=2", "a=2&ab=1");
+}
+
+static void test_canon_pairs_names_compared_as_unsigned_bytes(void **state)
+{
+    (void)state;
+    assert_pairs("\xc3\xa9=1&z=2&A=3", "A=3&z=2&\xc3\xa9=1");
+}
+
+static void test_canon_pairs_are_not_decoded(void **state)
+{
+    (void)state;
+    assert_pairs("b=%41&a=A+B", "a=A+B&b=%41");
+    assert_pairs("%62=1&a=2", "%62=1&a=2");
+}
+
+static void test_canon_pairs_sort_is_stable_for_many(void **state)
+{
+    char in[4 * 1000 + 1], expected[4 * 1000 + 1];
+    size_t n = 0, m = 0;
+    idem_canon_pairs_t p;
+    text_sink_t t = text_sink();
+
+    (void)state;
+    /* 500 of "b=i" interleaved with 500 of "a=i" (i mod 10). */
+    for (int i = 0; i < 500; i++) {
+        n += (size_t)sprintf(in + n, "b=%d&a=%d&", i % 10, (i + 5) % 10);
+    }
+    for (int i = 0; i < 500; i++)
+        m += (size_t)sprintf(expected + m, "a=%d&", (i + 5) % 10);
+    for (int i = 0; i < 500; i++)
+        m += (size_t)sprintf(expected + m, "b=%d&", i % 10);
+    expected[m - 1] = '\0';
+
+    assert_int_equal(idem_canon_pairs_init(&p, in, n), 0);
+    assert_int_equal(idem_canon_pairs_write(&p, &t.super), 0);
+    assert_string_equal(t.buf, expected);
+    idem_canon_pairs_free(&p);
+    free(t.buf);
+}
+
+static void test_canon_pairs_sink_error_is_returned(void **state)
+{
+    idem_canon_pairs_t p;
+    idem_canon_sink_t full = {full_write};
+
+    (void)state;
+    assert_int_equal(idem_canon_pairs_init(&p, "b=1&a=2", 7), 0);
+    assert_int_equal(idem_canon_pairs_write(&p, &full), IDEM_ENOMEM);
+    idem_canon_pairs_free(&p);
+}
+
+/* ---- JSON ---- */
+
+static void test_canon_json_compact_with_sorted_members(void **state)
+{
+    (void)state;
+    assert_json("{ \"b\" : 2 ,\n\t\"a\" : 1 }", "{\"a\":1,\"b\":2}");
+}
+
+static void test_canon_json_nested_members_sorted(void **state)
+{
+    (void)state;
+    assert_json("{\"z\":{\"y\":[{\"b\":null,\"a\":true}],\"x\":false}}",
+                "{\"z\":{\"x\":false,\"y\":[{\"a\":true,\"b\":null}]}}");
+}
+
+static void test_canon_json_array_order_kept(void **state)
+{
+    (void)state;
+    assert_json("[3, 1, 2]", "[3,1,2]");
+}
+
+static void test_canon_json_empty_containers(void **state)
+{
+    (void)state;
+    assert_json(" { } ", "{}");
+    assert_json("[ ]", "[]");
+    assert_json("{\"a\":{},\"b\":[]}", "{\"a\":{},\"b\":[]}");
+}
+
+static void test_canon_json_scalars_at_top_level(void **state)
+{
+    (void)state;
+    assert_json(" true ", "true");
+    assert_json("null", "null");
+    assert_json("\"x\"", "\"x\"");
+    assert_json("  -5\n", "-5");
+}
+
+static void test_canon_json_member_names_sorted_as_utf8_bytes(void **state)
+{
+    (void)state;
+    /* 'z' is 0x7a, 'é' starts with 0xc3, 'B' is 0x42; a prefix first. */
+    assert_json("{\"\xc3\xa9\":1,\"z\":2,\"B\":3,\"zz\":4}",
+                "{\"B\":3,\"z\":2,\"zz\":4,\"\xc3\xa9\":1}");
+}
+
+static void test_canon_json_string_escapes_normalized(void **state)
+{
+    (void)state;
+    /* Escapes are undone; only '"', '\' and control bytes are escaped. */
+    assert_json("\"\\u0041\\/\\u00e9\\\"\\\\\"", "\"A/\xc3\xa9\\\"\\\\\"");
+    assert_json("\"\xc3\xa9\"", "\"\xc3\xa9\"");
+    assert_json("\"a\\nb\\t\\u001f\\u007f\"",
+                "\"a\\u000ab\\u0009\\u001f\\u007f\"");
+}
+
+static void test_canon_json_escaped_names_equal_plain(void **state)
+{
+    (void)state;
+    assert_json("{\"\\u0062\":1,\"a\":2}", "{\"a\":2,\"b\":1}");
+}
+
+static void test_canon_json_nul_in_string_kept(void **state)
+{
+    static const char out[] = "[\"a\\u0000b\"]";
+
+    (void)state;
+    assert_json("[\"a\\u0000b\"]", out);
+}
+
+static void test_canon_json_integer_and_real_differ(void **state)
+{
+    (void)state;
+    assert_json("1", "1");
+    assert_json("1.0", "1.0");
+    assert_json("-0", "0");
+    assert_json("-0.0", "-0.0");
+}
+
+static void test_canon_json_real_spellings_equal(void **state)
+{
+    (void)state;
+    assert_json("1.0", "1.0");
+    assert_json("1.00", "1.0");
+    assert_json("1e0", "1.0");
+    assert_json("10E-1", "1.0");
+    assert_json("0.5", "0.5");
+    assert_json("5e-1", "0.5");
+    assert_json("1.5e300", "1.5e+300");
+    assert_json("0.1", "0.1");
+    assert_json("0.10", "0.1");
+    assert_json("-2.50E+2", "-250.0");
+}
+
+static void test_canon_json_integers_up_to_64_bits(void **state)
+{
+    (void)state;
+    assert_json("9223372036854775807", "9223372036854775807");
+    assert_json("-9223372036854775808", "-9223372036854775808");
+}
+
+static void test_canon_json_integer_beyond_64_bits_is_not_json(void **state)
+{
+    (void)state;
+    assert_not_json("9223372036854775808");
+    assert_not_json("{\"amount\":123456789012345678901234567890}");
+}
+
+static void test_canon_json_real_with_15_digits_is_json(void **state)
+{
+    (void)state;
+    assert_json("123456789012.345", "123456789012.345");
+    assert_json("0.000123456789012345000", "0.000123456789012345");
+    assert_json("1e-307", "1e-307");
+    assert_json("1.79769313486231e308", "1.79769313486231e+308");
+    assert_json("0.0e-999999", "0.0");
+}
+
+static void test_canon_json_real_too_precise_is_not_json(void **state)
+{
+    (void)state;
+    /* Two different 17-digit amounts would round to one double. */
+    assert_not_json("{\"amount\":12345678901234567.1}");
+    assert_not_json("[3.1415926535897932]");
+}
+
+static void test_canon_json_real_out_of_range_is_not_json(void **state)
+{
+    (void)state;
+    assert_not_json("1e-400");
+    assert_not_json("1e-308");
+    assert_not_json("1e400");
+    assert_not_json("1e309");
+    assert_not_json("2e308");
+    assert_not_json("[1e99999999999999999999999]");
+}
+
+static void test_canon_json_numbers_in_strings_not_checked(void **state)
+{
+    (void)state;
+    assert_json("[\"3.14159265358979323846\"]", "[\"3.14159265358979323846\"]");
+}
+
+static void test_canon_json_invalid_is_not_json(void **state)
+{
+    (void)state;
+    assert_not_json("{");
+    assert_not_json("{\"a\":1,}");
+    assert_not_json("[1 2]");
+    assert_not_json("{'a':1}");
+    assert_not_json("[1] x");
+    assert_not_json("NaN");
+    assert_not_json("01");
+    assert_not_json("\"unterminated");
+}
+
+static void test_canon_json_empty_body_is_not_json(void **state)
+{
+    (void)state;
+    assert_json_n("", 0, NULL, 0);
+    assert_not_json("   ");
+}
+
+static void test_canon_json_duplicate_members_are_not_json(void **state)
+{
+    (void)state;
+    assert_not_json("{\"a\":1,\"a\":1}");
+    assert_not_json("{\"x\":{\"a\":1,\"b\":2,\"a\":3}}");
+    /* The same name spelled two ways is still a duplicate. */
+    assert_not_json("{\"a\":1,\"\\u0061\":2}");
+}
+
+static void test_canon_json_invalid_utf8_is_not_json(void **state)
+{
+    (void)state;
+    assert_not_json("[\"\xff\"]");
+    assert_not_json("[\"\xc3\"]");
+    assert_not_json("[\"\xed\xa0\x80\"]");
+    assert_not_json("[\"\\ud800\"]");
+}
+
+static void test_canon_json_nul_in_member_name_is_not_json(void **state)
+{
+    (void)state;
+    assert_not_json("{\"a\\u0000b\":1}");
+}
+
+static void test_canon_json_raw_nul_byte_is_not_json(void **state)
+{
+    (void)state;
+    assert_json_n("[1]\0", 4, NULL, 0);
+    assert_json_n("[\"a\0b\"]", 7, NULL, 0);
+}
+
+static void test_canon_json_depth_bound(void **state)
+{
+    char *ok = nested(IDEM_FP_JSON_MAX_DEPTH);
+    char *deep = nested(IDEM_FP_JSON_MAX_DEPTH + 1);
+    char *very = nested(100000);
+
+    (void)state;
+    assert_json(ok, ok);
+    assert_not_json(deep);
+    assert_not_json(very);
+    free(ok);
+    free(deep);
+    free(very);
+}
+
+static void test_canon_json_depth_counts_objects_too(void **state)
+{
+    char in[8 * (IDEM_FP_JSON_MAX_DEPTH + 1) + 8];
+    size_t n = 0;
+
+    (void)state;
+    for (int i = 0; i < IDEM_FP_JSON_MAX_DEPTH + 1; i++)
+        n += (size_t)sprintf(in + n, "{\"a\":");
+    in[n++] = '1';
+    for (int i = 0; i < IDEM_FP_JSON_MAX_DEPTH + 1; i++)
+        in[n++] = '}';
+    in[n] = '\0';
+    assert_not_json(in);
+}
+
+static void test_canon_json_depth_scan_skips_strings(void **state)
+{
+    char in[300];
+    size_t n = 0;
+
+    (void)state;
+    /* Brackets and an escaped quote inside a string are not structure. */
+    in[n++] = '[';
+    in[n++] = '"';
+    in[n++] = '\\';
+    in[n++] = '"';
+    memset(in + n, '[', 200);
+    n += 200;
+    in[n++] = '"';
+    in[n++] = ']';
+    assert_json_n(in, n, in, n);
+}
+
+static void test_canon_json_size_bound(void **state)
+{
+    size_t len = (size_t)IDEM_FP_JSON_MAX_BYTES + 1;
+    char *in = malloc(len);
+
+    (void)state;
+    assert_non_null(in);
+    /* A valid string one byte over the limit. */
+    memset(in, 'a', len);
+    in[0] = '"';
+    in[len - 1] = '"';
+    assert_json_n(in, len, NULL, 0);
+    /* At the limit it is JSON. */
+    in[len - 2] = '"';
+    assert_json_n(in, len - 1, in, len - 1);
+    free(in);
+}
+
+static void test_canon_json_canonical_form_is_a_fixed_point(void **state)
+{
+    static const char canonical[] =
+        "{\"a\":[1,2.5,\"x\\u0000y\",{\"b\":null,\"c\":true}],\"d\":-0.0}";
+
+    (void)state;
+    assert_json(canonical, canonical);
+}
+
+static void test_canon_json_large_output_is_complete(void **state)
+{
+    size_t n = 0, cap = 64 * 1024;
+    char *in = malloc(cap);
+    text_sink_t t = text_sink();
+    int is_json = 0;
+
+    (void)state;
+    assert_non_null(in);
+    /* Many members, names given in reverse, and strings long and short. */
+    in[n++] = '{';
+    for (int i = 999; i >= 0; i--)
+        n += (size_t)sprintf(in + n, "%s\"k%04d\":\"%0*d\"", i < 999 ? "," : "",
+                             i, i % 50 + 1, i);
+    in[n++] = '}';
+    assert_int_equal(
+        idem_canon_json((const uint8_t *)in, n, &t.super, &is_json), 0);
+    assert_int_equal(is_json, 1);
+    assert_int_equal(t.len, n);
+    assert_true(t.writes > 1);
+    assert_memory_equal(t.buf, "{\"k0000\":\"0\",\"k0001\":\"01\",", 26);
+    free(t.buf);
+    free(in);
+}
+
+static void test_canon_json_sink_error_is_returned(void **state)
+{
+    idem_canon_sink_t full = {full_write};
+    int is_json = 0;
+
+    (void)state;
+    assert_int_equal(
+        idem_canon_json((const uint8_t *)"{\"a\":1}", 7, &full, &is_json),
+        IDEM_ENOMEM);
+    assert_int_equal(is_json, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_canon_pairs_sorted_by_name),
+        cmocka_unit_test(test_canon_pairs_repeated_names_keep_order),
+        cmocka_unit_test(test_canon_pairs_empty_segments_dropped),
+        cmocka_unit_test(test_canon_pairs_empty_input_is_empty),
+        cmocka_unit_test(test_canon_pairs_name_ends_at_first_equals),
+        cmocka_unit_test(test_canon_pairs_segment_without_equals_is_a_name),
+        cmocka_unit_test(test_canon_pairs_compare_names_not_segments),
+        cmocka_unit_test(test_canon_pairs_names_compared_as_unsigned_bytes),
+        cmocka_unit_test(test_canon_pairs_are_not_decoded),
+        cmocka_unit_test(test_canon_pairs_sort_is_stable_for_many),
+        cmocka_unit_test(test_canon_pairs_sink_error_is_returned),
+        cmocka_unit_test(test_canon_json_compact_with_sorted_members),
+        cmocka_unit_test(test_canon_json_nested_members_sorted),
+        cmocka_unit_test(test_canon_json_array_order_kept),
+        cmocka_unit_test(test_canon_json_empty_containers),
+        cmocka_unit_test(test_canon_json_scalars_at_top_level),
+        cmocka_unit_test(test_canon_json_member_names_sorted_as_utf8_bytes),
+        cmocka_unit_test(test_canon_json_string_escapes_normalized),
+        cmocka_unit_test(test_canon_json_escaped_names_equal_plain),
+        cmocka_unit_test(test_canon_json_nul_in_string_kept),
+        cmocka_unit_test(test_canon_json_integer_and_real_differ),
+        cmocka_unit_test(test_canon_json_real_spellings_equal),
+        cmocka_unit_test(test_canon_json_integers_up_to_64_bits),
+        cmocka_unit_test(test_canon_json_integer_beyond_64_bits_is_not_json),
+        cmocka_unit_test(test_canon_json_real_with_15_digits_is_json),
+        cmocka_unit_test(test_canon_json_real_too_precise_is_not_json),
+        cmocka_unit_test(test_canon_json_real_out_of_range_is_not_json),
+        cmocka_unit_test(test_canon_json_numbers_in_strings_not_checked),
+        cmocka_unit_test(test_canon_json_invalid_is_not_json),
+        cmocka_unit_test(test_canon_json_empty_body_is_not_json),
+        cmocka_unit_test(test_canon_json_duplicate_members_are_not_json),
+        cmocka_unit_test(test_canon_json_invalid_utf8_is_not_json),
+        cmocka_unit_test(test_canon_json_nul_in_member_name_is_not_json),
+        cmocka_unit_test(test_canon_json_raw_nul_byte_is_not_json),
+        cmocka_unit_test(test_canon_json_depth_bound),
+        cmocka_unit_test(test_canon_json_depth_counts_objects_too),
+        cmocka_unit_test(test_canon_json_depth_scan_skips_strings),
+        cmocka_unit_test(test_canon_json_size_bound),
+        cmocka_unit_test(test_canon_json_canonical_form_is_a_fixed_point),
+        cmocka_unit_test(test_canon_json_large_output_is_complete),
+        cmocka_unit_test(test_canon_json_sink_error_is_returned),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,490 @@
+/*
+ * test_errbody.c — the responses the gateway makes itself (SPEC §2, §4, §5,
+ * §8) in both error styles, and the JSON string escaping they rely on.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "idem.h"
+
+static const idem_err_kind_t all_kinds[] = {
+    IDEM_ERR_KEY_INVALID,   IDEM_ERR_KEY_MISSING, IDEM_ERR_MISMATCH,
+    IDEM_ERR_IN_PROGRESS,   IDEM_ERR_STORE,       IDEM_ERR_UNKNOWN_OUTCOME,
+    IDEM_ERR_UPSTREAM_DOWN, IDEM_ERR_TOO_LARGE,
+};
+#define NKINDS (sizeof(all_kinds) / sizeof(all_kinds[0]))
+
+static const int key_errors[] = {IDEM_EKEYEMPTY, IDEM_EKEYLONG, IDEM_EKEYCHAR,
+                                 IDEM_EKEYQUOTE, IDEM_EKEYDUP};
+#define NKEYERRS (sizeof(key_errors) / sizeof(key_errors[0]))
+
+static idem_errbody_t make(idem_style_t style, idem_err_kind_t kind,
+                           const char *key, int key_err)
+{
+    idem_errbody_t e;
+
+    assert_int_equal(
+        idem_errbody(style, kind, key, key ? strlen(key) : 0, key_err, &e), 0);
+    assert_non_null(e.body);
+    assert_int_equal(strlen(e.body), e.body_len);
+    return e;
+}
+
+static json_t *parse(const idem_errbody_t *e)
+{
+    json_error_t err;
+    json_t *j = json_loadb(e->body, e->body_len,
+                           JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
+
+    assert_non_null(j);
+    assert_true(json_is_object(j));
+    return j;
+}
+
+/* The one {"title","details"} object of a persona body; checks the shape. */
+static json_t *persona_error(json_t *j)
+{
+    json_t *errors = json_object_get(j, "errors");
+    json_t *e;
+
+    assert_int_equal(json_object_size(j), 1);
+    assert_true(json_is_array(errors));
+    assert_int_equal(json_array_size(errors), 1);
+    e = json_array_get(errors, 0);
+    assert_true(json_is_object(e));
+    assert_int_equal(json_object_size(e), 2);
+    assert_true(json_is_string(json_object_get(e, "title")));
+    assert_true(json_is_string(json_object_get(e, "details")));
+    return e;
+}
+
+static const char *member(json_t *obj, const char *name)
+{
+    json_t *v = json_object_get(obj, name);
+
+    assert_true(json_is_string(v));
+    return json_string_value(v);
+}
+
+static void assert_persona(idem_err_kind_t kind, const char *key, int key_err,
+                           int status, const char *title, const char *details)
+{
+    idem_errbody_t e = make(IDEM_STYLE_PERSONA, kind, key, key_err);
+    json_t *j = parse(&e);
+    json_t *err = persona_error(j);
+
+    assert_int_equal(e.status, status);
+    assert_string_equal(e.content_type, "application/json");
+    assert_string_equal(member(err, "title"), title);
+    if (details != NULL)
+        assert_string_equal(member(err, "details"), details);
+    json_decref(j);
+    free(e.body);
+}
+
+static const char *persona_details(idem_err_kind_t kind, char *buf, size_t n)
+{
+    idem_errbody_t e = make(IDEM_STYLE_PERSONA, kind, "k", 0);
+    json_t *j = parse(&e);
+
+    strncpy(buf, member(persona_error(j), "details"), n - 1);
+    buf[n - 1] = '\0';
+    json_decref(j);
+    free(e.body);
+    return buf;
+}
+
+/* ---- idem_json_escape ---- */
+
+static void test_json_escape_plain_text_copied(void **state)
+{
+    char out[16];
+
+    (void)state;
+    assert_int_equal(idem_json_escape(out, sizeof(out), "abc_123", 7), 7);
+    assert_memory_equal(out, "abc_123", 7);
+}
+
+static void test_json_escape_quote_and_backslash(void **state)
+{
+    char out[16];
+
+    (void)state;
+    assert_int_equal(idem_json_escape(out, sizeof(out), "a\"b\\c", 5), 7);
+    assert_memory_equal(out, "a\\\"b\\\\c", 7);
+}
+
+static void test_json_escape_control_bytes_as_u00xx(void **state)
+{
+    char out[64];
+
+    (void)state;
+    assert_int_equal(idem_json_escape(out, sizeof(out), "\0\n\x1f\x7f", 4), 24);
+    assert_memory_equal(out, "\\u0000\\u000a\\u001f\\u007f", 24);
+}
+
+static void test_json_escape_copies_non_ascii(void **state)
+{
+    char out[16];
+
+    (void)state;
+    assert_int_equal(idem_json_escape(out, sizeof(out), "\xc3\xa9\xff", 3), 3);
+    assert_memory_equal(out, "\xc3\xa9\xff", 3);
+}
+
+static void
+test_json_escape_returns_length_needed_and_stops_at_cap(void **state)
+{
+    char out[8];
+
+    (void)state;
+    memset(out, '#', sizeof(out));
+    assert_int_equal(idem_json_escape(out, 4, "a\"bcdef", 7), 8);
+    assert_memory_equal(out, "a\\\"b####", 8);
+    assert_int_equal(idem_json_escape(NULL, 0, "\n", 1), 6);
+    assert_int_equal(idem_json_escape(NULL, 0, "", 0), 0);
+}
+
+/* ---- persona style ---- */
+
+static void test_errbody_persona_mismatch_exact_seed_text(void **state)
+{
+    static const char seed[] =
+        "{\"errors\":[{\"title\":\"Idempotency error\",\"details\":\"Keys for "
+        "idempotent requests can only be used with the same parameters they "
+        "were first used with. Try using a key other than 'abc_123' if you "
+        "meant to execute a different request.\"}]}";
+    idem_errbody_t e =
+        make(IDEM_STYLE_PERSONA, IDEM_ERR_MISMATCH, "abc_123", 0);
+
+    (void)state;
+    assert_int_equal(e.status, 400);
+    assert_string_equal(e.content_type, "application/json");
+    assert_string_equal(e.body, seed);
+    assert_int_equal(e.body_len, sizeof(seed) - 1);
+    free(e.body);
+}
+
+static void test_errbody_key_is_json_escaped(void **state)
+{
+    idem_errbody_t e =
+        make(IDEM_STYLE_PERSONA, IDEM_ERR_MISMATCH, "a\"b\\c", 0);
+    json_t *j = parse(&e);
+
+    (void)state;
+    assert_non_null(strstr(e.body, "other than 'a\\\"b\\\\c' if"));
+    assert_non_null(
+        strstr(member(persona_error(j), "details"), "other than 'a\"b\\c' if"));
+    json_decref(j);
+    free(e.body);
+}
+
+static void test_errbody_key_with_any_bytes_stays_valid_json(void **state)
+{
+    static const char key[] = {'<', '\0', '\n', '"', '\x7f', '>'};
+    idem_errbody_t e;
+    json_t *j;
+
+    (void)state;
+    for (size_t s = 0; s < 2; s++) {
+        assert_int_equal(idem_errbody((idem_style_t)s, IDEM_ERR_IN_PROGRESS,
+                                      key, sizeof(key), 0, &e),
+                         0);
+        assert_int_equal(strlen(e.body), e.body_len);
+        j = parse(&e);
+        json_decref(j);
+        free(e.body);
+    }
+}
+
+static void test_errbody_persona_in_progress_is_409(void **state)
+{
+    char details[512];
+
+    (void)state;
+    assert_persona(IDEM_ERR_IN_PROGRESS, "k", 0, 409, "Idempotency error",
+                   NULL);
+    persona_details(IDEM_ERR_IN_PROGRESS, details, sizeof(details));
+    assert_non_null(strstr(details, "still in progress"));
+    assert_non_null(strstr(details, "'k'"));
+    assert_non_null(strstr(details, "Retry later"));
+}
+
+static void test_errbody_persona_key_invalid_names_the_rule(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < NKEYERRS; i++)
+        assert_persona(IDEM_ERR_KEY_INVALID, "", key_errors[i], 400,
+                       "Idempotency error", idem_strerror(key_errors[i]));
+}
+
+static void test_errbody_persona_key_invalid_other_code_is_generic(void **state)
+{
+    (void)state;
+    assert_persona(IDEM_ERR_KEY_INVALID, "", IDEM_ENOMEM, 400,
+                   "Idempotency error",
+                   "The Idempotency-Key header is malformed.");
+    assert_persona(IDEM_ERR_KEY_INVALID, "", 0, 400, "Idempotency error",
+                   "The Idempotency-Key header is malformed.");
+}
+
+static void test_errbody_persona_key_missing_says_header_required(void **state)
+{
+    (void)state;
+    assert_persona(IDEM_ERR_KEY_MISSING, NULL, 0, 400, "Idempotency error",
+                   idem_strerror(IDEM_EKEYMISSING));
+}
+
+static void test_errbody_persona_store_is_503_not_forwarded(void **state)
+{
+    char details[512];
+
+    (void)state;
+    assert_persona(IDEM_ERR_STORE, "k", 0, 503, "Service unavailable", NULL);
+    persona_details(IDEM_ERR_STORE, details, sizeof(details));
+    assert_non_null(strstr(details, "store is unavailable"));
+    assert_non_null(strstr(details, "not forwarded"));
+}
+
+static void test_errbody_persona_unknown_outcome_is_504(void **state)
+{
+    (void)state;
+    assert_persona(IDEM_ERR_UNKNOWN_OUTCOME, "k", 0, 504,
+                   "Upstream outcome unknown",
+                   "The request was sent upstream but no complete response "
+                   "came back. Its outcome is unknown, so this key will not "
+                   "run it again.");
+}
+
+static void
+test_errbody_persona_upstream_down_is_502_safe_to_retry(void **state)
+{
+    char details[512];
+
+    (void)state;
+    assert_persona(IDEM_ERR_UPSTREAM_DOWN, "k", 0, 502, "Bad gateway", NULL);
+    persona_details(IDEM_ERR_UPSTREAM_DOWN, details, sizeof(details));
+    assert_non_null(strstr(details, "could not be reached"));
+    assert_non_null(strstr(details, "nothing was executed"));
+    assert_non_null(strstr(details, "same key is safe"));
+}
+
+static void test_errbody_persona_too_large_is_502(void **state)
+{
+    char details[512];
+
+    (void)state;
+    assert_persona(IDEM_ERR_TOO_LARGE, "k", 0, 502, "Response too large", NULL);
+    persona_details(IDEM_ERR_TOO_LARGE, details, sizeof(details));
+    assert_non_null(strstr(details, "larger than the gateway stores"));
+    assert_non_null(strstr(details, "cannot be replayed"));
+}
+
+static void test_errbody_persona_shape_for_every_kind(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < NKINDS; i++) {
+        idem_errbody_t e =
+            make(IDEM_STYLE_PERSONA, all_kinds[i], "abc", IDEM_EKEYLONG);
+        json_t *j = parse(&e);
+
+        (void)persona_error(j);
+        assert_memory_equal(e.body, "{\"errors\":[{\"title\":\"", 21);
+        json_decref(j);
+        free(e.body);
+    }
+}
+
+/* ---- ietf style ---- */
+
+static void assert_ietf(idem_err_kind_t kind, int key_err, int status,
+                        const char *type, const char *title)
+{
+    idem_errbody_t e = make(IDEM_STYLE_IETF, kind, "abc_123", key_err);
+    json_t *j = parse(&e);
+
+    assert_int_equal(e.status, status);
+    assert_string_equal(e.content_type, "application/problem+json");
+    assert_int_equal(json_object_size(j), 4);
+    assert_string_equal(member(j, "type"), type);
+    assert_string_equal(member(j, "title"), title);
+    assert_true(json_is_integer(json_object_get(j, "status")));
+    assert_int_equal(json_integer_value(json_object_get(j, "status")), status);
+    assert_true(strlen(member(j, "detail")) > 0);
+    json_decref(j);
+    free(e.body);
+}
+
+#define DRAFT                                                                  \
+    "https://datatracker.ietf.org/doc/"                                        \
+    "draft-ietf-httpapi-idempotency-key-header/"
+
+static void test_errbody_ietf_mismatch_is_422(void **state)
+{
+    idem_errbody_t e = make(IDEM_STYLE_IETF, IDEM_ERR_MISMATCH, "abc_123", 0);
+    json_t *j = parse(&e);
+
+    (void)state;
+    assert_ietf(IDEM_ERR_MISMATCH, 0, 422, DRAFT,
+                "Idempotency-Key is already used");
+    assert_string_equal(member(j, "detail"),
+                        "Keys for idempotent requests can only be used with "
+                        "the same parameters they were first used with. Try "
+                        "using a key other than 'abc_123' if you meant to "
+                        "execute a different request.");
+    json_decref(j);
+    free(e.body);
+}
+
+static void test_errbody_ietf_in_progress_is_409(void **state)
+{
+    (void)state;
+    assert_ietf(IDEM_ERR_IN_PROGRESS, 0, 409, DRAFT,
+                "A request is outstanding for this Idempotency-Key");
+}
+
+static void test_errbody_ietf_missing_key_is_400(void **state)
+{
+    (void)state;
+    assert_ietf(IDEM_ERR_KEY_MISSING, 0, 400, DRAFT,
+                "Idempotency-Key is missing");
+}
+
+static void test_errbody_ietf_malformed_key_is_400_naming_rule(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < NKEYERRS; i++) {
+        idem_errbody_t e =
+            make(IDEM_STYLE_IETF, IDEM_ERR_KEY_INVALID, "", key_errors[i]);
+        json_t *j = parse(&e);
+
+        assert_string_equal(member(j, "detail"), idem_strerror(key_errors[i]));
+        json_decref(j);
+        free(e.body);
+        assert_ietf(IDEM_ERR_KEY_INVALID, key_errors[i], 400, DRAFT,
+                    "Idempotency-Key is malformed");
+    }
+}
+
+static void test_errbody_ietf_gateway_errors_keep_status(void **state)
+{
+    (void)state;
+    assert_ietf(IDEM_ERR_STORE, 0, 503, "about:blank", "Service Unavailable");
+    assert_ietf(IDEM_ERR_UNKNOWN_OUTCOME, 0, 504, "about:blank",
+                "Gateway Timeout");
+    assert_ietf(IDEM_ERR_UPSTREAM_DOWN, 0, 502, "about:blank", "Bad Gateway");
+    assert_ietf(IDEM_ERR_TOO_LARGE, 0, 502, "about:blank", "Bad Gateway");
+}
+
+static void test_errbody_ietf_detail_matches_persona_details(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < NKINDS; i++) {
+        idem_errbody_t p =
+            make(IDEM_STYLE_PERSONA, all_kinds[i], "k", IDEM_EKEYCHAR);
+        idem_errbody_t t =
+            make(IDEM_STYLE_IETF, all_kinds[i], "k", IDEM_EKEYCHAR);
+        json_t *pj = parse(&p);
+        json_t *tj = parse(&t);
+
+        assert_string_equal(member(persona_error(pj), "details"),
+                            member(tj, "detail"));
+        json_decref(pj);
+        json_decref(tj);
+        free(p.body);
+        free(t.body);
+    }
+}
+
+/* ---- arguments ---- */
+
+static void test_errbody_unknown_kind_or_style_is_einval(void **state)
+{
+    idem_errbody_t e = {0, NULL, NULL, 0};
+
+    (void)state;
+    assert_int_equal(
+        idem_errbody(IDEM_STYLE_PERSONA, (idem_err_kind_t)0, "k", 1, 0, &e),
+        IDEM_EINVAL);
+    assert_int_equal(
+        idem_errbody(IDEM_STYLE_PERSONA, (idem_err_kind_t)99, "k", 1, 0, &e),
+        IDEM_EINVAL);
+    assert_int_equal(
+        idem_errbody((idem_style_t)7, IDEM_ERR_MISMATCH, "k", 1, 0, &e),
+        IDEM_EINVAL);
+    assert_null(e.body);
+}
+
+static void test_errbody_null_key_is_empty(void **state)
+{
+    idem_errbody_t e;
+
+    (void)state;
+    assert_int_equal(
+        idem_errbody(IDEM_STYLE_PERSONA, IDEM_ERR_MISMATCH, NULL, 5, 0, &e), 0);
+    assert_non_null(strstr(e.body, "other than '' if"));
+    free(e.body);
+}
+
+static void test_errbody_long_key_fits(void **state)
+{
+    char key[IDEM_KEY_MAX + 1];
+    idem_errbody_t e;
+    json_t *j;
+
+    (void)state;
+    memset(key, '"', IDEM_KEY_MAX);
+    key[IDEM_KEY_MAX] = '\0';
+    assert_int_equal(idem_errbody(IDEM_STYLE_IETF, IDEM_ERR_MISMATCH, key,
+                                  IDEM_KEY_MAX, 0, &e),
+                     0);
+    assert_int_equal(strlen(e.body), e.body_len);
+    j = parse(&e);
+    assert_non_null(strstr(member(j, "detail"), key));
+    json_decref(j);
+    free(e.body);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_json_escape_plain_text_copied),
+        cmocka_unit_test(test_json_escape_quote_and_backslash),
+        cmocka_unit_test(test_json_escape_control_bytes_as_u00xx),
+        cmocka_unit_test(test_json_escape_copies_non_ascii),
+        cmocka_unit_test(
+            test_json_escape_returns_length_needed_and_stops_at_cap),
+        cmocka_unit_test(test_errbody_persona_mismatch_exact_seed_text),
+        cmocka_unit_test(test_errbody_key_is_json_escaped),
+        cmocka_unit_test(test_errbody_key_with_any_bytes_stays_valid_json),
+        cmocka_unit_test(test_errbody_persona_in_progress_is_409),
+        cmocka_unit_test(test_errbody_persona_key_invalid_names_the_rule),
+        cmocka_unit_test(
+            test_errbody_persona_key_invalid_other_code_is_generic),
+        cmocka_unit_test(test_errbody_persona_key_missing_says_header_required),
+        cmocka_unit_test(test_errbody_persona_store_is_503_not_forwarded),
+        cmocka_unit_test(test_errbody_persona_unknown_outcome_is_504),
+        cmocka_unit_test(
+            test_errbody_persona_upstream_down_is_502_safe_to_retry),
+        cmocka_unit_test(test_errbody_persona_too_large_is_502),
+        cmocka_unit_test(test_errbody_persona_shape_for_every_kind),
+        cmocka_unit_test(test_errbody_ietf_mismatch_is_422),
+        cmocka_unit_test(test_errbody_ietf_in_progress_is_409),
+        cmocka_unit_test(test_errbody_ietf_missing_key_is_400),
+        cmocka_unit_test(test_errbody_ietf_malformed_key_is_400_naming_rule),
+        cmocka_unit_test(test_errbody_ietf_gateway_errors_keep_status),
+        cmocka_unit_test(test_errbody_ietf_detail_matches_persona_details),
+        cmocka_unit_test(test_errbody_unknown_kind_or_style_is_einval),
+        cmocka_unit_test(test_errbody_null_key_is_empty),
+        cmocka_unit_test(test_errbody_long_key_fits),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

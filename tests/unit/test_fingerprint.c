@@ -1,0 +1,517 @@
+/*
+ * test_fingerprint.c — the request fingerprint of SPEC §4: which
+ * differences between two requests make them "other parameters" and which
+ * do not, and the bounds under which a JSON body falls back to bytes.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "idem.h"
+
+#define S(lit) ((idem_str_t){(lit), sizeof(lit) - 1})
+
+/* POST /v1/inquiries with the given query, content type and body. */
+static idem_request_t req(const char *query, const char *ct, const char *body)
+{
+    idem_request_t r = {
+        S("POST"),        S("/v1/inquiries"),    {query, strlen(query)},
+        {ct, strlen(ct)}, (const uint8_t *)body, strlen(body)};
+
+    return r;
+}
+
+static idem_hash_t fp_kind(idem_request_t r, idem_body_kind_t *kind)
+{
+    idem_hash_t h;
+
+    assert_int_equal(idem_fingerprint(&r, &h, kind), 0);
+    return h;
+}
+
+static idem_hash_t fp(idem_request_t r)
+{
+    return fp_kind(r, NULL);
+}
+
+static int same(idem_hash_t a, idem_hash_t b)
+{
+    return memcmp(a.bytes, b.bytes, IDEM_HASH_LEN) == 0;
+}
+
+static idem_body_kind_t kind_of(idem_request_t r)
+{
+    idem_body_kind_t k = (idem_body_kind_t)-1;
+
+    (void)fp_kind(r, &k);
+    return k;
+}
+
+#define JSON "application/json"
+#define FORM "application/x-www-form-urlencoded"
+
+static void assert_json_same(const char *a, const char *b)
+{
+    assert_true(same(fp(req("", JSON, a)), fp(req("", JSON, b))));
+}
+
+static void assert_json_differ(const char *a, const char *b)
+{
+    assert_false(same(fp(req("", JSON, a)), fp(req("", JSON, b))));
+}
+
+static void assert_hex(idem_hash_t h, const char *hex)
+{
+    char buf[2 * IDEM_HASH_LEN + 1];
+
+    for (size_t i = 0; i < IDEM_HASH_LEN; i++)
+        snprintf(buf + 2 * i, 3, "%02x", h.bytes[i]);
+    assert_string_equal(buf, hex);
+}
+
+/* "[[...[1]...]]" nested depth deep; the caller frees. */
+static char *nested(size_t depth)
+{
+    char *s = malloc(2 * depth + 2);
+
+    assert_non_null(s);
+    memset(s, '[', depth);
+    s[depth] = '1';
+    memset(s + depth + 1, ']', depth);
+    s[2 * depth + 1] = '\0';
+    return s;
+}
+
+/* The same request with one more space in its body. */
+static char *spaced(const char *body)
+{
+    size_t n = strlen(body);
+    char *s = malloc(n + 2);
+
+    assert_non_null(s);
+    s[0] = ' ';
+    memcpy(s + 1, body, n + 1);
+    return s;
+}
+
+/* ---- the parts of a request ---- */
+
+static void test_fp_same_request_same_fingerprint(void **state)
+{
+    (void)state;
+    assert_true(same(fp(req("a=1", JSON, "{\"x\":1}")),
+                     fp(req("a=1", JSON, "{\"x\":1}"))));
+}
+
+static void test_fp_method_matters(void **state)
+{
+    idem_request_t a = req("", JSON, "{}");
+    idem_request_t b = a;
+
+    (void)state;
+    b.method = S("PATCH");
+    assert_false(same(fp(a), fp(b)));
+    b.method = S("post");
+    assert_false(same(fp(a), fp(b)));
+}
+
+static void test_fp_path_matters(void **state)
+{
+    idem_request_t a = req("", JSON, "{}");
+    idem_request_t b = a;
+
+    (void)state;
+    b.path = S("/v1/inquiries/");
+    assert_false(same(fp(a), fp(b)));
+}
+
+static void test_fp_fields_do_not_run_together(void **state)
+{
+    idem_request_t a = req("c=1", "", "");
+    idem_request_t b = req("=1", "", "");
+
+    (void)state;
+    a.path = S("/ab");
+    b.path = S("/abc");
+    assert_false(same(fp(a), fp(b)));
+    a = req("", "text/plain", "x");
+    b = req("", "text/plainx", "");
+    assert_false(same(fp(a), fp(b)));
+}
+
+static void test_fp_query_value_matters(void **state)
+{
+    (void)state;
+    assert_false(same(fp(req("a=1", "", "")), fp(req("a=2", "", ""))));
+    assert_false(same(fp(req("a=1", "", "")), fp(req("", "", ""))));
+}
+
+static void test_fp_query_order_ignored(void **state)
+{
+    (void)state;
+    assert_true(
+        same(fp(req("a=1&b=2&c=3", "", "")), fp(req("c=3&a=1&b=2", "", ""))));
+}
+
+static void test_fp_query_repeated_values_keep_order(void **state)
+{
+    (void)state;
+    assert_false(same(fp(req("a=1&a=2", "", "")), fp(req("a=2&a=1", "", ""))));
+    assert_true(
+        same(fp(req("a=1&b=0&a=2", "", "")), fp(req("b=0&a=1&a=2", "", ""))));
+}
+
+static void test_fp_query_empty_segments_ignored(void **state)
+{
+    (void)state;
+    assert_true(
+        same(fp(req("&a=1&&b=2&", "", "")), fp(req("a=1&b=2", "", ""))));
+}
+
+static void test_fp_query_not_decoded(void **state)
+{
+    (void)state;
+    assert_false(same(fp(req("a=%41", "", "")), fp(req("a=A", "", ""))));
+}
+
+static void test_fp_media_type_matters(void **state)
+{
+    (void)state;
+    assert_false(
+        same(fp(req("", "text/plain", "{}")), fp(req("", JSON, "{}"))));
+    assert_false(same(fp(req("", "", "x")), fp(req("", "text/plain", "x"))));
+}
+
+static void test_fp_media_type_case_and_parameters_ignored(void **state)
+{
+    (void)state;
+    assert_true(same(fp(req("", "Application/JSON; charset=utf-8", "{}")),
+                     fp(req("", JSON, "{}"))));
+    assert_true(same(fp(req("", "text/plain;charset=latin1", "x")),
+                     fp(req("", "TEXT/Plain", "x"))));
+}
+
+static void test_fp_media_type_whitespace_trimmed(void **state)
+{
+    (void)state;
+    assert_true(same(fp(req("", " \tapplication/json \t; q=1", "{}")),
+                     fp(req("", JSON, "{}"))));
+}
+
+/* ---- bodies ---- */
+
+static void test_fp_json_member_order_ignored(void **state)
+{
+    (void)state;
+    assert_json_same("{\"a\":1,\"b\":{\"c\":2,\"d\":3}}",
+                     "{\"b\":{\"d\":3,\"c\":2},\"a\":1}");
+}
+
+static void test_fp_json_whitespace_ignored(void **state)
+{
+    (void)state;
+    assert_json_same("{\"a\":[1,2],\"b\":\"x y\"}",
+                     " {\n  \"a\" : [ 1 , 2 ] ,\r\n\t\"b\": \"x y\"\n}\n");
+}
+
+static void test_fp_json_array_order_matters(void **state)
+{
+    (void)state;
+    assert_json_differ("[1,2]", "[2,1]");
+    assert_json_differ("{\"a\":[1,2]}", "{\"a\":[2,1]}");
+}
+
+static void test_fp_json_values_matter(void **state)
+{
+    (void)state;
+    assert_json_differ("{\"a\":1}", "{\"a\":2}");
+    assert_json_differ("{\"a\":\"x\"}", "{\"a\":\"x \"}");
+    assert_json_differ("{\"a\":null}", "{}");
+    assert_json_differ("{\"a\":1}", "{\"a\":\"1\"}");
+    assert_json_differ("{\"a\":true}", "{\"a\":false}");
+}
+
+static void test_fp_json_string_escapes_ignored(void **state)
+{
+    (void)state;
+    assert_json_same("{\"a\":\"\\u00e9\\/\"}", "{\"a\":\"\xc3\xa9/\"}");
+}
+
+static void test_fp_json_integer_and_real_differ(void **state)
+{
+    (void)state;
+    /* 1 and 1.0 differ; spellings of one real do not. */
+    assert_json_differ("{\"n\":1}", "{\"n\":1.0}");
+    assert_json_same("{\"n\":1.0}", "{\"n\":1e0}");
+    assert_json_same("{\"n\":0.5}", "{\"n\":5.00e-1}");
+}
+
+static void test_fp_json_plus_json_suffix_is_json(void **state)
+{
+    (void)state;
+    assert_int_equal(kind_of(req("", "application/vnd.api+json", "{}")),
+                     IDEM_BODY_JSON);
+    assert_int_equal(kind_of(req("", "Application/Merge-Patch+JSON", "{}")),
+                     IDEM_BODY_JSON);
+    assert_true(
+        same(fp(req("", "application/vnd.api+json", "{\"b\":1,\"a\":2}")),
+             fp(req("", "application/vnd.api+json", "{ \"a\":2, \"b\":1 }"))));
+    assert_int_equal(kind_of(req("", "application/jsonx", "{}")),
+                     IDEM_BODY_BYTES);
+    assert_int_equal(kind_of(req("", "text/json-seq", "{}")), IDEM_BODY_BYTES);
+}
+
+static void test_fp_json_body_kind_is_json(void **state)
+{
+    (void)state;
+    assert_int_equal(kind_of(req("", JSON, "{\"a\":1}")), IDEM_BODY_JSON);
+    assert_int_equal(kind_of(req("", "application/json; charset=utf-8", "[]")),
+                     IDEM_BODY_JSON);
+}
+
+static void test_fp_invalid_json_is_bytes(void **state)
+{
+    (void)state;
+    assert_int_equal(kind_of(req("", JSON, "{\"a\":1,}")), IDEM_BODY_BYTES);
+    /* As bytes, whitespace then matters... */
+    assert_json_differ("{\"a\":1,}", " {\"a\":1,}");
+    /* ...and the same bytes still match. */
+    assert_json_same("{\"a\":1,}", "{\"a\":1,}");
+}
+
+static void test_fp_json_duplicate_members_are_bytes(void **state)
+{
+    (void)state;
+    assert_int_equal(kind_of(req("", JSON, "{\"a\":1,\"a\":2}")),
+                     IDEM_BODY_BYTES);
+    assert_json_differ("{\"a\":1,\"a\":2}", "{\"a\":1, \"a\":2}");
+}
+
+static void test_fp_json_depth_bound_falls_back_to_bytes(void **state)
+{
+    char *ok = nested(IDEM_FP_JSON_MAX_DEPTH);
+    char *deep = nested(IDEM_FP_JSON_MAX_DEPTH + 1);
+    char *ok2 = spaced(ok);
+    char *deep2 = spaced(deep);
+
+    (void)state;
+    assert_int_equal(kind_of(req("", JSON, ok)), IDEM_BODY_JSON);
+    assert_int_equal(kind_of(req("", JSON, deep)), IDEM_BODY_BYTES);
+    assert_json_same(ok, ok2);
+    assert_json_differ(deep, deep2);
+    free(ok);
+    free(deep);
+    free(ok2);
+    free(deep2);
+}
+
+static void test_fp_json_size_bound_falls_back_to_bytes(void **state)
+{
+    size_t len = (size_t)IDEM_FP_JSON_MAX_BYTES + 1;
+    char *body = malloc(len + 1);
+    idem_request_t r = req("", JSON, "");
+
+    (void)state;
+    assert_non_null(body);
+    memset(body, ' ', len);
+    memcpy(body, "[1]", 3);
+    body[len] = '\0';
+    r.body = (const uint8_t *)body;
+    r.body_len = len;
+    assert_int_equal(kind_of(r), IDEM_BODY_BYTES);
+    r.body_len = len - 1;
+    assert_int_equal(kind_of(r), IDEM_BODY_JSON);
+    free(body);
+}
+
+static void test_fp_json_inexact_number_is_bytes(void **state)
+{
+    (void)state;
+    /* These two would share one double; as bytes they stay different. */
+    assert_int_equal(kind_of(req("", JSON, "{\"amount\":12345678901234567.1}")),
+                     IDEM_BODY_BYTES);
+    assert_json_differ("{\"amount\":12345678901234567.1}",
+                       "{\"amount\":12345678901234567.2}");
+    assert_int_equal(kind_of(req("", JSON, "[1e999]")), IDEM_BODY_BYTES);
+    assert_int_equal(kind_of(req("", JSON, "[18446744073709551616]")),
+                     IDEM_BODY_BYTES);
+}
+
+static void test_fp_json_empty_body_is_bytes(void **state)
+{
+    (void)state;
+    assert_int_equal(kind_of(req("", JSON, "")), IDEM_BODY_BYTES);
+}
+
+static void test_fp_json_equals_its_canonical_form(void **state)
+{
+    (void)state;
+    assert_json_same("{ \"b\": [ 1, 2.50, \"\\u0041\" ], \"a\": {} }",
+                     "{\"a\":{},\"b\":[1,2.5,\"A\"]}");
+}
+
+static void test_fp_form_pair_order_ignored(void **state)
+{
+    (void)state;
+    assert_int_equal(kind_of(req("", FORM, "b=2&a=1")), IDEM_BODY_FORM);
+    assert_true(same(fp(req("", FORM, "name=x&amount=100&currency=usd")),
+                     fp(req("", FORM, "currency=usd&name=x&amount=100"))));
+}
+
+static void test_fp_form_repeated_names_keep_order(void **state)
+{
+    (void)state;
+    assert_false(same(fp(req("", FORM, "tag=a&tag=b")),
+                      fp(req("", FORM, "tag=b&tag=a"))));
+}
+
+static void test_fp_form_empty_pairs_ignored(void **state)
+{
+    (void)state;
+    assert_true(
+        same(fp(req("", FORM, "a=1&&b=2&")), fp(req("", FORM, "b=2&a=1"))));
+}
+
+static void test_fp_form_media_type_parameters_ignored(void **state)
+{
+    (void)state;
+    assert_int_equal(
+        kind_of(
+            req("", "Application/X-WWW-Form-Urlencoded; charset=UTF-8", "a=1")),
+        IDEM_BODY_FORM);
+}
+
+static void test_fp_form_body_and_query_are_separate(void **state)
+{
+    (void)state;
+    assert_false(same(fp(req("a=1", FORM, "")), fp(req("", FORM, "a=1"))));
+}
+
+static void test_fp_other_body_is_bytes(void **state)
+{
+    (void)state;
+    assert_int_equal(kind_of(req("", "text/plain", "b=2&a=1")),
+                     IDEM_BODY_BYTES);
+    assert_false(same(fp(req("", "text/plain", "b=2&a=1")),
+                      fp(req("", "text/plain", "a=1&b=2"))));
+    assert_false(same(fp(req("", "application/octet-stream", "{\"a\":1}")),
+                      fp(req("", "application/octet-stream", "{\"a\": 1}"))));
+}
+
+static void test_fp_no_content_type_is_bytes(void **state)
+{
+    (void)state;
+    assert_int_equal(kind_of(req("", "", "{}")), IDEM_BODY_BYTES);
+    assert_int_equal(kind_of(req("", ";", "{}")), IDEM_BODY_BYTES);
+}
+
+static void test_fp_binary_body_hashed_whole(void **state)
+{
+    idem_request_t a = req("", "application/octet-stream", "");
+    idem_request_t b = a;
+
+    (void)state;
+    a.body = (const uint8_t *)"a\0b";
+    a.body_len = 3;
+    b.body = (const uint8_t *)"a\0c";
+    b.body_len = 3;
+    assert_false(same(fp(a), fp(b)));
+}
+
+static void test_fp_absent_body_equals_empty_body(void **state)
+{
+    idem_request_t a = req("", "", "");
+    idem_request_t b = a;
+
+    (void)state;
+    a.body = NULL;
+    a.body_len = 0;
+    a.query = (idem_str_t){NULL, 0};
+    a.content_type = (idem_str_t){NULL, 0};
+    assert_true(same(fp(a), fp(b)));
+}
+
+static void test_fp_kind_is_optional(void **state)
+{
+    idem_request_t r = req("", JSON, "{}");
+    idem_hash_t a, b;
+    idem_body_kind_t k;
+
+    (void)state;
+    assert_int_equal(idem_fingerprint(&r, &a, NULL), 0);
+    assert_int_equal(idem_fingerprint(&r, &b, &k), 0);
+    assert_true(same(a, b));
+    assert_int_equal(k, IDEM_BODY_JSON);
+}
+
+/*
+ * Digests computed outside this code from the layout in fingerprint.c; they
+ * pin it, because a change would turn every stored key into a mismatch.
+ */
+static void test_fp_layout_is_stable(void **state)
+{
+    idem_request_t r = req("b=2&a=1", "Application/JSON; charset=utf-8",
+                           "{\"b\":[1,2],\"a\":\"x\"}");
+
+    (void)state;
+    assert_hex(
+        fp(r),
+        "f94cbdd041939482e29ba9cf9c885794ab4f239e9ee71dabc32361c80d0fe537");
+    r = req("", "", "hello");
+    r.path = S("/x");
+    assert_hex(
+        fp(r),
+        "d90be557d57b5f6098bc2ab1085baeb0b8b1b7fc52996853448094596eb85828");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fp_same_request_same_fingerprint),
+        cmocka_unit_test(test_fp_method_matters),
+        cmocka_unit_test(test_fp_path_matters),
+        cmocka_unit_test(test_fp_fields_do_not_run_together),
+        cmocka_unit_test(test_fp_query_value_matters),
+        cmocka_unit_test(test_fp_query_order_ignored),
+        cmocka_unit_test(test_fp_query_repeated_values_keep_order),
+        cmocka_unit_test(test_fp_query_empty_segments_ignored),
+        cmocka_unit_test(test_fp_query_not_decoded),
+        cmocka_unit_test(test_fp_media_type_matters),
+        cmocka_unit_test(test_fp_media_type_case_and_parameters_ignored),
+        cmocka_unit_test(test_fp_media_type_whitespace_trimmed),
+        cmocka_unit_test(test_fp_json_member_order_ignored),
+        cmocka_unit_test(test_fp_json_whitespace_ignored),
+        cmocka_unit_test(test_fp_json_array_order_matters),
+        cmocka_unit_test(test_fp_json_values_matter),
+        cmocka_unit_test(test_fp_json_string_escapes_ignored),
+        cmocka_unit_test(test_fp_json_integer_and_real_differ),
+        cmocka_unit_test(test_fp_json_plus_json_suffix_is_json),
+        cmocka_unit_test(test_fp_json_body_kind_is_json),
+        cmocka_unit_test(test_fp_invalid_json_is_bytes),
+        cmocka_unit_test(test_fp_json_duplicate_members_are_bytes),
+        cmocka_unit_test(test_fp_json_depth_bound_falls_back_to_bytes),
+        cmocka_unit_test(test_fp_json_size_bound_falls_back_to_bytes),
+        cmocka_unit_test(test_fp_json_inexact_number_is_bytes),
+        cmocka_unit_test(test_fp_json_empty_body_is_bytes),
+        cmocka_unit_test(test_fp_json_equals_its_canonical_form),
+        cmocka_unit_test(test_fp_form_pair_order_ignored),
+        cmocka_unit_test(test_fp_form_repeated_names_keep_order),
+        cmocka_unit_test(test_fp_form_empty_pairs_ignored),
+        cmocka_unit_test(test_fp_form_media_type_parameters_ignored),
+        cmocka_unit_test(test_fp_form_body_and_query_are_separate),
+        cmocka_unit_test(test_fp_other_body_is_bytes),
+        cmocka_unit_test(test_fp_no_content_type_is_bytes),
+        cmocka_unit_test(test_fp_binary_body_hashed_whole),
+        cmocka_unit_test(test_fp_absent_body_equals_empty_body),
+        cmocka_unit_test(test_fp_kind_is_optional),
+        cmocka_unit_test(test_fp_layout_is_stable),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
