@@ -60,11 +60,16 @@ NGX_CC_OPT := $(if $(SANITIZER),-fsanitize=$(SANITIZER) -fno-omit-frame-pointer)
 NGX_LD_OPT := $(if $(SANITIZER),-fsanitize=$(SANITIZER))
 
 PHONY_EXTRA := module
+include examples/inquiries/inquiries.mk
+
+PYTEST := /usr/bin/python3 -m pytest
+E2E_ENV := IDEM_BUILD=$(BUILD) IDEM_SANITIZER=$(SANITIZER)
+
 .PHONY: all lib module deps test test-unit test-fuzz-replay fuzz bench format \
         format-check clean
 .DEFAULT_GOAL := all
 
-all: lib module $(UNIT_BIN) $(STORE_BIN) $(BENCH_BIN)
+all: lib module $(INQUIRIES_BIN) $(UNIT_BIN) $(STORE_BIN) $(BENCH_BIN)
 
 module: $(MODULE)
 
@@ -127,7 +132,12 @@ $(BUILD)/fuzz/%_replay: fuzz/%.c fuzz/replay_main.c $(FUZZ_LIB_SRC) lib/idem.h
 	    $(PKG_LIBS) -pthread
 
 test: deps
-	@$(MAKE) --no-print-directory test-unit test-fuzz-replay
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory test-unit test-fuzz-replay test-e2e
+	@$(MAKE) --no-print-directory SANITIZER=address test-e2e
+
+test-e2e: module $(INQUIRIES_BIN)
+	$(E2E_ENV) $(PYTEST) -q -p no:cacheprovider tests/e2e
 
 test-unit: $(UNIT_BIN) $(STORE_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
