@@ -69,7 +69,8 @@ E2E_ENV := IDEM_BUILD=$(BUILD) IDEM_SANITIZER=$(SANITIZER)
         format-check clean
 .DEFAULT_GOAL := all
 
-all: lib module $(INQUIRIES_BIN) $(UNIT_BIN) $(STORE_BIN) $(BENCH_BIN)
+all: lib module $(INQUIRIES_BIN) $(UNIT_BIN) $(STORE_BIN) $(BENCH_BIN) \
+     $(BUILD)/idemgate
 
 module: $(MODULE)
 
@@ -87,6 +88,12 @@ $(MODULE): $(NGX_TREE)/objs/Makefile $(MODULE_SRC) $(LIBIDEM)
 	rm -f $(NGX_TREE)/objs/ngx_http_idempotency_module.so
 	$(MAKE) --no-print-directory -C $(NGX_TREE) -f objs/Makefile modules
 	cp $(NGX_TREE)/objs/ngx_http_idempotency_module.so $@
+
+# The ready gateway: flags -> nginx configuration -> nginx in the foreground.
+GATEWAY_SRC := $(wildcard gateway/*.c)
+$(BUILD)/idemgate: $(GATEWAY_SRC) $(wildcard gateway/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(GATEWAY_SRC)
 
 lib: $(LIBIDEM)
 

@@ -176,7 +176,7 @@ typedef struct {
 
 /* Bounds on JSON canonicalization, so that it is no denial-of-service door. */
 #define IDEM_FP_JSON_MAX_DEPTH 64
-#define IDEM_FP_JSON_MAX_BYTES (8u << 20)
+#define IDEM_FP_JSON_MAX_BYTES (1u << 20)
 
 /*
  * The request fingerprint of SPEC §4: method, path, query (parameters sorted

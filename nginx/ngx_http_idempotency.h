@@ -180,7 +180,7 @@ ngx_int_t ngx_http_idempotency_add_expires(ngx_http_request_t *r,
 
 /* tasks */
 ngx_int_t ngx_http_idempotency_post_begin(ngx_http_request_t *r,
-    ngx_http_idempotency_ctx_t *ctx, ngx_uint_t body_in_file);
+    ngx_http_idempotency_ctx_t *ctx, ngx_uint_t fp_in_thread);
 ngx_int_t ngx_http_idempotency_post_finish(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, const idem_response_t *resp,
     uint32_t flags, ngx_uint_t release);

@@ -26,6 +26,8 @@ static ngx_int_t ngx_http_idempotency_fingerprint(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx);
 static ngx_int_t ngx_http_idempotency_answer_now(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx);
+static ngx_int_t ngx_http_idempotency_peek(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx);
 static void ngx_http_idempotency_wait_handler(ngx_event_t *ev);
 static void ngx_http_idempotency_cleanup(void *data);
 
@@ -590,9 +592,13 @@ ngx_http_idempotency_scope(ngx_http_request_t *r,
 
 
 /*
- * The fingerprint of a body held in memory; a body in nginx's temp file is
- * fingerprinted on the thread pool instead (NGX_DECLINED).
+ * The fingerprint of a small body held in memory. A body in nginx's temp
+ * file, or one large enough that canonicalizing it would stall the event
+ * loop, is fingerprinted on the thread pool instead (NGX_DECLINED).
  */
+
+#define NGX_HTTP_IDEMPOTENCY_LOOP_FP_MAX  16384
+
 
 static ngx_int_t
 ngx_http_idempotency_fingerprint(ngx_http_request_t *r,
@@ -620,6 +626,10 @@ ngx_http_idempotency_fingerprint(ngx_http_request_t *r,
 
             len += b->last - b->pos;
         }
+    }
+
+    if (len > NGX_HTTP_IDEMPOTENCY_LOOP_FP_MAX) {
+        return NGX_DECLINED;
     }
 
     ngx_memzero(&req, sizeof(idem_request_t));
@@ -676,6 +686,60 @@ ngx_http_idempotency_fingerprint(ngx_http_request_t *r,
 
 
 /*
+ * A read of the key's record, on the event loop (an LMDB read is a memory
+ * access). NGX_OK: complete with our fingerprint, ctx->answer holds the
+ * replay. NGX_AGAIN: in progress with the same fingerprint and a running
+ * lease, ctx->result says so. NGX_DECLINED: anything else, for begin().
+ */
+
+static ngx_int_t
+ngx_http_idempotency_peek(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx)
+{
+    int                                rc;
+    int64_t                            now;
+    idem_result_t                      res;
+    idem_decision_t                    d;
+    ngx_http_idempotency_main_conf_t  *imcf;
+
+    imcf = ngx_http_get_module_main_conf(r, ngx_http_idempotency_module);
+
+    if (!ctx->fingerprinted || imcf->store == NULL) {
+        return NGX_DECLINED;
+    }
+
+    now = ngx_http_idempotency_now_ms();
+
+    rc = idem_store_lookup(imcf->store, &ctx->scope, (char *) ctx->key,
+                           ctx->key_len, now, &res);
+    if (rc != 0) {
+        return NGX_DECLINED;
+    }
+
+    d = idem_decide(&res.record, &ctx->fingerprint, now);
+
+    if (d == IDEM_DECIDE_REPLAY) {
+        res.outcome = IDEM_BEGIN_REPLAY;
+        ctx->result = res;
+        ctx->has_result = 1;
+        ngx_http_idempotency_apply_begin(r, ctx, 0);
+        return NGX_OK;
+    }
+
+    if (d == IDEM_DECIDE_IN_PROGRESS) {
+        res.outcome = IDEM_BEGIN_IN_PROGRESS;
+        ctx->result = res;
+        ctx->has_result = 1;
+        return NGX_AGAIN;
+    }
+
+    idem_result_free(&res);
+
+    return NGX_DECLINED;
+}
+
+
+/*
  * The body is here: replay from a read when the key is complete, else
  * post begin() to the thread pool.
  */
@@ -684,8 +748,6 @@ static ngx_int_t
 ngx_http_idempotency_decide(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx)
 {
-    int                                rc;
-    idem_result_t                      res;
     idem_store_t                      *store;
     ngx_int_t                          fp;
     ngx_http_idempotency_main_conf_t  *imcf;
@@ -704,23 +766,18 @@ ngx_http_idempotency_decide(ngx_http_request_t *r,
     }
 
     if (fp == NGX_OK) {
-        rc = idem_store_lookup(store, &ctx->scope, (char *) ctx->key,
-                               ctx->key_len, ngx_http_idempotency_now_ms(),
-                               &res);
+        switch (ngx_http_idempotency_peek(r, ctx)) {
 
-        if (rc == 0) {
-            if (res.record.state == IDEM_STATE_COMPLETE
-                && ngx_memcmp(res.record.fingerprint.bytes,
-                              ctx->fingerprint.bytes, IDEM_HASH_LEN) == 0)
-            {
-                res.outcome = IDEM_BEGIN_REPLAY;
-                ctx->result = res;
-                ctx->has_result = 1;
-                ngx_http_idempotency_apply_begin(r, ctx, 0);
-                return ngx_http_idempotency_answer_now(r, ctx);
-            }
+        case NGX_OK:
+            return ngx_http_idempotency_answer_now(r, ctx);
 
-            idem_result_free(&res);
+        case NGX_AGAIN:
+            /* the first request runs: wait without a thread hop */
+            ngx_http_idempotency_apply_begin(r, ctx, 0);
+            return ngx_http_idempotency_answer_now(r, ctx);
+
+        default:
+            break;
         }
     }
 
@@ -904,6 +961,22 @@ ngx_http_idempotency_wait_handler(ngx_event_t *ev)
     if (ctx->has_result) {
         idem_result_free(&ctx->result);
         ctx->has_result = 0;
+    }
+
+    /* a cheap read first: still running, or finished meanwhile */
+    switch (ngx_http_idempotency_peek(r, ctx)) {
+
+    case NGX_AGAIN:
+        ngx_http_idempotency_apply_begin(r, ctx, 0);
+        ngx_http_idempotency_resume(r);
+        return;
+
+    case NGX_OK:
+        ngx_http_idempotency_resume(r);
+        return;
+
+    default:
+        break;
     }
 
     ctx->state = NGX_HTTP_IDEM_BODY;

@@ -321,7 +321,7 @@ ngx_http_idempotency_job_alloc(ngx_http_request_t *r,
 
 ngx_int_t
 ngx_http_idempotency_post_begin(ngx_http_request_t *r,
-    ngx_http_idempotency_ctx_t *ctx, ngx_uint_t body_in_file)
+    ngx_http_idempotency_ctx_t *ctx, ngx_uint_t fp_in_thread)
 {
     ngx_uint_t                   n;
     ngx_buf_t                   *b;
@@ -335,7 +335,7 @@ ngx_http_idempotency_post_begin(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (body_in_file) {
+    if (fp_in_thread && r->request_body && r->request_body->bufs) {
         job->fp_in_thread = 1;
 
         job->req.method.data = (char *) r->method_name.data;

@@ -73,8 +73,8 @@ typedef struct {
     char id[INQ_STORE_ID_LEN];
 } api_call_t;
 
-static const char json_type[] = "application/json";
-static const char text_type[] = "text/plain; charset=utf-8";
+static const char type_json[] = "application/json";
+static const char type_text[] = "text/plain; charset=utf-8";
 
 static const char oom_body[] =
     "{\"errors\":[{\"title\":\"Internal Server Error\","
@@ -271,7 +271,7 @@ static int api_fail(inq_api_t *api, api_call_t *call, int status,
                     const char *title, const char *details)
 {
     call->status = status;
-    call->content_type = json_type;
+    call->content_type = type_json;
     return api_error_body(api, title, details, strlen(details));
 }
 
@@ -288,7 +288,7 @@ static int api_not_allowed(inq_api_t *api, api_call_t *call,
 static int api_healthz(inq_api_t *api, api_call_t *call)
 {
     call->status = 200;
-    call->content_type = text_type;
+    call->content_type = type_text;
     return inq_buf_append_str(&api->body, "ok");
 }
 
@@ -299,16 +299,17 @@ static int api_bench(inq_api_t *api, api_call_t *call)
 }
 
 /* Formats the current time as RFC 3339 in UTC with milliseconds. */
-static void api_now_rfc3339(char out[40])
+static void api_now_rfc3339(char out[32])
 {
     struct timespec ts;
     struct tm tm;
+    size_t n;
 
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    snprintf(out, 40, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
+    n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, ".%03uZ",
+             (unsigned)(ts.tv_nsec / 1000000) % 1000u);
 }
 
 /*
@@ -353,7 +354,7 @@ static json_t *api_posted_attributes(json_t *doc, const char **why)
 static int api_build_inquiry(inq_api_t *api, const char *id, json_t *attrs)
 {
     inq_buf_t *b = &api->scratch;
-    char created_at[40];
+    char created_at[32];
     char *posted;
     int rc;
 
@@ -688,7 +689,7 @@ static int api_finish(inq_api_t *api, const api_call_t *call,
 {
     inq_buf_t *h = &api->headers, *b = &api->body;
     char cookie[COOKIE_LEN];
-    bool json = call->content_type == json_type;
+    bool json = call->content_type == type_json;
     int rc;
 
     rc = inq_buf_printf(h, "X-Request-Count: %" PRIu64 "\r\n", api->requests);
@@ -750,7 +751,7 @@ static void api_out_of_memory(inq_api_t *api, inq_api_response_t *resp)
 {
     api_begin(api, resp);
     resp->status = 500;
-    resp->content_type = json_type;
+    resp->content_type = type_json;
     resp->body = oom_body;
     resp->body_len = sizeof(oom_body) - 1;
     resp->tail = "";
@@ -771,7 +772,7 @@ void inq_api_handle(inq_api_t *api, const inq_http_request_t *req,
     call.req = req;
     call.body = body;
     call.body_len = body_len;
-    call.content_type = json_type;
+    call.content_type = type_json;
 
     if (api_parse_demo(req, &demo, &why) != 0) {
         memset(&none, 0, sizeof(none));
@@ -809,7 +810,7 @@ void inq_api_error(inq_api_t *api, int status, const char *details,
         return;
     }
     resp->status = status;
-    resp->content_type = json_type;
+    resp->content_type = type_json;
     resp->body = api->body.data;
     resp->body_len = api->body.len;
     resp->tail = "";

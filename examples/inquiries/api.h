@@ -39,7 +39,7 @@ typedef enum {
  * A response to send. The body on the wire is body, then pad_len bytes of
  * 'x', then tail; Content-Length counts all three even when head_only.
  * body and headers are borrowed from the API until its next call; tail is
- * a static string.
+ * a static string of at most 8 bytes (the end of a padded JSON object).
  */
 typedef struct {
     int status;

@@ -6,7 +6,7 @@
  * their memory between requests, so a busy keep-alive connection allocates
  * nothing per request once its buffers have grown to fit.
  *
- * Conventions for the whole demo (examples/inquiries/*.c): a function that
+ * Conventions for the whole demo (every .c file of examples/inquiries): a function that
  * can fail returns int, 0 on success or a negative errno value (-ENOMEM when
  * memory runs out), and is marked INQ_MUST_CHECK.
  */

@@ -536,15 +536,9 @@ const char *inq_http_reason(int status)
 
 void inq_http_date(time_t t, char out[32])
 {
-    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed",
-                                    "Thu", "Fri", "Sat"};
-    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr",
-                                       "May", "Jun", "Jul", "Aug",
-                                       "Sep", "Oct", "Nov", "Dec"};
     struct tm tm;
 
+    /* The program never calls setlocale(), so %a and %b are English. */
     gmtime_r(&t, &tm);
-    snprintf(out, 32, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday],
-             tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour,
-             tm.tm_min, tm.tm_sec);
+    strftime(out, 32, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 }

@@ -118,8 +118,9 @@ struct inq_conn {
     inq_buf_t out;
     size_t out_sent;
     size_t pad_left;
-    const char *tail; /* static */
-    size_t tail_left;
+    char tail[8]; /* what follows the padding; tail[tail_sent..tail_len) */
+    size_t tail_len;
+    size_t tail_sent;
     inq_api_drop_t drop;
     bool keep_alive; /* read another request after this response */
     bool linger;     /* an error: close through LINGERING */
@@ -263,9 +264,9 @@ static int conn_send(inq_conn_t *c)
             iov[i].iov_len = n;
             left -= n;
         }
-        if (left == 0 && c->tail_left > 0) {
-            iov[i].iov_base = (void *)c->tail;
-            iov[i].iov_len = c->tail_left;
+        if (left == 0 && c->tail_sent < c->tail_len) {
+            iov[i].iov_base = c->tail + c->tail_sent;
+            iov[i].iov_len = c->tail_len - c->tail_sent;
             i++;
         }
         if (i == 0) {
@@ -296,8 +297,7 @@ static int conn_send(inq_conn_t *c)
         n = c->pad_left < w ? c->pad_left : w;
         c->pad_left -= n;
         w -= n;
-        c->tail += w;
-        c->tail_left -= w;
+        c->tail_sent += w;
     }
 }
 
@@ -330,12 +330,18 @@ static int conn_queue(inq_conn_t *c, const inq_api_response_t *r)
     if (rc == 0 && !r->head_only) {
         rc = inq_buf_append(o, r->body, r->body_len);
     }
+    if (rc == 0 && r->tail_len > sizeof(c->tail)) {
+        rc = -EINVAL;
+    }
     if (rc != 0) {
         return rc;
     }
     c->pad_left = r->head_only ? 0 : r->pad_len;
-    c->tail = r->tail != NULL ? r->tail : "";
-    c->tail_left = r->head_only ? 0 : r->tail_len;
+    c->tail_len = r->head_only ? 0 : r->tail_len;
+    c->tail_sent = 0;
+    if (c->tail_len > 0) {
+        memcpy(c->tail, r->tail, c->tail_len);
+    }
     return 0;
 }
 

@@ -76,7 +76,7 @@ int idem_canon_pairs_init(idem_canon_pairs_t *p, const char *s, size_t len)
 
     p->n = nsegs;
     p->len = nsegs ? total + nsegs - 1 : 0;
-    p->segs = &p->one_;
+    p->segs = NULL;
     if (nsegs <= 1) {
         /* The single segment, if any, is the input without its '&'s. */
         for (size_t i = 0; nsegs == 1 && i < len; i++) {
@@ -109,12 +109,13 @@ int idem_canon_pairs_init(idem_canon_pairs_t *p, const char *s, size_t len)
 
 int idem_canon_pairs_write(const idem_canon_pairs_t *p, idem_canon_sink_t *sink)
 {
+    const idem_canon_seg_t *segs = p->n > 1 ? p->segs : &p->one_;
     int rc;
 
     for (size_t i = 0; i < p->n; i++) {
         if (i > 0 && (rc = sink->write(sink, "&", 1)) != 0)
             return rc;
-        rc = sink->write(sink, p->segs[i].data, p->segs[i].len);
+        rc = sink->write(sink, segs[i].data, segs[i].len);
         if (rc != 0)
             return rc;
     }
@@ -123,9 +124,8 @@ int idem_canon_pairs_write(const idem_canon_pairs_t *p, idem_canon_sink_t *sink)
 
 void idem_canon_pairs_free(idem_canon_pairs_t *p)
 {
-    if (p->segs != &p->one_)
-        free(p->segs);
-    p->segs = &p->one_;
+    free(p->segs);
+    p->segs = NULL;
     p->n = 0;
     p->len = 0;
 }
@@ -157,8 +157,8 @@ static int idem_canon_number_exact(const unsigned char *s, size_t len)
     size_t i = 0, int_digits = 0, first_sig = 0, last_sig = 0;
     size_t ndigits = 0;
     int any_sig = 0, is_real = 0;
-    long long exp = 0;
-    int exp_neg = 0;
+    long long exp10 = 0;
+    int exp10_neg = 0;
 
     if (i < len && s[i] == '-')
         i++;
@@ -181,10 +181,10 @@ static int idem_canon_number_exact(const unsigned char *s, size_t len)
         is_real = 1;
         i++;
         if (i < len && (s[i] == '+' || s[i] == '-'))
-            exp_neg = s[i++] == '-';
+            exp10_neg = s[i++] == '-';
         for (; i < len && idem_canon_is_digit(s[i]); i++) {
-            if (exp < 100000)
-                exp = exp * 10 + (s[i] - '0');
+            if (exp10 < 100000)
+                exp10 = exp10 * 10 + (s[i] - '0');
         }
     }
     if (!is_real || !any_sig)
@@ -192,9 +192,9 @@ static int idem_canon_number_exact(const unsigned char *s, size_t len)
     if (last_sig - first_sig + 1 > IDEM_CANON_REAL_DIGITS)
         return 0;
     /* The decimal exponent of the first significant digit. */
-    exp = (exp_neg ? -exp : exp) + (long long)int_digits -
-          (long long)first_sig - 1;
-    return exp >= IDEM_CANON_REAL_EXP_MIN && exp <= IDEM_CANON_REAL_EXP_MAX;
+    exp10 = (exp10_neg ? -exp10 : exp10) + (long long)int_digits -
+            (long long)first_sig - 1;
+    return exp10 >= IDEM_CANON_REAL_EXP_MIN && exp10 <= IDEM_CANON_REAL_EXP_MAX;
 }
 
 /*
@@ -353,6 +353,23 @@ static int idem_canon_put_real(idem_canon_writer_t *w, double v)
     return idem_canon_put(w, buf, (size_t)n);
 }
 
+/* Formats an integer in decimal; snprintf would dominate arrays of them. */
+static int idem_canon_put_integer(idem_canon_writer_t *w, json_int_t v)
+{
+    char buf[24];
+    size_t i = sizeof(buf);
+    unsigned long long u =
+        v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+
+    do {
+        buf[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        buf[--i] = '-';
+    return idem_canon_put(w, buf + i, sizeof(buf) - i);
+}
+
 static int idem_canon_member_cmp(const void *a, const void *b)
 {
     const idem_canon_member_t *x = a;
@@ -411,7 +428,6 @@ fail:
 
 static int idem_canon_put_value(idem_canon_writer_t *w, json_t *v)
 {
-    char buf[32];
     size_t n;
     int rc;
 
@@ -433,9 +449,7 @@ static int idem_canon_put_value(idem_canon_writer_t *w, json_t *v)
         return idem_canon_put_string(w, json_string_value(v),
                                      json_string_length(v));
     case JSON_INTEGER:
-        n = (size_t)snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT,
-                             json_integer_value(v));
-        return idem_canon_put(w, buf, n);
+        return idem_canon_put_integer(w, json_integer_value(v));
     case JSON_REAL:
         return idem_canon_put_real(w, json_real_value(v));
     case JSON_TRUE:

@@ -42,10 +42,10 @@ typedef struct {
  * this order joined by '&'; it is len bytes long.
  */
 typedef struct {
-    idem_canon_seg_t *segs; /* n entries; points to one_ when n <= 1 */
+    idem_canon_seg_t *segs; /* n entries when n > 1, else NULL */
     size_t n;
     size_t len;
-    idem_canon_seg_t one_; /* storage for one segment, no allocation */
+    idem_canon_seg_t one_; /* the segment when n == 1: no allocation */
 } idem_canon_pairs_t;
 
 /*

@@ -29,8 +29,8 @@
     "header/"
 
 /*
- * The text of one error. The details are before_key, then the key (when
- * names_key is set), then after_key.
+ * The text of one error. The details are before_key, then the key and
+ * after_key when names_key is set.
  */
 typedef struct {
     int persona_status;
@@ -44,75 +44,69 @@ typedef struct {
 } idem_errbody_text_t;
 
 static const idem_errbody_text_t idem_errbody_mismatch = {
-    400,
-    422,
-    "Idempotency error",
-    IDEM_ERRBODY_IETF_TYPE,
-    "Idempotency-Key is already used",
-    1,
-    "Keys for idempotent requests can only be used with the same parameters "
-    "they were first used with. Try using a key other than '",
-    "' if you meant to execute a different request.",
+    .persona_status = 400,
+    .ietf_status = 422,
+    .persona_title = "Idempotency error",
+    .ietf_type = IDEM_ERRBODY_IETF_TYPE,
+    .ietf_title = "Idempotency-Key is already used",
+    .names_key = 1,
+    .before_key = "Keys for idempotent requests can only be used with the "
+                  "same parameters they were first used with. Try using a "
+                  "key other than '",
+    .after_key = "' if you meant to execute a different request.",
 };
 
 static const idem_errbody_text_t idem_errbody_in_progress = {
-    409,
-    409,
-    "Idempotency error",
-    IDEM_ERRBODY_IETF_TYPE,
-    "A request is outstanding for this Idempotency-Key",
-    1,
-    "A request with the Idempotency-Key '",
-    "' is still in progress. Retry later with the same key to get its "
-    "response.",
+    .persona_status = 409,
+    .ietf_status = 409,
+    .persona_title = "Idempotency error",
+    .ietf_type = IDEM_ERRBODY_IETF_TYPE,
+    .ietf_title = "A request is outstanding for this Idempotency-Key",
+    .names_key = 1,
+    .before_key = "A request with the Idempotency-Key '",
+    .after_key = "' is still in progress. Retry later with the same key to "
+                 "get its response.",
 };
 
 static const idem_errbody_text_t idem_errbody_store = {
-    503,
-    503,
-    "Service unavailable",
-    "about:blank",
-    "Service Unavailable",
-    0,
-    "The idempotency store is unavailable, so the request was not forwarded. "
-    "Retry later with the same key.",
-    "",
+    .persona_status = 503,
+    .ietf_status = 503,
+    .persona_title = "Service unavailable",
+    .ietf_type = "about:blank",
+    .ietf_title = "Service Unavailable",
+    .before_key = "The idempotency store is unavailable, so the request was "
+                  "not forwarded. Retry later with the same key.",
 };
 
 static const idem_errbody_text_t idem_errbody_unknown_outcome = {
-    504,
-    504,
-    "Upstream outcome unknown",
-    "about:blank",
-    "Gateway Timeout",
-    0,
-    "The request was sent upstream but no complete response came back. Its "
-    "outcome is unknown, so this key will not run it again.",
-    "",
+    .persona_status = 504,
+    .ietf_status = 504,
+    .persona_title = "Upstream outcome unknown",
+    .ietf_type = "about:blank",
+    .ietf_title = "Gateway Timeout",
+    .before_key = "The request was sent upstream but no complete response "
+                  "came back. Its outcome is unknown, so this key will not "
+                  "run it again.",
 };
 
 static const idem_errbody_text_t idem_errbody_upstream_down = {
-    502,
-    502,
-    "Bad gateway",
-    "about:blank",
-    "Bad Gateway",
-    0,
-    "The upstream could not be reached, so nothing was executed. Retrying "
-    "with the same key is safe.",
-    "",
+    .persona_status = 502,
+    .ietf_status = 502,
+    .persona_title = "Bad gateway",
+    .ietf_type = "about:blank",
+    .ietf_title = "Bad Gateway",
+    .before_key = "The upstream could not be reached, so nothing was "
+                  "executed. Retrying with the same key is safe.",
 };
 
 static const idem_errbody_text_t idem_errbody_too_large = {
-    502,
-    502,
-    "Response too large",
-    "about:blank",
-    "Bad Gateway",
-    0,
-    "The upstream response was larger than the gateway stores. It was "
-    "delivered once but cannot be replayed.",
-    "",
+    .persona_status = 502,
+    .ietf_status = 502,
+    .persona_title = "Response too large",
+    .ietf_type = "about:blank",
+    .ietf_title = "Bad Gateway",
+    .before_key = "The upstream response was larger than the gateway stores. "
+                  "It was delivered once but cannot be replayed.",
 };
 
 /* The output of one rendering pass; buf is NULL while measuring. */
@@ -181,7 +175,8 @@ static void idem_errbody_details(idem_errbody_out_t *out,
     idem_errbody_str(out, text->before_key, strlen(text->before_key));
     if (text->names_key)
         idem_errbody_str(out, key, key_len);
-    idem_errbody_str(out, text->after_key, strlen(text->after_key));
+    if (text->after_key != NULL)
+        idem_errbody_str(out, text->after_key, strlen(text->after_key));
 }
 
 static void idem_errbody_render(idem_errbody_out_t *out, idem_style_t style,
@@ -229,8 +224,10 @@ int idem_errbody(idem_style_t style, idem_err_kind_t kind, const char *key,
                  size_t key_len, int key_err, idem_errbody_t *out)
 {
     idem_errbody_text_t key_text = {
-        400,  400, "Idempotency error", IDEM_ERRBODY_IETF_TYPE, NULL, 0,
-        NULL, "",
+        .persona_status = 400,
+        .ietf_status = 400,
+        .persona_title = "Idempotency error",
+        .ietf_type = IDEM_ERRBODY_IETF_TYPE,
     };
     const idem_errbody_text_t *text;
     idem_errbody_out_t body = {NULL, 0, 0};

@@ -4,9 +4,9 @@
  *
  * Two named databases:
  *
- *   "records"  store key (scope hash ‖ key)          -> encoded record
+ *   "records"  store key (scope hash + key bytes)     -> encoded record
  *   "expiry"   removable-at (8 bytes, big-endian,
- *              sign bit flipped) ‖ store key         -> empty
+ *              sign bit flipped) + store key          -> empty
  *
  * The expiry index orders records by the time they may be removed
  * (idem_store_removable_at: expires_ms, or the lease's end for an
@@ -19,28 +19,28 @@
  * the group-commit queue, so that many threads share one transaction and
  * one fsync:
  *
- *      thread A      thread B      thread C            (callers of write)
- *         │             │             │
- *         ▼             ▼             ▼
- *     ┌────────────────────────────────────────┐
- *     │ queue (mutex): [op A] -> [op B] -> [op C]  each op waits on its
- *     └────────────────────────────────────────┘  own condition variable
- *         │ the first caller to find no leader leads; it takes the whole
- *         │ queue and runs it without the mutex:
- *         ▼
- *     ┌───────────────────── one write transaction ─────────────────────┐
- *     │ op A: read, idem_store_plan(), put/del record + index entry     │
- *     │ op B: same; sees op A's writes                                  │
- *     │ op C: same                                                      │
- *     └──────────────────────── commit: one fsync ──────────────────────┘
- *         │ success: every op's result stands
- *         │ failure (map full, I/O error, ...): abort, then run each op
- *         │ alone in its own transaction, so one op's failure cannot fail
- *         │ the others and nothing half-written remains
- *         ▼
- *     publish (mutex): mark each op done, wake its caller; if ops queued
- *     meanwhile, hand the lead to the first of them (which runs the next
- *     batch at once), else leave the queue leaderless
+ *    thread A         thread B         thread C        (callers of write)
+ *       |                |                |
+ *       v                v                v
+ *   +--------------------------------------------+
+ *   | queue (qmu):  [op A] -> [op B] -> [op C]   |  each caller sleeps on
+ *   +--------------------------------------------+  its own condvar
+ *       | the first caller to find no leader leads: it takes the whole
+ *       | queue and runs it without holding qmu
+ *       v
+ *   +--------------- one write transaction ---------------+
+ *   | op A: get, idem_store_plan(), put/del record+index  |
+ *   | op B: the same, seeing op A's writes                |
+ *   | op C: the same                                      |
+ *   +------------ mdb_txn_commit: one fsync --------------+
+ *       | success: every op's result stands
+ *       | failure (map full, I/O error, ...): abort, then run each op
+ *       | alone in its own transaction, so one op's failure cannot fail
+ *       | the others and nothing half-written remains
+ *       v
+ *   publish (qmu): mark each op done and wake its caller; if ops were
+ *   queued meanwhile, hand the lead to the first of them (it runs the next
+ *   batch at once), else leave the queue leaderless
  *
  * Handing the lead over, instead of the leader looping, keeps the queue
  * busy just the same while bounding every caller's wait to two batches.
@@ -64,39 +64,46 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 
 #define IDEM_STORE_LMDB_MAP_SIZE    ((size_t)1 << 30)
 #define IDEM_STORE_LMDB_MAX_READERS 1024
+#define IDEM_STORE_LMDB_GATHER_MAX_NS 1000000
 #define IDEM_STORE_LMDB_IKEY_MAX    (8 + IDEM_STORE_KEY_MAX)
 
 /* A caller waiting in the group-commit queue; lives on its stack. */
 typedef struct idem_store_lmdb_waiter_s {
-    idem_store_op_t                 *op;
+    idem_store_op_t *op;
     struct idem_store_lmdb_waiter_s *next;
-    pthread_cond_t                   cv;
-    int                              done; /* op's result is published */
-    int                              lead; /* run the next batch       */
+    pthread_cond_t cv;
+    int done; /* op's result is published */
+    int lead; /* run the next batch       */
 } idem_store_lmdb_waiter_t;
 
 typedef struct {
     idem_store_t base; /* first: the handle callers hold */
-    MDB_env     *env;
-    MDB_dbi      records;
-    MDB_dbi      expiry;
-    int          group_commit;
+    MDB_env *env;
+    MDB_dbi records;
+    MDB_dbi expiry;
+    int group_commit;
 
-    pthread_mutex_t           qmu; /* guards the queue and leading  */
+    pthread_condattr_t cvattr; /* CLOCK_MONOTONIC, for the waiters */
+    pthread_mutex_t qmu; /* guards the queue and leading  */
     idem_store_lmdb_waiter_t *head;
     idem_store_lmdb_waiter_t *tail;
-    int                       leading; /* a batch is running          */
+    int leading; /* a batch is running          */
+    size_t queued;
+    size_t in_flight;
+    int64_t batch_ns;
+    idem_store_lmdb_waiter_t *gathering;
 } idem_store_lmdb_t;
 
 /* The options of an "lmdb:" URL. */
 typedef struct {
-    char  *path; /* malloc'd */
+    char *path; /* malloc'd */
     size_t map_size;
-    int    group_commit;
-    int    sync;
+    int group_commit;
+    int sync;
 } idem_store_lmdb_conf_t;
 
 /* ------------------------------------------------------------------------ */
@@ -143,9 +150,9 @@ static int idem_store_lmdb_read(idem_store_t *store, const idem_store_key_t *k,
                                 void *ctx)
 {
     idem_store_lmdb_t *s = (idem_store_lmdb_t *)store;
-    MDB_txn           *txn;
-    MDB_val            key = {k->len, (void *)k->bytes}, val;
-    int                rc;
+    MDB_txn *txn;
+    MDB_val key = {k->len, (void *)k->bytes}, val;
+    int rc;
 
     rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
     if (rc != 0) {
@@ -172,7 +179,7 @@ static MDB_val idem_store_lmdb_ikey(uint8_t *buf, int64_t at_ms,
                                     const uint8_t *skey, size_t skey_len)
 {
     uint64_t u = (uint64_t)at_ms ^ ((uint64_t)1 << 63);
-    MDB_val  v;
+    MDB_val v;
 
     for (int i = 0; i < 8; i++) {
         buf[i] = (uint8_t)(u >> (56 - 8 * i));
@@ -205,7 +212,7 @@ static int idem_store_lmdb_apply(idem_store_lmdb_t *s, MDB_txn *txn,
     uint8_t ibuf[IDEM_STORE_LMDB_IKEY_MAX];
     MDB_val key = {op->key.len, op->key.bytes}, val, ikey;
     MDB_val empty = {0, NULL};
-    int     rc, moved;
+    int rc, moved;
 
     rc = mdb_get(txn, s->records, &key, &val);
     if (rc != 0 && rc != MDB_NOTFOUND) {
@@ -260,8 +267,8 @@ static int idem_store_lmdb_first(idem_store_lmdb_t *s, MDB_txn *txn,
                                  uint8_t *buf, size_t *len)
 {
     MDB_cursor *cur;
-    MDB_val     k, v;
-    int         rc;
+    MDB_val k, v;
+    int rc;
 
     rc = mdb_cursor_open(txn, s->expiry, &cur);
     if (rc != 0) {
@@ -289,11 +296,11 @@ static int idem_store_lmdb_prune(idem_store_lmdb_t *s, MDB_txn *txn,
                                  idem_store_op_t *op, int *wrote)
 {
     uint8_t ibuf[IDEM_STORE_LMDB_IKEY_MAX], nbuf[IDEM_STORE_LMDB_IKEY_MAX];
-    size_t  visited = 0, ilen = 0;
+    size_t visited = 0, ilen = 0;
     MDB_val ikey, skey = {0, NULL}, val, nkey;
     MDB_val empty = {0, NULL};
     int64_t at, re = 0;
-    int     rc, verdict;
+    int rc, verdict;
 
     op->removed = 0;
     op->more = 0;
@@ -365,11 +372,10 @@ static int idem_store_lmdb_run_one(idem_store_lmdb_t *s, MDB_txn *txn,
 }
 
 /* Runs op in a transaction of its own; its result is left in op->rc. */
-static void idem_store_lmdb_run_alone(idem_store_lmdb_t *s,
-                                      idem_store_op_t *op)
+static void idem_store_lmdb_run_alone(idem_store_lmdb_t *s, idem_store_op_t *op)
 {
     MDB_txn *txn;
-    int      rc, wrote = 0;
+    int rc, wrote = 0;
 
     rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc != 0) {
@@ -401,13 +407,13 @@ fail:
  * Runs a batch of ops in one transaction, falling back to one transaction
  * per op if the batch cannot be committed. Each op's result is in op->rc.
  */
-static void idem_store_lmdb_run_batch(idem_store_lmdb_t        *s,
+static void idem_store_lmdb_run_batch(idem_store_lmdb_t *s,
                                       idem_store_lmdb_waiter_t *batch)
 {
     idem_store_lmdb_waiter_t *w;
-    MDB_txn                  *txn;
-    uint64_t                  n = 0;
-    int                       rc, wrote = 0;
+    MDB_txn *txn;
+    uint64_t n = 0;
+    int rc, wrote = 0;
 
     if (batch->next == NULL) {
         idem_store_lmdb_run_alone(s, batch->op);
@@ -448,12 +454,55 @@ alone:
 /* The group-commit queue                                                    */
 /* ------------------------------------------------------------------------ */
 
+static int64_t idem_store_lmdb_clock_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * The new leader's short wait for the callers that the last batch set
+ * free and that are about to queue their next write: without it, callers
+ * that run in a loop split into two halves that take turns, and every
+ * commit carries half of them. It waits only while fewer ops are queued
+ * than were in flight at the last publish, and never longer than a
+ * quarter of the last batch's time. Called with qmu held.
+ */
+static void idem_store_lmdb_gather(idem_store_lmdb_t *s,
+                                   idem_store_lmdb_waiter_t *w)
+{
+    struct timespec until;
+    int64_t         wait_ns, end;
+
+    if (s->queued >= s->in_flight) {
+        return;
+    }
+    wait_ns = s->batch_ns / 4;
+    if (wait_ns > IDEM_STORE_LMDB_GATHER_MAX_NS) {
+        wait_ns = IDEM_STORE_LMDB_GATHER_MAX_NS;
+    }
+    end = idem_store_lmdb_clock_ns() + wait_ns;
+    until.tv_sec = (time_t)(end / 1000000000);
+    until.tv_nsec = (long)(end % 1000000000);
+    s->gathering = w;
+    while (s->queued < s->in_flight) {
+        if (pthread_cond_timedwait(&w->cv, &s->qmu, &until) != 0) {
+            break;
+        }
+    }
+    s->gathering = NULL;
+}
+
 static int idem_store_lmdb_write(idem_store_t *store, idem_store_op_t *op)
 {
-    idem_store_lmdb_t        *s = (idem_store_lmdb_t *)store;
-    idem_store_lmdb_waiter_t  w, *batch, *x;
+    idem_store_lmdb_t *s = (idem_store_lmdb_t *)store;
+    idem_store_lmdb_waiter_t w, *batch, *x;
+    size_t n;
+    int64_t t0;
 
-    if (!s->group_commit || pthread_cond_init(&w.cv, NULL) != 0) {
+    if (!s->group_commit || pthread_cond_init(&w.cv, &s->cvattr) != 0) {
         idem_store_lmdb_run_alone(s, op);
         return op->rc;
     }
@@ -469,6 +518,10 @@ static int idem_store_lmdb_write(idem_store_t *store, idem_store_op_t *op)
         s->head = &w;
     }
     s->tail = &w;
+    s->queued++;
+    if (s->gathering != NULL) {
+        pthread_cond_signal(&s->gathering->cv);
+    }
     if (!s->leading) {
         s->leading = 1;
         w.lead = 1;
@@ -477,13 +530,19 @@ static int idem_store_lmdb_write(idem_store_t *store, idem_store_op_t *op)
         pthread_cond_wait(&w.cv, &s->qmu);
     }
     if (!w.done) {
+        idem_store_lmdb_gather(s, &w);
         batch = s->head;
+        n = s->queued;
         s->head = s->tail = NULL;
+        s->queued = 0;
         pthread_mutex_unlock(&s->qmu);
 
+        t0 = idem_store_lmdb_clock_ns();
         idem_store_lmdb_run_batch(s, batch);
 
         pthread_mutex_lock(&s->qmu);
+        s->batch_ns = idem_store_lmdb_clock_ns() - t0;
+        s->in_flight = n + s->queued;
         for (x = batch; x != NULL; x = x->next) {
             x->done = 1;
             if (x != &w) {
@@ -529,8 +588,8 @@ static int idem_store_lmdb_number(const char *s, size_t n, uint64_t *out)
 static int idem_store_lmdb_parse(const char *rest, idem_store_lmdb_conf_t *c)
 {
     const char *q = strchr(rest, '?'), *p, *end, *eq;
-    size_t      path_len = q ? (size_t)(q - rest) : strlen(rest);
-    uint64_t    v;
+    size_t path_len = q ? (size_t)(q - rest) : strlen(rest);
+    uint64_t v;
 
     c->path = NULL;
     c->map_size = IDEM_STORE_LMDB_MAP_SIZE;
@@ -569,8 +628,8 @@ static int idem_store_lmdb_parse(const char *rest, idem_store_lmdb_conf_t *c)
 static int idem_store_lmdb_mkdirs(char *path)
 {
     char *p;
-    char  c;
-    int   rc;
+    char c;
+    int rc;
 
     for (p = path + 1;; p++) {
         if (*p != '/' && *p != '\0') {
@@ -608,10 +667,10 @@ static const idem_store_vtable_t idem_store_lmdb_vt = {
 int idem_store_lmdb_open(const char *rest, idem_store_t **out)
 {
     idem_store_lmdb_conf_t c;
-    idem_store_lmdb_t     *s = NULL;
-    MDB_txn               *txn;
-    unsigned int           flags = MDB_NOTLS;
-    int                    rc, dead, mutex_ok = 0;
+    idem_store_lmdb_t *s = NULL;
+    MDB_txn *txn;
+    unsigned int flags = MDB_NOTLS;
+    int rc, dead, mutex_ok = 0;
 
     rc = idem_store_lmdb_parse(rest, &c);
     if (rc != 0) {
@@ -622,7 +681,9 @@ int idem_store_lmdb_open(const char *rest, idem_store_t **out)
         rc = IDEM_ENOMEM;
         goto fail;
     }
-    if (pthread_mutex_init(&s->qmu, NULL) != 0) {
+    if (pthread_condattr_init(&s->cvattr) != 0 ||
+        pthread_condattr_setclock(&s->cvattr, CLOCK_MONOTONIC) != 0 ||
+        pthread_mutex_init(&s->qmu, NULL) != 0) {
         rc = IDEM_ENOMEM;
         goto fail;
     }

@@ -3,7 +3,7 @@
  * memory, for tests and for trying things out. Nothing survives the
  * process, and no other process sees it.
  *
- *   caller ──> lock ──> find node ──> idem_store_plan() ──> apply ──> unlock
+ *   caller -> lock -> find node -> idem_store_plan() -> apply -> unlock
  *
  * One mutex guards the whole table, so every operation is atomic. Each node
  * keeps the store key, a private copy of the encoded record and the time it
@@ -20,20 +20,20 @@
 
 typedef struct idem_store_mem_node_s {
     struct idem_store_mem_node_s *next;
-    uint64_t                      hash;
-    int64_t                       at_ms; /* removable from this time   */
-    uint8_t                      *val;   /* the encoded record (owned) */
-    size_t                        val_len;
-    size_t                        key_len;
-    uint8_t                       key[];
+    uint64_t hash;
+    int64_t at_ms; /* removable from this time   */
+    uint8_t *val;  /* the encoded record (owned) */
+    size_t val_len;
+    size_t key_len;
+    uint8_t key[];
 } idem_store_mem_node_t;
 
 typedef struct {
-    idem_store_t            base; /* first: the handle callers hold */
-    pthread_mutex_t         mu;   /* guards everything below        */
+    idem_store_t base;  /* first: the handle callers hold */
+    pthread_mutex_t mu; /* guards everything below        */
     idem_store_mem_node_t **buckets;
-    size_t                  nbuckets; /* a power of two              */
-    size_t                  count;
+    size_t nbuckets; /* a power of two              */
+    size_t count;
 } idem_store_mem_t;
 
 /* FNV-1a, 64 bits. */
@@ -70,7 +70,7 @@ static idem_store_mem_node_t **idem_store_mem_find(idem_store_mem_t *m,
 static void idem_store_mem_grow(idem_store_mem_t *m)
 {
     idem_store_mem_node_t **b;
-    size_t                  n = m->nbuckets * 2;
+    size_t n = m->nbuckets * 2;
 
     if (m->count <= m->nbuckets * 2 || n > SIZE_MAX / sizeof(*b)) {
         return;
@@ -109,9 +109,9 @@ static int idem_store_mem_read(idem_store_t *store, const idem_store_key_t *k,
                                          size_t len),
                                void *ctx)
 {
-    idem_store_mem_t      *m = (idem_store_mem_t *)store;
+    idem_store_mem_t *m = (idem_store_mem_t *)store;
     idem_store_mem_node_t *n;
-    int                    rc;
+    int rc;
 
     pthread_mutex_lock(&m->mu);
     n = *idem_store_mem_find(m, k, idem_store_mem_hash(k->bytes, k->len));
@@ -131,8 +131,8 @@ static int idem_store_mem_prune(idem_store_mem_t *m, idem_store_op_t *op)
         idem_store_mem_node_t **link = &m->buckets[i];
         while (*link != NULL) {
             idem_store_mem_node_t *n = *link;
-            int64_t                re = 0;
-            int                    verdict;
+            int64_t re = 0;
+            int verdict;
 
             if (n->at_ms > op->now_ms) {
                 link = &n->next;
@@ -169,11 +169,11 @@ done:
 
 static int idem_store_mem_write(idem_store_t *store, idem_store_op_t *op)
 {
-    idem_store_mem_t       *m = (idem_store_mem_t *)store;
+    idem_store_mem_t *m = (idem_store_mem_t *)store;
     idem_store_mem_node_t **link, *n, *fresh = NULL;
-    uint8_t                *copy = NULL;
-    uint64_t                hash;
-    int                     rc;
+    uint8_t *copy = NULL;
+    uint64_t hash;
+    int rc;
 
     pthread_mutex_lock(&m->mu);
     if (op->kind == IDEM_STORE_OP_PRUNE) {
@@ -220,7 +220,9 @@ static int idem_store_mem_write(idem_store_t *store, idem_store_op_t *op)
         idem_store_mem_grow(m);
         break;
     case IDEM_STORE_WRITE_DEL:
-        idem_store_mem_unlink(m, link);
+        if (n != NULL) { /* a plan deletes only what it found */
+            idem_store_mem_unlink(m, link);
+        }
         break;
     case IDEM_STORE_WRITE_NONE:
     default:

@@ -6,21 +6,19 @@
  * How a begin() moves:
  *
  *   idem_store_begin(in)
- *     │ store key = scope hash ‖ key bytes
- *     ▼
- *   backend->read ──> snapshot of the record ──> idem_decide()
- *     │   REPLAY, IN_PROGRESS, MISMATCH_AGAIN: answered from the snapshot,
- *     │   no write, no lock, no fsync (a snapshot is a consistent state, so
- *     │   the answer is as atomic as any)
- *     ▼ CLAIM, MISMATCH_FIRST, STALE: something must be written
- *   backend->write(op) ── in the backend's write transaction ──┐
- *     │                                                         ▼
- *     │                          idem_store_plan(op, current bytes):
- *     │                          idem_decide() again on what is stored
- *     │                          now, then the record to put or delete
- *     │                          and the result to hand back
- *     ▼ durable
- *   result published into idem_result_t (owns its memory)
+ *     | store key = scope hash + key bytes
+ *     v
+ *   backend->read: a snapshot of the record --> idem_decide()
+ *     |   REPLAY, IN_PROGRESS, MISMATCH_AGAIN: answered from the snapshot,
+ *     |   with no write transaction and no fsync (a snapshot is one
+ *     |   consistent state, so the answer is as atomic as any)
+ *     v   CLAIM, MISMATCH_FIRST, STALE: something must be written
+ *   backend->write(op), inside the backend's write transaction:
+ *     |   idem_store_plan(op, bytes stored now) runs idem_decide() again
+ *     |   on what is stored now and yields the record to put or delete
+ *     |   and the result to hand back; the backend writes it
+ *     v   durable
+ *   the result is moved into idem_result_t, which owns its memory
  *
  * complete(), release() and delete() take the write path directly;
  * lookup() and get() only read. prune() is the backend's own loop over its
@@ -32,7 +30,6 @@
  */
 #include "store_int.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -74,8 +71,7 @@ void idem_store_blob_free(idem_store_blob_t *blob)
 }
 
 /* A blob holding a copy of len bytes, headers not decoded yet. */
-static idem_store_blob_t *idem_store_blob_copy(const uint8_t *bytes,
-                                               size_t len)
+static idem_store_blob_t *idem_store_blob_copy(const uint8_t *bytes, size_t len)
 {
     idem_store_blob_t *b;
 
@@ -98,7 +94,7 @@ static idem_store_blob_t *idem_store_blob_copy(const uint8_t *bytes,
 static int idem_store_blob_decode(idem_store_blob_t *b, idem_record_t *rec)
 {
     idem_header_t *headers = NULL;
-    int            rc;
+    int rc;
 
     rc = idem_record_decode(b->data, b->len, rec, &headers);
     if (rc != 0) {
@@ -115,8 +111,8 @@ static int idem_store_blob_encode(const idem_record_t *rec,
                                   idem_record_t *out_rec)
 {
     idem_store_blob_t *b;
-    size_t             need, len;
-    int                rc;
+    size_t need, len;
+    int rc;
 
     need = idem_record_encoded_size(rec);
     if (need == 0 || need > SIZE_MAX - sizeof(*b)) {
@@ -148,7 +144,7 @@ fail:
 static int idem_store_peek(const uint8_t *val, size_t len, idem_record_t *rec)
 {
     idem_header_t *headers = NULL;
-    int            rc;
+    int rc;
 
     rc = idem_record_decode(val, len, rec, &headers);
     free(headers);
@@ -173,7 +169,7 @@ static uint64_t idem_store_token(idem_store_t *s)
 
 static uint64_t idem_store_seed(void)
 {
-    uint64_t        seed;
+    uint64_t seed;
     struct timespec ts;
 
     if (getrandom(&seed, sizeof(seed), 0) == (ssize_t)sizeof(seed)) {
@@ -241,10 +237,10 @@ static int idem_store_plan_begin(idem_store_t *s, idem_store_op_t *op,
                                  const uint8_t *old, size_t old_len)
 {
     const idem_begin_t *in = op->begin;
-    idem_store_blob_t  *cur = NULL;
-    idem_record_t       found, next;
-    idem_decision_t     d;
-    int                 rc;
+    idem_store_blob_t *cur = NULL;
+    idem_record_t found, next;
+    idem_decision_t d;
+    int rc;
 
     if (old != NULL) {
         cur = idem_store_blob_copy(old, old_len);
@@ -319,9 +315,9 @@ fail:
 static int idem_store_plan_complete(idem_store_op_t *op, const uint8_t *old,
                                     size_t old_len)
 {
-    idem_record_t  found, next, unused;
+    idem_record_t found, next, unused;
     idem_header_t *headers = NULL;
-    int            rc;
+    int rc;
 
     if (old == NULL) {
         return IDEM_ENOTOWNER;
@@ -356,7 +352,7 @@ static int idem_store_plan_release(idem_store_op_t *op, const uint8_t *old,
                                    size_t old_len)
 {
     idem_record_t found;
-    int           rc;
+    int rc;
 
     if (old == NULL) {
         return IDEM_ENOTOWNER;
@@ -378,7 +374,7 @@ static int idem_store_plan_delete(idem_store_op_t *op, const uint8_t *old,
                                   size_t old_len)
 {
     idem_record_t found;
-    int           rc;
+    int rc;
 
     if (old == NULL) {
         return IDEM_ENOTFOUND;
@@ -435,8 +431,8 @@ int idem_store_prune_check(const uint8_t *val, size_t len, int64_t index_ms,
                            int64_t now_ms, int64_t *reindex_ms)
 {
     idem_record_t rec;
-    int64_t       at;
-    int           rc;
+    int64_t at;
+    int rc;
 
     rc = idem_store_peek(val, len, &rec);
     if (rc == IDEM_ENOMEM) {
@@ -464,9 +460,9 @@ int idem_store_prune_check(const uint8_t *val, size_t len, int64_t index_ms,
 int idem_store_open(const char *url, idem_store_t **out)
 {
     idem_store_t *s = NULL;
-    const char   *colon;
-    size_t        scheme_len;
-    int           rc;
+    const char *colon;
+    size_t scheme_len;
+    int rc;
 
     if (url == NULL || out == NULL) {
         return IDEM_EINVAL;
@@ -526,19 +522,19 @@ void idem_result_free(idem_result_t *res)
 
 /* What a read callback works on, and what it leaves for its caller. */
 typedef struct {
-    const idem_begin_t *in;      /* begin's fast path; NULL for lookups  */
-    int                 check;   /* lookup: expired records are absent   */
-    int64_t             now_ms;  /* lookup                               */
-    idem_decision_t     d;       /* begin's fast path                    */
-    idem_store_blob_t  *blob;    /* the copied record                    */
-    idem_record_t       rec;     /* decoded from blob                    */
+    const idem_begin_t *in;  /* begin's fast path; NULL for lookups  */
+    int check;               /* lookup: expired records are absent   */
+    int64_t now_ms;          /* lookup                               */
+    idem_decision_t d;       /* begin's fast path                    */
+    idem_store_blob_t *blob; /* the copied record                    */
+    idem_record_t rec;       /* decoded from blob                    */
 } idem_store_read_t;
 
 /* Copies and decodes the record; decides or checks expiry. */
 static int idem_store_read_cb(void *ctx, const uint8_t *val, size_t len)
 {
     idem_store_read_t *r = ctx;
-    int                rc;
+    int rc;
 
     r->blob = idem_store_blob_copy(val, len);
     if (r->blob == NULL) {
@@ -567,8 +563,8 @@ static int idem_store_read(idem_store_t *store, const idem_hash_t *scope,
                            int64_t now_ms, idem_result_t *res)
 {
     idem_store_read_t r;
-    idem_store_key_t  k;
-    int               rc;
+    idem_store_key_t k;
+    int rc;
 
     if (store == NULL || res == NULL) {
         return IDEM_EINVAL;
@@ -611,11 +607,11 @@ int idem_store_begin(idem_store_t *store, const idem_begin_t *in,
                      idem_result_t *res)
 {
     idem_store_read_t r;
-    idem_store_op_t   op;
-    int               rc;
+    idem_store_op_t op;
+    int rc;
 
-    if (store == NULL || in == NULL || res == NULL ||
-        in->fingerprint == NULL || in->ttl_ms <= 0 || in->lease_ms <= 0) {
+    if (store == NULL || in == NULL || res == NULL || in->fingerprint == NULL ||
+        in->ttl_ms <= 0 || in->lease_ms <= 0) {
         return IDEM_EINVAL;
     }
     if (in->on_unknown != IDEM_ON_UNKNOWN_STORE &&
@@ -623,8 +619,7 @@ int idem_store_begin(idem_store_t *store, const idem_begin_t *in,
         return IDEM_EINVAL;
     }
     if (in->on_unknown == IDEM_ON_UNKNOWN_STORE &&
-        (in->unknown_response == NULL ||
-         in->unknown_response->status < 100 ||
+        (in->unknown_response == NULL || in->unknown_response->status < 100 ||
          in->unknown_response->status > 999)) {
         return IDEM_EINVAL;
     }
@@ -681,7 +676,7 @@ int idem_store_complete(idem_store_t *store, const idem_hash_t *scope,
                         const idem_response_t *resp, uint32_t flags)
 {
     idem_store_op_t op;
-    int             rc;
+    int rc;
 
     if (store == NULL || resp == NULL || resp->status < 100 ||
         resp->status > 999 || (resp->nheaders && resp->headers == NULL) ||
@@ -706,7 +701,7 @@ int idem_store_release(idem_store_t *store, const idem_hash_t *scope,
                        const char *key, size_t key_len, uint64_t owner)
 {
     idem_store_op_t op;
-    int             rc;
+    int rc;
 
     if (store == NULL) {
         return IDEM_EINVAL;
@@ -727,7 +722,7 @@ int idem_store_delete(idem_store_t *store, const idem_hash_t *scope,
                       const char *key, size_t key_len)
 {
     idem_store_op_t op;
-    int             rc;
+    int rc;
 
     if (store == NULL) {
         return IDEM_EINVAL;
@@ -747,7 +742,7 @@ int idem_store_prune(idem_store_t *store, int64_t now_ms, size_t budget,
                      size_t *removed, int *more)
 {
     idem_store_op_t op;
-    int             rc;
+    int rc;
 
     if (store == NULL || removed == NULL || more == NULL) {
         return IDEM_EINVAL;

@@ -31,7 +31,7 @@
 #define IDEM_STORE_KEY_MAX (IDEM_HASH_LEN + IDEM_KEY_MAX)
 
 typedef struct {
-    size_t  len;
+    size_t len;
     uint8_t bytes[IDEM_STORE_KEY_MAX];
 } idem_store_key_t;
 
@@ -46,8 +46,8 @@ typedef struct {
  */
 typedef struct {
     idem_header_t *headers; /* malloc'd by idem_record_decode, or NULL */
-    size_t         len;
-    uint8_t        data[];
+    size_t len;
+    uint8_t data[];
 } idem_store_blob_t;
 
 void idem_store_blob_free(idem_store_blob_t *blob);
@@ -75,32 +75,32 @@ typedef enum {
  */
 typedef struct {
     /* Inputs, all borrowed. */
-    idem_store_op_kind_t   kind;
-    idem_store_key_t       key;
-    const idem_begin_t    *begin; /* BEGIN                              */
-    uint64_t               owner; /* COMPLETE, RELEASE                  */
-    const idem_response_t *resp;  /* COMPLETE                           */
-    uint32_t               flags; /* COMPLETE: OR-ed into the record     */
-    int64_t                now_ms; /* PRUNE                             */
-    size_t                 budget; /* PRUNE                             */
+    idem_store_op_kind_t kind;
+    idem_store_key_t key;
+    const idem_begin_t *begin;   /* BEGIN                              */
+    uint64_t owner;              /* COMPLETE, RELEASE                  */
+    const idem_response_t *resp; /* COMPLETE                           */
+    uint32_t flags;              /* COMPLETE: OR-ed into the record     */
+    int64_t now_ms;              /* PRUNE                             */
+    size_t budget;               /* PRUNE                             */
 
     /* The plan: set by idem_store_plan(), carried out by the backend. */
     idem_store_write_t write;
-    idem_store_blob_t *val;       /* PUT: the new record (owned)        */
-    int                had_index; /* old record's index entry exists    */
-    int64_t            old_index_ms;
-    int64_t            new_index_ms; /* PUT: index time of the new one   */
+    idem_store_blob_t *val; /* PUT: the new record (owned)        */
+    int had_index;          /* old record's index entry exists    */
+    int64_t old_index_ms;
+    int64_t new_index_ms; /* PUT: index time of the new one   */
 
     /* Results, meaningful once the write is durable. */
-    int                  rc; /* 0 or the operation's own IDEM_E... code */
+    int rc; /* 0 or the operation's own IDEM_E... code */
     idem_begin_outcome_t outcome;
-    uint64_t             new_owner;
-    int                  first_mismatch;
-    int                  took_over;
-    idem_record_t        rec; /* BEGIN: the result, pointing into res */
-    idem_store_blob_t   *res; /* BEGIN: owned until published         */
-    size_t               removed; /* PRUNE                            */
-    int                  more;    /* PRUNE                            */
+    uint64_t new_owner;
+    int first_mismatch;
+    int took_over;
+    idem_record_t rec;      /* BEGIN: the result, pointing into res */
+    idem_store_blob_t *res; /* BEGIN: owned until published         */
+    size_t removed;         /* PRUNE                            */
+    int more;               /* PRUNE                            */
 } idem_store_op_t;
 
 /*
@@ -130,15 +130,14 @@ typedef struct {
 /* The part of every handle that store.c owns; backends embed it first. */
 struct idem_store_s {
     const idem_store_vtable_t *vt;
-    _Atomic uint64_t           token_next; /* owner tokens, see store.c */
-    _Atomic uint64_t           commits;
-    _Atomic uint64_t           batched_ops;
+    _Atomic uint64_t token_next; /* owner tokens, see store.c */
+    _Atomic uint64_t commits;
+    _Atomic uint64_t batched_ops;
 };
 
 /* Backend constructors. rest is the URL after the scheme's ':'. */
 IDEM_MUST_CHECK int idem_store_mem_open(const char *rest, idem_store_t **out);
-IDEM_MUST_CHECK int idem_store_lmdb_open(const char *rest,
-                                         idem_store_t **out);
+IDEM_MUST_CHECK int idem_store_lmdb_open(const char *rest, idem_store_t **out);
 
 /*
  * Decides what op does to the record stored as (old, old_len) — old is

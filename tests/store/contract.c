@@ -10,8 +10,8 @@
  * file permissions, corrupt bytes on disk) are skipped for "mem" with a
  * message saying why.
  *
- * Children of fork() report through a pipe (see start_child): cmocka's
- * assertions must not run in them.
+ * Other processes are this program run again with --child (see
+ * start_child); they report through a pipe, never with cmocka's asserts.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -55,7 +55,7 @@
 
 /* One test's store, and for LMDB the directory that holds it. */
 typedef struct {
-    char          dir[64];
+    char dir[64];
     idem_store_t *store;
 } fixture_t;
 
@@ -87,7 +87,7 @@ static idem_store_t *open_store(const fixture_t *f, const char *sub,
                                 const char *opts)
 {
     idem_store_t *s = NULL;
-    char          url[256];
+    char url[256];
 
     store_url(f, sub, opts, url, sizeof(url));
     assert_int_equal(idem_store_open(url, &s), 0);
@@ -149,7 +149,10 @@ static idem_hash_t hash_of(int n)
     return h;
 }
 
-#define STR(lit) {lit, sizeof(lit) - 1}
+#define STR(lit)                                                               \
+    {                                                                          \
+        lit, sizeof(lit) - 1                                                   \
+    }
 
 static const idem_header_t created_headers[] = {
     {STR("Content-Type"), STR("application/json")},
@@ -158,16 +161,16 @@ static const idem_header_t created_headers[] = {
 };
 static const uint8_t created_body[] = "{\"data\":{\"id\":\"inq_1\"}}";
 
-static const idem_response_t created = {
-    201, created_headers, 3, created_body, sizeof(created_body) - 1};
+static const idem_response_t created = {201, created_headers, 3, created_body,
+                                        sizeof(created_body) - 1};
 
 static const idem_header_t other_headers[] = {
     {STR("Content-Type"), STR("text/plain")},
 };
 static const uint8_t other_body[] = "boom";
 
-static const idem_response_t server_error = {500, other_headers, 1,
-                                             other_body, 4};
+static const idem_response_t server_error = {500, other_headers, 1, other_body,
+                                             4};
 
 static const uint8_t unknown_body[] =
     "{\"errors\":[{\"title\":\"Gateway timeout\"}]}";
@@ -178,18 +181,16 @@ static const idem_response_t unknown = {504, unknown_headers, 1, unknown_body,
                                         sizeof(unknown_body) - 1};
 
 static void assert_response_equal(const idem_response_t *got,
-                                   const idem_response_t *want)
+                                  const idem_response_t *want)
 {
     assert_int_equal(got->status, want->status);
     assert_int_equal(got->nheaders, want->nheaders);
     for (size_t i = 0; i < want->nheaders; i++) {
-        assert_int_equal(got->headers[i].name.len,
-                         want->headers[i].name.len);
+        assert_int_equal(got->headers[i].name.len, want->headers[i].name.len);
         assert_memory_equal(got->headers[i].name.data,
                             want->headers[i].name.data,
                             want->headers[i].name.len);
-        assert_int_equal(got->headers[i].value.len,
-                         want->headers[i].value.len);
+        assert_int_equal(got->headers[i].value.len, want->headers[i].value.len);
         if (want->headers[i].value.len) {
             assert_memory_equal(got->headers[i].value.data,
                                 want->headers[i].value.data,
@@ -207,12 +208,12 @@ static void assert_response_equal(const idem_response_t *got,
 /* ------------------------------------------------------------------------ */
 
 typedef struct {
-    idem_hash_t       scope;
-    idem_hash_t       fp;
-    const char       *key;
-    int64_t           now;
-    int64_t           ttl;
-    int64_t           lease;
+    idem_hash_t scope;
+    idem_hash_t fp;
+    const char *key;
+    int64_t now;
+    int64_t ttl;
+    int64_t lease;
     idem_on_unknown_t policy;
 } call_t;
 
@@ -262,7 +263,7 @@ static idem_result_t expect_begin(idem_store_t *s, const call_t *c,
 static uint64_t claim(idem_store_t *s, const call_t *c)
 {
     idem_result_t res = expect_begin(s, c, IDEM_BEGIN_CLAIMED);
-    uint64_t      owner = res.owner;
+    uint64_t owner = res.owner;
 
     assert_true(owner != 0);
     assert_int_equal(res.took_over, 0);
@@ -341,13 +342,13 @@ static void test_open_names_its_backend(void **state)
 
 static void test_invalid_arguments_are_refused(void **state)
 {
-    fixture_t      *f = *state;
-    call_t          c = call("k", 1, T0);
-    idem_result_t   res;
-    idem_begin_t    in;
+    fixture_t *f = *state;
+    call_t c = call("k", 1, T0);
+    idem_result_t res;
+    idem_begin_t in;
     idem_response_t bad = created;
-    char            long_key[IDEM_KEY_MAX + 1];
-    uint64_t        owner;
+    char long_key[IDEM_KEY_MAX + 1];
+    uint64_t owner;
 
     memset(&res, 0, sizeof(res));
     memset(long_key, 'a', sizeof(long_key));
@@ -388,9 +389,9 @@ static void test_invalid_arguments_are_refused(void **state)
     bad.status = 0;
     assert_int_equal(complete(f->store, &c, owner, &bad), IDEM_EINVAL);
     assert_int_equal(complete(f->store, &c, owner, NULL), IDEM_EINVAL);
-    assert_int_equal(idem_store_complete(f->store, NULL, "k", 1, owner,
-                                         &created, 0),
-                     IDEM_EINVAL);
+    assert_int_equal(
+        idem_store_complete(f->store, NULL, "k", 1, owner, &created, 0),
+        IDEM_EINVAL);
     /* None of that touched the claim. */
     assert_int_equal(complete(f->store, &c, owner, &created), 0);
 }
@@ -401,8 +402,8 @@ static void test_invalid_arguments_are_refused(void **state)
 
 static void test_begin_claims_a_new_key(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("key-1", 1, T0);
+    fixture_t *f = *state;
+    call_t c = call("key-1", 1, T0);
     idem_result_t res = expect_begin(f->store, &c, IDEM_BEGIN_CLAIMED);
 
     assert_true(res.owner != 0);
@@ -422,8 +423,8 @@ static void test_begin_claims_a_new_key(void **state)
 static void test_begin_gives_every_claim_its_own_owner(void **state)
 {
     fixture_t *f = *state;
-    uint64_t   owners[32];
-    char       key[16];
+    uint64_t owners[32];
+    char key[16];
 
     for (int i = 0; i < 32; i++) {
         snprintf(key, sizeof(key), "k%d", i);
@@ -437,9 +438,9 @@ static void test_begin_gives_every_claim_its_own_owner(void **state)
 
 static void test_begin_replays_a_complete_key(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("pay-42", 1, T0);
-    uint64_t      owner = claim(f->store, &c);
+    fixture_t *f = *state;
+    call_t c = call("pay-42", 1, T0);
+    uint64_t owner = claim(f->store, &c);
     idem_result_t res;
 
     assert_int_equal(complete(f->store, &c, owner, &created), 0);
@@ -462,10 +463,10 @@ static void test_begin_replays_a_complete_key(void **state)
 
 static void test_begin_mismatch_first_then_again(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("pay-1", 1, T0);
-    call_t        other = call("pay-1", 2, T0 + 10);
-    uint64_t      owner = claim(f->store, &c);
+    fixture_t *f = *state;
+    call_t c = call("pay-1", 1, T0);
+    call_t other = call("pay-1", 2, T0 + 10);
+    uint64_t owner = claim(f->store, &c);
     idem_result_t res;
 
     assert_int_equal(complete(f->store, &c, owner, &created), 0);
@@ -494,10 +495,10 @@ static void test_begin_mismatch_first_then_again(void **state)
 
 static void test_begin_mismatch_on_in_progress_keeps_the_claim(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("pay-2", 1, T0);
-    call_t        other = call("pay-2", 2, T0 + 10);
-    uint64_t      owner = claim(f->store, &c);
+    fixture_t *f = *state;
+    call_t c = call("pay-2", 1, T0);
+    call_t other = call("pay-2", 2, T0 + 10);
+    uint64_t owner = claim(f->store, &c);
     idem_result_t res;
 
     res = expect_begin(f->store, &other, IDEM_BEGIN_MISMATCH);
@@ -514,9 +515,9 @@ static void test_begin_mismatch_on_in_progress_keeps_the_claim(void **state)
 
 static void test_begin_in_progress_same_fingerprint(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("slow", 1, T0);
-    uint64_t      owner = claim(f->store, &c);
+    fixture_t *f = *state;
+    call_t c = call("slow", 1, T0);
+    uint64_t owner = claim(f->store, &c);
     idem_result_t res;
 
     c.now = T0 + LEASE - 1;
@@ -533,9 +534,9 @@ static void test_begin_in_progress_same_fingerprint(void **state)
 
 static void test_begin_stale_under_store_policy(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("lost", 1, T0);
-    uint64_t      owner = claim(f->store, &c);
+    fixture_t *f = *state;
+    call_t c = call("lost", 1, T0);
+    uint64_t owner = claim(f->store, &c);
     idem_result_t res;
 
     c.now = T0 + LEASE; /* the lease has just passed */
@@ -563,9 +564,9 @@ static void test_begin_stale_under_store_policy(void **state)
 
 static void test_begin_stale_under_release_policy(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("lost", 1, T0);
-    uint64_t      old = claim(f->store, &c), owner;
+    fixture_t *f = *state;
+    call_t c = call("lost", 1, T0);
+    uint64_t old = claim(f->store, &c), owner;
     idem_result_t res;
 
     c.now = T0 + LEASE + 5;
@@ -598,10 +599,10 @@ static void test_begin_stale_under_release_policy(void **state)
 
 static void test_expired_key_is_absent_and_claims_anew(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("short", 1, T0);
+    fixture_t *f = *state;
+    call_t c = call("short", 1, T0);
     idem_result_t res;
-    uint64_t      owner;
+    uint64_t owner;
 
     c.ttl = 1000;
     c.lease = 500;
@@ -630,12 +631,12 @@ static void test_expired_key_is_absent_and_claims_anew(void **state)
 
 static void test_in_progress_never_expires_while_leased(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("slow", 1, T0);
+    fixture_t *f = *state;
+    call_t c = call("slow", 1, T0);
     idem_result_t res;
-    size_t        removed;
-    int           more;
-    uint64_t      owner;
+    size_t removed;
+    int more;
+    uint64_t owner;
 
     c.ttl = 1000; /* shorter than the lease */
     c.lease = 5000;
@@ -647,9 +648,8 @@ static void test_in_progress_never_expires_while_leased(void **state)
     assert_int_equal(lookup(f->store, &c, T0 + 2000, &res), 0);
     assert_int_equal(res.record.state, IDEM_STATE_IN_PROGRESS);
     idem_result_free(&res);
-    assert_int_equal(idem_store_prune(f->store, T0 + 2000, 100, &removed,
-                                      &more),
-                     0);
+    assert_int_equal(
+        idem_store_prune(f->store, T0 + 2000, 100, &removed, &more), 0);
     assert_int_equal(removed, 0);
     assert_int_equal(more, 0);
 
@@ -675,15 +675,14 @@ static void test_in_progress_never_expires_while_leased(void **state)
 
 static void test_complete_by_non_owner_is_refused(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("k", 1, T0);
-    uint64_t      owner = claim(f->store, &c);
+    fixture_t *f = *state;
+    call_t c = call("k", 1, T0);
+    uint64_t owner = claim(f->store, &c);
     idem_result_t res;
 
     assert_int_equal(complete(f->store, &c, owner + 1, &server_error),
                      IDEM_ENOTOWNER);
-    assert_int_equal(complete(f->store, &c, 0, &server_error),
-                     IDEM_ENOTOWNER);
+    assert_int_equal(complete(f->store, &c, 0, &server_error), IDEM_ENOTOWNER);
     assert_int_equal(get(f->store, &c, &res), 0);
     assert_int_equal(res.record.state, IDEM_STATE_IN_PROGRESS);
     assert_true(res.record.owner == owner);
@@ -698,9 +697,9 @@ static void test_complete_by_non_owner_is_refused(void **state)
 
 static void test_complete_twice_is_refused(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("k", 1, T0);
-    uint64_t      owner = claim(f->store, &c);
+    fixture_t *f = *state;
+    call_t c = call("k", 1, T0);
+    uint64_t owner = claim(f->store, &c);
     idem_result_t res;
 
     assert_int_equal(complete(f->store, &c, owner, &created), 0);
@@ -713,8 +712,8 @@ static void test_complete_twice_is_refused(void **state)
 
 static void test_complete_of_an_absent_key_is_refused(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("never", 1, T0);
+    fixture_t *f = *state;
+    call_t c = call("never", 1, T0);
     idem_result_t res;
 
     assert_int_equal(complete(f->store, &c, 12345, &created), IDEM_ENOTOWNER);
@@ -723,9 +722,9 @@ static void test_complete_of_an_absent_key_is_refused(void **state)
 
 static void test_complete_ors_flags_and_keeps_times(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("k", 1, T0);
-    uint64_t      owner = claim(f->store, &c);
+    fixture_t *f = *state;
+    call_t c = call("k", 1, T0);
+    uint64_t owner = claim(f->store, &c);
     idem_result_t res;
 
     assert_int_equal(idem_store_complete(f->store, &c.scope, "k", 1, owner,
@@ -741,12 +740,12 @@ static void test_complete_ors_flags_and_keeps_times(void **state)
 
 static void test_complete_too_big_changes_nothing(void **state)
 {
-    fixture_t      *f = *state;
-    call_t          c = call("k", 1, T0);
-    uint64_t        owner = claim(f->store, &c);
+    fixture_t *f = *state;
+    call_t c = call("k", 1, T0);
+    uint64_t owner = claim(f->store, &c);
     idem_response_t big = created;
-    idem_header_t  *many;
-    idem_result_t   res;
+    idem_header_t *many;
+    idem_result_t res;
 
     many = calloc(5000, sizeof(*many));
     assert_non_null(many);
@@ -766,9 +765,9 @@ static void test_complete_too_big_changes_nothing(void **state)
 
 static void test_release_by_owner_only_then_claim_anew(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("k", 1, T0);
-    uint64_t      owner = claim(f->store, &c), again;
+    fixture_t *f = *state;
+    call_t c = call("k", 1, T0);
+    uint64_t owner = claim(f->store, &c), again;
     idem_result_t res;
 
     assert_int_equal(release(f->store, &c, owner + 1), IDEM_ENOTOWNER);
@@ -798,10 +797,10 @@ static void test_release_by_owner_only_then_claim_anew(void **state)
 
 static void test_lookup_reads_without_changing(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("k", 1, T0);
+    fixture_t *f = *state;
+    call_t c = call("k", 1, T0);
     idem_result_t res;
-    uint64_t      owner;
+    uint64_t owner;
 
     assert_int_equal(lookup(f->store, &c, T0, &res), IDEM_ENOTFOUND);
     owner = claim(f->store, &c);
@@ -824,10 +823,10 @@ static void test_lookup_reads_without_changing(void **state)
 
 static void test_get_and_delete(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("k", 1, T0);
+    fixture_t *f = *state;
+    call_t c = call("k", 1, T0);
     idem_result_t res;
-    uint64_t      owner;
+    uint64_t owner;
 
     assert_int_equal(get(f->store, &c, &res), IDEM_ENOTFOUND);
     assert_int_equal(del(f->store, &c), IDEM_ENOTFOUND);
@@ -875,9 +874,9 @@ static void claim_n(idem_store_t *s, const char *prefix, int n, int64_t ttl,
 
 static void test_prune_removes_expired_within_budget(void **state)
 {
-    fixture_t    *f = *state;
-    size_t        removed = 99;
-    int           more = 99;
+    fixture_t *f = *state;
+    size_t removed = 99;
+    int more = 99;
     idem_result_t res;
 
     claim_n(f->store, "old", 25, 1000, 500, 1);      /* expire at T0+1000 */
@@ -889,23 +888,19 @@ static void test_prune_removes_expired_within_budget(void **state)
     assert_int_equal(removed, 0);
     assert_int_equal(more, 0);
 
-    assert_int_equal(idem_store_prune(f->store, T0 + 1000, 10, &removed,
-                                      &more),
+    assert_int_equal(idem_store_prune(f->store, T0 + 1000, 10, &removed, &more),
                      0);
     assert_int_equal(removed, 10);
     assert_int_equal(more, 1);
-    assert_int_equal(idem_store_prune(f->store, T0 + 1000, 10, &removed,
-                                      &more),
+    assert_int_equal(idem_store_prune(f->store, T0 + 1000, 10, &removed, &more),
                      0);
     assert_int_equal(removed, 10);
     assert_int_equal(more, 1);
-    assert_int_equal(idem_store_prune(f->store, T0 + 1000, 10, &removed,
-                                      &more),
+    assert_int_equal(idem_store_prune(f->store, T0 + 1000, 10, &removed, &more),
                      0);
     assert_int_equal(removed, 5);
     assert_int_equal(more, 0);
-    assert_int_equal(idem_store_prune(f->store, T0 + 1000, 10, &removed,
-                                      &more),
+    assert_int_equal(idem_store_prune(f->store, T0 + 1000, 10, &removed, &more),
                      0);
     assert_int_equal(removed, 0);
     assert_int_equal(more, 0);
@@ -921,15 +916,13 @@ static void test_prune_removes_expired_within_budget(void **state)
     idem_result_free(&res);
 
     /* Budget 0 removes nothing but tells whether work is waiting. */
-    assert_int_equal(idem_store_prune(f->store, T0 + 100000, 0, &removed,
-                                      &more),
-                     0);
+    assert_int_equal(
+        idem_store_prune(f->store, T0 + 100000, 0, &removed, &more), 0);
     assert_int_equal(removed, 0);
     assert_int_equal(more, 1);
     /* Once the lease has passed too, the abandoned claims go. */
-    assert_int_equal(idem_store_prune(f->store, T0 + 100000, 10, &removed,
-                                      &more),
-                     0);
+    assert_int_equal(
+        idem_store_prune(f->store, T0 + 100000, 10, &removed, &more), 0);
     assert_int_equal(removed, 3);
     assert_int_equal(more, 0);
     c = call("live-0", 1, T0 + 100000);
@@ -939,11 +932,11 @@ static void test_prune_removes_expired_within_budget(void **state)
 
 static void test_prune_follows_rewrites(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("k", 1, T0);
+    fixture_t *f = *state;
+    call_t c = call("k", 1, T0);
     idem_result_t res;
-    size_t        removed;
-    int           more;
+    size_t removed;
+    int more;
 
     /* An expired record claimed anew must not be pruned at its old time. */
     c.ttl = 1000;
@@ -952,9 +945,8 @@ static void test_prune_follows_rewrites(void **state)
     c.ttl = TTL;
     res = expect_begin(f->store, &c, IDEM_BEGIN_CLAIMED);
     idem_result_free(&res);
-    assert_int_equal(idem_store_prune(f->store, T0 + 100000, 10, &removed,
-                                      &more),
-                     0);
+    assert_int_equal(
+        idem_store_prune(f->store, T0 + 100000, 10, &removed, &more), 0);
     assert_int_equal(removed, 0);
     assert_int_equal(lookup(f->store, &c, T0 + 100000, &res), 0);
     idem_result_free(&res);
@@ -965,9 +957,8 @@ static void test_prune_follows_rewrites(void **state)
     c = call("d", 1, T0);
     (void)claim(f->store, &c);
     assert_int_equal(del(f->store, &c), 0);
-    assert_int_equal(idem_store_prune(f->store, INT64_MAX, 100, &removed,
-                                      &more),
-                     0);
+    assert_int_equal(
+        idem_store_prune(f->store, INT64_MAX, 100, &removed, &more), 0);
     assert_int_equal(removed, 1); /* only "k" */
     assert_int_equal(more, 0);
 }
@@ -978,10 +969,10 @@ static void test_prune_follows_rewrites(void **state)
 
 static void test_scopes_are_isolated(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        a = call("same-key", 1, T0);
-    call_t        b = call("same-key", 1, T0);
-    uint64_t      oa, ob;
+    fixture_t *f = *state;
+    call_t a = call("same-key", 1, T0);
+    call_t b = call("same-key", 1, T0);
+    uint64_t oa, ob;
     idem_result_t res;
 
     b.scope = hash_of(2);
@@ -1015,20 +1006,20 @@ static void test_scopes_are_isolated(void **state)
 #define NKEYS    32
 
 typedef struct {
-    idem_store_t      *store;
+    idem_store_t *store;
     pthread_barrier_t *start;
-    int                id;
-    const char        *same_key; /* all threads begin this key, or NULL */
+    int id;
+    const char *same_key;        /* all threads begin this key, or NULL */
     const idem_response_t *resp; /* the response to complete with */
-    int                outcome;
-    int                rc;
-    int                failures;
+    int outcome;
+    int rc;
+    int failures;
 } worker_t;
 
 static void *worker_same_key(void *arg)
 {
-    worker_t     *w = arg;
-    call_t        c = call(w->same_key, 1, T0);
+    worker_t *w = arg;
+    call_t c = call(w->same_key, 1, T0);
     idem_result_t res;
 
     pthread_barrier_wait(w->start);
@@ -1042,9 +1033,9 @@ static void *worker_same_key(void *arg)
 
 static void *worker_many_keys(void *arg)
 {
-    worker_t     *w = arg;
+    worker_t *w = arg;
     idem_result_t res;
-    char          key[32];
+    char key[32];
 
     pthread_barrier_wait(w->start);
     for (int i = 0; i < NKEYS; i++) {
@@ -1065,7 +1056,7 @@ static void *worker_many_keys(void *arg)
 
 static void run_workers(worker_t *w, int n, void *(*fn)(void *))
 {
-    pthread_t         t[NTHREADS];
+    pthread_t t[NTHREADS];
     pthread_barrier_t start;
 
     assert_true(n <= NTHREADS);
@@ -1084,7 +1075,7 @@ static void run_workers(worker_t *w, int n, void *(*fn)(void *))
 static void race_one_key(idem_store_t *s, const char *key)
 {
     worker_t w[NTHREADS];
-    int      claimed = 0, in_progress = 0;
+    int claimed = 0, in_progress = 0;
 
     memset(w, 0, sizeof(w));
     for (int i = 0; i < NTHREADS; i++) {
@@ -1103,9 +1094,9 @@ static void race_one_key(idem_store_t *s, const char *key)
 
 static void many_keys(idem_store_t *s)
 {
-    worker_t      w[NTHREADS];
+    worker_t w[NTHREADS];
     idem_result_t res;
-    char          key[32];
+    char key[32];
 
     memset(w, 0, sizeof(w));
     for (int i = 0; i < NTHREADS; i++) {
@@ -1133,13 +1124,13 @@ static void test_threads_race_for_one_key(void **state)
 
 static void test_threads_claim_and_complete_many_keys(void **state)
 {
-    fixture_t         *f = *state;
+    fixture_t *f = *state;
     idem_store_stats_t st;
 
     many_keys(f->store);
     idem_store_stats(f->store, &st);
-    print_message("    %s: %llu write ops in %llu commits\n",
-                  IDEM_TEST_BACKEND, (unsigned long long)st.batched_ops,
+    print_message("    %s: %llu write ops in %llu commits\n", IDEM_TEST_BACKEND,
+                  (unsigned long long)st.batched_ops,
                   (unsigned long long)st.commits);
     assert_true(st.commits >= 1);
     assert_true(st.batched_ops == 2 * NTHREADS * NKEYS);
@@ -1148,15 +1139,14 @@ static void test_threads_claim_and_complete_many_keys(void **state)
 
 static void test_stats_count_commits(void **state)
 {
-    fixture_t         *f = *state;
-    call_t             c = call("k", 1, T0);
+    fixture_t *f = *state;
+    call_t c = call("k", 1, T0);
     idem_store_stats_t st;
-    idem_result_t      res;
+    idem_result_t res;
 
     idem_store_stats(f->store, &st);
     assert_true(st.commits == 0 && st.batched_ops == 0);
-    assert_int_equal(complete(f->store, &c, claim(f->store, &c), &created),
-                     0);
+    assert_int_equal(complete(f->store, &c, claim(f->store, &c), &created), 0);
     res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY); /* no write */
     idem_result_free(&res);
     assert_int_equal(lookup(f->store, &c, T0, &res), 0);
@@ -1171,43 +1161,47 @@ static void test_stats_count_commits(void **state)
 /* ------------------------------------------------------------------------ */
 
 /*
- * A child process runs fn(f, arg) and dies by SIGKILL right after writing
- * fn's result to a pipe, the way a crash ends a process: no atexit, no
- * close, no flush. (This also keeps valgrind from leak-checking the copy of
- * the parent's memory a forked child inherits.)
+ * Other processes are this program again: start_child() forks and execs
+ * it as "--child NAME DIR ARG FD", and child_main() runs the child
+ * function NAME on the store in DIR. A fresh program shares nothing with
+ * the parent (as another nginx worker or gateway would not), and it runs
+ * natively under valgrind, which follows no exec. The child writes the
+ * function's result to FD and then dies by SIGKILL, the way a crash ends
+ * a process: no atexit, no close, no flush.
  */
 typedef struct {
     pid_t pid;
-    int   fd; /* read end of the child's pipe */
+    int fd; /* read end of the child's pipe */
 } child_t;
 
-static child_t start_child(fixture_t *f, int (*fn)(fixture_t *, void *),
-                           void *arg)
+static const char *program; /* argv[0], to run again */
+
+static child_t start_child(const fixture_t *f, const char *name,
+                           const char *arg)
 {
     child_t c;
-    int     fds[2], v;
+    char fd[16];
+    int fds[2];
 
     assert_int_equal(pipe(fds), 0);
     c.pid = fork();
     assert_true(c.pid >= 0);
     if (c.pid == 0) {
         close(fds[0]);
-        v = fn(f, arg);
-        if (write(fds[1], &v, sizeof(v)) != (ssize_t)sizeof(v)) {
-            _exit(2);
-        }
-        kill(getpid(), SIGKILL);
-        _exit(3);
+        snprintf(fd, sizeof(fd), "%d", fds[1]);
+        execlp(program, program, "--child", name, f->dir, arg ? arg : "", fd,
+               (char *)NULL);
+        _exit(127);
     }
     close(fds[1]);
     c.fd = fds[0];
     return c;
 }
 
-/* Waits for the child's end and returns what its fn returned. */
+/* Waits for the child's end and returns what its function returned. */
 static int finish_child(child_t c)
 {
-    int     v = -12345, status;
+    int v = -12345, status;
     ssize_t n;
 
     n = read(c.fd, &v, sizeof(v));
@@ -1219,11 +1213,11 @@ static int finish_child(child_t c)
 }
 
 /* Opens the fixture's store in a child; never closed (see start_child). */
-static idem_store_t *child_open(fixture_t *f)
+static idem_store_t *child_open(const fixture_t *f)
 {
     idem_store_t *s = NULL;
-    char          url[256];
-    int           n;
+    char url[256];
+    int n;
 
     n = snprintf(url, sizeof(url), "lmdb:%s/env", f->dir);
     if (n < 0 || (size_t)n >= sizeof(url) || idem_store_open(url, &s) != 0) {
@@ -1233,9 +1227,9 @@ static idem_store_t *child_open(fixture_t *f)
 }
 
 /* Child: claims and completes "durable", then dies without closing. */
-static int child_claim_and_complete(fixture_t *f, void *arg)
+static int child_claim_and_complete(const fixture_t *f, const char *arg)
 {
-    call_t        c = call("durable", 1, T0);
+    call_t c = call("durable", 1, T0);
     idem_store_t *s = child_open(f);
     idem_result_t res;
 
@@ -1252,13 +1246,13 @@ static int child_claim_and_complete(fixture_t *f, void *arg)
 
 static void test_complete_survives_a_killed_process(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("durable", 1, T0);
+    fixture_t *f = *state;
+    call_t c = call("durable", 1, T0);
     idem_result_t res;
 
     SKIP_UNLESS_LMDB("mem keeps nothing beyond its process");
-    assert_int_equal(
-        finish_child(start_child(f, child_claim_and_complete, NULL)), 0);
+    assert_int_equal(finish_child(start_child(f, "claim_and_complete", NULL)),
+                     0);
 
     idem_store_close(f->store);
     f->store = open_store(f, "env", NULL);
@@ -1269,12 +1263,12 @@ static void test_complete_survives_a_killed_process(void **state)
 
 static void test_claim_survives_reopen(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("k", 1, T0);
-    uint64_t      owner;
+    fixture_t *f = *state;
+    call_t c = call("k", 1, T0);
+    uint64_t owner;
     idem_result_t res;
-    size_t        removed;
-    int           more;
+    size_t removed;
+    int more;
 
     SKIP_UNLESS_LMDB("mem keeps nothing once closed");
     owner = claim(f->store, &c);
@@ -1284,18 +1278,17 @@ static void test_claim_survives_reopen(void **state)
     idem_result_free(&res);
     assert_int_equal(complete(f->store, &c, owner, &created), 0);
     /* The expiry index survived too. */
-    assert_int_equal(idem_store_prune(f->store, T0 + TTL, 10, &removed,
-                                      &more),
+    assert_int_equal(idem_store_prune(f->store, T0 + TTL, 10, &removed, &more),
                      0);
     assert_int_equal(removed, 1);
 }
 
-/* Child: works on the parent's claim of "from-parent" (owner in *arg). */
-static int child_share(fixture_t *f, void *arg)
+/* Child: works on the parent's claim of "from-parent" (owner in arg). */
+static int child_share(const fixture_t *f, const char *arg)
 {
-    uint64_t      owner = *(uint64_t *)arg;
-    call_t        a = call("from-parent", 1, T0);
-    call_t        b = call("from-child", 1, T0);
+    uint64_t owner = strtoull(arg, NULL, 10);
+    call_t a = call("from-parent", 1, T0);
+    call_t b = call("from-child", 1, T0);
     idem_store_t *s = child_open(f);
     idem_result_t res;
 
@@ -1323,15 +1316,17 @@ static int child_share(fixture_t *f, void *arg)
 
 static void test_two_processes_share_one_store(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        a = call("from-parent", 1, T0);
-    call_t        b = call("from-child", 1, T0);
+    fixture_t *f = *state;
+    call_t a = call("from-parent", 1, T0);
+    call_t b = call("from-child", 1, T0);
     idem_result_t res;
-    uint64_t      owner;
+    uint64_t owner;
+    char arg[32];
 
     SKIP_UNLESS_LMDB("mem is private to its process");
     owner = claim(f->store, &a);
-    assert_int_equal(finish_child(start_child(f, child_share, &owner)), 0);
+    snprintf(arg, sizeof(arg), "%llu", (unsigned long long)owner);
+    assert_int_equal(finish_child(start_child(f, "share", arg)), 0);
 
     res = expect_begin(f->store, &b, IDEM_BEGIN_REPLAY);
     assert_response_equal(&res.record.response, &server_error);
@@ -1348,8 +1343,8 @@ static void test_two_processes_share_one_store(void **state)
 static int claim_race(idem_store_t *s)
 {
     idem_result_t res;
-    char          key[32];
-    int           claimed = 0;
+    char key[32];
+    int claimed = 0;
 
     for (int i = 0; i < RACE_KEYS; i++) {
         snprintf(key, sizeof(key), "race-%d", i);
@@ -1367,7 +1362,7 @@ static int claim_race(idem_store_t *s)
     return claimed < 0 ? -1 : claimed;
 }
 
-static int child_race(fixture_t *f, void *arg)
+static int child_race(const fixture_t *f, const char *arg)
 {
     idem_store_t *s = child_open(f);
 
@@ -1378,11 +1373,11 @@ static int child_race(fixture_t *f, void *arg)
 static void test_two_processes_race_for_the_same_keys(void **state)
 {
     fixture_t *f = *state;
-    child_t    child;
-    int        ours, theirs;
+    child_t child;
+    int ours, theirs;
 
     SKIP_UNLESS_LMDB("mem is private to its process");
-    child = start_child(f, child_race, NULL);
+    child = start_child(f, "race", NULL);
     ours = claim_race(f->store);
     theirs = finish_child(child);
     print_message("    claims: parent %d, child %d\n", ours, theirs);
@@ -1396,8 +1391,8 @@ static void test_two_processes_race_for_the_same_keys(void **state)
 
 static void test_lmdb_without_group_commit(void **state)
 {
-    fixture_t         *f = *state;
-    idem_store_t      *s;
+    fixture_t *f = *state;
+    idem_store_t *s;
     idem_store_stats_t st;
 
     SKIP_UNLESS_LMDB("group_commit and sync are LMDB options");
@@ -1413,12 +1408,12 @@ static void test_lmdb_without_group_commit(void **state)
 
 static void test_lmdb_map_full_is_clean(void **state)
 {
-    fixture_t      *f = *state;
-    call_t          c = call("k", 1, T0);
+    fixture_t *f = *state;
+    call_t c = call("k", 1, T0);
     idem_response_t big = created;
-    uint8_t        *body;
-    idem_result_t   res;
-    uint64_t        owner;
+    uint8_t *body;
+    idem_result_t res;
+    uint64_t owner;
 
     SKIP_UNLESS_LMDB("only LMDB has a map size");
     idem_store_close(f->store);
@@ -1446,11 +1441,11 @@ static void test_lmdb_map_full_is_clean(void **state)
 
 static void test_lmdb_map_full_claims_leave_nothing(void **state)
 {
-    fixture_t    *f = *state;
+    fixture_t *f = *state;
     idem_result_t res;
-    char          key[32];
-    size_t        removed;
-    int           n, rc = 0, more;
+    char key[32];
+    size_t removed;
+    int n, rc = 0, more;
 
     SKIP_UNLESS_LMDB("only LMDB has a map size");
     idem_store_close(f->store);
@@ -1478,9 +1473,8 @@ static void test_lmdb_map_full_claims_leave_nothing(void **state)
     /* With room again, the index holds exactly the records written. */
     idem_store_close(f->store);
     f->store = open_store(f, "small", "map_size=4194304");
-    assert_int_equal(idem_store_prune(f->store, INT64_MAX, 1000000, &removed,
-                                      &more),
-                     0);
+    assert_int_equal(
+        idem_store_prune(f->store, INT64_MAX, 1000000, &removed, &more), 0);
     assert_int_equal(removed, (size_t)n);
     assert_int_equal(more, 0);
 }
@@ -1488,7 +1482,7 @@ static void test_lmdb_map_full_claims_leave_nothing(void **state)
 static void *worker_complete(void *arg)
 {
     worker_t *w = arg;
-    char      key[32];
+    char key[32];
 
     snprintf(key, sizeof(key), "batch-%d", w->id);
     call_t c = call(key, 1, T0);
@@ -1506,12 +1500,12 @@ static void *worker_complete(void *arg)
 
 static void test_lmdb_one_failing_write_does_not_fail_its_batch(void **state)
 {
-    fixture_t      *f = *state;
+    fixture_t *f = *state;
     idem_response_t big = created;
-    worker_t        w[NTHREADS];
-    idem_result_t   res;
-    uint8_t        *body;
-    char            key[32];
+    worker_t w[NTHREADS];
+    idem_result_t res;
+    uint8_t *body;
+    char key[32];
 
     SKIP_UNLESS_LMDB("only LMDB has a map size");
     idem_store_close(f->store);
@@ -1542,17 +1536,62 @@ static void test_lmdb_one_failing_write_does_not_fail_its_batch(void **state)
     free(body);
 }
 
+/* Sets the modes of the fixture's directory and of its env's files. */
+static void chmod_env(const fixture_t *f, mode_t dir, mode_t files)
+{
+    char path[128];
+
+    snprintf(path, sizeof(path), "%s/env/data.mdb", f->dir);
+    chmod(path, files);
+    snprintf(path, sizeof(path), "%s/env/lock.mdb", f->dir);
+    chmod(path, files);
+    chmod(f->dir, dir);
+}
+
+/*
+ * Child: opens stores where it may not write. root passes permission
+ * checks, so as root it drops to "nobody" first (the test directory is
+ * root's and 0700); otherwise it takes the write permission away from
+ * itself. Returns 0, or 1000/2000 + the unexpected error.
+ */
+static int child_without_permission(const fixture_t *f, const char *arg)
+{
+    idem_store_t *s = NULL;
+    char url[256];
+    int rc;
+
+    (void)arg;
+    if (getuid() == 0) {
+        if (setgroups(0, NULL) != 0 || setgid(65534) != 0 ||
+            setuid(65534) != 0) {
+            return 1;
+        }
+    } else {
+        chmod_env(f, 0500, 0400);
+    }
+    snprintf(url, sizeof(url), "lmdb:%s/new/env", f->dir);
+    rc = idem_store_open(url, &s); /* cannot create it */
+    if (rc != IDEM_EPERM) {
+        return 1000 - rc;
+    }
+    snprintf(url, sizeof(url), "lmdb:%s/env", f->dir);
+    rc = idem_store_open(url, &s); /* cannot open it */
+    if (rc != IDEM_EPERM) {
+        return 2000 - rc;
+    }
+    return 0;
+}
+
 static void test_lmdb_unwritable_directory_is_eperm(void **state)
 {
-    fixture_t    *f = *state;
+    fixture_t *f = *state;
     idem_store_t *s = NULL;
-    char          url[256], path[128];
-    pid_t         pid;
-    int           fd;
+    char url[256], path[128];
+    int fd;
 
     SKIP_UNLESS_LMDB("mem has no files");
 
-    /* A path under a regular file cannot be a directory. */
+    /* A path under a regular file cannot be a directory: an I/O error. */
     snprintf(path, sizeof(path), "%s/file", f->dir);
     fd = creat(path, 0600);
     assert_true(fd >= 0);
@@ -1561,58 +1600,27 @@ static void test_lmdb_unwritable_directory_is_eperm(void **state)
     assert_int_equal(idem_store_open(url, &s), IDEM_EIO);
     assert_null(s);
 
-    /*
-     * Directories this process may not write. root passes permission
-     * checks, so as root a child drops to "nobody" first (the test
-     * directory is root's and 0700); otherwise the child takes the write
-     * permission away from itself.
-     */
-    pid = fork();
-    if (pid == 0) {
-        int rc1, rc2;
-        if (getuid() == 0) {
-            if (setgroups(0, NULL) != 0 || setgid(65534) != 0 ||
-                setuid(65534) != 0) {
-                _exit(10);
-            }
-        } else {
-            snprintf(path, sizeof(path), "%s/env/data.mdb", f->dir);
-            chmod(path, 0400);
-            snprintf(path, sizeof(path), "%s/env/lock.mdb", f->dir);
-            chmod(path, 0400);
-            chmod(f->dir, 0500);
-        }
-        snprintf(url, sizeof(url), "lmdb:%s/new/env", f->dir);
-        rc1 = idem_store_open(url, &s); /* cannot create it */
-        snprintf(url, sizeof(url), "lmdb:%s/env", f->dir);
-        rc2 = idem_store_open(url, &s); /* cannot open it */
-        _exit(rc1 == IDEM_EPERM && rc2 == IDEM_EPERM ? 0 : 1);
-    }
-    assert_int_equal(wait_child(pid), 0);
-    chmod(f->dir, 0700);
-    snprintf(path, sizeof(path), "%s/env/data.mdb", f->dir);
-    chmod(path, 0600);
-    snprintf(path, sizeof(path), "%s/env/lock.mdb", f->dir);
-    chmod(path, 0600);
+    fd = finish_child(start_child(f, "without_permission", NULL));
+    chmod_env(f, 0700, 0600);
+    assert_int_equal(fd, 0);
 }
 
 static void test_lmdb_corrupt_record_is_ecorrupt(void **state)
 {
-    fixture_t    *f = *state;
-    call_t        c = call("k", 1, T0);
-    char          path[128];
-    uint8_t       skey[IDEM_HASH_LEN + 1];
-    MDB_env      *env;
-    MDB_txn      *txn;
-    MDB_dbi       dbi;
-    MDB_val       k, v;
+    fixture_t *f = *state;
+    call_t c = call("k", 1, T0);
+    char path[128];
+    uint8_t skey[IDEM_HASH_LEN + 1];
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_val k, v;
     idem_result_t res;
-    size_t        removed;
-    int           more;
+    size_t removed;
+    int more;
 
     SKIP_UNLESS_LMDB("mem keeps no bytes that could rot");
-    assert_int_equal(complete(f->store, &c, claim(f->store, &c), &created),
-                     0);
+    assert_int_equal(complete(f->store, &c, claim(f->store, &c), &created), 0);
     idem_store_close(f->store);
     f->store = NULL;
 
@@ -1624,8 +1632,7 @@ static void test_lmdb_corrupt_record_is_ecorrupt(void **state)
     assert_int_equal(mdb_env_set_maxdbs(env, 2), 0);
     assert_int_equal(mdb_env_open(env, path, 0, 0600), 0);
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    assert_int_equal(mdb_dbi_open(txn, IDEM_STORE_LMDB_DB_RECORDS, 0, &dbi),
-                     0);
+    assert_int_equal(mdb_dbi_open(txn, IDEM_STORE_LMDB_DB_RECORDS, 0, &dbi), 0);
     k.mv_data = skey;
     k.mv_size = sizeof(skey);
     assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
@@ -1644,12 +1651,10 @@ static void test_lmdb_corrupt_record_is_ecorrupt(void **state)
     /* The admin removes it and the key works again. */
     assert_int_equal(del(f->store, &c), 0);
     c.now = T0 + 1000;
-    assert_int_equal(complete(f->store, &c, claim(f->store, &c), &created),
-                     0);
+    assert_int_equal(complete(f->store, &c, claim(f->store, &c), &created), 0);
     /* The dead index entry is dropped without touching the new record. */
-    assert_int_equal(idem_store_prune(f->store, T0 + TTL + 500, 10, &removed,
-                                      &more),
-                     0);
+    assert_int_equal(
+        idem_store_prune(f->store, T0 + TTL + 500, 10, &removed, &more), 0);
     assert_int_equal(removed, 0);
     assert_int_equal(more, 0);
     assert_int_equal(lookup(f->store, &c, T0 + TTL + 500, &res), 0);
@@ -1662,14 +1667,14 @@ static void test_lmdb_corrupt_record_is_ecorrupt(void **state)
 
 static void test_large_response_round_trips(void **state)
 {
-    fixture_t      *f = *state;
-    call_t          c = call("big", 1, T0);
+    fixture_t *f = *state;
+    call_t c = call("big", 1, T0);
     idem_response_t big;
-    idem_header_t   headers[40];
-    char            names[40][16];
-    uint8_t        *body;
-    idem_result_t   res;
-    size_t          n = 4u << 20;
+    idem_header_t headers[40];
+    char names[40][16];
+    uint8_t *body;
+    idem_result_t res;
+    size_t n = 4u << 20;
 
     body = malloc(n);
     assert_non_null(body);
@@ -1699,7 +1704,36 @@ static void test_large_response_round_trips(void **state)
     free(body);
 }
 
-int main(void)
+/* The child side of start_child(): argv is NAME DIR ARG FD. */
+static int child_main(char **argv)
+{
+    static const struct {
+        const char *name;
+        int (*fn)(const fixture_t *f, const char *arg);
+    } children[] = {
+        {"claim_and_complete", child_claim_and_complete},
+        {"share", child_share},
+        {"race", child_race},
+        {"without_permission", child_without_permission},
+    };
+    fixture_t f;
+    int v = -1, fd = atoi(argv[3]);
+
+    memset(&f, 0, sizeof(f));
+    snprintf(f.dir, sizeof(f.dir), "%s", argv[1]);
+    for (size_t i = 0; i < sizeof(children) / sizeof(children[0]); i++) {
+        if (strcmp(argv[0], children[i].name) == 0) {
+            v = children[i].fn(&f, argv[2]);
+        }
+    }
+    if (write(fd, &v, sizeof(v)) != (ssize_t)sizeof(v)) {
+        return 2;
+    }
+    kill(getpid(), SIGKILL);
+    return 3;
+}
+
+int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1744,9 +1778,13 @@ int main(void)
 #undef T
     };
 
+    program = argv[0];
+    if (argc == 6 && strcmp(argv[1], "--child") == 0) {
+        return child_main(argv + 2);
+    }
+
     printf("store contract suite: backend %s\n", IDEM_TEST_BACKEND);
     fflush(stdout);
-    return cmocka_run_group_tests_name("store contract: backend "
-                                       IDEM_TEST_BACKEND,
-                                       tests, NULL, NULL);
+    return cmocka_run_group_tests_name(
+        "store contract: backend " IDEM_TEST_BACKEND, tests, NULL, NULL);
 }

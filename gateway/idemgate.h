@@ -1,0 +1,158 @@
+/*
+ * idemgate.h — what the files of the idemgate command share.
+ *
+ * idemgate turns flags into an nginx configuration and runs nginx with the
+ * idempotency module in the foreground. Data moves one way:
+ *
+ *   argv, --config FILE ──flags.c──> idemgate_conf_t (validated, defaults
+ *                                    filled in, paths made absolute)
+ *                                        │
+ *                        conf.c ─────────┤ nginx.conf text (malloc'd)
+ *                                        ▼
+ *   --print-config: stdout      run.c: runtime dir, store dir, nginx as a
+ *                                      child, signals forwarded, exit status
+ *
+ * main.c glues these steps together. Every function that can fail returns
+ * 0 or -1; on -1 it has filled an idemgate_err_t with a one-line message
+ * and the exit status it deserves (2 for a bad flag or value, 1 for a
+ * failure of the system), which main() prints and returns.
+ */
+#ifndef IDEMGATE_H
+#define IDEMGATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#if defined(__GNUC__)
+#define IDEMGATE_MUST_CHECK    __attribute__((warn_unused_result))
+#define IDEMGATE_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define IDEMGATE_MUST_CHECK
+#define IDEMGATE_PRINTF(f, a)
+#endif
+
+#define IDEMGATE_EXIT_FAILURE 1 /* the system failed us (I/O, fork, ...) */
+#define IDEMGATE_EXIT_USAGE   2 /* a bad flag, value or config file */
+
+/* A failure on its way up to main(). */
+typedef struct {
+    int  status; /* the exit status: IDEMGATE_EXIT_... */
+    char msg[1024];
+} idemgate_err_t;
+
+/* Fills *err (message without the "idemgate: " prefix); returns -1. */
+int idemgate_fail(idemgate_err_t *err, int status, const char *fmt, ...)
+    IDEMGATE_PRINTF(3, 4);
+
+/* util.c: path as an absolute path (made from the working directory when
+ * it is relative, "./" segments dropped), malloc'd; NULL with errno set. */
+char *idemgate_abspath(const char *path);
+
+/* Methods that take part (the module's idempotency_methods). */
+#define IDEMGATE_M_POST   0x01u
+#define IDEMGATE_M_PATCH  0x02u
+#define IDEMGATE_M_PUT    0x04u
+#define IDEMGATE_M_DELETE 0x08u
+
+/* Where a setting came from; the command line overrides the file. */
+typedef enum {
+    IDEMGATE_FROM_DEFAULT = 0,
+    IDEMGATE_FROM_FILE,
+    IDEMGATE_FROM_CMDLINE
+} idemgate_origin_t;
+
+/* HOST:PORT as nginx writes it: host is an IPv4 address, a name, or an
+ * IPv6 address in brackets. Owns host. */
+typedef struct {
+    char    *host;
+    unsigned port;
+} idemgate_addr_t;
+
+/* A repeatable flag's values. Owns items and each string. A flag given on
+ * the command line replaces the values from the file instead of adding. */
+typedef struct {
+    char            **items;
+    size_t            n;
+    idemgate_origin_t origin;
+} idemgate_list_t;
+
+/* Every setting, after flags.c has parsed and finished it. Owns all its
+ * strings; free with idemgate_conf_free(). Durations are milliseconds,
+ * sizes bytes. */
+typedef struct {
+    idemgate_addr_t listen;
+    idemgate_addr_t upstream;
+    char           *upstream_prefix; /* "" or "/path" without trailing '/' */
+    idemgate_addr_t admin;
+    int             admin_off;
+
+    char           *store; /* the store URL, an lmdb path made absolute */
+    char           *store_dir; /* the lmdb directory, NULL for other URLs */
+    uint64_t        ttl_ms;
+    uint64_t        wait_ms;
+    uint64_t        lease_ms;
+    int             lease_set;
+    unsigned        methods; /* IDEMGATE_M_... */
+    idemgate_list_t scope_headers; /* header names as given */
+    int             scope_none;
+    int             require_key;
+    int             on_unknown_release;
+    int             error_style_ietf;
+    idemgate_list_t no_store_headers;
+    char           *api_log; /* absolute path, or NULL: no API log */
+
+    uint64_t max_body_bytes;
+    uint64_t max_header_bytes;
+    uint64_t max_response_bytes;
+    uint64_t client_timeout_ms;
+    uint64_t upstream_timeout_ms;
+    unsigned workers; /* 0: one per core ("auto") */
+
+    char *runtime_dir; /* absolute; NULL: a fresh one under $TMPDIR */
+    char *nginx;       /* the nginx binary */
+    char *module;      /* absolute path of the module's .so */
+    char *config_file; /* --config, as given */
+    int   print_config;
+    int   help;
+
+    /* set by run.c when idemgate runs as root: the workers' identity */
+    char *worker_user;
+    char *worker_group;
+    uid_t worker_uid;
+    gid_t worker_gid;
+} idemgate_conf_t;
+
+/* flags.c */
+
+/* Parses argv (and the --config file it names) into *conf, fills in the
+ * defaults and checks what depends on several settings. */
+IDEMGATE_MUST_CHECK int idemgate_flags_parse(idemgate_conf_t *conf, int argc,
+                                             char **argv, idemgate_err_t *err);
+void idemgate_conf_free(idemgate_conf_t *conf);
+/* Writes the --help text to stdout. */
+void idemgate_flags_usage(void);
+/* A duration as nginx and people read it: "24h", "90s", "250ms". */
+void idemgate_duration_str(uint64_t ms, char *out, size_t outlen);
+
+/* conf.c */
+
+/* The nginx configuration for conf, NUL-terminated, malloc'd: the caller
+ * frees *out. */
+IDEMGATE_MUST_CHECK int idemgate_conf_render(const idemgate_conf_t *conf,
+                                             char **out, size_t *outlen,
+                                             idemgate_err_t *err);
+
+/* run.c */
+
+/* When idemgate runs as root: looks up the user the workers run as and
+ * records it in conf (rendered as nginx's `user`). No-op otherwise. */
+IDEMGATE_MUST_CHECK int idemgate_run_identity(idemgate_conf_t *conf,
+                                              idemgate_err_t *err);
+/* Prepares the directories, writes the configuration, runs nginx until it
+ * exits and returns the exit status idemgate should end with. */
+IDEMGATE_MUST_CHECK int idemgate_run(idemgate_conf_t *conf,
+                                     const char *nginx_conf, size_t len,
+                                     idemgate_err_t *err);
+
+#endif /* IDEMGATE_H */

@@ -1,0 +1,555 @@
+/*
+ * run.c — runs nginx with the rendered configuration and stays its parent.
+ *
+ *   prepare: nginx and module found, lmdb directory made, runtime
+ *            directory made (or given), nginx.conf written into it; as root
+ *            both directories go to the workers' user
+ *      │
+ *   fork ──> child: exec nginx -p RUNTIME -c RUNTIME/nginx.conf
+ *      │            (daemon off: the child is nginx's master)
+ *      ▼
+ *   supervise: signals wait in sigwaitinfo(), never in handlers
+ *      SIGTERM, SIGINT, SIGQUIT ──> SIGQUIT  (graceful stop; a second
+ *                                             SIGINT stops at once)
+ *      SIGHUP ──> SIGHUP (reload)    SIGUSR1 ──> SIGUSR1 (reopen logs)
+ *      SIGCHLD ──> nginx is gone: its status becomes ours
+ *      │   signals that come before nginx has written its pid file (and so
+ *      │   installed its handlers) are held until it has
+ *      ▼
+ *   cleanup: the runtime directory, when idemgate made it
+ *
+ * nginx stays in idemgate's process group, so whoever stops the group
+ * stops all of it; if idemgate itself is killed, the kernel sends nginx's
+ * master SIGTERM (PR_SET_PDEATHSIG).
+ */
+#include "idemgate.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WORKER_USER    "nobody"
+#define CONF_FILE      "nginx.conf"
+#define PID_FILE       "nginx.pid"
+#define READY_POLL_NS  50000000L
+#define NOFILE_WANTED  65536
+
+/* ------------------------------------------------------------------------ */
+/* Files and directories                                                     */
+/* ------------------------------------------------------------------------ */
+
+int idemgate_run_identity(idemgate_conf_t *conf, idemgate_err_t *err)
+{
+    struct passwd *pw;
+    struct group  *gr;
+
+    if (geteuid() != 0) {
+        return 0;
+    }
+    pw = getpwnam(WORKER_USER);
+    if (pw == NULL) {
+        return idemgate_fail(err, IDEMGATE_EXIT_FAILURE,
+                             "running as root needs a user '" WORKER_USER
+                             "' for the nginx workers");
+    }
+    gr = getgrgid(pw->pw_gid);
+    conf->worker_uid = pw->pw_uid;
+    conf->worker_gid = pw->pw_gid;
+    conf->worker_user = strdup(pw->pw_name);
+    conf->worker_group = strdup(gr != NULL ? gr->gr_name : pw->pw_name);
+    if (conf->worker_user == NULL || conf->worker_group == NULL) {
+        return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
+    }
+    return 0;
+}
+
+/* path with missing parents (0755) and itself (mode) made: mkdir -p. */
+static int make_dirs(const char *flag, const char *path, mode_t mode,
+                     idemgate_err_t *err)
+{
+    struct stat st;
+    char       *copy;
+    int         rc = -1;
+
+    copy = strdup(path);
+    if (copy == NULL) {
+        idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
+        goto fail;
+    }
+    for (char *p = copy + 1; *p; p++) {
+        if (*p != '/') {
+            continue;
+        }
+        *p = '\0';
+        if (mkdir(copy, 0755) != 0 && errno != EEXIST) {
+            goto sys_fail;
+        }
+        *p = '/';
+    }
+    if (mkdir(copy, mode) != 0 && errno != EEXIST) {
+        goto sys_fail;
+    }
+    if (stat(path, &st) != 0) {
+        goto sys_fail;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        goto sys_fail;
+    }
+    rc = 0;
+    goto fail;
+
+sys_fail:
+    idemgate_fail(err, IDEMGATE_EXIT_USAGE, "%s: cannot create %s: %s", flag,
+                  copy, strerror(errno));
+fail:
+    free(copy);
+    return rc;
+}
+
+/* Gives dir and the files right inside it to the workers' user. */
+static int give_to_workers(const idemgate_conf_t *conf, const char *flag,
+                           const char *dir, idemgate_err_t *err)
+{
+    DIR           *d = NULL;
+    struct dirent *e;
+    int            rc = -1;
+
+    if (chown(dir, conf->worker_uid, conf->worker_gid) != 0) {
+        goto sys_fail;
+    }
+    d = opendir(dir);
+    if (d == NULL) {
+        goto sys_fail;
+    }
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_type == DT_REG &&
+            fchownat(dirfd(d), e->d_name, conf->worker_uid, conf->worker_gid,
+                     AT_SYMLINK_NOFOLLOW) != 0) {
+            goto sys_fail;
+        }
+    }
+    rc = 0;
+    goto fail;
+
+sys_fail:
+    idemgate_fail(err, IDEMGATE_EXIT_FAILURE,
+                  "%s: cannot give %s to user %s: %s", flag, dir,
+                  conf->worker_user, strerror(errno));
+fail:
+    if (d != NULL) {
+        closedir(d);
+    }
+    return rc;
+}
+
+/* Whether the workers' user can read, write and enter dir: a child takes
+ * that identity and asks the kernel. */
+static int check_workers_reach(const idemgate_conf_t *conf, const char *flag,
+                               const char *dir, idemgate_err_t *err)
+{
+    pid_t pid;
+    int   status;
+
+    pid = fork();
+    if (pid < 0) {
+        return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "fork: %s",
+                             strerror(errno));
+    }
+    if (pid == 0) {
+        if (setgroups(0, NULL) != 0 || setgid(conf->worker_gid) != 0 ||
+            setuid(conf->worker_uid) != 0) {
+            _exit(EPERM);
+        }
+        _exit(access(dir, R_OK | W_OK | X_OK) == 0 ? 0 : errno);
+    }
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) {
+            return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "waitpid: %s",
+                                 strerror(errno));
+        }
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        return 0;
+    }
+    return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
+                         "%s: the nginx workers run as %s (idemgate runs as "
+                         "root) and cannot use %s: %s; let them reach it "
+                         "through every parent directory",
+                         flag, conf->worker_user, dir,
+                         strerror(WIFEXITED(status) ? WEXITSTATUS(status)
+                                                    : EPERM));
+}
+
+/* The binary nginx names: itself when it has a '/', else found in $PATH.
+ * Returns a malloc'd path. */
+static int find_nginx(const char *nginx, char **out, idemgate_err_t *err)
+{
+    const char *path, *p, *end;
+    char       *cand = NULL;
+
+    if (strchr(nginx, '/') != NULL) {
+        if (access(nginx, X_OK) != 0) {
+            return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
+                                 "--nginx: cannot run %s: %s", nginx,
+                                 strerror(errno));
+        }
+        *out = strdup(nginx);
+        goto done;
+    }
+    path = getenv("PATH");
+    for (p = path ? path : "/usr/sbin:/usr/bin:/sbin:/bin"; *p; p = end) {
+        end = p + strcspn(p, ":");
+        if (asprintf(&cand, "%.*s/%s", (int)(end - p), p, nginx) < 0) {
+            return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
+        }
+        if (end > p && access(cand, X_OK) == 0) {
+            *out = cand;
+            goto done;
+        }
+        free(cand);
+        end += *end == ':';
+    }
+    return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
+                         "--nginx: %s is not in $PATH", nginx);
+
+done:
+    if (*out == NULL) {
+        return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
+    }
+    return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag,
+                        struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    if (remove(path) != 0 && errno != ENOENT) {
+        fprintf(stderr, "idemgate: cannot remove %s: %s\n", path,
+                strerror(errno));
+    }
+    return 0;
+}
+
+static void remove_tree(const char *dir)
+{
+    (void)nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* The runtime directory: the one given (made when missing) or a fresh
+ * one. *made says whether idemgate made it, and must remove it. */
+static int make_runtime_dir(idemgate_conf_t *conf, int *made,
+                            idemgate_err_t *err)
+{
+    const char *tmp;
+    char       *dir = NULL;
+
+    *made = 0;
+    if (conf->runtime_dir != NULL) {
+        if (mkdir(conf->runtime_dir, 0700) == 0) {
+            *made = 1;
+            return 0;
+        }
+        if (errno == EEXIST) {
+            return 0;
+        }
+        return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
+                             "--runtime-dir: cannot create %s: %s",
+                             conf->runtime_dir, strerror(errno));
+    }
+    tmp = getenv("TMPDIR");
+    if (tmp == NULL || *tmp != '/') {
+        tmp = "/tmp";
+    }
+    if (asprintf(&dir, "%s/idemgate.XXXXXX", tmp) < 0) {
+        return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
+    }
+    if (mkdtemp(dir) == NULL) {
+        idemgate_fail(err, IDEMGATE_EXIT_FAILURE,
+                      "cannot create a runtime directory in %s: %s", tmp,
+                      strerror(errno));
+        free(dir);
+        return -1;
+    }
+    conf->runtime_dir = dir;
+    *made = 1;
+    return 0;
+}
+
+static int write_file(const char *path, const char *text, size_t len,
+                      idemgate_err_t *err)
+{
+    int     fd;
+    ssize_t n;
+    size_t  done = 0;
+
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        goto fail;
+    }
+    while (done < len) {
+        n = write(fd, text + done, len - done);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            goto fail;
+        }
+        done += (size_t)n;
+    }
+    if (close(fd) != 0) {
+        fd = -1;
+        goto fail;
+    }
+    return 0;
+
+fail:
+    idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "cannot write %s: %s", path,
+                  strerror(errno));
+    if (fd >= 0) {
+        close(fd);
+    }
+    return -1;
+}
+
+/* Everything nginx needs on disk before it starts. */
+static int prepare(idemgate_conf_t *conf, const char *text, size_t len,
+                   char **conf_path, int *made, idemgate_err_t *err)
+{
+    int root = conf->worker_user != NULL;
+
+    if (access(conf->module, R_OK) != 0) {
+        return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
+                             "--module: cannot read %s: %s (build it with "
+                             "make, or pass --module PATH)",
+                             conf->module, strerror(errno));
+    }
+    if (conf->store_dir != NULL) {
+        if (make_dirs("--store", conf->store_dir, 0700, err) != 0 ||
+            (root &&
+             (give_to_workers(conf, "--store", conf->store_dir, err) != 0 ||
+              check_workers_reach(conf, "--store", conf->store_dir, err) !=
+                  0))) {
+            return -1;
+        }
+    }
+    if (make_runtime_dir(conf, made, err) != 0) {
+        return -1;
+    }
+    if (root && *made &&
+        give_to_workers(conf, "--runtime-dir", conf->runtime_dir, err) != 0) {
+        return -1;
+    }
+    if (asprintf(conf_path, "%s/" CONF_FILE, conf->runtime_dir) < 0) {
+        *conf_path = NULL;
+        return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
+    }
+    return write_file(*conf_path, text, len, err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* nginx as a child                                                          */
+/* ------------------------------------------------------------------------ */
+
+static const int forwarded[] = {SIGTERM, SIGINT, SIGQUIT,
+                                SIGHUP,  SIGUSR1, SIGCHLD};
+
+/* In the child: becomes nginx, or exits 127. */
+static void exec_nginx(const char *nginx, const char *prefix,
+                       const char *conf_path, pid_t parent,
+                       const sigset_t *mask)
+{
+    struct rlimit rl;
+    char *argv[] = {(char *)"nginx", (char *)"-e",  (char *)"stderr",
+                    (char *)"-p",    (char *)prefix, (char *)"-c",
+                    (char *)conf_path, NULL};
+
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) {
+        _exit(127);
+    }
+    /* 4096 connections a worker, two descriptors each when proxied */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < NOFILE_WANTED) {
+        rl.rlim_cur = rl.rlim_max < NOFILE_WANTED ? rl.rlim_max
+                                                  : NOFILE_WANTED;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    sigprocmask(SIG_SETMASK, mask, NULL);
+    execv(nginx, argv);
+    dprintf(STDERR_FILENO, "idemgate: cannot run %s: %s\n", nginx,
+            strerror(errno));
+    _exit(127);
+}
+
+/* Whether nginx's master has written its pid file (its signal handlers are
+ * in place by then). */
+static int nginx_ready(const char *runtime_dir, pid_t pid)
+{
+    char  path[4096], buf[32];
+    int   fd;
+    long  n;
+
+    snprintf(path, sizeof(path), "%s/" PID_FILE, runtime_dir);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return 0;
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) {
+        return 0;
+    }
+    buf[n] = '\0';
+    return strtol(buf, NULL, 10) == (long)pid;
+}
+
+static void announce(const idemgate_conf_t *conf)
+{
+    fprintf(stderr,
+            "idemgate: serving http://%s:%u -> http://%s:%u%s, store %s",
+            conf->listen.host, conf->listen.port, conf->upstream.host,
+            conf->upstream.port, conf->upstream_prefix, conf->store);
+    if (!conf->admin_off) {
+        fprintf(stderr, ", admin http://%s:%u", conf->admin.host,
+                conf->admin.port);
+    }
+    fprintf(stderr, "\n");
+}
+
+/* Forwards signals to nginx until it exits; returns its wait status. */
+static int supervise(const idemgate_conf_t *conf, pid_t pid,
+                     const sigset_t *set, int *status, idemgate_err_t *err)
+{
+    const struct timespec poll = {0, READY_POLL_NS};
+    siginfo_t             info;
+    int ready = 0, stopping = 0, want_stop = 0, want_hup = 0, sig;
+
+    for (;;) {
+        sig = ready ? sigwaitinfo(set, &info)
+                    : sigtimedwait(set, &info, &poll);
+        if (sig < 0 && errno == EINTR) {
+            continue;
+        }
+        if (sig < 0 && errno == EAGAIN) {
+            ready = nginx_ready(conf->runtime_dir, pid);
+            if (ready) {
+                announce(conf);
+                if (want_stop) {
+                    kill(pid, SIGQUIT);
+                } else if (want_hup) {
+                    kill(pid, SIGHUP);
+                }
+            }
+            continue;
+        }
+        if (sig < 0) {
+            return idemgate_fail(err, IDEMGATE_EXIT_FAILURE,
+                                 "waiting for signals: %s", strerror(errno));
+        }
+        switch (sig) {
+        case SIGCHLD:
+            if (waitpid(pid, status, WNOHANG) == pid) {
+                return 0;
+            }
+            break;
+        case SIGINT:
+        case SIGTERM:
+        case SIGQUIT:
+            if (sig == SIGINT && stopping && ready) {
+                kill(pid, SIGTERM);
+            } else if (ready) {
+                kill(pid, SIGQUIT);
+            }
+            want_stop = stopping = 1;
+            break;
+        case SIGHUP:
+        case SIGUSR1:
+            if (ready && !stopping) {
+                kill(pid, sig);
+            } else if (sig == SIGHUP) {
+                want_hup = 1;
+            }
+            break;
+        }
+    }
+}
+
+int idemgate_run(idemgate_conf_t *conf, const char *text, size_t len,
+                 idemgate_err_t *err)
+{
+    sigset_t set, old;
+    char    *nginx = NULL, *conf_path = NULL;
+    pid_t    pid, self = getpid();
+    int      made = 0, status = 0, rc = -1, blocked = 0;
+
+    if (find_nginx(conf->nginx, &nginx, err) != 0 ||
+        prepare(conf, text, len, &conf_path, &made, err) != 0) {
+        goto fail;
+    }
+
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++) {
+        sigaddset(&set, forwarded[i]);
+    }
+    if (sigprocmask(SIG_BLOCK, &set, &old) != 0) {
+        idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "sigprocmask: %s",
+                      strerror(errno));
+        goto fail;
+    }
+    blocked = 1;
+    /* a shell may start us with SIGINT ignored, and an ignored SIGCHLD
+     * would reap nginx for us */
+    for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++) {
+        signal(forwarded[i], SIG_DFL);
+    }
+
+    pid = fork();
+    if (pid < 0) {
+        idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "fork: %s", strerror(errno));
+        goto fail;
+    }
+    if (pid == 0) {
+        exec_nginx(nginx, conf->runtime_dir, conf_path, self, &old);
+    }
+
+    if (supervise(conf, pid, &set, &status, err) != 0) {
+        kill(pid, SIGTERM);
+        waitpid(pid, NULL, 0);
+        goto fail;
+    }
+    if (WIFEXITED(status)) {
+        rc = WEXITSTATUS(status);
+        if (rc != 0) {
+            fprintf(stderr, "idemgate: nginx exited with status %d\n", rc);
+        }
+    } else {
+        rc = 128 + WTERMSIG(status);
+        fprintf(stderr, "idemgate: nginx was killed by signal %d\n",
+                WTERMSIG(status));
+    }
+
+fail:
+    if (made) {
+        remove_tree(conf->runtime_dir);
+    }
+    if (blocked) {
+        sigprocmask(SIG_SETMASK, &old, NULL);
+    }
+    free(conf_path);
+    free(nginx);
+    return rc;
+}
