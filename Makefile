@@ -12,7 +12,10 @@
 CC       ?= cc
 CLANG    ?= clang
 SANITIZER ?=
-BUILD    := build$(if $(SANITIZER),-$(SANITIZER))
+# FAILPOINTS=1 compiles the module's crash failpoints in (test builds only:
+# build-test/ and every sanitizer build).
+FAILPOINTS ?= $(if $(SANITIZER),1)
+BUILD    := build$(if $(SANITIZER),-$(SANITIZER),$(if $(FAILPOINTS),-test))
 
 PKGS     := lmdb jansson libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -56,7 +59,8 @@ NGINX_DEV  ?= /usr/share/nginx/src
 NGX_TREE   := $(BUILD)/nginx-tree
 MODULE     := $(BUILD)/ngx_http_idempotency_module.so
 MODULE_SRC := $(wildcard nginx/*.c nginx/*.h) nginx/config
-NGX_CC_OPT := $(if $(SANITIZER),-fsanitize=$(SANITIZER) -fno-omit-frame-pointer)
+NGX_CC_OPT := $(if $(SANITIZER),-fsanitize=$(SANITIZER) -fno-omit-frame-pointer) \
+              $(if $(FAILPOINTS),-DIDEM_FAILPOINTS=1)
 NGX_LD_OPT := $(if $(SANITIZER),-fsanitize=$(SANITIZER))
 
 PHONY_EXTRA := module
@@ -140,7 +144,8 @@ $(BUILD)/fuzz/%_replay: fuzz/%.c fuzz/replay_main.c $(FUZZ_LIB_SRC) lib/idem.h
 
 test: deps
 	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory test-unit test-fuzz-replay test-e2e
+	@$(MAKE) --no-print-directory test-unit test-fuzz-replay
+	@$(MAKE) --no-print-directory FAILPOINTS=1 test-e2e
 	@$(MAKE) --no-print-directory SANITIZER=address test-e2e
 
 test-e2e: module $(INQUIRIES_BIN)
@@ -175,4 +180,4 @@ format-check:
 	    'tests/*.c' 'fuzz/*.c' 'bench/*.c')
 
 clean:
-	rm -rf build build-address build-undefined
+	rm -rf build build-test build-address build-undefined

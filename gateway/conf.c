@@ -23,30 +23,42 @@
 
 #define IETF_TYPE "about:blank"
 
+/*
+ * Where error_page sends nginx's own errors. Not a named location: nginx
+ * cannot redirect a request whose request line it could not parse to one
+ * ("empty URI in redirect to named location"), and those are the 400, 414
+ * and 505 answers. A URI that starts with "//" is out of every client's
+ * reach, because nginx merges the slashes of request URIs (merge_slashes
+ * is on), while an internal redirect takes the URI as it is.
+ */
+#define ERROR_URI "//idemgate-error"
+
 /* An error nginx itself answers, and the JSON page the gateway gives it. */
 typedef struct {
     int         from;   /* nginx's code */
     int         status; /* what the client gets */
+    int         admin;  /* the admin server can meet it too */
     const char *title;  /* persona style */
     const char *phrase; /* ietf style: the status phrase */
 } page_t;
 
 static const page_t pages[] = {
-    {400, 400, "Bad request", "Bad Request"},
-    {405, 405, "Method not allowed", "Method Not Allowed"},
-    {408, 408, "Request timeout", "Request Timeout"},
-    {411, 411, "Length required", "Length Required"},
-    {413, 413, "Request too large", "Content Too Large"},
-    {414, 414, "URI too long", "URI Too Long"},
+    {400, 400, 1, "Bad request", "Bad Request"},
+    {404, 404, 1, "Not found", "Not Found"},
+    {405, 405, 1, "Method not allowed", "Method Not Allowed"},
+    {408, 408, 0, "Request timeout", "Request Timeout"},
+    {411, 411, 0, "Length required", "Length Required"},
+    {413, 413, 1, "Request too large", "Content Too Large"},
+    {414, 414, 1, "URI too long", "URI Too Long"},
     /* nginx's own code for a header section over its buffers */
-    {494, 431, "Request header fields too large",
+    {494, 431, 1, "Request header fields too large",
      "Request Header Fields Too Large"},
-    {500, 500, "Internal server error", "Internal Server Error"},
-    {501, 501, "Not implemented", "Not Implemented"},
-    {502, 502, "Bad gateway", "Bad Gateway"},
-    {503, 503, "Service unavailable", "Service Unavailable"},
-    {504, 504, "Gateway timeout", "Gateway Timeout"},
-    {505, 505, "HTTP version not supported", "HTTP Version Not Supported"},
+    {500, 500, 1, "Internal server error", "Internal Server Error"},
+    {501, 501, 0, "Not implemented", "Not Implemented"},
+    {502, 502, 0, "Bad gateway", "Bad Gateway"},
+    {503, 503, 0, "Service unavailable", "Service Unavailable"},
+    {504, 504, 0, "Gateway timeout", "Gateway Timeout"},
+    {505, 505, 0, "HTTP version not supported", "HTTP Version Not Supported"},
 };
 
 #define NPAGES (sizeof(pages) / sizeof(pages[0]))
@@ -163,14 +175,19 @@ static void put_duration(FILE *f, uint64_t ms)
     fputs(d, f);
 }
 
-/* "location @eNNN { ... return NNN '<json>'; }", in the error style. */
-static void put_page(FILE *f, const idemgate_conf_t *c, int status,
-                     const char *title, const char *phrase)
+/* "location = ERROR_URI/NNN { ... return NNN '<json>'; }", in the error
+ * style. */
+static void put_page(FILE *f, const idemgate_conf_t *c, const page_t *page)
 {
-    char details[256];
+    int         status = page->status;
+    const char *title = page->title, *phrase = page->phrase;
+    char        details[256];
 
     page_details(c, status, details, sizeof(details));
-    fprintf(f, "        location @e%d {\n", status);
+    fprintf(f,
+            "        location = " ERROR_URI "/%d {\n"
+            "            internal;\n",
+            status);
     if (c->error_style_ietf) {
         fprintf(f,
                 "            default_type application/problem+json;\n"
@@ -187,19 +204,28 @@ static void put_page(FILE *f, const idemgate_conf_t *c, int status,
     fprintf(f, "        }\n");
 }
 
-/* error_page lines and their named locations, for one server. */
-static void put_error_pages(FILE *f, const idemgate_conf_t *c)
+/* error_page lines and their locations, for one server: the API
+ * server (404 cannot happen there: every URI is proxied) or the admin
+ * server (which answers nothing but the pages marked for it). */
+static void put_error_pages(FILE *f, const idemgate_conf_t *c, int admin)
 {
     size_t i;
 
-    fprintf(f, "        # nginx's own errors answer in JSON\n");
+    fprintf(f, "        # nginx's own errors answer in JSON; no client's URI "
+               "reaches these\n        # locations: nginx merges the "
+               "slashes of every URI it receives\n");
     for (i = 0; i < NPAGES; i++) {
-        fprintf(f, "        error_page %d =%d @e%d;\n", pages[i].from,
-                pages[i].status, pages[i].status);
+        if (admin ? pages[i].admin : pages[i].status != 404) {
+            fprintf(f, "        error_page %d =%d " ERROR_URI "/%d;\n",
+                    pages[i].from,
+                    pages[i].status, pages[i].status);
+        }
     }
     for (i = 0; i < NPAGES; i++) {
-        fputc('\n', f);
-        put_page(f, c, pages[i].status, pages[i].title, pages[i].phrase);
+        if (admin ? pages[i].admin : pages[i].status != 404) {
+            fputc('\n', f);
+            put_page(f, c, &pages[i]);
+        }
     }
 }
 
@@ -385,7 +411,7 @@ static void put_api_server(FILE *f, const idemgate_conf_t *c)
         fputs("            proxy_pass http://idemgate_upstream;\n", f);
     }
     fputs("        }\n\n", f);
-    put_error_pages(f, c);
+    put_error_pages(f, c, 0);
     fputs("    }\n", f);
 }
 
@@ -411,11 +437,8 @@ static void put_admin_server(FILE *f, const idemgate_conf_t *c)
                "        }\n\n"
                "        location / {\n"
                "            return 404;\n"
-               "        }\n\n"
-               "        error_page 404 =404 @e404;\n\n");
-    put_page(f, c, 404, "Not found", "Not Found");
-    fputc('\n', f);
-    put_error_pages(f, c);
+               "        }\n\n");
+    put_error_pages(f, c, 1);
     fputs("    }\n", f);
 }
 

@@ -1300,7 +1300,7 @@ void idemgate_duration_str(uint64_t ms, char *out, size_t outlen)
 {
     if (ms != 0 && ms % MS_PER_H == 0) {
         snprintf(out, outlen, "%" PRIu64 "h", ms / MS_PER_H);
-    } else if (ms != 0 && ms % MS_PER_M == 0) {
+    } else if (ms >= 10 * MS_PER_M && ms % MS_PER_M == 0) {
         snprintf(out, outlen, "%" PRIu64 "m", ms / MS_PER_M);
     } else if (ms % MS_PER_S == 0) {
         snprintf(out, outlen, "%" PRIu64 "s", ms / MS_PER_S);

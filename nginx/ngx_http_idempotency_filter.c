@@ -511,6 +511,8 @@ ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return NGX_OK;
     }
 
+    NGX_HTTP_IDEM_FAILPOINT("after_forward", ctx);
+
     if (ngx_http_idempotency_build_stored(r, ctx) != NGX_OK
         || ngx_http_idempotency_post_finish(r, ctx, &ctx->stored, 0, 0)
            != NGX_OK)

@@ -51,9 +51,15 @@
  * several nginx workers and gateways on one host may share PATH. A handle
  * must be opened after fork() in the process that uses it, and a child must
  * neither use nor close a handle its parent opened. Every process should
- * open PATH with the same map_size: the map has a fixed size (sparse on
- * disk), and a transaction that would grow past it fails with IDEM_EFULL,
- * leaving nothing behind.
+ * open PATH with the same map_size (default 1 GiB): the map has a fixed
+ * size, sparse on disk, and a transaction that would grow past it fails
+ * with IDEM_EFULL, leaving nothing behind. This handle never grows the map;
+ * if another process opened PATH with a larger map and filled it past this
+ * handle's size, this handle's calls fail with IDEM_EUNAVAIL
+ * (MDB_MAP_RESIZED) until it is reopened with that size.
+ *
+ * Durability: every commit is fsynced before the calls it carries return
+ * (LMDB's default; sync=0 sets MDB_NOSYNC, for benchmarks only).
  */
 #include "store_int.h"
 
@@ -64,11 +70,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-#include <time.h>
 
 #define IDEM_STORE_LMDB_MAP_SIZE    ((size_t)1 << 30)
 #define IDEM_STORE_LMDB_MAX_READERS 1024
-#define IDEM_STORE_LMDB_GATHER_MAX_NS 1000000
 #define IDEM_STORE_LMDB_IKEY_MAX    (8 + IDEM_STORE_KEY_MAX)
 
 /* A caller waiting in the group-commit queue; lives on its stack. */
@@ -77,7 +81,7 @@ typedef struct idem_store_lmdb_waiter_s {
     struct idem_store_lmdb_waiter_s *next;
     pthread_cond_t cv;
     int done; /* op's result is published */
-    int lead; /* run the next batch       */
+    int lead; /* run the next batch */
 } idem_store_lmdb_waiter_t;
 
 typedef struct {
@@ -87,15 +91,10 @@ typedef struct {
     MDB_dbi expiry;
     int group_commit;
 
-    pthread_condattr_t cvattr; /* CLOCK_MONOTONIC, for the waiters */
-    pthread_mutex_t qmu; /* guards the queue and leading  */
+    pthread_mutex_t qmu; /* guards the queue and leading */
     idem_store_lmdb_waiter_t *head;
     idem_store_lmdb_waiter_t *tail;
-    int leading; /* a batch is running          */
-    size_t queued;
-    size_t in_flight;
-    int64_t batch_ns;
-    idem_store_lmdb_waiter_t *gathering;
+    int leading; /* a batch is running */
 } idem_store_lmdb_t;
 
 /* The options of an "lmdb:" URL. */
@@ -454,55 +453,12 @@ alone:
 /* The group-commit queue                                                    */
 /* ------------------------------------------------------------------------ */
 
-static int64_t idem_store_lmdb_clock_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/*
- * The new leader's short wait for the callers that the last batch set
- * free and that are about to queue their next write: without it, callers
- * that run in a loop split into two halves that take turns, and every
- * commit carries half of them. It waits only while fewer ops are queued
- * than were in flight at the last publish, and never longer than a
- * quarter of the last batch's time. Called with qmu held.
- */
-static void idem_store_lmdb_gather(idem_store_lmdb_t *s,
-                                   idem_store_lmdb_waiter_t *w)
-{
-    struct timespec until;
-    int64_t         wait_ns, end;
-
-    if (s->queued >= s->in_flight) {
-        return;
-    }
-    wait_ns = s->batch_ns / 4;
-    if (wait_ns > IDEM_STORE_LMDB_GATHER_MAX_NS) {
-        wait_ns = IDEM_STORE_LMDB_GATHER_MAX_NS;
-    }
-    end = idem_store_lmdb_clock_ns() + wait_ns;
-    until.tv_sec = (time_t)(end / 1000000000);
-    until.tv_nsec = (long)(end % 1000000000);
-    s->gathering = w;
-    while (s->queued < s->in_flight) {
-        if (pthread_cond_timedwait(&w->cv, &s->qmu, &until) != 0) {
-            break;
-        }
-    }
-    s->gathering = NULL;
-}
-
 static int idem_store_lmdb_write(idem_store_t *store, idem_store_op_t *op)
 {
     idem_store_lmdb_t *s = (idem_store_lmdb_t *)store;
     idem_store_lmdb_waiter_t w, *batch, *x;
-    size_t n;
-    int64_t t0;
 
-    if (!s->group_commit || pthread_cond_init(&w.cv, &s->cvattr) != 0) {
+    if (!s->group_commit || pthread_cond_init(&w.cv, NULL) != 0) {
         idem_store_lmdb_run_alone(s, op);
         return op->rc;
     }
@@ -518,10 +474,6 @@ static int idem_store_lmdb_write(idem_store_t *store, idem_store_op_t *op)
         s->head = &w;
     }
     s->tail = &w;
-    s->queued++;
-    if (s->gathering != NULL) {
-        pthread_cond_signal(&s->gathering->cv);
-    }
     if (!s->leading) {
         s->leading = 1;
         w.lead = 1;
@@ -530,19 +482,13 @@ static int idem_store_lmdb_write(idem_store_t *store, idem_store_op_t *op)
         pthread_cond_wait(&w.cv, &s->qmu);
     }
     if (!w.done) {
-        idem_store_lmdb_gather(s, &w);
         batch = s->head;
-        n = s->queued;
         s->head = s->tail = NULL;
-        s->queued = 0;
         pthread_mutex_unlock(&s->qmu);
 
-        t0 = idem_store_lmdb_clock_ns();
         idem_store_lmdb_run_batch(s, batch);
 
         pthread_mutex_lock(&s->qmu);
-        s->batch_ns = idem_store_lmdb_clock_ns() - t0;
-        s->in_flight = n + s->queued;
         for (x = batch; x != NULL; x = x->next) {
             x->done = 1;
             if (x != &w) {
@@ -681,9 +627,7 @@ int idem_store_lmdb_open(const char *rest, idem_store_t **out)
         rc = IDEM_ENOMEM;
         goto fail;
     }
-    if (pthread_condattr_init(&s->cvattr) != 0 ||
-        pthread_condattr_setclock(&s->cvattr, CLOCK_MONOTONIC) != 0 ||
-        pthread_mutex_init(&s->qmu, NULL) != 0) {
+    if (pthread_mutex_init(&s->qmu, NULL) != 0) {
         rc = IDEM_ENOMEM;
         goto fail;
     }

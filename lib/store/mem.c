@@ -21,7 +21,7 @@
 typedef struct idem_store_mem_node_s {
     struct idem_store_mem_node_s *next;
     uint64_t hash;
-    int64_t at_ms; /* removable from this time   */
+    int64_t at_ms; /* removable from this time */
     uint8_t *val;  /* the encoded record (owned) */
     size_t val_len;
     size_t key_len;
@@ -30,9 +30,9 @@ typedef struct idem_store_mem_node_s {
 
 typedef struct {
     idem_store_t base;  /* first: the handle callers hold */
-    pthread_mutex_t mu; /* guards everything below        */
+    pthread_mutex_t mu; /* guards everything below */
     idem_store_mem_node_t **buckets;
-    size_t nbuckets; /* a power of two              */
+    size_t nbuckets; /* a power of two */
     size_t count;
 } idem_store_mem_t;
 

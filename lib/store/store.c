@@ -449,7 +449,8 @@ int idem_store_prune_check(const uint8_t *val, size_t len, int64_t index_ms,
     if (idem_record_expired(&rec, now_ms)) {
         return IDEM_STORE_PRUNE_REMOVE;
     }
-    *reindex_ms = at > now_ms ? at : idem_store_time_add(now_ms, 1);
+    /* Not expired although its time has come: look again a moment later. */
+    *reindex_ms = idem_store_time_add(now_ms, 1);
     return IDEM_STORE_PRUNE_REINDEX;
 }
 
@@ -522,12 +523,12 @@ void idem_result_free(idem_result_t *res)
 
 /* What a read callback works on, and what it leaves for its caller. */
 typedef struct {
-    const idem_begin_t *in;  /* begin's fast path; NULL for lookups  */
-    int check;               /* lookup: expired records are absent   */
-    int64_t now_ms;          /* lookup                               */
-    idem_decision_t d;       /* begin's fast path                    */
-    idem_store_blob_t *blob; /* the copied record                    */
-    idem_record_t rec;       /* decoded from blob                    */
+    const idem_begin_t *in;  /* begin's fast path; NULL for lookups */
+    int check;               /* lookup: expired records are absent */
+    int64_t now_ms;          /* lookup */
+    idem_decision_t d;       /* begin's fast path */
+    idem_store_blob_t *blob; /* the copied record */
+    idem_record_t rec;       /* decoded from blob */
 } idem_store_read_t;
 
 /* Copies and decodes the record; decides or checks expiry. */

@@ -61,9 +61,9 @@ typedef enum {
 } idem_store_op_kind_t;
 
 typedef enum {
-    IDEM_STORE_WRITE_NONE = 0, /* leave the record as it is             */
-    IDEM_STORE_WRITE_PUT,      /* store op->val under op->key           */
-    IDEM_STORE_WRITE_DEL       /* remove the record under op->key       */
+    IDEM_STORE_WRITE_NONE = 0, /* leave the record as it is */
+    IDEM_STORE_WRITE_PUT,      /* store op->val under op->key */
+    IDEM_STORE_WRITE_DEL       /* remove the record under op->key */
 } idem_store_write_t;
 
 /*
@@ -77,19 +77,19 @@ typedef struct {
     /* Inputs, all borrowed. */
     idem_store_op_kind_t kind;
     idem_store_key_t key;
-    const idem_begin_t *begin;   /* BEGIN                              */
-    uint64_t owner;              /* COMPLETE, RELEASE                  */
-    const idem_response_t *resp; /* COMPLETE                           */
-    uint32_t flags;              /* COMPLETE: OR-ed into the record     */
-    int64_t now_ms;              /* PRUNE                             */
-    size_t budget;               /* PRUNE                             */
+    const idem_begin_t *begin;   /* BEGIN */
+    uint64_t owner;              /* COMPLETE, RELEASE */
+    const idem_response_t *resp; /* COMPLETE */
+    uint32_t flags;              /* COMPLETE: OR-ed into the record */
+    int64_t now_ms;              /* PRUNE */
+    size_t budget;               /* PRUNE */
 
     /* The plan: set by idem_store_plan(), carried out by the backend. */
     idem_store_write_t write;
-    idem_store_blob_t *val; /* PUT: the new record (owned)        */
-    int had_index;          /* old record's index entry exists    */
+    idem_store_blob_t *val; /* PUT: the new record (owned) */
+    int had_index;          /* old record's index entry exists */
     int64_t old_index_ms;
-    int64_t new_index_ms; /* PUT: index time of the new one   */
+    int64_t new_index_ms; /* PUT: index time of the new one */
 
     /* Results, meaningful once the write is durable. */
     int rc; /* 0 or the operation's own IDEM_E... code */
@@ -98,9 +98,9 @@ typedef struct {
     int first_mismatch;
     int took_over;
     idem_record_t rec;      /* BEGIN: the result, pointing into res */
-    idem_store_blob_t *res; /* BEGIN: owned until published         */
-    size_t removed;         /* PRUNE                            */
-    int more;               /* PRUNE                            */
+    idem_store_blob_t *res; /* BEGIN: owned until published */
+    size_t removed;         /* PRUNE */
+    int more;               /* PRUNE */
 } idem_store_op_t;
 
 /*
@@ -154,9 +154,9 @@ void idem_store_op_reset(idem_store_op_t *op);
 
 /* What prune does with one index entry; see idem_store_prune_check(). */
 typedef enum {
-    IDEM_STORE_PRUNE_REMOVE = 1, /* expired (or unreadable): remove it  */
+    IDEM_STORE_PRUNE_REMOVE = 1, /* expired (or unreadable): remove it */
     IDEM_STORE_PRUNE_ORPHAN,     /* the entry is not the record's: drop */
-    IDEM_STORE_PRUNE_REINDEX     /* not removable yet: move the entry   */
+    IDEM_STORE_PRUNE_REINDEX     /* not removable yet: move the entry */
 } idem_store_prune_t;
 
 /*

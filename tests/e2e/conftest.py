@@ -3,8 +3,8 @@ the demo Inquiries API as a counting upstream, LMDB in a temporary directory.
 
 Environment:
   IDEM_BUILD      build directory holding the module, inquiries and idemgate
-                  (default: build; the AddressSanitizer run uses
-                  build-address)
+                  (default: build; `make test` uses build-test, whose module
+                  has failpoints, and build-address under AddressSanitizer)
   IDEM_SANITIZER  "address" to preload the ASan runtime into nginx and fail
                   any test after which an ASan report was written
   NGINX_BIN       the nginx binary (default /usr/sbin/nginx)
@@ -112,6 +112,7 @@ master_process on;
 pid {run}/nginx.pid;
 error_log {run}/error.log {log_level};
 {user}
+env IDEMGATE_FAILPOINTS;
 thread_pool idem threads=16;
 events {{ worker_connections 1024; }}
 
@@ -174,10 +175,12 @@ class Gateway:
 
     def __init__(self, upstream, directives=(), store=None, workers=1,
                  max_body="1m", body_buffer="1m", read_timeout="10s",
-                 prune_interval="1s", scope=None):
+                 prune_interval="1s", scope=None, failpoints=None,
+                 data=None):
         self.upstream = upstream
+        self.failpoints = failpoints
         self.run = make_shared_dir("idem-run-")
-        self.data = os.path.join(self.run, "data")
+        self.data = data or os.path.join(self.run, "data")
         self.store = store or ("lmdb:" + self.data)
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
@@ -207,6 +210,9 @@ class Gateway:
     def env(self):
         env = dict(os.environ)
         env["TZ"] = "UTC"
+        env.pop("IDEMGATE_FAILPOINTS", None)
+        if self.failpoints:
+            env["IDEMGATE_FAILPOINTS"] = self.failpoints
         if SANITIZER == "address":
             lib = subprocess.check_output(
                 ["gcc", "-print-file-name=libasan.so"], text=True).strip()
@@ -327,6 +333,12 @@ def gateway_factory(upstream):
 def gateway(gateway_factory):
     return gateway_factory(directives=["idempotency_wait 3s;",
                                        "idempotency_lease 15s;"])
+
+
+def has_failpoints():
+    """Whether the module under test was built with failpoints."""
+    return os.path.basename(BUILD) in ("build-test", "build-address",
+                                       "build-undefined")
 
 
 def unique_key(prefix="k"):

@@ -880,8 +880,8 @@ static void test_prune_removes_expired_within_budget(void **state)
     idem_result_t res;
 
     claim_n(f->store, "old", 25, 1000, 500, 1);      /* expire at T0+1000 */
-    claim_n(f->store, "live", 5, TTL, LEASE, 1);     /* still remembered  */
-    claim_n(f->store, "leased", 3, 1000, 100000, 0); /* in progress       */
+    claim_n(f->store, "live", 5, TTL, LEASE, 1);     /* still remembered */
+    claim_n(f->store, "leased", 3, 1000, 100000, 0); /* in progress */
 
     assert_int_equal(idem_store_prune(f->store, T0 + 999, 10, &removed, &more),
                      0);
