@@ -1,0 +1,120 @@
+#!/bin/bash
+# run.sh — idemgate against plain nginx, side by side, in one run.
+#
+#   demo API (build/inquiries, POST/GET /bench: a small fixed answer)
+#     ^                         ^
+#     | proxy_pass              | proxy_pass + idempotency on (LMDB, durable)
+#   plain nginx :P1           nginx with the module :P2
+#     ^                         ^
+#     wrk, one after the other, same settings
+#
+# Scenarios: GET passthrough, POST without a key (passthrough), POST with a
+# new key per request (claim + complete, both durable), POST with one key
+# (replays). Each result is given as requests/s and as a ratio to plain
+# nginx on the same request. Settings: BENCH_SECONDS (5), BENCH_CONNS (32),
+# BENCH_WORKERS (1), BUILD (build).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+SECONDS_EACH=${BENCH_SECONDS:-5}
+CONNS=${BENCH_CONNS:-32}
+WORKERS=${BENCH_WORKERS:-1}
+NGINX=${NGINX_BIN:-/usr/sbin/nginx}
+
+run=$(mktemp -d /tmp/idem-bench-XXXXXX)
+chmod 0777 "$run"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$run"
+}
+trap cleanup EXIT
+
+port() { /usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+API=$(port); P1=$(port); P2=$(port)
+
+"$BUILD/inquiries" --listen "127.0.0.1:$API" >/dev/null 2>&1 &
+pids+=($!)
+
+user=""
+[ "$(id -u)" = 0 ] && user="user nobody nogroup;"
+
+conf() {  # conf NAME PORT MODULE-LINES LOCATION-LINES
+    mkdir -p "$run/$1"
+    cat >"$run/$1/nginx.conf" <<CONF
+$3
+worker_processes $WORKERS;
+daemon off;
+pid $run/$1/nginx.pid;
+error_log $run/$1/error.log warn;
+$user
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $run/$1/body;
+    proxy_temp_path $run/$1/proxy;
+    fastcgi_temp_path $run/$1/fastcgi;
+    uwsgi_temp_path $run/$1/uwsgi;
+    scgi_temp_path $run/$1/scgi;
+    client_body_buffer_size 1m;
+    upstream api { server 127.0.0.1:$API; keepalive 64; }
+    $( [ -n "$3" ] && echo "idempotency_store lmdb:$run/$1/data;" )
+    server {
+        listen 127.0.0.1:$2;
+        location / {
+            $4
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_ignore_client_abort on;
+            proxy_pass http://api;
+        }
+    }
+}
+CONF
+    [ "$(id -u)" = 0 ] && chown -R nobody:nogroup "$run/$1"
+    "$NGINX" -p "$run/$1" -c "$run/$1/nginx.conf" &
+    pids+=($!)
+}
+
+conf plain "$P1" "" ""
+conf idem "$P2" "load_module $PWD/$BUILD/ngx_http_idempotency_module.so;" \
+    "idempotency on;"
+
+for p in "$API" "$P1" "$P2"; do
+    for _ in $(seq 100); do
+        (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break
+        sleep 0.05
+    done
+done
+
+rps() {  # rps PORT [SCRIPT]
+    local script=()
+    [ -n "${2:-}" ] && script=(-s "bench/$2")
+    wrk -t1 -c"$CONNS" -d"${SECONDS_EACH}s" "${script[@]}" \
+        "http://127.0.0.1:$1/bench" | awk '/Requests\/sec/ {print $2}'
+}
+
+printf '%-34s %12s %12s %8s\n' scenario "nginx rps" "idemgate rps" ratio
+best() {  # best A B: the larger of two figures
+    echo "if ($1 > $2) $1 else $2" | bc -l
+}
+
+row() {  # row NAME PLAIN-SCRIPT IDEM-SCRIPT: interleaved, best of two each
+    local a1 b1 a2 b2 a b
+    a1=$(rps "$P1" "$2"); b1=$(rps "$P2" "$3")
+    a2=$(rps "$P1" "$2"); b2=$(rps "$P2" "$3")
+    a=$(best "$a1" "$a2"); b=$(best "$b1" "$b2")
+    printf '%-34s %12.0f %12.0f %8.2f\n' "$1" "$a" "$b" \
+        "$(echo "$b / $a" | bc -l)"
+}
+
+# warm both up (connections to the API, page cache, LMDB file)
+SECONDS_EACH=1 rps "$P1" "" >/dev/null
+SECONDS_EACH=1 rps "$P2" newkey.lua >/dev/null
+
+row "GET (passthrough)" "" ""
+row "POST without key (passthrough)" nokey.lua nokey.lua
+row "POST, one key (replays)" nokey.lua replay.lua
+row "POST, new key each (durable)" nokey.lua newkey.lua
