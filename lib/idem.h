@@ -449,6 +449,39 @@ IDEM_MUST_CHECK int idem_store_delete(idem_store_t *store,
                                       const idem_hash_t *scope,
                                       const char *key, size_t key_len);
 
+/* One operation of a batch: the arguments of begin(), complete() or
+ * release(), and what that call would have returned. */
+typedef enum {
+    IDEM_OP_BEGIN = 1,
+    IDEM_OP_COMPLETE,
+    IDEM_OP_RELEASE
+} idem_op_kind_t;
+
+typedef struct {
+    idem_op_kind_t         kind;
+    idem_begin_t           begin; /* IDEM_OP_BEGIN: all of its inputs      */
+    const idem_hash_t     *scope; /* IDEM_OP_COMPLETE and IDEM_OP_RELEASE  */
+    const char            *key;
+    size_t                 key_len;
+    uint64_t               owner;
+    const idem_response_t *resp;  /* IDEM_OP_COMPLETE                      */
+    uint32_t               flags; /* IDEM_OP_COMPLETE                      */
+    int                    rc;    /* out: what the single call returns     */
+    idem_result_t          result; /* out: IDEM_OP_BEGIN with rc == 0;
+                                      free with idem_result_free()         */
+} idem_op_t;
+
+/*
+ * Runs n operations as if each were called alone, in order, sharing as few
+ * durable commits as the backend can (one, when nothing fails): the way an
+ * event loop that collected many requests' operations hands them over with
+ * one thread hop. Every op gets its rc (and result); one failing op leaves
+ * the others unaffected and nothing half-written. Returns 0 once every op
+ * was attempted, IDEM_EINVAL for bad arguments (then no op ran).
+ */
+IDEM_MUST_CHECK int idem_store_batch(idem_store_t *store, idem_op_t *ops,
+                                     size_t n);
+
 /* Counters of a store handle since it was opened (this process only). */
 typedef struct {
     uint64_t commits;     /* durable write transactions                 */
