@@ -63,13 +63,12 @@ NGX_CC_OPT := $(if $(SANITIZER),-fsanitize=$(SANITIZER) -fno-omit-frame-pointer)
               $(if $(FAILPOINTS),-DIDEM_FAILPOINTS=1)
 NGX_LD_OPT := $(if $(SANITIZER),-fsanitize=$(SANITIZER))
 
-PHONY_EXTRA := module
 include examples/inquiries/inquiries.mk
 
 PYTEST := /usr/bin/python3 -m pytest
 E2E_ENV := IDEM_BUILD=$(BUILD) IDEM_SANITIZER=$(SANITIZER)
 
-.PHONY: all lib module deps test test-unit test-fuzz-replay fuzz bench format \
+.PHONY: all lib module deps run test-e2e test test-unit test-fuzz-replay fuzz bench format \
         format-check clean
 .DEFAULT_GOAL := all
 
@@ -141,6 +140,10 @@ $(BUILD)/fuzz/%_replay: fuzz/%.c fuzz/replay_main.c $(FUZZ_LIB_SRC) lib/idem.h
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_FLAGS) -o $@ $< fuzz/replay_main.c $(FUZZ_LIB_SRC) \
 	    $(PKG_LIBS) -pthread
+
+run: deps
+	@$(MAKE) --no-print-directory lib module $(INQUIRIES_BIN) $(BUILD)/idemgate
+	@BUILD=$(BUILD) sh scripts/run-demo.sh
 
 test: deps
 	@$(MAKE) --no-print-directory all
