@@ -60,7 +60,7 @@ http {
     scgi_temp_path $run/$1/scgi;
     client_body_buffer_size 1m;
     upstream api { server 127.0.0.1:$API; keepalive 64; }
-    $( [ -n "$3" ] && echo "idempotency_store lmdb:$run/$1/data;" )
+    $( [ -n "$3" ] && echo "idempotency_store lmdb:$run/$1/data${STORE_OPTS:-};" )
     server {
         listen 127.0.0.1:$2;
         location / {

@@ -23,6 +23,9 @@
 
 #define IETF_TYPE "about:blank"
 
+/* nginx waits this long at most for a connection to the upstream */
+#define CONNECT_TIMEOUT_MAX (10 * IDEMGATE_SECOND)
+
 /*
  * Where error_page sends nginx's own errors. Not a named location: nginx
  * cannot redirect a request whose request line it could not parse to one
@@ -33,32 +36,36 @@
  */
 #define ERROR_URI "//idemgate-error"
 
+#define API   0x01u /* the API server */
+#define ADMIN 0x02u /* the admin server */
+
 /* An error nginx itself answers, and the JSON page the gateway gives it. */
 typedef struct {
-    int         from;   /* nginx's code */
-    int         status; /* what the client gets */
-    int         admin;  /* the admin server can meet it too */
+    int from;           /* nginx's code */
+    int status;         /* what the client gets */
+    unsigned servers;   /* where nginx can meet it: API, ADMIN */
     const char *title;  /* persona style */
     const char *phrase; /* ietf style: the status phrase */
 } page_t;
 
 static const page_t pages[] = {
-    {400, 400, 1, "Bad request", "Bad Request"},
-    {404, 404, 1, "Not found", "Not Found"},
-    {405, 405, 1, "Method not allowed", "Method Not Allowed"},
-    {408, 408, 0, "Request timeout", "Request Timeout"},
-    {411, 411, 0, "Length required", "Length Required"},
-    {413, 413, 1, "Request too large", "Content Too Large"},
-    {414, 414, 1, "URI too long", "URI Too Long"},
+    {400, 400, API | ADMIN, "Bad request", "Bad Request"},
+    /* the API server proxies every URI */
+    {404, 404, ADMIN, "Not found", "Not Found"},
+    {405, 405, API | ADMIN, "Method not allowed", "Method Not Allowed"},
+    {408, 408, API, "Request timeout", "Request Timeout"},
+    {411, 411, API, "Length required", "Length Required"},
+    {413, 413, API | ADMIN, "Request too large", "Content Too Large"},
+    {414, 414, API | ADMIN, "URI too long", "URI Too Long"},
     /* nginx's own code for a header section over its buffers */
-    {494, 431, 1, "Request header fields too large",
+    {494, 431, API | ADMIN, "Request header fields too large",
      "Request Header Fields Too Large"},
-    {500, 500, 1, "Internal server error", "Internal Server Error"},
-    {501, 501, 0, "Not implemented", "Not Implemented"},
-    {502, 502, 0, "Bad gateway", "Bad Gateway"},
-    {503, 503, 0, "Service unavailable", "Service Unavailable"},
-    {504, 504, 0, "Gateway timeout", "Gateway Timeout"},
-    {505, 505, 0, "HTTP version not supported", "HTTP Version Not Supported"},
+    {500, 500, API | ADMIN, "Internal server error", "Internal Server Error"},
+    {501, 501, API, "Not implemented", "Not Implemented"},
+    {502, 502, API, "Bad gateway", "Bad Gateway"},
+    {503, 503, API, "Service unavailable", "Service Unavailable"},
+    {504, 504, API, "Gateway timeout", "Gateway Timeout"},
+    {505, 505, API, "HTTP version not supported", "HTTP Version Not Supported"},
 };
 
 #define NPAGES (sizeof(pages) / sizeof(pages[0]))
@@ -156,32 +163,32 @@ static void put_quoted(FILE *f, const char *s)
     fputc('"', f);
 }
 
-static void put_size(FILE *f, uint64_t bytes)
+/* A size as nginx reads it: "1m", "16k" or bytes. */
+static const char *size_str(uint64_t bytes, char *out, size_t len)
 {
-    if (bytes % (1024 * 1024) == 0) {
-        fprintf(f, "%" PRIu64 "m", bytes / (1024 * 1024));
-    } else if (bytes % 1024 == 0) {
-        fprintf(f, "%" PRIu64 "k", bytes / 1024);
+    if (bytes % IDEMGATE_MIB == 0) {
+        snprintf(out, len, "%" PRIu64 "m", bytes / IDEMGATE_MIB);
+    } else if (bytes % IDEMGATE_KIB == 0) {
+        snprintf(out, len, "%" PRIu64 "k", bytes / IDEMGATE_KIB);
     } else {
-        fprintf(f, "%" PRIu64, bytes);
+        snprintf(out, len, "%" PRIu64, bytes);
     }
+    return out;
 }
 
-static void put_duration(FILE *f, uint64_t ms)
+static const char *duration_str(uint64_t ms, char *out, size_t len)
 {
-    char d[32];
-
-    idemgate_duration_str(ms, d, sizeof(d));
-    fputs(d, f);
+    idemgate_duration_str(ms, out, len);
+    return out;
 }
 
 /* "location = ERROR_URI/NNN { ... return NNN '<json>'; }", in the error
  * style. */
 static void put_page(FILE *f, const idemgate_conf_t *c, const page_t *page)
 {
-    int         status = page->status;
+    int status = page->status;
     const char *title = page->title, *phrase = page->phrase;
-    char        details[256];
+    char details[256];
 
     page_details(c, status, details, sizeof(details));
     fprintf(f,
@@ -204,10 +211,8 @@ static void put_page(FILE *f, const idemgate_conf_t *c, const page_t *page)
     fprintf(f, "        }\n");
 }
 
-/* error_page lines and their locations, for one server: the API
- * server (404 cannot happen there: every URI is proxied) or the admin
- * server (which answers nothing but the pages marked for it). */
-static void put_error_pages(FILE *f, const idemgate_conf_t *c, int admin)
+/* error_page lines and their locations, for one server (API or ADMIN). */
+static void put_error_pages(FILE *f, const idemgate_conf_t *c, unsigned server)
 {
     size_t i;
 
@@ -215,14 +220,13 @@ static void put_error_pages(FILE *f, const idemgate_conf_t *c, int admin)
                "reaches these\n        # locations: nginx merges the "
                "slashes of every URI it receives\n");
     for (i = 0; i < NPAGES; i++) {
-        if (admin ? pages[i].admin : pages[i].status != 404) {
+        if (pages[i].servers & server) {
             fprintf(f, "        error_page %d =%d " ERROR_URI "/%d;\n",
-                    pages[i].from,
-                    pages[i].status, pages[i].status);
+                    pages[i].from, pages[i].status, pages[i].status);
         }
     }
     for (i = 0; i < NPAGES; i++) {
-        if (admin ? pages[i].admin : pages[i].status != 404) {
+        if (pages[i].servers & server) {
             fputc('\n', f);
             put_page(f, c, &pages[i]);
         }
@@ -234,9 +238,9 @@ static void put_header_variable(FILE *f, const char *name)
 {
     fputs("$http_", f);
     for (; *name; name++) {
-        fputc(*name == '-' ? '_'
-                           : (*name >= 'A' && *name <= 'Z' ? *name + 32
-                                                           : *name),
+        fputc(*name == '-'
+                  ? '_'
+                  : (*name >= 'A' && *name <= 'Z' ? *name + 32 : *name),
               f);
     }
 }
@@ -287,29 +291,29 @@ static void put_main(FILE *f, const idemgate_conf_t *c)
 
 static void put_http_common(FILE *f, const idemgate_conf_t *c)
 {
+    char body[32], header[32], client[32], upstream[32], connect[32];
+
     fprintf(f, "http {\n"
                "    access_log off;\n"
                "    server_tokens off;\n"
                "    log_format idemgate_api escape=none "
                "'$idempotency_log_entry';\n\n");
 
-    fprintf(f, "    # requests: bodies stay in memory up to the limit\n");
-    fputs("    client_max_body_size ", f);
-    put_size(f, c->max_body_bytes);
-    fputs(";\n    client_body_buffer_size ", f);
-    put_size(f, c->max_body_bytes);
-    /* one large buffer: the whole header section must fit in it */
-    fputs(";\n    client_header_buffer_size 1k;\n"
-          "    large_client_header_buffers 1 ",
-          f);
-    put_size(f, c->max_header_bytes);
-    fputs(";\n    client_header_timeout ", f);
-    put_duration(f, c->client_timeout_ms);
-    fputs(";\n    client_body_timeout ", f);
-    put_duration(f, c->client_timeout_ms);
-    fputs(";\n    send_timeout ", f);
-    put_duration(f, c->client_timeout_ms);
-    fputs(";\n    keepalive_timeout 65s;\n\n", f);
+    size_str(c->max_body_bytes, body, sizeof(body));
+    size_str(c->max_header_bytes, header, sizeof(header));
+    duration_str(c->client_timeout_ms, client, sizeof(client));
+    fprintf(f,
+            "    # requests: the body stays in memory; the header section "
+            "fits one buffer\n"
+            "    client_max_body_size %s;\n"
+            "    client_body_buffer_size %s;\n"
+            "    client_header_buffer_size 1k;\n"
+            "    large_client_header_buffers 1 %s;\n"
+            "    client_header_timeout %s;\n"
+            "    client_body_timeout %s;\n"
+            "    send_timeout %s;\n"
+            "    keepalive_timeout 65s;\n\n",
+            body, body, header, client, client, client);
 
     fprintf(f, "    # temporary files live in the runtime directory\n"
                "    client_body_temp_path client_body_temp;\n"
@@ -322,43 +326,44 @@ static void put_http_common(FILE *f, const idemgate_conf_t *c)
     put_quoted(f, c->store);
     fputs(";\n    idempotency_thread_pool idemgate;\n\n", f);
 
-    fprintf(f, "    upstream idemgate_upstream {\n"
-               "        server %s:%u;\n"
-               "        keepalive 64;\n"
-               "    }\n\n",
-            c->upstream.host, c->upstream.port);
-
-    fprintf(f, "    proxy_http_version 1.1;\n"
-               "    proxy_set_header Connection \"\";\n"
-               "    proxy_set_header Host $http_host;\n"
-               "    proxy_set_header X-Forwarded-For "
-               "$proxy_add_x_forwarded_for;\n"
-               "    proxy_set_header X-Request-Id $request_id;\n");
-    fputs("    proxy_read_timeout ", f);
-    put_duration(f, c->upstream_timeout_ms);
-    fputs(";\n    proxy_send_timeout ", f);
-    put_duration(f, c->upstream_timeout_ms);
-    fputs(";\n    proxy_connect_timeout ", f);
-    put_duration(f, c->upstream_timeout_ms < 10000 ? c->upstream_timeout_ms
-                                                   : 10000);
-    fputs(";\n    proxy_ignore_client_abort on;\n"
-          "    proxy_buffering on;\n"
-          "    proxy_max_temp_file_size 0;\n",
-          f);
+    duration_str(c->upstream_timeout_ms, upstream, sizeof(upstream));
+    duration_str(c->upstream_timeout_ms < CONNECT_TIMEOUT_MAX
+                     ? c->upstream_timeout_ms
+                     : CONNECT_TIMEOUT_MAX,
+                 connect, sizeof(connect));
+    fprintf(f,
+            "    upstream idemgate_upstream {\n"
+            "        server %s:%u;\n"
+            "        keepalive 64;\n"
+            "    }\n\n"
+            "    proxy_http_version 1.1;\n"
+            "    proxy_set_header Connection \"\";\n"
+            "    proxy_set_header Host $http_host;\n"
+            "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+            "    proxy_set_header X-Request-Id $request_id;\n"
+            "    proxy_read_timeout %s;\n"
+            "    proxy_send_timeout %s;\n"
+            "    proxy_connect_timeout %s;\n"
+            "    proxy_ignore_client_abort on;\n"
+            "    proxy_buffering on;\n"
+            "    proxy_max_temp_file_size 0;\n",
+            c->upstream.host, c->upstream.port, upstream, upstream, connect);
 }
 
 static void put_api_server(FILE *f, const idemgate_conf_t *c)
 {
     static const struct {
-        unsigned    bit;
+        unsigned bit;
         const char *name;
     } methods[] = {{IDEMGATE_M_POST, "POST"},
                    {IDEMGATE_M_PATCH, "PATCH"},
                    {IDEMGATE_M_PUT, "PUT"},
                    {IDEMGATE_M_DELETE, "DELETE"}};
+    char ttl[32], wait[32], lease[32], max[32];
 
-    fprintf(f, "\n    server {\n"
-               "        listen %s:%u;\n",
+    fprintf(f,
+            "\n    server {\n"
+            "        listen %s:%u;\n",
             c->listen.host, c->listen.port);
     if (c->api_log != NULL) {
         fputs("        access_log ", f);
@@ -376,22 +381,21 @@ static void put_api_server(FILE *f, const idemgate_conf_t *c)
     }
     fputs(";\n", f);
     put_scope(f, c);
-    fputs("            idempotency_ttl ", f);
-    put_duration(f, c->ttl_ms);
-    fputs(";\n            idempotency_wait ", f);
-    put_duration(f, c->wait_ms);
-    fputs(";\n            idempotency_lease ", f);
-    put_duration(f, c->lease_ms);
     fprintf(f,
-            ";\n            idempotency_on_unknown %s;\n"
+            "            idempotency_ttl %s;\n"
+            "            idempotency_wait %s;\n"
+            "            idempotency_lease %s;\n"
+            "            idempotency_on_unknown %s;\n"
             "            idempotency_error_style %s;\n"
             "            idempotency_require_key %s;\n"
-            "            idempotency_max_response_size ",
+            "            idempotency_max_response_size %s;\n",
+            duration_str(c->ttl_ms, ttl, sizeof(ttl)),
+            duration_str(c->wait_ms, wait, sizeof(wait)),
+            duration_str(c->lease_ms, lease, sizeof(lease)),
             c->on_unknown_release ? "release" : "store",
             c->error_style_ietf ? "ietf" : "persona",
-            c->require_key ? "on" : "off");
-    put_size(f, c->max_response_bytes);
-    fputs(";\n", f);
+            c->require_key ? "on" : "off",
+            size_str(c->max_response_bytes, max, sizeof(max)));
     if (c->no_store_headers.n > 0) {
         fputs("            idempotency_no_store_header", f);
         for (size_t i = 0; i < c->no_store_headers.n; i++) {
@@ -402,7 +406,7 @@ static void put_api_server(FILE *f, const idemgate_conf_t *c)
     }
     if (c->upstream_prefix[0] != '\0') {
         /* the URI as the client sent it, behind the prefix (which has
-         * neither quotes nor backslashes: flags.c checked) */
+         * neither quotes nor backslashes: settings.c checked) */
         fprintf(f,
                 "            proxy_pass "
                 "\"http://idemgate_upstream%s$request_uri\";\n",
@@ -411,7 +415,7 @@ static void put_api_server(FILE *f, const idemgate_conf_t *c)
         fputs("            proxy_pass http://idemgate_upstream;\n", f);
     }
     fputs("        }\n\n", f);
-    put_error_pages(f, c, 0);
+    put_error_pages(f, c, API);
     fputs("    }\n", f);
 }
 
@@ -420,9 +424,10 @@ static void put_admin_server(FILE *f, const idemgate_conf_t *c)
     if (c->admin_off) {
         return;
     }
-    fprintf(f, "\n    # the admin server: health, metrics, key inspection\n"
-               "    server {\n"
-               "        listen %s:%u;\n\n",
+    fprintf(f,
+            "\n    # the admin server: health, metrics, key inspection\n"
+            "    server {\n"
+            "        listen %s:%u;\n\n",
             c->admin.host, c->admin.port);
     fprintf(f, "        location = /healthz {\n"
                "            default_type application/json;\n"
@@ -438,15 +443,15 @@ static void put_admin_server(FILE *f, const idemgate_conf_t *c)
                "        location / {\n"
                "            return 404;\n"
                "        }\n\n");
-    put_error_pages(f, c, 1);
+    put_error_pages(f, c, ADMIN);
     fputs("    }\n", f);
 }
 
 int idemgate_conf_render(const idemgate_conf_t *conf, char **out,
                          size_t *outlen, idemgate_err_t *err)
 {
-    FILE  *f;
-    char  *text = NULL;
+    FILE *f;
+    char *text = NULL;
     size_t len = 0;
 
     f = open_memstream(&text, &len);

@@ -4,13 +4,19 @@
  * idemgate turns flags into an nginx configuration and runs nginx with the
  * idempotency module in the foreground. Data moves one way:
  *
- *   argv, --config FILE ──flags.c──> idemgate_conf_t (validated, defaults
- *                                    filled in, paths made absolute)
- *                                        │
- *                        conf.c ─────────┤ nginx.conf text (malloc'd)
- *                                        ▼
- *   --print-config: stdout      run.c: runtime dir, store dir, nginx as a
- *                                      child, signals forwarded, exit status
+ *   argv, --config FILE
+ *      │  flags.c: where settings come from, defaults, cross checks
+ *      │  settings.c: the flag table, one setter per flag
+ *      │  values.c: durations, sizes, addresses, header names
+ *      ▼
+ *   idemgate_conf_t (checked, defaults filled in, paths absolute)
+ *      │  conf.c
+ *      ▼
+ *   nginx.conf text ──────────────> stdout, for --print-config
+ *      │  run.c
+ *      ▼
+ *   runtime and store directories, nginx as a child, signals forwarded,
+ *   nginx's exit status as idemgate's
  *
  * main.c glues these steps together. Every function that can fail returns
  * 0 or -1; on -1 it has filled an idemgate_err_t with a one-line message
@@ -25,7 +31,7 @@
 #include <sys/types.h>
 
 #if defined(__GNUC__)
-#define IDEMGATE_MUST_CHECK    __attribute__((warn_unused_result))
+#define IDEMGATE_MUST_CHECK   __attribute__((warn_unused_result))
 #define IDEMGATE_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #else
 #define IDEMGATE_MUST_CHECK
@@ -37,7 +43,7 @@
 
 /* A failure on its way up to main(). */
 typedef struct {
-    int  status; /* the exit status: IDEMGATE_EXIT_... */
+    int status; /* the exit status: IDEMGATE_EXIT_... */
     char msg[1024];
 } idemgate_err_t;
 
@@ -47,7 +53,23 @@ int idemgate_fail(idemgate_err_t *err, int status, const char *fmt, ...)
 
 /* util.c: path as an absolute path (made from the working directory when
  * it is relative, "./" segments dropped), malloc'd; NULL with errno set. */
-char *idemgate_abspath(const char *path);
+IDEMGATE_MUST_CHECK char *idemgate_abspath(const char *path);
+
+/* Units: durations are kept in milliseconds, sizes in bytes. */
+#define IDEMGATE_SECOND UINT64_C(1000)
+#define IDEMGATE_MINUTE (60 * IDEMGATE_SECOND)
+#define IDEMGATE_HOUR   (60 * IDEMGATE_MINUTE)
+#define IDEMGATE_KIB    UINT64_C(1024)
+#define IDEMGATE_MIB    (1024 * IDEMGATE_KIB)
+#define IDEMGATE_GIB    (1024 * IDEMGATE_MIB)
+
+/* Defaults that flags.c fills in once every flag is read. */
+#define IDEMGATE_DEFAULT_STORE      "lmdb:./idemgate-data"
+#define IDEMGATE_DEFAULT_NGINX      "/usr/sbin/nginx"
+#define IDEMGATE_DEFAULT_ADMIN_HOST "127.0.0.1"
+#define IDEMGATE_DEFAULT_ADMIN_PORT 9090u
+#define IDEMGATE_MODULE_FILE        "ngx_http_idempotency_module.so"
+#define IDEMGATE_LEASE_MARGIN       (10 * IDEMGATE_SECOND)
 
 /* Methods that take part (the module's idempotency_methods). */
 #define IDEMGATE_M_POST   0x01u
@@ -65,15 +87,15 @@ typedef enum {
 /* HOST:PORT as nginx writes it: host is an IPv4 address, a name, or an
  * IPv6 address in brackets. Owns host. */
 typedef struct {
-    char    *host;
+    char *host;
     unsigned port;
 } idemgate_addr_t;
 
 /* A repeatable flag's values. Owns items and each string. A flag given on
  * the command line replaces the values from the file instead of adding. */
 typedef struct {
-    char            **items;
-    size_t            n;
+    char **items;
+    size_t n;
     idemgate_origin_t origin;
 } idemgate_list_t;
 
@@ -83,24 +105,24 @@ typedef struct {
 typedef struct {
     idemgate_addr_t listen;
     idemgate_addr_t upstream;
-    char           *upstream_prefix; /* "" or "/path" without trailing '/' */
+    char *upstream_prefix; /* "" or "/path" without trailing '/' */
     idemgate_addr_t admin;
-    int             admin_off;
+    int admin_off;
 
-    char           *store; /* the store URL, an lmdb path made absolute */
-    char           *store_dir; /* the lmdb directory, NULL for other URLs */
-    uint64_t        ttl_ms;
-    uint64_t        wait_ms;
-    uint64_t        lease_ms;
-    int             lease_set;
-    unsigned        methods; /* IDEMGATE_M_... */
+    char *store;     /* the store URL, an lmdb path made absolute */
+    char *store_dir; /* the lmdb directory, NULL for other URLs */
+    uint64_t ttl_ms;
+    uint64_t wait_ms;
+    uint64_t lease_ms;
+    int lease_set;
+    unsigned methods;              /* IDEMGATE_M_... */
     idemgate_list_t scope_headers; /* header names as given */
-    int             scope_none;
-    int             require_key;
-    int             on_unknown_release;
-    int             error_style_ietf;
+    int scope_none;
+    int require_key;
+    int on_unknown_release;
+    int error_style_ietf;
     idemgate_list_t no_store_headers;
-    char           *api_log; /* absolute path, or NULL: no API log */
+    char *api_log; /* absolute path, or NULL: no API log */
 
     uint64_t max_body_bytes;
     uint64_t max_header_bytes;
@@ -113,8 +135,8 @@ typedef struct {
     char *nginx;       /* the nginx binary */
     char *module;      /* absolute path of the module's .so */
     char *config_file; /* --config, as given */
-    int   print_config;
-    int   help;
+    int print_config;
+    int help;
 
     /* set by run.c when idemgate runs as root: the workers' identity */
     char *worker_user;
@@ -123,6 +145,79 @@ typedef struct {
     gid_t worker_gid;
 } idemgate_conf_t;
 
+/* values.c */
+
+/* Why a value was refused: a buffer for the reason, which leaves out the
+ * flag's name (the caller knows where the value came from). */
+typedef struct {
+    char *buf;
+    size_t len;
+} idemgate_why_t;
+
+/* Writes the reason into why; returns -1. */
+int idemgate_why(idemgate_why_t why, const char *fmt, ...)
+    IDEMGATE_PRINTF(2, 3);
+/* Decimal digits into *out, *end after them; -1 when there are none or
+ * they overflow. */
+IDEMGATE_MUST_CHECK int idemgate_parse_digits(const char *s, uint64_t *out,
+                                              const char **end);
+/* "500ms", "30s", "5m", "24h" or "30" (seconds), within [min_ms, max_ms]. */
+IDEMGATE_MUST_CHECK int idemgate_parse_duration(const char *s, uint64_t min_ms,
+                                                uint64_t max_ms, uint64_t *out,
+                                                idemgate_why_t why);
+/* "1024", "16k", "1m", "1g" (also "kb", "KiB"), within [min, max]. */
+IDEMGATE_MUST_CHECK int idemgate_parse_size(const char *s, uint64_t min,
+                                            uint64_t max, uint64_t *out,
+                                            idemgate_why_t why);
+/* true/false, yes/no, on/off, 1/0. */
+IDEMGATE_MUST_CHECK int idemgate_parse_bool(const char *s, int *out,
+                                            idemgate_why_t why);
+/* s[0..len) as HOST:PORT or [IPV6]:PORT; replaces out->host. */
+IDEMGATE_MUST_CHECK int idemgate_parse_addr(const char *s, size_t len,
+                                            idemgate_addr_t *out,
+                                            idemgate_why_t why);
+/* An HTTP header name; with for_variable, only the letters, digits and '-'
+ * that nginx can name as $http_NAME. */
+IDEMGATE_MUST_CHECK int
+idemgate_check_header_name(const char *s, int for_variable, idemgate_why_t why);
+/* Refuses control characters, which nginx.conf cannot carry. */
+IDEMGATE_MUST_CHECK int idemgate_check_printable(const char *s,
+                                                 idemgate_why_t why);
+/* A duration as nginx and people read it: "24h", "90s", "250ms". */
+void idemgate_duration_str(uint64_t ms, char *out, size_t outlen);
+
+/* settings.c */
+
+typedef int (*idemgate_setter_t)(idemgate_conf_t *conf, const char *value,
+                                 idemgate_origin_t origin, idemgate_why_t why);
+
+#define IDEMGATE_FLAG_CMDLINE_ONLY 0x01u /* not in a --config file */
+#define IDEMGATE_FLAG_SWITCH       0x02u /* takes no value ... */
+#define IDEMGATE_FLAG_EQ_VALUE     0x04u /* ... unless given as --name=VALUE */
+#define IDEMGATE_FLAG_EARLY        0x08u /* read before the --config file */
+
+/* One setting: its flag (and config file name), its setter, its help. */
+typedef struct {
+    const char *name;    /* without the leading "--" */
+    const char *metavar; /* NULL for a switch */
+    idemgate_setter_t set;
+    unsigned flags; /* IDEMGATE_FLAG_... */
+    const char *help;
+} idemgate_flag_t;
+
+/* The defaults that need no other setting. */
+void idemgate_conf_init(idemgate_conf_t *conf);
+/* The setting called name[0..len) ('_' matches '-'), or NULL. */
+const idemgate_flag_t *idemgate_flag_find(const char *name, size_t len);
+/* Writes the --help text to stdout. */
+void idemgate_flags_usage(void);
+/* Adds a copy of value to l; the first value from a new origin replaces
+ * the values from the old one. */
+IDEMGATE_MUST_CHECK int idemgate_list_add(idemgate_list_t *l, const char *value,
+                                          idemgate_origin_t origin,
+                                          idemgate_why_t why);
+void idemgate_list_clear(idemgate_list_t *l);
+
 /* flags.c */
 
 /* Parses argv (and the --config file it names) into *conf, fills in the
@@ -130,10 +225,6 @@ typedef struct {
 IDEMGATE_MUST_CHECK int idemgate_flags_parse(idemgate_conf_t *conf, int argc,
                                              char **argv, idemgate_err_t *err);
 void idemgate_conf_free(idemgate_conf_t *conf);
-/* Writes the --help text to stdout. */
-void idemgate_flags_usage(void);
-/* A duration as nginx and people read it: "24h", "90s", "250ms". */
-void idemgate_duration_str(uint64_t ms, char *out, size_t outlen);
 
 /* conf.c */
 
@@ -150,7 +241,7 @@ IDEMGATE_MUST_CHECK int idemgate_conf_render(const idemgate_conf_t *conf,
 IDEMGATE_MUST_CHECK int idemgate_run_identity(idemgate_conf_t *conf,
                                               idemgate_err_t *err);
 /* Prepares the directories, writes the configuration, runs nginx until it
- * exits and returns the exit status idemgate should end with. */
+ * exits and returns the exit status idemgate should end with (or -1). */
 IDEMGATE_MUST_CHECK int idemgate_run(idemgate_conf_t *conf,
                                      const char *nginx_conf, size_t len,
                                      idemgate_err_t *err);

@@ -18,10 +18,10 @@
 int main(int argc, char **argv)
 {
     idemgate_conf_t conf;
-    idemgate_err_t  err = {0, ""};
-    char           *text = NULL;
-    size_t          len = 0;
-    int             status = IDEMGATE_EXIT_FAILURE;
+    idemgate_err_t err = {0, ""};
+    char *text = NULL;
+    size_t len = 0;
+    int status = IDEMGATE_EXIT_FAILURE;
 
     if (idemgate_flags_parse(&conf, argc, argv, &err) != 0) {
         goto fail;

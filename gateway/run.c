@@ -19,8 +19,9 @@
  *   cleanup: the runtime directory, when idemgate made it
  *
  * nginx stays in idemgate's process group, so whoever stops the group
- * stops all of it; if idemgate itself is killed, the kernel sends nginx's
- * master SIGTERM (PR_SET_PDEATHSIG).
+ * stops all of it (a terminal's Ctrl-C too, which nginx takes as a fast
+ * stop; SIGINT sent to idemgate alone is graceful). If idemgate itself is
+ * killed, the kernel sends nginx's master SIGTERM (PR_SET_PDEATHSIG).
  */
 #include "idemgate.h"
 
@@ -41,11 +42,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define WORKER_USER    "nobody"
-#define CONF_FILE      "nginx.conf"
-#define PID_FILE       "nginx.pid"
-#define READY_POLL_NS  50000000L
-#define NOFILE_WANTED  65536
+#define WORKER_USER   "nobody"
+#define CONF_FILE     "nginx.conf"
+#define PID_FILE      "nginx.pid"
+#define READY_POLL_NS 50000000L
+#define NOFILE_WANTED 65536
 
 /* ------------------------------------------------------------------------ */
 /* Files and directories                                                     */
@@ -54,7 +55,7 @@
 int idemgate_run_identity(idemgate_conf_t *conf, idemgate_err_t *err)
 {
     struct passwd *pw;
-    struct group  *gr;
+    struct group *gr;
 
     if (geteuid() != 0) {
         return 0;
@@ -81,13 +82,11 @@ static int make_dirs(const char *flag, const char *path, mode_t mode,
                      idemgate_err_t *err)
 {
     struct stat st;
-    char       *copy;
-    int         rc = -1;
+    char *copy;
 
     copy = strdup(path);
     if (copy == NULL) {
-        idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
-        goto fail;
+        return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
     }
     for (char *p = copy + 1; *p; p++) {
         if (*p != '/') {
@@ -95,65 +94,64 @@ static int make_dirs(const char *flag, const char *path, mode_t mode,
         }
         *p = '\0';
         if (mkdir(copy, 0755) != 0 && errno != EEXIST) {
-            goto sys_fail;
+            goto fail;
         }
         *p = '/';
     }
-    if (mkdir(copy, mode) != 0 && errno != EEXIST) {
-        goto sys_fail;
-    }
-    if (stat(path, &st) != 0) {
-        goto sys_fail;
+    if ((mkdir(copy, mode) != 0 && errno != EEXIST) || stat(path, &st) != 0) {
+        goto fail;
     }
     if (!S_ISDIR(st.st_mode)) {
         errno = ENOTDIR;
-        goto sys_fail;
+        goto fail;
     }
-    rc = 0;
-    goto fail;
+    free(copy);
+    return 0;
 
-sys_fail:
+fail:
     idemgate_fail(err, IDEMGATE_EXIT_USAGE, "%s: cannot create %s: %s", flag,
                   copy, strerror(errno));
-fail:
     free(copy);
-    return rc;
+    return -1;
 }
 
-/* Gives dir and the files right inside it to the workers' user. */
+/* Gives dir and what is right inside it (LMDB's data.mdb and lock.mdb) to
+ * the workers' user. */
 static int give_to_workers(const idemgate_conf_t *conf, const char *flag,
                            const char *dir, idemgate_err_t *err)
 {
-    DIR           *d = NULL;
+    DIR *d = NULL;
     struct dirent *e;
-    int            rc = -1;
 
     if (chown(dir, conf->worker_uid, conf->worker_gid) != 0) {
-        goto sys_fail;
+        goto fail;
     }
     d = opendir(dir);
     if (d == NULL) {
-        goto sys_fail;
+        goto fail;
     }
+    errno = 0;
     while ((e = readdir(d)) != NULL) {
-        if (e->d_type == DT_REG &&
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
             fchownat(dirfd(d), e->d_name, conf->worker_uid, conf->worker_gid,
                      AT_SYMLINK_NOFOLLOW) != 0) {
-            goto sys_fail;
+            goto fail;
         }
     }
-    rc = 0;
-    goto fail;
+    if (errno != 0) {
+        goto fail;
+    }
+    closedir(d);
+    return 0;
 
-sys_fail:
+fail:
     idemgate_fail(err, IDEMGATE_EXIT_FAILURE,
                   "%s: cannot give %s to user %s: %s", flag, dir,
                   conf->worker_user, strerror(errno));
-fail:
     if (d != NULL) {
         closedir(d);
     }
-    return rc;
+    return -1;
 }
 
 /* Whether the workers' user can read, write and enter dir: a child takes
@@ -162,7 +160,7 @@ static int check_workers_reach(const idemgate_conf_t *conf, const char *flag,
                                const char *dir, idemgate_err_t *err)
 {
     pid_t pid;
-    int   status;
+    int status;
 
     pid = fork();
     if (pid < 0) {
@@ -185,21 +183,21 @@ static int check_workers_reach(const idemgate_conf_t *conf, const char *flag,
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         return 0;
     }
-    return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
-                         "%s: the nginx workers run as %s (idemgate runs as "
-                         "root) and cannot use %s: %s; let them reach it "
-                         "through every parent directory",
-                         flag, conf->worker_user, dir,
-                         strerror(WIFEXITED(status) ? WEXITSTATUS(status)
-                                                    : EPERM));
+    return idemgate_fail(
+        err, IDEMGATE_EXIT_USAGE,
+        "%s: the nginx workers run as %s (idemgate runs as "
+        "root) and cannot use %s: %s; let them reach it "
+        "through every parent directory",
+        flag, conf->worker_user, dir,
+        strerror(WIFEXITED(status) ? WEXITSTATUS(status) : EPERM));
 }
 
 /* The binary nginx names: itself when it has a '/', else found in $PATH.
- * Returns a malloc'd path. */
+ * *out is malloc'd. */
 static int find_nginx(const char *nginx, char **out, idemgate_err_t *err)
 {
-    const char *path, *p, *end;
-    char       *cand = NULL;
+    const char *p, *end;
+    char *cand;
 
     if (strchr(nginx, '/') != NULL) {
         if (access(nginx, X_OK) != 0) {
@@ -208,29 +206,29 @@ static int find_nginx(const char *nginx, char **out, idemgate_err_t *err)
                                  strerror(errno));
         }
         *out = strdup(nginx);
-        goto done;
+        return *out
+                   ? 0
+                   : idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
     }
-    path = getenv("PATH");
-    for (p = path ? path : "/usr/sbin:/usr/bin:/sbin:/bin"; *p; p = end) {
+    p = getenv("PATH") ? getenv("PATH") : "/usr/sbin:/usr/bin:/sbin:/bin";
+    for (;; p = end + 1) {
         end = p + strcspn(p, ":");
-        if (asprintf(&cand, "%.*s/%s", (int)(end - p), p, nginx) < 0) {
-            return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
+        if (end > p) {
+            if (asprintf(&cand, "%.*s/%s", (int)(end - p), p, nginx) < 0) {
+                return idemgate_fail(err, IDEMGATE_EXIT_FAILURE,
+                                     "out of memory");
+            }
+            if (access(cand, X_OK) == 0) {
+                *out = cand;
+                return 0;
+            }
+            free(cand);
         }
-        if (end > p && access(cand, X_OK) == 0) {
-            *out = cand;
-            goto done;
+        if (*end == '\0') {
+            return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
+                                 "--nginx: %s is not in $PATH", nginx);
         }
-        free(cand);
-        end += *end == ':';
     }
-    return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
-                         "--nginx: %s is not in $PATH", nginx);
-
-done:
-    if (*out == NULL) {
-        return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
-    }
-    return 0;
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag,
@@ -257,7 +255,7 @@ static int make_runtime_dir(idemgate_conf_t *conf, int *made,
                             idemgate_err_t *err)
 {
     const char *tmp;
-    char       *dir = NULL;
+    char *dir = NULL;
 
     *made = 0;
     if (conf->runtime_dir != NULL) {
@@ -294,9 +292,9 @@ static int make_runtime_dir(idemgate_conf_t *conf, int *made,
 static int write_file(const char *path, const char *text, size_t len,
                       idemgate_err_t *err)
 {
-    int     fd;
+    int fd;
     ssize_t n;
-    size_t  done = 0;
+    size_t done = 0;
 
     fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
@@ -327,31 +325,42 @@ fail:
     return -1;
 }
 
+/* The lmdb directory, made when missing; as root, given to the workers,
+ * who must be able to reach it. */
+static int prepare_store(const idemgate_conf_t *conf, idemgate_err_t *err)
+{
+    if (make_dirs("--store", conf->store_dir, 0700, err) != 0) {
+        return -1;
+    }
+    if (conf->worker_user == NULL) {
+        return 0;
+    }
+    if (give_to_workers(conf, "--store", conf->store_dir, err) != 0 ||
+        check_workers_reach(conf, "--store", conf->store_dir, err) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
 /* Everything nginx needs on disk before it starts. */
 static int prepare(idemgate_conf_t *conf, const char *text, size_t len,
                    char **conf_path, int *made, idemgate_err_t *err)
 {
-    int root = conf->worker_user != NULL;
-
     if (access(conf->module, R_OK) != 0) {
         return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
                              "--module: cannot read %s: %s (build it with "
                              "make, or pass --module PATH)",
                              conf->module, strerror(errno));
     }
-    if (conf->store_dir != NULL) {
-        if (make_dirs("--store", conf->store_dir, 0700, err) != 0 ||
-            (root &&
-             (give_to_workers(conf, "--store", conf->store_dir, err) != 0 ||
-              check_workers_reach(conf, "--store", conf->store_dir, err) !=
-                  0))) {
-            return -1;
-        }
+    if (conf->store_dir != NULL && prepare_store(conf, err) != 0) {
+        return -1;
     }
     if (make_runtime_dir(conf, made, err) != 0) {
         return -1;
     }
-    if (root && *made &&
+    /* its temp directories are made by nginx's master and given to the
+     * workers, but the workers must be able to enter it */
+    if (conf->worker_user != NULL && *made &&
         give_to_workers(conf, "--runtime-dir", conf->runtime_dir, err) != 0) {
         return -1;
     }
@@ -366,7 +375,7 @@ static int prepare(idemgate_conf_t *conf, const char *text, size_t len,
 /* nginx as a child                                                          */
 /* ------------------------------------------------------------------------ */
 
-static const int forwarded[] = {SIGTERM, SIGINT, SIGQUIT,
+static const int forwarded[] = {SIGTERM, SIGINT,  SIGQUIT,
                                 SIGHUP,  SIGUSR1, SIGCHLD};
 
 /* In the child: becomes nginx, or exits 127. */
@@ -375,17 +384,16 @@ static void exec_nginx(const char *nginx, const char *prefix,
                        const sigset_t *mask)
 {
     struct rlimit rl;
-    char *argv[] = {(char *)"nginx", (char *)"-e",  (char *)"stderr",
-                    (char *)"-p",    (char *)prefix, (char *)"-c",
-                    (char *)conf_path, NULL};
+    char *argv[] = {
+        (char *)"nginx", (char *)"-e", (char *)"stderr",  (char *)"-p",
+        (char *)prefix,  (char *)"-c", (char *)conf_path, NULL};
 
     if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) {
         _exit(127);
     }
     /* 4096 connections a worker, two descriptors each when proxied */
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < NOFILE_WANTED) {
-        rl.rlim_cur = rl.rlim_max < NOFILE_WANTED ? rl.rlim_max
-                                                  : NOFILE_WANTED;
+        rl.rlim_cur = rl.rlim_max < NOFILE_WANTED ? rl.rlim_max : NOFILE_WANTED;
         (void)setrlimit(RLIMIT_NOFILE, &rl);
     }
     sigprocmask(SIG_SETMASK, mask, NULL);
@@ -399,9 +407,9 @@ static void exec_nginx(const char *nginx, const char *prefix,
  * in place by then). */
 static int nginx_ready(const char *runtime_dir, pid_t pid)
 {
-    char  path[4096], buf[32];
-    int   fd;
-    long  n;
+    char path[4096], buf[32];
+    int fd;
+    long n;
 
     snprintf(path, sizeof(path), "%s/" PID_FILE, runtime_dir);
     fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -434,13 +442,12 @@ static void announce(const idemgate_conf_t *conf)
 static int supervise(const idemgate_conf_t *conf, pid_t pid,
                      const sigset_t *set, int *status, idemgate_err_t *err)
 {
-    const struct timespec poll = {0, READY_POLL_NS};
-    siginfo_t             info;
+    const struct timespec tick = {0, READY_POLL_NS};
+    siginfo_t info;
     int ready = 0, stopping = 0, want_stop = 0, want_hup = 0, sig;
 
     for (;;) {
-        sig = ready ? sigwaitinfo(set, &info)
-                    : sigtimedwait(set, &info, &poll);
+        sig = ready ? sigwaitinfo(set, &info) : sigtimedwait(set, &info, &tick);
         if (sig < 0 && errno == EINTR) {
             continue;
         }
@@ -492,15 +499,12 @@ int idemgate_run(idemgate_conf_t *conf, const char *text, size_t len,
                  idemgate_err_t *err)
 {
     sigset_t set, old;
-    char    *nginx = NULL, *conf_path = NULL;
-    pid_t    pid, self = getpid();
-    int      made = 0, status = 0, rc = -1, blocked = 0;
+    char *nginx = NULL, *conf_path = NULL;
+    pid_t pid, self = getpid();
+    int made = 0, status = 0, rc = -1, blocked = 0;
 
-    if (find_nginx(conf->nginx, &nginx, err) != 0 ||
-        prepare(conf, text, len, &conf_path, &made, err) != 0) {
-        goto fail;
-    }
-
+    /* from here on a signal waits for supervise(), so that a stop while
+     * the directories are prepared still cleans them up */
     sigemptyset(&set);
     for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++) {
         sigaddset(&set, forwarded[i]);
@@ -508,7 +512,7 @@ int idemgate_run(idemgate_conf_t *conf, const char *text, size_t len,
     if (sigprocmask(SIG_BLOCK, &set, &old) != 0) {
         idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "sigprocmask: %s",
                       strerror(errno));
-        goto fail;
+        goto out;
     }
     blocked = 1;
     /* a shell may start us with SIGINT ignored, and an ignored SIGCHLD
@@ -517,10 +521,15 @@ int idemgate_run(idemgate_conf_t *conf, const char *text, size_t len,
         signal(forwarded[i], SIG_DFL);
     }
 
+    if (find_nginx(conf->nginx, &nginx, err) != 0 ||
+        prepare(conf, text, len, &conf_path, &made, err) != 0) {
+        goto out;
+    }
+
     pid = fork();
     if (pid < 0) {
         idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "fork: %s", strerror(errno));
-        goto fail;
+        goto out;
     }
     if (pid == 0) {
         exec_nginx(nginx, conf->runtime_dir, conf_path, self, &old);
@@ -529,7 +538,7 @@ int idemgate_run(idemgate_conf_t *conf, const char *text, size_t len,
     if (supervise(conf, pid, &set, &status, err) != 0) {
         kill(pid, SIGTERM);
         waitpid(pid, NULL, 0);
-        goto fail;
+        goto out;
     }
     if (WIFEXITED(status)) {
         rc = WEXITSTATUS(status);
@@ -542,7 +551,7 @@ int idemgate_run(idemgate_conf_t *conf, const char *text, size_t len,
                 WTERMSIG(status));
     }
 
-fail:
+out:
     if (made) {
         remove_tree(conf->runtime_dir);
     }

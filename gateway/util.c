@@ -27,7 +27,7 @@ int idemgate_fail(idemgate_err_t *err, int status, const char *fmt, ...)
 
 char *idemgate_abspath(const char *path)
 {
-    char  *cwd = NULL, *out = NULL;
+    char *cwd = NULL, *out = NULL;
     size_t cwd_len, path_len;
 
     while (path[0] == '.' && path[1] == '/') {

@@ -1,29 +1,43 @@
 
 /*
  * ngx_http_idempotency_task.c — the store's blocking calls, run on an nginx
- * thread pool and never on the event loop.
+ * thread pool and never on the event loop, batched.
  *
- *   event loop                         thread pool
- *   ----------                         -----------
- *   job filled from r, r parked   ──>  job->handler: only the job's own
- *   (r->main->blocked++, r->aio)       memory and the store; never r, its
- *                                      pool or its log
- *   event handler: unpark, apply  <──  result in the job
- *   the result to ctx, resume r
+ *   requests of this worker          thread pool
+ *   -----------------------          -----------
+ *   job: begin/complete/release
+ *     │ r parked (blocked, aio)
+ *     ▼
+ *   pending queue ──(none running)──> one batch task: idem_store_batch()
+ *     ▲  ▲                            — every op of the batch in one
+ *     │  └─ jobs queued meanwhile       durable commit, one thread hop
+ *     │      wait for the next batch         │
+ *     │                                      ▼
+ *     └──── next batch posted <──── batch done (event loop): each job's
+ *                                   result to its request, which resumes
  *
- * While a request is parked nginx will not free it (blocked), so the job may
- * point at memory of its pool that nothing else touches meanwhile. A
- * detached job (a claim left by a request that is gone) owns all it uses
- * and frees itself in its event handler.
+ * One batch runs at a time per worker: while it commits, the next one
+ * fills, so the commit rate, not the request rate, bounds the fsyncs. A
+ * large body's fingerprint is computed by a task of its own first, so a
+ * slow canonicalization never holds a batch up.
+ *
+ * While a request is parked nginx will not free it (blocked), so a job may
+ * point at memory of its pool that nothing else touches meanwhile. The
+ * thread side touches only the jobs' own memory and the store — never r,
+ * its pool or its log. A detached job (a claim left by a request that is
+ * gone) owns all it uses and is freed when its batch is done.
  */
 
 #include "ngx_http_idempotency.h"
 
 
+#define NGX_HTTP_IDEM_BATCH_MAX  512
+
+
 typedef enum {
     NGX_HTTP_IDEM_JOB_BEGIN = 0,
     NGX_HTTP_IDEM_JOB_FINISH,
-    NGX_HTTP_IDEM_JOB_PRUNE
+    NGX_HTTP_IDEM_JOB_DETACHED
 } ngx_http_idempotency_job_kind_e;
 
 
@@ -35,91 +49,355 @@ typedef struct {
 
 
 typedef struct {
+    ngx_queue_t                      queue;
     ngx_http_idempotency_job_kind_e  kind;
-    idem_store_t                    *store;
     ngx_http_request_t              *request;   /* NULL when detached */
     ngx_http_idempotency_ctx_t      *ctx;       /* NULL when detached */
-    ngx_http_idempotency_main_conf_t *imcf;
 
     idem_hash_t                      scope;
     idem_hash_t                      fingerprint;
     u_char                           key[IDEM_KEY_MAX];
     size_t                           key_len;
-
-    /* begin */
-    int64_t                          ttl_ms;
-    int64_t                          lease_ms;
-    idem_on_unknown_t                on_unknown;
     idem_style_t                     style;
-    ngx_uint_t                       fp_in_thread;
+
+    /* the unknown-outcome answer a begin() or a detached job may store */
+    idem_errbody_t                   unknown_body;
+    idem_header_t                    unknown_ct;
+    idem_response_t                  unknown;
+
+    /* a large body, fingerprinted on the thread pool before the batch */
     idem_request_t                   req;
     ngx_fd_t                         fd;
     ngx_http_idempotency_seg_t      *segs;
     ngx_uint_t                       nsegs;
     size_t                           body_len;
+    int                              fp_rc;
 
-    /* finish */
-    uint64_t                         owner;
-    const idem_response_t           *resp;
-    uint32_t                         flags;
-    ngx_uint_t                       release;
-
-    /* prune */
-    size_t                           budget;
-    size_t                           removed;
-    int                              more;
-
-    /* out */
-    int                              rc;
-    idem_result_t                    res;
+    idem_op_t                        op;
 } ngx_http_idempotency_job_t;
 
 
-static void ngx_http_idempotency_job_handler(void *data, ngx_log_t *log);
-static void ngx_http_idempotency_job_done(ngx_event_t *ev);
-static void ngx_http_idempotency_detached_done(ngx_event_t *ev);
+typedef struct {
+    idem_store_t                    *store;
+    ngx_uint_t                       n;
+    ngx_http_idempotency_job_t     **jobs;
+    idem_op_t                       *ops;
+    ngx_uint_t                      *index;    /* ops[k] is jobs[index[k]] */
+} ngx_http_idempotency_batch_t;
+
+
+typedef struct {
+    idem_store_t                      *store;
+    ngx_http_idempotency_main_conf_t  *imcf;
+    size_t                             budget;
+    size_t                             removed;
+    int                                more;
+    int                                rc;
+} ngx_http_idempotency_prune_job_t;
+
+
+static void ngx_http_idempotency_enqueue(ngx_http_idempotency_job_t *job);
+static void ngx_http_idempotency_batch_post(void);
+static void ngx_http_idempotency_job_deliver(ngx_http_idempotency_job_t *job);
+
+
+/* this worker's queue: jobs waiting for the next batch */
+static ngx_queue_t                        ngx_http_idempotency_pending;
+static ngx_uint_t                         ngx_http_idempotency_npending;
+static ngx_uint_t                         ngx_http_idempotency_batch_running;
+static ngx_http_idempotency_main_conf_t  *ngx_http_idempotency_imcf;
 
 
 /*
  * The response stored for a key whose outcome is unknown (SPEC §3): a
- * gateway-made 504 in the location's error style.
+ * gateway-made 504 in the location's error style. Runs on the thread pool.
  */
 
 static int
-ngx_http_idempotency_unknown_response(idem_style_t style, const u_char *key,
-    size_t key_len, idem_errbody_t *eb, idem_header_t *ct,
-    idem_response_t *resp)
+ngx_http_idempotency_unknown_response(ngx_http_idempotency_job_t *job)
 {
     int  rc;
 
-    rc = idem_errbody(style, IDEM_ERR_UNKNOWN_OUTCOME, (const char *) key,
-                      key_len, 0, eb);
+    rc = idem_errbody(job->style, IDEM_ERR_UNKNOWN_OUTCOME,
+                      (const char *) job->key, job->key_len, 0,
+                      &job->unknown_body);
     if (rc != 0) {
         return rc;
     }
 
-    ct->name.data = "Content-Type";
-    ct->name.len = sizeof("Content-Type") - 1;
-    ct->value.data = eb->content_type;
-    ct->value.len = strlen(eb->content_type);
+    job->unknown_ct.name.data = "Content-Type";
+    job->unknown_ct.name.len = sizeof("Content-Type") - 1;
+    job->unknown_ct.value.data = job->unknown_body.content_type;
+    job->unknown_ct.value.len = strlen(job->unknown_body.content_type);
 
-    ngx_memzero(resp, sizeof(idem_response_t));
-    resp->status = eb->status;
-    resp->headers = ct;
-    resp->nheaders = 1;
-    resp->body = (const uint8_t *) eb->body;
-    resp->body_len = eb->body_len;
+    ngx_memzero(&job->unknown, sizeof(idem_response_t));
+    job->unknown.status = job->unknown_body.status;
+    job->unknown.headers = &job->unknown_ct;
+    job->unknown.nheaders = 1;
+    job->unknown.body = (const uint8_t *) job->unknown_body.body;
+    job->unknown.body_len = job->unknown_body.body_len;
 
     return 0;
 }
 
 
-/* Reads the request body (memory and temp-file parts) and fingerprints it. */
+/* batches */
 
-static int
-ngx_http_idempotency_job_fingerprint(ngx_http_idempotency_job_t *job)
+static void
+ngx_http_idempotency_batch_handler(void *data, ngx_log_t *log)
 {
-    int          rc;
+    ngx_http_idempotency_batch_t *batch = data;
+
+    int                          rc;
+    ngx_uint_t                   i, k, m;
+    ngx_http_idempotency_job_t  *job;
+
+    /* the store's batch gets the ops whose preparation succeeded */
+    m = 0;
+
+    for (i = 0; i < batch->n; i++) {
+        job = batch->jobs[i];
+
+        if (job->op.kind == IDEM_OP_BEGIN
+            || (job->kind == NGX_HTTP_IDEM_JOB_DETACHED
+                && job->op.kind == IDEM_OP_COMPLETE))
+        {
+            rc = ngx_http_idempotency_unknown_response(job);
+            if (rc != 0) {
+                job->op.rc = rc;
+                continue;
+            }
+
+            if (job->op.kind == IDEM_OP_BEGIN) {
+                job->op.begin.unknown_response = &job->unknown;
+
+            } else {
+                job->op.resp = &job->unknown;
+            }
+        }
+
+        batch->ops[m] = job->op;
+        batch->index[m] = i;
+        m++;
+    }
+
+    rc = m ? idem_store_batch(batch->store, batch->ops, m) : 0;
+
+    for (k = 0; k < m; k++) {
+        job = batch->jobs[batch->index[k]];
+        job->op.rc = rc ? rc : batch->ops[k].rc;
+
+        if (job->op.rc == 0) {
+            job->op.result = batch->ops[k].result;
+        }
+    }
+
+    for (i = 0; i < batch->n; i++) {
+        free(batch->jobs[i]->unknown_body.body);
+        batch->jobs[i]->unknown_body.body = NULL;
+    }
+}
+
+
+static void
+ngx_http_idempotency_batch_done(ngx_event_t *ev)
+{
+    ngx_thread_task_t             *task = ev->data;
+    ngx_http_idempotency_batch_t  *batch = task->ctx;
+
+    ngx_uint_t  i;
+
+    ngx_http_idempotency_batch_running = 0;
+
+    for (i = 0; i < batch->n; i++) {
+        ngx_http_idempotency_job_deliver(batch->jobs[i]);
+    }
+
+    ngx_free(batch->jobs);
+    ngx_free(batch->ops);
+    ngx_free(batch->index);
+    ngx_free(task);
+
+    ngx_http_idempotency_batch_post();
+}
+
+
+/* Posts the pending jobs as one batch, unless a batch runs already. */
+
+static void
+ngx_http_idempotency_batch_post(void)
+{
+    ngx_uint_t                     i, n;
+    ngx_queue_t                   *q;
+    ngx_thread_task_t             *task;
+    ngx_http_idempotency_job_t    *job;
+    ngx_http_idempotency_batch_t  *batch;
+
+    if (ngx_http_idempotency_batch_running
+        || ngx_http_idempotency_npending == 0)
+    {
+        return;
+    }
+
+    n = ngx_min(ngx_http_idempotency_npending, NGX_HTTP_IDEM_BATCH_MAX);
+
+    task = ngx_calloc(sizeof(ngx_thread_task_t)
+                      + sizeof(ngx_http_idempotency_batch_t), ngx_cycle->log);
+    if (task == NULL) {
+        goto failed;
+    }
+
+    batch = (ngx_http_idempotency_batch_t *) (task + 1);
+    batch->store = ngx_http_idempotency_imcf->store;
+    batch->jobs = ngx_alloc(n * sizeof(ngx_http_idempotency_job_t *),
+                            ngx_cycle->log);
+    batch->ops = ngx_alloc(n * sizeof(idem_op_t), ngx_cycle->log);
+    batch->index = ngx_alloc(n * sizeof(ngx_uint_t), ngx_cycle->log);
+
+    if (batch->jobs == NULL || batch->ops == NULL || batch->index == NULL) {
+        ngx_free(batch->jobs);
+        ngx_free(batch->ops);
+        ngx_free(batch->index);
+        ngx_free(task);
+        goto failed;
+    }
+
+    for (i = 0; i < n; i++) {
+        q = ngx_queue_head(&ngx_http_idempotency_pending);
+        ngx_queue_remove(q);
+        batch->jobs[i] = ngx_queue_data(q, ngx_http_idempotency_job_t, queue);
+    }
+
+    ngx_http_idempotency_npending -= n;
+    batch->n = n;
+
+    task->ctx = batch;
+    task->handler = ngx_http_idempotency_batch_handler;
+    task->event.data = task;
+    task->event.handler = ngx_http_idempotency_batch_done;
+    task->event.log = ngx_cycle->log;
+
+    if (ngx_thread_task_post(ngx_http_idempotency_imcf->thread_pool, task)
+        != NGX_OK)
+    {
+        /* put the jobs back and fail them all below */
+        for (i = n; i > 0; i--) {
+            ngx_queue_insert_head(&ngx_http_idempotency_pending,
+                                  &batch->jobs[i - 1]->queue);
+        }
+
+        ngx_http_idempotency_npending += n;
+        ngx_free(batch->jobs);
+        ngx_free(batch->ops);
+        ngx_free(batch->index);
+        ngx_free(task);
+        goto failed;
+    }
+
+    ngx_http_idempotency_batch_running = 1;
+    return;
+
+failed:
+
+    /* the store cannot be reached: every waiting request fails closed */
+    while (!ngx_queue_empty(&ngx_http_idempotency_pending)) {
+        q = ngx_queue_head(&ngx_http_idempotency_pending);
+        ngx_queue_remove(q);
+        ngx_http_idempotency_npending--;
+        job = ngx_queue_data(q, ngx_http_idempotency_job_t, queue);
+        job->op.rc = IDEM_EUNAVAIL;
+        ngx_http_idempotency_job_deliver(job);
+    }
+}
+
+
+static void
+ngx_http_idempotency_enqueue(ngx_http_idempotency_job_t *job)
+{
+    if (ngx_http_idempotency_imcf == NULL) {
+        ngx_queue_init(&ngx_http_idempotency_pending);
+    }
+
+    ngx_http_idempotency_imcf = ngx_http_cycle_get_module_main_conf(
+                                    ngx_cycle, ngx_http_idempotency_module);
+
+    ngx_queue_insert_tail(&ngx_http_idempotency_pending, &job->queue);
+    ngx_http_idempotency_npending++;
+
+    ngx_http_idempotency_batch_post();
+}
+
+
+/* jobs */
+
+static ngx_http_idempotency_job_t *
+ngx_http_idempotency_job_alloc(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, ngx_http_idempotency_job_kind_e kind)
+{
+    ngx_http_idempotency_job_t  *job;
+
+    job = ngx_pcalloc(r->pool, sizeof(ngx_http_idempotency_job_t));
+    if (job == NULL) {
+        return NULL;
+    }
+
+    job->kind = kind;
+    job->request = r;
+    job->ctx = ctx;
+    job->scope = ctx->scope;
+    job->fingerprint = ctx->fingerprint;
+    ngx_memcpy(job->key, ctx->key, ctx->key_len);
+    job->key_len = ctx->key_len;
+    job->style = ctx->conf->error_style;
+    job->fd = NGX_INVALID_FILE;
+
+    return job;
+}
+
+
+static void
+ngx_http_idempotency_park(ngx_http_request_t *r)
+{
+    r->main->blocked++;
+    r->aio = 1;
+}
+
+
+static void
+ngx_http_idempotency_unpark(ngx_http_request_t *r)
+{
+    r->main->blocked--;
+    r->aio = 0;
+
+    ngx_http_set_log_request(r->connection->log, r);
+}
+
+
+static void
+ngx_http_idempotency_begin_op(ngx_http_idempotency_job_t *job)
+{
+    ngx_http_idempotency_loc_conf_t  *ilcf = job->ctx->conf;
+
+    job->op.kind = IDEM_OP_BEGIN;
+    job->op.begin.scope = &job->scope;
+    job->op.begin.key = (const char *) job->key;
+    job->op.begin.key_len = job->key_len;
+    job->op.begin.fingerprint = &job->fingerprint;
+    job->op.begin.now_ms = ngx_http_idempotency_now_ms();
+    job->op.begin.ttl_ms = ilcf->ttl;
+    job->op.begin.lease_ms = ilcf->lease;
+    job->op.begin.on_unknown = ilcf->on_unknown;
+}
+
+
+/* Reads the request body (memory and temp-file parts) and fingerprints it:
+ * a task of its own, on the thread pool. */
+
+static void
+ngx_http_idempotency_fp_handler(void *data, ngx_log_t *log)
+{
+    ngx_http_idempotency_job_t *job = data;
+
     u_char      *body, *p;
     ssize_t      n;
     size_t       done;
@@ -130,7 +408,8 @@ ngx_http_idempotency_job_fingerprint(ngx_http_idempotency_job_t *job)
     if (job->body_len) {
         body = malloc(job->body_len);
         if (body == NULL) {
-            return IDEM_ENOMEM;
+            job->fp_rc = IDEM_ENOMEM;
+            return;
         }
     }
 
@@ -147,7 +426,8 @@ ngx_http_idempotency_job_fingerprint(ngx_http_idempotency_job_t *job)
                       job->segs[i].offset + done);
             if (n <= 0) {
                 free(body);
-                return IDEM_EIO;
+                job->fp_rc = IDEM_EIO;
+                return;
             }
         }
 
@@ -157,165 +437,123 @@ ngx_http_idempotency_job_fingerprint(ngx_http_idempotency_job_t *job)
     job->req.body = body;
     job->req.body_len = job->body_len;
 
-    rc = idem_fingerprint(&job->req, &job->fingerprint, NULL);
+    job->fp_rc = idem_fingerprint(&job->req, &job->fingerprint, NULL);
 
     free(body);
     job->req.body = NULL;
-
-    return rc;
 }
 
 
 static void
-ngx_http_idempotency_job_handler(void *data, ngx_log_t *log)
+ngx_http_idempotency_fp_done(ngx_event_t *ev)
 {
-    ngx_http_idempotency_job_t *job = data;
+    ngx_http_idempotency_job_t *job = ev->data;
 
-    idem_begin_t     in;
-    idem_header_t    ct;
-    idem_errbody_t   eb;
-    idem_response_t  unknown;
+    ngx_http_request_t          *r = job->request;
+    ngx_http_idempotency_ctx_t  *ctx = job->ctx;
 
-    switch (job->kind) {
+    ngx_http_idempotency_unpark(r);
 
-    case NGX_HTTP_IDEM_JOB_BEGIN:
-        if (job->fp_in_thread) {
-            job->rc = ngx_http_idempotency_job_fingerprint(job);
-            if (job->rc != 0) {
-                return;
-            }
-        }
-
-        job->rc = ngx_http_idempotency_unknown_response(job->style, job->key,
-                                                        job->key_len, &eb,
-                                                        &ct, &unknown);
-        if (job->rc != 0) {
-            return;
-        }
-
-        ngx_memzero(&in, sizeof(idem_begin_t));
-        in.scope = &job->scope;
-        in.key = (const char *) job->key;
-        in.key_len = job->key_len;
-        in.fingerprint = &job->fingerprint;
-        in.now_ms = ngx_http_idempotency_now_ms();
-        in.ttl_ms = job->ttl_ms;
-        in.lease_ms = job->lease_ms;
-        in.on_unknown = job->on_unknown;
-        in.unknown_response = &unknown;
-
-        job->rc = idem_store_begin(job->store, &in, &job->res);
-
-        free(eb.body);
-        return;
-
-    case NGX_HTTP_IDEM_JOB_FINISH:
-        if (job->resp == NULL) {
-            /* a detached job: the outcome is unknown */
-            if (job->release) {
-                job->rc = idem_store_release(job->store, &job->scope,
-                                             (const char *) job->key,
-                                             job->key_len, job->owner);
-                return;
-            }
-
-            job->rc = ngx_http_idempotency_unknown_response(job->style,
-                          job->key, job->key_len, &eb, &ct, &unknown);
-            if (job->rc != 0) {
-                return;
-            }
-
-            job->rc = idem_store_complete(job->store, &job->scope,
-                                          (const char *) job->key,
-                                          job->key_len, job->owner, &unknown,
-                                          IDEM_REC_UNKNOWN_OUTCOME);
-            free(eb.body);
-            return;
-        }
-
-        if (job->release) {
-            job->rc = idem_store_release(job->store, &job->scope,
-                                         (const char *) job->key,
-                                         job->key_len, job->owner);
-        } else {
-            job->rc = idem_store_complete(job->store, &job->scope,
-                                          (const char *) job->key,
-                                          job->key_len, job->owner, job->resp,
-                                          job->flags);
-        }
-
-        return;
-
-    case NGX_HTTP_IDEM_JOB_PRUNE:
-        job->rc = idem_store_prune(job->store, ngx_http_idempotency_now_ms(),
-                                   job->budget, &job->removed, &job->more);
+    if (job->fp_rc != 0) {
+        ngx_http_idempotency_apply_begin(r, ctx, job->fp_rc);
+        ngx_http_idempotency_resume(r);
         return;
     }
+
+    ctx->fingerprint = job->fingerprint;
+    ctx->fingerprinted = 1;
+
+    ngx_http_idempotency_begin_op(job);
+    ngx_http_idempotency_park(r);
+    ngx_http_idempotency_enqueue(job);
 }
 
 
 static ngx_int_t
-ngx_http_idempotency_post(ngx_http_request_t *r, ngx_thread_task_t *task)
+ngx_http_idempotency_post_fingerprint(ngx_http_request_t *r,
+    ngx_http_idempotency_job_t *job)
 {
+    ngx_buf_t                         *b;
+    ngx_uint_t                         n;
+    ngx_chain_t                       *cl;
+    ngx_thread_task_t                 *task;
     ngx_http_idempotency_main_conf_t  *imcf;
+
+    job->req.method.data = (char *) r->method_name.data;
+    job->req.method.len = r->method_name.len;
+    job->req.path.data = (char *) r->unparsed_uri.data;
+    job->req.path.len = r->args_start
+                        ? (size_t) (r->args_start - 1 - r->uri_start)
+                        : r->unparsed_uri.len;
+    if (job->req.path.len > r->unparsed_uri.len) {
+        job->req.path.len = r->unparsed_uri.len;
+    }
+    job->req.query.data = (char *) r->args.data;
+    job->req.query.len = r->args.len;
+
+    if (r->headers_in.content_type) {
+        job->req.content_type.data =
+            (char *) r->headers_in.content_type->value.data;
+        job->req.content_type.len = r->headers_in.content_type->value.len;
+    }
+
+    n = 0;
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        n++;
+    }
+
+    job->segs = ngx_palloc(r->pool, n * sizeof(ngx_http_idempotency_seg_t));
+    if (job->segs == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (r->request_body->temp_file) {
+        job->fd = r->request_body->temp_file->file.fd;
+    }
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file) {
+            if (job->fd == NGX_INVALID_FILE) {
+                return NGX_ERROR;
+            }
+
+            job->segs[job->nsegs].data = NULL;
+            job->segs[job->nsegs].offset = b->file_pos;
+            job->segs[job->nsegs].len = b->file_last - b->file_pos;
+
+        } else if (ngx_buf_in_memory(b)) {
+            job->segs[job->nsegs].data = b->pos;
+            job->segs[job->nsegs].len = b->last - b->pos;
+
+        } else {
+            continue;
+        }
+
+        job->body_len += job->segs[job->nsegs].len;
+        job->nsegs++;
+    }
 
     imcf = ngx_http_get_module_main_conf(r, ngx_http_idempotency_module);
 
-    task->handler = ngx_http_idempotency_job_handler;
-    task->event.data = task->ctx;
-    task->event.handler = ngx_http_idempotency_job_done;
+    task = ngx_thread_task_alloc(r->pool, 0);
+    if (task == NULL) {
+        return NGX_ERROR;
+    }
+
+    task->ctx = job;
+    task->handler = ngx_http_idempotency_fp_handler;
+    task->event.data = job;
+    task->event.handler = ngx_http_idempotency_fp_done;
 
     if (ngx_thread_task_post(imcf->thread_pool, task) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    r->main->blocked++;
-    r->aio = 1;
+    ngx_http_idempotency_park(r);
 
     return NGX_OK;
-}
-
-
-static ngx_http_idempotency_job_t *
-ngx_http_idempotency_job_alloc(ngx_http_request_t *r,
-    ngx_http_idempotency_ctx_t *ctx, ngx_http_idempotency_job_kind_e kind,
-    ngx_thread_task_t **taskp)
-{
-    ngx_thread_task_t                 *task;
-    ngx_http_idempotency_job_t        *job;
-    ngx_http_idempotency_loc_conf_t   *ilcf;
-    ngx_http_idempotency_main_conf_t  *imcf;
-
-    imcf = ngx_http_get_module_main_conf(r, ngx_http_idempotency_module);
-    ilcf = ctx->conf;
-
-    task = ngx_thread_task_alloc(r->pool, sizeof(ngx_http_idempotency_job_t));
-    if (task == NULL) {
-        return NULL;
-    }
-
-    job = task->ctx;
-    ngx_memzero(job, sizeof(ngx_http_idempotency_job_t));
-
-    job->kind = kind;
-    job->store = imcf->store;
-    job->imcf = imcf;
-    job->request = r;
-    job->ctx = ctx;
-    job->scope = ctx->scope;
-    job->fingerprint = ctx->fingerprint;
-    ngx_memcpy(job->key, ctx->key, ctx->key_len);
-    job->key_len = ctx->key_len;
-    job->ttl_ms = ilcf->ttl;
-    job->lease_ms = ilcf->lease;
-    job->on_unknown = ilcf->on_unknown;
-    job->style = ilcf->error_style;
-    job->owner = ctx->owner;
-    job->fd = NGX_INVALID_FILE;
-
-    *taskp = task;
-
-    return job;
 }
 
 
@@ -323,83 +561,30 @@ ngx_int_t
 ngx_http_idempotency_post_begin(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, ngx_uint_t fp_in_thread)
 {
-    ngx_uint_t                   n;
-    ngx_buf_t                   *b;
-    ngx_chain_t                 *cl;
-    ngx_thread_task_t           *task;
-    ngx_http_idempotency_job_t  *job;
+    ngx_http_idempotency_job_t        *job;
+    ngx_http_idempotency_main_conf_t  *imcf;
 
-    job = ngx_http_idempotency_job_alloc(r, ctx, NGX_HTTP_IDEM_JOB_BEGIN,
-                                         &task);
-    if (job == NULL || job->store == NULL) {
+    imcf = ngx_http_get_module_main_conf(r, ngx_http_idempotency_module);
+    if (imcf->store == NULL) {
         return NGX_ERROR;
     }
 
-    if (fp_in_thread && r->request_body && r->request_body->bufs) {
-        job->fp_in_thread = 1;
-
-        job->req.method.data = (char *) r->method_name.data;
-        job->req.method.len = r->method_name.len;
-        job->req.path.data = (char *) r->unparsed_uri.data;
-        job->req.path.len = r->args_start
-                            ? (size_t) (r->args_start - 1 - r->uri_start)
-                            : r->unparsed_uri.len;
-        if (job->req.path.len > r->unparsed_uri.len) {
-            job->req.path.len = r->unparsed_uri.len;
-        }
-        job->req.query.data = (char *) r->args.data;
-        job->req.query.len = r->args.len;
-
-        if (r->headers_in.content_type) {
-            job->req.content_type.data =
-                (char *) r->headers_in.content_type->value.data;
-            job->req.content_type.len =
-                r->headers_in.content_type->value.len;
-        }
-
-        n = 0;
-        for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            n++;
-        }
-
-        job->segs = ngx_palloc(r->pool,
-                               n * sizeof(ngx_http_idempotency_seg_t));
-        if (job->segs == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (r->request_body->temp_file) {
-            job->fd = r->request_body->temp_file->file.fd;
-        }
-
-        for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            b = cl->buf;
-
-            if (b->in_file) {
-                if (job->fd == NGX_INVALID_FILE) {
-                    return NGX_ERROR;
-                }
-
-                job->segs[job->nsegs].data = NULL;
-                job->segs[job->nsegs].offset = b->file_pos;
-                job->segs[job->nsegs].len = b->file_last - b->file_pos;
-
-            } else if (ngx_buf_in_memory(b)) {
-                job->segs[job->nsegs].data = b->pos;
-                job->segs[job->nsegs].len = b->last - b->pos;
-
-            } else {
-                continue;
-            }
-
-            job->body_len += job->segs[job->nsegs].len;
-            job->nsegs++;
-        }
+    job = ngx_http_idempotency_job_alloc(r, ctx, NGX_HTTP_IDEM_JOB_BEGIN);
+    if (job == NULL) {
+        return NGX_ERROR;
     }
 
     ctx->state = NGX_HTTP_IDEM_TASK;
 
-    return ngx_http_idempotency_post(r, task);
+    if (fp_in_thread && r->request_body && r->request_body->bufs) {
+        return ngx_http_idempotency_post_fingerprint(r, job);
+    }
+
+    ngx_http_idempotency_begin_op(job);
+    ngx_http_idempotency_park(r);
+    ngx_http_idempotency_enqueue(job);
+
+    return NGX_OK;
 }
 
 
@@ -408,55 +593,68 @@ ngx_http_idempotency_post_finish(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, const idem_response_t *resp,
     uint32_t flags, ngx_uint_t release)
 {
-    ngx_thread_task_t           *task;
-    ngx_http_idempotency_job_t  *job;
+    ngx_http_idempotency_job_t        *job;
+    ngx_http_idempotency_main_conf_t  *imcf;
 
-    job = ngx_http_idempotency_job_alloc(r, ctx, NGX_HTTP_IDEM_JOB_FINISH,
-                                         &task);
-    if (job == NULL || job->store == NULL) {
+    imcf = ngx_http_get_module_main_conf(r, ngx_http_idempotency_module);
+    if (imcf->store == NULL) {
         return NGX_ERROR;
     }
 
-    job->resp = resp;
-    job->flags = flags;
-    job->release = release;
+    job = ngx_http_idempotency_job_alloc(r, ctx, NGX_HTTP_IDEM_JOB_FINISH);
+    if (job == NULL) {
+        return NGX_ERROR;
+    }
+
+    job->op.kind = release ? IDEM_OP_RELEASE : IDEM_OP_COMPLETE;
+    job->op.scope = &job->scope;
+    job->op.key = (const char *) job->key;
+    job->op.key_len = job->key_len;
+    job->op.owner = ctx->owner;
+    job->op.resp = resp;
+    job->op.flags = flags;
 
     ctx->state = NGX_HTTP_IDEM_STORING;
 
-    return ngx_http_idempotency_post(r, task);
+    ngx_http_idempotency_park(r);
+    ngx_http_idempotency_enqueue(job);
+
+    return NGX_OK;
 }
 
 
-static void
-ngx_http_idempotency_job_done(ngx_event_t *ev)
-{
-    ngx_http_idempotency_job_t *job = ev->data;
+/* A batch is done: hand each job's result to its request. */
 
+static void
+ngx_http_idempotency_job_deliver(ngx_http_idempotency_job_t *job)
+{
     ngx_http_request_t          *r;
     ngx_http_idempotency_ctx_t  *ctx;
+
+    if (job->kind == NGX_HTTP_IDEM_JOB_DETACHED) {
+        if (job->op.rc != 0 && job->op.rc != IDEM_ENOTOWNER) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "idempotency key \"%*s\": settling a lost request "
+                          "failed: %s", job->key_len, job->key,
+                          idem_strerror(job->op.rc));
+        }
+
+        ngx_free(job);
+        return;
+    }
 
     r = job->request;
     ctx = job->ctx;
 
-    r->main->blocked--;
-    r->aio = 0;
+    ngx_http_idempotency_unpark(r);
 
-    ngx_http_set_log_request(r->connection->log, r);
-
-    switch (job->kind) {
-
-    case NGX_HTTP_IDEM_JOB_BEGIN:
-        if (job->rc == 0) {
-            ctx->result = job->res;
+    if (job->kind == NGX_HTTP_IDEM_JOB_BEGIN) {
+        if (job->op.rc == 0) {
+            ctx->result = job->op.result;
             ctx->has_result = 1;
-
-            if (job->fp_in_thread) {
-                ctx->fingerprint = job->fingerprint;
-                ctx->fingerprinted = 1;
-            }
         }
 
-        ngx_http_idempotency_apply_begin(r, ctx, job->rc);
+        ngx_http_idempotency_apply_begin(r, ctx, job->op.rc);
 
         if (ctx->state == NGX_HTTP_IDEM_CLAIMED) {
             NGX_HTTP_IDEM_FAILPOINT("after_claim", ctx);
@@ -464,126 +662,105 @@ ngx_http_idempotency_job_done(ngx_event_t *ev)
 
         ngx_http_idempotency_resume(r);
         return;
-
-    case NGX_HTTP_IDEM_JOB_FINISH:
-        ctx->store_rc = job->rc;
-        ctx->finished = 1;
-
-        if (job->rc == IDEM_ENOTOWNER) {
-            ngx_http_idempotency_count(NGX_HTTP_IDEM_M_LATE_COMPLETE, 1);
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "idempotency key \"%*s\": the claim was settled "
-                          "meanwhile (lease passed); this result is not "
-                          "stored", ctx->key_len, ctx->key);
-
-        } else if (job->rc != 0) {
-            ngx_http_idempotency_count(NGX_HTTP_IDEM_M_STORE_ERRORS, 1);
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "idempotency key \"%*s\": storing the result "
-                          "failed: %s; the key stays in progress until its "
-                          "lease passes", ctx->key_len, ctx->key,
-                          idem_strerror(job->rc));
-        }
-
-        if (job->rc == 0) {
-            NGX_HTTP_IDEM_FAILPOINT("after_complete", ctx);
-        }
-
-        ngx_http_idempotency_release_held(r, ctx);
-        return;
-
-    default:
-        return;
     }
+
+    ctx->store_rc = job->op.rc;
+    ctx->finished = 1;
+
+    if (job->op.rc == IDEM_ENOTOWNER) {
+        ngx_http_idempotency_count(NGX_HTTP_IDEM_M_LATE_COMPLETE, 1);
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "idempotency key \"%*s\": the claim was settled "
+                      "meanwhile (lease passed); this result is not "
+                      "stored", ctx->key_len, ctx->key);
+
+    } else if (job->op.rc != 0) {
+        ngx_http_idempotency_count(NGX_HTTP_IDEM_M_STORE_ERRORS, 1);
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "idempotency key \"%*s\": storing the result "
+                      "failed: %s; the key stays in progress until its "
+                      "lease passes", ctx->key_len, ctx->key,
+                      idem_strerror(job->op.rc));
+
+    } else {
+        NGX_HTTP_IDEM_FAILPOINT("after_complete", ctx);
+    }
+
+    ngx_http_idempotency_release_held(r, ctx);
 }
 
 
 /*
  * A request that held a claim is gone before its result was stored: store
- * the unknown-outcome error (or release, per idempotency_on_unknown) on its
- * behalf. Everything the job needs is copied into it.
+ * the unknown-outcome error (or release, per idempotency_on_unknown, or
+ * when nothing reached the upstream) on its behalf. Everything the job
+ * needs is copied into it.
  */
 
 void
 ngx_http_idempotency_post_detached_finish(ngx_http_idempotency_ctx_t *ctx,
     ngx_log_t *log)
 {
+    ngx_uint_t                         release;
     ngx_http_request_t                *r;
-    ngx_thread_task_t                 *task;
     ngx_http_idempotency_job_t        *job;
-    ngx_http_idempotency_loc_conf_t   *ilcf;
     ngx_http_idempotency_main_conf_t  *imcf;
 
     r = ctx->request;
     imcf = ngx_http_get_module_main_conf(r, ngx_http_idempotency_module);
-    ilcf = ctx->conf;
 
     if (imcf->store == NULL) {
         return;
     }
 
-    task = ngx_calloc(sizeof(ngx_thread_task_t)
-                      + sizeof(ngx_http_idempotency_job_t), log);
-    if (task == NULL) {
+    job = ngx_calloc(sizeof(ngx_http_idempotency_job_t), log);
+    if (job == NULL) {
         return;
     }
 
-    job = (ngx_http_idempotency_job_t *) (task + 1);
-    task->ctx = job;
+    release = (ctx->conf->on_unknown == IDEM_ON_UNKNOWN_RELEASE
+               || !ngx_http_idempotency_reached_upstream(r));
 
-    job->kind = NGX_HTTP_IDEM_JOB_FINISH;
-    job->store = imcf->store;
-    job->imcf = imcf;
+    job->kind = NGX_HTTP_IDEM_JOB_DETACHED;
     job->scope = ctx->scope;
     ngx_memcpy(job->key, ctx->key, ctx->key_len);
     job->key_len = ctx->key_len;
-    job->owner = ctx->owner;
-    job->style = ilcf->error_style;
-    job->release = (ilcf->on_unknown == IDEM_ON_UNKNOWN_RELEASE
-                    || !ngx_http_idempotency_reached_upstream(r));
+    job->style = ctx->conf->error_style;
     job->fd = NGX_INVALID_FILE;
+
+    job->op.kind = release ? IDEM_OP_RELEASE : IDEM_OP_COMPLETE;
+    job->op.scope = &job->scope;
+    job->op.key = (const char *) job->key;
+    job->op.key_len = job->key_len;
+    job->op.owner = ctx->owner;
+    job->op.flags = IDEM_REC_UNKNOWN_OUTCOME;
 
     ctx->finished = 1;
 
-    task->handler = ngx_http_idempotency_job_handler;
-    task->event.data = task;
-    task->event.handler = ngx_http_idempotency_detached_done;
-    task->event.log = ngx_cycle->log;
+    ngx_http_idempotency_count(release ? NGX_HTTP_IDEM_M_RELEASED
+                                       : NGX_HTTP_IDEM_M_UNKNOWN_OUTCOME, 1);
 
-    ngx_http_idempotency_count(job->release ? NGX_HTTP_IDEM_M_RELEASED
-                                            : NGX_HTTP_IDEM_M_UNKNOWN_OUTCOME,
-                               1);
-
-    if (ngx_thread_task_post(imcf->thread_pool, task) != NGX_OK) {
-        ngx_free(task);
-    }
-}
-
-
-static void
-ngx_http_idempotency_detached_done(ngx_event_t *ev)
-{
-    ngx_thread_task_t           *task = ev->data;
-    ngx_http_idempotency_job_t  *job = task->ctx;
-
-    if (job->rc != 0 && job->rc != IDEM_ENOTOWNER) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "idempotency key \"%*s\": settling a lost request "
-                      "failed: %s", job->key_len, job->key,
-                      idem_strerror(job->rc));
-    }
-
-    ngx_free(task);
+    ngx_http_idempotency_enqueue(job);
 }
 
 
 /* The prune timer: one bounded batch at a time, off the event loop. */
 
 static void
+ngx_http_idempotency_prune_handler(void *data, ngx_log_t *log)
+{
+    ngx_http_idempotency_prune_job_t  *job = data;
+
+    job->rc = idem_store_prune(job->store, ngx_http_idempotency_now_ms(),
+                               job->budget, &job->removed, &job->more);
+}
+
+
+static void
 ngx_http_idempotency_prune_done(ngx_event_t *ev)
 {
     ngx_thread_task_t                 *task = ev->data;
-    ngx_http_idempotency_job_t        *job = task->ctx;
+    ngx_http_idempotency_prune_job_t  *job = task->ctx;
     ngx_http_idempotency_main_conf_t  *imcf = job->imcf;
 
     imcf->prune_running = 0;
@@ -605,7 +782,7 @@ void
 ngx_http_idempotency_prune(ngx_event_t *ev)
 {
     ngx_thread_task_t                 *task;
-    ngx_http_idempotency_job_t        *job;
+    ngx_http_idempotency_prune_job_t  *job;
     ngx_http_idempotency_main_conf_t  *imcf = ev->data;
 
     if (ngx_exiting || imcf->prune_running) {
@@ -618,20 +795,19 @@ ngx_http_idempotency_prune(ngx_event_t *ev)
     }
 
     task = ngx_calloc(sizeof(ngx_thread_task_t)
-                      + sizeof(ngx_http_idempotency_job_t), ev->log);
+                      + sizeof(ngx_http_idempotency_prune_job_t), ev->log);
     if (task == NULL) {
         ngx_add_timer(&imcf->prune_event, imcf->prune_interval);
         return;
     }
 
-    job = (ngx_http_idempotency_job_t *) (task + 1);
+    job = (ngx_http_idempotency_prune_job_t *) (task + 1);
     task->ctx = job;
-    job->kind = NGX_HTTP_IDEM_JOB_PRUNE;
     job->store = imcf->store;
     job->imcf = imcf;
     job->budget = imcf->prune_budget;
 
-    task->handler = ngx_http_idempotency_job_handler;
+    task->handler = ngx_http_idempotency_prune_handler;
     task->event.data = task;
     task->event.handler = ngx_http_idempotency_prune_done;
     task->event.log = ev->log;

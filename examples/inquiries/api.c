@@ -31,16 +31,15 @@
 #include "counter.h"
 #include "store.h"
 
-
 #define INQUIRIES_PATH "/api/v1/inquiries"
 #define DEMO_PREFIX    "/_demo/"
 
-#define MAX_LISTED     100
-#define MAX_DELAY_MS   600000u
-#define MAX_PAD_BYTES  ((size_t)64 << 20)
-#define ID_RANDOM_LEN  24
-#define COOKIE_LEN     20
-#define BUF_KEEP       ((size_t)1 << 20) /* scratch kept between requests */
+#define MAX_LISTED    100
+#define MAX_DELAY_MS  600000u
+#define MAX_PAD_BYTES ((size_t)64 << 20)
+#define ID_RANDOM_LEN 24
+#define COOKIE_LEN    20
+#define BUF_KEEP      ((size_t)1 << 20) /* scratch kept between requests */
 
 struct inq_api {
     inq_store_t *store;
@@ -275,8 +274,7 @@ static int api_fail(inq_api_t *api, api_call_t *call, int status,
     return api_error_body(api, title, details, strlen(details));
 }
 
-static int api_not_allowed(inq_api_t *api, api_call_t *call,
-                           const char *allow)
+static int api_not_allowed(inq_api_t *api, api_call_t *call, const char *allow)
 {
     call->allow = allow;
     return api_fail(api, call, 405, "Method not allowed",
@@ -537,12 +535,11 @@ static int api_executions(inq_api_t *api, api_call_t *call)
         }
         return rc;
     }
-    rc = inq_buf_printf(
-        b,
-        "{\"total\":%" PRIu64 ",\"requests\":%" PRIu64
-        ",\"untracked\":%" PRIu64 ",\"keys\":{",
-        inq_counter_total(api->counter), api->requests,
-        inq_counter_untracked(api->counter));
+    rc = inq_buf_printf(b,
+                        "{\"total\":%" PRIu64 ",\"requests\":%" PRIu64
+                        ",\"untracked\":%" PRIu64 ",\"keys\":{",
+                        inq_counter_total(api->counter), api->requests,
+                        inq_counter_untracked(api->counter));
     for (i = 0; i < inq_counter_keys(api->counter) && rc == 0; i++) {
         n = inq_counter_entry(api->counter, i, &key, &len);
         if (i > 0) {
@@ -606,8 +603,7 @@ static int api_route(inq_api_t *api, api_call_t *call)
                    : api_not_allowed(api, call, "GET, HEAD");
     }
     if (str_is(path, DEMO_PREFIX "reset")) {
-        return post ? api_reset(api, call)
-                    : api_not_allowed(api, call, "POST");
+        return post ? api_reset(api, call) : api_not_allowed(api, call, "POST");
     }
     return api_fail(api, call, 404, "Not found", "No such path.");
 }
@@ -758,8 +754,7 @@ static void api_out_of_memory(inq_api_t *api, inq_api_response_t *resp)
 }
 
 void inq_api_handle(inq_api_t *api, const inq_http_request_t *req,
-                    const char *body, size_t body_len,
-                    inq_api_response_t *resp)
+                    const char *body, size_t body_len, inq_api_response_t *resp)
 {
     api_call_t call;
     api_demo_t demo, none;

@@ -51,9 +51,9 @@ typedef struct {
     size_t pad_len;
     const char *tail;
     size_t tail_len;
-    bool head_only;         /* HEAD: send the head without the body */
-    uint32_t delay_ms;      /* hold the response this long first */
-    inq_api_drop_t drop;    /* after the delay, send nothing and close */
+    bool head_only;      /* HEAD: send the head without the body */
+    uint32_t delay_ms;   /* hold the response this long first */
+    inq_api_drop_t drop; /* after the delay, send nothing and close */
 } inq_api_response_t;
 
 /* Creates the API with empty store and counters. 0, -EINVAL or -ENOMEM. */

@@ -6,9 +6,9 @@
  * their memory between requests, so a busy keep-alive connection allocates
  * nothing per request once its buffers have grown to fit.
  *
- * Conventions for the whole demo (every .c file of examples/inquiries): a function that
- * can fail returns int, 0 on success or a negative errno value (-ENOMEM when
- * memory runs out), and is marked INQ_MUST_CHECK.
+ * Conventions for the whole demo (every .c file of examples/inquiries): a
+ * function that can fail returns int, 0 on success or a negative errno value
+ * (-ENOMEM when memory runs out), and is marked INQ_MUST_CHECK.
  */
 #ifndef INQ_BUF_H
 #define INQ_BUF_H
@@ -16,7 +16,7 @@
 #include <stddef.h>
 
 #if defined(__GNUC__)
-#define INQ_MUST_CHECK __attribute__((warn_unused_result))
+#define INQ_MUST_CHECK   __attribute__((warn_unused_result))
 #define INQ_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #else
 #define INQ_MUST_CHECK

@@ -82,8 +82,8 @@ void inq_counter_free(inq_counter_t *c)
 }
 
 /* The bucket holding key, or the empty bucket where it would go. */
-static size_t counter_find(const inq_counter_t *c, const char *key,
-                           size_t len, uint32_t hash)
+static size_t counter_find(const inq_counter_t *c, const char *key, size_t len,
+                           uint32_t hash)
 {
     const inq_counter_entry_t *e;
     size_t b = hash & c->mask;

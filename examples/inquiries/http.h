@@ -41,15 +41,15 @@ typedef struct {
 
 typedef struct {
     inq_http_str_t method;
-    inq_http_str_t target; /* as sent */
-    inq_http_str_t path;   /* target without scheme, authority and query */
-    inq_http_str_t query;  /* after '?', empty when there is none */
-    int version;           /* 10 for HTTP/1.0, 11 for HTTP/1.1 and later */
-    size_t head_len;       /* bytes from the request line to the blank line */
-    int64_t content_length;  /* -1 when absent */
-    bool chunked;            /* Transfer-Encoding: chunked */
-    bool keep_alive;         /* the client allows another request */
-    bool expect_continue;    /* Expect: 100-continue */
+    inq_http_str_t target;  /* as sent */
+    inq_http_str_t path;    /* target without scheme, authority and query */
+    inq_http_str_t query;   /* after '?', empty when there is none */
+    int version;            /* 10 for HTTP/1.0, 11 for HTTP/1.1 and later */
+    size_t head_len;        /* bytes from the request line to the blank line */
+    int64_t content_length; /* -1 when absent */
+    bool chunked;           /* Transfer-Encoding: chunked */
+    bool keep_alive;        /* the client allows another request */
+    bool expect_continue;   /* Expect: 100-continue */
     size_t nheaders;
     inq_http_header_t headers[INQ_HTTP_MAX_HEADERS];
 } inq_http_request_t;

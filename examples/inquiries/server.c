@@ -8,30 +8,33 @@
  * while reading, EPOLLOUT only while the socket refuses more output, and
  * nothing while a response is held back.
  *
- *                     accept()
- *                        |
- *                        v
- *        +----------> READING ---- EOF, read error, idle 60 s -----> closed
- *        |               |   \
- *        |               |    +-- malformed (400), 408, 413, 417, 431,
- *        |               |        501, 505: error response --------+
- *        |               | complete request: inq_api_handle()      |
- *        |               |                                         |
- *        |               +-- X-Demo-Delay-Ms --> DELAYING          |
- *        |               |                          | end of delay |
- *        |               |   X-Demo-Drop <----------+              |
- *        |               |   (closed, nothing sent) |              |
- *        |               v                          v              v
- *        +-- keep-alive -- WRITING <----------------+--------------+
- *                            |    \
- *                            |     +-- write error, stalled 60 s -> closed
- *                            | response sent, no keep-alive
- *                            v
- *         closed <------ (clean) ------+------ (after an error) ------+
- *                                                                      v
- *         closed <--- EOF, 5 s --- LINGERING: write side shut, input
- *                                  read and discarded, so that the client
- *                                  sees the error instead of a reset
+ *                    accept()
+ *                       |
+ *                       v
+ *   +-------------> READING ---- EOF, read error, idle 60 s ---> closed
+ *   |                   |  \
+ *   |                   |   +--- malformed, too large, too slow:
+ *   |                   |        400 408 413 417 431 501 505 ------+
+ *   |                   |                                          |
+ *   |                   | complete request: inq_api_handle()       |
+ *   |                   +--- X-Demo-Drop ---------------> closed   |
+ *   |                   |                                 (silent) |
+ *   |                   +--- X-Demo-Delay-Ms ---> DELAYING         |
+ *   |                   |                          |  \            |
+ *   |                   |             end of delay |   drop:      |
+ *   |                   |                          |   closed     |
+ *   |                   v                          v               |
+ *   +-- keep-alive -- WRITING <--------------------+---------------+
+ *                       |  \
+ *                       |   +--- write error, no progress 60 s --> closed
+ *                       |
+ *                       | response sent, no keep-alive:
+ *                       +--- clean ---------------------------> closed
+ *                       +--- after an error --> LINGERING
+ *                                                  |
+ *                     write side shut; input read  +-- EOF, 5 s --> closed
+ *                     and discarded, so that the client
+ *                     reads the error, not a reset
  *
  * Memory per connection is its struct and two buffers that keep their
  * capacity between requests (up to 64 KiB), so a keep-alive connection
@@ -67,14 +70,14 @@
 #define LINGER_MS          5000  /* reading after an error response */
 #define ACCEPT_PAUSE_MS    100   /* out of descriptors: retry accept() */
 
-#define IN_MIN_CAP  4096
-#define BUF_KEEP    ((size_t)64 << 10) /* buffer capacity kept when idle */
-#define CHUNK_SLACK 8192 /* chunked framing bytes beyond the body limit */
-#define SEND_IOVS   17
-#define MAX_EVENTS  256
+#define IN_MIN_CAP   4096
+#define BUF_KEEP     ((size_t)64 << 10) /* buffer capacity kept when idle */
+#define CHUNK_SLACK  8192 /* chunked framing bytes beyond the body limit */
+#define SEND_IOVS    17
+#define MAX_EVENTS   256
 #define ACCEPT_BATCH 64
 
-#define container_of(ptr, type, member)                                      \
+#define container_of(ptr, type, member)                                        \
     ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 typedef enum {
@@ -412,8 +415,8 @@ static size_t conn_in_limit(const inq_conn_t *c)
     if (c->chunked) {
         return c->head_len + INQ_HTTP_MAX_BODY + CHUNK_SLACK;
     }
-    return c->head_len + (size_t)(c->content_length > 0 ? c->content_length
-                                                         : 0);
+    return c->head_len +
+           (size_t)(c->content_length > 0 ? c->content_length : 0);
 }
 
 /* The body is incomplete: say "100 Continue" if the client waits for it. */
@@ -448,8 +451,7 @@ static int conn_dispatch(inq_conn_t *c, const inq_http_request_t *req,
 {
     inq_api_response_t r;
 
-    inq_api_handle(c->server->api, req, c->in.data + c->head_len, body_len,
-                   &r);
+    inq_api_handle(c->server->api, req, c->in.data + c->head_len, body_len, &r);
     c->keep_alive = req->keep_alive;
     inq_buf_consume(&c->in, c->head_len + body_len);
     c->head_len = 0;
@@ -533,8 +535,8 @@ static int conn_step(inq_conn_t *c)
         }
     }
     /* The head was parsed on an earlier read; in may have moved since. */
-    if (!parsed && inq_http_parse_head(c->in.data, c->head_len, req) !=
-                       INQ_HTTP_DONE) {
+    if (!parsed &&
+        inq_http_parse_head(c->in.data, c->head_len, req) != INQ_HTTP_DONE) {
         return conn_fail(c, 400, conn_error_details(400));
     }
     return conn_dispatch(c, req, body_len);
@@ -855,15 +857,14 @@ static int server_listen(inq_server_t *s, const char *listen_addr, char *err,
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     rc = getaddrinfo(host, port, &hints, &res);
     if (rc != 0) {
-        snprintf(err, errlen, "--listen %s: %s", listen_addr,
-                 gai_strerror(rc));
+        snprintf(err, errlen, "--listen %s: %s", listen_addr, gai_strerror(rc));
         free(copy);
         return -EINVAL;
     }
     rc = -EADDRNOTAVAIL;
     for (ai = res; ai != NULL; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
-                                       SOCK_CLOEXEC,
+        fd = socket(ai->ai_family,
+                    ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
                     ai->ai_protocol);
         if (fd < 0) {
             rc = -errno;

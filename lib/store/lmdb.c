@@ -17,35 +17,40 @@
  * Reads (lookup, get, begin's fast path) use a read-only transaction of
  * their own: no lock of ours, never blocked by writers. Writes go through
  * the group-commit queue, so that many threads share one transaction and
- * one fsync:
+ * one fsync. A caller brings an array of ops: one for begin(), complete(),
+ * release(), delete() and prune(), n for idem_store_batch(); its ops stay
+ * together and in order.
  *
- *    thread A         thread B         thread C        (callers of write)
- *       |                |                |
- *       v                v                v
- *   +--------------------------------------------+
- *   | queue (qmu):  [op A] -> [op B] -> [op C]   |  each caller sleeps on
- *   +--------------------------------------------+  its own condvar
- *       | the first caller to find no leader leads: it takes the whole
- *       | queue and runs it without holding qmu
+ *    thread A         thread B            thread C     (callers of write)
+ *     1 op          batch of 3 ops          1 op
+ *       |                |                    |
+ *       v                v                    v
+ *   +-----------------------------------------------------+
+ *   | queue (qmu): [A: a1] -> [B: b1 b2 b3] -> [C: c1]    |  each caller
+ *   +-----------------------------------------------------+  sleeps on its
+ *       | the first caller to find no leader leads: it takes  own condvar
+ *       | the whole queue and runs it without holding qmu
  *       v
- *   +--------------- one write transaction ---------------+
- *   | op A: get, idem_store_plan(), put/del record+index  |
- *   | op B: the same, seeing op A's writes                |
- *   | op C: the same                                      |
- *   +------------ mdb_txn_commit: one fsync --------------+
- *       | success: every op's result stands
+ *   +--------------- one write transaction ----------------+
+ *   | a1: get, idem_store_plan(), put/del record + index   |
+ *   | b1, b2, b3: the same, each seeing the writes before  |
+ *   | c1: the same                                         |
+ *   +-------- mdb_txn_commit: one durable commit ----------+
+ *       | success: every op's result stands (an op that wrote nothing,
+ *       | e.g. IDEM_ENOTOWNER, costs nothing; if no op wrote, the
+ *       | transaction is aborted: no commit at all)
  *       | failure (map full, I/O error, ...): abort, then run each op
- *       | alone in its own transaction, so one op's failure cannot fail
- *       | the others and nothing half-written remains
+ *       | alone in its own transaction, in the same order, so one op's
+ *       | failure cannot fail the others and nothing half-written remains
  *       v
- *   publish (qmu): mark each op done and wake its caller; if ops were
- *   queued meanwhile, hand the lead to the first of them (it runs the next
- *   batch at once), else leave the queue leaderless
+ *   publish (qmu): mark each caller done and wake it; if callers queued
+ *   meanwhile, hand the lead to the first of them (it runs the next batch
+ *   at once), else leave the queue leaderless
  *
  * Handing the lead over, instead of the leader looping, keeps the queue
  * busy just the same while bounding every caller's wait to two batches.
- * With group_commit=0 every op runs alone: one transaction and one fsync
- * each (for comparison in the benchmark).
+ * With group_commit=0 every op runs alone, a batch's ops too: one
+ * transaction and one commit each (for comparison in the benchmark).
  *
  * Processes: LMDB's lock file serializes the writers of all processes, so
  * several nginx workers and gateways on one host may share PATH. A handle
@@ -77,10 +82,11 @@
 
 /* A caller waiting in the group-commit queue; lives on its stack. */
 typedef struct idem_store_lmdb_waiter_s {
-    idem_store_op_t *op;
+    idem_store_op_t *ops; /* the caller's ops, carried out in order */
+    size_t n;
     struct idem_store_lmdb_waiter_s *next;
     pthread_cond_t cv;
-    int done; /* op's result is published */
+    int done; /* the ops' results are published */
     int lead; /* run the next batch */
 } idem_store_lmdb_waiter_t;
 
@@ -403,8 +409,9 @@ fail:
 }
 
 /*
- * Runs a batch of ops in one transaction, falling back to one transaction
- * per op if the batch cannot be committed. Each op's result is in op->rc.
+ * Runs the ops of a chain of waiters in one transaction, falling back to
+ * one transaction per op if the batch cannot be committed. Each op's
+ * result is in op->rc. A batch that wrote nothing is aborted: no commit.
  */
 static void idem_store_lmdb_run_batch(idem_store_lmdb_t *s,
                                       idem_store_lmdb_waiter_t *batch)
@@ -412,10 +419,10 @@ static void idem_store_lmdb_run_batch(idem_store_lmdb_t *s,
     idem_store_lmdb_waiter_t *w;
     MDB_txn *txn;
     uint64_t n = 0;
-    int rc, wrote = 0;
+    int rc, wrote;
 
-    if (batch->next == NULL) {
-        idem_store_lmdb_run_alone(s, batch->op);
+    if (batch->next == NULL && batch->n == 1) {
+        idem_store_lmdb_run_alone(s, batch->ops);
         return;
     }
     rc = mdb_txn_begin(s->env, NULL, 0, &txn);
@@ -423,14 +430,17 @@ static void idem_store_lmdb_run_batch(idem_store_lmdb_t *s,
         goto alone;
     }
     for (w = batch; w != NULL; w = w->next) {
-        rc = idem_store_lmdb_run_one(s, txn, w->op, &wrote);
-        if (rc != 0) {
-            mdb_txn_abort(txn);
-            goto alone;
+        for (size_t i = 0; i < w->n; i++) {
+            wrote = 0;
+            rc = idem_store_lmdb_run_one(s, txn, &w->ops[i], &wrote);
+            if (rc != 0) {
+                mdb_txn_abort(txn);
+                goto alone;
+            }
+            n += (uint64_t)wrote;
         }
-        n++;
     }
-    if (!wrote) {
+    if (n == 0) {
         mdb_txn_abort(txn);
         return;
     }
@@ -444,8 +454,10 @@ static void idem_store_lmdb_run_batch(idem_store_lmdb_t *s,
 
 alone:
     for (w = batch; w != NULL; w = w->next) {
-        idem_store_op_reset(w->op);
-        idem_store_lmdb_run_alone(s, w->op);
+        for (size_t i = 0; i < w->n; i++) {
+            idem_store_op_reset(&w->ops[i]);
+            idem_store_lmdb_run_alone(s, &w->ops[i]);
+        }
     }
 }
 
@@ -453,16 +465,23 @@ alone:
 /* The group-commit queue                                                    */
 /* ------------------------------------------------------------------------ */
 
-static int idem_store_lmdb_write(idem_store_t *store, idem_store_op_t *op)
+static void idem_store_lmdb_write(idem_store_t *store, idem_store_op_t *ops,
+                                  size_t n)
 {
     idem_store_lmdb_t *s = (idem_store_lmdb_t *)store;
     idem_store_lmdb_waiter_t w, *batch, *x;
 
-    if (!s->group_commit || pthread_cond_init(&w.cv, NULL) != 0) {
-        idem_store_lmdb_run_alone(s, op);
-        return op->rc;
+    if (n == 0) {
+        return;
     }
-    w.op = op;
+    if (!s->group_commit || pthread_cond_init(&w.cv, NULL) != 0) {
+        for (size_t i = 0; i < n; i++) {
+            idem_store_lmdb_run_alone(s, &ops[i]);
+        }
+        return;
+    }
+    w.ops = ops;
+    w.n = n;
     w.next = NULL;
     w.done = 0;
     w.lead = 0;
@@ -504,7 +523,6 @@ static int idem_store_lmdb_write(idem_store_t *store, idem_store_op_t *op)
     }
     pthread_mutex_unlock(&s->qmu);
     pthread_cond_destroy(&w.cv);
-    return op->rc;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -3,7 +3,9 @@
  * memory, for tests and for trying things out. Nothing survives the
  * process, and no other process sees it.
  *
- *   caller -> lock -> find node -> idem_store_plan() -> apply -> unlock
+ *   caller -> lock -> for each op of the batch:
+ *                       find node -> idem_store_plan() -> apply
+ *          -> unlock
  *
  * One mutex guards the whole table, so every operation is atomic. Each node
  * keeps the store key, a private copy of the encoded record and the time it
@@ -35,18 +37,6 @@ typedef struct {
     size_t nbuckets; /* a power of two */
     size_t count;
 } idem_store_mem_t;
-
-/* FNV-1a, 64 bits. */
-static uint64_t idem_store_mem_hash(const uint8_t *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-
-    while (n--) {
-        h ^= *p++;
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
 
 /* The link that points at key's node (or at NULL where it would go). */
 static idem_store_mem_node_t **idem_store_mem_find(idem_store_mem_t *m,
@@ -114,7 +104,7 @@ static int idem_store_mem_read(idem_store_t *store, const idem_store_key_t *k,
     int rc;
 
     pthread_mutex_lock(&m->mu);
-    n = *idem_store_mem_find(m, k, idem_store_mem_hash(k->bytes, k->len));
+    n = *idem_store_mem_find(m, k, idem_store_key_hash(k));
     rc = n != NULL ? cb(ctx, n->val, n->val_len) : IDEM_ENOTFOUND;
     pthread_mutex_unlock(&m->mu);
     return rc;
@@ -160,32 +150,32 @@ static int idem_store_mem_prune(idem_store_mem_t *m, idem_store_op_t *op)
         }
     }
 done:
-    if (op->removed > 0) {
-        atomic_fetch_add(&m->base.commits, 1);
-        atomic_fetch_add(&m->base.batched_ops, 1);
-    }
     return 0;
 }
 
-static int idem_store_mem_write(idem_store_t *store, idem_store_op_t *op)
+/*
+ * Carries out one op; called with the lock held. Returns 0 or the op's
+ * verdict (then the table and op are as they were). *wrote is set when
+ * the table changed.
+ */
+static int idem_store_mem_apply(idem_store_mem_t *m, idem_store_op_t *op,
+                                int *wrote)
 {
-    idem_store_mem_t *m = (idem_store_mem_t *)store;
     idem_store_mem_node_t **link, *n, *fresh = NULL;
     uint8_t *copy = NULL;
     uint64_t hash;
     int rc;
 
-    pthread_mutex_lock(&m->mu);
     if (op->kind == IDEM_STORE_OP_PRUNE) {
         rc = idem_store_mem_prune(m, op);
-        pthread_mutex_unlock(&m->mu);
+        *wrote = rc == 0 && op->removed > 0;
         return rc;
     }
 
-    hash = idem_store_mem_hash(op->key.bytes, op->key.len);
+    hash = idem_store_key_hash(&op->key);
     link = idem_store_mem_find(m, &op->key, hash);
     n = *link;
-    rc = idem_store_plan(store, op, n ? n->val : NULL, n ? n->val_len : 0);
+    rc = idem_store_plan(&m->base, op, n ? n->val : NULL, n ? n->val_len : 0);
     if (rc != 0) {
         goto fail;
     }
@@ -228,18 +218,37 @@ static int idem_store_mem_write(idem_store_t *store, idem_store_op_t *op)
     default:
         break;
     }
-    if (op->write != IDEM_STORE_WRITE_NONE) {
-        atomic_fetch_add(&m->base.commits, 1);
-        atomic_fetch_add(&m->base.batched_ops, 1);
-    }
-    pthread_mutex_unlock(&m->mu);
+    *wrote = op->write != IDEM_STORE_WRITE_NONE;
     return 0;
 
 fail:
-    pthread_mutex_unlock(&m->mu);
     free(copy);
     idem_store_op_reset(op);
     return rc;
+}
+
+/*
+ * A batch holds the lock from its first op to its last, the way one LMDB
+ * transaction carries it, and counts as one commit if anything changed.
+ */
+static void idem_store_mem_write(idem_store_t *store, idem_store_op_t *ops,
+                                 size_t n)
+{
+    idem_store_mem_t *m = (idem_store_mem_t *)store;
+    uint64_t wrote_ops = 0;
+    int wrote;
+
+    pthread_mutex_lock(&m->mu);
+    for (size_t i = 0; i < n; i++) {
+        wrote = 0;
+        ops[i].rc = idem_store_mem_apply(m, &ops[i], &wrote);
+        wrote_ops += (uint64_t)wrote;
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (wrote_ops > 0) {
+        atomic_fetch_add(&m->base.commits, 1);
+        atomic_fetch_add(&m->base.batched_ops, wrote_ops);
+    }
 }
 
 static void idem_store_mem_close(idem_store_t *store)

@@ -3,26 +3,32 @@
  * dispatch to a backend, and the one place where the decision table of
  * lib/core/decide.c is turned into writes.
  *
- * How a begin() moves:
+ * begin(), complete() and release() are batches of one op; a batch moves
+ * like this:
  *
- *   idem_store_begin(in)
+ *   idem_store_batch(ops[0..n))
+ *     | every op's arguments checked first: one bad op, and none runs
  *     | store key = scope hash + key bytes
  *     v
- *   backend->read: a snapshot of the record --> idem_decide()
+ *   a begin: backend->read, a snapshot of the record --> idem_decide()
  *     |   REPLAY, IN_PROGRESS, MISMATCH_AGAIN: answered from the snapshot,
  *     |   with no write transaction and no fsync (a snapshot is one
- *     |   consistent state, so the answer is as atomic as any)
- *     v   CLAIM, MISMATCH_FIRST, STALE: something must be written
- *   backend->write(op), inside the backend's write transaction:
+ *     |   consistent state, so the answer is as atomic as any) -- unless
+ *     |   an op before it in the batch has its key: it must see that op's
+ *     |   write, so it goes on
+ *     v   CLAIM, MISMATCH_FIRST, STALE, and every complete and release
+ *   backend->write(the ops that went on, in order), inside the backend's
+ *     |   write transaction (for LMDB, one for the whole batch):
  *     |   idem_store_plan(op, bytes stored now) runs idem_decide() again
  *     |   on what is stored now and yields the record to put or delete
  *     |   and the result to hand back; the backend writes it
  *     v   durable
- *   the result is moved into idem_result_t, which owns its memory
+ *   each op's rc, and a begin's result moved into idem_result_t, which
+ *   owns its memory
  *
- * complete(), release() and delete() take the write path directly;
- * lookup() and get() only read. prune() is the backend's own loop over its
- * expiry index, judged record by record by idem_store_prune_check().
+ * delete() takes the write path directly; lookup() and get() only read.
+ * prune() is the backend's own loop over its expiry index, judged record
+ * by record by idem_store_prune_check().
  *
  * Owner tokens (the fencing tokens of claims) are splitmix64 outputs of a
  * per-handle counter that starts at a getrandom() seed: distinct within a
@@ -181,6 +187,17 @@ static uint64_t idem_store_seed(void)
            ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&ts;
 }
 
+uint64_t idem_store_key_hash(const idem_store_key_t *k)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+
+    for (size_t i = 0; i < k->len; i++) {
+        h ^= k->bytes[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
 static int idem_store_make_key(const idem_hash_t *scope, const char *key,
                                size_t key_len, idem_store_key_t *out)
 {
@@ -218,6 +235,19 @@ void idem_store_op_reset(idem_store_op_t *op)
     op->res = NULL;
     op->removed = 0;
     op->more = 0;
+}
+
+/* What begin() answers for a decision that writes nothing. */
+static idem_begin_outcome_t idem_store_outcome_of(idem_decision_t d)
+{
+    switch (d) {
+    case IDEM_DECIDE_REPLAY:
+        return IDEM_BEGIN_REPLAY;
+    case IDEM_DECIDE_IN_PROGRESS:
+        return IDEM_BEGIN_IN_PROGRESS;
+    default:
+        return IDEM_BEGIN_MISMATCH;
+    }
 }
 
 /* A new in-progress record for in, owned by a fresh token. */
@@ -260,9 +290,7 @@ static int idem_store_plan_begin(idem_store_t *s, idem_store_op_t *op,
     case IDEM_DECIDE_REPLAY:
     case IDEM_DECIDE_IN_PROGRESS:
     case IDEM_DECIDE_MISMATCH_AGAIN:
-        op->outcome = d == IDEM_DECIDE_REPLAY        ? IDEM_BEGIN_REPLAY
-                      : d == IDEM_DECIDE_IN_PROGRESS ? IDEM_BEGIN_IN_PROGRESS
-                                                     : IDEM_BEGIN_MISMATCH;
+        op->outcome = idem_store_outcome_of(d);
         op->rec = found;
         op->res = cur;
         return 0;
@@ -601,18 +629,13 @@ int idem_store_get(idem_store_t *store, const idem_hash_t *scope,
 }
 
 /* ------------------------------------------------------------------------ */
-/* Writing                                                                   */
+/* Writing: begin(), complete() and release(), alone or in a batch           */
 /* ------------------------------------------------------------------------ */
 
-int idem_store_begin(idem_store_t *store, const idem_begin_t *in,
-                     idem_result_t *res)
+/* The argument checks of begin(), but for the store key. */
+static int idem_store_begin_check(const idem_begin_t *in)
 {
-    idem_store_read_t r;
-    idem_store_op_t op;
-    int rc;
-
-    if (store == NULL || in == NULL || res == NULL || in->fingerprint == NULL ||
-        in->ttl_ms <= 0 || in->lease_ms <= 0) {
+    if (in->fingerprint == NULL || in->ttl_ms <= 0 || in->lease_ms <= 0) {
         return IDEM_EINVAL;
     }
     if (in->on_unknown != IDEM_ON_UNKNOWN_STORE &&
@@ -624,100 +647,294 @@ int idem_store_begin(idem_store_t *store, const idem_begin_t *in,
          in->unknown_response->status > 999)) {
         return IDEM_EINVAL;
     }
-    memset(&op, 0, sizeof(op));
-    rc = idem_store_make_key(in->scope, in->key, in->key_len, &op.key);
-    if (rc != 0) {
-        return rc;
-    }
-
-    /* The fast path: answers that need no write come from a snapshot. */
-    memset(&r, 0, sizeof(r));
-    r.in = in;
-    rc = store->vt->read(store, &op.key, idem_store_read_cb, &r);
-    if (rc == 0) {
-        if (r.d == IDEM_DECIDE_REPLAY || r.d == IDEM_DECIDE_IN_PROGRESS ||
-            r.d == IDEM_DECIDE_MISMATCH_AGAIN) {
-            memset(res, 0, sizeof(*res));
-            res->outcome = r.d == IDEM_DECIDE_REPLAY ? IDEM_BEGIN_REPLAY
-                           : r.d == IDEM_DECIDE_IN_PROGRESS
-                               ? IDEM_BEGIN_IN_PROGRESS
-                               : IDEM_BEGIN_MISMATCH;
-            res->record = r.rec;
-            res->mem_ = r.blob;
-            return 0;
-        }
-        idem_store_blob_free(r.blob);
-    } else if (rc != IDEM_ENOTFOUND) {
-        return rc;
-    }
-
-    op.kind = IDEM_STORE_OP_BEGIN;
-    op.begin = in;
-    rc = store->vt->write(store, &op);
-    if (rc != 0) {
-        return rc;
-    }
-    memset(res, 0, sizeof(*res));
-    res->outcome = op.outcome;
-    res->owner = op.new_owner;
-    res->first_mismatch = op.first_mismatch;
-    res->took_over = op.took_over;
-    res->record = op.rec;
-    res->mem_ = op.res;
-    op.res = NULL;
-    if (op.val == res->mem_) {
-        op.val = NULL;
-    }
-    idem_store_op_reset(&op);
     return 0;
+}
+
+static int idem_store_response_check(const idem_response_t *resp)
+{
+    if (resp == NULL || resp->status < 100 || resp->status > 999 ||
+        (resp->nheaders && resp->headers == NULL) ||
+        (resp->body_len && resp->body == NULL)) {
+        return IDEM_EINVAL;
+    }
+    return 0;
+}
+
+/*
+ * Fills the inputs of w (zeroed by the caller) from op, with the argument
+ * checks of the single call. w borrows op->begin and op->resp.
+ * Returns 0 or IDEM_EINVAL.
+ */
+static int idem_store_op_prepare(const idem_op_t *op, idem_store_op_t *w)
+{
+    int rc;
+
+    switch (op->kind) {
+    case IDEM_OP_BEGIN:
+        rc = idem_store_begin_check(&op->begin);
+        if (rc != 0) {
+            return rc;
+        }
+        w->kind = IDEM_STORE_OP_BEGIN;
+        w->begin = &op->begin;
+        return idem_store_make_key(op->begin.scope, op->begin.key,
+                                   op->begin.key_len, &w->key);
+    case IDEM_OP_COMPLETE:
+        rc = idem_store_response_check(op->resp);
+        if (rc != 0) {
+            return rc;
+        }
+        w->kind = IDEM_STORE_OP_COMPLETE;
+        w->owner = op->owner;
+        w->resp = op->resp;
+        w->flags = op->flags;
+        return idem_store_make_key(op->scope, op->key, op->key_len, &w->key);
+    case IDEM_OP_RELEASE:
+        w->kind = IDEM_STORE_OP_RELEASE;
+        w->owner = op->owner;
+        return idem_store_make_key(op->scope, op->key, op->key_len, &w->key);
+    default:
+        return IDEM_EINVAL;
+    }
+}
+
+/*
+ * begin()'s fast path: what needs no write (REPLAY, IN_PROGRESS, a repeated
+ * MISMATCH) is answered from a snapshot, with no write transaction.
+ * Returns 1 when answered (*res then owns the record), 0 when w must take
+ * the write path, or a store error.
+ */
+static int idem_store_begin_fast(idem_store_t *store, const idem_store_op_t *w,
+                                 idem_result_t *res)
+{
+    idem_store_read_t r;
+    int rc;
+
+    memset(&r, 0, sizeof(r));
+    r.in = w->begin;
+    rc = store->vt->read(store, &w->key, idem_store_read_cb, &r);
+    if (rc == IDEM_ENOTFOUND) {
+        return 0;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    if (r.d != IDEM_DECIDE_REPLAY && r.d != IDEM_DECIDE_IN_PROGRESS &&
+        r.d != IDEM_DECIDE_MISMATCH_AGAIN) {
+        idem_store_blob_free(r.blob);
+        return 0;
+    }
+    res->outcome = idem_store_outcome_of(r.d);
+    res->record = r.rec;
+    res->mem_ = r.blob;
+    return 1;
+}
+
+/* Moves the result of a BEGIN op carried out by the backend into *res. */
+static void idem_store_begin_result(idem_store_op_t *w, idem_result_t *res)
+{
+    res->outcome = w->outcome;
+    res->owner = w->new_owner;
+    res->first_mismatch = w->first_mismatch;
+    res->took_over = w->took_over;
+    res->record = w->rec;
+    res->mem_ = w->res;
+    if (w->val == w->res) {
+        w->val = NULL;
+    }
+    w->res = NULL;
+}
+
+/*
+ * The working memory of a batch: the ops handed to the backend, where each
+ * came from, and a set of their keys (open addressing, slot = index + 1,
+ * 0 when empty) that tells a begin whether an op before it in the batch
+ * may have changed its record — then its fast-path snapshot would be too
+ * early, and it takes the write path to see the batch in order.
+ */
+typedef struct {
+    idem_store_op_t *w; /* room for n ops */
+    size_t *from;       /* w[k] carries ops[from[k]] */
+    size_t *slots;      /* NULL for a batch of one */
+    size_t mask;        /* slots has mask + 1 entries, a power of two */
+} idem_store_batch_t;
+
+/* The slot that holds key k among the write-path ops, or the free one. */
+static size_t idem_store_batch_slot(const idem_store_batch_t *b,
+                                    const idem_store_key_t *k)
+{
+    size_t i = (size_t)idem_store_key_hash(k) & b->mask;
+
+    while (b->slots[i] != 0) {
+        const idem_store_key_t *o = &b->w[b->slots[i] - 1].key;
+        if (o->len == k->len && memcmp(o->bytes, k->bytes, k->len) == 0) {
+            break;
+        }
+        i = (i + 1) & b->mask;
+    }
+    return i;
+}
+
+/*
+ * Runs ops[0..n) (checked already) with b's memory: begins that the fast
+ * path answers at once, then every other op in one call to the backend,
+ * in order. Sets every op's rc and result.
+ */
+static void idem_store_batch_run(idem_store_t *store, idem_op_t *ops,
+                                 size_t n, idem_store_batch_t *b)
+{
+    size_t m = 0, slot = 0;
+    int rc;
+
+    for (size_t i = 0; i < n; i++) {
+        idem_store_op_t *w = &b->w[m];
+
+        ops[i].rc = 0;
+        memset(&ops[i].result, 0, sizeof(ops[i].result));
+        memset(w, 0, sizeof(*w));
+        (void)idem_store_op_prepare(&ops[i], w);
+        if (b->slots != NULL) {
+            slot = idem_store_batch_slot(b, &w->key);
+        }
+        if (w->kind == IDEM_STORE_OP_BEGIN &&
+            (b->slots == NULL || b->slots[slot] == 0)) {
+            rc = idem_store_begin_fast(store, w, &ops[i].result);
+            if (rc != 0) {
+                ops[i].rc = rc < 0 ? rc : 0;
+                continue;
+            }
+        }
+        if (b->slots != NULL && b->slots[slot] == 0) {
+            b->slots[slot] = m + 1;
+        }
+        b->from[m++] = i;
+    }
+    if (m == 0) {
+        return;
+    }
+
+    store->vt->write(store, b->w, m);
+
+    for (size_t k = 0; k < m; k++) {
+        idem_op_t *op = &ops[b->from[k]];
+        idem_store_op_t *w = &b->w[k];
+
+        op->rc = w->rc;
+        if (op->rc == 0 && w->kind == IDEM_STORE_OP_BEGIN) {
+            idem_store_begin_result(w, &op->result);
+        }
+        idem_store_op_reset(w);
+    }
+}
+
+int idem_store_batch(idem_store_t *store, idem_op_t *ops, size_t n)
+{
+    idem_store_batch_t b;
+    idem_store_op_t one;
+    size_t one_from, nslots = 2;
+
+    if (store == NULL || (ops == NULL && n > 0)) {
+        return IDEM_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        memset(&one, 0, sizeof(one));
+        if (idem_store_op_prepare(&ops[i], &one) != 0) {
+            return IDEM_EINVAL;
+        }
+    }
+    if (n <= 1) {
+        b.w = &one;
+        b.from = &one_from;
+        b.slots = NULL;
+        idem_store_batch_run(store, ops, n, &b);
+        return 0;
+    }
+
+    memset(&b, 0, sizeof(b));
+    if (n < SIZE_MAX / 4 / sizeof(*b.w)) {
+        while (nslots < n * 2) {
+            nslots *= 2;
+        }
+        b.w = malloc(n * sizeof(*b.w));
+        b.from = malloc(n * sizeof(*b.from));
+        b.slots = calloc(nslots, sizeof(*b.slots));
+        b.mask = nslots - 1;
+    }
+    if (b.w != NULL && b.from != NULL && b.slots != NULL) {
+        idem_store_batch_run(store, ops, n, &b);
+    } else {
+        /* Out of memory: the ops go one by one, which needs none. */
+        for (size_t i = 0; i < n; i++) {
+            idem_store_batch_t alone = {&one, &one_from, NULL, 0};
+            idem_store_batch_run(store, &ops[i], 1, &alone);
+        }
+    }
+    free(b.w);
+    free(b.from);
+    free(b.slots);
+    return 0;
+}
+
+int idem_store_begin(idem_store_t *store, const idem_begin_t *in,
+                     idem_result_t *res)
+{
+    idem_op_t op;
+    int rc;
+
+    if (in == NULL || res == NULL) {
+        return IDEM_EINVAL;
+    }
+    memset(&op, 0, sizeof(op));
+    op.kind = IDEM_OP_BEGIN;
+    op.begin = *in;
+    rc = idem_store_batch(store, &op, 1);
+    if (rc == 0) {
+        rc = op.rc;
+    }
+    if (rc == 0) {
+        *res = op.result;
+    }
+    return rc;
 }
 
 int idem_store_complete(idem_store_t *store, const idem_hash_t *scope,
                         const char *key, size_t key_len, uint64_t owner,
                         const idem_response_t *resp, uint32_t flags)
 {
-    idem_store_op_t op;
+    idem_op_t op;
     int rc;
 
-    if (store == NULL || resp == NULL || resp->status < 100 ||
-        resp->status > 999 || (resp->nheaders && resp->headers == NULL) ||
-        (resp->body_len && resp->body == NULL)) {
-        return IDEM_EINVAL;
-    }
     memset(&op, 0, sizeof(op));
-    rc = idem_store_make_key(scope, key, key_len, &op.key);
-    if (rc != 0) {
-        return rc;
-    }
-    op.kind = IDEM_STORE_OP_COMPLETE;
+    op.kind = IDEM_OP_COMPLETE;
+    op.scope = scope;
+    op.key = key;
+    op.key_len = key_len;
     op.owner = owner;
     op.resp = resp;
     op.flags = flags;
-    rc = store->vt->write(store, &op);
-    idem_store_op_reset(&op);
-    return rc;
+    rc = idem_store_batch(store, &op, 1);
+    return rc != 0 ? rc : op.rc;
 }
 
 int idem_store_release(idem_store_t *store, const idem_hash_t *scope,
                        const char *key, size_t key_len, uint64_t owner)
 {
-    idem_store_op_t op;
+    idem_op_t op;
     int rc;
 
-    if (store == NULL) {
-        return IDEM_EINVAL;
-    }
     memset(&op, 0, sizeof(op));
-    rc = idem_store_make_key(scope, key, key_len, &op.key);
-    if (rc != 0) {
-        return rc;
-    }
-    op.kind = IDEM_STORE_OP_RELEASE;
+    op.kind = IDEM_OP_RELEASE;
+    op.scope = scope;
+    op.key = key;
+    op.key_len = key_len;
     op.owner = owner;
-    rc = store->vt->write(store, &op);
-    idem_store_op_reset(&op);
-    return rc;
+    rc = idem_store_batch(store, &op, 1);
+    return rc != 0 ? rc : op.rc;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Admin writes                                                              */
+/* ------------------------------------------------------------------------ */
 
 int idem_store_delete(idem_store_t *store, const idem_hash_t *scope,
                       const char *key, size_t key_len)
@@ -734,7 +951,8 @@ int idem_store_delete(idem_store_t *store, const idem_hash_t *scope,
         return rc;
     }
     op.kind = IDEM_STORE_OP_DELETE;
-    rc = store->vt->write(store, &op);
+    store->vt->write(store, &op, 1);
+    rc = op.rc;
     idem_store_op_reset(&op);
     return rc;
 }
@@ -743,7 +961,6 @@ int idem_store_prune(idem_store_t *store, int64_t now_ms, size_t budget,
                      size_t *removed, int *more)
 {
     idem_store_op_t op;
-    int rc;
 
     if (store == NULL || removed == NULL || more == NULL) {
         return IDEM_EINVAL;
@@ -752,9 +969,9 @@ int idem_store_prune(idem_store_t *store, int64_t now_ms, size_t budget,
     op.kind = IDEM_STORE_OP_PRUNE;
     op.now_ms = now_ms;
     op.budget = budget;
-    rc = store->vt->write(store, &op);
-    if (rc != 0) {
-        return rc;
+    store->vt->write(store, &op, 1);
+    if (op.rc != 0) {
+        return op.rc;
     }
     *removed = op.removed;
     *more = op.more;

@@ -10,10 +10,13 @@
  *             read-only fast path, and decides what every write does to
  *             one record: idem_store_plan() maps (operation, bytes stored
  *             now) to (write to make, result to return). It never does I/O.
+ *             A single call is a batch of one op (idem_store_batch).
  *   backend   a key-value map with atomic transactions: it reads the
  *             current bytes, calls idem_store_plan(), and makes the write
  *             it asks for together with the expiry index, all at once and
- *             durably, or nothing at all.
+ *             durably, or nothing at all. It is handed an array of ops,
+ *             carries them out in order and may share one commit among
+ *             them.
  *
  * So the decision table lives in one place (lib/core/decide.c), applied in
  * one place (idem_store_plan), and a backend only has to be atomic.
@@ -34,6 +37,9 @@ typedef struct {
     size_t len;
     uint8_t bytes[IDEM_STORE_KEY_MAX];
 } idem_store_key_t;
+
+/* FNV-1a (64 bits) of the store key, for hash tables. */
+uint64_t idem_store_key_hash(const idem_store_key_t *k);
 
 /* The names of the two LMDB databases of an environment. */
 #define IDEM_STORE_LMDB_DB_RECORDS "records"
@@ -68,10 +74,10 @@ typedef enum {
 
 /*
  * One write operation on its way through a backend. The caller fills the
- * inputs and keeps the op alive until the backend's write() returns; a
- * backend may carry it in a queue to another thread meanwhile (the LMDB
- * group commit), and may plan it more than once (after a failed batch),
- * resetting it in between with idem_store_op_reset().
+ * inputs (the rest zeroed) and keeps the op alive until the backend's
+ * write() returns; a backend may carry it in a queue to another thread
+ * meanwhile (the LMDB group commit), and may plan it more than once (after
+ * a failed batch), resetting it in between with idem_store_op_reset().
  */
 typedef struct {
     /* Inputs, all borrowed. */
@@ -110,12 +116,16 @@ typedef struct {
  *        only during the call, from one consistent snapshot, and returns
  *        what cb returns; IDEM_ENOTFOUND (cb not called) when there is no
  *        record, or a store error.
- * write  carries out op atomically and durably: reads the bytes under
- *        op->key, calls idem_store_plan(), applies the plan with the
- *        expiry index. PRUNE is carried out by the backend on its own.
- *        Returns 0 (the op's results are set and its write is durable),
- *        the op's own verdict (IDEM_ENOTOWNER, IDEM_ENOTFOUND, ...) or a
- *        store error; on any error nothing changed and op holds nothing.
+ * write  carries out ops[0], ..., ops[n - 1] in this order, each atomically
+ *        and durably and as if it were alone: reads the bytes under
+ *        op->key (as the ops before it left them), calls idem_store_plan(),
+ *        applies the plan with the expiry index. PRUNE is carried out by
+ *        the backend on its own. The ops may share one commit; one op's
+ *        failure must not fail another. Each op's verdict is left in
+ *        op->rc: 0 (its results are set and its write is durable), its own
+ *        verdict (IDEM_ENOTOWNER, IDEM_ENOTFOUND, ...) or a store error; on
+ *        any error nothing of that op changed and it holds nothing.
+ *        An op whose plan writes nothing costs no commit.
  * close  frees the handle; no call may be running.
  */
 typedef struct {
@@ -123,7 +133,7 @@ typedef struct {
     int (*read)(idem_store_t *store, const idem_store_key_t *key,
                 int (*cb)(void *ctx, const uint8_t *val, size_t len),
                 void *ctx);
-    int (*write)(idem_store_t *store, idem_store_op_t *op);
+    void (*write)(idem_store_t *store, idem_store_op_t *ops, size_t n);
     void (*close)(idem_store_t *store);
 } idem_store_vtable_t;
 

@@ -62,6 +62,15 @@ def make_shared_dir(prefix):
     return d
 
 
+def is_zombie(pid):
+    """Whether pid is dead and only waits to be reaped (or already gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def give_to_workers(path):
     if not IS_ROOT:
         return
@@ -176,12 +185,14 @@ class Gateway:
     def __init__(self, upstream, directives=(), store=None, workers=1,
                  max_body="1m", body_buffer="1m", read_timeout="10s",
                  prune_interval="1s", scope=None, failpoints=None,
-                 data=None):
+                 data=None, store_options=None):
         self.upstream = upstream
         self.failpoints = failpoints
         self.run = make_shared_dir("idem-run-")
         self.data = data or os.path.join(self.run, "data")
-        self.store = store or ("lmdb:" + self.data)
+        # store_options: the query of an lmdb: URL, e.g. "map_size=131072"
+        self.store = store or ("lmdb:" + self.data
+                               + ("?" + store_options if store_options else ""))
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.asan_dir = os.path.join(self.run, "asan")
@@ -230,10 +241,14 @@ class Gateway:
         wait_port(self.port, proc=self.proc)
 
     def pids(self):
-        """The master and its workers."""
+        """The master and its workers (zombies, already dead, left out)."""
         out = subprocess.run(["pgrep", "-s", str(self.proc.pid)],
                              capture_output=True, text=True).stdout
-        return [int(p) for p in out.split()]
+        return [int(p) for p in out.split() if not is_zombie(int(p))]
+
+    def worker_pids(self):
+        """The workers only (the master is self.proc)."""
+        return [p for p in self.pids() if p != self.proc.pid]
 
     def kill9(self):
         for pid in self.pids():

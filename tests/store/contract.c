@@ -1704,6 +1704,647 @@ static void test_large_response_round_trips(void **state)
     free(body);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Batches                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* The op of begin(c); c must outlive the batch. */
+static idem_op_t op_begin(const call_t *c)
+{
+    idem_op_t op;
+
+    memset(&op, 0, sizeof(op));
+    op.kind = IDEM_OP_BEGIN;
+    op.begin.scope = &c->scope;
+    op.begin.key = c->key;
+    op.begin.key_len = strlen(c->key);
+    op.begin.fingerprint = &c->fp;
+    op.begin.now_ms = c->now;
+    op.begin.ttl_ms = c->ttl;
+    op.begin.lease_ms = c->lease;
+    op.begin.on_unknown = c->policy;
+    op.begin.unknown_response = &unknown;
+    return op;
+}
+
+static idem_op_t op_complete(const call_t *c, uint64_t owner,
+                             const idem_response_t *resp)
+{
+    idem_op_t op;
+
+    memset(&op, 0, sizeof(op));
+    op.kind = IDEM_OP_COMPLETE;
+    op.scope = &c->scope;
+    op.key = c->key;
+    op.key_len = strlen(c->key);
+    op.owner = owner;
+    op.resp = resp;
+    return op;
+}
+
+static idem_op_t op_release(const call_t *c, uint64_t owner)
+{
+    idem_op_t op = op_complete(c, owner, NULL);
+
+    op.kind = IDEM_OP_RELEASE;
+    return op;
+}
+
+/* Runs op with the single call it stands for, the way a batch must. */
+static void run_single(idem_store_t *s, idem_op_t *op)
+{
+    memset(&op->result, 0, sizeof(op->result));
+    switch (op->kind) {
+    case IDEM_OP_BEGIN:
+        op->rc = idem_store_begin(s, &op->begin, &op->result);
+        break;
+    case IDEM_OP_COMPLETE:
+        op->rc = idem_store_complete(s, op->scope, op->key, op->key_len,
+                                     op->owner, op->resp, op->flags);
+        break;
+    case IDEM_OP_RELEASE:
+        op->rc = idem_store_release(s, op->scope, op->key, op->key_len,
+                                    op->owner);
+        break;
+    default:
+        fail();
+    }
+}
+
+static void free_ops(idem_op_t *ops, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        idem_result_free(&ops[i].result);
+    }
+}
+
+static void assert_record_equal(const idem_record_t *got,
+                                const idem_record_t *want)
+{
+    assert_int_equal(got->state, want->state);
+    assert_int_equal(got->flags, want->flags);
+    assert_memory_equal(got->fingerprint.bytes, want->fingerprint.bytes,
+                        IDEM_HASH_LEN);
+    assert_true(got->created_ms == want->created_ms);
+    assert_true(got->expires_ms == want->expires_ms);
+    assert_true(got->lease_until_ms == want->lease_until_ms);
+    assert_int_equal(got->owner != 0, want->owner != 0);
+    if (got->state == IDEM_STATE_COMPLETE) {
+        assert_response_equal(&got->response, &want->response);
+    }
+}
+
+/* The keys of test_batch_equals_single_calls, in the order of its ops. */
+static const char *const mixed_keys[] = {
+    "new-1",   "replay", "owned", "foreign", "rel",   "new-2",
+    "mm-once", "mm-2nd", "busy",  "stale",   "foreign", "never",
+};
+#define MIXED_N (sizeof(mixed_keys) / sizeof(mixed_keys[0]))
+
+/*
+ * Puts the records the mixed ops work on into scope, and fills ops (whose
+ * keys live in calls) with them, at T0 + 1000.
+ */
+static void mixed_setup(idem_store_t *s, int scope, call_t *calls,
+                        idem_op_t *ops)
+{
+    uint64_t owners[MIXED_N] = {0};
+    idem_result_t res;
+
+    for (size_t i = 0; i < MIXED_N; i++) {
+        calls[i] = call(mixed_keys[i], 1, T0);
+        calls[i].scope = hash_of(scope);
+    }
+    calls[9].lease = 500; /* "stale": its lease has passed at T0 + 1000 */
+    for (size_t i = 1; i <= 9; i++) {
+        if (i != 5) {
+            owners[i] = claim(s, &calls[i]);
+        }
+    }
+    assert_int_equal(complete(s, &calls[1], owners[1], &created), 0);
+    assert_int_equal(complete(s, &calls[6], owners[6], &created), 0);
+    assert_int_equal(complete(s, &calls[7], owners[7], &server_error), 0);
+    calls[7].fp = hash_of(102);
+    calls[7].now = T0 + 10;
+    res = expect_begin(s, &calls[7], IDEM_BEGIN_MISMATCH); /* logged once */
+    idem_result_free(&res);
+
+    for (size_t i = 0; i < MIXED_N; i++) {
+        calls[i].now = T0 + 1000;
+    }
+    calls[6].fp = hash_of(102);
+    ops[0] = op_begin(&calls[0]);
+    ops[1] = op_begin(&calls[1]);
+    ops[2] = op_complete(&calls[2], owners[2], &created);
+    ops[3] = op_complete(&calls[3], owners[3] + 1, &server_error);
+    ops[4] = op_release(&calls[4], owners[4]);
+    ops[5] = op_begin(&calls[5]);
+    ops[6] = op_begin(&calls[6]);
+    ops[7] = op_begin(&calls[7]);
+    ops[8] = op_begin(&calls[8]);
+    ops[9] = op_begin(&calls[9]);
+    ops[10] = op_release(&calls[10], owners[3] + 1);
+    ops[11] = op_complete(&calls[11], 12345, &created);
+}
+
+static void test_batch_equals_single_calls(void **state)
+{
+    static const int want_rc[MIXED_N] = {
+        0, 0, 0, IDEM_ENOTOWNER, 0, 0, 0, 0, 0, 0, IDEM_ENOTOWNER,
+        IDEM_ENOTOWNER,
+    };
+    static const idem_begin_outcome_t want_outcome[MIXED_N] = {
+        [0] = IDEM_BEGIN_CLAIMED,     [1] = IDEM_BEGIN_REPLAY,
+        [5] = IDEM_BEGIN_CLAIMED,     [6] = IDEM_BEGIN_MISMATCH,
+        [7] = IDEM_BEGIN_MISMATCH,    [8] = IDEM_BEGIN_IN_PROGRESS,
+        [9] = IDEM_BEGIN_STALE,
+    };
+    fixture_t *f = *state;
+    call_t bcalls[MIXED_N], scalls[MIXED_N];
+    idem_op_t batch[MIXED_N], single[MIXED_N];
+    idem_store_stats_t before, after;
+    idem_result_t rb, rs;
+
+    mixed_setup(f->store, 1, bcalls, batch);
+    mixed_setup(f->store, 2, scalls, single);
+    for (size_t i = 0; i < MIXED_N; i++) {
+        batch[i].rc = 999;
+        run_single(f->store, &single[i]);
+    }
+    idem_store_stats(f->store, &before);
+    assert_int_equal(idem_store_batch(f->store, batch, MIXED_N), 0);
+    idem_store_stats(f->store, &after);
+
+    /* Six ops wrote (two claims, a complete, a release, a first mismatch,
+       a stale record): one commit carried them all. */
+    assert_true(after.commits - before.commits == 1);
+    assert_true(after.batched_ops - before.batched_ops == 6);
+
+    for (size_t i = 0; i < MIXED_N; i++) {
+        idem_op_t *b = &batch[i], *s = &single[i];
+
+        assert_int_equal(b->rc, want_rc[i]);
+        assert_int_equal(s->rc, want_rc[i]);
+        if (b->kind != IDEM_OP_BEGIN) {
+            continue;
+        }
+        assert_int_equal(b->result.outcome, want_outcome[i]);
+        assert_int_equal(s->result.outcome, want_outcome[i]);
+        assert_int_equal(b->result.first_mismatch, s->result.first_mismatch);
+        assert_int_equal(b->result.took_over, s->result.took_over);
+        assert_int_equal(b->result.owner != 0, s->result.owner != 0);
+        assert_true(b->result.owner == b->result.record.owner ||
+                    b->result.outcome != IDEM_BEGIN_CLAIMED);
+        assert_record_equal(&b->result.record, &s->result.record);
+    }
+    assert_int_equal(batch[6].result.first_mismatch, 1);
+    assert_int_equal(batch[7].result.first_mismatch, 0);
+    assert_true(batch[0].result.owner != batch[5].result.owner);
+    free_ops(batch, MIXED_N);
+    free_ops(single, MIXED_N);
+
+    /* Both left the same records behind. */
+    for (size_t i = 0; i < MIXED_N; i++) {
+        int got_b = get(f->store, &bcalls[i], &rb);
+        int got_s = get(f->store, &scalls[i], &rs);
+
+        assert_int_equal(got_b, got_s);
+        assert_int_equal(got_b, i == 4 || i == 11 ? IDEM_ENOTFOUND : 0);
+        if (got_b == 0) {
+            assert_record_equal(&rb.record, &rs.record);
+            idem_result_free(&rb);
+            idem_result_free(&rs);
+        }
+    }
+}
+
+static void test_batch_sees_its_own_earlier_ops(void **state)
+{
+    fixture_t *f = *state;
+    call_t a = call("twice", 1, T0), c = call("done", 1, T0);
+    call_t r = call("then-replay", 1, T0), x = call("then-anew", 1, T0);
+    uint64_t oc, or_, ox;
+    idem_op_t ops[2];
+    idem_result_t res;
+
+    /* begin, begin: the second finds the first's claim. */
+    ops[0] = op_begin(&a);
+    ops[1] = op_begin(&a);
+    assert_int_equal(idem_store_batch(f->store, ops, 2), 0);
+    assert_int_equal(ops[0].rc, 0);
+    assert_int_equal(ops[0].result.outcome, IDEM_BEGIN_CLAIMED);
+    assert_int_equal(ops[1].rc, 0);
+    assert_int_equal(ops[1].result.outcome, IDEM_BEGIN_IN_PROGRESS);
+    assert_true(ops[1].result.record.owner == ops[0].result.owner);
+    assert_int_equal(ops[1].result.owner, 0);
+    free_ops(ops, 2);
+
+    /* complete, complete of an earlier claim: the second is refused. */
+    oc = claim(f->store, &c);
+    ops[0] = op_complete(&c, oc, &created);
+    ops[1] = op_complete(&c, oc, &server_error);
+    assert_int_equal(idem_store_batch(f->store, ops, 2), 0);
+    assert_int_equal(ops[0].rc, 0);
+    assert_int_equal(ops[1].rc, IDEM_ENOTOWNER);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+    assert_response_equal(&res.record.response, &created);
+    idem_result_free(&res);
+
+    /* complete, begin: the begin replays what the complete stored (a
+       snapshot taken before the batch would still say in progress). */
+    or_ = claim(f->store, &r);
+    ops[0] = op_complete(&r, or_, &created);
+    ops[1] = op_begin(&r);
+    assert_int_equal(idem_store_batch(f->store, ops, 2), 0);
+    assert_int_equal(ops[0].rc, 0);
+    assert_int_equal(ops[1].rc, 0);
+    assert_int_equal(ops[1].result.outcome, IDEM_BEGIN_REPLAY);
+    assert_response_equal(&ops[1].result.record.response, &created);
+    free_ops(ops, 2);
+
+    /* release, begin: the key is claimed anew, by a new owner. */
+    ox = claim(f->store, &x);
+    ops[0] = op_release(&x, ox);
+    ops[1] = op_begin(&x);
+    assert_int_equal(idem_store_batch(f->store, ops, 2), 0);
+    assert_int_equal(ops[0].rc, 0);
+    assert_int_equal(ops[1].rc, 0);
+    assert_int_equal(ops[1].result.outcome, IDEM_BEGIN_CLAIMED);
+    assert_true(ops[1].result.owner != ox && ops[1].result.owner != 0);
+    free_ops(ops, 2);
+
+    /* An empty batch is fine and does nothing. */
+    assert_int_equal(idem_store_batch(f->store, NULL, 0), 0);
+    assert_int_equal(idem_store_batch(f->store, ops, 0), 0);
+}
+
+static void test_batch_invalid_arguments_run_nothing(void **state)
+{
+    fixture_t *f = *state;
+    call_t a = call("a", 1, T0), b = call("b", 1, T0);
+    idem_response_t bad = created;
+    idem_store_stats_t st;
+    idem_result_t res;
+    idem_op_t ops[3], good[3];
+
+    good[0] = op_begin(&a);
+    good[1] = op_begin(&b);
+    good[2] = op_complete(&a, 1, &created);
+    assert_int_equal(idem_store_batch(NULL, good, 3), IDEM_EINVAL);
+    assert_int_equal(idem_store_batch(f->store, NULL, 1), IDEM_EINVAL);
+
+    /* One bad op among good ones, in each place a single call checks. */
+    for (int bad_op = 0; bad_op < 9; bad_op++) {
+        memcpy(ops, good, sizeof(ops));
+        switch (bad_op) {
+        case 0:
+            ops[1].begin.key_len = 0;
+            break;
+        case 1:
+            ops[1].begin.key_len = IDEM_KEY_MAX + 1;
+            break;
+        case 2:
+            ops[1].begin.fingerprint = NULL;
+            break;
+        case 3:
+            ops[1].begin.ttl_ms = 0;
+            break;
+        case 4:
+            ops[1].begin.unknown_response = NULL;
+            break;
+        case 5:
+            ops[2].resp = NULL;
+            break;
+        case 6:
+            bad.status = 99;
+            ops[2].resp = &bad;
+            break;
+        case 7:
+            ops[2].kind = IDEM_OP_RELEASE;
+            ops[2].scope = NULL;
+            break;
+        default:
+            ops[1].kind = (idem_op_kind_t)99;
+            break;
+        }
+        for (int i = 0; i < 3; i++) {
+            ops[i].rc = 777;
+        }
+        assert_int_equal(idem_store_batch(f->store, ops, 3), IDEM_EINVAL);
+        for (int i = 0; i < 3; i++) {
+            assert_int_equal(ops[i].rc, 777); /* untouched: nothing ran */
+            assert_null(ops[i].result.mem_);
+        }
+    }
+    assert_int_equal(get(f->store, &a, &res), IDEM_ENOTFOUND);
+    assert_int_equal(get(f->store, &b, &res), IDEM_ENOTFOUND);
+    idem_store_stats(f->store, &st);
+    assert_true(st.commits == 0);
+
+    /* The same ops, all good, run. */
+    assert_int_equal(idem_store_batch(f->store, good, 3), 0);
+    assert_int_equal(good[0].rc, 0);
+    assert_int_equal(good[1].rc, 0);
+    assert_int_equal(good[2].rc, IDEM_ENOTOWNER); /* 1 is not the owner */
+    free_ops(good, 3);
+}
+
+#define BATCH_N 64
+
+static void test_batch_of_64_is_one_commit(void **state)
+{
+    fixture_t *f = *state;
+    call_t calls[BATCH_N];
+    char keys[BATCH_N][16];
+    idem_op_t ops[BATCH_N];
+    idem_store_stats_t st;
+
+    for (int i = 0; i < BATCH_N; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "b-%d", i);
+        calls[i] = call(keys[i], 1, T0);
+        ops[i] = op_begin(&calls[i]);
+    }
+    assert_int_equal(idem_store_batch(f->store, ops, BATCH_N), 0);
+    idem_store_stats(f->store, &st);
+    assert_true(st.commits == 1);
+    assert_true(st.batched_ops == BATCH_N);
+    for (int i = 0; i < BATCH_N; i++) {
+        assert_int_equal(ops[i].rc, 0);
+        assert_int_equal(ops[i].result.outcome, IDEM_BEGIN_CLAIMED);
+        for (int j = 0; j < i; j++) {
+            assert_true(ops[i].result.owner != ops[j].result.owner);
+        }
+    }
+    for (int i = 0; i < BATCH_N; i++) {
+        uint64_t owner = ops[i].result.owner;
+
+        idem_result_free(&ops[i].result);
+        ops[i] = op_complete(&calls[i], owner, &created);
+    }
+    assert_int_equal(idem_store_batch(f->store, ops, BATCH_N), 0);
+    idem_store_stats(f->store, &st);
+    assert_true(st.commits == 2);
+    assert_true(st.batched_ops == 2 * BATCH_N);
+
+    /* Begins that only replay write nothing: no commit. */
+    for (int i = 0; i < BATCH_N; i++) {
+        assert_int_equal(ops[i].rc, 0);
+        calls[i].now = T0 + 1;
+        ops[i] = op_begin(&calls[i]);
+    }
+    assert_int_equal(idem_store_batch(f->store, ops, BATCH_N), 0);
+    for (int i = 0; i < BATCH_N; i++) {
+        assert_int_equal(ops[i].rc, 0);
+        assert_int_equal(ops[i].result.outcome, IDEM_BEGIN_REPLAY);
+        assert_response_equal(&ops[i].result.record.response, &created);
+    }
+    free_ops(ops, BATCH_N);
+    idem_store_stats(f->store, &st);
+    assert_true(st.commits == 2);
+}
+
+/* Each thread begins the same keys in one batch, in its own order, then
+   completes those it claimed in another. */
+static void *worker_batch_race(void *arg)
+{
+    worker_t *w = arg;
+    call_t calls[NKEYS];
+    char keys[NKEYS][16];
+    idem_op_t ops[NKEYS];
+    uint64_t owners[NKEYS];
+    int claimed = 0;
+
+    for (int i = 0; i < NKEYS; i++) {
+        int k = (i + w->id * 5) % NKEYS;
+        snprintf(keys[i], sizeof(keys[i]), "race-%d", k);
+        calls[i] = call(keys[i], 1, T0);
+        ops[i] = op_begin(&calls[i]);
+    }
+    pthread_barrier_wait(w->start);
+    if (idem_store_batch(w->store, ops, NKEYS) != 0) {
+        w->failures++;
+        return NULL;
+    }
+    for (int i = 0; i < NKEYS; i++) {
+        if (ops[i].rc != 0) {
+            w->failures++;
+        } else if (ops[i].result.outcome == IDEM_BEGIN_CLAIMED) {
+            owners[claimed] = ops[i].result.owner;
+            calls[claimed] = calls[i];
+            claimed++;
+        } else if (ops[i].result.outcome != IDEM_BEGIN_IN_PROGRESS &&
+                   ops[i].result.outcome != IDEM_BEGIN_REPLAY) {
+            w->failures++; /* the owner may have completed it already */
+        }
+    }
+    free_ops(ops, NKEYS);
+    w->outcome = claimed;
+    /* Complete what it claimed, again in one batch. */
+    for (int i = 0; i < claimed; i++) {
+        ops[i] = op_complete(&calls[i], owners[i], w->resp);
+    }
+    if (idem_store_batch(w->store, ops, (size_t)claimed) != 0) {
+        w->failures++;
+    }
+    for (int i = 0; i < claimed; i++) {
+        w->failures += ops[i].rc != 0;
+    }
+    return NULL;
+}
+
+static void test_threads_race_with_batches(void **state)
+{
+    fixture_t *f = *state;
+    worker_t w[NTHREADS];
+    idem_result_t res;
+    char key[16];
+    int claimed = 0;
+
+    memset(w, 0, sizeof(w));
+    for (int i = 0; i < NTHREADS; i++) {
+        w[i].store = f->store;
+        w[i].resp = &created;
+    }
+    run_workers(w, NTHREADS, worker_batch_race);
+    for (int i = 0; i < NTHREADS; i++) {
+        assert_int_equal(w[i].failures, 0);
+        claimed += w[i].outcome;
+    }
+    /* Every key claimed exactly once, then completed by its owner. */
+    assert_int_equal(claimed, NKEYS);
+    for (int k = 0; k < NKEYS; k++) {
+        snprintf(key, sizeof(key), "race-%d", k);
+        call_t c = call(key, 1, T0 + 1);
+        res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+        assert_response_equal(&res.record.response, &created);
+        idem_result_free(&res);
+    }
+}
+
+static void test_lmdb_batch_on_a_full_map(void **state)
+{
+    fixture_t *f = *state;
+    idem_response_t big = created;
+    call_t calls[4], fresh = call("fresh", 1, T0);
+    char keys[4][8], key[32];
+    uint64_t owners[4];
+    idem_op_t ops[5];
+    idem_result_t res;
+    uint8_t *body;
+    size_t removed;
+    int n, rc = 0, more;
+
+    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    idem_store_close(f->store);
+    f->store = open_store(f, "small", "map_size=131072");
+    body = calloc(1, 1 << 20);
+    assert_non_null(body);
+    big.body = body;
+    big.body_len = 1 << 20;
+
+    /* One op too big for the map: it alone fails, the others stand. */
+    for (int i = 0; i < 4; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "k%d", i);
+        calls[i] = call(keys[i], 1, T0);
+        owners[i] = claim(f->store, &calls[i]);
+    }
+    ops[0] = op_complete(&calls[0], owners[0], &created);
+    ops[1] = op_complete(&calls[1], owners[1], &big);
+    ops[2] = op_begin(&fresh);
+    ops[3] = op_complete(&calls[2], owners[2], &created);
+    ops[4] = op_release(&calls[3], owners[3]);
+    assert_int_equal(idem_store_batch(f->store, ops, 5), 0);
+    assert_int_equal(ops[0].rc, 0);
+    assert_int_equal(ops[1].rc, IDEM_EFULL);
+    assert_int_equal(ops[2].rc, 0);
+    assert_int_equal(ops[2].result.outcome, IDEM_BEGIN_CLAIMED);
+    assert_int_equal(ops[3].rc, 0);
+    assert_int_equal(ops[4].rc, 0);
+    free_ops(ops, 5);
+    free(body);
+
+    assert_int_equal(get(f->store, &calls[1], &res), 0);
+    assert_int_equal(res.record.state, IDEM_STATE_IN_PROGRESS);
+    assert_true(res.record.owner == owners[1]);
+    idem_result_free(&res);
+    for (int i = 0; i < 3; i += 2) {
+        res = expect_begin(f->store, &calls[i], IDEM_BEGIN_REPLAY);
+        assert_response_equal(&res.record.response, &created);
+        idem_result_free(&res);
+    }
+    res = expect_begin(f->store, &fresh, IDEM_BEGIN_IN_PROGRESS);
+    idem_result_free(&res);
+    assert_int_equal(get(f->store, &calls[3], &res), IDEM_ENOTFOUND);
+    /* The index holds exactly the four records left. */
+    assert_int_equal(
+        idem_store_prune(f->store, INT64_MAX, 1000, &removed, &more), 0);
+    assert_int_equal(removed, 4);
+    assert_int_equal(more, 0);
+
+    /* A full map: what needs room fails, what only reads still works. */
+    for (n = 0; n < 100000; n++) {
+        snprintf(key, sizeof(key), "fill-%06d", n);
+        call_t c = call(key, 1, T0);
+        rc = begin(f->store, &c, &res);
+        if (rc != 0) {
+            break;
+        }
+        idem_result_free(&res);
+    }
+    assert_int_equal(rc, IDEM_EFULL);
+    /* The claim that did not fit, again, among ops that need no room. */
+    calls[0] = call(key, 1, T0 + 1);
+    calls[1] = call("fill-000000", 1, T0 + 1);
+    ops[0] = op_begin(&calls[0]);
+    ops[1] = op_begin(&calls[1]);
+    ops[2] = op_release(&calls[1], 12345);
+    ops[3] = op_begin(&calls[0]);
+    assert_int_equal(idem_store_batch(f->store, ops, 4), 0);
+    assert_int_equal(ops[0].rc, IDEM_EFULL);
+    assert_null(ops[0].result.mem_);
+    assert_int_equal(ops[1].rc, 0);
+    assert_int_equal(ops[1].result.outcome, IDEM_BEGIN_IN_PROGRESS);
+    assert_int_equal(ops[2].rc, IDEM_ENOTOWNER);
+    assert_int_equal(ops[3].rc, IDEM_EFULL);
+    free_ops(ops, 4);
+    assert_int_equal(get(f->store, &calls[0], &res), IDEM_ENOTFOUND);
+
+    /* With room again, the index holds exactly the claims that fit. */
+    idem_store_close(f->store);
+    f->store = open_store(f, "small", "map_size=4194304");
+    assert_int_equal(
+        idem_store_prune(f->store, INT64_MAX, 1000000, &removed, &more), 0);
+    assert_int_equal(removed, (size_t)n);
+    assert_int_equal(more, 0);
+}
+
+#define DURABLE_N 8
+
+/* Child: claims DURABLE_N + 1 keys in one batch, completes all but the
+   last in another, then dies without closing. */
+static int child_batch(const fixture_t *f, const char *arg)
+{
+    idem_store_t *s = child_open(f);
+    call_t calls[DURABLE_N + 1];
+    char keys[DURABLE_N + 1][16];
+    idem_op_t ops[DURABLE_N + 1];
+    uint64_t owner;
+
+    (void)arg;
+    if (s == NULL) {
+        return 1;
+    }
+    for (int i = 0; i <= DURABLE_N; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "kb-%d", i);
+        calls[i] = call(keys[i], 1, T0);
+        ops[i] = op_begin(&calls[i]);
+    }
+    if (idem_store_batch(s, ops, DURABLE_N + 1) != 0) {
+        return 2;
+    }
+    for (int i = 0; i <= DURABLE_N; i++) {
+        if (ops[i].rc != 0 || ops[i].result.outcome != IDEM_BEGIN_CLAIMED) {
+            return 3;
+        }
+        owner = ops[i].result.owner;
+        idem_result_free(&ops[i].result);
+        ops[i] = op_complete(&calls[i], owner, &created);
+    }
+    if (idem_store_batch(s, ops, DURABLE_N) != 0) {
+        return 4;
+    }
+    for (int i = 0; i < DURABLE_N; i++) {
+        if (ops[i].rc != 0) {
+            return 5;
+        }
+    }
+    return 0;
+}
+
+static void test_batch_survives_a_killed_process(void **state)
+{
+    fixture_t *f = *state;
+    idem_result_t res;
+    char key[16];
+
+    SKIP_UNLESS_LMDB("mem keeps nothing beyond its process");
+    assert_int_equal(finish_child(start_child(f, "batch", NULL)), 0);
+
+    idem_store_close(f->store);
+    f->store = open_store(f, "env", NULL);
+    for (int i = 0; i <= DURABLE_N; i++) {
+        snprintf(key, sizeof(key), "kb-%d", i);
+        call_t c = call(key, 1, T0 + 1);
+        res = expect_begin(f->store, &c,
+                           i < DURABLE_N ? IDEM_BEGIN_REPLAY
+                                         : IDEM_BEGIN_IN_PROGRESS);
+        if (i < DURABLE_N) {
+            assert_response_equal(&res.record.response, &created);
+        }
+        idem_result_free(&res);
+    }
+}
+
 /* The child side of start_child(): argv is NAME DIR ARG FD. */
 static int child_main(char **argv)
 {
@@ -1715,6 +2356,7 @@ static int child_main(char **argv)
         {"share", child_share},
         {"race", child_race},
         {"without_permission", child_without_permission},
+        {"batch", child_batch},
     };
     fixture_t f;
     int v = -1, fd = atoi(argv[3]);
@@ -1775,6 +2417,13 @@ int main(int argc, char **argv)
         T(test_lmdb_unwritable_directory_is_eperm),
         T(test_lmdb_corrupt_record_is_ecorrupt),
         T(test_large_response_round_trips),
+        T(test_batch_equals_single_calls),
+        T(test_batch_sees_its_own_earlier_ops),
+        T(test_batch_invalid_arguments_run_nothing),
+        T(test_batch_of_64_is_one_commit),
+        T(test_threads_race_with_batches),
+        T(test_lmdb_batch_on_a_full_map),
+        T(test_batch_survives_a_killed_process),
 #undef T
     };
 

@@ -1,0 +1,624 @@
+/*
+ * settings.c — every setting of idemgate: its flag, its help line, and the
+ * setter that parses a value into idemgate_conf_t. The flag table below is
+ * the one list of settings; --help, the command line and the --config file
+ * all read it.
+ *
+ *   "--ttl 2h" or "ttl = 2h" ──idemgate_flag_find("ttl")──> set_ttl()
+ *        ──idemgate_parse_duration()──> conf->ttl_ms = 7200000
+ *
+ * A setter refuses a bad value with a reason in an idemgate_why_t and
+ * returns -1; it leaves conf as it was, or with a value that the caller
+ * throws away with the rest of conf.
+ */
+#include "idemgate.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define TIMEOUT_MAX_MS (24 * IDEMGATE_HOUR)
+#define LEASE_MAX_MS   (48 * IDEMGATE_HOUR)
+#define TTL_MAX_MS     (3650 * 24 * IDEMGATE_HOUR)
+#define WORKERS_MAX    1024u
+#define SCOPE_MAX      8u /* the module hashes at most 8 values */
+
+void idemgate_conf_init(idemgate_conf_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->ttl_ms = 24 * IDEMGATE_HOUR;
+    c->wait_ms = 10 * IDEMGATE_SECOND;
+    c->client_timeout_ms = 30 * IDEMGATE_SECOND;
+    c->upstream_timeout_ms = 60 * IDEMGATE_SECOND;
+    c->methods = IDEMGATE_M_POST;
+    c->max_body_bytes = IDEMGATE_MIB;
+    c->max_header_bytes = 16 * IDEMGATE_KIB;
+    c->max_response_bytes = 8 * IDEMGATE_MIB;
+}
+
+static int set_string(char **dst, const char *value, idemgate_why_t why)
+{
+    char *copy;
+
+    if (idemgate_check_printable(value, why) != 0) {
+        return -1;
+    }
+    copy = strdup(value);
+    if (copy == NULL) {
+        return idemgate_why(why, "out of memory");
+    }
+    free(*dst);
+    *dst = copy;
+    return 0;
+}
+
+void idemgate_list_clear(idemgate_list_t *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->items[i]);
+    }
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+/* Adds value; the first value from a new origin replaces the old ones. */
+int idemgate_list_add(idemgate_list_t *l, const char *value,
+                      idemgate_origin_t origin, idemgate_why_t why)
+{
+    char **items = NULL, *copy = NULL;
+
+    if (l->origin != origin) {
+        idemgate_list_clear(l);
+        l->origin = origin;
+    }
+    copy = strdup(value);
+    items = copy ? realloc(l->items, (l->n + 1) * sizeof(*items)) : NULL;
+    if (items == NULL) {
+        goto fail;
+    }
+    items[l->n++] = copy;
+    l->items = items;
+    return 0;
+
+fail:
+    free(copy);
+    return idemgate_why(why, "out of memory");
+}
+
+static int set_listen(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                      idemgate_why_t why)
+{
+    (void)o;
+    return idemgate_parse_addr(v, strlen(v), &c->listen, why);
+}
+
+static int set_upstream(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                        idemgate_why_t why)
+{
+    const char *auth, *slash;
+    char *prefix;
+    size_t len;
+
+    (void)o;
+    if (strncasecmp(v, "https://", 8) == 0) {
+        return idemgate_why(why, "'%s': only http:// upstreams are supported",
+                            v);
+    }
+    if (strncasecmp(v, "http://", 7) != 0) {
+        return idemgate_why(why, "'%s' is not an http://HOST:PORT[/prefix] URL",
+                            v);
+    }
+    auth = v + 7;
+    slash = strchr(auth, '/');
+    len = slash ? (size_t)(slash - auth) : strlen(auth);
+    if (idemgate_parse_addr(auth, len, &c->upstream, why) != 0) {
+        return idemgate_why(
+            why, "'%s' is not an http://HOST:PORT[/prefix] URL%s", v,
+            memchr(auth, ':', len) ? "" : " (the port is required)");
+    }
+    slash = slash ? slash : "";
+    for (const char *p = slash; *p; p++) {
+        /* '$' would make nginx read a variable; '?' and '#' have no
+         * meaning in a prefix */
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
+            return idemgate_why(why,
+                                "'%s': the path prefix may contain neither "
+                                "spaces nor control or non-ASCII bytes",
+                                v);
+        }
+        if (strchr("$?#\"'\\{}<>^`|", *p)) {
+            return idemgate_why(
+                why, "'%s': the path prefix may not contain '%c'", v, *p);
+        }
+    }
+    len = strlen(slash);
+    while (len > 0 && slash[len - 1] == '/') {
+        len--;
+    }
+    prefix = strndup(slash, len);
+    if (prefix == NULL) {
+        return idemgate_why(why, "out of memory");
+    }
+    free(c->upstream_prefix);
+    c->upstream_prefix = prefix;
+    return 0;
+}
+
+static int set_admin(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                     idemgate_why_t why)
+{
+    (void)o;
+    if (strcmp(v, "off") == 0 || strcmp(v, "none") == 0) {
+        c->admin_off = 1;
+        return 0;
+    }
+    c->admin_off = 0;
+    return idemgate_parse_addr(v, strlen(v), &c->admin, why);
+}
+
+/* Checks an lmdb:PATH[?name=value&...] URL the way the store reads it. */
+static int check_lmdb_url(const char *v, idemgate_why_t why)
+{
+    const char *q = strchr(v, '?'), *p, *end, *eq, *num_end;
+    uint64_t n;
+
+    if (q == v + 5 || v[5] == '\0') {
+        return idemgate_why(
+            why, "'%s': lmdb: needs a directory, e.g. lmdb:./data", v);
+    }
+    for (p = q ? q + 1 : NULL; p != NULL; p = *end ? end + 1 : NULL) {
+        end = p + strcspn(p, "&");
+        eq = memchr(p, '=', (size_t)(end - p));
+        if (eq == NULL || idemgate_parse_digits(eq + 1, &n, &num_end) != 0 ||
+            num_end != end) {
+            goto fail;
+        }
+        if ((eq - p == 8 && memcmp(p, "map_size", 8) == 0 && n > 0) ||
+            (eq - p == 12 && memcmp(p, "group_commit", 12) == 0 && n <= 1) ||
+            (eq - p == 4 && memcmp(p, "sync", 4) == 0 && n <= 1)) {
+            continue;
+        }
+        goto fail;
+    }
+    return 0;
+
+fail:
+    return idemgate_why(
+        why,
+        "'%s': lmdb options are map_size=BYTES, group_commit=0|1 and "
+        "sync=0|1",
+        v);
+}
+
+static int set_store(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                     idemgate_why_t why)
+{
+    (void)o;
+    if (strncmp(v, "lmdb:", 5) == 0) {
+        if (check_lmdb_url(v, why) != 0) {
+            return -1;
+        }
+    } else if (strncmp(v, "redis://", 8) != 0 &&
+               strncmp(v, "postgres://", 11) != 0 &&
+               strncmp(v, "postgresql://", 13) != 0) {
+        return idemgate_why(why,
+                            "unsupported store URL '%s' (lmdb:PATH, "
+                            "redis://HOST:PORT[/DB] or postgres://...)",
+                            v);
+    }
+    return set_string(&c->store, v, why);
+}
+
+static int set_ttl(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                   idemgate_why_t why)
+{
+    (void)o;
+    return idemgate_parse_duration(v, 1, TTL_MAX_MS, &c->ttl_ms, why);
+}
+
+static int set_wait(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                    idemgate_why_t why)
+{
+    (void)o;
+    return idemgate_parse_duration(v, 0, TIMEOUT_MAX_MS, &c->wait_ms, why);
+}
+
+static int set_lease(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                     idemgate_why_t why)
+{
+    (void)o;
+    c->lease_set = 1;
+    return idemgate_parse_duration(v, 1, LEASE_MAX_MS, &c->lease_ms, why);
+}
+
+static int set_client_timeout(idemgate_conf_t *c, const char *v,
+                              idemgate_origin_t o, idemgate_why_t why)
+{
+    (void)o;
+    return idemgate_parse_duration(v, 1, TIMEOUT_MAX_MS, &c->client_timeout_ms,
+                                   why);
+}
+
+static int set_upstream_timeout(idemgate_conf_t *c, const char *v,
+                                idemgate_origin_t o, idemgate_why_t why)
+{
+    (void)o;
+    return idemgate_parse_duration(v, 1, TIMEOUT_MAX_MS,
+                                   &c->upstream_timeout_ms, why);
+}
+
+static int set_methods(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                       idemgate_why_t why)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } known[] = {{"POST", IDEMGATE_M_POST},
+                 {"PATCH", IDEMGATE_M_PATCH},
+                 {"PUT", IDEMGATE_M_PUT},
+                 {"DELETE", IDEMGATE_M_DELETE}};
+    unsigned methods = 0;
+    const char *p = v;
+    size_t n, i;
+
+    (void)o;
+    for (;;) {
+        p += strspn(p, " ");
+        n = strcspn(p, ", ");
+        for (i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+            if (n == strlen(known[i].name) &&
+                strncasecmp(p, known[i].name, n) == 0) {
+                methods |= known[i].bit;
+                break;
+            }
+        }
+        if (i == sizeof(known) / sizeof(known[0])) {
+            goto fail;
+        }
+        p += n;
+        p += strspn(p, " ");
+        if (*p == '\0') {
+            break;
+        }
+        if (*p++ != ',') {
+            goto fail;
+        }
+    }
+    c->methods = methods;
+    return 0;
+
+fail:
+    return idemgate_why(
+        why,
+        "invalid method list '%s' (comma-separated POST, PATCH, PUT, "
+        "DELETE)",
+        v);
+}
+
+static int set_scope_header(idemgate_conf_t *c, const char *v,
+                            idemgate_origin_t o, idemgate_why_t why)
+{
+    int none = strcasecmp(v, "none") == 0;
+
+    if (!none && idemgate_check_header_name(v, 1, why) != 0) {
+        return -1;
+    }
+    /* a new origin replaces the list, "none" included */
+    if (c->scope_headers.origin != o) {
+        idemgate_list_clear(&c->scope_headers);
+        c->scope_headers.origin = o;
+        c->scope_none = 0;
+    }
+    if (none) {
+        c->scope_none = 1;
+    } else if (idemgate_list_add(&c->scope_headers, v, o, why) != 0) {
+        return -1;
+    }
+    if (c->scope_none && c->scope_headers.n > 0) {
+        return idemgate_why(why, "none cannot be combined with header names");
+    }
+    if (c->scope_headers.n > SCOPE_MAX) {
+        return idemgate_why(why, "at most %u scope headers", SCOPE_MAX);
+    }
+    return 0;
+}
+
+static int set_no_store_header(idemgate_conf_t *c, const char *v,
+                               idemgate_origin_t o, idemgate_why_t why)
+{
+    if (idemgate_check_header_name(v, 0, why) != 0) {
+        return -1;
+    }
+    return idemgate_list_add(&c->no_store_headers, v, o, why);
+}
+
+static int set_require_key(idemgate_conf_t *c, const char *v,
+                           idemgate_origin_t o, idemgate_why_t why)
+{
+    (void)o;
+    if (v == NULL) {
+        c->require_key = 1;
+        return 0;
+    }
+    return idemgate_parse_bool(v, &c->require_key, why);
+}
+
+static int set_on_unknown(idemgate_conf_t *c, const char *v,
+                          idemgate_origin_t o, idemgate_why_t why)
+{
+    (void)o;
+    if (strcmp(v, "store") == 0 || strcmp(v, "release") == 0) {
+        c->on_unknown_release = v[0] == 'r';
+        return 0;
+    }
+    return idemgate_why(why, "invalid value '%s' (store or release)", v);
+}
+
+static int set_error_style(idemgate_conf_t *c, const char *v,
+                           idemgate_origin_t o, idemgate_why_t why)
+{
+    (void)o;
+    if (strcmp(v, "persona") == 0 || strcmp(v, "ietf") == 0) {
+        c->error_style_ietf = v[0] == 'i';
+        return 0;
+    }
+    return idemgate_why(why, "invalid value '%s' (persona or ietf)", v);
+}
+
+static int set_api_log(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                       idemgate_why_t why)
+{
+    (void)o;
+    /* nginx reads '$' in an access_log path as a variable */
+    if (strchr(v, '$') != NULL) {
+        return idemgate_why(why, "'%s': the path may not contain '$'", v);
+    }
+    if (strcmp(v, "off") == 0) {
+        free(c->api_log);
+        c->api_log = NULL;
+        return 0;
+    }
+    return set_string(&c->api_log, v, why);
+}
+
+static int set_max_body(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                        idemgate_why_t why)
+{
+    (void)o;
+    return idemgate_parse_size(v, 1, IDEMGATE_GIB, &c->max_body_bytes, why);
+}
+
+static int set_max_header(idemgate_conf_t *c, const char *v,
+                          idemgate_origin_t o, idemgate_why_t why)
+{
+    (void)o;
+    return idemgate_parse_size(v, IDEMGATE_KIB, IDEMGATE_MIB,
+                               &c->max_header_bytes, why);
+}
+
+static int set_max_response(idemgate_conf_t *c, const char *v,
+                            idemgate_origin_t o, idemgate_why_t why)
+{
+    (void)o;
+    return idemgate_parse_size(v, 1, IDEMGATE_GIB, &c->max_response_bytes, why);
+}
+
+static int set_workers(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                       idemgate_why_t why)
+{
+    uint64_t n;
+    const char *end;
+
+    (void)o;
+    if (strcmp(v, "auto") == 0) {
+        c->workers = 0;
+        return 0;
+    }
+    if (idemgate_parse_digits(v, &n, &end) != 0 || *end != '\0' || n == 0 ||
+        n > WORKERS_MAX) {
+        return idemgate_why(why, "invalid value '%s' (auto, or 1 to %u)", v,
+                            WORKERS_MAX);
+    }
+    c->workers = (unsigned)n;
+    return 0;
+}
+
+static int set_runtime_dir(idemgate_conf_t *c, const char *v,
+                           idemgate_origin_t o, idemgate_why_t why)
+{
+    (void)o;
+    if (*v == '\0') {
+        return idemgate_why(why, "needs a directory");
+    }
+    return set_string(&c->runtime_dir, v, why);
+}
+
+static int set_nginx(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                     idemgate_why_t why)
+{
+    (void)o;
+    return set_string(&c->nginx, v, why);
+}
+
+static int set_module(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                      idemgate_why_t why)
+{
+    (void)o;
+    return set_string(&c->module, v, why);
+}
+
+static int set_config(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                      idemgate_why_t why)
+{
+    (void)o;
+    if (c->config_file != NULL) {
+        return idemgate_why(why, "given more than once");
+    }
+    return set_string(&c->config_file, v, why);
+}
+
+static int set_print_config(idemgate_conf_t *c, const char *v,
+                            idemgate_origin_t o, idemgate_why_t why)
+{
+    (void)v;
+    (void)o;
+    (void)why;
+    c->print_config = 1;
+    return 0;
+}
+
+static int set_help(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                    idemgate_why_t why)
+{
+    (void)v;
+    (void)o;
+    (void)why;
+    c->help = 1;
+    return 0;
+}
+
+static const idemgate_flag_t flags[] = {
+    {"listen", "HOST:PORT", set_listen, 0,
+     "address to serve the API on (required)"},
+    {"upstream", "URL", set_upstream, 0,
+     "the API: http://HOST:PORT[/prefix] (required)"},
+    {"store", "URL", set_store, 0,
+     "lmdb:PATH, redis://HOST:PORT[/DB] or postgres://... "
+     "(default " IDEMGATE_DEFAULT_STORE ")"},
+    {"ttl", "DURATION", set_ttl, 0,
+     "how long a key is remembered (default 24h)"},
+    {"wait", "DURATION", set_wait, 0,
+     "how long a retry waits for its key's first request (default 10s)"},
+    {"methods", "LIST", set_methods, 0,
+     "methods that take part, e.g. POST,PATCH (default POST)"},
+    {"scope-header", "NAME|none", set_scope_header, 0,
+     "header whose value scopes keys; repeatable (default Authorization)"},
+    {"require-key", NULL, set_require_key,
+     IDEMGATE_FLAG_SWITCH | IDEMGATE_FLAG_EQ_VALUE,
+     "reject requests of those methods without Idempotency-Key"},
+    {"on-unknown", "store|release", set_on_unknown, 0,
+     "when the upstream's outcome is unknown (default store)"},
+    {"error-style", "persona|ietf", set_error_style, 0,
+     "shape of error bodies (default persona)"},
+    {"api-log", "FILE|-", set_api_log, 0,
+     "one JSON line per API request; - is standard output (default off)"},
+    {"max-body-bytes", "SIZE", set_max_body, 0,
+     "largest request body (default 1m)"},
+    {"max-header-bytes", "SIZE", set_max_header, 0,
+     "largest request header section (default 16k)"},
+    {"max-response-bytes", "SIZE", set_max_response, 0,
+     "largest response stored for replay (default 8m)"},
+    {"client-timeout", "DURATION", set_client_timeout, 0,
+     "for reading a request and sending a response (default 30s)"},
+    {"upstream-timeout", "DURATION", set_upstream_timeout, 0,
+     "for the upstream's answer (default 60s)"},
+    {"lease", "DURATION", set_lease, 0,
+     "when an in-progress key counts as abandoned (default "
+     "upstream-timeout + 10s)"},
+    {"workers", "N|auto", set_workers, 0,
+     "nginx worker processes (default auto: one per core)"},
+    {"admin", "HOST:PORT|off", set_admin, 0,
+     "/healthz, /metrics and /keys/KEY (default 127.0.0.1:9090)"},
+    {"no-store-header", "NAME", set_no_store_header, 0,
+     "response header never stored for replay; repeatable"},
+    {"runtime-dir", "DIR", set_runtime_dir, 0,
+     "where nginx.conf, the pid and temp files go (default a fresh "
+     "directory under $TMPDIR, removed at exit)"},
+    {"nginx", "PATH", set_nginx, 0,
+     "the nginx binary (default " IDEMGATE_DEFAULT_NGINX ")"},
+    {"module", "PATH", set_module, 0,
+     "the module (default " IDEMGATE_MODULE_FILE " beside idemgate)"},
+    {"config", "FILE", set_config,
+     IDEMGATE_FLAG_CMDLINE_ONLY | IDEMGATE_FLAG_EARLY,
+     "read settings from FILE: \"name = value\" lines, # comments"},
+    {"print-config", NULL, set_print_config,
+     IDEMGATE_FLAG_CMDLINE_ONLY | IDEMGATE_FLAG_SWITCH,
+     "print the nginx configuration and exit"},
+    {"help", NULL, set_help,
+     IDEMGATE_FLAG_CMDLINE_ONLY | IDEMGATE_FLAG_SWITCH | IDEMGATE_FLAG_EARLY,
+     "show this help and exit"},
+};
+
+#define NFLAGS (sizeof(flags) / sizeof(flags[0]))
+
+/* The flag called name[0..len), "--" already stripped; '_' matches '-'. */
+const idemgate_flag_t *idemgate_flag_find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < NFLAGS; i++) {
+        const char *f = flags[i].name;
+        size_t j;
+
+        if (strlen(f) != len) {
+            continue;
+        }
+        for (j = 0; j < len; j++) {
+            if (name[j] != f[j] && !(name[j] == '_' && f[j] == '-')) {
+                break;
+            }
+        }
+        if (j == len) {
+            return &flags[i];
+        }
+    }
+    return NULL;
+}
+
+/* Prints text from column indent, wrapped at the 79th column. */
+static void print_wrapped(const char *text, int col, int indent)
+{
+    const char *p = text;
+    int n;
+
+    while (*p) {
+        n = (int)strcspn(p, " ");
+        if (col > indent && col + 1 + n > 79) {
+            /* the next word goes on a line of its own */
+            printf("\n%*s", indent, "");
+            col = indent;
+        } else if (col > indent) {
+            putchar(' ');
+            col++;
+        }
+        printf("%.*s", n, p);
+        col += n;
+        p += n;
+        p += strspn(p, " ");
+    }
+    putchar('\n');
+}
+
+void idemgate_flags_usage(void)
+{
+    char left[64];
+
+    printf("usage: idemgate --listen HOST:PORT --upstream "
+           "http://HOST:PORT[/prefix] [flags]\n"
+           "\n"
+           "Puts Stripe-style idempotency keys in front of an HTTP API: "
+           "runs nginx with the\n"
+           "idempotency module, configured from these flags, in the "
+           "foreground.\n"
+           "\n"
+           "flags:\n");
+    for (size_t i = 0; i < NFLAGS; i++) {
+        snprintf(left, sizeof(left), "--%s%s%s", flags[i].name,
+                 flags[i].metavar ? " " : "",
+                 flags[i].metavar ? flags[i].metavar : "");
+        printf("  %-28s  ", left);
+        print_wrapped(flags[i].help, 32, 32);
+    }
+    printf("\n"
+           "Durations take ms, s, m or h (a bare number is seconds); sizes "
+           "take k, m or g.\n"
+           "A --config file holds the same settings as \"name = value\" "
+           "lines; flags on the\n"
+           "command line override it.\n"
+           "\n"
+           "Signals: SIGTERM or SIGINT stops gracefully (in-flight requests "
+           "finish, then\n"
+           "exit 0; a second SIGINT stops at once); SIGHUP reloads nginx; "
+           "SIGUSR1 reopens\n"
+           "the API log.\n");
+}
