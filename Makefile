@@ -90,7 +90,8 @@ $(NGX_TREE)/objs/Makefile: nginx/config
 $(MODULE): $(NGX_TREE)/objs/Makefile $(MODULE_SRC) $(LIBIDEM)
 	rm -f $(NGX_TREE)/objs/ngx_http_idempotency_module.so
 	$(MAKE) --no-print-directory -C $(NGX_TREE) -f objs/Makefile modules
-	cp $(NGX_TREE)/objs/ngx_http_idempotency_module.so $@
+	cp $(NGX_TREE)/objs/ngx_http_idempotency_module.so $@.tmp
+	mv -f $@.tmp $@
 
 # The ready gateway: flags -> nginx configuration -> nginx in the foreground.
 GATEWAY_SRC := $(wildcard gateway/*.c)
@@ -151,7 +152,7 @@ test: deps
 	@$(MAKE) --no-print-directory FAILPOINTS=1 test-e2e
 	@$(MAKE) --no-print-directory SANITIZER=address test-e2e
 
-test-e2e: module $(INQUIRIES_BIN)
+test-e2e: module $(INQUIRIES_BIN) $(BUILD)/idemgate
 	$(E2E_ENV) $(PYTEST) -q -p no:cacheprovider tests/e2e
 
 test-unit: $(UNIT_BIN) $(STORE_BIN)

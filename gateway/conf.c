@@ -335,6 +335,11 @@ static void put_http_common(FILE *f, const idemgate_conf_t *c)
             "    upstream idemgate_upstream {\n"
             "        server %s:%u;\n"
             "        keepalive 64;\n"
+            /* below the idle timeout of common API servers (5 s for
+             * Node.js): a POST sent on a connection the API closed while
+             * idle cannot be retried and would be stored as an unknown
+             * outcome */
+            "        keepalive_timeout 4s;\n"
             "    }\n\n"
             "    proxy_http_version 1.1;\n"
             "    proxy_set_header Connection \"\";\n"

@@ -438,13 +438,13 @@ static void announce(const idemgate_conf_t *conf)
     fprintf(stderr, "\n");
 }
 
-/* Forwards signals to nginx until it exits; returns its wait status. */
+/* Forwards signals to nginx until it exits; *status is its wait status. */
 static int supervise(const idemgate_conf_t *conf, pid_t pid,
                      const sigset_t *set, int *status, idemgate_err_t *err)
 {
     const struct timespec tick = {0, READY_POLL_NS};
     siginfo_t info;
-    int ready = 0, stopping = 0, want_stop = 0, want_hup = 0, sig;
+    int ready = 0, stopping = 0, held_hup = 0, held_usr1 = 0, sig;
 
     for (;;) {
         sig = ready ? sigwaitinfo(set, &info) : sigtimedwait(set, &info, &tick);
@@ -455,10 +455,16 @@ static int supervise(const idemgate_conf_t *conf, pid_t pid,
             ready = nginx_ready(conf->runtime_dir, pid);
             if (ready) {
                 announce(conf);
-                if (want_stop) {
-                    kill(pid, SIGQUIT);
-                } else if (want_hup) {
+                /* what came while nginx started, in the order that keeps
+                 * a stop last */
+                if (held_hup && !stopping) {
                     kill(pid, SIGHUP);
+                }
+                if (held_usr1 && !stopping) {
+                    kill(pid, SIGUSR1);
+                }
+                if (stopping) {
+                    kill(pid, SIGQUIT);
                 }
             }
             continue;
@@ -476,19 +482,17 @@ static int supervise(const idemgate_conf_t *conf, pid_t pid,
         case SIGINT:
         case SIGTERM:
         case SIGQUIT:
-            if (sig == SIGINT && stopping && ready) {
-                kill(pid, SIGTERM);
-            } else if (ready) {
-                kill(pid, SIGQUIT);
+            if (ready) {
+                kill(pid, sig == SIGINT && stopping ? SIGTERM : SIGQUIT);
             }
-            want_stop = stopping = 1;
+            stopping = 1;
             break;
         case SIGHUP:
         case SIGUSR1:
             if (ready && !stopping) {
                 kill(pid, sig);
-            } else if (sig == SIGHUP) {
-                want_hup = 1;
+            } else if (!ready) {
+                *(sig == SIGHUP ? &held_hup : &held_usr1) = 1;
             }
             break;
         }

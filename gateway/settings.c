@@ -200,12 +200,15 @@ static int set_store(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
         if (check_lmdb_url(v, why) != 0) {
             return -1;
         }
-    } else if (strncmp(v, "redis://", 8) != 0 &&
-               strncmp(v, "postgres://", 11) != 0 &&
-               strncmp(v, "postgresql://", 13) != 0) {
+    } else if (strncmp(v, "redis://", 8) == 0 ||
+               strncmp(v, "postgres://", 11) == 0 ||
+               strncmp(v, "postgresql://", 13) == 0) {
         return idemgate_why(why,
-                            "unsupported store URL '%s' (lmdb:PATH, "
-                            "redis://HOST:PORT[/DB] or postgres://...)",
+                            "store URL '%s': Redis and PostgreSQL stores "
+                            "are not in this release; use lmdb:PATH",
+                            v);
+    } else {
+        return idemgate_why(why, "unsupported store URL '%s' (lmdb:PATH)",
                             v);
     }
     return set_string(&c->store, v, why);
@@ -485,8 +488,7 @@ static const idemgate_flag_t flags[] = {
     {"upstream", "URL", set_upstream, 0,
      "the API: http://HOST:PORT[/prefix] (required)"},
     {"store", "URL", set_store, 0,
-     "lmdb:PATH, redis://HOST:PORT[/DB] or postgres://... "
-     "(default " IDEMGATE_DEFAULT_STORE ")"},
+     "lmdb:PATH (default " IDEMGATE_DEFAULT_STORE ")"},
     {"ttl", "DURATION", set_ttl, 0,
      "how long a key is remembered (default 24h)"},
     {"wait", "DURATION", set_wait, 0,
@@ -614,7 +616,8 @@ void idemgate_flags_usage(void)
            "take k, m or g.\n"
            "A --config file holds the same settings as \"name = value\" "
            "lines; flags on the\n"
-           "command line override it.\n"
+           "command line override it. Relative paths start from the working "
+           "directory.\n"
            "\n"
            "Signals: SIGTERM or SIGINT stops gracefully (in-flight requests "
            "finish, then\n"

@@ -240,13 +240,15 @@ ngx_http_idempotency_admin_done(ngx_event_t *ev)
 {
     ngx_http_idempotency_admin_job_t  *job = ev->data;
     ngx_http_request_t                *r = job->request;
+    ngx_connection_t                  *c = r->connection;
 
     r->main->blocked--;
     r->aio = 0;
 
+    /* finalizing may free r */
     ngx_http_finalize_request(r,
                               ngx_http_idempotency_admin_status(r, job->rc));
-    ngx_http_run_posted_requests(r->connection);
+    ngx_http_run_posted_requests(c);
 }
 
 
