@@ -192,6 +192,13 @@ void ngx_http_idempotency_prune(ngx_event_t *ev);
 idem_store_t *ngx_http_idempotency_store(ngx_http_idempotency_main_conf_t *mcf,
     ngx_log_t *log);
 
+/* the scope hash of r under ilcf's idempotency_scope */
+ngx_int_t ngx_http_idempotency_scope_hash(ngx_http_request_t *r,
+    ngx_http_idempotency_loc_conf_t *ilcf, idem_hash_t *out);
+/* method, path, query and Content-Type of r (the body is left alone) */
+void ngx_http_idempotency_request_params(ngx_http_request_t *r,
+    idem_request_t *req);
+
 /* whether any byte of the request was sent to an upstream */
 ngx_uint_t ngx_http_idempotency_reached_upstream(ngx_http_request_t *r);
 

@@ -327,11 +327,8 @@ ngx_http_idempotency_admin_handler(ngx_http_request_t *r)
     int                                 err;
     u_char                             *slash;
     ngx_int_t                           rc;
-    ngx_str_t                           raw, val;
-    ngx_uint_t                          i, n;
-    idem_str_t                          values[8];
+    ngx_str_t                           raw;
     ngx_thread_task_t                  *task;
-    ngx_http_complex_value_t           *cv;
     ngx_http_idempotency_admin_job_t   *job;
     ngx_http_idempotency_loc_conf_t    *ilcf;
     ngx_http_idempotency_main_conf_t   *imcf;
@@ -376,23 +373,7 @@ ngx_http_idempotency_admin_handler(ngx_http_request_t *r)
         return ngx_http_idempotency_admin_status(r, IDEM_ENOTFOUND);
     }
 
-    n = 0;
-
-    if (!ilcf->scope_none && ilcf->scope != NULL) {
-        cv = ilcf->scope->elts;
-        n = ilcf->scope->nelts;
-
-        for (i = 0; i < n; i++) {
-            if (ngx_http_complex_value(r, &cv[i], &val) != NGX_OK) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            values[i].data = val.data ? (char *) val.data : "";
-            values[i].len = val.len;
-        }
-    }
-
-    if (idem_scope_hash(values, n, &job->scope) != 0) {
+    if (ngx_http_idempotency_scope_hash(r, ilcf, &job->scope) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 

@@ -20,8 +20,6 @@ static ngx_int_t ngx_http_idempotency_decide(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx);
 static ngx_int_t ngx_http_idempotency_find_key(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, ngx_http_idempotency_loc_conf_t *ilcf);
-static ngx_int_t ngx_http_idempotency_scope(ngx_http_request_t *r,
-    ngx_http_idempotency_ctx_t *ctx, ngx_http_idempotency_loc_conf_t *ilcf);
 static ngx_int_t ngx_http_idempotency_fingerprint(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx);
 static ngx_int_t ngx_http_idempotency_answer_now(ngx_http_request_t *r,
@@ -434,7 +432,7 @@ ngx_http_idempotency_handler(ngx_http_request_t *r)
         return ngx_http_idempotency_answer_now(r, ctx);
     }
 
-    if (ngx_http_idempotency_scope(r, ctx, ilcf) != NGX_OK) {
+    if (ngx_http_idempotency_scope_hash(r, ilcf, &ctx->scope) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -554,9 +552,11 @@ ngx_http_idempotency_find_key(ngx_http_request_t *r,
 }
 
 
-static ngx_int_t
-ngx_http_idempotency_scope(ngx_http_request_t *r,
-    ngx_http_idempotency_ctx_t *ctx, ngx_http_idempotency_loc_conf_t *ilcf)
+/* The scope of a request under ilcf: the hash of its scope values. */
+
+ngx_int_t
+ngx_http_idempotency_scope_hash(ngx_http_request_t *r,
+    ngx_http_idempotency_loc_conf_t *ilcf, idem_hash_t *out)
 {
     ngx_str_t                  val;
     ngx_uint_t                 i, n;
@@ -583,11 +583,40 @@ ngx_http_idempotency_scope(ngx_http_request_t *r,
         }
     }
 
-    if (idem_scope_hash(values, n, &ctx->scope) != 0) {
+    if (idem_scope_hash(values, n, out) != 0) {
         return NGX_ERROR;
     }
 
     return NGX_OK;
+}
+
+
+/* The parameters a fingerprint covers, but the body: method, raw path,
+ * query and Content-Type. */
+
+void
+ngx_http_idempotency_request_params(ngx_http_request_t *r,
+    idem_request_t *req)
+{
+    u_char  *q;
+
+    req->method.data = (char *) r->method_name.data;
+    req->method.len = r->method_name.len;
+
+    q = ngx_strlchr(r->unparsed_uri.data,
+                    r->unparsed_uri.data + r->unparsed_uri.len, '?');
+
+    req->path.data = (char *) r->unparsed_uri.data;
+    req->path.len = q ? (size_t) (q - r->unparsed_uri.data)
+                      : r->unparsed_uri.len;
+    req->query.data = (char *) r->args.data;
+    req->query.len = r->args.len;
+
+    if (r->headers_in.content_type) {
+        req->content_type.data =
+            (char *) r->headers_in.content_type->value.data;
+        req->content_type.len = r->headers_in.content_type->value.len;
+    }
 }
 
 
@@ -659,21 +688,7 @@ ngx_http_idempotency_fingerprint(ngx_http_request_t *r,
         req.body_len = len;
     }
 
-    req.method.data = (char *) r->method_name.data;
-    req.method.len = r->method_name.len;
-    req.path.data = (char *) r->unparsed_uri.data;
-    req.path.len = r->args_start ? (size_t) (r->args_start - 1 - r->uri_start)
-                                 : r->unparsed_uri.len;
-    if (req.path.len > r->unparsed_uri.len) {
-        req.path.len = r->unparsed_uri.len;
-    }
-    req.query.data = (char *) r->args.data;
-    req.query.len = r->args.len;
-
-    if (r->headers_in.content_type) {
-        req.content_type.data = (char *) r->headers_in.content_type->value.data;
-        req.content_type.len = r->headers_in.content_type->value.len;
-    }
+    ngx_http_idempotency_request_params(r, &req);
 
     if (idem_fingerprint(&req, &ctx->fingerprint, NULL) != 0) {
         return NGX_ERROR;

@@ -334,7 +334,13 @@ static ngx_http_idempotency_job_t *
 ngx_http_idempotency_job_alloc(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, ngx_http_idempotency_job_kind_e kind)
 {
-    ngx_http_idempotency_job_t  *job;
+    ngx_http_idempotency_job_t        *job;
+    ngx_http_idempotency_main_conf_t  *imcf;
+
+    imcf = ngx_http_get_module_main_conf(r, ngx_http_idempotency_module);
+    if (imcf->store == NULL) {
+        return NULL;
+    }
 
     job = ngx_pcalloc(r->pool, sizeof(ngx_http_idempotency_job_t));
     if (job == NULL) {
@@ -387,6 +393,21 @@ ngx_http_idempotency_begin_op(ngx_http_idempotency_job_t *job)
     job->op.begin.ttl_ms = ilcf->ttl;
     job->op.begin.lease_ms = ilcf->lease;
     job->op.begin.on_unknown = ilcf->on_unknown;
+}
+
+
+/* complete() (resp set by the caller) or release() of the job's key */
+
+static void
+ngx_http_idempotency_finish_op(ngx_http_idempotency_job_t *job,
+    ngx_uint_t release, uint64_t owner, uint32_t flags)
+{
+    job->op.kind = release ? IDEM_OP_RELEASE : IDEM_OP_COMPLETE;
+    job->op.scope = &job->scope;
+    job->op.key = (const char *) job->key;
+    job->op.key_len = job->key_len;
+    job->op.owner = owner;
+    job->op.flags = flags;
 }
 
 
@@ -479,23 +500,7 @@ ngx_http_idempotency_post_fingerprint(ngx_http_request_t *r,
     ngx_thread_task_t                 *task;
     ngx_http_idempotency_main_conf_t  *imcf;
 
-    job->req.method.data = (char *) r->method_name.data;
-    job->req.method.len = r->method_name.len;
-    job->req.path.data = (char *) r->unparsed_uri.data;
-    job->req.path.len = r->args_start
-                        ? (size_t) (r->args_start - 1 - r->uri_start)
-                        : r->unparsed_uri.len;
-    if (job->req.path.len > r->unparsed_uri.len) {
-        job->req.path.len = r->unparsed_uri.len;
-    }
-    job->req.query.data = (char *) r->args.data;
-    job->req.query.len = r->args.len;
-
-    if (r->headers_in.content_type) {
-        job->req.content_type.data =
-            (char *) r->headers_in.content_type->value.data;
-        job->req.content_type.len = r->headers_in.content_type->value.len;
-    }
+    ngx_http_idempotency_request_params(r, &job->req);
 
     n = 0;
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
@@ -561,13 +566,7 @@ ngx_int_t
 ngx_http_idempotency_post_begin(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, ngx_uint_t fp_in_thread)
 {
-    ngx_http_idempotency_job_t        *job;
-    ngx_http_idempotency_main_conf_t  *imcf;
-
-    imcf = ngx_http_get_module_main_conf(r, ngx_http_idempotency_module);
-    if (imcf->store == NULL) {
-        return NGX_ERROR;
-    }
+    ngx_http_idempotency_job_t  *job;
 
     job = ngx_http_idempotency_job_alloc(r, ctx, NGX_HTTP_IDEM_JOB_BEGIN);
     if (job == NULL) {
@@ -593,26 +592,15 @@ ngx_http_idempotency_post_finish(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, const idem_response_t *resp,
     uint32_t flags, ngx_uint_t release)
 {
-    ngx_http_idempotency_job_t        *job;
-    ngx_http_idempotency_main_conf_t  *imcf;
-
-    imcf = ngx_http_get_module_main_conf(r, ngx_http_idempotency_module);
-    if (imcf->store == NULL) {
-        return NGX_ERROR;
-    }
+    ngx_http_idempotency_job_t  *job;
 
     job = ngx_http_idempotency_job_alloc(r, ctx, NGX_HTTP_IDEM_JOB_FINISH);
     if (job == NULL) {
         return NGX_ERROR;
     }
 
-    job->op.kind = release ? IDEM_OP_RELEASE : IDEM_OP_COMPLETE;
-    job->op.scope = &job->scope;
-    job->op.key = (const char *) job->key;
-    job->op.key_len = job->key_len;
-    job->op.owner = ctx->owner;
+    ngx_http_idempotency_finish_op(job, release, ctx->owner, flags);
     job->op.resp = resp;
-    job->op.flags = flags;
 
     ctx->state = NGX_HTTP_IDEM_STORING;
 
@@ -728,12 +716,8 @@ ngx_http_idempotency_post_detached_finish(ngx_http_idempotency_ctx_t *ctx,
     job->style = ctx->conf->error_style;
     job->fd = NGX_INVALID_FILE;
 
-    job->op.kind = release ? IDEM_OP_RELEASE : IDEM_OP_COMPLETE;
-    job->op.scope = &job->scope;
-    job->op.key = (const char *) job->key;
-    job->op.key_len = job->key_len;
-    job->op.owner = ctx->owner;
-    job->op.flags = IDEM_REC_UNKNOWN_OUTCOME;
+    ngx_http_idempotency_finish_op(job, release, ctx->owner,
+                                   IDEM_REC_UNKNOWN_OUTCOME);
 
     ctx->finished = 1;
 
