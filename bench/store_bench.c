@@ -27,6 +27,7 @@
  * one fsync per write (group_commit=0, 1 thread, batch 1).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -88,12 +89,13 @@ typedef struct {
     int err;            /* first error, or 0 */
 } bench_worker_t;
 
-/* The keys and inputs of the pairs a worker has in flight. */
+/* The keys and inputs of the pairs a worker (or the prefill) has in
+   flight. */
 typedef struct {
     idem_hash_t scope;
     idem_hash_t fp;
-    char keys[BENCH_MAX_BATCH][BENCH_KEY_LEN + 1];
-    idem_op_t ops[BENCH_MAX_BATCH];
+    char keys[BENCH_FILL_BATCH][BENCH_KEY_LEN + 1];
+    idem_op_t ops[BENCH_FILL_BATCH];
 } bench_pairs_t;
 
 static double bench_now(void)
@@ -145,8 +147,8 @@ static void bench_key(char *out, int id, long n)
 {
     uint64_t x = ((uint64_t)id << 40) ^ (uint64_t)n;
 
-    snprintf(out, BENCH_KEY_LEN + 1, "%016" PRIx64 "-%016" PRIx64,
-             bench_mix(x), bench_mix(x ^ 0x5bd1e9955bd1e995ull));
+    snprintf(out, BENCH_KEY_LEN + 1, "%016" PRIx64 "-%016" PRIx64, bench_mix(x),
+             bench_mix(x ^ 0x5bd1e9955bd1e995ull));
 }
 
 static void bench_pairs_init(bench_pairs_t *p)
@@ -225,8 +227,7 @@ static int bench_batch_pairs(idem_store_t *s, bench_pairs_t *p, int n, int id,
 }
 
 /* Runs one pair with the single calls. */
-static int bench_single_pair(idem_store_t *s, bench_pairs_t *p, int id,
-                             long n)
+static int bench_single_pair(idem_store_t *s, bench_pairs_t *p, int id, long n)
 {
     idem_op_t *op = &p->ops[0];
     int rc;
@@ -272,22 +273,38 @@ static void *bench_worker(void *arg)
     return NULL;
 }
 
-/* Stores n complete records in url's environment, in large batches. */
-static int bench_prefill(const char *url, long n)
+/*
+ * Stores n complete records in the environment env, in large batches and
+ * without fsync (sync=0), then fsyncs its data file once, so that the
+ * measured commits do not write the prefill's pages.
+ */
+static int bench_prefill(const char *env, long n)
 {
     idem_store_t *store = NULL;
     bench_pairs_t *p = malloc(sizeof(*p));
-    int rc = p != NULL ? idem_store_open(url, &store) : IDEM_ENOMEM;
+    char path[600];
+    int rc = IDEM_ENOMEM, fd;
 
+    snprintf(path, sizeof(path), "lmdb:%s?sync=0", env);
     if (p != NULL) {
         bench_pairs_init(p);
+        rc = idem_store_open(path, &store);
     }
-    for (long done = 0; rc == 0 && done < n; done += BENCH_MAX_BATCH) {
-        int k = n - done < BENCH_MAX_BATCH ? (int)(n - done) : BENCH_MAX_BATCH;
+    for (long done = 0; rc == 0 && done < n; done += BENCH_FILL_BATCH) {
+        int k =
+            n - done < BENCH_FILL_BATCH ? (int)(n - done) : BENCH_FILL_BATCH;
         rc = bench_batch_pairs(store, p, k, BENCH_MAX_THREADS, done);
     }
     idem_store_close(store);
     free(p);
+    snprintf(path, sizeof(path), "%s/data.mdb", env);
+    fd = open(path, O_RDWR);
+    if (rc == 0 && (fd < 0 || fsync(fd) != 0)) {
+        rc = IDEM_EIO;
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
     return rc;
 }
 
@@ -309,7 +326,7 @@ static int bench_run(const char *base, double seconds, long max_pairs,
     idem_store_stats_t st;
     idem_store_t *store = NULL;
     atomic_long taken;
-    char dir[512], url[600];
+    char dir[512], env[530], url[600];
     int64_t wchar;
     double start;
     int rc, started = 0;
@@ -319,9 +336,10 @@ static int bench_run(const char *base, double seconds, long max_pairs,
         fprintf(stderr, "store_bench: mkdtemp %s: %s\n", dir, strerror(errno));
         return -1;
     }
-    snprintf(url, sizeof(url), "lmdb:%s/env?sync=1&group_commit=%d", dir,
+    snprintf(env, sizeof(env), "%s/env", dir);
+    snprintf(url, sizeof(url), "lmdb:%s?sync=1&group_commit=%d", env,
              run->group_commit);
-    rc = bench_prefill(url, prefill);
+    rc = bench_prefill(env, prefill);
     if (rc == 0) {
         rc = idem_store_open(url, &store);
     }
@@ -359,7 +377,8 @@ static int bench_run(const char *base, double seconds, long max_pairs,
         }
     }
     run->seconds = bench_now() - start;
-    run->written = wchar >= 0 && bench_wchar() >= 0 ? bench_wchar() - wchar : -1;
+    run->written =
+        wchar >= 0 && bench_wchar() >= 0 ? bench_wchar() - wchar : -1;
     idem_store_stats(store, &st);
     run->commits = st.commits;
     run->ops = st.batched_ops;
@@ -377,9 +396,8 @@ static double bench_rate(const bench_run_t *r)
 
 static void bench_print(const bench_run_t *r)
 {
-    printf("%7d  %12d  %5d  %10.0f  %8llu  %10.2f", r->threads,
-           r->group_commit, r->batch, bench_rate(r),
-           (unsigned long long)r->commits,
+    printf("%7d  %12d  %5d  %10.0f  %8llu  %10.2f", r->threads, r->group_commit,
+           r->batch, bench_rate(r), (unsigned long long)r->commits,
            r->commits ? (double)r->ops / (double)r->commits : 0.0);
     if (r->written >= 0 && r->commits > 0) {
         printf("  %10.1f\n", (double)r->written / 1024.0 / (double)r->commits);
@@ -397,7 +415,8 @@ static void bench_usage(void)
 
 int main(int argc, char **argv)
 {
-    bench_run_t single[2][BENCH_NTHREADS], batched[BENCH_NBATCHES][BENCH_NTHREADS];
+    bench_run_t single[2][BENCH_NTHREADS],
+        batched[BENCH_NBATCHES][BENCH_NTHREADS];
     const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     const bench_run_t *best;
     double seconds = 3.0, base_rate;
@@ -431,9 +450,8 @@ int main(int argc, char **argv)
     printf("LMDB store, durable (sync=1): begin+complete pairs, random keys, "
            "%ld records before each run, %.1f s%s per run, in %s\n\n",
            prefill, seconds, max_pairs ? " or MAX_PAIRS" : "", base);
-    printf("%7s  %12s  %5s  %10s  %8s  %10s  %10s\n", "threads",
-           "group_commit", "batch", "pairs/s", "commits", "ops/commit",
-           "KiB/commit");
+    printf("%7s  %12s  %5s  %10s  %8s  %10s  %10s\n", "threads", "group_commit",
+           "batch", "pairs/s", "commits", "ops/commit", "KiB/commit");
     for (size_t i = 0; i < BENCH_NTHREADS; i++) {
         for (int g = 0; g < 2; g++) {
             bench_run_t *r = &single[g][i];

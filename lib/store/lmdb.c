@@ -64,7 +64,12 @@
  * (MDB_MAP_RESIZED) until it is reopened with that size.
  *
  * Durability: every commit is fsynced before the calls it carries return
- * (LMDB's default; sync=0 sets MDB_NOSYNC, for benchmarks only).
+ * (LMDB's default; sync=0 sets MDB_NOSYNC, for benchmarks only). A commit
+ * is two synchronous writes: the dirty pages (fdatasync), then the meta
+ * page that makes them current. Its cost grows with its dirty pages, and
+ * with random keys every op dirties about one leaf of "records" plus part
+ * of the path to it, so a batch costs little more per op than a single
+ * write costs in all.
  */
 #include "store_int.h"
 
@@ -667,6 +672,16 @@ int idem_store_lmdb_open(const char *rest, idem_store_t **out)
     if (rc == 0) {
         rc = mdb_env_set_mapsize(s->env, c.map_size);
     }
+    /*
+     * MDB_NOTLS: read transactions are not tied to threads (a thread pool
+     * runs them). Left out, as measured on ext4 (bench/store_bench.c):
+     * MDB_WRITEMAP (LMDB 0.9 msyncs the whole map at every commit: 3-4x
+     * slower; a full disk would also raise SIGBUS on the sparse map) and
+     * MDB_NORDAHEAD (a cold lookup then reads ~5 KiB instead of up to the
+     * device's read-ahead, but a database that fits in memory warms up far
+     * more slowly; worth it only for databases larger than memory).
+     * MDB_NOMETASYNC would lose the last commit on a crash: never.
+     */
     if (!c.sync) {
         flags |= MDB_NOSYNC;
     }

@@ -7,15 +7,16 @@
  * like this:
  *
  *   idem_store_batch(ops[0..n))
- *     | every op's arguments checked first: one bad op, and none runs
+ *     | each op's arguments checked as its single call checks them (a bad
+ *     | op gets IDEM_EINVAL, the others go on)
  *     | store key = scope hash + key bytes
  *     v
  *   a begin: backend->read, a snapshot of the record --> idem_decide()
  *     |   REPLAY, IN_PROGRESS, MISMATCH_AGAIN: answered from the snapshot,
  *     |   with no write transaction and no fsync (a snapshot is one
  *     |   consistent state, so the answer is as atomic as any) -- unless
- *     |   an op before it in the batch has its key: it must see that op's
- *     |   write, so it goes on
+ *     |   an op before it in the batch that goes on has its key: the
+ *     |   begin must see that op's write, so it goes on too
  *     v   CLAIM, MISMATCH_FIRST, STALE, and every complete and release
  *   backend->write(the ops that went on, in order), inside the backend's
  *     |   write transaction (for LMDB, one for the whole batch):
@@ -776,12 +777,13 @@ static size_t idem_store_batch_slot(const idem_store_batch_t *b,
 }
 
 /*
- * Runs ops[0..n) (checked already) with b's memory: begins that the fast
- * path answers at once, then every other op in one call to the backend,
- * in order. Sets every op's rc and result.
+ * Runs ops[0..n) with b's memory: an op with bad arguments gets
+ * IDEM_EINVAL, a begin that the fast path answers is done at once, and
+ * every other op goes to the backend, all in one call, in order. Sets
+ * every op's rc and result.
  */
-static void idem_store_batch_run(idem_store_t *store, idem_op_t *ops,
-                                 size_t n, idem_store_batch_t *b)
+static void idem_store_batch_run(idem_store_t *store, idem_op_t *ops, size_t n,
+                                 idem_store_batch_t *b)
 {
     size_t m = 0, slot = 0;
     int rc;
@@ -789,10 +791,12 @@ static void idem_store_batch_run(idem_store_t *store, idem_op_t *ops,
     for (size_t i = 0; i < n; i++) {
         idem_store_op_t *w = &b->w[m];
 
-        ops[i].rc = 0;
         memset(&ops[i].result, 0, sizeof(ops[i].result));
         memset(w, 0, sizeof(*w));
-        (void)idem_store_op_prepare(&ops[i], w);
+        ops[i].rc = idem_store_op_prepare(&ops[i], w);
+        if (ops[i].rc != 0) {
+            continue;
+        }
         if (b->slots != NULL) {
             slot = idem_store_batch_slot(b, &w->key);
         }
@@ -827,30 +831,29 @@ static void idem_store_batch_run(idem_store_t *store, idem_op_t *ops,
     }
 }
 
+/*
+ * Each op is checked as its single call checks it: one with bad arguments
+ * gets IDEM_EINVAL and changes nothing, and the others run. IDEM_EINVAL
+ * from the batch itself means no store or no ops: nothing ran. Every op
+ * that ran has its rc, and its result is zeroed unless it is a begin that
+ * succeeded, so idem_result_free() is safe on every op. Out of memory for
+ * the batch's working memory, the ops run one by one: slower, never
+ * failed for it.
+ */
 int idem_store_batch(idem_store_t *store, idem_op_t *ops, size_t n)
 {
-    idem_store_batch_t b;
     idem_store_op_t one;
     size_t one_from, nslots = 2;
+    idem_store_batch_t alone = {&one, &one_from, NULL, 0}, b = {0};
 
     if (store == NULL || (ops == NULL && n > 0)) {
         return IDEM_EINVAL;
     }
-    for (size_t i = 0; i < n; i++) {
-        memset(&one, 0, sizeof(one));
-        if (idem_store_op_prepare(&ops[i], &one) != 0) {
-            return IDEM_EINVAL;
-        }
-    }
     if (n <= 1) {
-        b.w = &one;
-        b.from = &one_from;
-        b.slots = NULL;
-        idem_store_batch_run(store, ops, n, &b);
+        idem_store_batch_run(store, ops, n, &alone);
         return 0;
     }
 
-    memset(&b, 0, sizeof(b));
     if (n < SIZE_MAX / 4 / sizeof(*b.w)) {
         while (nslots < n * 2) {
             nslots *= 2;
@@ -863,9 +866,7 @@ int idem_store_batch(idem_store_t *store, idem_op_t *ops, size_t n)
     if (b.w != NULL && b.from != NULL && b.slots != NULL) {
         idem_store_batch_run(store, ops, n, &b);
     } else {
-        /* Out of memory: the ops go one by one, which needs none. */
         for (size_t i = 0; i < n; i++) {
-            idem_store_batch_t alone = {&one, &one_from, NULL, 0};
             idem_store_batch_run(store, &ops[i], 1, &alone);
         }
     }

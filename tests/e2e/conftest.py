@@ -187,12 +187,13 @@ class Gateway:
                  prune_interval="1s", scope=None, failpoints=None,
                  data=None, store_options=None):
         self.upstream = upstream
+        self.workers = workers
         self.failpoints = failpoints
         self.run = make_shared_dir("idem-run-")
         self.data = data or os.path.join(self.run, "data")
         # store_options: the query of an lmdb: URL, e.g. "map_size=131072"
-        self.store = store or ("lmdb:" + self.data
-                               + ("?" + store_options if store_options else ""))
+        query = "?" + store_options if store_options else ""
+        self.store = store or ("lmdb:" + self.data + query)
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.asan_dir = os.path.join(self.run, "asan")
@@ -239,6 +240,12 @@ class Gateway:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env=self.env(), start_new_session=True)
         wait_port(self.port, proc=self.proc)
+        # the master listens before it forks its workers: wait for them too
+        deadline = time.time() + 10
+        while len(self.worker_pids()) < self.workers:
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("nginx did not start its workers")
+            time.sleep(0.01)
 
     def pids(self):
         """The master and its workers (zombies, already dead, left out)."""
@@ -251,15 +258,19 @@ class Gateway:
         return [p for p in self.pids() if p != self.proc.pid]
 
     def kill9(self):
-        for pid in self.pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.proc.wait()
-        # a dead master leaves its pid file and listening socket behind
-        for _ in range(100):
-            if not self.pids():
+        # until none is left: a worker the master forked while we listed
+        # its session would otherwise live on, listening on our port
+        deadline = time.time() + 5
+        while True:
+            pids = self.pids()
+            if not pids or time.time() > deadline:
                 break
-            time.sleep(0.02)
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.005)
+        # a dead master leaves its pid file and listening socket behind
+        self.proc.wait()
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

@@ -3,10 +3,10 @@
 The demo API is the upstream that `make run`, the gateway's end-to-end
 tests and the benchmarks put behind idemgate, so its endpoints, its
 execution counters and its X-Demo-* switches are checked here against the
-real binary. Nothing is built here: the binary comes from INQUIRIES_BIN
-(default build/inquiries). It is started once per module on a free
-loopback port (--listen 127.0.0.1:0, the port is read from its log line);
-the counters are reset before each test.
+real binary. Nothing is built here: the binary is INQUIRIES_BIN, else
+$IDEM_BUILD/inquiries, else build/inquiries. It is started once per module
+on a free loopback port (--listen 127.0.0.1:0; the port is read from its
+log line), and the counters are reset before each test.
 """
 
 import json
@@ -16,14 +16,15 @@ import socket
 import subprocess
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(os.environ.get("INQUIRIES_BIN", REPO / "build" / "inquiries"))
+BIN = Path(os.environ.get("INQUIRIES_BIN") or
+           REPO / os.environ.get("IDEM_BUILD", "build") / "inquiries")
 
 ID_RE = re.compile(r"^inq_[A-Za-z0-9]{24}$")
 MiB = 1 << 20
@@ -201,7 +202,8 @@ def test_create_inquiry(server):
     assert attrs["status"] == "created"
     assert attrs["name-first"] == "Jane"
     created = datetime.strptime(attrs["created-at"], "%Y-%m-%dT%H:%M:%S.%fZ")
-    assert abs((datetime.utcnow() - created).total_seconds()) < 60
+    age = datetime.now(timezone.utc) - created.replace(tzinfo=timezone.utc)
+    assert abs(age.total_seconds()) < 60
 
 
 def test_create_with_any_object_keeps_server_attributes(server):

@@ -10,6 +10,9 @@ written or is full. Each test is named after the rule it checks.
 The upstream is the demo Inquiries API, which counts every request it
 receives per Idempotency-Key: `upstream.executions(key)` is the number of
 times a key was forwarded.
+
+Environment: IDEM_SOAK_SECONDS (default 30) is how long the kill -9 soak
+runs; IDEM_SOAK_SEED replays one soak's random choices (it prints its seed).
 """
 
 import concurrent.futures
@@ -97,7 +100,7 @@ def test_duplicates_across_workers_and_gateways_reach_upstream_once(
     assert upstream.executions(key) == 1
 
 
-# --- leases (§4) ---------------------------------------------------------------
+# --- leases (§4) -------------------------------------------------------------
 
 def test_slow_upstream_inside_its_lease_is_never_taken_for_dead(
         gateway_factory, upstream):
@@ -176,7 +179,7 @@ def test_duplicate_after_the_lease_executes_anew_under_release(
     assert upstream.executions(key) == 2
 
 
-# --- crashes (§9, §10: a crash is all processes at once) ------------------------
+# --- crashes (§9, §10: a crash is all processes at once) ---------------------
 
 LEASE_1S = ["idempotency_lease 1s;", "idempotency_wait 3s;"]
 
@@ -287,7 +290,7 @@ def test_sigkill_of_a_worker_mid_request_settles_its_key_once(
     assert upstream.executions(key) == 1
 
 
-# --- soak: kill -9 of the whole gateway at random moments -----------------------
+# --- soak: kill -9 of the whole gateway at random moments --------------------
 
 SOAK_SECONDS = float(os.environ.get("IDEM_SOAK_SECONDS", "30"))
 SOAK_KEYS = 160
@@ -313,7 +316,8 @@ def test_random_kill9_soak_never_executes_twice_nor_answers_two_ways(
     stats = {"sent": 0, "conn_errors": 0, "retried_409": 0,
              "retried_503": 0, "kills": 0, "unanswered": 0}
     stop = threading.Event()
-    seed = int(os.environ.get("IDEM_SOAK_SEED", "0")) or random.randrange(1 << 30)
+    seed = (int(os.environ.get("IDEM_SOAK_SEED", "0"))
+            or random.randrange(1 << 30))
     started = time.time()
 
     def pick(rnd):
@@ -422,10 +426,10 @@ def test_random_kill9_soak_never_executes_twice_nor_answers_two_ways(
     print("\n" + summary)
     assert not problems, summary + "\n" + "\n".join(problems)
     assert stats["unanswered"] == 0, summary
-    assert stats["kills"] >= 5, summary
+    assert stats["kills"] >= max(1, int(SOAK_SECONDS / 6)), summary
 
 
-# --- reload and graceful stop under load (§10) -----------------------------------
+# --- reload and graceful stop under load (§10) -------------------------------
 
 def start_slow_requests(ex, g, upstream, n=20, delay_ms=500):
     """n slow requests with keys of their own, all reached the upstream."""
@@ -436,6 +440,9 @@ def start_slow_requests(ex, g, upstream, n=20, delay_ms=500):
             for k in keys}
     assert wait_for(lambda: upstream.total() >= before + n, 5.0), \
         "the requests did not all reach the upstream"
+    in_flight = sum(1 for f in futs.values() if not f.done())
+    assert in_flight >= n // 2, \
+        "only %d of %d still in flight" % (in_flight, n)
     return futs
 
 
@@ -461,7 +468,8 @@ def test_reload_under_load_loses_no_request_and_leaves_no_key_in_progress(
     expect_settled_and_replayed(g, answers)
     for k in answers:
         assert upstream.executions(k) == 1
-    assert g.post(key=unique_key("afterreload"), json_body={}).status_code == 201
+    r = g.post(key=unique_key("afterreload"), json_body={})
+    assert r.status_code == 201
 
 
 def test_graceful_stop_under_load_finishes_every_request_and_its_store(
@@ -479,7 +487,7 @@ def test_graceful_stop_under_load_finishes_every_request_and_its_store(
         assert upstream.executions(k) == 1
 
 
-# --- store failures (§8, §9) -------------------------------------------------------
+# --- store failures (§8, §9) -------------------------------------------------
 
 @pytest.fixture
 def root_owned_dir():

@@ -1763,8 +1763,8 @@ static void run_single(idem_store_t *s, idem_op_t *op)
                                      op->owner, op->resp, op->flags);
         break;
     case IDEM_OP_RELEASE:
-        op->rc = idem_store_release(s, op->scope, op->key, op->key_len,
-                                    op->owner);
+        op->rc =
+            idem_store_release(s, op->scope, op->key, op->key_len, op->owner);
         break;
     default:
         fail();
@@ -1796,7 +1796,7 @@ static void assert_record_equal(const idem_record_t *got,
 
 /* The keys of test_batch_equals_single_calls, in the order of its ops. */
 static const char *const mixed_keys[] = {
-    "new-1",   "replay", "owned", "foreign", "rel",   "new-2",
+    "new-1",   "replay", "owned", "foreign", "rel",     "new-2",
     "mm-once", "mm-2nd", "busy",  "stale",   "foreign", "never",
 };
 #define MIXED_N (sizeof(mixed_keys) / sizeof(mixed_keys[0]))
@@ -1850,13 +1850,23 @@ static void mixed_setup(idem_store_t *s, int scope, call_t *calls,
 static void test_batch_equals_single_calls(void **state)
 {
     static const int want_rc[MIXED_N] = {
-        0, 0, 0, IDEM_ENOTOWNER, 0, 0, 0, 0, 0, 0, IDEM_ENOTOWNER,
+        0,
+        0,
+        0,
+        IDEM_ENOTOWNER,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        IDEM_ENOTOWNER,
         IDEM_ENOTOWNER,
     };
     static const idem_begin_outcome_t want_outcome[MIXED_N] = {
-        [0] = IDEM_BEGIN_CLAIMED,     [1] = IDEM_BEGIN_REPLAY,
-        [5] = IDEM_BEGIN_CLAIMED,     [6] = IDEM_BEGIN_MISMATCH,
-        [7] = IDEM_BEGIN_MISMATCH,    [8] = IDEM_BEGIN_IN_PROGRESS,
+        [0] = IDEM_BEGIN_CLAIMED,  [1] = IDEM_BEGIN_REPLAY,
+        [5] = IDEM_BEGIN_CLAIMED,  [6] = IDEM_BEGIN_MISMATCH,
+        [7] = IDEM_BEGIN_MISMATCH, [8] = IDEM_BEGIN_IN_PROGRESS,
         [9] = IDEM_BEGIN_STALE,
     };
     fixture_t *f = *state;
@@ -1978,30 +1988,44 @@ static void test_batch_sees_its_own_earlier_ops(void **state)
     assert_int_equal(idem_store_batch(f->store, ops, 0), 0);
 }
 
-static void test_batch_invalid_arguments_run_nothing(void **state)
+static void test_batch_bad_arguments_fail_alone(void **state)
 {
     fixture_t *f = *state;
-    call_t a = call("a", 1, T0), b = call("b", 1, T0);
-    idem_response_t bad = created;
-    idem_store_stats_t st;
+    call_t held = call("held", 1, T0), bad = call("bad", 1, T0);
+    call_t a = call("a", 1, T0), c = call("c", 1, T0);
+    char long_key[IDEM_KEY_MAX + 1], keys[2][16];
+    idem_response_t bad_status = created;
+    idem_op_t ops[3], copy;
     idem_result_t res;
-    idem_op_t ops[3], good[3];
+    uint64_t owner = claim(f->store, &held);
 
-    good[0] = op_begin(&a);
-    good[1] = op_begin(&b);
-    good[2] = op_complete(&a, 1, &created);
-    assert_int_equal(idem_store_batch(NULL, good, 3), IDEM_EINVAL);
+    /* No store or no ops: the batch is refused and nothing runs. */
+    ops[0] = op_begin(&a);
+    ops[0].rc = 777;
+    assert_int_equal(idem_store_batch(NULL, ops, 1), IDEM_EINVAL);
+    assert_int_equal(ops[0].rc, 777);
     assert_int_equal(idem_store_batch(f->store, NULL, 1), IDEM_EINVAL);
+    assert_int_equal(get(f->store, &a, &res), IDEM_ENOTFOUND);
 
-    /* One bad op among good ones, in each place a single call checks. */
-    for (int bad_op = 0; bad_op < 9; bad_op++) {
-        memcpy(ops, good, sizeof(ops));
-        switch (bad_op) {
+    /* One bad op, in each way a single call refuses one, between two good
+       ones: it gets IDEM_EINVAL (as its single call does), they run. */
+    memset(long_key, 'a', sizeof(long_key));
+    bad_status.status = 99;
+    for (int round = 0; round < 9; round++) {
+        snprintf(keys[0], sizeof(keys[0]), "a-%d", round);
+        snprintf(keys[1], sizeof(keys[1]), "c-%d", round);
+        a.key = keys[0];
+        c.key = keys[1];
+        ops[0] = op_begin(&a);
+        ops[1] = op_begin(&bad);
+        ops[2] = op_begin(&c);
+        switch (round) {
         case 0:
             ops[1].begin.key_len = 0;
             break;
         case 1:
-            ops[1].begin.key_len = IDEM_KEY_MAX + 1;
+            ops[1].begin.key = long_key;
+            ops[1].begin.key_len = sizeof(long_key);
             break;
         case 2:
             ops[1].begin.fingerprint = NULL;
@@ -2013,40 +2037,41 @@ static void test_batch_invalid_arguments_run_nothing(void **state)
             ops[1].begin.unknown_response = NULL;
             break;
         case 5:
-            ops[2].resp = NULL;
+            ops[1] = op_complete(&held, owner, NULL);
             break;
         case 6:
-            bad.status = 99;
-            ops[2].resp = &bad;
+            ops[1] = op_complete(&held, owner, &bad_status);
             break;
         case 7:
-            ops[2].kind = IDEM_OP_RELEASE;
-            ops[2].scope = NULL;
+            ops[1] = op_release(&held, owner);
+            ops[1].scope = NULL;
             break;
         default:
             ops[1].kind = (idem_op_kind_t)99;
             break;
         }
-        for (int i = 0; i < 3; i++) {
-            ops[i].rc = 777;
+        if (ops[1].kind != (idem_op_kind_t)99) {
+            copy = ops[1];
+            run_single(f->store, &copy);
+            assert_int_equal(copy.rc, IDEM_EINVAL);
         }
-        assert_int_equal(idem_store_batch(f->store, ops, 3), IDEM_EINVAL);
-        for (int i = 0; i < 3; i++) {
-            assert_int_equal(ops[i].rc, 777); /* untouched: nothing ran */
-            assert_null(ops[i].result.mem_);
-        }
+        assert_int_equal(idem_store_batch(f->store, ops, 3), 0);
+        assert_int_equal(ops[0].rc, 0);
+        assert_int_equal(ops[0].result.outcome, IDEM_BEGIN_CLAIMED);
+        assert_int_equal(ops[1].rc, IDEM_EINVAL);
+        assert_null(ops[1].result.mem_);
+        assert_int_equal(ops[2].rc, 0);
+        assert_int_equal(ops[2].result.outcome, IDEM_BEGIN_CLAIMED);
+        free_ops(ops, 3);
     }
-    assert_int_equal(get(f->store, &a, &res), IDEM_ENOTFOUND);
-    assert_int_equal(get(f->store, &b, &res), IDEM_ENOTFOUND);
-    idem_store_stats(f->store, &st);
-    assert_true(st.commits == 0);
 
-    /* The same ops, all good, run. */
-    assert_int_equal(idem_store_batch(f->store, good, 3), 0);
-    assert_int_equal(good[0].rc, 0);
-    assert_int_equal(good[1].rc, 0);
-    assert_int_equal(good[2].rc, IDEM_ENOTOWNER); /* 1 is not the owner */
-    free_ops(good, 3);
+    /* The bad ops changed nothing. */
+    assert_int_equal(get(f->store, &bad, &res), IDEM_ENOTFOUND);
+    assert_int_equal(get(f->store, &held, &res), 0);
+    assert_int_equal(res.record.state, IDEM_STATE_IN_PROGRESS);
+    assert_true(res.record.owner == owner);
+    idem_result_free(&res);
+    assert_int_equal(complete(f->store, &held, owner, &created), 0);
 }
 
 #define BATCH_N 64
@@ -2419,7 +2444,7 @@ int main(int argc, char **argv)
         T(test_large_response_round_trips),
         T(test_batch_equals_single_calls),
         T(test_batch_sees_its_own_earlier_ops),
-        T(test_batch_invalid_arguments_run_nothing),
+        T(test_batch_bad_arguments_fail_alone),
         T(test_batch_of_64_is_one_commit),
         T(test_threads_race_with_batches),
         T(test_lmdb_batch_on_a_full_map),
