@@ -52,6 +52,8 @@ typedef enum {
     NGX_HTTP_IDEM_HOLDING,       /* upstream response is being held */
     NGX_HTTP_IDEM_STORING,       /* complete()/release() task runs */
     NGX_HTTP_IDEM_PASS,          /* response flows on unchanged */
+    NGX_HTTP_IDEM_DISCARD,       /* the rest of the upstream body is
+                                    dropped: an answer replaced it */
     NGX_HTTP_IDEM_ANSWER,        /* answer from ctx->answer (replay/error) */
     NGX_HTTP_IDEM_DONE
 } ngx_http_idempotency_state_e;
@@ -155,6 +157,8 @@ struct ngx_http_idempotency_ctx_s {
     ngx_uint_t                   replace;      /* nginx's own error page */
     ngx_chain_t                 *pending;      /* unconsumed input */
     ngx_uint_t                   finished;     /* record is final */
+    ngx_uint_t                   fallback;     /* storing the unknown-
+                                                  outcome answer instead */
     ngx_int_t                    store_rc;
 };
 
@@ -212,6 +216,10 @@ void ngx_http_idempotency_apply_begin(ngx_http_request_t *r,
 /* the held response is stored: send it on */
 void ngx_http_idempotency_release_held(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx);
+/* the held response was not stored: answer the unknown-outcome error in
+ * its place, storing that first when store is set */
+ngx_int_t ngx_http_idempotency_replace_held(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, ngx_uint_t store);
 
 /*
  * Failpoints, compiled into test builds only (-DIDEM_FAILPOINTS=1): with

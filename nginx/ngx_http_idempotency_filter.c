@@ -210,6 +210,10 @@ ngx_http_idempotency_build_stored(ngx_http_request_t *r,
 
 /* The stored result for a gateway-made answer in ctx->errbody. */
 
+static ngx_int_t ngx_http_idempotency_stored_error(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind, ngx_int_t status);
+
+
 static ngx_int_t
 ngx_http_idempotency_stored_error(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind, ngx_int_t status)
@@ -422,6 +426,14 @@ ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
         return NGX_AGAIN;
 
+    case NGX_HTTP_IDEM_DISCARD:
+        for (cl = in; cl; cl = cl->next) {
+            cl->buf->pos = cl->buf->last;
+            cl->buf->file_pos = cl->buf->file_last;
+        }
+
+        return NGX_OK;
+
     default:
         return ngx_http_next_body_filter(r, in);
     }
@@ -540,6 +552,16 @@ ngx_http_idempotency_release_held(ngx_http_request_t *r,
     r->buffered &= ~NGX_HTTP_IDEMPOTENCY_BUFFERED;
     ctx->state = NGX_HTTP_IDEM_PASS;
 
+    if (ctx->replace && ctx->fallback) {
+        /* what the upstream sent is not the client's any more */
+        for (pending = ctx->pending; pending; pending = pending->next) {
+            pending->buf->pos = pending->buf->last;
+            pending->buf->file_pos = pending->buf->file_last;
+        }
+
+        ctx->pending = NULL;
+    }
+
     if (r->connection->error) {
         ngx_http_idempotency_resume(r);
         return;
@@ -552,6 +574,12 @@ ngx_http_idempotency_release_held(ngx_http_request_t *r,
                                  ? 0 : ctx->expires_ms;
 
         rc = ngx_http_idempotency_send_answer(r, ctx);
+
+        if (ctx->fallback) {
+            /* and neither is what the upstream still sends */
+            ctx->state = NGX_HTTP_IDEM_DISCARD;
+        }
+
         goto done;
     }
 
@@ -604,4 +632,36 @@ done:
     }
 
     ngx_http_idempotency_resume(r);
+}
+
+
+/*
+ * complete() did not store the upstream's response (the store failed, or
+ * the claim was settled meanwhile as a stale one). Handing that response
+ * out would give the client an answer its key never replays: it gets the
+ * unknown-outcome error instead — the answer the key keeps, once stored
+ * here (store set) or by whoever settled the stale claim.
+ */
+
+ngx_int_t
+ngx_http_idempotency_replace_held(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, ngx_uint_t store)
+{
+    ctx->fallback = 1;
+    ctx->replace = 1;
+
+    if (ngx_http_idempotency_stored_error(r, ctx, IDEM_ERR_UNKNOWN_OUTCOME, 0)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (store) {
+        return ngx_http_idempotency_post_finish(r, ctx, &ctx->stored,
+                                                IDEM_REC_UNKNOWN_OUTCOME, 0);
+    }
+
+    ngx_http_idempotency_release_held(r, ctx);
+
+    return NGX_OK;
 }

@@ -655,25 +655,53 @@ ngx_http_idempotency_job_deliver(ngx_http_idempotency_job_t *job)
     ctx->store_rc = job->op.rc;
     ctx->finished = 1;
 
+    if (job->op.rc == 0) {
+        NGX_HTTP_IDEM_FAILPOINT("after_complete", ctx);
+        ngx_http_idempotency_release_held(r, ctx);
+        return;
+    }
+
     if (job->op.rc == IDEM_ENOTOWNER) {
         ngx_http_idempotency_count(NGX_HTTP_IDEM_M_LATE_COMPLETE, 1);
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "idempotency key \"%*s\": the claim was settled "
                       "meanwhile (lease passed); this result is not "
-                      "stored", ctx->key_len, ctx->key);
+                      "stored and the client gets the key's "
+                      "unknown-outcome answer", ctx->key_len, ctx->key);
 
-    } else if (job->op.rc != 0) {
-        ngx_http_idempotency_count(NGX_HTTP_IDEM_M_STORE_ERRORS, 1);
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "idempotency key \"%*s\": storing the result "
-                      "failed: %s; the key stays in progress until its "
-                      "lease passes", ctx->key_len, ctx->key,
-                      idem_strerror(job->op.rc));
+        if (ctx->release
+            || ngx_http_idempotency_replace_held(r, ctx, 0) != NGX_OK)
+        {
+            ngx_http_idempotency_release_held(r, ctx);
+        }
 
-    } else {
-        NGX_HTTP_IDEM_FAILPOINT("after_complete", ctx);
+        return;
     }
 
+    ngx_http_idempotency_count(NGX_HTTP_IDEM_M_STORE_ERRORS, 1);
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "idempotency key \"%*s\": storing the result failed: %s",
+                  ctx->key_len, ctx->key, idem_strerror(job->op.rc));
+
+    if (ctx->release) {
+        /* nothing ran upstream; the claim lapses with its lease */
+        ngx_http_idempotency_release_held(r, ctx);
+        return;
+    }
+
+    if (!ctx->fallback) {
+        /* keep the small unknown-outcome answer instead, and give it */
+        ctx->finished = 0;
+
+        if (ngx_http_idempotency_replace_held(r, ctx, 1) == NGX_OK) {
+            return;
+        }
+
+        ctx->finished = 1;
+    }
+
+    /* not even that could be stored: the key stays in progress until its
+     * lease passes, then settles as this same unknown outcome */
     ngx_http_idempotency_release_held(r, ctx);
 }
 
@@ -751,6 +779,13 @@ ngx_http_idempotency_prune_done(ngx_event_t *ev)
 
     if (job->rc == 0 && job->removed) {
         ngx_http_idempotency_count(NGX_HTTP_IDEM_M_PRUNED, job->removed);
+    }
+
+    if (job->rc != 0) {
+        ngx_http_idempotency_count(NGX_HTTP_IDEM_M_STORE_ERRORS, 1);
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                      "idempotency store: pruning expired keys failed: %s",
+                      idem_strerror(job->rc));
     }
 
     if (!ngx_exiting && !ngx_terminate && !ngx_quit) {

@@ -142,8 +142,11 @@ def test_owner_past_its_lease_is_fenced_and_the_key_keeps_the_504(
         dup = g.post(key=key, json_body={})
         expect_unknown_outcome_replay(dup)
         assert upstream.executions(key) == 1
-        first.result()
-    # the first request's 201 came back after that: its complete is refused
+        late = first.result()
+    # the first request's 201 came back after that: its complete is refused,
+    # and its client gets the answer the key keeps, not an unstored 201
+    assert late.status_code == dup.status_code
+    assert late.content == dup.content
     assert wait_for(lambda: WARN_SETTLED in g.error_log(), 2.0), \
         "no warning about the late complete in the error log"
     assert g.metrics()["idemgate_late_completes_total"] >= 1
