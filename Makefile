@@ -68,7 +68,7 @@ include examples/inquiries/inquiries.mk
 PYTEST := /usr/bin/python3 -m pytest
 E2E_ENV := IDEM_BUILD=$(BUILD) IDEM_SANITIZER=$(SANITIZER)
 
-.PHONY: all lib module deps run test-e2e test test-unit test-fuzz-replay fuzz bench format \
+.PHONY: all lib module deps run test-e2e FORCE test test-unit test-fuzz-replay fuzz bench format \
         format-check clean
 .DEFAULT_GOAL := all
 
@@ -77,7 +77,14 @@ all: lib module $(INQUIRIES_BIN) $(UNIT_BIN) $(STORE_BIN) $(BENCH_BIN) \
 
 module: $(MODULE)
 
-$(NGX_TREE)/objs/Makefile: nginx/config
+# the tree is configured anew whenever the flags it is built with change
+NGX_FLAGS := $(BUILD)/nginx-flags
+$(NGX_FLAGS): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(NGX_CC_OPT) $(NGX_LD_OPT)' | cmp -s - $@ 2>/dev/null || \
+	    echo '$(NGX_CC_OPT) $(NGX_LD_OPT)' >$@
+
+$(NGX_TREE)/objs/Makefile: nginx/config $(NGX_FLAGS)
 	rm -rf $(NGX_TREE)
 	mkdir -p $(dir $(NGX_TREE))
 	cp -r $(NGINX_DEV) $(NGX_TREE)
