@@ -68,7 +68,7 @@ include examples/inquiries/inquiries.mk
 PYTEST := /usr/bin/python3 -m pytest
 E2E_ENV := IDEM_BUILD=$(BUILD) IDEM_SANITIZER=$(SANITIZER)
 
-.PHONY: all lib module deps run test-e2e FORCE test test-unit test-fuzz-replay fuzz bench format \
+.PHONY: all lib module deps run test-e2e test-valgrind FORCE test test-unit test-fuzz-replay fuzz bench format \
         format-check clean
 .DEFAULT_GOAL := all
 
@@ -155,9 +155,20 @@ run: deps
 
 test: deps
 	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory test-unit test-fuzz-replay
+	@$(MAKE) --no-print-directory test-unit test-fuzz-replay test-valgrind
+	@$(MAKE) --no-print-directory SANITIZER=undefined test-unit
+	@$(MAKE) --no-print-directory SANITIZER=address test-unit
 	@$(MAKE) --no-print-directory FAILPOINTS=1 test-e2e
 	@$(MAKE) --no-print-directory SANITIZER=address test-e2e
+
+# the unit tests and the store contract suite under valgrind's memcheck
+test-valgrind: $(UNIT_BIN) $(STORE_BIN)
+	@set -e; for t in $(UNIT_BIN) $(STORE_BIN); do \
+	    echo "== valgrind $$t"; \
+	    valgrind -q --error-exitcode=1 --leak-check=full \
+	        --errors-for-leak-kinds=definite,indirect $$t >/dev/null; \
+	done; echo "valgrind: no errors, no leaks"
+
 
 test-e2e: module $(INQUIRIES_BIN) $(BUILD)/idemgate
 	$(E2E_ENV) $(PYTEST) -q -p no:cacheprovider tests/e2e

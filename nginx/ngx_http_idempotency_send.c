@@ -48,7 +48,8 @@ ngx_http_idempotency_add_expires(ngx_http_request_t *r, int64_t expires_ms)
         return NGX_ERROR;
     }
 
-    ngx_http_time(p, (time_t) ((expires_ms + 999) / 1000));
+    /* rounded down: the key is remembered at least until then */
+    ngx_http_time(p, (time_t) (expires_ms / 1000));
 
     return ngx_http_idempotency_push_header(r,
                (u_char *) "Idempotency-Expires",
