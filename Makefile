@@ -155,7 +155,8 @@ run: deps
 
 test: deps
 	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory test-unit test-fuzz-replay test-valgrind
+	@$(MAKE) --no-print-directory format-check test-unit test-fuzz-replay \
+	    test-valgrind
 	@$(MAKE) --no-print-directory SANITIZER=undefined test-unit
 	@$(MAKE) --no-print-directory SANITIZER=address test-unit
 	@$(MAKE) --no-print-directory FAILPOINTS=1 test-e2e

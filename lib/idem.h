@@ -47,31 +47,31 @@ extern "C" {
  * IDEM_E<NAME> = -(1 + position). The messages of the key errors are shown
  * to clients in the "details" of a 400, so they name the rule broken.
  */
-#define IDEM_ERRNO_MAP(X)                                                     \
-    X(NOMEM, "out of memory")                                                 \
-    X(INVAL, "invalid argument")                                              \
-    X(KEYEMPTY, "The Idempotency-Key header is empty; a key has 1 to 255 "    \
-                "characters.")                                                \
-    X(KEYLONG, "The Idempotency-Key is longer than 255 characters.")         \
-    X(KEYCHAR, "The Idempotency-Key may contain only printable ASCII "        \
-               "characters (0x21 to 0x7E): no spaces, control characters "    \
-               "or non-ASCII bytes.")                                         \
-    X(KEYQUOTE, "The Idempotency-Key is a malformed quoted string; the "      \
-                "quoted form is \"key\" with only \\\" and \\\\ escapes.")    \
-    X(KEYDUP, "The Idempotency-Key header appears more than once with "       \
-              "different values.")                                            \
-    X(KEYMISSING, "An Idempotency-Key header is required for this "           \
-                  "request.")                                                 \
-    X(CORRUPT, "stored record is corrupt or truncated")                       \
-    X(VERSION, "stored record has an unknown format version")                 \
-    X(TOOBIG, "value exceeds a size limit")                                   \
-    X(NOTFOUND, "no such record")                                             \
-    X(NOTOWNER, "the record is not held in progress by this owner")           \
-    X(FULL, "the store is full (map or disk)")                                \
-    X(PERM, "permission denied by the store")                                 \
-    X(IO, "input/output error in the store")                                  \
-    X(UNAVAIL, "the store is unavailable")                                    \
-    X(BADURL, "unsupported or malformed store URL")                           \
+#define IDEM_ERRNO_MAP(X)                                                      \
+    X(NOMEM, "out of memory")                                                  \
+    X(INVAL, "invalid argument")                                               \
+    X(KEYEMPTY, "The Idempotency-Key header is empty; a key has 1 to 255 "     \
+                "characters.")                                                 \
+    X(KEYLONG, "The Idempotency-Key is longer than 255 characters.")           \
+    X(KEYCHAR, "The Idempotency-Key may contain only printable ASCII "         \
+               "characters (0x21 to 0x7E): no spaces, control characters "     \
+               "or non-ASCII bytes.")                                          \
+    X(KEYQUOTE, "The Idempotency-Key is a malformed quoted string; the "       \
+                "quoted form is \"key\" with only \\\" and \\\\ escapes.")     \
+    X(KEYDUP, "The Idempotency-Key header appears more than once with "        \
+              "different values.")                                             \
+    X(KEYMISSING, "An Idempotency-Key header is required for this "            \
+                  "request.")                                                  \
+    X(CORRUPT, "stored record is corrupt or truncated")                        \
+    X(VERSION, "stored record has an unknown format version")                  \
+    X(TOOBIG, "value exceeds a size limit")                                    \
+    X(NOTFOUND, "no such record")                                              \
+    X(NOTOWNER, "the record is not held in progress by this owner")            \
+    X(FULL, "the store is full (map or disk)")                                 \
+    X(PERM, "permission denied by the store")                                  \
+    X(IO, "input/output error in the store")                                   \
+    X(UNAVAIL, "the store is unavailable")                                     \
+    X(BADURL, "unsupported or malformed store URL")                            \
     X(FAULT, "a failpoint fired")
 
 enum {
@@ -79,7 +79,7 @@ enum {
 #define IDEM_ERRNO_ENUM_(name, msg) IDEM_E##name##_ENUM_,
     IDEM_ERRNO_MAP(IDEM_ERRNO_ENUM_)
 #undef IDEM_ERRNO_ENUM_
-    IDEM_ERRNO_COUNT_
+        IDEM_ERRNO_COUNT_
 };
 
 #define IDEM_ERRNO_CODE_(name, msg) IDEM_E##name = -IDEM_E##name##_ENUM_,
@@ -106,7 +106,7 @@ typedef struct {
 /* A borrowed byte string; data may be NULL when len is 0. */
 typedef struct {
     const char *data;
-    size_t      len;
+    size_t len;
 } idem_str_t;
 
 /* One response header, name and value borrowed from whoever built it. */
@@ -117,11 +117,11 @@ typedef struct {
 
 /* A response as stored and replayed. All memory is borrowed. */
 typedef struct {
-    int                  status;
+    int status;
     const idem_header_t *headers;
-    size_t               nheaders;
-    const uint8_t       *body;
-    size_t               body_len;
+    size_t nheaders;
+    const uint8_t *body;
+    size_t body_len;
 } idem_response_t;
 
 /* ------------------------------------------------------------------------ */
@@ -166,12 +166,12 @@ typedef enum {
 
 /* The parameters of a request, all borrowed. */
 typedef struct {
-    idem_str_t     method;
-    idem_str_t     path;         /* without the query                       */
-    idem_str_t     query;        /* after '?', without it; may be empty     */
-    idem_str_t     content_type; /* the raw Content-Type header, or empty   */
+    idem_str_t method;
+    idem_str_t path;         /* without the query                       */
+    idem_str_t query;        /* after '?', without it; may be empty     */
+    idem_str_t content_type; /* the raw Content-Type header, or empty   */
     const uint8_t *body;
-    size_t         body_len;
+    size_t body_len;
 } idem_request_t;
 
 /* Bounds on JSON canonicalization, so that it is no denial-of-service door. */
@@ -213,13 +213,13 @@ typedef enum {
  * complete.
  */
 typedef struct {
-    idem_state_t    state;
-    uint32_t        flags;
-    idem_hash_t     fingerprint;
-    int64_t         created_ms;
-    int64_t         expires_ms;
-    uint64_t        owner;
-    int64_t         lease_until_ms;
+    idem_state_t state;
+    uint32_t flags;
+    idem_hash_t fingerprint;
+    int64_t created_ms;
+    int64_t expires_ms;
+    uint64_t owner;
+    int64_t lease_until_ms;
     idem_response_t response;
 } idem_record_t;
 
@@ -273,10 +273,7 @@ int idem_record_expired(const idem_record_t *rec, int64_t now_ms);
 /* Core: gateway-made error responses (SPEC §2, §4, §5, §8)                  */
 /* ------------------------------------------------------------------------ */
 
-typedef enum {
-    IDEM_STYLE_PERSONA = 0,
-    IDEM_STYLE_IETF = 1
-} idem_style_t;
+typedef enum { IDEM_STYLE_PERSONA = 0, IDEM_STYLE_IETF = 1 } idem_style_t;
 
 typedef enum {
     IDEM_ERR_KEY_INVALID = 1, /* a malformed key; detail from the key error */
@@ -291,10 +288,10 @@ typedef enum {
 
 /* A gateway-made response: status, content type and a malloc'd body. */
 typedef struct {
-    int         status;
+    int status;
     const char *content_type; /* static string                         */
-    char       *body;         /* malloc'd, NUL-terminated; caller frees */
-    size_t      body_len;
+    char *body;               /* malloc'd, NUL-terminated; caller frees */
+    size_t body_len;
 } idem_errbody_t;
 
 /*
@@ -328,7 +325,10 @@ typedef struct idem_store_s idem_store_t;
  *                            group_commit=0|1 (default 1), sync=0|1
  *                            (default 1: every commit is fsynced)
  * *out receives a handle to close with idem_store_close(). An LMDB store
- * must be opened after fork() in the process that uses it.
+ * must be opened after fork() in the process that uses it. LMDB keeps a
+ * reserve of free pages (max(64 pages, map/32)) for deletes, prune and the
+ * completion of claims already made: a new claim gets IDEM_EFULL once it
+ * would eat into that reserve, before the map is entirely full.
  * Returns 0, IDEM_EBADURL, IDEM_ENOMEM, IDEM_EPERM, IDEM_EIO, IDEM_EFULL.
  */
 IDEM_MUST_CHECK int idem_store_open(const char *url, idem_store_t **out);
@@ -347,14 +347,14 @@ typedef enum {
 
 /* The inputs of begin(). All borrowed. */
 typedef struct {
-    const idem_hash_t     *scope;
-    const char            *key;
-    size_t                 key_len;
-    const idem_hash_t     *fingerprint;
-    int64_t                now_ms;
-    int64_t                ttl_ms;   /* how long a key is remembered     */
-    int64_t                lease_ms; /* how long a claim is trusted      */
-    idem_on_unknown_t      on_unknown;
+    const idem_hash_t *scope;
+    const char *key;
+    size_t key_len;
+    const idem_hash_t *fingerprint;
+    int64_t now_ms;
+    int64_t ttl_ms;   /* how long a key is remembered     */
+    int64_t lease_ms; /* how long a claim is trusted      */
+    idem_on_unknown_t on_unknown;
     const idem_response_t *unknown_response; /* stored for a stale record
                                                 under IDEM_ON_UNKNOWN_STORE */
 } idem_begin_t;
@@ -379,11 +379,11 @@ typedef enum {
  */
 typedef struct {
     idem_begin_outcome_t outcome;
-    uint64_t             owner;          /* CLAIMED: the fencing token      */
-    int                  first_mismatch; /* MISMATCH: 1 the first time      */
-    int                  took_over;      /* CLAIMED over a stale record     */
-    idem_record_t        record;
-    void                *mem_; /* private: backing memory of record */
+    uint64_t owner;     /* CLAIMED: the fencing token      */
+    int first_mismatch; /* MISMATCH: 1 the first time      */
+    int took_over;      /* CLAIMED over a stale record     */
+    idem_record_t record;
+    void *mem_; /* private: backing memory of record */
 } idem_result_t;
 
 void idem_result_free(idem_result_t *res);
@@ -395,7 +395,8 @@ void idem_result_free(idem_result_t *res);
  * Returns 0 (see res->outcome) or a negative store error; on error nothing
  * was changed.
  */
-IDEM_MUST_CHECK int idem_store_begin(idem_store_t *store, const idem_begin_t *in,
+IDEM_MUST_CHECK int idem_store_begin(idem_store_t *store,
+                                     const idem_begin_t *in,
                                      idem_result_t *res);
 
 /*
@@ -405,12 +406,10 @@ IDEM_MUST_CHECK int idem_store_begin(idem_store_t *store, const idem_begin_t *in
  * record is gone, complete or held by another: nothing changed),
  * IDEM_ETOOBIG or a store error.
  */
-IDEM_MUST_CHECK int idem_store_complete(idem_store_t *store,
-                                        const idem_hash_t *scope,
-                                        const char *key, size_t key_len,
-                                        uint64_t owner,
-                                        const idem_response_t *resp,
-                                        uint32_t flags);
+IDEM_MUST_CHECK int
+idem_store_complete(idem_store_t *store, const idem_hash_t *scope,
+                    const char *key, size_t key_len, uint64_t owner,
+                    const idem_response_t *resp, uint32_t flags);
 
 /*
  * Drops owner's claim (nothing was sent upstream): the key becomes absent.
@@ -446,8 +445,8 @@ IDEM_MUST_CHECK int idem_store_get(idem_store_t *store,
 
 /* Admin: removes the record whatever its state. IDEM_ENOTFOUND if none. */
 IDEM_MUST_CHECK int idem_store_delete(idem_store_t *store,
-                                      const idem_hash_t *scope,
-                                      const char *key, size_t key_len);
+                                      const idem_hash_t *scope, const char *key,
+                                      size_t key_len);
 
 /* One operation of a batch: the arguments of begin(), complete() or
  * release(), and what that call would have returned. */
@@ -458,17 +457,17 @@ typedef enum {
 } idem_op_kind_t;
 
 typedef struct {
-    idem_op_kind_t         kind;
-    idem_begin_t           begin; /* IDEM_OP_BEGIN: all of its inputs      */
-    const idem_hash_t     *scope; /* IDEM_OP_COMPLETE and IDEM_OP_RELEASE  */
-    const char            *key;
-    size_t                 key_len;
-    uint64_t               owner;
-    const idem_response_t *resp;  /* IDEM_OP_COMPLETE                      */
-    uint32_t               flags; /* IDEM_OP_COMPLETE                      */
-    int                    rc;    /* out: what the single call returns     */
-    idem_result_t          result; /* out: IDEM_OP_BEGIN with rc == 0;
-                                      free with idem_result_free()         */
+    idem_op_kind_t kind;
+    idem_begin_t begin;       /* IDEM_OP_BEGIN: all of its inputs      */
+    const idem_hash_t *scope; /* IDEM_OP_COMPLETE and IDEM_OP_RELEASE  */
+    const char *key;
+    size_t key_len;
+    uint64_t owner;
+    const idem_response_t *resp; /* IDEM_OP_COMPLETE                      */
+    uint32_t flags;              /* IDEM_OP_COMPLETE                      */
+    int rc;                      /* out: what the single call returns     */
+    idem_result_t result;        /* out: IDEM_OP_BEGIN with rc == 0;
+                                    free with idem_result_free()         */
 } idem_op_t;
 
 /*

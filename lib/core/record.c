@@ -87,7 +87,7 @@ static uint32_t idem_record_crc_sw(const uint8_t *p, size_t n)
 
 /* The table and the CPU probe are set up once, on first use. */
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-static int            crc_has_hw;
+static int crc_has_hw;
 
 static void idem_record_crc_setup(void)
 {
@@ -155,7 +155,7 @@ static uint64_t get_u64(const uint8_t *p)
 size_t idem_record_encoded_size(const idem_record_t *rec)
 {
     const idem_response_t *r = &rec->response;
-    size_t                 n = REC_FIXED + REC_TRAILER;
+    size_t n = REC_FIXED + REC_TRAILER;
 
     if (r->nheaders > REC_MAX_HEADERS || r->body_len >= REC_MAX_BODY) {
         return 0;
@@ -174,7 +174,7 @@ int idem_record_encode(const idem_record_t *rec, uint8_t *buf, size_t cap,
                        size_t *len)
 {
     const idem_response_t *r = &rec->response;
-    size_t                 need, off;
+    size_t need, off;
 
     if (rec->state != IDEM_STATE_IN_PROGRESS &&
         rec->state != IDEM_STATE_COMPLETE) {
@@ -230,11 +230,11 @@ int idem_record_encode(const idem_record_t *rec, uint8_t *buf, size_t cap,
 int idem_record_decode(const uint8_t *buf, size_t len, idem_record_t *rec,
                        idem_header_t **headers_out)
 {
-    idem_record_t  out;
+    idem_record_t out;
     idem_header_t *headers = NULL;
-    size_t         off, end, nheaders;
-    uint64_t       body_len;
-    uint32_t       status;
+    size_t off, end, nheaders;
+    uint64_t body_len;
+    uint32_t status;
 
     if (buf == NULL || len < REC_FIXED + REC_TRAILER ||
         memcmp(buf, REC_MAGIC, 4) != 0) {

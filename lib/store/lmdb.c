@@ -63,6 +63,26 @@
  * handle's size, this handle's calls fail with IDEM_EUNAVAIL
  * (MDB_MAP_RESIZED) until it is reopened with that size.
  *
+ * Room: a map that fills up must still let records go. Every write, a
+ * delete too, needs fresh pages (LMDB copies each page it changes), and
+ * the pages the last commit freed cannot be reused by the next one, so on
+ * a map filled to the last page nothing could ever be removed again.
+ * Writes are therefore admitted by how much of the map is free, measured
+ * inside their transaction (see idem_store_lmdb_room):
+ *
+ *   new claims       need the whole reserve left after them: these are
+ *                    what fills the map, and what is refused first
+ *   other puts       (complete, the first-mismatch flag, stale
+ *                    settlement) settle what was claimed: they may use
+ *                    the reserve down to its floor (half of it)
+ *   release, delete  only free space: never refused for room
+ *   and prune
+ *
+ * A write refused for room gets IDEM_EFULL and changes nothing; the other
+ * ops of its batch go on. So once claims are refused, outstanding claims
+ * can still be completed (with small responses at least), and delete and
+ * prune work; once expired records are pruned, claims are admitted again.
+ *
  * Durability: every commit is fsynced before the calls it carries return
  * (LMDB's default; sync=0 sets MDB_NOSYNC, for benchmarks only). A commit
  * is two synchronous writes: the dirty pages (fdatasync), then the meta
@@ -85,6 +105,27 @@
 #define IDEM_STORE_LMDB_MAX_READERS 1024
 #define IDEM_STORE_LMDB_IKEY_MAX    (8 + IDEM_STORE_KEY_MAX)
 
+/* LMDB's free list, the database that mdb_stat(1) -f reads as dbi 0. */
+#define IDEM_STORE_LMDB_FREE_DBI 0
+/* The meta pages at the start of every environment. */
+#define IDEM_STORE_LMDB_META_PAGES 2
+
+/*
+ * The reserve, in pages: the free pages a claim must leave. It has to hold
+ * (a) the pages that are free but not reusable yet, those freed by the
+ * last commit and by the running one (one or two commits' copies of the
+ * pages they touched: a few per op, hundreds for a large batch or prune)
+ * and (b) the settling of the claims outstanding when claims start to be
+ * refused: each complete writes its response, an error response of the
+ * gateway takes a page or two. 1/32 of the map (about 3%) covers both with
+ * a wide margin on a map of production size (32 MiB of 1 GiB); a small map
+ * gets at least RESERVE_MIN pages (256 KiB with 4 KiB pages: a few dozen
+ * small completes), but never more than half the map, so that a tiny map
+ * (tests use 64 KiB) still holds some records.
+ */
+#define IDEM_STORE_LMDB_RESERVE_MIN   64
+#define IDEM_STORE_LMDB_RESERVE_SHIFT 5
+
 /* A caller waiting in the group-commit queue; lives on its stack. */
 typedef struct idem_store_lmdb_waiter_s {
     idem_store_op_t *ops; /* the caller's ops, carried out in order */
@@ -100,7 +141,12 @@ typedef struct {
     MDB_env *env;
     MDB_dbi records;
     MDB_dbi expiry;
+    MDB_dbi main; /* the unnamed database, which holds the other two */
     int group_commit;
+    size_t psize;         /* the page size */
+    size_t map_pages;     /* the map's size in pages */
+    size_t reserve_pages; /* what a claim must leave free */
+    size_t floor_pages;   /* what other puts must leave free */
 
     pthread_mutex_t qmu; /* guards the queue and leading */
     idem_store_lmdb_waiter_t *head;
@@ -211,6 +257,62 @@ static int64_t idem_store_lmdb_ikey_time(const uint8_t *buf)
 }
 
 /*
+ * Sets *out to the free pages of the map as txn sees it: the pages never
+ * used and the pages on LMDB's free list, counting the batch's writes so
+ * far. LMDB keeps the page count of every tree, and each page below the
+ * high-water mark is a meta page, a page of a tree or a free one, so this
+ * reads four counters instead of walking the free list: cheap enough for
+ * every put. It counts as free the pages that LMDB cannot reuse yet (freed
+ * by the last commit, by this transaction or while a reader still sees
+ * them); the reserve is sized for the first two, and our readers are
+ * short. Returns 0 or an LMDB code.
+ */
+static int idem_store_lmdb_free_pages(idem_store_lmdb_t *s, MDB_txn *txn,
+                                      size_t *out)
+{
+    const MDB_dbi dbis[] = {IDEM_STORE_LMDB_FREE_DBI, s->main, s->records,
+                            s->expiry};
+    size_t used = IDEM_STORE_LMDB_META_PAGES;
+    MDB_stat st;
+    int rc;
+
+    for (size_t i = 0; i < sizeof(dbis) / sizeof(dbis[0]); i++) {
+        rc = mdb_stat(txn, dbis[i], &st);
+        if (rc != 0) {
+            return rc;
+        }
+        used += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
+    }
+    *out = used < s->map_pages ? s->map_pages - used : 0;
+    return 0;
+}
+
+/*
+ * Whether op's planned put may be made: a claim must leave the reserve
+ * free, any other put the floor (see "Room" at the top). The put is
+ * counted as its value's size in pages plus one, for the overflow pages of
+ * a large value or the split of a leaf. Sets *fits; returns 0 or an LMDB
+ * code.
+ */
+static int idem_store_lmdb_room(idem_store_lmdb_t *s, MDB_txn *txn,
+                                const idem_store_op_t *op, int *fits)
+{
+    size_t free_pages, need;
+    int rc;
+
+    rc = idem_store_lmdb_free_pages(s, txn, &free_pages);
+    if (rc != 0) {
+        return rc;
+    }
+    need = op->kind == IDEM_STORE_OP_BEGIN && op->outcome == IDEM_BEGIN_CLAIMED
+               ? s->reserve_pages
+               : s->floor_pages;
+    need += 1 + (op->val->len + s->psize - 1) / s->psize;
+    *fits = free_pages >= need;
+    return 0;
+}
+
+/*
  * Plans op against the stored record and applies the plan with its index
  * entry. Returns 0 or an LMDB/errno code (the transaction must then be
  * aborted); the op's own verdict is left in op->rc. *wrote is set when
@@ -222,7 +324,7 @@ static int idem_store_lmdb_apply(idem_store_lmdb_t *s, MDB_txn *txn,
     uint8_t ibuf[IDEM_STORE_LMDB_IKEY_MAX];
     MDB_val key = {op->key.len, op->key.bytes}, val, ikey;
     MDB_val empty = {0, NULL};
-    int rc, moved;
+    int rc, moved, fits;
 
     rc = mdb_get(txn, s->records, &key, &val);
     if (rc != 0 && rc != MDB_NOTFOUND) {
@@ -235,6 +337,17 @@ static int idem_store_lmdb_apply(idem_store_lmdb_t *s, MDB_txn *txn,
     if (idem_store_plan(&s->base, op, val.mv_data, val.mv_size) != 0 ||
         op->write == IDEM_STORE_WRITE_NONE) {
         return 0;
+    }
+    if (op->write == IDEM_STORE_WRITE_PUT) {
+        rc = idem_store_lmdb_room(s, txn, op, &fits);
+        if (rc != 0) {
+            return rc;
+        }
+        if (!fits) {
+            idem_store_op_reset(op);
+            op->rc = IDEM_EFULL;
+            return 0;
+        }
     }
 
     moved = op->write == IDEM_STORE_WRITE_DEL || !op->had_index ||
@@ -381,31 +494,51 @@ static int idem_store_lmdb_run_one(idem_store_lmdb_t *s, MDB_txn *txn,
     return idem_store_lmdb_apply(s, txn, op, wrote);
 }
 
-/* Runs op in a transaction of its own; its result is left in op->rc. */
+/* Whether a prune that failed with rc may be tried again with less work. */
+static int idem_store_lmdb_prune_shrinks(const idem_store_op_t *op, int rc)
+{
+    return op->kind == IDEM_STORE_OP_PRUNE && op->budget > 1 &&
+           (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL);
+}
+
+/*
+ * Runs op in a transaction of its own; its result is left in op->rc. A
+ * prune that does not fit (its deletes copy every page they touch, and a
+ * large budget touches many) is tried again with half the budget, down to
+ * one record: a nearly full map is then emptied a little at a time, and
+ * *more says that work is left.
+ */
 static void idem_store_lmdb_run_alone(idem_store_lmdb_t *s, idem_store_op_t *op)
 {
+    size_t budget = op->budget;
     MDB_txn *txn;
-    int rc, wrote = 0;
+    int rc, wrote;
 
-    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    for (;;) {
+        wrote = 0;
+        rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+        if (rc != 0) {
+            break;
+        }
+        rc = idem_store_lmdb_run_one(s, txn, op, &wrote);
+        if (rc != 0 || !wrote) {
+            mdb_txn_abort(txn);
+        } else {
+            rc = mdb_txn_commit(txn);
+        }
+        if (!idem_store_lmdb_prune_shrinks(op, rc)) {
+            break;
+        }
+        op->budget /= 2;
+    }
+    op->budget = budget;
     if (rc != 0) {
         goto fail;
     }
-    rc = idem_store_lmdb_run_one(s, txn, op, &wrote);
-    if (rc != 0) {
-        mdb_txn_abort(txn);
-        goto fail;
+    if (wrote) {
+        atomic_fetch_add(&s->base.commits, 1);
+        atomic_fetch_add(&s->base.batched_ops, 1);
     }
-    if (!wrote) {
-        mdb_txn_abort(txn);
-        return;
-    }
-    rc = mdb_txn_commit(txn);
-    if (rc != 0) {
-        goto fail;
-    }
-    atomic_fetch_add(&s->base.commits, 1);
-    atomic_fetch_add(&s->base.batched_ops, 1);
     return;
 
 fail:
@@ -617,6 +750,39 @@ static int idem_store_lmdb_mkdirs(char *path)
     }
 }
 
+/*
+ * Reads the page size and the map's size (LMDB raises a map_size smaller
+ * than the data to the data's size) and sets the reserve and its floor
+ * from them. Returns 0 or an LMDB code.
+ */
+static int idem_store_lmdb_size(idem_store_lmdb_t *s)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    size_t r;
+    int rc;
+
+    rc = mdb_env_stat(s->env, &st);
+    if (rc == 0) {
+        rc = mdb_env_info(s->env, &info);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    s->psize = st.ms_psize;
+    s->map_pages = info.me_mapsize / st.ms_psize;
+    r = s->map_pages >> IDEM_STORE_LMDB_RESERVE_SHIFT;
+    if (r < IDEM_STORE_LMDB_RESERVE_MIN) {
+        r = IDEM_STORE_LMDB_RESERVE_MIN;
+    }
+    if (r > s->map_pages / 2) {
+        r = s->map_pages / 2;
+    }
+    s->reserve_pages = r;
+    s->floor_pages = r / 2;
+    return 0;
+}
+
 static void idem_store_lmdb_close(idem_store_t *store)
 {
     idem_store_lmdb_t *s = (idem_store_lmdb_t *)store;
@@ -696,8 +862,11 @@ int idem_store_lmdb_open(const char *rest, idem_store_t **out)
         rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     }
     if (rc == 0) {
-        rc = mdb_dbi_open(txn, IDEM_STORE_LMDB_DB_RECORDS, MDB_CREATE,
-                          &s->records);
+        rc = mdb_dbi_open(txn, NULL, 0, &s->main);
+        if (rc == 0) {
+            rc = mdb_dbi_open(txn, IDEM_STORE_LMDB_DB_RECORDS, MDB_CREATE,
+                              &s->records);
+        }
         if (rc == 0) {
             rc = mdb_dbi_open(txn, IDEM_STORE_LMDB_DB_EXPIRY, MDB_CREATE,
                               &s->expiry);
@@ -707,6 +876,9 @@ int idem_store_lmdb_open(const char *rest, idem_store_t **out)
         } else {
             mdb_txn_abort(txn);
         }
+    }
+    if (rc == 0) {
+        rc = idem_store_lmdb_size(s);
     }
     if (rc != 0) {
         rc = idem_store_lmdb_err(rc);

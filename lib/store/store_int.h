@@ -125,7 +125,11 @@ typedef struct {
  *        op->rc: 0 (its results are set and its write is durable), its own
  *        verdict (IDEM_ENOTOWNER, IDEM_ENOTFOUND, ...) or a store error; on
  *        any error nothing of that op changed and it holds nothing.
- *        An op whose plan writes nothing costs no commit.
+ *        An op whose plan writes nothing costs no commit. A backend of
+ *        bounded size may refuse a planned put for room (IDEM_EFULL, the
+ *        op unchanged), never a delete: LMDB refuses new claims while
+ *        there is still room, to keep it for settling and removing the
+ *        records it has (see "Room" in lmdb.c).
  * close  frees the handle; no call may be running.
  */
 typedef struct {

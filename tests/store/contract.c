@@ -2370,6 +2370,235 @@ static void test_batch_survives_a_killed_process(void **state)
     }
 }
 
+/* ------------------------------------------------------------------------ */
+/* A full map: claims are refused, everything else still works               */
+/* ------------------------------------------------------------------------ */
+
+#define FULL_MAP      "map_size=262144"
+#define FULL_TTL      1000LL
+#define FULL_LEASE    500LL
+#define FULL_INFLIGHT 4
+#define FULL_KEYS     1000
+
+/* A map that claims have filled: the keys written, and the claims still
+   in progress (the last FULL_INFLIGHT claimed, in order). */
+typedef struct {
+    char keys[FULL_KEYS][24];
+    call_t calls[FULL_KEYS];
+    uint64_t owners[FULL_KEYS];
+    int n;       /* keys claimed; key n was refused */
+    int settled; /* keys [0, settled) are complete */
+} full_t;
+
+/* A response whose body is n bytes of body_bytes (n <= its size). */
+static uint8_t body_bytes[1 << 20];
+
+static idem_response_t response_of(size_t n)
+{
+    idem_response_t r = created;
+
+    assert_true(n <= sizeof(body_bytes));
+    memset(body_bytes, 'b', sizeof(body_bytes));
+    r.body = body_bytes;
+    r.body_len = n;
+    return r;
+}
+
+/*
+ * Opens a FULL_MAP store in place of the fixture's and claims keys with a
+ * short TTL until a claim is refused, completing each claim (with a
+ * response of 3 KiB, so that the map fills quickly) once FULL_INFLIGHT
+ * newer ones are in progress — the way a busy server has requests in
+ * flight when its store fills up.
+ */
+static void fill_map(fixture_t *f, full_t *m)
+{
+    idem_response_t medium = response_of(3000);
+    idem_result_t res;
+    int rc = 0;
+
+    idem_store_close(f->store);
+    f->store = open_store(f, "full", FULL_MAP);
+    memset(m, 0, sizeof(*m));
+    for (m->n = 0; m->n < FULL_KEYS; m->n++) {
+        int i = m->n;
+
+        snprintf(m->keys[i], sizeof(m->keys[i]), "full-%04d", i);
+        m->calls[i] = call(m->keys[i], 1, T0);
+        m->calls[i].ttl = FULL_TTL;
+        m->calls[i].lease = FULL_LEASE;
+        rc = begin(f->store, &m->calls[i], &res);
+        if (rc != 0) {
+            break;
+        }
+        assert_int_equal(res.outcome, IDEM_BEGIN_CLAIMED);
+        m->owners[i] = res.owner;
+        idem_result_free(&res);
+        if (i >= FULL_INFLIGHT) {
+            int k = m->settled++;
+            assert_int_equal(
+                complete(f->store, &m->calls[k], m->owners[k], &medium), 0);
+        }
+    }
+    assert_int_equal(rc, IDEM_EFULL);
+    assert_int_equal(m->settled, m->n - FULL_INFLIGHT);
+    assert_true(m->n > 2 * FULL_INFLIGHT);
+    print_message("    %d records fill 256 KiB\n", m->n);
+    /* The refused claim left nothing. */
+    assert_int_equal(get(f->store, &m->calls[m->n], &res), IDEM_ENOTFOUND);
+}
+
+/* Reopens the store with room to spare and prunes everything: the expiry
+   index must hold exactly one entry per record, want of them. */
+static void assert_index_holds(fixture_t *f, size_t want)
+{
+    size_t removed;
+    int more;
+
+    idem_store_close(f->store);
+    f->store = open_store(f, "full", "map_size=4194304");
+    assert_int_equal(
+        idem_store_prune(f->store, INT64_MAX, 1000000, &removed, &more), 0);
+    assert_int_equal(removed, want);
+    assert_int_equal(more, 0);
+}
+
+static void test_lmdb_full_map_settles_claims_and_comes_back(void **state)
+{
+    fixture_t *f = *state;
+    full_t *m;
+    idem_response_t small = response_of(2048), big = response_of(1 << 20);
+    idem_result_t res;
+    size_t removed;
+    int more, last;
+
+    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    m = malloc(sizeof(*m));
+    assert_non_null(m);
+    fill_map(f, m);
+    last = m->n - 1;
+
+    /* New claims stay refused, whoever asks. */
+    call_t c = call("full-new", 1, T0 + 1);
+    assert_int_equal(begin(f->store, &c, &res), IDEM_EFULL);
+    assert_int_equal(get(f->store, &c, &res), IDEM_ENOTFOUND);
+    /* So is taking over a stale claim: it would be a new claim. */
+    c = m->calls[last];
+    c.now = T0 + FULL_LEASE + 1;
+    c.policy = IDEM_ON_UNKNOWN_RELEASE;
+    assert_int_equal(begin(f->store, &c, &res), IDEM_EFULL);
+    assert_int_equal(get(f->store, &c, &res), 0);
+    assert_int_equal(res.record.state, IDEM_STATE_IN_PROGRESS);
+    assert_true(res.record.owner == m->owners[last]);
+    idem_result_free(&res);
+
+    /* A response too large even for the reserve: refused, nothing
+       changed; the small error response that follows fits. */
+    c = m->calls[m->settled];
+    assert_int_equal(complete(f->store, &c, m->owners[m->settled], &big),
+                     IDEM_EFULL);
+    assert_int_equal(get(f->store, &c, &res), 0);
+    assert_int_equal(res.record.state, IDEM_STATE_IN_PROGRESS);
+    assert_true(res.record.owner == m->owners[m->settled]);
+    idem_result_free(&res);
+
+    /* The claims in flight are settled from the reserve: completes with
+       small responses, and the stale one under the store policy. */
+    for (; m->settled < last; m->settled++) {
+        c = m->calls[m->settled];
+        assert_int_equal(complete(f->store, &c, m->owners[m->settled], &small),
+                         0);
+        res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+        assert_response_equal(&res.record.response, &small);
+        idem_result_free(&res);
+    }
+    c = m->calls[last];
+    c.now = T0 + FULL_LEASE + 1;
+    res = expect_begin(f->store, &c, IDEM_BEGIN_STALE);
+    assert_response_equal(&res.record.response, &unknown);
+    idem_result_free(&res);
+    /* The first mismatch is still flagged (and API-logged once). */
+    c = call(m->keys[0], 2, T0 + 1);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_MISMATCH);
+    assert_int_equal(res.first_mismatch, 1);
+    idem_result_free(&res);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_MISMATCH);
+    assert_int_equal(res.first_mismatch, 0);
+    idem_result_free(&res);
+
+    /* Deleting works, and again and again. */
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(del(f->store, &m->calls[i]), 0);
+        assert_int_equal(get(f->store, &m->calls[i], &res), IDEM_ENOTFOUND);
+    }
+
+    /* Once everything has expired, prune removes it all... */
+    assert_int_equal(
+        idem_store_prune(f->store, T0 + FULL_TTL, 1000000, &removed, &more), 0);
+    assert_int_equal(removed, (size_t)(m->n - 3));
+    assert_int_equal(more, 0);
+    /* ...and the store takes claims again, as many as before. */
+    for (int i = 0; i < m->n - FULL_INFLIGHT; i++) {
+        c = m->calls[i];
+        c.now = T0 + FULL_TTL + 1;
+        uint64_t owner = claim(f->store, &c);
+        idem_response_t medium = response_of(3000);
+        assert_int_equal(complete(f->store, &c, owner, &medium), 0);
+    }
+    free(m);
+}
+
+static void test_lmdb_full_map_batch_leaves_nothing_half_written(void **state)
+{
+    fixture_t *f = *state;
+    full_t *m;
+    idem_response_t small = response_of(2048), big = response_of(1 << 20);
+    call_t fresh[2] = {call("fresh-0", 1, T0 + 1), call("fresh-1", 1, T0 + 1)};
+    idem_result_t res;
+    idem_op_t ops[6];
+    int k;
+
+    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    m = malloc(sizeof(*m));
+    assert_non_null(m);
+    fill_map(f, m);
+    k = m->settled; /* k .. k + 3 are in progress */
+
+    ops[0] = op_complete(&m->calls[k], m->owners[k], &small);
+    ops[1] = op_begin(&fresh[0]);
+    ops[2] = op_complete(&m->calls[k + 1], m->owners[k + 1], &big);
+    ops[3] = op_release(&m->calls[k + 2], m->owners[k + 2]);
+    ops[4] = op_begin(&fresh[1]);
+    ops[5] = op_complete(&m->calls[k + 3], m->owners[k + 3], &small);
+    assert_int_equal(idem_store_batch(f->store, ops, 6), 0);
+    assert_int_equal(ops[0].rc, 0);
+    assert_int_equal(ops[1].rc, IDEM_EFULL);
+    assert_null(ops[1].result.mem_);
+    assert_int_equal(ops[2].rc, IDEM_EFULL);
+    assert_int_equal(ops[3].rc, 0);
+    assert_int_equal(ops[4].rc, IDEM_EFULL);
+    assert_int_equal(ops[5].rc, 0);
+    free_ops(ops, 6);
+
+    /* Each record is as its op left it. */
+    for (int i = 0; i < 4; i += 3) {
+        res = expect_begin(f->store, &m->calls[k + i], IDEM_BEGIN_REPLAY);
+        assert_response_equal(&res.record.response, &small);
+        idem_result_free(&res);
+    }
+    assert_int_equal(get(f->store, &m->calls[k + 1], &res), 0);
+    assert_int_equal(res.record.state, IDEM_STATE_IN_PROGRESS);
+    assert_true(res.record.owner == m->owners[k + 1]);
+    idem_result_free(&res);
+    assert_int_equal(get(f->store, &m->calls[k + 2], &res), IDEM_ENOTFOUND);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(get(f->store, &fresh[i], &res), IDEM_ENOTFOUND);
+    }
+    /* The index holds exactly the records left: all but the released. */
+    assert_index_holds(f, (size_t)(m->n - 1));
+    free(m);
+}
+
 /* The child side of start_child(): argv is NAME DIR ARG FD. */
 static int child_main(char **argv)
 {
@@ -2449,6 +2678,8 @@ int main(int argc, char **argv)
         T(test_threads_race_with_batches),
         T(test_lmdb_batch_on_a_full_map),
         T(test_batch_survives_a_killed_process),
+        T(test_lmdb_full_map_settles_claims_and_comes_back),
+        T(test_lmdb_full_map_batch_leaves_nothing_half_written),
 #undef T
     };
 

@@ -13,7 +13,10 @@
 
 #include "idem.h"
 
-#define S(lit) {lit, sizeof(lit) - 1}
+#define S(lit)                                                                 \
+    {                                                                          \
+        lit, sizeof(lit) - 1                                                   \
+    }
 
 static const idem_header_t sample_headers[] = {
     {S("Content-Type"), S("application/json")},
@@ -42,7 +45,7 @@ static void sample_record(idem_record_t *rec)
 
 static uint8_t *encode(const idem_record_t *rec, size_t *len)
 {
-    size_t   n = idem_record_encoded_size(rec);
+    size_t n = idem_record_encoded_size(rec);
     uint8_t *buf;
 
     assert_true(n > 0);
@@ -55,10 +58,10 @@ static uint8_t *encode(const idem_record_t *rec, size_t *len)
 
 static void test_record_round_trip_keeps_every_field(void **state)
 {
-    idem_record_t  rec, out;
+    idem_record_t rec, out;
     idem_header_t *hdrs;
-    size_t         len;
-    uint8_t       *buf;
+    size_t len;
+    uint8_t *buf;
 
     (void)state;
     sample_record(&rec);
@@ -90,18 +93,17 @@ static void test_record_round_trip_keeps_every_field(void **state)
         }
     }
     assert_int_equal(out.response.body_len, rec.response.body_len);
-    assert_memory_equal(out.response.body, sample_body,
-                        rec.response.body_len);
+    assert_memory_equal(out.response.body, sample_body, rec.response.body_len);
     free(hdrs);
     free(buf);
 }
 
 static void test_record_round_trip_in_progress_without_response(void **state)
 {
-    idem_record_t  rec, out;
+    idem_record_t rec, out;
     idem_header_t *hdrs = (idem_header_t *)1;
-    size_t         len;
-    uint8_t       *buf;
+    size_t len;
+    uint8_t *buf;
 
     (void)state;
     memset(&rec, 0, sizeof(rec));
@@ -118,10 +120,10 @@ static void test_record_round_trip_in_progress_without_response(void **state)
 
 static void test_record_round_trip_large_body(void **state)
 {
-    idem_record_t  rec, out;
+    idem_record_t rec, out;
     idem_header_t *hdrs;
-    size_t         len, n = 8u << 20;
-    uint8_t       *body = malloc(n), *buf;
+    size_t len, n = 8u << 20;
+    uint8_t *body = malloc(n), *buf;
 
     (void)state;
     assert_non_null(body);
@@ -142,10 +144,10 @@ static void test_record_round_trip_large_body(void **state)
 
 static void test_record_every_truncation_is_corrupt(void **state)
 {
-    idem_record_t  rec, out;
+    idem_record_t rec, out;
     idem_header_t *hdrs;
-    size_t         len;
-    uint8_t       *buf;
+    size_t len;
+    uint8_t *buf;
 
     (void)state;
     sample_record(&rec);
@@ -163,10 +165,10 @@ static void test_record_every_truncation_is_corrupt(void **state)
 
 static void test_record_every_flipped_byte_is_detected(void **state)
 {
-    idem_record_t  rec, out;
+    idem_record_t rec, out;
     idem_header_t *hdrs;
-    size_t         len;
-    uint8_t       *buf;
+    size_t len;
+    uint8_t *buf;
 
     (void)state;
     sample_record(&rec);
@@ -183,25 +185,24 @@ static void test_record_every_flipped_byte_is_detected(void **state)
 
 static void test_record_unknown_version_is_refused(void **state)
 {
-    idem_record_t  rec, out;
+    idem_record_t rec, out;
     idem_header_t *hdrs;
-    size_t         len;
-    uint8_t       *buf;
+    size_t len;
+    uint8_t *buf;
 
     (void)state;
     sample_record(&rec);
     buf = encode(&rec, &len);
     buf[4] = 2;
-    assert_int_equal(idem_record_decode(buf, len, &out, &hdrs),
-                     IDEM_EVERSION);
+    assert_int_equal(idem_record_decode(buf, len, &out, &hdrs), IDEM_EVERSION);
     free(buf);
 }
 
 static void test_record_encode_refuses_small_buffer(void **state)
 {
     idem_record_t rec;
-    uint8_t       buf[16];
-    size_t        len = 0;
+    uint8_t buf[16];
+    size_t len = 0;
 
     (void)state;
     sample_record(&rec);
@@ -212,7 +213,7 @@ static void test_record_encode_refuses_small_buffer(void **state)
 
 static void test_record_encode_refuses_too_many_headers(void **state)
 {
-    idem_record_t  rec;
+    idem_record_t rec;
     idem_header_t *many = calloc(2000, sizeof(*many));
 
     (void)state;
@@ -227,8 +228,8 @@ static void test_record_encode_refuses_too_many_headers(void **state)
 static void test_record_encode_refuses_bad_state(void **state)
 {
     idem_record_t rec;
-    uint8_t       buf[512];
-    size_t        len;
+    uint8_t buf[512];
+    size_t len;
 
     (void)state;
     sample_record(&rec);
