@@ -403,16 +403,15 @@ ngx_http_idempotency_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
+    if (!(r->method & ilcf->methods)) {
+        /* no context: the variables read its absence as "bypass" */
+        ngx_http_idempotency_count(NGX_HTTP_IDEM_M_BYPASS, 1);
+        return NGX_DECLINED;
+    }
+
     ctx = ngx_http_idempotency_create_ctx(r);
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (!(r->method & ilcf->methods)) {
-        ctx->outcome = NGX_HTTP_IDEM_OUT_BYPASS;
-        ctx->state = NGX_HTTP_IDEM_DONE;
-        ngx_http_idempotency_count(NGX_HTTP_IDEM_M_BYPASS, 1);
-        return NGX_DECLINED;
     }
 
     rc = ngx_http_idempotency_find_key(r, ctx, ilcf);
