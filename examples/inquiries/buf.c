@@ -183,3 +183,15 @@ void inq_buf_free(inq_buf_t *b)
     b->len = 0;
     b->cap = 0;
 }
+
+uint32_t inq_hash(const char *p, size_t n)
+{
+    uint32_t h = 2166136261u;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 16777619u;
+    }
+    return h;
+}

@@ -14,6 +14,7 @@
 #define INQ_BUF_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #if defined(__GNUC__)
 #define INQ_MUST_CHECK   __attribute__((warn_unused_result))
@@ -68,5 +69,9 @@ void inq_buf_reset(inq_buf_t *b, size_t keep);
 
 /* Frees the memory; the buffer is empty and reusable afterwards. */
 void inq_buf_free(inq_buf_t *b);
+
+/* FNV-1a of p[0..n): the hash of the demo's tables (ids are random and
+ * keys are the clients' own, so a cheap hash spreads them well). */
+uint32_t inq_hash(const char *p, size_t n);
 
 #endif

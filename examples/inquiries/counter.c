@@ -7,6 +7,7 @@
  *              all at once by inq_counter_reset()
  */
 #include "counter.h"
+#include "buf.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -30,18 +31,6 @@ struct inq_counter {
     uint64_t total;
     uint64_t untracked;
 };
-
-static uint32_t counter_hash(const char *p, size_t n)
-{
-    uint32_t h = 2166136261u;
-    size_t i;
-
-    for (i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 16777619u;
-    }
-    return h;
-}
 
 int inq_counter_new(inq_counter_t **out, size_t max_keys, size_t max_key_len)
 {
@@ -140,7 +129,7 @@ static int counter_track(inq_counter_t *c, const char *key, size_t len,
 
 void inq_counter_add(inq_counter_t *c, const char *key, size_t len)
 {
-    uint32_t hash = counter_hash(key, len);
+    uint32_t hash = inq_hash(key, len);
     size_t b = counter_find(c, key, len, hash);
 
     c->total++;
@@ -153,7 +142,7 @@ void inq_counter_add(inq_counter_t *c, const char *key, size_t len)
 
 uint64_t inq_counter_get(const inq_counter_t *c, const char *key, size_t len)
 {
-    size_t b = counter_find(c, key, len, counter_hash(key, len));
+    size_t b = counter_find(c, key, len, inq_hash(key, len));
 
     return c->index[b] != 0 ? c->entries[c->index[b] - 1].count : 0;
 }

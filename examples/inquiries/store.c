@@ -11,6 +11,7 @@
  * appends it at the tail and indexes it.
  */
 #include "store.h"
+#include "buf.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -34,19 +35,6 @@ struct inq_store {
     uint32_t *index; /* slot + 1, or 0 for an empty bucket */
     size_t mask;     /* buckets - 1 */
 };
-
-/* FNV-1a; ids are random, so any cheap hash spreads them well. */
-static uint32_t store_hash(const char *p, size_t n)
-{
-    uint32_t h = 2166136261u;
-    size_t i;
-
-    for (i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 16777619u;
-    }
-    return h;
-}
 
 int inq_store_new(inq_store_t **out, size_t max_items, size_t max_bytes)
 {
@@ -154,7 +142,7 @@ int inq_store_put(inq_store_t *s, const char *id, char *json, size_t len)
     slot = (s->head + s->count) % s->cap;
     it = &s->items[slot];
     memcpy(it->id, id, INQ_STORE_ID_LEN);
-    it->hash = store_hash(id, INQ_STORE_ID_LEN);
+    it->hash = inq_hash(id, INQ_STORE_ID_LEN);
     it->json = json;
     it->len = len;
     s->count++;
@@ -177,7 +165,7 @@ const char *inq_store_get(const inq_store_t *s, const char *id, size_t id_len,
     if (id_len != INQ_STORE_ID_LEN) {
         return NULL;
     }
-    b = store_hash(id, id_len) & s->mask;
+    b = inq_hash(id, id_len) & s->mask;
     while (s->index[b] != 0) {
         it = &s->items[s->index[b] - 1];
         if (memcmp(it->id, id, INQ_STORE_ID_LEN) == 0) {
