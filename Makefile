@@ -200,7 +200,8 @@ format:
 
 format-check:
 	clang-format --dry-run -Werror $$(git ls-files 'lib/*.c' 'lib/*.h' \
-	    'tests/*.c' 'fuzz/*.c' 'bench/*.c')
+	    'tests/*.c' 'fuzz/*.c' 'bench/*.c' 'gateway/*.[ch]' \
+	    'examples/*.[ch]')
 
 clean:
 	rm -rf build build-test build-address build-undefined

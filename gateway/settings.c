@@ -208,8 +208,7 @@ static int set_store(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
                             "are not in this release; use lmdb:PATH",
                             v);
     } else {
-        return idemgate_why(why, "unsupported store URL '%s' (lmdb:PATH)",
-                            v);
+        return idemgate_why(why, "unsupported store URL '%s' (lmdb:PATH)", v);
     }
     return set_string(&c->store, v, why);
 }
