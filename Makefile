@@ -139,15 +139,17 @@ $(BENCH_BIN): bench/store_bench.c $(LIBIDEM)
 FUZZ_LIB_SRC := $(LIB_SRC)
 FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Ilib $(PKG_CFLAGS) \
               -fsanitize=address,undefined -fno-sanitize-recover=all
-$(BUILD)/fuzz/%: fuzz/%.c $(FUZZ_LIB_SRC) lib/idem.h
+# a target over the demo API's parser links that parser too
+FUZZ_EXTRA_fuzz_demo_http := examples/inquiries/http.c
+$(BUILD)/fuzz/%: fuzz/%.c $(FUZZ_LIB_SRC) lib/idem.h $(wildcard examples/inquiries/http.*)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB_SRC) \
-	    $(PKG_LIBS) -pthread
+	    $(FUZZ_EXTRA_$*) $(PKG_LIBS) -pthread
 
-$(BUILD)/fuzz/%_replay: fuzz/%.c fuzz/replay_main.c $(FUZZ_LIB_SRC) lib/idem.h
+$(BUILD)/fuzz/%_replay: fuzz/%.c fuzz/replay_main.c $(FUZZ_LIB_SRC) lib/idem.h $(wildcard examples/inquiries/http.*)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_FLAGS) -o $@ $< fuzz/replay_main.c $(FUZZ_LIB_SRC) \
-	    $(PKG_LIBS) -pthread
+	    $(FUZZ_EXTRA_$*) $(PKG_LIBS) -pthread
 
 run: deps
 	@$(MAKE) --no-print-directory lib module $(INQUIRIES_BIN) $(BUILD)/idemgate
