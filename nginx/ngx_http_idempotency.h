@@ -114,6 +114,7 @@ typedef struct {
     ngx_uint_t                   replayed;
     int64_t                      expires_ms;   /* 0: no Expires header */
     ngx_uint_t                   retry_after;  /* seconds, 0: none */
+    uint32_t                     flags;        /* IDEM_REC_... stored */
 } ngx_http_idempotency_answer_t;
 
 
@@ -149,6 +150,8 @@ struct ngx_http_idempotency_ctx_s {
 
     /* the held upstream response */
     idem_response_t              stored;       /* what complete() stores */
+    idem_str_t                   date;         /* its Date, in r->pool */
+    uint32_t                     stored_flags; /* IDEM_REC_... to store */
     ngx_uint_t                   release;      /* release, not complete */
     u_char                      *body;         /* malloc'd */
     size_t                       body_len;
@@ -178,6 +181,10 @@ ngx_int_t ngx_http_idempotency_send_answer(ngx_http_request_t *r,
 /* build a gateway-made error into ctx->answer */
 ngx_int_t ngx_http_idempotency_error_answer(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind, int key_err);
+/* point the headers_out slot of a replayed header (Date, Location, ...)
+ * at it, so later filters treat it as on the first answer */
+void ngx_http_idempotency_bind_header(ngx_http_request_t *r,
+    ngx_table_elt_t *h, uint32_t flags);
 /* add Idempotency-Expires (and Idempotent-Replayed) to headers_out */
 ngx_int_t ngx_http_idempotency_add_expires(ngx_http_request_t *r,
     int64_t expires_ms);

@@ -108,6 +108,33 @@ ngx_http_idempotency_storable(ngx_http_idempotency_loc_conf_t *ilcf,
 
 
 /*
+ * A Date header of now, copied into the request pool: nginx's cached time
+ * strings are slots that later time updates overwrite, and a store task
+ * reads this one on another thread.
+ */
+
+static ngx_int_t
+ngx_http_idempotency_date(ngx_http_request_t *r, idem_header_t *h)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(r->pool, ngx_cached_http_time.len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, ngx_cached_http_time.data, ngx_cached_http_time.len);
+
+    h->name.data = "Date";
+    h->name.len = sizeof("Date") - 1;
+    h->value.data = (char *) p;
+    h->value.len = ngx_cached_http_time.len;
+
+    return NGX_OK;
+}
+
+
+/*
  * Builds ctx->stored from r->headers_out and the held body: what complete()
  * keeps and every replay sends.
  */
@@ -165,11 +192,12 @@ ngx_http_idempotency_build_stored(ngx_http_request_t *r,
         n++;
     }
 
-    /* the Date the client sees now: a replay tells when the request ran */
-    hs[n].name.data = "Date";
-    hs[n].name.len = sizeof("Date") - 1;
-    hs[n].value.data = (char *) ngx_cached_http_time.data;
-    hs[n].value.len = ngx_cached_http_time.len;
+    /* the Date the client sees: a replay tells when the request ran */
+    if (ngx_http_idempotency_date(r, &hs[n]) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ctx->date = hs[n].value;
     n++;
 
     part = &r->headers_out.headers.part;
@@ -189,6 +217,10 @@ ngx_http_idempotency_build_stored(ngx_http_request_t *r,
 
         if (!ngx_http_idempotency_storable(ctx->conf, &h[i])) {
             continue;
+        }
+
+        if (&h[i] == r->headers_out.location) {
+            ctx->stored_flags |= IDEM_REC_LOCATION_SLOT;
         }
 
         hs[n].name.data = (char *) h[i].key.data;
@@ -212,6 +244,10 @@ ngx_http_idempotency_build_stored(ngx_http_request_t *r,
 
 static ngx_int_t ngx_http_idempotency_stored_error(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind, ngx_int_t status);
+static ngx_int_t ngx_http_idempotency_upstream_broke(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx);
+static ngx_int_t ngx_http_idempotency_date(ngx_http_request_t *r,
+    idem_header_t *h);
 
 
 static ngx_int_t
@@ -245,10 +281,9 @@ ngx_http_idempotency_stored_error(ngx_http_request_t *r,
     ct[0].name.len = sizeof("Content-Type") - 1;
     ct[0].value.data = ctx->errbody.content_type;
     ct[0].value.len = ngx_strlen(ctx->errbody.content_type);
-    ct[1].name.data = "Date";
-    ct[1].name.len = sizeof("Date") - 1;
-    ct[1].value.data = (char *) ngx_cached_http_time.data;
-    ct[1].value.len = ngx_cached_http_time.len;
+    if (ngx_http_idempotency_date(r, &ct[1]) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     ctx->stored.status = ctx->errbody.status;
     ctx->stored.headers = ct;
@@ -520,14 +555,63 @@ ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     }
 
     if (!last) {
+        if (r->upstream && r->upstream->cleanup == NULL) {
+            /*
+             * the upstream is finalized and no last buffer came: it failed
+             * after its header (reset, timeout, short body). The client has
+             * seen nothing yet, so it gets the unknown-outcome answer the
+             * key keeps (or, under idempotency_on_unknown release, that
+             * answer unstored and the key freed).
+             */
+            return ngx_http_idempotency_upstream_broke(r, ctx);
+        }
+
         return NGX_OK;
     }
 
     NGX_HTTP_IDEM_FAILPOINT("after_forward", ctx);
 
     if (ngx_http_idempotency_build_stored(r, ctx) != NGX_OK
-        || ngx_http_idempotency_post_finish(r, ctx, &ctx->stored, 0, 0)
+        || ngx_http_idempotency_post_finish(r, ctx, &ctx->stored,
+                                            ctx->stored_flags, 0)
            != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_idempotency_upstream_broke(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx)
+{
+    ngx_int_t  status;
+
+    status = (r->upstream->state
+              && r->upstream->state->status == NGX_HTTP_GATEWAY_TIME_OUT)
+             ? NGX_HTTP_GATEWAY_TIME_OUT : NGX_HTTP_BAD_GATEWAY;
+
+    ctx->replace = 1;
+    ctx->fallback = 1;
+    ctx->release = (ctx->conf->on_unknown == IDEM_ON_UNKNOWN_RELEASE);
+
+    ngx_http_idempotency_count(ctx->release ? NGX_HTTP_IDEM_M_RELEASED
+                                            : NGX_HTTP_IDEM_M_UNKNOWN_OUTCOME,
+                               1);
+
+    if (ngx_http_idempotency_stored_error(r, ctx, IDEM_ERR_UNKNOWN_OUTCOME,
+                                          status)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_idempotency_post_finish(r, ctx, &ctx->stored,
+                                         IDEM_REC_UNKNOWN_OUTCOME,
+                                         ctx->release)
+        != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -545,9 +629,10 @@ void
 ngx_http_idempotency_release_held(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out, *pending;
+    ngx_int_t         rc;
+    ngx_buf_t        *b;
+    ngx_chain_t       out, *pending;
+    ngx_table_elt_t  *date;
 
     r->buffered &= ~NGX_HTTP_IDEMPOTENCY_BUFFERED;
     ctx->state = NGX_HTTP_IDEM_PASS;
@@ -588,6 +673,22 @@ ngx_http_idempotency_release_held(ngx_http_request_t *r,
     {
         rc = NGX_ERROR;
         goto done;
+    }
+
+    if (ctx->date.len) {
+        /* the Date that was stored, not the time complete() returned */
+        date = ngx_list_push(&r->headers_out.headers);
+        if (date == NULL) {
+            rc = NGX_ERROR;
+            goto done;
+        }
+
+        date->hash = 1;
+        ngx_str_set(&date->key, "Date");
+        date->value.data = (u_char *) ctx->date.data;
+        date->value.len = ctx->date.len;
+        date->lowcase_key = NULL;
+        r->headers_out.date = date;
     }
 
     rc = ngx_http_next_header_filter(r);

@@ -27,6 +27,8 @@ static ngx_int_t ngx_http_idempotency_answer_now(ngx_http_request_t *r,
 static ngx_int_t ngx_http_idempotency_peek(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx);
 static void ngx_http_idempotency_wait_handler(ngx_event_t *ev);
+static void ngx_http_idempotency_conflict(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, int64_t lease_until_ms);
 static void ngx_http_idempotency_cleanup(void *data);
 
 static ngx_int_t ngx_http_idempotency_add_variables(ngx_conf_t *cf);
@@ -399,7 +401,10 @@ ngx_http_idempotency_handler(ngx_http_request_t *r)
 
     ilcf = ngx_http_get_module_loc_conf(r, ngx_http_idempotency_module);
 
-    if (!ilcf->enable || r->internal) {
+    /* an internal redirect (rewrite, try_files) takes part like any other
+     * request; one that already decided has its context back from
+     * ngx_http_idempotency_get_ctx() */
+    if (!ilcf->enable) {
         return NGX_DECLINED;
     }
 
@@ -776,6 +781,7 @@ ngx_http_idempotency_decide(ngx_http_request_t *r,
 
     fp = ngx_http_idempotency_fingerprint(r, ctx);
     if (fp == NGX_ERROR) {
+        ctx->state = NGX_HTTP_IDEM_DONE;
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -798,6 +804,7 @@ ngx_http_idempotency_decide(ngx_http_request_t *r,
     if (ngx_http_idempotency_post_begin(r, ctx, fp == NGX_DECLINED)
         != NGX_OK)
     {
+        ctx->state = NGX_HTTP_IDEM_DONE;
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -859,6 +866,7 @@ ngx_http_idempotency_apply_begin(ngx_http_request_t *r,
 
         ctx->answer.status = rec->response.status;
         ctx->answer.resp = rec->response;
+        ctx->answer.flags = rec->flags;
         ctx->answer.replayed = 1;
         ctx->answer.expires_ms = rec->expires_ms;
         ctx->state = NGX_HTTP_IDEM_ANSWER;
@@ -892,27 +900,35 @@ ngx_http_idempotency_apply_begin(ngx_http_request_t *r,
             return;
         }
 
-        ctx->outcome = NGX_HTTP_IDEM_OUT_CONFLICT;
-        ngx_http_idempotency_count(NGX_HTTP_IDEM_M_CONFLICT, 1);
-
-        if (ngx_http_idempotency_error_answer(r, ctx, IDEM_ERR_IN_PROGRESS, 0)
-            != NGX_OK)
-        {
-            ctx->answer.status = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ctx->answer.retry_after = 1;
-
-        if (rec->lease_until_ms > ngx_http_idempotency_now_ms()) {
-            ctx->answer.retry_after =
-                (rec->lease_until_ms - ngx_http_idempotency_now_ms() + 999)
-                / 1000;
-            if (ctx->answer.retry_after > 60) {
-                ctx->answer.retry_after = 60;
-            }
-        }
-
+        ngx_http_idempotency_conflict(r, ctx, rec->lease_until_ms);
         return;
+    }
+}
+
+
+/* The wait is over and the first request still runs: 409, Retry-After. */
+
+static void
+ngx_http_idempotency_conflict(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, int64_t lease_until_ms)
+{
+    int64_t  now;
+
+    ctx->outcome = NGX_HTTP_IDEM_OUT_CONFLICT;
+    ngx_http_idempotency_count(NGX_HTTP_IDEM_M_CONFLICT, 1);
+
+    if (ngx_http_idempotency_error_answer(r, ctx, IDEM_ERR_IN_PROGRESS, 0)
+        != NGX_OK)
+    {
+        ctx->answer.status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    now = ngx_http_idempotency_now_ms();
+    ctx->answer.retry_after = 1;
+
+    if (lease_until_ms > now) {
+        ctx->answer.retry_after = ngx_min((lease_until_ms - now + 999) / 1000,
+                                          60);
     }
 }
 
@@ -932,6 +948,17 @@ ngx_http_idempotency_answer_now(ngx_http_request_t *r,
         return NGX_DECLINED;
 
     case NGX_HTTP_IDEM_WAITING:
+        if (ctx->wait_event.timer_set) {
+            /* already parked: an event of the connection woke us */
+            return NGX_DONE;
+        }
+
+        if ((ngx_msec_int_t) (ctx->wait_deadline - ngx_current_msec) <= 0) {
+            ngx_http_idempotency_conflict(r, ctx,
+                ctx->has_result ? ctx->result.record.lease_until_ms : 0);
+            break;
+        }
+
         left = ctx->wait_deadline - ngx_current_msec;
         delay = ngx_min(ctx->wait_step, left);
         ctx->wait_step = ngx_min(ctx->wait_step * 2, 200);
@@ -963,12 +990,17 @@ ngx_http_idempotency_wait_handler(ngx_event_t *ev)
     ngx_http_request_t          *r = ev->data;
     ngx_http_idempotency_ctx_t  *ctx;
 
+    ngx_connection_t            *c = r->connection;
+
     ctx = ngx_http_idempotency_get_ctx(r);
 
     r->main->blocked--;
 
-    if (r->connection->error) {
-        ngx_http_idempotency_resume(r);
+    if (c->error) {
+        /* the client is gone (an HTTP/2 stream reset leaves r to us) */
+        ctx->state = NGX_HTTP_IDEM_DONE;
+        ngx_http_finalize_request(r, NGX_HTTP_CLIENT_CLOSED_REQUEST);
+        ngx_http_run_posted_requests(c);
         return;
     }
 
@@ -1462,8 +1494,7 @@ ngx_http_idempotency_wants_log(ngx_http_request_t *r)
         case NGX_HTTP_IDEM_OUT_MISMATCH:
             return ctx->api_log;
         case NGX_HTTP_IDEM_OUT_EXECUTED:
-            return ngx_http_idempotency_reached_upstream(r->main)
-                   || ctx->finished;
+            return ngx_http_idempotency_reached_upstream(r->main);
         case NGX_HTTP_IDEM_OUT_REPLAYED:
         case NGX_HTTP_IDEM_OUT_CONFLICT:
         case NGX_HTTP_IDEM_OUT_INVALID:

@@ -34,6 +34,45 @@ ngx_http_idempotency_push_header(ngx_http_request_t *r, u_char *name,
 }
 
 
+void
+ngx_http_idempotency_bind_header(ngx_http_request_t *r, ngx_table_elt_t *h,
+    uint32_t flags)
+{
+    static struct {
+        ngx_str_t   name;
+        size_t      offset;
+    } slots[] = {
+        { ngx_string("Date"), offsetof(ngx_http_headers_out_t, date) },
+        { ngx_string("Content-Encoding"),
+          offsetof(ngx_http_headers_out_t, content_encoding) },
+        { ngx_string("ETag"), offsetof(ngx_http_headers_out_t, etag) },
+        { ngx_string("Location"),
+          offsetof(ngx_http_headers_out_t, location) },
+        { ngx_null_string, 0 }
+    };
+
+    ngx_uint_t  i;
+
+    for (i = 0; slots[i].name.len; i++) {
+        if (slots[i].offset == offsetof(ngx_http_headers_out_t, location)
+            && !(flags & IDEM_REC_LOCATION_SLOT))
+        {
+            /* a plain header the first time: sent as it is */
+            continue;
+        }
+
+        if (h->key.len == slots[i].name.len
+            && ngx_strncasecmp(h->key.data, slots[i].name.data, h->key.len)
+               == 0)
+        {
+            *(ngx_table_elt_t **) ((char *) &r->headers_out
+                                   + slots[i].offset) = h;
+            return;
+        }
+    }
+}
+
+
 ngx_int_t
 ngx_http_idempotency_add_expires(ngx_http_request_t *r, int64_t expires_ms)
 {
@@ -131,6 +170,10 @@ ngx_http_idempotency_send_answer(ngx_http_request_t *r,
     r->headers_out.etag = NULL;
     r->err_status = 0;
 
+    /* the answer is what it is: no 304/412 or ranges made from it */
+    r->disable_not_modified = 1;
+    r->allow_ranges = 0;
+
     if (a->content_type.len) {
         r->headers_out.content_type = a->content_type;
         r->headers_out.content_type_len = a->content_type.len;
@@ -166,12 +209,10 @@ ngx_http_idempotency_send_answer(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        if (hs[i].name.len == sizeof("Date") - 1
-            && ngx_strncasecmp((u_char *) hs[i].name.data, (u_char *) "Date",
-                               hs[i].name.len) == 0)
-        {
-            r->headers_out.date = h;
-        }
+        /* headers the later filters treat by their slot, as they did for
+         * the first answer: no second Date, no second gzip, the same
+         * absolute Location */
+        ngx_http_idempotency_bind_header(r, h, a->flags);
     }
 
     if (a->replayed

@@ -573,12 +573,16 @@ ngx_http_idempotency_post_begin(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    ctx->state = NGX_HTTP_IDEM_TASK;
-
     if (fp_in_thread && r->request_body && r->request_body->bufs) {
-        return ngx_http_idempotency_post_fingerprint(r, job);
+        if (ngx_http_idempotency_post_fingerprint(r, job) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ctx->state = NGX_HTTP_IDEM_TASK;
+        return NGX_OK;
     }
 
+    ctx->state = NGX_HTTP_IDEM_TASK;
     ngx_http_idempotency_begin_op(job);
     ngx_http_idempotency_park(r);
     ngx_http_idempotency_enqueue(job);

@@ -162,6 +162,17 @@ http {{
             access_log {run}/outcome.log outcome;
         }}
 
+        location /v2/ {{
+            idempotency on;
+{directives}
+            rewrite ^/v2/(.*)$ /api/v1/$1 break;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_ignore_client_abort on;
+            proxy_pass http://api;
+            access_log {run}/outcome.log outcome;
+        }}
+
         location /unreachable/ {{
             idempotency on;
 {directives}
