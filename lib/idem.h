@@ -205,9 +205,10 @@ typedef enum {
 /* Record flags. */
 #define IDEM_REC_MISMATCH_LOGGED 0x01u /* first mismatch already API-logged */
 #define IDEM_REC_UNKNOWN_OUTCOME 0x02u /* result stored for a lost outcome  */
-#define IDEM_REC_LOCATION_SLOT   0x04u /* its Location is the server's own
-                                          redirect (nginx makes it absolute
-                                          on output), not a plain header   */
+#define IDEM_REC_LOCATION_SLOT                                                 \
+    0x04u /* its Location is the server's own                                  \
+             redirect (nginx makes it absolute                                 \
+             on output), not a plain header   */
 
 /*
  * One record per (scope, key). Between created and expires the key is
