@@ -205,10 +205,9 @@ typedef enum {
 /* Record flags. */
 #define IDEM_REC_MISMATCH_LOGGED 0x01u /* first mismatch already API-logged */
 #define IDEM_REC_UNKNOWN_OUTCOME 0x02u /* result stored for a lost outcome  */
-#define IDEM_REC_LOCATION_SLOT                                                 \
-    0x04u /* its Location is the server's own                                  \
-             redirect (nginx makes it absolute                                 \
-             on output), not a plain header   */
+/* The record's Location is the server's own redirect, which nginx makes
+ * absolute on output, rather than a plain header. */
+#define IDEM_REC_LOCATION_SLOT 0x04u
 
 /*
  * One record per (scope, key). Between created and expires the key is
