@@ -194,8 +194,10 @@ fuzz: $(FUZZ_BIN)
 	    $$t -max_total_time=$(FUZZ_SECONDS) \
 	        $(BUILD)/fuzz/corpus-$${n#fuzz_} fuzz/corpus/$${n#fuzz_}; done
 
-bench: $(BENCH_BIN)
+# the store alone, then wrk against idemgate and plain nginx side by side
+bench: $(BENCH_BIN) module $(INQUIRIES_BIN)
 	$(BENCH_BIN)
+	BUILD=$(BUILD) bench/run.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -34,7 +34,6 @@ static void ngx_http_idempotency_cleanup(void *data);
 static ngx_int_t ngx_http_idempotency_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_idempotency_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_idempotency_init_process(ngx_cycle_t *cycle);
-static void ngx_http_idempotency_exit_process(ngx_cycle_t *cycle);
 static void *ngx_http_idempotency_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_idempotency_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_idempotency_create_loc_conf(ngx_conf_t *cf);
@@ -221,7 +220,7 @@ ngx_module_t  ngx_http_idempotency_module = {
     ngx_http_idempotency_init_process,     /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    ngx_http_idempotency_exit_process,     /* exit process */
+    NULL,                                  /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -1383,20 +1382,6 @@ ngx_http_idempotency_init_process(ngx_cycle_t *cycle)
     ngx_add_timer(&imcf->prune_event, imcf->prune_interval);
 
     return NGX_OK;
-}
-
-
-static void
-ngx_http_idempotency_exit_process(ngx_cycle_t *cycle)
-{
-    ngx_http_idempotency_main_conf_t  *imcf;
-
-    imcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                               ngx_http_idempotency_module);
-
-    /* thread tasks may still use the store: the process exits anyway, and
-     * every committed write is already durable, so it is left open */
-    (void) imcf;
 }
 
 
