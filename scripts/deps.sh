@@ -11,7 +11,7 @@ build-essential pkg-config clang libclang-rt-14-dev clang-format
 liblmdb-dev lmdb-utils libjansson-dev libssl-dev libcmocka-dev
 nginx nginx-dev
 python3-pytest python3-requests
-wrk valgrind procps bc
+wrk valgrind procps bc curl
 "
 
 missing=""
