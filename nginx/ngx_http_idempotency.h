@@ -122,6 +122,9 @@ typedef struct ngx_http_idempotency_ctx_s  ngx_http_idempotency_ctx_t;
 
 struct ngx_http_idempotency_ctx_s {
     ngx_http_request_t          *request;
+    ngx_queue_t                  claimed;      /* in the worker's list of
+                                                  requests holding a claim */
+    ngx_uint_t                   listed;
     ngx_http_idempotency_state_e state;
     ngx_http_idempotency_outcome_e outcome;
     ngx_uint_t                   api_log;
@@ -198,6 +201,12 @@ ngx_int_t ngx_http_idempotency_post_finish(ngx_http_request_t *r,
 void ngx_http_idempotency_post_detached_finish(
     ngx_http_idempotency_ctx_t *ctx, ngx_log_t *log);
 void ngx_http_idempotency_prune(ngx_event_t *ev);
+/* at worker exit: settle the claims of requests still running and run
+ * the settlements still queued, synchronously */
+void ngx_http_idempotency_drain(ngx_cycle_t *cycle);
+/* the worker's list of requests holding a claim */
+void ngx_http_idempotency_list_claim(ngx_http_idempotency_ctx_t *ctx);
+void ngx_http_idempotency_unlist_claim(ngx_http_idempotency_ctx_t *ctx);
 
 /* the store of this worker, reopened when it failed; NULL if unavailable */
 idem_store_t *ngx_http_idempotency_store(ngx_http_idempotency_main_conf_t *mcf,

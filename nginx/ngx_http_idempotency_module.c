@@ -34,6 +34,7 @@ static void ngx_http_idempotency_cleanup(void *data);
 static ngx_int_t ngx_http_idempotency_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_idempotency_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_idempotency_init_process(ngx_cycle_t *cycle);
+static void ngx_http_idempotency_exit_process(ngx_cycle_t *cycle);
 static void *ngx_http_idempotency_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_idempotency_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_idempotency_create_loc_conf(ngx_conf_t *cf);
@@ -220,7 +221,7 @@ ngx_module_t  ngx_http_idempotency_module = {
     ngx_http_idempotency_init_process,     /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_idempotency_exit_process,     /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -310,6 +311,8 @@ ngx_http_idempotency_cleanup(void *data)
     if (ctx->wait_event.timer_set) {
         ngx_del_timer(&ctx->wait_event);
     }
+
+    ngx_http_idempotency_unlist_claim(ctx);
 
     if (ctx->owner != 0 && !ctx->finished
         && (ctx->state == NGX_HTTP_IDEM_CLAIMED
@@ -847,6 +850,7 @@ ngx_http_idempotency_apply_begin(ngx_http_request_t *r,
     switch (ctx->result.outcome) {
 
     case IDEM_BEGIN_CLAIMED:
+        ngx_http_idempotency_list_claim(ctx);
         ctx->owner = ctx->result.owner;
         ctx->expires_ms = rec->expires_ms;
         ctx->state = NGX_HTTP_IDEM_CLAIMED;
@@ -1385,6 +1389,13 @@ ngx_http_idempotency_init_process(ngx_cycle_t *cycle)
 }
 
 
+static void
+ngx_http_idempotency_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_idempotency_drain(cycle);
+}
+
+
 /* variables */
 
 static ngx_int_t
@@ -1426,7 +1437,17 @@ ngx_uint_t
 ngx_http_idempotency_reached_upstream(ngx_http_request_t *r)
 {
     ngx_uint_t                  i;
+    ngx_http_upstream_t        *u;
     ngx_http_upstream_state_t  *state;
+
+    /* a request in flight: its counters are filled in only at the end */
+    u = r->upstream;
+
+    if (u && (u->request_sent
+              || (u->peer.connection && u->peer.connection->sent > 0)))
+    {
+        return 1;
+    }
 
     if (r->upstream_states == NULL) {
         return 0;

@@ -105,7 +105,37 @@ static void ngx_http_idempotency_job_deliver(ngx_http_idempotency_job_t *job);
 static ngx_queue_t                        ngx_http_idempotency_pending;
 static ngx_uint_t                         ngx_http_idempotency_npending;
 static ngx_uint_t                         ngx_http_idempotency_batch_running;
+static ngx_uint_t                         ngx_http_idempotency_draining;
 static ngx_http_idempotency_main_conf_t  *ngx_http_idempotency_imcf;
+
+/* this worker's requests that hold a claim (for a fast shutdown) */
+static ngx_queue_t                        ngx_http_idempotency_claims;
+static ngx_uint_t                         ngx_http_idempotency_claims_init;
+
+
+void
+ngx_http_idempotency_list_claim(ngx_http_idempotency_ctx_t *ctx)
+{
+    if (!ngx_http_idempotency_claims_init) {
+        ngx_queue_init(&ngx_http_idempotency_claims);
+        ngx_http_idempotency_claims_init = 1;
+    }
+
+    if (!ctx->listed) {
+        ngx_queue_insert_tail(&ngx_http_idempotency_claims, &ctx->claimed);
+        ctx->listed = 1;
+    }
+}
+
+
+void
+ngx_http_idempotency_unlist_claim(ngx_http_idempotency_ctx_t *ctx)
+{
+    if (ctx->listed) {
+        ngx_queue_remove(&ctx->claimed);
+        ctx->listed = 0;
+    }
+}
 
 
 /*
@@ -234,6 +264,7 @@ ngx_http_idempotency_batch_post(void)
     ngx_http_idempotency_batch_t  *batch;
 
     if (ngx_http_idempotency_batch_running
+        || ngx_http_idempotency_draining
         || ngx_http_idempotency_npending == 0)
     {
         return;
@@ -757,6 +788,83 @@ ngx_http_idempotency_post_detached_finish(ngx_http_idempotency_ctx_t *ctx,
                                        : NGX_HTTP_IDEM_M_UNKNOWN_OUTCOME, 1);
 
     ngx_http_idempotency_enqueue(job);
+}
+
+
+/*
+ * The worker exits (its thread pool already stopped): settlements still
+ * queued — results of requests and claims left by requests that are gone —
+ * are run here, synchronously, so no key waits out its lease for want of
+ * an event loop. Claims not yet made are dropped: nothing was forwarded.
+ */
+
+void
+ngx_http_idempotency_drain(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                     n;
+    ngx_queue_t                   *q;
+    ngx_http_idempotency_job_t    *job, *jobs[64];
+    ngx_http_idempotency_batch_t   batch;
+    idem_op_t                      ops[64];
+    ngx_uint_t                     index[64];
+
+    ngx_http_idempotency_ctx_t    *ctx;
+
+    if (ngx_http_idempotency_imcf == NULL
+        || ngx_http_idempotency_imcf->store == NULL)
+    {
+        return;
+    }
+
+    ngx_http_idempotency_draining = 1;
+
+    /*
+     * A fast shutdown (SIGTERM to nginx) ends the worker with requests
+     * still running and no cleanup of theirs: their claims are settled
+     * here as a request that is gone would settle them.
+     */
+    if (ngx_http_idempotency_claims_init) {
+        while (!ngx_queue_empty(&ngx_http_idempotency_claims)) {
+            q = ngx_queue_head(&ngx_http_idempotency_claims);
+            ctx = ngx_queue_data(q, ngx_http_idempotency_ctx_t, claimed);
+            ngx_http_idempotency_unlist_claim(ctx);
+
+            if (ctx->owner != 0 && !ctx->finished && ctx->request) {
+                ngx_http_idempotency_post_detached_finish(ctx, cycle->log);
+            }
+        }
+    }
+
+    while (!ngx_queue_empty(&ngx_http_idempotency_pending)) {
+        n = 0;
+
+        while (n < 64 && !ngx_queue_empty(&ngx_http_idempotency_pending)) {
+            q = ngx_queue_head(&ngx_http_idempotency_pending);
+            ngx_queue_remove(q);
+            ngx_http_idempotency_npending--;
+            job = ngx_queue_data(q, ngx_http_idempotency_job_t, queue);
+
+            if (job->op.kind == IDEM_OP_BEGIN) {
+                continue;
+            }
+
+            jobs[n++] = job;
+        }
+
+        batch.store = ngx_http_idempotency_imcf->store;
+        batch.n = n;
+        batch.jobs = jobs;
+        batch.ops = ops;
+        batch.index = index;
+
+        ngx_http_idempotency_batch_handler(&batch, cycle->log);
+
+        while (n--) {
+            if (jobs[n]->kind == NGX_HTTP_IDEM_JOB_DETACHED) {
+                ngx_free(jobs[n]);
+            }
+        }
+    }
 }
 
 

@@ -610,3 +610,29 @@ def test_full_store_serves_again_once_expired_records_are_pruned(
         % g.metrics()["idemgate_pruned_total"])
     assert replayed(g.post(key=key, json_body={}, headers=BIG))
     assert g.metrics()["idemgate_pruned_total"] >= 1
+
+
+def test_fast_stop_settles_the_keys_of_the_requests_it_cuts(
+        gateway_factory, upstream):
+    # a lease far longer than the test: only an explicit settlement by the
+    # stopping worker can make the key answer at once after the restart
+    g = gateway_factory(directives=["idempotency_lease 60s;",
+                                    "idempotency_wait 1s;"],
+                        read_timeout="30s")
+    keys = [unique_key("cut") for _ in range(4)]
+    with concurrent.futures.ThreadPoolExecutor(len(keys)) as ex:
+        futures = [ex.submit(g.post, key=k, json_body={},
+                             headers={"X-Demo-Delay-Ms": "3000"})
+                   for k in keys]
+        assert wait_for(lambda: all(upstream.executions(k) == 1 for k in keys),
+                        5.0)
+        g.proc.send_signal(signal.SIGTERM)   # nginx's fast shutdown
+        g.proc.wait(10)
+        for f in futures:
+            with pytest.raises(requests.RequestException):
+                f.result()
+    g.start()
+    for k in keys:
+        r = g.post(key=k, json_body={})
+        expect_unknown_outcome_replay(r)
+        assert upstream.executions(k) == 1
