@@ -181,6 +181,12 @@ ngx_int_t ngx_http_idempotency_filter_init(ngx_conf_t *cf);
 /* send ctx->answer as the response; returns the output filter's code */
 ngx_int_t ngx_http_idempotency_send_answer(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx);
+/* send the headers in r->headers_out, then data as the whole body */
+ngx_int_t ngx_http_idempotency_send_body(ngx_http_request_t *r,
+    u_char *data, size_t len);
+/* the stored form of a gateway-made error: Content-Type in ct */
+void ngx_http_idempotency_errbody_response(const idem_errbody_t *eb,
+    idem_header_t *ct, idem_response_t *resp);
 /* build a gateway-made error into ctx->answer */
 ngx_int_t ngx_http_idempotency_error_answer(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind, int key_err);

@@ -248,6 +248,7 @@ static ngx_int_t ngx_http_idempotency_upstream_broke(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx);
 static ngx_int_t ngx_http_idempotency_date(ngx_http_request_t *r,
     idem_header_t *h);
+static ngx_uint_t ngx_http_idempotency_consume(ngx_chain_t *cl);
 
 
 static ngx_int_t
@@ -277,19 +278,13 @@ ngx_http_idempotency_stored_error(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    ct[0].name.data = "Content-Type";
-    ct[0].name.len = sizeof("Content-Type") - 1;
-    ct[0].value.data = ctx->errbody.content_type;
-    ct[0].value.len = ngx_strlen(ctx->errbody.content_type);
     if (ngx_http_idempotency_date(r, &ct[1]) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    ctx->stored.status = ctx->errbody.status;
-    ctx->stored.headers = ct;
-    ctx->stored.nheaders = 2;
-    ctx->stored.body = (const uint8_t *) ctx->errbody.body;
-    ctx->stored.body_len = ctx->errbody.body_len;
+    ngx_http_idempotency_errbody_response(&ctx->errbody, &ct[0],
+                                          &ctx->stored);
+    ctx->stored.nheaders = 2;   /* and the Date */
 
     return NGX_OK;
 }
@@ -393,6 +388,23 @@ ngx_http_idempotency_header_filter(ngx_http_request_t *r)
 }
 
 
+/* Marks every buffer of a chain consumed; 1 when it held the last one. */
+
+static ngx_uint_t
+ngx_http_idempotency_consume(ngx_chain_t *cl)
+{
+    ngx_uint_t  last;
+
+    for (last = 0; cl; cl = cl->next) {
+        last |= cl->buf->last_buf;
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    return last;
+}
+
+
 static ngx_int_t
 ngx_http_idempotency_append(ngx_http_idempotency_ctx_t *ctx, u_char *data,
     size_t len)
@@ -462,11 +474,7 @@ ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return NGX_AGAIN;
 
     case NGX_HTTP_IDEM_DISCARD:
-        for (cl = in; cl; cl = cl->next) {
-            cl->buf->pos = cl->buf->last;
-            cl->buf->file_pos = cl->buf->file_last;
-        }
-
+        (void) ngx_http_idempotency_consume(in);
         return NGX_OK;
 
     default:
@@ -475,13 +483,7 @@ ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     if (ctx->replace) {
         /* nginx's error page: the gateway's answer goes out instead */
-        last = 0;
-
-        for (cl = in; cl; cl = cl->next) {
-            last |= cl->buf->last_buf;
-            cl->buf->pos = cl->buf->last;
-            cl->buf->file_pos = cl->buf->file_last;
-        }
+        last = ngx_http_idempotency_consume(in);
 
         if (last
             && ngx_http_idempotency_post_finish(r, ctx, &ctx->stored,
@@ -639,11 +641,7 @@ ngx_http_idempotency_release_held(ngx_http_request_t *r,
 
     if (ctx->replace && ctx->fallback) {
         /* what the upstream sent is not the client's any more */
-        for (pending = ctx->pending; pending; pending = pending->next) {
-            pending->buf->pos = pending->buf->last;
-            pending->buf->file_pos = pending->buf->file_last;
-        }
-
+        (void) ngx_http_idempotency_consume(ctx->pending);
         ctx->pending = NULL;
     }
 

@@ -134,9 +134,6 @@ ngx_http_idempotency_send_answer(ngx_http_request_t *r,
 {
     u_char                         *p;
     size_t                          i, n;
-    ngx_int_t                       rc;
-    ngx_buf_t                      *b;
-    ngx_chain_t                     out;
     ngx_table_elt_t                *h;
     const idem_header_t            *hs;
     ngx_http_idempotency_answer_t  *a;
@@ -244,7 +241,20 @@ ngx_http_idempotency_send_answer(ngx_http_request_t *r,
         }
     }
 
-    r->headers_out.content_length_n = a->resp.body_len;
+    return ngx_http_idempotency_send_body(r, (u_char *) a->resp.body,
+                                          a->resp.body_len);
+}
+
+
+ngx_int_t
+ngx_http_idempotency_send_body(ngx_http_request_t *r, u_char *data,
+    size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.content_length_n = len;
 
     rc = ngx_http_send_header(r);
 
@@ -257,9 +267,9 @@ ngx_http_idempotency_send_answer(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (a->resp.body_len) {
-        b->pos = (u_char *) a->resp.body;
-        b->last = b->pos + a->resp.body_len;
+    if (len) {
+        b->pos = data;
+        b->last = data + len;
         b->memory = 1;
     }
 
@@ -270,4 +280,27 @@ ngx_http_idempotency_send_answer(ngx_http_request_t *r,
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * The response a gateway-made error is stored as: its status and body, and
+ * its Content-Type in ct (no allocation: safe on the thread pool).
+ */
+
+void
+ngx_http_idempotency_errbody_response(const idem_errbody_t *eb,
+    idem_header_t *ct, idem_response_t *resp)
+{
+    ct->name.data = "Content-Type";
+    ct->name.len = sizeof("Content-Type") - 1;
+    ct->value.data = eb->content_type;
+    ct->value.len = ngx_strlen(eb->content_type);
+
+    ngx_memzero(resp, sizeof(idem_response_t));
+    resp->status = eb->status;
+    resp->headers = ct;
+    resp->nheaders = 1;
+    resp->body = (const uint8_t *) eb->body;
+    resp->body_len = eb->body_len;
 }

@@ -155,17 +155,8 @@ ngx_http_idempotency_unknown_response(ngx_http_idempotency_job_t *job)
         return rc;
     }
 
-    job->unknown_ct.name.data = "Content-Type";
-    job->unknown_ct.name.len = sizeof("Content-Type") - 1;
-    job->unknown_ct.value.data = job->unknown_body.content_type;
-    job->unknown_ct.value.len = strlen(job->unknown_body.content_type);
-
-    ngx_memzero(&job->unknown, sizeof(idem_response_t));
-    job->unknown.status = job->unknown_body.status;
-    job->unknown.headers = &job->unknown_ct;
-    job->unknown.nheaders = 1;
-    job->unknown.body = (const uint8_t *) job->unknown_body.body;
-    job->unknown.body_len = job->unknown_body.body_len;
+    ngx_http_idempotency_errbody_response(&job->unknown_body,
+                                          &job->unknown_ct, &job->unknown);
 
     return 0;
 }
