@@ -11,7 +11,9 @@
  *   - the mismatch body naming an accepted key is valid JSON in both styles
  *     and gives the key back in its details.
  * It also runs idem_json_escape() on the raw input into a buffer of a size
- * chosen by the input, exactly allocated, to catch a write past cap.
+ * chosen by the input, exactly allocated, to catch a write past cap, and
+ * checks that the whole escaped text is a JSON string a strict decoder
+ * accepts, whatever bytes the input holds (invalid UTF-8 among them).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -61,6 +63,19 @@ static void fuzz_key_check_escape(const uint8_t *data, size_t size)
     FUZZ_CHECK(dst != NULL);
     got = idem_json_escape(dst, cap, (const char *)data, size);
     FUZZ_CHECK(got == need);
+    free(dst);
+
+    /* whole, the escaped text is a JSON string a strict decoder accepts */
+    dst = malloc(need + 3);
+    FUZZ_CHECK(dst != NULL);
+    dst[0] = '"';
+    FUZZ_CHECK(idem_json_escape(dst + 1, need, (const char *)data, size) ==
+               need);
+    dst[need + 1] = '"';
+    dst[need + 2] = '\0';
+    json_t *j = json_loads(dst, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    FUZZ_CHECK(j != NULL && json_is_string(j));
+    json_decref(j);
     free(dst);
 }
 

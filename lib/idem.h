@@ -284,9 +284,12 @@ typedef enum {
     IDEM_ERR_MISMATCH,        /* key reused with other parameters           */
     IDEM_ERR_IN_PROGRESS,     /* still running after the wait               */
     IDEM_ERR_STORE,           /* the store is unavailable: 503              */
-    IDEM_ERR_UNKNOWN_OUTCOME, /* sent, no complete response: 504            */
+    IDEM_ERR_UNKNOWN_OUTCOME, /* sent, no complete response in time: 504    */
     IDEM_ERR_UPSTREAM_DOWN,   /* the upstream could not be reached: 502     */
-    IDEM_ERR_TOO_LARGE        /* response over the store limit: stored 502  */
+    IDEM_ERR_TOO_LARGE,       /* response over the store limit: stored 502  */
+    IDEM_ERR_UNKNOWN_BROKEN,  /* sent, then the upstream connection broke or
+                                 its answer was invalid: 502                 */
+    IDEM_ERR_TARGET_FRAGMENT  /* a request target with a '#' fragment: 400  */
 } idem_err_kind_t;
 
 /* A gateway-made response: status, content type and a malloc'd body. */
@@ -309,8 +312,11 @@ IDEM_MUST_CHECK int idem_errbody(idem_style_t style, idem_err_kind_t kind,
 
 /*
  * Appends s as the inside of a JSON string (no quotes) to dst, which has
- * room for cap bytes. Returns the length the escaped text needs; writes
- * nothing past cap. Control bytes become \u00XX, bytes >= 0x80 are copied.
+ * room for cap bytes. Returns the length the escaped text needs (at most
+ * 6 * len); writes nothing past cap. '"' and '\' are escaped, control bytes
+ * become \u00XX, well-formed UTF-8 is copied, and each byte that is not part
+ * of a well-formed UTF-8 sequence becomes \ufffd: the text is valid UTF-8
+ * JSON whatever s holds. Thread-safe.
  */
 size_t idem_json_escape(char *dst, size_t cap, const char *s, size_t len);
 

@@ -89,6 +89,29 @@ static const idem_errbody_text_t idem_errbody_unknown_outcome = {
                   "run it again.",
 };
 
+static const idem_errbody_text_t idem_errbody_unknown_broken = {
+    .persona_status = 502,
+    .ietf_status = 502,
+    .persona_title = "Upstream outcome unknown",
+    .ietf_type = "about:blank",
+    .ietf_title = "Bad Gateway",
+    .before_key = "The request was sent upstream but the connection broke "
+                  "before a complete response came back. Its outcome is "
+                  "unknown, so this key will not run it again.",
+};
+
+static const idem_errbody_text_t idem_errbody_target_fragment = {
+    .persona_status = 400,
+    .ietf_status = 400,
+    .persona_title = "Idempotency error",
+    .ietf_type = "about:blank",
+    .ietf_title = "Bad Request",
+    .before_key = "The request target has a fragment ('#...'). Fragments "
+                  "are never part of an HTTP request, so a request that "
+                  "carries one cannot be told apart from another: send it "
+                  "without the fragment.",
+};
+
 static const idem_errbody_text_t idem_errbody_upstream_down = {
     .persona_status = 502,
     .ietf_status = 502,
@@ -115,39 +138,6 @@ typedef struct {
     size_t cap;
     size_t len;
 } idem_errbody_out_t;
-
-size_t idem_json_escape(char *dst, size_t cap, const char *s, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t n = 0;
-
-#define IDEM_ERRBODY_PUT_(ch)                                                  \
-    do {                                                                       \
-        if (n < cap)                                                           \
-            dst[n] = (ch);                                                     \
-        n++;                                                                   \
-    } while (0)
-
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        if (c == '"' || c == '\\') {
-            IDEM_ERRBODY_PUT_('\\');
-            IDEM_ERRBODY_PUT_((char)c);
-        } else if (c < 0x20 || c == 0x7f) {
-            IDEM_ERRBODY_PUT_('\\');
-            IDEM_ERRBODY_PUT_('u');
-            IDEM_ERRBODY_PUT_('0');
-            IDEM_ERRBODY_PUT_('0');
-            IDEM_ERRBODY_PUT_(hex[c >> 4]);
-            IDEM_ERRBODY_PUT_(hex[c & 0xf]);
-        } else {
-            IDEM_ERRBODY_PUT_((char)c);
-        }
-    }
-#undef IDEM_ERRBODY_PUT_
-    return n;
-}
 
 /* Appends JSON text as it is. */
 static void idem_errbody_raw(idem_errbody_out_t *out, const char *s)
@@ -265,6 +255,12 @@ int idem_errbody(idem_style_t style, idem_err_kind_t kind, const char *key,
         break;
     case IDEM_ERR_TOO_LARGE:
         text = &idem_errbody_too_large;
+        break;
+    case IDEM_ERR_UNKNOWN_BROKEN:
+        text = &idem_errbody_unknown_broken;
+        break;
+    case IDEM_ERR_TARGET_FRAGMENT:
+        text = &idem_errbody_target_fragment;
         break;
     default:
         return IDEM_EINVAL;

@@ -15,9 +15,10 @@
 #include "idem.h"
 
 static const idem_err_kind_t all_kinds[] = {
-    IDEM_ERR_KEY_INVALID,   IDEM_ERR_KEY_MISSING, IDEM_ERR_MISMATCH,
-    IDEM_ERR_IN_PROGRESS,   IDEM_ERR_STORE,       IDEM_ERR_UNKNOWN_OUTCOME,
-    IDEM_ERR_UPSTREAM_DOWN, IDEM_ERR_TOO_LARGE,
+    IDEM_ERR_KEY_INVALID,     IDEM_ERR_KEY_MISSING, IDEM_ERR_MISMATCH,
+    IDEM_ERR_IN_PROGRESS,     IDEM_ERR_STORE,       IDEM_ERR_UNKNOWN_OUTCOME,
+    IDEM_ERR_UPSTREAM_DOWN,   IDEM_ERR_TOO_LARGE,   IDEM_ERR_UNKNOWN_BROKEN,
+    IDEM_ERR_TARGET_FRAGMENT,
 };
 #define NKINDS (sizeof(all_kinds) / sizeof(all_kinds[0]))
 
@@ -130,13 +131,69 @@ static void test_json_escape_control_bytes_as_u00xx(void **state)
     assert_memory_equal(out, "\\u0000\\u000a\\u001f\\u007f", 24);
 }
 
-static void test_json_escape_copies_non_ascii(void **state)
+static void test_json_escape_copies_well_formed_utf8(void **state)
 {
-    char out[16];
+    static const char text[] = "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"
+                               "\xed\x9f\xbf\xf4\x8f\xbf\xbf";
+    char out[32];
 
     (void)state;
-    assert_int_equal(idem_json_escape(out, sizeof(out), "\xc3\xa9\xff", 3), 3);
-    assert_memory_equal(out, "\xc3\xa9\xff", 3);
+    assert_int_equal(idem_json_escape(out, sizeof(out), text, sizeof(text) - 1),
+                     sizeof(text) - 1);
+    assert_memory_equal(out, text, sizeof(text) - 1);
+}
+
+/* Each byte outside a well-formed sequence is one replacement character. */
+static void test_json_escape_replaces_invalid_utf8(void **state)
+{
+    static const struct {
+        const char *in;
+        const char *out;
+    } cases[] = {
+        {"\xff", "\\ufffd"}, /* never in UTF-8       */
+        {"a\x80"
+         "b",
+         "a\\ufffdb"},                             /* stray continuation   */
+        {"\xc3", "\\ufffd"},                       /* truncated at the end */
+        {"\xc3(", "\\ufffd("},                     /* truncated mid-text   */
+        {"\xc0\xaf", "\\ufffd\\ufffd"},            /* overlong '/'         */
+        {"\xe0\x80\xaf", "\\ufffd\\ufffd\\ufffd"}, /* overlong, 3 bytes    */
+        {"\xed\xa0\x80", "\\ufffd\\ufffd\\ufffd"}, /* a UTF-16 surrogate   */
+        {"\xf4\x90\x80\x80", "\\ufffd\\ufffd\\ufffd\\ufffd"}, /* > U+10FFFF */
+        {"\xf5\x80", "\\ufffd\\ufffd"}, /* no such lead byte    */
+    };
+    char out[64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t n = idem_json_escape(out, sizeof(out), cases[i].in,
+                                    strlen(cases[i].in));
+
+        assert_int_equal(n, strlen(cases[i].out));
+        assert_memory_equal(out, cases[i].out, n);
+    }
+}
+
+/* Whatever the bytes, a strict decoder takes the escaped text back. */
+static void test_json_escape_output_is_valid_json_for_every_byte(void **state)
+{
+    char in[512], out[4096];
+
+    (void)state;
+    for (size_t i = 0; i < 256; i++) {
+        in[2 * i] = (char)i;
+        in[2 * i + 1] = (char)(255 - i);
+    }
+    size_t n = idem_json_escape(out + 1, sizeof(out) - 3, in, sizeof(in));
+    assert_true(n + 3 <= sizeof(out));
+    out[0] = '"';
+    out[n + 1] = '"';
+    out[n + 2] = '\0';
+    json_error_t err;
+    json_t *j = json_loads(out, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+    assert_non_null(j);
+    assert_true(json_is_string(j));
+    json_decref(j);
 }
 
 static void
@@ -263,6 +320,53 @@ static void test_errbody_persona_unknown_outcome_is_504(void **state)
                    "run it again.");
 }
 
+static void test_errbody_persona_unknown_broken_is_502(void **state)
+{
+    char details[512];
+
+    (void)state;
+    assert_persona(IDEM_ERR_UNKNOWN_BROKEN, "k", 0, 502,
+                   "Upstream outcome unknown", NULL);
+    persona_details(IDEM_ERR_UNKNOWN_BROKEN, details, sizeof(details));
+    assert_non_null(strstr(details, "connection broke"));
+    assert_non_null(strstr(details, "will not run it again"));
+}
+
+static void test_errbody_persona_target_fragment_is_400(void **state)
+{
+    char details[512];
+
+    (void)state;
+    assert_persona(IDEM_ERR_TARGET_FRAGMENT, "k", 0, 400, "Idempotency error",
+                   NULL);
+    persona_details(IDEM_ERR_TARGET_FRAGMENT, details, sizeof(details));
+    assert_non_null(strstr(details, "fragment"));
+}
+
+/* In every style and kind, the status line and the body's status agree. */
+static void test_errbody_status_and_body_agree_in_every_style(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < NKINDS; i++) {
+        idem_errbody_t p =
+            make(IDEM_STYLE_PERSONA, all_kinds[i], "k", IDEM_EKEYCHAR);
+        idem_errbody_t t =
+            make(IDEM_STYLE_IETF, all_kinds[i], "k", IDEM_EKEYCHAR);
+        json_t *tj = parse(&t);
+
+        assert_int_equal(json_integer_value(json_object_get(tj, "status")),
+                         t.status);
+        /* the persona body has no status; its kind's gateway errors keep
+           the same status line as the ietf style, but the two the draft
+           renumbers (422 for a reuse with other parameters) */
+        if (all_kinds[i] != IDEM_ERR_MISMATCH)
+            assert_int_equal(p.status, t.status);
+        json_decref(tj);
+        free(p.body);
+        free(t.body);
+    }
+}
+
 static void
 test_errbody_persona_upstream_down_is_502_safe_to_retry(void **state)
 {
@@ -379,6 +483,8 @@ static void test_errbody_ietf_gateway_errors_keep_status(void **state)
     assert_ietf(IDEM_ERR_STORE, 0, 503, "about:blank", "Service Unavailable");
     assert_ietf(IDEM_ERR_UNKNOWN_OUTCOME, 0, 504, "about:blank",
                 "Gateway Timeout");
+    assert_ietf(IDEM_ERR_UNKNOWN_BROKEN, 0, 502, "about:blank", "Bad Gateway");
+    assert_ietf(IDEM_ERR_TARGET_FRAGMENT, 0, 400, "about:blank", "Bad Request");
     assert_ietf(IDEM_ERR_UPSTREAM_DOWN, 0, 502, "about:blank", "Bad Gateway");
     assert_ietf(IDEM_ERR_TOO_LARGE, 0, 502, "about:blank", "Bad Gateway");
 }
@@ -458,7 +564,9 @@ int main(void)
         cmocka_unit_test(test_json_escape_plain_text_copied),
         cmocka_unit_test(test_json_escape_quote_and_backslash),
         cmocka_unit_test(test_json_escape_control_bytes_as_u00xx),
-        cmocka_unit_test(test_json_escape_copies_non_ascii),
+        cmocka_unit_test(test_json_escape_copies_well_formed_utf8),
+        cmocka_unit_test(test_json_escape_replaces_invalid_utf8),
+        cmocka_unit_test(test_json_escape_output_is_valid_json_for_every_byte),
         cmocka_unit_test(
             test_json_escape_returns_length_needed_and_stops_at_cap),
         cmocka_unit_test(test_errbody_persona_mismatch_exact_seed_text),
@@ -471,6 +579,9 @@ int main(void)
         cmocka_unit_test(test_errbody_persona_key_missing_says_header_required),
         cmocka_unit_test(test_errbody_persona_store_is_503_not_forwarded),
         cmocka_unit_test(test_errbody_persona_unknown_outcome_is_504),
+        cmocka_unit_test(test_errbody_persona_unknown_broken_is_502),
+        cmocka_unit_test(test_errbody_persona_target_fragment_is_400),
+        cmocka_unit_test(test_errbody_status_and_body_agree_in_every_style),
         cmocka_unit_test(
             test_errbody_persona_upstream_down_is_502_safe_to_retry),
         cmocka_unit_test(test_errbody_persona_too_large_is_502),
