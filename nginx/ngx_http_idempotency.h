@@ -88,10 +88,22 @@ typedef struct {
 } ngx_http_idempotency_main_conf_t;
 
 
+/*
+ * One value of idempotency_scope. A value that is one variable alone
+ * ("$http_authorization") is read through its index, so that an absent
+ * header (not found) and an empty one are different scope inputs (SPEC §2);
+ * any other value is a complex value, never absent.
+ */
+typedef struct {
+    ngx_http_complex_value_t     value;
+    ngx_int_t                    index;        /* the variable, or NGX_ERROR */
+} ngx_http_idempotency_scope_value_t;
+
+
 typedef struct {
     ngx_flag_t                   enable;
     ngx_uint_t                   methods;
-    ngx_array_t                 *scope;        /* ngx_http_complex_value_t */
+    ngx_array_t                 *scope;   /* ngx_http_idempotency_scope_value_t */
     ngx_flag_t                   scope_none;
     ngx_msec_t                   ttl;
     ngx_msec_t                   wait;
@@ -114,6 +126,7 @@ typedef struct {
     ngx_uint_t                   replayed;
     int64_t                      expires_ms;   /* 0: no Expires header */
     ngx_uint_t                   retry_after;  /* seconds, 0: none */
+    ngx_uint_t                   retry_after_ms; /* the same, exact; 0: none */
     uint32_t                     flags;        /* IDEM_REC_... stored */
 } ngx_http_idempotency_answer_t;
 

@@ -243,7 +243,7 @@ ngx_http_idempotency_build_stored(ngx_http_request_t *r,
 /* The stored result for a gateway-made answer in ctx->errbody. */
 
 static ngx_int_t ngx_http_idempotency_stored_error(ngx_http_request_t *r,
-    ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind, ngx_int_t status);
+    ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind);
 static ngx_int_t ngx_http_idempotency_upstream_broke(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx);
 static ngx_int_t ngx_http_idempotency_date(ngx_http_request_t *r,
@@ -253,7 +253,7 @@ static ngx_uint_t ngx_http_idempotency_consume(ngx_chain_t *cl);
 
 static ngx_int_t
 ngx_http_idempotency_stored_error(ngx_http_request_t *r,
-    ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind, ngx_int_t status)
+    ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind)
 {
     idem_header_t  *ct;
 
@@ -267,10 +267,6 @@ ngx_http_idempotency_stored_error(ngx_http_request_t *r,
         != 0)
     {
         return NGX_ERROR;
-    }
-
-    if (status) {
-        ctx->errbody.status = (int) status;
     }
 
     ct = ngx_pcalloc(r->pool, 2 * sizeof(idem_header_t));
@@ -294,7 +290,7 @@ static ngx_int_t
 ngx_http_idempotency_header_filter(ngx_http_request_t *r)
 {
     size_t                        cap;
-    ngx_int_t                     status;
+    idem_err_kind_t               kind;
     ngx_http_idempotency_ctx_t   *ctx;
 
     if (r != r->main) {
@@ -316,10 +312,9 @@ ngx_http_idempotency_header_filter(ngx_http_request_t *r)
         if (!ngx_http_idempotency_reached_upstream(r)) {
             ctx->release = 1;
             ngx_http_idempotency_count(NGX_HTTP_IDEM_M_RELEASED, 1);
-            status = 0;
 
             if (ngx_http_idempotency_stored_error(r, ctx,
-                                                  IDEM_ERR_UPSTREAM_DOWN, 0)
+                                                  IDEM_ERR_UPSTREAM_DOWN)
                 != NGX_OK)
             {
                 return NGX_ERROR;
@@ -332,17 +327,12 @@ ngx_http_idempotency_header_filter(ngx_http_request_t *r)
                                        ? NGX_HTTP_IDEM_M_RELEASED
                                        : NGX_HTTP_IDEM_M_UNKNOWN_OUTCOME, 1);
 
-            status = r->err_status;
-            if (status != NGX_HTTP_BAD_GATEWAY
-                && status != NGX_HTTP_GATEWAY_TIME_OUT)
-            {
-                status = NGX_HTTP_GATEWAY_TIME_OUT;
-            }
+            /* nginx's 502: the connection broke or the answer was
+               invalid; anything else is taken for a timeout (504) */
+            kind = (r->err_status == NGX_HTTP_BAD_GATEWAY)
+                   ? IDEM_ERR_UNKNOWN_BROKEN : IDEM_ERR_UNKNOWN_OUTCOME;
 
-            if (ngx_http_idempotency_stored_error(r, ctx,
-                                                  IDEM_ERR_UNKNOWN_OUTCOME,
-                                                  status)
-                != NGX_OK)
+            if (ngx_http_idempotency_stored_error(r, ctx, kind) != NGX_OK)
             {
                 return NGX_ERROR;
             }
@@ -540,8 +530,7 @@ ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
                 return NGX_ERROR;
             }
 
-            if (ngx_http_idempotency_stored_error(r, ctx,
-                                                  IDEM_ERR_TOO_LARGE, 0)
+            if (ngx_http_idempotency_stored_error(r, ctx, IDEM_ERR_TOO_LARGE)
                 != NGX_OK
                 || ngx_http_idempotency_post_finish(r, ctx, &ctx->stored, 0,
                                                     0)
@@ -589,11 +578,11 @@ static ngx_int_t
 ngx_http_idempotency_upstream_broke(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx)
 {
-    ngx_int_t  status;
+    idem_err_kind_t  kind;
 
-    status = (r->upstream->state
-              && r->upstream->state->status == NGX_HTTP_GATEWAY_TIME_OUT)
-             ? NGX_HTTP_GATEWAY_TIME_OUT : NGX_HTTP_BAD_GATEWAY;
+    kind = (r->upstream->state
+            && r->upstream->state->status == NGX_HTTP_GATEWAY_TIME_OUT)
+           ? IDEM_ERR_UNKNOWN_OUTCOME : IDEM_ERR_UNKNOWN_BROKEN;
 
     ctx->replace = 1;
     ctx->fallback = 1;
@@ -603,9 +592,7 @@ ngx_http_idempotency_upstream_broke(ngx_http_request_t *r,
                                             : NGX_HTTP_IDEM_M_UNKNOWN_OUTCOME,
                                1);
 
-    if (ngx_http_idempotency_stored_error(r, ctx, IDEM_ERR_UNKNOWN_OUTCOME,
-                                          status)
-        != NGX_OK)
+    if (ngx_http_idempotency_stored_error(r, ctx, kind) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -749,7 +736,7 @@ ngx_http_idempotency_replace_held(ngx_http_request_t *r,
     ctx->fallback = 1;
     ctx->replace = 1;
 
-    if (ngx_http_idempotency_stored_error(r, ctx, IDEM_ERR_UNKNOWN_OUTCOME, 0)
+    if (ngx_http_idempotency_stored_error(r, ctx, IDEM_ERR_UNKNOWN_OUTCOME)
         != NGX_OK)
     {
         return NGX_ERROR;

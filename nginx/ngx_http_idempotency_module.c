@@ -31,6 +31,8 @@ static void ngx_http_idempotency_conflict(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, int64_t lease_until_ms);
 static void ngx_http_idempotency_cleanup(void *data);
 
+static void ngx_http_idempotency_client_request(ngx_http_request_t *r,
+    ngx_str_t *method, ngx_str_t *path);
 static ngx_int_t ngx_http_idempotency_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_idempotency_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_idempotency_init_process(ngx_cycle_t *cycle);
@@ -40,6 +42,8 @@ static char *ngx_http_idempotency_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_idempotency_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_idempotency_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
+static char *ngx_http_idempotency_scope_add(ngx_conf_t *cf,
+    ngx_array_t *scope, ngx_str_t *value);
 static char *ngx_http_idempotency_scope_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_idempotency_lowcase_slot(ngx_conf_t *cf,
@@ -471,7 +475,8 @@ ngx_http_idempotency_body_handler(ngx_http_request_t *r)
 
 /*
  * Finds and parses the Idempotency-Key header(s). NGX_DECLINED: no key and
- * none required. NGX_OK: ctx->key is set, or ctx->answer holds a 400.
+ * none required. NGX_OK: ctx->key is set, or ctx->answer holds a 400 (a bad
+ * or missing key, or a request target with a fragment).
  */
 
 static ngx_int_t
@@ -483,6 +488,7 @@ ngx_http_idempotency_find_key(ngx_http_request_t *r,
     ngx_uint_t        i, found;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
+    idem_err_kind_t   kind;
     u_char            key[IDEM_KEY_MAX];
 
     found = 0;
@@ -536,22 +542,34 @@ ngx_http_idempotency_find_key(ngx_http_request_t *r,
     }
 
     if (err != 0) {
-        ctx->outcome = NGX_HTTP_IDEM_OUT_INVALID;
-        ngx_http_idempotency_count(NGX_HTTP_IDEM_M_INVALID, 1);
+        kind = (err == IDEM_EKEYMISSING) ? IDEM_ERR_KEY_MISSING
+                                         : IDEM_ERR_KEY_INVALID;
 
-        if (ngx_http_idempotency_error_answer(r, ctx,
-                err == IDEM_EKEYMISSING ? IDEM_ERR_KEY_MISSING
-                                        : IDEM_ERR_KEY_INVALID,
-                err)
-            != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+    } else if (ngx_strlchr(r->unparsed_uri.data,
+                           r->unparsed_uri.data + r->unparsed_uri.len, '#')
+               != NULL)
+    {
+        /*
+         * nginx forwards the target whole, fragment included, while its
+         * arguments stop at the '#': such a request is refused rather than
+         * fingerprinted in part (README "What the fingerprint compares")
+         */
+        kind = IDEM_ERR_TARGET_FRAGMENT;
 
-        /* the body is not needed: discard it so keepalive stays possible */
-        if (ngx_http_discard_request_body(r) != NGX_OK) {
-            r->keepalive = 0;
-        }
+    } else {
+        return NGX_OK;
+    }
+
+    ctx->outcome = NGX_HTTP_IDEM_OUT_INVALID;
+    ngx_http_idempotency_count(NGX_HTTP_IDEM_M_INVALID, 1);
+
+    if (ngx_http_idempotency_error_answer(r, ctx, kind, err) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the body is not needed: discard it so keepalive stays possible */
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
     }
 
     return NGX_OK;
@@ -564,28 +582,39 @@ ngx_int_t
 ngx_http_idempotency_scope_hash(ngx_http_request_t *r,
     ngx_http_idempotency_loc_conf_t *ilcf, idem_hash_t *out)
 {
-    ngx_str_t                  val;
-    ngx_uint_t                 i, n;
-    idem_str_t                 values[8];
-    ngx_http_complex_value_t  *cv;
+    ngx_str_t                            val;
+    ngx_uint_t                           i, n;
+    idem_str_t                           values[8];
+    ngx_http_variable_value_t           *vv;
+    ngx_http_idempotency_scope_value_t  *sv;
 
     n = 0;
 
     if (!ilcf->scope_none && ilcf->scope != NULL) {
-        cv = ilcf->scope->elts;
+        sv = ilcf->scope->elts;
         n = ilcf->scope->nelts;
 
         for (i = 0; i < n; i++) {
-            if (ngx_http_complex_value(r, &cv[i], &val) != NGX_OK) {
+
+            if (sv[i].index != NGX_ERROR) {
+                vv = ngx_http_get_indexed_variable(r, sv[i].index);
+                if (vv == NULL) {
+                    return NGX_ERROR;
+                }
+
+                /* absent: data NULL; empty: "" */
+                values[i].data = vv->not_found ? NULL
+                                 : vv->len ? (char *) vv->data : "";
+                values[i].len = vv->not_found ? 0 : vv->len;
+                continue;
+            }
+
+            if (ngx_http_complex_value(r, &sv[i].value, &val) != NGX_OK) {
                 return NGX_ERROR;
             }
 
-            values[i].data = (char *) val.data;
+            values[i].data = val.len ? (char *) val.data : "";
             values[i].len = val.len;
-
-            if (values[i].data == NULL) {
-                values[i].data = "";
-            }
         }
     }
 
@@ -909,13 +938,21 @@ ngx_http_idempotency_apply_begin(ngx_http_request_t *r,
 }
 
 
-/* The wait is over and the first request still runs: 409, Retry-After. */
+/*
+ * The wait is over and the first request still runs: 409 with a retry hint.
+ * The hint is short (retrying SDKs ignore hints of a minute or more, and a
+ * retry waits again by itself) and honest: never later than the first
+ * request's lease ends, when its outcome is settled one way or another.
+ */
+
+#define NGX_HTTP_IDEMPOTENCY_RETRY_HINT_MS  2000
+
 
 static void
 ngx_http_idempotency_conflict(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, int64_t lease_until_ms)
 {
-    int64_t  now;
+    int64_t  now, hint;
 
     ctx->outcome = NGX_HTTP_IDEM_OUT_CONFLICT;
     ngx_http_idempotency_count(NGX_HTTP_IDEM_M_CONFLICT, 1);
@@ -927,12 +964,11 @@ ngx_http_idempotency_conflict(ngx_http_request_t *r,
     }
 
     now = ngx_http_idempotency_now_ms();
-    ctx->answer.retry_after = 1;
+    hint = ngx_min(lease_until_ms - now, NGX_HTTP_IDEMPOTENCY_RETRY_HINT_MS);
+    hint = ngx_max(hint, 100);
 
-    if (lease_until_ms > now) {
-        ctx->answer.retry_after = ngx_min((lease_until_ms - now + 999) / 1000,
-                                          60);
-    }
+    ctx->answer.retry_after_ms = (ngx_uint_t) hint;
+    ctx->answer.retry_after = (ngx_uint_t) (hint + 999) / 1000;
 }
 
 
@@ -1053,16 +1089,81 @@ ngx_http_idempotency_resume(ngx_http_request_t *r)
 
 /* configuration */
 
+/*
+ * Adds one idempotency_scope value to the array: compiled as a complex
+ * value, and, when it is one variable alone, with that variable's index.
+ */
+
+static char *
+ngx_http_idempotency_scope_add(ngx_conf_t *cf, ngx_array_t *scope,
+    ngx_str_t *value)
+{
+    size_t                               i;
+    u_char                               c;
+    ngx_str_t                            name;
+    ngx_http_compile_complex_value_t     ccv;
+    ngx_http_idempotency_scope_value_t  *sv;
+
+    sv = ngx_array_push(scope);
+    if (sv == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+    ccv.cf = cf;
+    ccv.value = value;
+    ccv.complex_value = &sv->value;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    sv->index = NGX_ERROR;
+
+    /* "$name" or "${name}" */
+    name.data = value->data + 1;
+    name.len = value->len - 1;
+
+    if (value->len < 2 || value->data[0] != '$') {
+        return NGX_CONF_OK;
+    }
+
+    if (name.data[0] == '{') {
+        if (name.len < 3 || name.data[name.len - 1] != '}') {
+            return NGX_CONF_OK;
+        }
+
+        name.data++;
+        name.len -= 2;
+    }
+
+    for (i = 0; i < name.len; i++) {
+        c = name.data[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (c >= '0' && c <= '9') || c == '_'))
+        {
+            return NGX_CONF_OK;
+        }
+    }
+
+    sv->index = ngx_http_get_variable_index(cf, &name);
+    if (sv->index == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static char *
 ngx_http_idempotency_scope_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     ngx_http_idempotency_loc_conf_t *ilcf = conf;
 
-    ngx_str_t                         *value;
-    ngx_uint_t                         i;
-    ngx_http_complex_value_t          *cv;
-    ngx_http_compile_complex_value_t   ccv;
+    ngx_str_t   *value;
+    ngx_uint_t   i;
 
     if (ilcf->scope != NULL || ilcf->scope_none != NGX_CONF_UNSET) {
         return "is duplicate";
@@ -1084,23 +1185,15 @@ ngx_http_idempotency_scope_slot(ngx_conf_t *cf, ngx_command_t *cmd,
 
     ilcf->scope_none = 0;
     ilcf->scope = ngx_array_create(cf->pool, cf->args->nelts - 1,
-                                   sizeof(ngx_http_complex_value_t));
+                                   sizeof(ngx_http_idempotency_scope_value_t));
     if (ilcf->scope == NULL) {
         return NGX_CONF_ERROR;
     }
 
     for (i = 1; i < cf->args->nelts; i++) {
-        cv = ngx_array_push(ilcf->scope);
-        if (cv == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
-        ccv.cf = cf;
-        ccv.value = &value[i];
-        ccv.complex_value = cv;
-
-        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        if (ngx_http_idempotency_scope_add(cf, ilcf->scope, &value[i])
+            != NGX_CONF_OK)
+        {
             return NGX_CONF_ERROR;
         }
     }
@@ -1248,8 +1341,6 @@ ngx_http_idempotency_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_idempotency_loc_conf_t *conf = child;
 
     ngx_str_t                          *value;
-    ngx_http_complex_value_t           *cv;
-    ngx_http_compile_complex_value_t    ccv;
     ngx_http_idempotency_main_conf_t   *imcf;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
@@ -1279,24 +1370,17 @@ ngx_http_idempotency_merge_loc_conf(ngx_conf_t *cf, void *parent,
         /* the default scope: the Authorization header */
         conf->scope_none = 0;
         conf->scope = ngx_array_create(cf->pool, 1,
-                                       sizeof(ngx_http_complex_value_t));
-        if (conf->scope == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        cv = ngx_array_push(conf->scope);
+                                sizeof(ngx_http_idempotency_scope_value_t));
         value = ngx_palloc(cf->pool, sizeof(ngx_str_t));
-        if (cv == NULL || value == NULL) {
+        if (conf->scope == NULL || value == NULL) {
             return NGX_CONF_ERROR;
         }
 
         ngx_str_set(value, "$http_authorization");
-        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
-        ccv.cf = cf;
-        ccv.value = value;
-        ccv.complex_value = cv;
 
-        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        if (ngx_http_idempotency_scope_add(cf, conf->scope, value)
+            != NGX_CONF_OK)
+        {
             return NGX_CONF_ERROR;
         }
 
@@ -1530,8 +1614,42 @@ ngx_http_idempotency_api_log_variable(ngx_http_request_t *r,
 
 
 /*
+ * The method and path the client sent, which the API log names. An
+ * error_page turns r into a GET of the error location, so both come from
+ * what that leaves alone: the request line (HTTP/2 builds one too) and the
+ * raw target, whose path ends at the '?'.
+ */
+
+static void
+ngx_http_idempotency_client_request(ngx_http_request_t *r, ngx_str_t *method,
+    ngx_str_t *path)
+{
+    u_char  *p;
+
+    *method = r->method_name;
+
+    if (r->request_line.len) {
+        p = ngx_strlchr(r->request_line.data,
+                        r->request_line.data + r->request_line.len, ' ');
+        if (p != NULL && p > r->request_line.data) {
+            method->data = r->request_line.data;
+            method->len = p - r->request_line.data;
+        }
+    }
+
+    *path = r->unparsed_uri;
+
+    p = ngx_strlchr(path->data, path->data + path->len, '?');
+    if (p != NULL) {
+        path->len = p - path->data;
+    }
+}
+
+
+/*
  * $idempotency_log_entry: one JSON object for the API log, with every
- * string escaped, so the log_format needs no escaping of its own.
+ * string escaped (valid UTF-8 whatever the bytes of the path), so the
+ * log_format needs no escaping of its own.
  */
 
 static ngx_int_t
@@ -1539,8 +1657,9 @@ ngx_http_idempotency_log_entry_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
     u_char                            *p;
-    size_t                             len, path_len;
+    size_t                             len;
     time_t                             sec;
+    ngx_str_t                          method, path;
     ngx_tm_t                           tm;
     ngx_uint_t                         o, status;
     ngx_time_t                        *tp;
@@ -1564,15 +1683,14 @@ ngx_http_idempotency_log_entry_variable(ngx_http_request_t *r,
 
     status = r->err_status ? r->err_status : r->headers_out.status;
 
-    path_len = r->uri.len;
+    ngx_http_idempotency_client_request(r->main, &method, &path);
 
     len = sizeof("{\"time\":\"2026-01-01T00:00:00.000Z\",\"request_id\":\"\","
                  "\"method\":\"\",\"path\":\"\",\"status\":999,\"key\":,"
                  "\"outcome\":\"idempotency_error\",\"duration_ms\":}") + 32
           + (rid && !rid->not_found ? rid->len : 0)
-          + idem_json_escape(NULL, 0, (char *) r->method_name.data,
-                             r->method_name.len)
-          + idem_json_escape(NULL, 0, (char *) r->uri.data, path_len)
+          + idem_json_escape(NULL, 0, (char *) method.data, method.len)
+          + idem_json_escape(NULL, 0, (char *) path.data, path.len)
           + (ctx && ctx->key_len
              ? 2 + idem_json_escape(NULL, 0, (char *) ctx->key, ctx->key_len)
              : 4)
@@ -1593,10 +1711,9 @@ ngx_http_idempotency_log_entry_variable(ngx_http_request_t *r,
                     (size_t) (rid && !rid->not_found ? rid->len : 0),
                     rid ? rid->data : (u_char *) "");
     p = ngx_cpymem(p, ",\"method\":\"", sizeof(",\"method\":\"") - 1);
-    p += idem_json_escape((char *) p, len, (char *) r->method_name.data,
-                          r->method_name.len);
+    p += idem_json_escape((char *) p, len, (char *) method.data, method.len);
     p = ngx_cpymem(p, "\",\"path\":\"", sizeof("\",\"path\":\"") - 1);
-    p += idem_json_escape((char *) p, len, (char *) r->uri.data, path_len);
+    p += idem_json_escape((char *) p, len, (char *) path.data, path.len);
     p = ngx_sprintf(p, "\",\"status\":%ui,\"key\":", status);
 
     if (ctx && ctx->key_len) {

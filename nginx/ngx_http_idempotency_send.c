@@ -241,6 +241,21 @@ ngx_http_idempotency_send_answer(ngx_http_request_t *r,
         }
     }
 
+    if (a->retry_after_ms) {
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_idempotency_push_header(r, (u_char *) "Retry-After-Ms",
+                sizeof("Retry-After-Ms") - 1, p,
+                ngx_sprintf(p, "%ui", a->retry_after_ms) - p, NULL)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
     return ngx_http_idempotency_send_body(r, (u_char *) a->resp.body,
                                           a->resp.body_len);
 }
