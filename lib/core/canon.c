@@ -127,10 +127,16 @@ static void idem_canon_out_put(idem_canon_out_t *out, const char *data,
                                size_t len)
 {
     out->total += len;
-    if (out->sink == NULL)
+    if (out->sink == NULL || len == 0)
         return;
     if (sizeof(out->buf) - out->n < len)
         idem_canon_out_flush(out);
+    if (len > sizeof(out->buf)) {
+        /* More than the buffer holds: past it, straight to the sink. */
+        if (out->rc == 0)
+            out->rc = out->sink->write(out->sink, data, len);
+        return;
+    }
     memcpy(out->buf + out->n, data, len);
     out->n += len;
 }

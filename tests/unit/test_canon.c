@@ -401,6 +401,24 @@ static void test_canon_media_canonical_form_is_a_fixed_point(void **state)
     }
 }
 
+static void test_canon_media_long_parts_written_whole(void **state)
+{
+    char in[2 * 1000 + 16], expected[2 * 1000 + 16];
+
+    (void)state;
+    /* A token value, and unparsed parameters, each longer than any buffer. */
+    memcpy(in, "a/b; x=", 7);
+    memset(in + 7, 'v', 2000);
+    in[2007] = '\0';
+    memcpy(expected, "a/b;x=", 6);
+    memset(expected + 6, 'v', 2000);
+    expected[2006] = '\0';
+    assert_media(in, expected, 1);
+    in[5] = '!';
+    in[6] = ' ';
+    assert_media(in, in, 0);
+}
+
 static void test_canon_media_sink_error_is_returned(void **state)
 {
     idem_canon_media_t m;
@@ -747,6 +765,7 @@ int main(void)
         cmocka_unit_test(test_canon_media_quoted_values_unquoted),
         cmocka_unit_test(test_canon_media_malformed_kept_as_sent),
         cmocka_unit_test(test_canon_media_canonical_form_is_a_fixed_point),
+        cmocka_unit_test(test_canon_media_long_parts_written_whole),
         cmocka_unit_test(test_canon_media_sink_error_is_returned),
         cmocka_unit_test(test_canon_json_compact_with_sorted_members),
         cmocka_unit_test(test_canon_json_nested_members_sorted),
