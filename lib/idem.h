@@ -161,7 +161,7 @@ IDEM_MUST_CHECK int idem_scope_hash(const idem_str_t *values, size_t n,
 typedef enum {
     IDEM_BODY_BYTES = 0, /* byte-for-byte (other media, or invalid JSON)   */
     IDEM_BODY_JSON = 1,  /* canonical JSON: sorted members, no whitespace  */
-    IDEM_BODY_FORM = 2   /* form pairs sorted by name, stable per name     */
+    IDEM_BODY_FORM = 2   /* form pairs decoded, sorted by name, stable     */
 } idem_body_kind_t;
 
 /* The parameters of a request, all borrowed. */
@@ -179,13 +179,16 @@ typedef struct {
 #define IDEM_FP_JSON_MAX_BYTES (1u << 20)
 
 /*
- * The request fingerprint of SPEC §4: method, path, query (parameters sorted
- * by name, repeated names keep their order), media type (type/subtype,
- * lower-cased, parameters dropped) and body (JSON canonicalized, form pairs
- * sorted like the query, anything else byte-for-byte). A JSON body that is
- * invalid, deeper than IDEM_FP_JSON_MAX_DEPTH, larger than
- * IDEM_FP_JSON_MAX_BYTES or has duplicate member names is fingerprinted as
- * bytes; that is not an error.
+ * The request fingerprint of SPEC §4: method, path, query (pairs
+ * percent-decoded with '+' as a space, sorted by decoded name, repeated
+ * names keep their order; a bad escape such as "%zz" equals nothing
+ * decoded), media type (type/subtype lower-cased; parameters with
+ * case-insensitive names, sorted by name, values as sent with "A" and A
+ * one value) and body (JSON canonicalized, form pairs like the query,
+ * anything else byte-for-byte). lib/core/canon.h has the exact rules. A
+ * JSON body that is invalid, deeper than IDEM_FP_JSON_MAX_DEPTH, larger
+ * than IDEM_FP_JSON_MAX_BYTES or has duplicate member names is
+ * fingerprinted as bytes; that is not an error.
  *
  * kind, when not NULL, receives how the body took part.
  * Returns 0 or IDEM_ENOMEM.

@@ -1,8 +1,9 @@
 /*
  * canon.h — canonical forms of the request parameters that a fingerprint
- * compares (SPEC §4): '&'-separated pairs (a query or a form body) and JSON
- * bodies. Private to lib/core; fingerprint.c hashes what these produce, and
- * the tests and fuzz targets read it as text.
+ * compares (SPEC §4): '&'-separated pairs (a query or a form body), the
+ * media type with its parameters, and JSON bodies. Private to lib/core;
+ * fingerprint.c hashes what these produce, and the tests and fuzz targets
+ * read it as text.
  *
  * The canonical text is handed to a sink piece by piece, so a large body is
  * hashed without ever being copied whole.
@@ -33,13 +34,15 @@ struct idem_canon_sink_s {
 typedef struct {
     const char *data;
     size_t len;
-    size_t name_len; /* bytes before the first '=' (all if none) */
-    size_t index;    /* position in the input, for a stable sort */
+    size_t name_len;  /* bytes before the first '=' (all if none) */
+    size_t index;     /* position in the input, for a stable sort */
+    size_t canon_len; /* length of its canonical text */
 } idem_canon_seg_t;
 
 /*
  * The segments of an input, sorted. The canonical text is the segments in
- * this order joined by '&'; it is len bytes long.
+ * this order, each in its canonical form, joined by '&'; it is len bytes
+ * long.
  */
 typedef struct {
     idem_canon_seg_t *segs; /* n entries when n > 1, else NULL */
@@ -49,10 +52,27 @@ typedef struct {
 } idem_canon_pairs_t;
 
 /*
- * Splits s[0..len) on '&', drops empty segments and sorts the rest by name
- * (the bytes before the first '=', compared as unsigned bytes, a prefix
- * first); segments with the same name keep their order. Nothing is decoded:
- * "a=%41" and "a=A" stay different. s must outlive p.
+ * Splits s[0..len) on '&' and drops the empty segments. A segment is a name,
+ * then, from its first '=' on, a value: "a" has no value and stays
+ * different from "a=" (an empty one). Names and values are compared as an
+ * application/x-www-form-urlencoded parser reads them: '+' is a space and
+ * "%XX" (hex digits of either case) the byte XX, so "%61" is "a" and "+" is
+ * "%20", while "%2B" is a '+', "%26" a '&' inside a value and "%3D" a '='
+ * inside a name. A '%' that starts no valid escape ("%zz", a trailing "%4")
+ * stays a bad '%', which equals no decoded byte: "%zz" differs from "%25zz".
+ *
+ * The segments are sorted by decoded name (bytes compared unsigned, a bad
+ * '%' after every byte, a prefix first); segments of one name keep their
+ * order. s must outlive p.
+ *
+ * The canonical form of a name or value is its decoded bytes encoded again:
+ * ALPHA, DIGIT, '-', '.', '_' and '~' as themselves, every other byte as
+ * "%XX" with upper-case hex digits, and a bad '%' as a '%' alone; a hex
+ * digit that follows a bad '%' is written as "%XX" too, so that a '%'
+ * followed by two hex digits is always an escape. The text is therefore
+ * unambiguous (a '&' or '=' in it is always a separator), and it is its
+ * own canonical form.
+ *
  * Returns 0 or IDEM_ENOMEM (p then needs no free).
  */
 IDEM_MUST_CHECK int idem_canon_pairs_init(idem_canon_pairs_t *p, const char *s,
@@ -63,6 +83,65 @@ IDEM_MUST_CHECK int idem_canon_pairs_write(const idem_canon_pairs_t *p,
                                            idem_canon_sink_t *sink);
 
 void idem_canon_pairs_free(idem_canon_pairs_t *p);
+
+/* ------------------------------------------------------------------------ */
+/* Media type: a Content-Type value                                         */
+/* ------------------------------------------------------------------------ */
+
+/* One parameter, borrowed from the input. */
+typedef struct {
+    const char *name; /* a token, as sent */
+    size_t name_len;
+    const char *value; /* a token, or a quoted-string with its quotes */
+    size_t value_len;
+    size_t index; /* position in the input, for a stable sort */
+} idem_canon_param_t;
+
+/*
+ * A media type and its parameters, sorted. The canonical text is len bytes
+ * long.
+ */
+typedef struct {
+    idem_str_t type; /* "type/subtype": before the first ';', OWS trimmed */
+    idem_str_t rest; /* from the first ';' on, as sent; may be empty */
+    int parsed;      /* 1: the parameters follow the grammar below */
+    idem_canon_param_t *params; /* n entries when n > 1, else NULL */
+    size_t n;
+    size_t len;
+    idem_canon_param_t one_; /* the parameter when n == 1 */
+} idem_canon_media_t;
+
+/*
+ * Reads the Content-Type value s[0..len): the type/subtype up to the first
+ * ';', then parameters as RFC 9110 writes them,
+ *
+ *     *( OWS ";" OWS [ token OWS "=" OWS ( token / quoted-string ) ] ) OWS
+ *
+ * (OWS is spaces and tabs; an empty parameter, as in "a/b;" or ";;", is
+ * nothing). When the parameters follow that grammar, parsed is 1 and the
+ * canonical text is the type/subtype lower-cased, then for each parameter,
+ * sorted by lower-cased name with the values of one name in their order,
+ * ";" name "=" value: the name lower-cased, the value as sent, but a
+ * quoted-string unquoted (its quoted-pairs undone), so that "A" and A are
+ * one value, and quoted again, with a '\' before '"' and '\' only, when
+ * what it holds is empty or not a token. The canonical text of parsed
+ * parameters is unambiguous and is its own canonical form.
+ *
+ * When they do not (a parameter without '=', an empty or malformed value,
+ * an unterminated quoted-string, a control byte), parsed is 0 and the
+ * canonical text is the type/subtype lower-cased followed by rest as it is;
+ * the caller must keep the two kinds apart.
+ *
+ * s must outlive m. Returns 0 or IDEM_ENOMEM (m then needs no free).
+ */
+IDEM_MUST_CHECK int idem_canon_media_init(idem_canon_media_t *m, const char *s,
+                                          size_t len);
+
+/* Writes the canonical text of m (m->len bytes). Returns what sink does. */
+IDEM_MUST_CHECK int idem_canon_media_write(const idem_canon_media_t *m,
+                                           idem_canon_sink_t *sink);
+
+void idem_canon_media_free(idem_canon_media_t *m);
 
 /* ------------------------------------------------------------------------ */
 /* JSON                                                                      */

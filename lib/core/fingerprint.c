@@ -4,12 +4,18 @@
  *
  * The digest covers, as framed fields (hash.h):
  *
- *     field("idemgate-fingerprint-v1")   the version of this layout
+ *     field("idemgate-fingerprint-v2")   the version of this layout
  *     field(method)                      as sent (methods are case-sensitive)
  *     field(path)                        as given by the caller
- *     field(canonical query)             canon.h: pairs sorted by name
- *     field(media type)                  "type/subtype" of Content-Type,
- *                                        trimmed, lower-cased, no parameters
+ *     field(canonical query)             canon.h: pairs percent-decoded,
+ *                                        sorted by decoded name, encoded
+ *                                        again in one way
+ *     u8(media parsed)                   1 when the Content-Type parameters
+ *                                        follow RFC 9110, else 0
+ *     field(canonical media type)        canon.h: "type/subtype" lower-cased
+ *                                        and its parameters sorted by name,
+ *                                        values unquoted; or, when they do
+ *                                        not parse, the parameters as sent
  *     u8(body kind)                      idem_body_kind_t
  *     field(SHA-256(canonical body))
  *
@@ -19,11 +25,12 @@
  *
  *     application/json, or any type      canonical JSON (canon.h), or the
  *     ending in "+json"                  bytes when it is not trusted JSON
- *     application/x-www-form-urlencoded  pairs sorted by name, like a query
+ *     application/x-www-form-urlencoded  canonical pairs, like the query
  *     anything else, or none             the bytes as they are
  *
  * Changing anything above changes every fingerprint, and so turns every
- * stored key into a mismatch: bump the version tag with it.
+ * stored key into a mismatch: bump the version tag with it. (v1 compared
+ * pairs undecoded and left the media type parameters out.)
  */
 #include <string.h>
 #include <strings.h>
@@ -31,7 +38,7 @@
 #include "canon.h"
 #include "hash.h"
 
-#define IDEM_FP_TAG "idemgate-fingerprint-v1"
+#define IDEM_FP_TAG "idemgate-fingerprint-v2"
 
 /* A sink that feeds the canonical text into a digest. */
 typedef struct {
@@ -46,30 +53,6 @@ static int idem_fp_hash_write(idem_canon_sink_t *sink, const void *data,
 
     idem_hash_bytes(hs->hash, data, len);
     return 0;
-}
-
-static int idem_fp_is_ows(char c)
-{
-    return c == ' ' || c == '\t';
-}
-
-/* The "type/subtype" part of a Content-Type value: trimmed, unlowered. */
-static idem_str_t idem_fp_media_span(idem_str_t ct)
-{
-    const char *s = ct.data;
-    size_t start = 0, end = ct.len;
-    const char *semi;
-
-    if (ct.len == 0)
-        return (idem_str_t){"", 0};
-    semi = memchr(s, ';', ct.len);
-    if (semi != NULL)
-        end = (size_t)(semi - s);
-    while (start < end && idem_fp_is_ows(s[start]))
-        start++;
-    while (end > start && idem_fp_is_ows(s[end - 1]))
-        end--;
-    return (idem_str_t){s + start, end - start};
 }
 
 static int idem_fp_media_is(idem_str_t media, const char *lower)
@@ -88,28 +71,6 @@ static int idem_fp_media_is_json(idem_str_t media)
         return 1;
     return media.len > n &&
            strncasecmp(media.data + media.len - n, suffix, n) == 0;
-}
-
-/* Feeds the media type as a field, lower-cased on the way. */
-static void idem_fp_hash_media(idem_hash_ctx_t *h, idem_str_t media)
-{
-    char buf[256];
-    size_t done = 0;
-
-    idem_hash_u64(h, (uint64_t)media.len);
-    while (done < media.len) {
-        size_t n = media.len - done;
-
-        if (n > sizeof(buf))
-            n = sizeof(buf);
-        for (size_t i = 0; i < n; i++) {
-            char c = media.data[done + i];
-
-            buf[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-        }
-        idem_hash_bytes(h, buf, n);
-        done += n;
-    }
 }
 
 /*
@@ -161,18 +122,23 @@ int idem_fingerprint(const idem_request_t *req, idem_hash_t *out,
     idem_hash_ctx_t h;
     idem_fp_hash_sink_t sink = {{idem_fp_hash_write}, &h};
     idem_canon_pairs_t query;
-    idem_str_t media = idem_fp_media_span(req->content_type);
+    idem_canon_media_t media;
     idem_body_kind_t body_kind;
     idem_hash_t body_hash;
     int rc;
 
-    if ((rc = idem_fp_body(req, media, &body_hash, &body_kind)) != 0)
+    rc = idem_canon_media_init(&media, req->content_type.data,
+                               req->content_type.len);
+    if (rc != 0)
         return rc;
     rc = idem_canon_pairs_init(&query, req->query.data, req->query.len);
     if (rc != 0)
-        return rc;
+        goto fail_media;
+    rc = idem_fp_body(req, media.type, &body_hash, &body_kind);
+    if (rc != 0)
+        goto fail_query;
     if ((rc = idem_hash_init(&h)) != 0)
-        goto fail;
+        goto fail_query;
 
     idem_hash_field(&h, IDEM_FP_TAG, sizeof(IDEM_FP_TAG) - 1);
     idem_hash_field(&h, req->method.data, req->method.len);
@@ -180,7 +146,10 @@ int idem_fingerprint(const idem_request_t *req, idem_hash_t *out,
     idem_hash_u64(&h, (uint64_t)query.len);
     if ((rc = idem_canon_pairs_write(&query, &sink.super)) != 0)
         goto fail;
-    idem_fp_hash_media(&h, media);
+    idem_hash_u8(&h, (uint8_t)media.parsed);
+    idem_hash_u64(&h, (uint64_t)media.len);
+    if ((rc = idem_canon_media_write(&media, &sink.super)) != 0)
+        goto fail;
     idem_hash_u8(&h, (uint8_t)body_kind);
     idem_hash_field(&h, body_hash.bytes, sizeof(body_hash.bytes));
     if ((rc = idem_hash_final(&h, out)) != 0)
@@ -190,6 +159,9 @@ int idem_fingerprint(const idem_request_t *req, idem_hash_t *out,
 
 fail:
     idem_hash_discard(&h);
+fail_query:
     idem_canon_pairs_free(&query);
+fail_media:
+    idem_canon_media_free(&media);
     return rc;
 }

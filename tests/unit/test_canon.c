@@ -74,6 +74,23 @@ static void assert_pairs(const char *in, const char *expected)
     free(t.buf);
 }
 
+/* Checks the canonical media type of in, and whether it parsed. */
+static void assert_media(const char *in, const char *expected, int parsed)
+{
+    idem_canon_media_t m;
+    text_sink_t t = text_sink();
+
+    assert_int_equal(idem_canon_media_init(&m, in, strlen(in)), 0);
+    assert_int_equal(m.parsed, parsed);
+    assert_int_equal(m.len, strlen(expected));
+    assert_int_equal(idem_canon_media_write(&m, &t.super), 0);
+    assert_int_equal(t.len, strlen(expected));
+    if (t.len > 0)
+        assert_memory_equal(t.buf, expected, t.len);
+    idem_canon_media_free(&m);
+    free(t.buf);
+}
+
 /* Canonicalizes in[0..len) and checks it against expected (NULL: not JSON). */
 static void assert_json_n(const char *in, size_t len, const char *expected,
                           size_t expected_len)
@@ -154,8 +171,8 @@ static void test_canon_pairs_empty_input_is_empty(void **state)
 static void test_canon_pairs_name_ends_at_first_equals(void **state)
 {
     (void)state;
-    /* "a=b=c" has the name "a"; it sorts after "a" and keeps its order. */
-    assert_pairs("b=1&a=b=c&a=0", "a=b=c&a=0&b=1");
+    /* "a=b=c" has the name "a" and the value "b=c". */
+    assert_pairs("b=1&a=b=c&a=0", "a=b%3Dc&a=0&b=1");
 }
 
 static void test_canon_pairs_segment_without_equals_is_a_name(void **state)
@@ -176,14 +193,92 @@ static void test_canon_pairs_compare_names_not_segments(void **state)
 static void test_canon_pairs_names_compared_as_unsigned_bytes(void **state)
 {
     (void)state;
-    assert_pairs("\xc3\xa9=1&z=2&A=3", "A=3&z=2&\xc3\xa9=1");
+    assert_pairs("\xc3\xa9=1&z=2&A=3", "A=3&z=2&%C3%A9=1");
 }
 
-static void test_canon_pairs_are_not_decoded(void **state)
+static void test_canon_pairs_sorted_after_decoding(void **state)
 {
     (void)state;
-    assert_pairs("b=%41&a=A+B", "a=A+B&b=%41");
-    assert_pairs("%62=1&a=2", "%62=1&a=2");
+    assert_pairs("%62=1&a=2", "a=2&b=1");
+    /* "%61" is "a": one name, whose values keep their order. */
+    assert_pairs("%61=1&a=2", "a=1&a=2");
+    assert_pairs("a=2&%61=1", "a=2&a=1");
+    assert_pairs("b=1&%61%62=2&ab=3&a=4", "a=4&ab=2&ab=3&b=1");
+}
+
+static void test_canon_pairs_plus_is_a_space(void **state)
+{
+    (void)state;
+    assert_pairs("a=A+B", "a=A%20B");
+    assert_pairs("a=A%20B", "a=A%20B");
+    assert_pairs("a+b=1", "a%20b=1");
+    /* "%2B" is a '+', not a space, in either case of its hex digits. */
+    assert_pairs("a=%2B", "a=%2B");
+    assert_pairs("a=%2b", "a=%2B");
+}
+
+static void
+test_canon_pairs_separators_in_names_and_values_escaped(void **state)
+{
+    (void)state;
+    /* A decoded '&' or '=' is data, written so that it is no separator. */
+    assert_pairs("a=1%262", "a=1%262");
+    assert_pairs("a=1&2", "2&a=1");
+    assert_pairs("a%3Db=1", "a%3Db=1");
+    assert_pairs("a=b=1", "a=b%3D1");
+    assert_pairs("a=%25", "a=%25");
+}
+
+static void test_canon_pairs_one_encoding_per_byte(void **state)
+{
+    (void)state;
+    assert_pairs("a=%7E%2d%2E%5f%41%7a%30", "a=~-._Az0");
+    assert_pairs("a=*!'()/?:@,;$", "a=%2A%21%27%28%29%2F%3F%3A%40%2C%3B%24");
+    assert_pairs("a=%00%ff\x80", "a=%00%FF%80");
+}
+
+static void test_canon_pairs_bad_percent_kept(void **state)
+{
+    (void)state;
+    assert_pairs("a=%zz", "a=%zz");
+    assert_pairs("a=%25zz", "a=%25zz");
+    assert_pairs("a=%4", "a=%%34");
+    assert_pairs("a=%", "a=%");
+    assert_pairs("%=1", "%=1");
+    /* The escape does not reach over the '=' or the end of the segment. */
+    assert_pairs("%4=1&b=%4", "b=%%34&%%34=1");
+    /* A hex digit after a bad '%' is escaped, so it starts no escape. */
+    assert_pairs("a=%4z", "a=%%34z");
+    assert_pairs("a=%%41", "a=%%41");
+    assert_pairs("a=%%32%35", "a=%%325");
+}
+
+static void test_canon_pairs_bad_percent_sorts_after_bytes(void **state)
+{
+    (void)state;
+    assert_pairs("%zz=1&z=2&%ff=3", "z=2&%FF=3&%zz=1");
+}
+
+static void test_canon_pairs_canonical_form_is_a_fixed_point(void **state)
+{
+    static const char *const inputs[] = {
+        "b=%41&a=A+B",     "%4=1&b=%4&a=%4z",          "a=%%32%35&a",
+        "x=%zz&&=&y=%2b+", "%C3%A9=%e2%82%ac&a=1%262",
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
+        idem_canon_pairs_t p;
+        text_sink_t t = text_sink();
+
+        assert_int_equal(
+            idem_canon_pairs_init(&p, inputs[i], strlen(inputs[i])), 0);
+        assert_int_equal(idem_canon_pairs_write(&p, &t.super), 0);
+        assert_int_equal(t.len, p.len);
+        idem_canon_pairs_free(&p);
+        assert_pairs(t.buf, t.buf);
+        free(t.buf);
+    }
 }
 
 static void test_canon_pairs_sort_is_stable_for_many(void **state)
@@ -220,6 +315,119 @@ static void test_canon_pairs_sink_error_is_returned(void **state)
     assert_int_equal(idem_canon_pairs_init(&p, "b=1&a=2", 7), 0);
     assert_int_equal(idem_canon_pairs_write(&p, &full), IDEM_ENOMEM);
     idem_canon_pairs_free(&p);
+}
+
+/* ---- media type ---- */
+
+static void test_canon_media_type_lowered_and_trimmed(void **state)
+{
+    (void)state;
+    assert_media(" \tApplication/JSON \t", "application/json", 1);
+    assert_media("", "", 1);
+}
+
+static void test_canon_media_parameters_kept(void **state)
+{
+    (void)state;
+    assert_media("multipart/form-data; boundary=AbC",
+                 "multipart/form-data;boundary=AbC", 1);
+    assert_media("text/plain; charset=UTF-8", "text/plain;charset=UTF-8", 1);
+}
+
+static void test_canon_media_parameter_names_lowered(void **state)
+{
+    (void)state;
+    assert_media("Text/Plain; CharSet=utf-8", "text/plain;charset=utf-8", 1);
+}
+
+static void test_canon_media_ows_insignificant(void **state)
+{
+    (void)state;
+    assert_media("a/b ;\tx = 1 ; y=2\t", "a/b;x=1;y=2", 1);
+    assert_media("a/b;;; x=1;", "a/b;x=1", 1);
+}
+
+static void test_canon_media_parameters_sorted_stable(void **state)
+{
+    (void)state;
+    assert_media("a/b; z=1; Y=2; y=0; x=3", "a/b;x=3;y=2;y=0;z=1", 1);
+}
+
+static void test_canon_media_quoted_values_unquoted(void **state)
+{
+    (void)state;
+    assert_media("a/b; x=\"A\"", "a/b;x=A", 1);
+    assert_media("a/b; x=\"\\A\\-\"", "a/b;x=A-", 1);
+    assert_media("a/b; x=\"A B\"", "a/b;x=\"A B\"", 1);
+    assert_media("a/b; x=\"a;b=c\"", "a/b;x=\"a;b=c\"", 1);
+    assert_media("a/b; x=\"\"", "a/b;x=\"\"", 1);
+    /* Only '"' and '\' are escaped again. */
+    assert_media("a/b; x=\"\\\"\\\\\\ \"", "a/b;x=\"\\\"\\\\ \"", 1);
+}
+
+static void test_canon_media_malformed_kept_as_sent(void **state)
+{
+    (void)state;
+    assert_media("Text/Plain; charset", "text/plain; charset", 0);
+    assert_media("a/b; x=", "a/b; x=", 0);
+    assert_media("a/b; x=\"open", "a/b; x=\"open", 0);
+    assert_media("a/b; x=\"a\"b", "a/b; x=\"a\"b", 0);
+    assert_media("a/b; x=a b", "a/b; x=a b", 0);
+    assert_media("a/b; x=a\"", "a/b; x=a\"", 0);
+    assert_media("a/b; =1", "a/b; =1", 0);
+    assert_media("a/b; x=\"\x01\"", "a/b; x=\"\x01\"", 0);
+    assert_media("a/b; x=\"\\", "a/b; x=\"\\", 0);
+}
+
+static void test_canon_media_canonical_form_is_a_fixed_point(void **state)
+{
+    static const char *const inputs[] = {
+        "A/B; z=\"q\\\"\"; Y=\"t\"; y=0",
+        "x/y;a=\"\";b=\"\\\\\"",
+        "m/n ; k = \"v w\" ;",
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
+        idem_canon_media_t m;
+        text_sink_t t = text_sink();
+
+        assert_int_equal(
+            idem_canon_media_init(&m, inputs[i], strlen(inputs[i])), 0);
+        assert_int_equal(idem_canon_media_write(&m, &t.super), 0);
+        idem_canon_media_free(&m);
+        assert_media(t.buf, t.buf, 1);
+        free(t.buf);
+    }
+}
+
+static void test_canon_media_long_parts_written_whole(void **state)
+{
+    char in[2 * 1000 + 16], expected[2 * 1000 + 16];
+
+    (void)state;
+    /* A token value, and unparsed parameters, each longer than any buffer. */
+    memcpy(in, "a/b; x=", 7);
+    memset(in + 7, 'v', 2000);
+    in[2007] = '\0';
+    memcpy(expected, "a/b;x=", 6);
+    memset(expected + 6, 'v', 2000);
+    expected[2006] = '\0';
+    assert_media(in, expected, 1);
+    in[5] = '!';
+    in[6] = ' ';
+    assert_media(in, in, 0);
+}
+
+static void test_canon_media_sink_error_is_returned(void **state)
+{
+    idem_canon_media_t m;
+    idem_canon_sink_t full = {full_write};
+
+    (void)state;
+    assert_int_equal(idem_canon_media_init(&m, "a/b; y=1; x=2", 13), 0);
+    assert_int_equal(idem_canon_media_write(&m, &full), IDEM_ENOMEM);
+    idem_canon_media_free(&m);
 }
 
 /* ---- JSON ---- */
@@ -539,9 +747,26 @@ int main(void)
         cmocka_unit_test(test_canon_pairs_segment_without_equals_is_a_name),
         cmocka_unit_test(test_canon_pairs_compare_names_not_segments),
         cmocka_unit_test(test_canon_pairs_names_compared_as_unsigned_bytes),
-        cmocka_unit_test(test_canon_pairs_are_not_decoded),
+        cmocka_unit_test(test_canon_pairs_sorted_after_decoding),
+        cmocka_unit_test(test_canon_pairs_plus_is_a_space),
+        cmocka_unit_test(
+            test_canon_pairs_separators_in_names_and_values_escaped),
+        cmocka_unit_test(test_canon_pairs_one_encoding_per_byte),
+        cmocka_unit_test(test_canon_pairs_bad_percent_kept),
+        cmocka_unit_test(test_canon_pairs_bad_percent_sorts_after_bytes),
+        cmocka_unit_test(test_canon_pairs_canonical_form_is_a_fixed_point),
         cmocka_unit_test(test_canon_pairs_sort_is_stable_for_many),
         cmocka_unit_test(test_canon_pairs_sink_error_is_returned),
+        cmocka_unit_test(test_canon_media_type_lowered_and_trimmed),
+        cmocka_unit_test(test_canon_media_parameters_kept),
+        cmocka_unit_test(test_canon_media_parameter_names_lowered),
+        cmocka_unit_test(test_canon_media_ows_insignificant),
+        cmocka_unit_test(test_canon_media_parameters_sorted_stable),
+        cmocka_unit_test(test_canon_media_quoted_values_unquoted),
+        cmocka_unit_test(test_canon_media_malformed_kept_as_sent),
+        cmocka_unit_test(test_canon_media_canonical_form_is_a_fixed_point),
+        cmocka_unit_test(test_canon_media_long_parts_written_whole),
+        cmocka_unit_test(test_canon_media_sink_error_is_returned),
         cmocka_unit_test(test_canon_json_compact_with_sorted_members),
         cmocka_unit_test(test_canon_json_nested_members_sorted),
         cmocka_unit_test(test_canon_json_array_order_kept),

@@ -174,10 +174,11 @@ static void test_fp_query_empty_segments_ignored(void **state)
         same(fp(req("&a=1&&b=2&", "", "")), fp(req("a=1&b=2", "", ""))));
 }
 
-static void test_fp_query_not_decoded(void **state)
+static void test_fp_query_decoded(void **state)
 {
     (void)state;
-    assert_false(same(fp(req("a=%41", "", "")), fp(req("a=A", "", ""))));
+    assert_true(same(fp(req("a=%41", "", "")), fp(req("a=A", "", ""))));
+    assert_false(same(fp(req("a=%2541", "", "")), fp(req("a=A", "", ""))));
 }
 
 static void test_fp_media_type_matters(void **state)
@@ -188,20 +189,29 @@ static void test_fp_media_type_matters(void **state)
     assert_false(same(fp(req("", "", "x")), fp(req("", "text/plain", "x"))));
 }
 
-static void test_fp_media_type_case_and_parameters_ignored(void **state)
+static void test_fp_media_type_case_ignored(void **state)
 {
     (void)state;
-    assert_true(same(fp(req("", "Application/JSON; charset=utf-8", "{}")),
-                     fp(req("", JSON, "{}"))));
-    assert_true(same(fp(req("", "text/plain;charset=latin1", "x")),
-                     fp(req("", "TEXT/Plain", "x"))));
+    assert_true(same(fp(req("", "Application/JSON; Charset=utf-8", "{}")),
+                     fp(req("", "application/json;charset=utf-8", "{}"))));
+    assert_true(
+        same(fp(req("", "text/plain", "x")), fp(req("", "TEXT/Plain", "x"))));
+}
+
+static void test_fp_media_type_parameters_matter(void **state)
+{
+    (void)state;
+    assert_false(same(fp(req("", "application/json; charset=utf-8", "{}")),
+                      fp(req("", JSON, "{}"))));
+    assert_false(same(fp(req("", "text/plain;charset=latin1", "x")),
+                      fp(req("", "text/plain;charset=utf-8", "x"))));
 }
 
 static void test_fp_media_type_whitespace_trimmed(void **state)
 {
     (void)state;
-    assert_true(same(fp(req("", " \tapplication/json \t; q=1", "{}")),
-                     fp(req("", JSON, "{}"))));
+    assert_true(same(fp(req("", " \tapplication/json \t; q = 1 ", "{}")),
+                     fp(req("", "application/json;q=1", "{}"))));
 }
 
 /* ---- bodies ---- */
@@ -378,7 +388,7 @@ static void test_fp_form_empty_pairs_ignored(void **state)
         same(fp(req("", FORM, "a=1&&b=2&")), fp(req("", FORM, "b=2&a=1"))));
 }
 
-static void test_fp_form_media_type_parameters_ignored(void **state)
+static void test_fp_form_media_type_with_parameters_is_form(void **state)
 {
     (void)state;
     assert_int_equal(
@@ -424,6 +434,162 @@ static void test_fp_binary_body_hashed_whole(void **state)
     assert_false(same(fp(a), fp(b)));
 }
 
+/* ---- collisions: requests an API reads differently never share one ---- */
+
+/* Two requests as (query, Content-Type, body), and why they are compared. */
+typedef struct {
+    const char *what;
+    const char *a[3];
+    const char *b[3];
+} fp_case_t;
+
+#define MULTI "multipart/form-data"
+
+/* Pairs that an API can read differently: their fingerprints must differ. */
+static const fp_case_t fp_must_differ[] = {
+    {"an escaped name moves its value",
+     {"%61=1&a=2", "", ""},
+     {"a=2&%61=1", "", ""}},
+    {"an escaped form name moves its value",
+     {"", FORM, "%61=1&a=2"},
+     {"", FORM, "a=2&%61=1"}},
+    {"'+' is a space, %2B a plus", {"a=+", "", ""}, {"a=%2B", "", ""}},
+    {"form '+' is a space, %2B a plus",
+     {"", FORM, "a=1+2"},
+     {"", FORM, "a=1%2B2"}},
+    {"%26 is a '&' in the value", {"a=1%262", "", ""}, {"a=1&2", "", ""}},
+    {"%26 in a form value", {"", FORM, "a=1%262"}, {"", FORM, "a=1&2"}},
+    {"%3D is a '=' in the name", {"a%3Db=1", "", ""}, {"a=b=1", "", ""}},
+    {"%3D in a name against its split", {"a%3D=1", "", ""}, {"a==1", "", ""}},
+    {"a bad escape is not its decoded text",
+     {"a=%zz", "", ""},
+     {"a=%25zz", "", ""}},
+    {"a truncated escape is not its decoded text",
+     {"a=%4", "", ""},
+     {"a=%254", "", ""}},
+    {"a bad '%' before escaped digits",
+     {"a=%%32%35", "", ""},
+     {"a=%25", "", ""}},
+    {"a bad '%' before escaped digits, literal",
+     {"a=%%32%35", "", ""},
+     {"a=%%25", "", ""}},
+    {"a bad escape in a name", {"%zz=1", "", ""}, {"%25zz=1", "", ""}},
+    {"a name alone is not an empty value", {"a", "", ""}, {"a=", "", ""}},
+    {"an empty name is not a name", {"=1", "", ""}, {"1", "", ""}},
+    {"a value's case", {"a=%41", "", ""}, {"a=a", "", ""}},
+    {"the multipart boundary",
+     {"", MULTI "; boundary=A", "x"},
+     {"", MULTI "; boundary=B", "x"}},
+    {"the case of a boundary",
+     {"", MULTI "; boundary=A", "x"},
+     {"", MULTI "; boundary=a", "x"}},
+    {"the charset",
+     {"", "text/plain; charset=utf-8", "x"},
+     {"", "text/plain; charset=latin1", "x"}},
+    {"a form charset",
+     {"", FORM "; charset=utf-8", "a=1"},
+     {"", FORM "; charset=iso-8859-1", "a=1"}},
+    {"a parameter present or absent",
+     {"", JSON "; charset=utf-8", "{}"},
+     {"", JSON, "{}"}},
+    {"a quoted value against another",
+     {"", MULTI "; boundary=\"A B\"", "x"},
+     {"", MULTI "; boundary=A", "x"}},
+    {"a quoted-pair is the byte it escapes",
+     {"", MULTI "; boundary=\"a\\\"b\"", "x"},
+     {"", MULTI "; boundary=\"ab\"", "x"}},
+    {"the order of one parameter's values",
+     {"", "text/plain; a=1; a=2", "x"},
+     {"", "text/plain; a=2; a=1", "x"}},
+    {"a malformed parameter is not dropped",
+     {"", "text/plain; charset", "x"},
+     {"", "text/plain", "x"}},
+    {"an empty quoted value is a value",
+     {"", "text/plain; a=\"\"", "x"},
+     {"", "text/plain", "x"}},
+    {"parameters are not the body",
+     {"", "text/plain;a=b", ""},
+     {"", "text/plain", ";a=b"}},
+};
+
+/* Pairs that no API reads differently: their fingerprints must be equal. */
+static const fp_case_t fp_must_equal[] = {
+    {"the order of different names",
+     {"a=1&b=2&c=3", "", ""},
+     {"c=3&b=2&a=1", "", ""}},
+    {"an escaped name is that name", {"%61=1", "", ""}, {"a=1", "", ""}},
+    {"an escaped value is that value",
+     {"a=%31%2e5", "", ""},
+     {"a=1.5", "", ""}},
+    {"'+' and %20 are both a space", {"a=x+y", "", ""}, {"a=x%20y", "", ""}},
+    {"the case of hex digits",
+     {"a=%2b%C3%a9", "", ""},
+     {"a=%2B%c3%A9", "", ""}},
+    {"a '=' in a value, escaped or not",
+     {"a=b%3D1", "", ""},
+     {"a=b=1", "", ""}},
+    {"empty segments", {"&a=1&&b=2&", "", ""}, {"a=1&b=2", "", ""}},
+    {"form names decoded and sorted",
+     {"", FORM, "%61=1&b=x+y"},
+     {"", FORM, "b=x%20y&a=1"}},
+    {"the case of a parameter name",
+     {"", "text/plain; Charset=utf-8", "x"},
+     {"", "text/plain; charset=utf-8", "x"}},
+    {"a quoted value and its token",
+     {"", MULTI "; boundary=\"A\"", "x"},
+     {"", MULTI "; boundary=A", "x"}},
+    {"a quoted-pair of a plain byte",
+     {"", MULTI "; boundary=\"\\A\"", "x"},
+     {"", MULTI "; boundary=A", "x"}},
+    {"OWS around ';' and '='",
+     {"", "text/plain ; charset = utf-8 ;\tformat=flowed ", "x"},
+     {"", "text/plain;charset=utf-8;format=flowed", "x"}},
+    {"the order of different parameters",
+     {"", "text/plain; format=flowed; charset=utf-8", "x"},
+     {"", "text/plain; charset=utf-8; format=flowed", "x"}},
+    {"the case of the type", {"", "Text/PLAIN", "x"}, {"", "text/plain", "x"}},
+    {"an empty parameter", {"", "text/plain;", "x"}, {"", "text/plain", "x"}},
+    {"JSON whitespace, member order and a quoted charset",
+     {"", JSON "; charset=utf-8", "{\"b\": 1, \"a\": [1, 2]}"},
+     {"", JSON ";charset=\"utf-8\"", "{\"a\":[1,2],\"b\":1}"}},
+};
+
+static int fp_case_same(const fp_case_t *c)
+{
+    return same(fp(req(c->a[0], c->a[1], c->a[2])),
+                fp(req(c->b[0], c->b[1], c->b[2])));
+}
+
+static void test_fp_must_differ_table(void **state)
+{
+    size_t bad = 0;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(fp_must_differ) / sizeof(*fp_must_differ);
+         i++) {
+        if (fp_case_same(&fp_must_differ[i])) {
+            print_error("share a fingerprint: %s\n", fp_must_differ[i].what);
+            bad++;
+        }
+    }
+    assert_int_equal(bad, 0);
+}
+
+static void test_fp_must_equal_table(void **state)
+{
+    size_t bad = 0;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(fp_must_equal) / sizeof(*fp_must_equal);
+         i++) {
+        if (!fp_case_same(&fp_must_equal[i])) {
+            print_error("differ: %s\n", fp_must_equal[i].what);
+            bad++;
+        }
+    }
+    assert_int_equal(bad, 0);
+}
+
 static void test_fp_absent_body_equals_empty_body(void **state)
 {
     idem_request_t a = req("", "", "");
@@ -462,12 +628,20 @@ static void test_fp_layout_is_stable(void **state)
     (void)state;
     assert_hex(
         fp(r),
-        "f94cbdd041939482e29ba9cf9c885794ab4f239e9ee71dabc32361c80d0fe537");
+        "e0783a704c548d664685ee18a0bffd9332875b9c2e4d1b76d56aab2f0b619475");
     r = req("", "", "hello");
     r.path = S("/x");
     assert_hex(
         fp(r),
-        "d90be557d57b5f6098bc2ab1085baeb0b8b1b7fc52996853448094596eb85828");
+        "33d4d15224ec78bd39e4d78de38ab20130052dc3aaa180612fb5a8864c63b1aa");
+    r = req("b=x+y&%61=%2b", "Multipart/Form-Data; Boundary=\"A\\\"B\"", "x");
+    assert_hex(
+        fp(r),
+        "7d636f18fc0133c76e4e190609503ed6e08c2199b3797529ff9e34495325a116");
+    r = req("", "Text/Plain; charset", "x");
+    assert_hex(
+        fp(r),
+        "dc0a8d252ae313a90530e0ccbf8c99595ad1f7e463a58d21b9981a9d7b11d977");
 }
 
 int main(void)
@@ -481,9 +655,10 @@ int main(void)
         cmocka_unit_test(test_fp_query_order_ignored),
         cmocka_unit_test(test_fp_query_repeated_values_keep_order),
         cmocka_unit_test(test_fp_query_empty_segments_ignored),
-        cmocka_unit_test(test_fp_query_not_decoded),
+        cmocka_unit_test(test_fp_query_decoded),
         cmocka_unit_test(test_fp_media_type_matters),
-        cmocka_unit_test(test_fp_media_type_case_and_parameters_ignored),
+        cmocka_unit_test(test_fp_media_type_case_ignored),
+        cmocka_unit_test(test_fp_media_type_parameters_matter),
         cmocka_unit_test(test_fp_media_type_whitespace_trimmed),
         cmocka_unit_test(test_fp_json_member_order_ignored),
         cmocka_unit_test(test_fp_json_whitespace_ignored),
@@ -503,11 +678,13 @@ int main(void)
         cmocka_unit_test(test_fp_form_pair_order_ignored),
         cmocka_unit_test(test_fp_form_repeated_names_keep_order),
         cmocka_unit_test(test_fp_form_empty_pairs_ignored),
-        cmocka_unit_test(test_fp_form_media_type_parameters_ignored),
+        cmocka_unit_test(test_fp_form_media_type_with_parameters_is_form),
         cmocka_unit_test(test_fp_form_body_and_query_are_separate),
         cmocka_unit_test(test_fp_other_body_is_bytes),
         cmocka_unit_test(test_fp_no_content_type_is_bytes),
         cmocka_unit_test(test_fp_binary_body_hashed_whole),
+        cmocka_unit_test(test_fp_must_differ_table),
+        cmocka_unit_test(test_fp_must_equal_table),
         cmocka_unit_test(test_fp_absent_body_equals_empty_body),
         cmocka_unit_test(test_fp_kind_is_optional),
         cmocka_unit_test(test_fp_layout_is_stable),

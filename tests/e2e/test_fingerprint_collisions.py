@@ -1,0 +1,170 @@
+"""SPEC §4 through real nginx: two requests that the API can read
+differently never share a fingerprint (the second use of the key is a 400
+mismatch, not a replay), and two spellings of the same parameters do (the
+second is a replay). Queries and bodies are sent as raw bytes with
+http.client, because requests rewrites escapes such as %61 on the way."""
+
+import http.client
+
+import pytest
+
+from conftest import unique_key
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def send(gateway, target, key, body=b"", ctype=None):
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
+    headers = {"Idempotency-Key": key}
+    if ctype is not None:
+        headers["Content-Type"] = ctype
+    try:
+        conn.request("POST", target, body=body, headers=headers)
+        r = conn.getresponse()
+        return r.status, r.getheader("Idempotent-Replayed"), r.read()
+    finally:
+        conn.close()
+
+
+def assert_mismatch(gateway, upstream, first, second):
+    key = unique_key()
+    status, replayed, _ = send(gateway, key=key, **first)
+    assert status < 400 and replayed is None
+    status, replayed, body = send(gateway, key=key, **second)
+    assert status == 400, body
+    assert replayed is None
+    assert b"can only be used with the same parameters" in body
+    assert upstream.executions(key) == 1
+
+
+def assert_replay(gateway, upstream, first, second):
+    key = unique_key()
+    status, replayed, body1 = send(gateway, key=key, **first)
+    assert replayed is None
+    status2, replayed, body2 = send(gateway, key=key, **second)
+    assert replayed == "true", body2
+    assert (status2, body2) == (status, body1)
+    assert upstream.executions(key) == 1
+
+
+# --- the query ----------------------------------------------------------------
+
+def test_escaped_name_keeps_its_place_among_its_values(gateway, upstream):
+    assert_mismatch(gateway, upstream, {"target": "/bench?%61=1&a=2"},
+                    {"target": "/bench?a=2&%61=1"})
+
+
+def test_escaped_name_is_that_name(gateway, upstream):
+    assert_replay(gateway, upstream, {"target": "/bench?%61=1"},
+                  {"target": "/bench?a=1"})
+
+
+def test_plus_and_percent_20_are_one_space(gateway, upstream):
+    assert_replay(gateway, upstream, {"target": "/bench?q=a+b&x=1"},
+                  {"target": "/bench?x=1&q=a%20b"})
+
+
+def test_plus_is_not_an_escaped_plus(gateway, upstream):
+    assert_mismatch(gateway, upstream, {"target": "/bench?q=a+b"},
+                    {"target": "/bench?q=a%2Bb"})
+
+
+def test_escaped_ampersand_is_part_of_the_value(gateway, upstream):
+    assert_mismatch(gateway, upstream, {"target": "/bench?a=1%262"},
+                    {"target": "/bench?a=1&2"})
+
+
+def test_bad_escape_is_not_its_escaped_text(gateway, upstream):
+    assert_mismatch(gateway, upstream, {"target": "/bench?a=%zz"},
+                    {"target": "/bench?a=%25zz"})
+
+
+def test_name_alone_is_not_an_empty_value(gateway, upstream):
+    assert_mismatch(gateway, upstream, {"target": "/bench?a"},
+                    {"target": "/bench?a="})
+
+
+# --- form bodies --------------------------------------------------------------
+
+def test_form_escaped_name_keeps_its_place(gateway, upstream):
+    assert_mismatch(gateway, upstream,
+                    {"target": "/bench", "body": b"%61=1&a=2", "ctype": FORM},
+                    {"target": "/bench", "body": b"a=2&%61=1", "ctype": FORM})
+
+
+def test_form_spellings_of_the_same_pairs_replay(gateway, upstream):
+    assert_replay(gateway, upstream,
+                  {"target": "/bench", "body": b"%6Eame=Jane+Doe&amount=1%2e5",
+                   "ctype": FORM},
+                  {"target": "/bench", "body": b"amount=1.5&name=Jane%20Doe",
+                   "ctype": FORM})
+
+
+def test_form_plus_is_not_an_escaped_plus(gateway, upstream):
+    assert_mismatch(gateway, upstream,
+                    {"target": "/bench", "body": b"q=1+2", "ctype": FORM},
+                    {"target": "/bench", "body": b"q=1%2B2", "ctype": FORM})
+
+
+def test_large_form_fingerprinted_on_the_thread_pool(gateway, upstream):
+    # beyond the 16 KiB that the event loop fingerprints itself
+    filler = b"&f=" + b"x" * 20000
+    assert_mismatch(gateway, upstream,
+                    {"target": "/bench", "body": b"%61=1&a=2" + filler,
+                     "ctype": FORM},
+                    {"target": "/bench", "body": b"a=2&%61=1" + filler,
+                     "ctype": FORM})
+    assert_replay(gateway, upstream,
+                  {"target": "/bench", "body": b"%61=1&b=2" + filler,
+                   "ctype": FORM},
+                  {"target": "/bench", "body": b"b=2" + filler + b"&a=1",
+                   "ctype": FORM})
+
+
+# --- the media type and its parameters ---------------------------------------
+
+MULTIPART_BODY = (b"--A\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1"
+                  b"\r\n--A--\r\n--B\r\nContent-Disposition: form-data; "
+                  b"name=\"a\"\r\n\r\n2\r\n--B--\r\n")
+
+
+def test_multipart_boundary_matters(gateway, upstream):
+    assert_mismatch(
+        gateway, upstream,
+        {"target": "/bench", "body": MULTIPART_BODY,
+         "ctype": "multipart/form-data; boundary=A"},
+        {"target": "/bench", "body": MULTIPART_BODY,
+         "ctype": "multipart/form-data; boundary=B"})
+
+
+@pytest.mark.parametrize("first,second", [
+    ("text/plain; charset=utf-8", "text/plain; charset=iso-8859-1"),
+    ("text/plain; charset=utf-8", "text/plain"),
+    (FORM + "; charset=utf-8", FORM + "; charset=iso-8859-1"),
+])
+def test_charset_matters(gateway, upstream, first, second):
+    body = b"a=caf\xc3\xa9"
+    assert_mismatch(gateway, upstream,
+                    {"target": "/bench", "body": body, "ctype": first},
+                    {"target": "/bench", "body": body, "ctype": second})
+
+
+@pytest.mark.parametrize("first,second", [
+    ("application/json; charset=utf-8", "application/json;charset=\"utf-8\""),
+    ("application/json; charset=utf-8", "Application/JSON ; Charset = utf-8"),
+    ("multipart/form-data; boundary=\"A\"", "multipart/form-data; boundary=A"),
+])
+def test_spellings_of_one_media_type_replay(gateway, upstream, first, second):
+    assert_replay(gateway, upstream,
+                  {"target": "/bench", "body": b'{"a": 1, "b": 2}',
+                   "ctype": first},
+                  {"target": "/bench", "body": b'{"a": 1, "b": 2}',
+                   "ctype": second})
+
+
+def test_json_with_charset_still_canonical(gateway, upstream):
+    assert_replay(gateway, upstream,
+                  {"target": "/bench", "body": b'{"a": 1, "b": [1, 2]}',
+                   "ctype": "application/json; charset=utf-8"},
+                  {"target": "/bench", "body": b'{"b":[1,2],"a":1}',
+                   "ctype": "application/json;charset=\"utf-8\""})
