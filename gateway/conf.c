@@ -289,6 +289,34 @@ static void put_main(FILE *f, const idemgate_conf_t *c)
                "}\n\n");
 }
 
+/*
+ * The Host the API gets: the client's own, or, from an HTTP/1.0 client that
+ * sent none, the address the client connected to, written as an HTTP/1.1
+ * client would have written it. Without it nginx would send no Host at all
+ * ($http_host is empty), which an HTTP/1.1 API answers with a 400 that a
+ * key then stores. A wildcard --listen names the address of the connection.
+ */
+static void put_host_map(FILE *f, const idemgate_conf_t *c)
+{
+    fputs("    # the Host the API gets: the client's, or (HTTP/1.0 without "
+          "Host) the\n"
+          "    # gateway address the client connected to\n"
+          "    map $http_host $idemgate_host {\n"
+          "        \"\" ",
+          f);
+    if (strcmp(c->listen.host, "0.0.0.0") == 0) {
+        fputs("\"$server_addr:$server_port\"", f);
+    } else if (strcmp(c->listen.host, "[::]") == 0) {
+        fputs("\"[$server_addr]:$server_port\"", f);
+    } else {
+        fprintf(f, "\"%s:%u\"", c->listen.host, c->listen.port);
+    }
+    fputs(";\n"
+          "        default $http_host;\n"
+          "    }\n\n",
+          f);
+}
+
 static void put_http_common(FILE *f, const idemgate_conf_t *c)
 {
     char body[32], header[32], client[32], upstream[32], connect[32];
@@ -326,6 +354,7 @@ static void put_http_common(FILE *f, const idemgate_conf_t *c)
     put_quoted(f, c->store);
     fputs(";\n    idempotency_thread_pool idemgate;\n\n", f);
 
+    put_host_map(f, c);
     duration_str(c->upstream_timeout_ms, upstream, sizeof(upstream));
     duration_str(c->upstream_timeout_ms < CONNECT_TIMEOUT_MAX
                      ? c->upstream_timeout_ms
@@ -343,7 +372,7 @@ static void put_http_common(FILE *f, const idemgate_conf_t *c)
             "    }\n\n"
             "    proxy_http_version 1.1;\n"
             "    proxy_set_header Connection \"\";\n"
-            "    proxy_set_header Host $http_host;\n"
+            "    proxy_set_header Host $idemgate_host;\n"
             "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
             "    proxy_set_header X-Request-Id $request_id;\n"
             "    proxy_read_timeout %s;\n"

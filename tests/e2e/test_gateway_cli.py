@@ -527,7 +527,7 @@ def test_print_config_defaults(workdir):
             "upstream idemgate_upstream {", "server 127.0.0.1:18081;",
             "keepalive 64;",
             "proxy_http_version 1.1;", 'proxy_set_header Connection "";',
-            "proxy_set_header Host $http_host;",
+            "proxy_set_header Host $idemgate_host;",
             "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
             "proxy_set_header X-Request-Id $request_id;",
             "proxy_read_timeout 60s;", "proxy_send_timeout 60s;",
