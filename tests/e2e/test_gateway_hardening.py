@@ -20,9 +20,10 @@ import time
 import pytest
 import requests
 
-from test_gateway_cli import (BASE, BUILD, IS_ROOT, assert_error_body,
-                              NGINX, conf_directives, echo, free_port,
-                              gateway_factory, raw_request, run_cli, workdir)
+from test_gateway_cli import (BASE, BUILD, IS_ROOT, NGINX, asan_reports,
+                              assert_error_body, conf_directives, echo,
+                              free_port, gateway_factory, nginx_env,
+                              raw_request, run_cli, workdir)
 
 # pytest finds the imported fixtures by these names
 __all__ = ["echo", "gateway_factory", "workdir"]
