@@ -508,7 +508,8 @@ static const idemgate_flag_t flags[] = {
     {"max-body-bytes", "SIZE", set_max_body, 0,
      "largest request body (default 1m)"},
     {"max-header-bytes", "SIZE", set_max_header, 0,
-     "largest request header section (default 16k)"},
+     "largest request header section: the request line, the headers and "
+     "the empty line, CRLFs included; one byte more gets 431 (default 16k)"},
     {"max-response-bytes", "SIZE", set_max_response, 0,
      "largest response stored for replay (default 8m)"},
     {"client-timeout", "DURATION", set_client_timeout, 0,
