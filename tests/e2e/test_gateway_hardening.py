@@ -8,11 +8,13 @@ its Gateway (one idemgate process on free loopback ports) and its raw
 socket client.
 """
 
+import glob
+import grp
 import json
 import os
 import pwd
-import grp
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -20,10 +22,11 @@ import time
 import pytest
 import requests
 
-from test_gateway_cli import (BASE, BUILD, IS_ROOT, NGINX, asan_reports,
-                              assert_error_body, conf_directives, echo,
-                              free_port, gateway_factory, nginx_env,
-                              raw_request, run_cli, workdir)
+from test_gateway_cli import (BASE, BUILD, IDEMGATE, IS_ROOT, NGINX,
+                              asan_reports, assert_error_body,
+                              conf_directives, echo, free_port,
+                              gateway_factory, nginx_env, raw_request,
+                              run_cli, workdir)
 
 # pytest finds the imported fixtures by these names
 __all__ = ["echo", "gateway_factory", "workdir"]
@@ -263,3 +266,161 @@ def test_print_config_header_limit_regex(limit):
         assert bool(above.match(str(n))) == (n > limit), n
     # every location a client reaches checks it first
     assert r.stdout.count("if ($idemgate_header_too_large) {") == 5
+
+
+# --------------------------------------------------------------------------
+# --user: whom the workers run as, and what they must reach
+# --------------------------------------------------------------------------
+
+needs_root = pytest.mark.skipif(not IS_ROOT,
+                                reason="workers change user only under root")
+OTHER = "daemon"     # a system user of every Debian machine, not nobody
+
+
+def other_user():
+    pw = pwd.getpwnam(OTHER)
+    return pw, grp.getgrgid(pw.pw_gid).gr_name
+
+
+def uid_of(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    raise AssertionError("no Uid in /proc/%d/status" % pid)
+
+
+def test_help_and_print_config_have_user(workdir):
+    r = run_cli("--help")
+    assert re.search(r"(?m)^  --user NAME +the workers' user when idemgate "
+                     r"runs as root", r.stdout), r.stdout
+    conf = os.path.join(workdir, "idemgate.conf")
+    with open(conf, "w") as f:
+        f.write("user = %s\n" % OTHER)
+    r = run_cli(*(BASE + ["--config", conf, "--print-config"]))
+    if IS_ROOT:
+        assert r.returncode == 0, r.stderr
+        pw, group = other_user()
+        assert 'user "%s" "%s";' % (OTHER, group) in conf_directives(r.stdout)
+    else:
+        assert r.returncode == 2
+        assert "--user: only root can run the nginx workers as" in r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--user", "no-such-user-x"], "--user: no user 'no-such-user-x' on this system"),
+    (["--user", "a b"], "--user: 'a b' is not a user name"),
+])
+def test_bad_user_exits_2(args, message):
+    r = run_cli(*(BASE + args + ["--print-config"]))
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == ["idemgate: " + message]
+
+
+@needs_root
+def test_user_only_works_for_root(workdir):
+    """Not root, nginx ignores `user`: idemgate says so instead of running
+    the workers as someone else than the flag said."""
+    exe = shutil.which("setpriv")
+    if exe is None:
+        pytest.skip("no setpriv")
+    as_other = [exe, "--reuid", OTHER, "--regid", OTHER, "--clear-groups"]
+    r = subprocess.run(as_other + [IDEMGATE] + BASE + ["--user", "nobody",
+                                                       "--print-config"],
+                       cwd=workdir, capture_output=True, text=True, timeout=20)
+    assert r.returncode == 2
+    assert r.stderr == ("idemgate: --user: only root can run the nginx workers "
+                        "as nobody; idemgate runs as %s, and so do they (leave "
+                        "--user out, or start idemgate as root)\n" % OTHER)
+    # naming the user it runs as is no change: no `user` directive
+    r = subprocess.run(as_other + [IDEMGATE] + BASE + ["--user", OTHER,
+                                                       "--print-config"],
+                       cwd=workdir, capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert not any(x.startswith("user ") for x in conf_directives(r.stdout))
+
+
+@needs_root
+def test_user_runs_the_workers_and_gets_the_directories(gateway_factory,
+                                                       workdir):
+    pw, _ = other_user()
+    g = gateway_factory("--user", OTHER, "--runtime-dir",
+                        os.path.join(workdir, "run"))
+    workers = g.worker_pids()
+    assert workers and all(uid_of(p) == pw.pw_uid for p in workers)
+    assert uid_of(g.master_pid()) == 0
+    # the directories idemgate made are the workers'
+    store = os.path.join(workdir, "store")
+    assert os.stat(store).st_uid == pw.pw_uid
+    assert os.stat(store).st_gid == pw.pw_gid
+    assert os.stat(os.path.join(workdir, "run")).st_uid == pw.pw_uid
+    assert g.post(key="k-user", data="x").status_code == 201
+    assert g.post(key="k-user", data="x").headers["Idempotent-Replayed"] == "true"
+    for name in ("data.mdb", "lock.mdb"):
+        assert os.stat(os.path.join(store, name)).st_uid == pw.pw_uid
+
+
+@needs_root
+def test_user_can_use_a_store_nobody_cannot_reach(gateway_factory, workdir):
+    pw, _ = other_user()
+    private = os.path.join(workdir, "private")
+    os.mkdir(private, 0o700)
+    os.chown(private, pw.pw_uid, pw.pw_gid)
+    g = gateway_factory("--user", OTHER, "--store",
+                        "lmdb:" + os.path.join(private, "s"))
+    assert g.post(key="k-private", data="x").status_code == 201
+    # nobody, the default, is refused (see test_gateway_cli.py)
+    r = run_cli(*(BASE + ["--store", "lmdb:" + os.path.join(private, "t")]),
+                cwd=workdir, env=dict(os.environ, TMPDIR=workdir))
+    assert r.returncode == 2
+    assert "the nginx workers run as nobody" in r.stderr
+
+
+@needs_root
+def test_existing_directory_is_not_given_away(workdir):
+    """Only what idemgate makes changes hands: a directory that was there
+    (a mistyped --store could name a system one) keeps its owner, and one
+    the workers cannot use is refused."""
+    existing = os.path.join(workdir, "existing")
+    os.mkdir(existing, 0o755)
+    with open(os.path.join(existing, "notes"), "w") as f:
+        f.write("x")
+    r = run_cli(*(BASE + ["--user", OTHER, "--store", "lmdb:" + existing]),
+                cwd=workdir, env=dict(os.environ, TMPDIR=workdir))
+    assert r.returncode == 2
+    assert r.stderr == (
+        "idemgate: --store: the nginx workers run as %s (idemgate runs as "
+        "root) and cannot use %s: Permission denied; let %s read, write and "
+        "enter it, through every parent directory\n" % (OTHER, existing, OTHER))
+    assert os.stat(existing).st_uid == 0
+    assert os.stat(os.path.join(existing, "notes")).st_uid == 0
+
+
+@needs_root
+@pytest.mark.parametrize("name,spoil", [
+    ("data.mdb", "chmod 000"),
+    ("data.mdb", "root 0600"),
+    ("lock.mdb", "root 0600"),
+])
+def test_store_file_the_workers_cannot_use_is_named(gateway_factory, workdir,
+                                                    name, spoil):
+    """Before, idemgate checked only the directory: nginx started and every
+    request with a key got a 503."""
+    g = gateway_factory("--user", OTHER)
+    assert g.post(key="k-spoil", data="x").status_code == 201
+    g.close()
+    store = os.path.join(workdir, "store")
+    path = os.path.join(store, name)
+    if spoil == "chmod 000":
+        os.chmod(path, 0)
+    else:
+        os.chown(path, 0, 0)
+        os.chmod(path, 0o600)
+    r = run_cli(*(BASE + ["--user", OTHER, "--store", "lmdb:" + store]),
+                cwd=workdir, env=dict(os.environ, TMPDIR=workdir))
+    assert r.returncode == 2
+    assert r.stderr == (
+        "idemgate: --store: the nginx workers run as %s (idemgate runs as "
+        "root) and cannot read and write %s: Permission denied; the store's "
+        "files must be readable and writable by %s\n" % (OTHER, path, OTHER))
+    assert glob.glob(os.path.join(workdir, "tmp", "idemgate.*")) == []
