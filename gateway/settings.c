@@ -524,7 +524,9 @@ static const idemgate_flag_t flags[] = {
     {"max-response-bytes", "SIZE", set_max_response, 0,
      "largest response stored for replay (default 8m)"},
     {"client-timeout", "DURATION", set_client_timeout, 0,
-     "for reading a request and sending a response (default 30s)"},
+     "the request line and headers must arrive within it; the body and the "
+     "response may pause this long between two reads or writes, however "
+     "long they take in all (default 30s)"},
     {"upstream-timeout", "DURATION", set_upstream_timeout, 0,
      "for the upstream's answer (default 60s)"},
     {"lease", "DURATION", set_lease, 0,

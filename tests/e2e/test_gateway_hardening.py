@@ -8,6 +8,7 @@ its Gateway (one idemgate process on free loopback ports) and its raw
 socket client.
 """
 
+import contextlib
 import glob
 import grp
 import json
@@ -424,3 +425,97 @@ def test_store_file_the_workers_cannot_use_is_named(gateway_factory, workdir,
         "root) and cannot read and write %s: Permission denied; the store's "
         "files must be readable and writable by %s\n" % (OTHER, path, OTHER))
     assert glob.glob(os.path.join(workdir, "tmp", "idemgate.*")) == []
+
+
+# --------------------------------------------------------------------------
+# --client-timeout: a deadline for the header section, the longest pause
+# while the body arrives (nginx 1.22 has no deadline for a whole body)
+# --------------------------------------------------------------------------
+
+def closed_within(s, seconds):
+    """Waits up to seconds for the peer to close s without sending a byte;
+    returns whether it did."""
+    s.settimeout(seconds)
+    try:
+        data = s.recv(65536)
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        data = b""
+    assert data == b""
+    return True
+
+
+def test_help_says_what_client_timeout_bounds():
+    r = run_cli("--help")
+    text = " ".join(r.stdout.split())
+    assert ("--client-timeout DURATION the request line and headers must "
+            "arrive within it; the body and the response may pause this "
+            "long between two reads or writes, however long they take in "
+            "all (default 30s)") in text, r.stdout
+
+
+def test_client_timeout_is_a_pause_limit_for_the_body(gateway_factory, echo):
+    """A body whose bytes come 0.4 s apart is read to its end although it
+    takes longer than --client-timeout in all."""
+    g = gateway_factory("--client-timeout", "1s")
+    before = echo.count
+    with socket.create_connection(("127.0.0.1", g.port), timeout=10) as s:
+        s.sendall(b"POST /drip HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k-drip\r\n"
+                  b"Content-Length: 6\r\nConnection: close\r\n\r\n")
+        start = time.time()
+        for b in b"abcdef":
+            time.sleep(0.4)
+            s.sendall(bytes([b]))
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert time.time() - start > 2.0
+    assert data.startswith(b"HTTP/1.1 201 "), data
+    assert json.loads(data.partition(b"\r\n\r\n")[2])["body"] == "abcdef"
+    assert echo.count == before + 1
+
+
+def test_client_timeout_closes_a_body_that_pauses_too_long(gateway_factory,
+                                                          echo):
+    g = gateway_factory("--client-timeout", "1s")
+    before = echo.count
+    with socket.create_connection(("127.0.0.1", g.port), timeout=10) as s:
+        s.sendall(b"POST /drip HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k-pause\r\n"
+                  b"Content-Length: 6\r\n\r\n")
+        for b in b"abc":
+            time.sleep(0.4)
+            s.sendall(bytes([b]))
+        last = time.time()
+        assert not closed_within(s, 0.7)
+        assert closed_within(s, 1.5)
+        assert 0.8 < time.time() - last < 2.2
+    assert echo.count == before
+    # nothing was claimed: the key is free
+    r = g.post("/drip", key="k-pause", data="abcdef")
+    assert r.status_code == 201 and "Idempotent-Replayed" not in r.headers
+
+
+def test_client_timeout_is_a_deadline_for_the_header_section(gateway_factory,
+                                                            echo):
+    """Header lines that come 0.3 s apart, each pause shorter than the
+    timeout, are cut off once the timeout has passed since the connection
+    opened."""
+    g = gateway_factory("--client-timeout", "1s")
+    before = echo.count
+    with socket.create_connection(("127.0.0.1", g.port), timeout=10) as s:
+        start = time.time()
+        s.sendall(b"POST /drip HTTP/1.1\r\nHost: x\r\n")
+        closed = False
+        for i in range(10):
+            if closed_within(s, 0.3):
+                closed = True
+                break
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                s.sendall(b"X-Slow-%d: 1\r\n" % i)
+        assert closed
+        assert 0.8 < time.time() - start < 1.8
+    assert echo.count == before
