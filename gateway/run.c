@@ -81,7 +81,7 @@ int idemgate_run_identity(idemgate_conf_t *conf, idemgate_err_t *err)
     }
     if (geteuid() != 0) {
         /* nginx ignores `user` then: the workers run as we do */
-        if (pw != NULL && pw->pw_uid != geteuid()) {
+        if (conf->user != NULL && pw->pw_uid != geteuid()) {
             self = getpwuid(geteuid());
             return idemgate_fail(
                 err, IDEMGATE_EXIT_USAGE,

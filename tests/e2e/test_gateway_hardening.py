@@ -29,7 +29,7 @@ from test_gateway_cli import (BASE, BUILD, IDEMGATE, IS_ROOT, NGINX,
                               gateway_factory, nginx_env, raw_request,
                               run_cli, workdir)
 
-# pytest finds the imported fixtures by these names
+# imported for pytest, which finds fixtures among a module's names
 __all__ = ["echo", "gateway_factory", "workdir"]
 
 INQUIRIES = os.path.join(BUILD, "inquiries")
@@ -339,6 +339,30 @@ def test_user_only_works_for_root(workdir):
                        cwd=workdir, capture_output=True, text=True, timeout=20)
     assert r.returncode == 0, r.stderr
     assert not any(x.startswith("user ") for x in conf_directives(r.stdout))
+
+
+@needs_root
+def test_store_file_out_of_reach_is_named_without_root_too(workdir):
+    """Run as another user, idemgate checks the store as itself."""
+    exe = shutil.which("setpriv")
+    if exe is None:
+        pytest.skip("no setpriv")
+    pw, _ = other_user()
+    store = os.path.join(workdir, "own-store")
+    os.mkdir(store, 0o700)
+    os.chown(store, pw.pw_uid, pw.pw_gid)
+    data = os.path.join(store, "data.mdb")
+    with open(data, "w"):
+        pass
+    os.chmod(data, 0o600)
+    r = subprocess.run([exe, "--reuid", OTHER, "--regid", OTHER,
+                        "--clear-groups", IDEMGATE] + BASE +
+                       ["--store", "lmdb:" + store, "--admin", "off"],
+                       cwd=workdir, capture_output=True, text=True, timeout=20)
+    assert r.returncode == 2
+    assert r.stderr == ("idemgate: --store: cannot read and write %s: "
+                        "Permission denied; the store's files must be "
+                        "readable and writable by idemgate's user\n" % data)
 
 
 @needs_root
