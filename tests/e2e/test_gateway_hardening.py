@@ -358,7 +358,8 @@ def test_store_file_out_of_reach_is_named_without_root_too(workdir):
     r = subprocess.run([exe, "--reuid", OTHER, "--regid", OTHER,
                         "--clear-groups", IDEMGATE] + BASE +
                        ["--store", "lmdb:" + store, "--admin", "off"],
-                       cwd=workdir, capture_output=True, text=True, timeout=20)
+                       cwd=workdir, env=dict(os.environ, TMPDIR=workdir),
+                       capture_output=True, text=True, timeout=20)
     assert r.returncode == 2
     assert r.stderr == ("idemgate: --store: cannot read and write %s: "
                         "Permission denied; the store's files must be "
