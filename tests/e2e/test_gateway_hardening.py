@@ -21,7 +21,6 @@ import subprocess
 import time
 
 import pytest
-import requests
 
 from test_gateway_cli import (BASE, BUILD, IDEMGATE, IS_ROOT, NGINX,
                               asan_reports, assert_error_body,
@@ -119,6 +118,57 @@ def test_print_config_host_fallback(listen, value):
     assert "proxy_set_header Host $idemgate_host;" in d
     start = d.index("map $http_host $idemgate_host {")
     assert d[start + 1:start + 4] == [value, "default $http_host;", "}"]
+
+
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("wildcard,family,address", [
+    ("0.0.0.0", socket.AF_INET, "127.0.0.1"),
+    ("[::]", socket.AF_INET6, "::1"),
+])
+def test_wildcard_listen_forwards_the_connection_address_as_host(
+        workdir, echo, wildcard, family, address):
+    if family == socket.AF_INET6 and not ipv6_loopback():
+        pytest.skip("no IPv6 loopback")
+    port = free_port()
+    env = nginx_env(os.path.join(workdir, "asan"),
+                    dict(os.environ, TMPDIR=workdir))
+    proc = subprocess.Popen(
+        [IDEMGATE, "--listen", "%s:%d" % (wildcard, port), "--upstream",
+         echo.url, "--admin", "off", "--workers", "1", "--store",
+         "lmdb:" + os.path.join(workdir, "store")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 15
+        while True:
+            assert proc.poll() is None and time.time() < deadline
+            try:
+                s = socket.create_connection((address, port), timeout=5)
+                break
+            except OSError:
+                time.sleep(0.02)
+        with s:
+            s.sendall(b"POST /v1/wild HTTP/1.0\r\nContent-Length: 1\r\n\r\nx")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 201 "), data
+        host = address if family == socket.AF_INET else "[%s]" % address
+        assert echo.seen[-1][2]["Host"] == "%s:%d" % (host, port)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert asan_reports(os.path.join(workdir, "asan")) == ""
 
 
 def test_print_config_with_wildcard_listen_is_accepted_by_nginx(workdir):
