@@ -223,8 +223,12 @@ static int check_workers_reach(const idemgate_conf_t *conf, const char *flag,
     if (e != 0) {
         return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
                              "%s: %scannot use %s: %s; let %s read, write and "
-                             "enter it, through every parent directory",
-                             flag, who, dir, strerror(e), user);
+                             "enter it, through every parent directory%s",
+                             flag, who, dir, strerror(e), user,
+                             conf->worker_user && !conf->user
+                                 ? " (or run the workers as another user "
+                                   "with --user NAME)"
+                                 : "");
     }
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, files[i]);

@@ -449,7 +449,11 @@ def test_user_can_use_a_store_nobody_cannot_reach(gateway_factory, workdir):
     r = run_cli(*(BASE + ["--store", "lmdb:" + os.path.join(private, "t")]),
                 cwd=workdir, env=dict(os.environ, TMPDIR=workdir))
     assert r.returncode == 2
-    assert "the nginx workers run as nobody" in r.stderr
+    assert r.stderr == (
+        "idemgate: --store: the nginx workers run as nobody (idemgate runs as "
+        "root) and cannot use %s/t: Permission denied; let nobody read, write "
+        "and enter it, through every parent directory (or run the workers as "
+        "another user with --user NAME)\n" % private)
 
 
 @needs_root
