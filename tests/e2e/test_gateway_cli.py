@@ -377,7 +377,7 @@ BASE = ["--listen", "127.0.0.1:18080", "--upstream", "http://127.0.0.1:18081"]
 FLAGS = ["listen", "upstream", "store", "ttl", "wait", "methods",
          "scope-header", "require-key", "on-unknown", "error-style", "api-log",
          "max-body-bytes", "max-header-bytes", "max-response-bytes",
-         "client-timeout", "upstream-timeout", "lease", "workers", "admin",
+         "client-timeout", "upstream-timeout", "lease", "workers", "user", "admin",
          "no-store-header", "runtime-dir", "nginx", "module", "config",
          "print-config", "help"]
 
