@@ -289,6 +289,103 @@ static void put_main(FILE *f, const idemgate_conf_t *c)
                "}\n\n");
 }
 
+/*
+ * The Host the API gets: the client's own, or, from an HTTP/1.0 client that
+ * sent none, the address the client connected to, written as an HTTP/1.1
+ * client would have written it. Without it nginx would send no Host at all
+ * ($http_host is empty), which an HTTP/1.1 API answers with a 400 that a
+ * key then stores. A wildcard --listen names the address of the connection.
+ */
+static void put_host_map(FILE *f, const idemgate_conf_t *c)
+{
+    fputs("    # the Host the API gets: the client's, or (HTTP/1.0 without "
+          "Host) the\n"
+          "    # gateway address the client connected to\n"
+          "    map $http_host $idemgate_host {\n"
+          "        \"\" ",
+          f);
+    if (strcmp(c->listen.host, "0.0.0.0") == 0) {
+        fputs("\"$server_addr:$server_port\"", f);
+    } else if (strcmp(c->listen.host, "[::]") == 0) {
+        fputs("\"[$server_addr]:$server_port\"", f);
+    } else {
+        fprintf(f, "\"%s:%u\"", c->listen.host, c->listen.port);
+    }
+    fputs(";\n"
+          "        default $http_host;\n"
+          "    }\n\n",
+          f);
+}
+
+/*
+ * --max-header-bytes, exactly. nginx's buffers alone cannot say it: a
+ * request starts in a 1k buffer, and when that fills, only the line being
+ * read moves on to a large buffer, so the complete lines left behind come
+ * on top (large buffers of 16k let through up to 17k). Here the buffers are
+ * only the outer bound, large enough for every section within the limit: a
+ * large buffer holds everything from the start of the line it takes over,
+ * and the second one serves a pipelined request that begins in the middle
+ * of the first. The limit itself is $request_length, which until the body
+ * is read counts the request line, the header lines and the empty line
+ * that ends them, CRLFs included. It is checked first in each location, not
+ * in the server: error_page's redirect to the 431 page runs the server's
+ * rewrites again.
+ */
+#define HEADER_BUFFERS 2
+
+/* An nginx regex that matches the decimal numbers above limit, written as
+ * $request_length writes them (no leading zeros): the longer ones, and
+ * those as long that are larger at the first digit that differs. */
+static void put_above_regex(FILE *f, uint64_t limit)
+{
+    char d[24];
+    int n = snprintf(d, sizeof(d), "%" PRIu64, limit);
+
+    fprintf(f, "\"~^(?:[1-9][0-9]{%d,}", n);
+    for (int i = 0; i < n; i++) {
+        if (d[i] == '9') {
+            continue;
+        }
+        fprintf(f, "|%.*s", i, d);
+        if (d[i] == '8') {
+            fputc('9', f);
+        } else {
+            fprintf(f, "[%c-9]", d[i] + 1);
+        }
+        if (i + 2 == n) {
+            fputs("[0-9]", f);
+        } else if (i + 2 < n) {
+            fprintf(f, "[0-9]{%d}", n - i - 1);
+        }
+    }
+    fputs(")$\"", f);
+}
+
+static void put_header_limit_map(FILE *f, const idemgate_conf_t *c)
+{
+    fprintf(f,
+            "    # 1 when the header section is over %" PRIu64
+            " bytes (read before the body)\n"
+            "    map $request_length $idemgate_header_too_large {\n"
+            "        ",
+            c->max_header_bytes);
+    put_above_regex(f, c->max_header_bytes);
+    fputs(" 1;\n"
+          "        default \"\";\n"
+          "    }\n\n",
+          f);
+}
+
+/* First in every location a client can reach: a header section over the
+ * limit gets nginx's own answer for one, the 431 page. */
+static void put_header_limit_check(FILE *f)
+{
+    fputs("            if ($idemgate_header_too_large) {\n"
+          "                return 494;\n"
+          "            }\n",
+          f);
+}
+
 static void put_http_common(FILE *f, const idemgate_conf_t *c)
 {
     char body[32], header[32], client[32], upstream[32], connect[32];
@@ -303,17 +400,19 @@ static void put_http_common(FILE *f, const idemgate_conf_t *c)
     size_str(c->max_header_bytes, header, sizeof(header));
     duration_str(c->client_timeout_ms, client, sizeof(client));
     fprintf(f,
-            "    # requests: the body stays in memory; the header section "
-            "fits one buffer\n"
+            "    # requests: the body stays in memory; a header section "
+            "within the limit\n"
+            "    # always fits the buffers\n"
             "    client_max_body_size %s;\n"
             "    client_body_buffer_size %s;\n"
             "    client_header_buffer_size 1k;\n"
-            "    large_client_header_buffers 1 %s;\n"
+            "    large_client_header_buffers %d %s;\n"
             "    client_header_timeout %s;\n"
             "    client_body_timeout %s;\n"
             "    send_timeout %s;\n"
             "    keepalive_timeout 65s;\n\n",
-            body, body, header, client, client, client);
+            body, body, HEADER_BUFFERS, header, client, client, client);
+    put_header_limit_map(f, c);
 
     fprintf(f, "    # temporary files live in the runtime directory\n"
                "    client_body_temp_path client_body_temp;\n"
@@ -326,6 +425,7 @@ static void put_http_common(FILE *f, const idemgate_conf_t *c)
     put_quoted(f, c->store);
     fputs(";\n    idempotency_thread_pool idemgate;\n\n", f);
 
+    put_host_map(f, c);
     duration_str(c->upstream_timeout_ms, upstream, sizeof(upstream));
     duration_str(c->upstream_timeout_ms < CONNECT_TIMEOUT_MAX
                      ? c->upstream_timeout_ms
@@ -343,7 +443,7 @@ static void put_http_common(FILE *f, const idemgate_conf_t *c)
             "    }\n\n"
             "    proxy_http_version 1.1;\n"
             "    proxy_set_header Connection \"\";\n"
-            "    proxy_set_header Host $http_host;\n"
+            "    proxy_set_header Host $idemgate_host;\n"
             "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
             "    proxy_set_header X-Request-Id $request_id;\n"
             "    proxy_read_timeout %s;\n"
@@ -375,8 +475,9 @@ static void put_api_server(FILE *f, const idemgate_conf_t *c)
         put_quoted(f, c->api_log);
         fputs(" idemgate_api if=$idempotency_api_log;\n", f);
     }
-    fputs("\n        location / {\n"
-          "            idempotency on;\n"
+    fputs("\n        location / {\n", f);
+    put_header_limit_check(f);
+    fputs("            idempotency on;\n"
           "            idempotency_methods",
           f);
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
@@ -434,20 +535,28 @@ static void put_admin_server(FILE *f, const idemgate_conf_t *c)
             "    server {\n"
             "        listen %s:%u;\n\n",
             c->admin.host, c->admin.port);
-    fprintf(f, "        location = /healthz {\n"
-               "            default_type application/json;\n"
-               "            return 200 '{\"status\":\"ok\"}';\n"
-               "        }\n\n"
-               "        location = /metrics {\n"
-               "            idempotency_metrics;\n"
-               "        }\n\n"
-               "        location /keys/ {\n");
+    fputs("        location = /healthz {\n", f);
+    put_header_limit_check(f);
+    fputs("            default_type application/json;\n"
+          "            return 200 '{\"status\":\"ok\"}';\n"
+          "        }\n\n"
+          "        location = /metrics {\n",
+          f);
+    put_header_limit_check(f);
+    fputs("            idempotency_metrics;\n"
+          "        }\n\n"
+          "        location /keys/ {\n",
+          f);
+    put_header_limit_check(f);
     put_scope(f, c);
-    fprintf(f, "            idempotency_admin;\n"
-               "        }\n\n"
-               "        location / {\n"
-               "            return 404;\n"
-               "        }\n\n");
+    fputs("            idempotency_admin;\n"
+          "        }\n\n"
+          "        location / {\n",
+          f);
+    put_header_limit_check(f);
+    fputs("            return 404;\n"
+          "        }\n\n",
+          f);
     put_error_pages(f, c, ADMIN);
     fputs("    }\n", f);
 }

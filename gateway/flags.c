@@ -420,6 +420,7 @@ void idemgate_conf_free(idemgate_conf_t *c)
     free(c->nginx);
     free(c->module);
     free(c->config_file);
+    free(c->user);
     free(c->worker_user);
     free(c->worker_group);
     memset(c, 0, sizeof(*c));

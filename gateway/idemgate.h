@@ -130,6 +130,7 @@ typedef struct {
     uint64_t client_timeout_ms;
     uint64_t upstream_timeout_ms;
     unsigned workers; /* 0: one per core ("auto") */
+    char *user;       /* --user as given; NULL: nobody, when run as root */
 
     char *runtime_dir; /* absolute; NULL: a fresh one under $TMPDIR */
     char *nginx;       /* the nginx binary */
@@ -138,7 +139,8 @@ typedef struct {
     int print_config;
     int help;
 
-    /* set by run.c when idemgate runs as root: the workers' identity */
+    /* set by run.c when idemgate runs as root: the workers' identity
+     * (the user's primary group) */
     char *worker_user;
     char *worker_group;
     uid_t worker_uid;
@@ -236,8 +238,10 @@ IDEMGATE_MUST_CHECK int idemgate_conf_render(const idemgate_conf_t *conf,
 
 /* run.c */
 
-/* When idemgate runs as root: looks up the user the workers run as and
- * records it in conf (rendered as nginx's `user`). No-op otherwise. */
+/* When idemgate runs as root: looks up the user the workers run as
+ * (--user, default nobody) and records it in conf (rendered as nginx's
+ * `user`). Otherwise the workers run as idemgate's own user, and a --user
+ * naming another is refused. */
 IDEMGATE_MUST_CHECK int idemgate_run_identity(idemgate_conf_t *conf,
                                               idemgate_err_t *err);
 /* Prepares the directories, writes the configuration, runs nginx until it

@@ -3,7 +3,9 @@
  *
  *   prepare: nginx and module found, lmdb directory made, runtime
  *            directory made (or given), nginx.conf written into it; as root
- *            both directories go to the workers' user
+ *            the directories idemgate made go to the workers' user (--user,
+ *            default nobody), and the lmdb directory and its files must be
+ *            theirs to use
  *      │
  *   fork ──> child: exec nginx -p RUNTIME -c RUNTIME/nginx.conf
  *      │            (daemon off: the child is nginx's master)
@@ -25,7 +27,6 @@
  */
 #include "idemgate.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -52,21 +53,12 @@
 /* Files and directories                                                     */
 /* ------------------------------------------------------------------------ */
 
-int idemgate_run_identity(idemgate_conf_t *conf, idemgate_err_t *err)
+/* Records pw as the workers' identity. */
+static int set_identity(idemgate_conf_t *conf, const struct passwd *pw,
+                        idemgate_err_t *err)
 {
-    struct passwd *pw;
-    struct group *gr;
+    struct group *gr = getgrgid(pw->pw_gid);
 
-    if (geteuid() != 0) {
-        return 0;
-    }
-    pw = getpwnam(WORKER_USER);
-    if (pw == NULL) {
-        return idemgate_fail(err, IDEMGATE_EXIT_FAILURE,
-                             "running as root needs a user '" WORKER_USER
-                             "' for the nginx workers");
-    }
-    gr = getgrgid(pw->pw_gid);
     conf->worker_uid = pw->pw_uid;
     conf->worker_gid = pw->pw_gid;
     conf->worker_user = strdup(pw->pw_name);
@@ -77,13 +69,46 @@ int idemgate_run_identity(idemgate_conf_t *conf, idemgate_err_t *err)
     return 0;
 }
 
-/* path with missing parents (0755) and itself (mode) made: mkdir -p. */
-static int make_dirs(const char *flag, const char *path, mode_t mode,
+int idemgate_run_identity(idemgate_conf_t *conf, idemgate_err_t *err)
+{
+    const char *name = conf->user != NULL ? conf->user : WORKER_USER;
+    struct passwd *pw, *self;
+
+    pw = getpwnam(name);
+    if (pw == NULL && conf->user != NULL) {
+        return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
+                             "--user: no user '%s' on this system", name);
+    }
+    if (geteuid() != 0) {
+        /* nginx ignores `user` then: the workers run as we do */
+        if (conf->user != NULL && pw->pw_uid != geteuid()) {
+            self = getpwuid(geteuid());
+            return idemgate_fail(
+                err, IDEMGATE_EXIT_USAGE,
+                "--user: only root can run the nginx workers as %s; "
+                "idemgate runs as %s, and so do they (leave --user out, or "
+                "start idemgate as root)",
+                name, self != NULL ? self->pw_name : "another user");
+        }
+        return 0;
+    }
+    if (pw == NULL) {
+        return idemgate_fail(err, IDEMGATE_EXIT_FAILURE,
+                             "running as root needs a user '" WORKER_USER
+                             "' for the nginx workers (or --user NAME)");
+    }
+    return set_identity(conf, pw, err);
+}
+
+/* path with missing parents (0755) and itself (mode) made: mkdir -p.
+ * *made says whether path itself was made. */
+static int make_dirs(const char *flag, const char *path, mode_t mode, int *made,
                      idemgate_err_t *err)
 {
     struct stat st;
     char *copy;
 
+    *made = 0;
     copy = strdup(path);
     if (copy == NULL) {
         return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
@@ -98,7 +123,12 @@ static int make_dirs(const char *flag, const char *path, mode_t mode,
         }
         *p = '/';
     }
-    if ((mkdir(copy, mode) != 0 && errno != EEXIST) || stat(path, &st) != 0) {
+    if (mkdir(copy, mode) == 0) {
+        *made = 1;
+    } else if (errno != EEXIST) {
+        goto fail;
+    }
+    if (stat(path, &st) != 0) {
         goto fail;
     }
     if (!S_ISDIR(st.st_mode)) {
@@ -115,81 +145,106 @@ fail:
     return -1;
 }
 
-/* Gives dir and what is right inside it (LMDB's data.mdb and lock.mdb) to
- * the workers' user. */
+/* Gives a directory idemgate has just made (and so is empty) to the
+ * workers' user. One that was there before is left as it is: a mistyped
+ * path must not hand a system directory to another user. */
 static int give_to_workers(const idemgate_conf_t *conf, const char *flag,
                            const char *dir, idemgate_err_t *err)
 {
-    DIR *d = NULL;
-    struct dirent *e;
-
     if (chown(dir, conf->worker_uid, conf->worker_gid) != 0) {
-        goto fail;
+        return idemgate_fail(err, IDEMGATE_EXIT_FAILURE,
+                             "%s: cannot give %s to user %s: %s", flag, dir,
+                             conf->worker_user, strerror(errno));
     }
-    d = opendir(dir);
-    if (d == NULL) {
-        goto fail;
-    }
-    errno = 0;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
-            fchownat(dirfd(d), e->d_name, conf->worker_uid, conf->worker_gid,
-                     AT_SYMLINK_NOFOLLOW) != 0) {
-            goto fail;
-        }
-    }
-    if (errno != 0) {
-        goto fail;
-    }
-    closedir(d);
     return 0;
-
-fail:
-    idemgate_fail(err, IDEMGATE_EXIT_FAILURE,
-                  "%s: cannot give %s to user %s: %s", flag, dir,
-                  conf->worker_user, strerror(errno));
-    if (d != NULL) {
-        closedir(d);
-    }
-    return -1;
 }
 
-/* Whether the workers' user can read, write and enter dir: a child takes
- * that identity and asks the kernel. */
-static int check_workers_reach(const idemgate_conf_t *conf, const char *flag,
-                               const char *dir, idemgate_err_t *err)
+/* 0 when the workers can access path with mode (access(2)'s R_OK, ...),
+ * else the errno that says why. As root, a child takes the workers'
+ * identity as nginx gives it to them (initgroups, setgid, setuid) and asks
+ * the kernel; otherwise the workers are us. */
+static int workers_access(const idemgate_conf_t *conf, const char *path,
+                          int mode)
 {
     pid_t pid;
     int status;
 
+    if (conf->worker_user == NULL) {
+        return access(path, mode) == 0 ? 0 : errno;
+    }
     pid = fork();
     if (pid < 0) {
-        return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "fork: %s",
-                             strerror(errno));
+        return errno;
     }
     if (pid == 0) {
-        if (setgroups(0, NULL) != 0 || setgid(conf->worker_gid) != 0 ||
+        if (setgid(conf->worker_gid) != 0 ||
+            initgroups(conf->worker_user, conf->worker_gid) != 0 ||
             setuid(conf->worker_uid) != 0) {
             _exit(EPERM);
         }
-        _exit(access(dir, R_OK | W_OK | X_OK) == 0 ? 0 : errno);
+        _exit(access(path, mode) == 0 ? 0 : errno);
     }
     while (waitpid(pid, &status, 0) < 0) {
         if (errno != EINTR) {
-            return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "waitpid: %s",
-                                 strerror(errno));
+            return errno;
         }
     }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-        return 0;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : EPERM;
+}
+
+/* Who the message is about: "the nginx workers run as daemon (idemgate
+ * runs as root) and" or, without a change of user, nothing. */
+static void workers_who(const idemgate_conf_t *conf, char *out, size_t len)
+{
+    if (conf->worker_user == NULL) {
+        out[0] = '\0';
+        return;
     }
-    return idemgate_fail(
-        err, IDEMGATE_EXIT_USAGE,
-        "%s: the nginx workers run as %s (idemgate runs as "
-        "root) and cannot use %s: %s; let them reach it "
-        "through every parent directory",
-        flag, conf->worker_user, dir,
-        strerror(WIFEXITED(status) ? WEXITSTATUS(status) : EPERM));
+    snprintf(out, len,
+             "the nginx workers run as %s (idemgate runs as root) and ",
+             conf->worker_user);
+}
+
+/* Whether the workers can use the lmdb directory: read, write and enter
+ * it, and read and write the files LMDB keeps in it where they exist
+ * already. A message names what they cannot use. */
+static int check_workers_reach(const idemgate_conf_t *conf, const char *flag,
+                               const char *dir, idemgate_err_t *err)
+{
+    static const char *const files[] = {"data.mdb", "lock.mdb"};
+    const char *user =
+        conf->worker_user ? conf->worker_user : "idemgate's user";
+    char who[160], path[4096];
+    struct stat st;
+    int e;
+
+    workers_who(conf, who, sizeof(who));
+    e = workers_access(conf, dir, R_OK | W_OK | X_OK);
+    if (e != 0) {
+        return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
+                             "%s: %scannot use %s: %s; let %s read, write and "
+                             "enter it, through every parent directory%s",
+                             flag, who, dir, strerror(e), user,
+                             conf->worker_user && !conf->user
+                                 ? " (or run the workers as another user "
+                                   "with --user NAME)"
+                                 : "");
+    }
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+        if (lstat(path, &st) != 0 && errno == ENOENT) {
+            continue;
+        }
+        e = workers_access(conf, path, R_OK | W_OK);
+        if (e != 0) {
+            return idemgate_fail(
+                err, IDEMGATE_EXIT_USAGE,
+                "%s: %scannot read and write %s: %s; the store's files must "
+                "be readable and writable by %s",
+                flag, who, path, strerror(e), user);
+        }
+    }
+    return 0;
 }
 
 /* The binary nginx names: itself when it has a '/', else found in $PATH.
@@ -325,21 +380,20 @@ fail:
     return -1;
 }
 
-/* The lmdb directory, made when missing; as root, given to the workers,
- * who must be able to reach it. */
+/* The lmdb directory, made when missing (and then, as root, given to the
+ * workers' user); the workers must be able to use it and its files. */
 static int prepare_store(const idemgate_conf_t *conf, idemgate_err_t *err)
 {
-    if (make_dirs("--store", conf->store_dir, 0700, err) != 0) {
+    int made;
+
+    if (make_dirs("--store", conf->store_dir, 0700, &made, err) != 0) {
         return -1;
     }
-    if (conf->worker_user == NULL) {
-        return 0;
-    }
-    if (give_to_workers(conf, "--store", conf->store_dir, err) != 0 ||
-        check_workers_reach(conf, "--store", conf->store_dir, err) != 0) {
+    if (made && conf->worker_user != NULL &&
+        give_to_workers(conf, "--store", conf->store_dir, err) != 0) {
         return -1;
     }
-    return 0;
+    return check_workers_reach(conf, "--store", conf->store_dir, err);
 }
 
 /* Everything nginx needs on disk before it starts. */

@@ -427,6 +427,17 @@ static int set_workers(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
     return 0;
 }
 
+static int set_user(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                    idemgate_why_t why)
+{
+    (void)o;
+    /* looked up in run.c, which knows whether idemgate runs as root */
+    if (*v == '\0' || strpbrk(v, " \t\"'\\;{}$") != NULL) {
+        return idemgate_why(why, "'%s' is not a user name", v);
+    }
+    return set_string(&c->user, v, why);
+}
+
 static int set_runtime_dir(idemgate_conf_t *c, const char *v,
                            idemgate_origin_t o, idemgate_why_t why)
 {
@@ -508,11 +519,14 @@ static const idemgate_flag_t flags[] = {
     {"max-body-bytes", "SIZE", set_max_body, 0,
      "largest request body (default 1m)"},
     {"max-header-bytes", "SIZE", set_max_header, 0,
-     "largest request header section (default 16k)"},
+     "largest request header section: the request line, the headers and "
+     "the empty line, CRLFs included; one byte more gets 431 (default 16k)"},
     {"max-response-bytes", "SIZE", set_max_response, 0,
      "largest response stored for replay (default 8m)"},
     {"client-timeout", "DURATION", set_client_timeout, 0,
-     "for reading a request and sending a response (default 30s)"},
+     "the request line and headers must arrive within it; the body and the "
+     "response may pause this long between two reads or writes, however "
+     "long they take in all (default 30s)"},
     {"upstream-timeout", "DURATION", set_upstream_timeout, 0,
      "for the upstream's answer (default 60s)"},
     {"lease", "DURATION", set_lease, 0,
@@ -520,6 +534,9 @@ static const idemgate_flag_t flags[] = {
      "upstream-timeout + 10s)"},
     {"workers", "N|auto", set_workers, 0,
      "nginx worker processes (default auto: one per core)"},
+    {"user", "NAME", set_user, 0,
+     "the workers' user when idemgate runs as root; the store and runtime "
+     "directories idemgate makes are given to it (default nobody)"},
     {"admin", "HOST:PORT|off", set_admin, 0,
      "/healthz, /metrics and /keys/KEY (default 127.0.0.1:9090)"},
     {"no-store-header", "NAME", set_no_store_header, 0,
