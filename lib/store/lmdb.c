@@ -696,7 +696,8 @@ static void idem_store_lmdb_write(idem_store_t *store, idem_store_op_t *ops,
 
 /*
  * Parses a size, digits with an optional k, m or g suffix (KiB, MiB, GiB;
- * either case), into *out. Returns 0 or IDEM_EBADURL.
+ * either case; "kb" and "kib" mean the same, as for the gateway's sizes),
+ * into *out. Returns 0 or IDEM_EBADURL.
  */
 static int idem_store_lmdb_size_value(const char *s, size_t n, uint64_t *out)
 {
@@ -711,6 +712,9 @@ static int idem_store_lmdb_size_value(const char *s, size_t n, uint64_t *out)
     }
     if (i == 0) {
         return IDEM_EBADURL;
+    }
+    if (n > i + 1 && (s[n - 1] == 'b' || s[n - 1] == 'B')) {
+        n -= n > i + 2 && (s[n - 2] == 'i' || s[n - 2] == 'I') ? 2 : 1;
     }
     if (i + 1 == n) {
         switch (s[i]) {

@@ -1420,6 +1420,8 @@ static void test_url_check_takes_sizes_and_says_what_is_wrong(void **state)
         "lmdb:/nonexistent/x?map_size=64k",
         "lmdb:/nonexistent/x?map_size=2m",
         "lmdb:/nonexistent/x?map_size=2M&sync=0",
+        "lmdb:/nonexistent/x?map_size=2mb",
+        "lmdb:/nonexistent/x?map_size=2MiB",
         "lmdb:/nonexistent/x?group_commit=0&map_size=256g",
         "lmdb:/nonexistent/x?map_size=16384g",
     };
@@ -1429,7 +1431,9 @@ static void test_url_check_takes_sizes_and_says_what_is_wrong(void **state)
     } bad[] = {
         {"lmdb:/nonexistent/x?colour=blue", "unknown lmdb option \"colour\""},
         {"lmdb:/nonexistent/x?map_size=12ab", "map_size \"12ab\""},
-        {"lmdb:/nonexistent/x?map_size=2mb", "map_size \"2mb\""},
+        {"lmdb:/nonexistent/x?map_size=2mbx", "map_size \"2mbx\""},
+        {"lmdb:/nonexistent/x?map_size=2b", "map_size \"2b\""},
+        {"lmdb:/nonexistent/x?map_size=2ib", "map_size \"2ib\""},
         {"lmdb:/nonexistent/x?map_size=m", "map_size \"m\""},
         {"lmdb:/nonexistent/x?map_size=", "map_size \"\""},
         {"lmdb:/nonexistent/x?map_size=1k", "from 64k to 16384g"},
