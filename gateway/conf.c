@@ -435,8 +435,7 @@ static void put_admin_server(FILE *f, const idemgate_conf_t *c)
             "        listen %s:%u;\n\n",
             c->admin.host, c->admin.port);
     fprintf(f, "        location = /healthz {\n"
-               "            default_type application/json;\n"
-               "            return 200 '{\"status\":\"ok\"}';\n"
+               "            idempotency_health;\n"
                "        }\n\n"
                "        location = /metrics {\n"
                "            idempotency_metrics;\n"
