@@ -55,7 +55,10 @@ ngx_http_idempotency_watch_done(ngx_event_t *ev)
     imcf->watch_running = 0;
 
     if (job->rc == IDEM_EUNAVAIL) {
-        if (!imcf->store_lost) {
+        /* once when it is lost, and again if what changed does */
+        if (!imcf->store_lost
+            || ngx_strcmp(imcf->store_why, job->why) != 0)
+        {
             ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
                           "idempotency store \"%V\" lost: %s; new keys get "
                           "503 until the directory is restored, or the "
