@@ -559,6 +559,19 @@ IDEM_MUST_CHECK int idem_store_usage(idem_store_t *store,
 IDEM_MUST_CHECK int idem_store_check(idem_store_t *store, char *why,
                                      size_t cap);
 
+/* Which files a store handle has open. */
+typedef struct {
+    uint64_t device; /* LMDB: st_dev and st_ino of data.mdb as opened */
+    uint64_t inode;  /* both 0: a store without files (mem)           */
+} idem_store_identity_t;
+
+/*
+ * The files the handle opened, to tell whether two handles (in two
+ * processes, say) share one store: the same identity means the same
+ * files. Reads what the open recorded; no I/O.
+ */
+void idem_store_identity(const idem_store_t *store, idem_store_identity_t *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -90,6 +90,9 @@ typedef struct {
     ngx_uint_t                   watch_running;
     ngx_uint_t                   store_lost;   /* the store's path no longer
                                                   names its open files */
+    ngx_uint_t                   store_foreign; /* this worker opened other
+                                                   files than the first
+                                                   worker of this cycle */
     char                         store_why[512];
     ngx_uint_t                   enabled;      /* some location uses us */
     ngx_int_t                    request_id_index;
@@ -221,6 +224,14 @@ void ngx_http_idempotency_prune(ngx_event_t *ev);
 void ngx_http_idempotency_watch(ngx_event_t *ev);
 /* the idempotency_health location: 200, or 503 saying why */
 ngx_int_t ngx_http_idempotency_health_handler(ngx_http_request_t *r);
+/* the shared record of which files this cycle's workers opened */
+ngx_int_t ngx_http_idempotency_health_init(ngx_conf_t *cf);
+/* a worker opened the store: compare its files with the other workers' */
+void ngx_http_idempotency_store_opened(ngx_http_idempotency_main_conf_t *imcf,
+    ngx_log_t *log);
+/* whether the store must not take new keys: see _health.c */
+#define ngx_http_idempotency_store_failed(imcf)                              \
+    ((imcf)->store_lost || (imcf)->store_foreign)
 /* at worker exit: settle the claims of requests still running and run
  * the settlements still queued, synchronously */
 void ngx_http_idempotency_drain(ngx_cycle_t *cycle);

@@ -123,7 +123,7 @@ ngx_http_idempotency_store_gauges(ngx_http_request_t *r, u_char *p)
 
     p = ngx_sprintf(p, "# TYPE idemgate_store_healthy gauge\n"
                     "idemgate_store_healthy %d\n",
-                    store != NULL && !imcf->store_lost);
+                    store != NULL && !ngx_http_idempotency_store_failed(imcf));
 
     if (store == NULL || idem_store_usage(store, &u) != 0) {
         return p;

@@ -13,19 +13,136 @@
  *                                                     store_lost = 0 | 1,
  *                                                     logged when it turns
  *
- * While the store is lost: new keys (and anything that would write) get
- * 503, nothing is forwarded; a complete key the open files still hold is
- * replayed, since that answer is what was executed; idempotency_health
- * answers 503 with the reason. The worker never reopens the path by
- * itself, as that would forget every key: the files coming back (the
- * directory moved back) clears it, otherwise an operator restores the
- * directory or accepts the empty one with a reload or restart.
+ * A worker that opens the store after that (nginx respawns a worker that
+ * died) would find a new, empty store under the path, or make one. So the
+ * first worker of a configuration cycle to open the store records which
+ * files it opened (idem_store_identity) in a small shared zone, which the
+ * master clears at every configuration load, and every later open is
+ * compared with it: other files make the worker's store "foreign".
+ *
+ * While the store is lost or foreign: new keys (and anything that would
+ * write) get 503, nothing is forwarded; a complete key the open files
+ * hold is replayed, since that answer is what was executed;
+ * idempotency_health answers 503 with the reason. The worker never
+ * reopens the path by itself, as that would forget every key: the files
+ * coming back (the directory moved back) clears "lost"; otherwise an
+ * operator restores the directory, or accepts what is there now with a
+ * reload or restart (a new cycle).
  */
 
 #include "ngx_http_idempotency.h"
 
 
 #define NGX_HTTP_IDEMPOTENCY_WATCH_INTERVAL  1000
+
+
+/* in the shared zone: the files the first worker of the cycle opened */
+typedef struct {
+    ngx_uint_t                         set;
+    idem_store_identity_t              id;
+} ngx_http_idempotency_identity_t;
+
+
+static ngx_shm_zone_t  *ngx_http_idempotency_identity_zone;
+
+
+static ngx_int_t
+ngx_http_idempotency_identity_zone_init(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_slab_pool_t                  *shpool;
+    ngx_http_idempotency_identity_t  *ident = data;
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (ident == NULL) {
+        ident = ngx_slab_calloc(shpool,
+                                sizeof(ngx_http_idempotency_identity_t));
+        if (ident == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    /* a new configuration cycle (start or reload) takes the store as its
+     * first worker finds it */
+    ngx_shmtx_lock(&shpool->mutex);
+    ident->set = 0;
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    shm_zone->data = ident;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_idempotency_health_init(ngx_conf_t *cf)
+{
+    ngx_str_t  name = ngx_string("idempotency_store_identity");
+
+    ngx_http_idempotency_identity_zone = ngx_shared_memory_add(cf, &name,
+        8 * ngx_pagesize, &ngx_http_idempotency_module);
+    if (ngx_http_idempotency_identity_zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_idempotency_identity_zone->init =
+        ngx_http_idempotency_identity_zone_init;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_idempotency_store_opened(ngx_http_idempotency_main_conf_t *imcf,
+    ngx_log_t *log)
+{
+    ngx_uint_t                        same;
+    ngx_slab_pool_t                  *shpool;
+    idem_store_identity_t             id;
+    ngx_http_idempotency_identity_t  *ident;
+
+    idem_store_identity(imcf->store, &id);
+
+    if ((id.device == 0 && id.inode == 0)
+        || ngx_http_idempotency_identity_zone == NULL
+        || ngx_http_idempotency_identity_zone->data == NULL)
+    {
+        return;
+    }
+
+    shpool = (ngx_slab_pool_t *)
+                 ngx_http_idempotency_identity_zone->shm.addr;
+    ident = ngx_http_idempotency_identity_zone->data;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    if (!ident->set) {
+        ident->set = 1;
+        ident->id = id;
+    }
+
+    same = ident->id.device == id.device && ident->id.inode == id.inode;
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    if (same) {
+        return;
+    }
+
+    imcf->store_foreign = 1;
+    ngx_snprintf((u_char *) imcf->store_why, sizeof(imcf->store_why) - 1,
+                 "this worker opened other files (data.mdb device %uL inode "
+                 "%uL) than the other workers (device %uL inode %uL): the "
+                 "store directory was removed or replaced since they "
+                 "started%Z",
+                 id.device, id.inode, ident->id.device, ident->id.inode);
+    imcf->store_why[sizeof(imcf->store_why) - 1] = '\0';
+
+    ngx_log_error(NGX_LOG_ALERT, log, 0,
+                  "idempotency store \"%V\" lost: %s; new keys get 503 "
+                  "until the gateway is reloaded or restarted",
+                  &imcf->store_url, imcf->store_why);
+}
 
 
 typedef struct {
@@ -172,7 +289,7 @@ ngx_http_idempotency_health_handler(ngx_http_request_t *r)
         buf[sizeof(buf) - 1] = '\0';
         why = buf;
 
-    } else if (imcf->store_lost) {
+    } else if (ngx_http_idempotency_store_failed(imcf)) {
         why = imcf->store_why;
     }
 

@@ -380,6 +380,8 @@ ngx_http_idempotency_store(ngx_http_idempotency_main_conf_t *mcf,
         return NULL;
     }
 
+    ngx_http_idempotency_store_opened(mcf, log);
+
     return mcf->store;
 }
 
@@ -818,8 +820,8 @@ ngx_http_idempotency_decide(ngx_http_request_t *r,
         }
     }
 
-    if (imcf->store_lost) {
-        /* only replays from the files still open: see _health.c */
+    if (ngx_http_idempotency_store_failed(imcf)) {
+        /* only replays from the files open: see _health.c */
         ngx_http_idempotency_apply_begin(r, ctx, IDEM_EUNAVAIL);
         return ngx_http_idempotency_answer_now(r, ctx);
     }
@@ -1064,7 +1066,7 @@ ngx_http_idempotency_wait_handler(ngx_event_t *ev)
 
     imcf = ngx_http_get_module_main_conf(r, ngx_http_idempotency_module);
 
-    if (imcf->store_lost
+    if (ngx_http_idempotency_store_failed(imcf)
         || ngx_http_idempotency_post_begin(r, ctx, !ctx->fingerprinted)
            != NGX_OK)
     {
@@ -1412,7 +1414,9 @@ ngx_http_idempotency_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    if (ngx_http_idempotency_metrics_init(cf) != NGX_OK) {
+    if (ngx_http_idempotency_metrics_init(cf) != NGX_OK
+        || ngx_http_idempotency_health_init(cf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

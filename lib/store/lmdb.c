@@ -1008,6 +1008,15 @@ static int idem_store_lmdb_check(idem_store_t *store, char *why, size_t cap)
     return rc;
 }
 
+static void idem_store_lmdb_identity(const idem_store_t *store,
+                                     idem_store_identity_t *out)
+{
+    const idem_store_lmdb_t *s = (const idem_store_lmdb_t *)store;
+
+    out->device = (uint64_t)s->data_st.st_dev;
+    out->inode = (uint64_t)s->data_st.st_ino;
+}
+
 static void idem_store_lmdb_close(idem_store_t *store)
 {
     idem_store_lmdb_t *s = (idem_store_lmdb_t *)store;
@@ -1024,6 +1033,7 @@ static const idem_store_vtable_t idem_store_lmdb_vt = {
     .write = idem_store_lmdb_write,
     .usage = idem_store_lmdb_usage,
     .check = idem_store_lmdb_check,
+    .identity = idem_store_lmdb_identity,
     .close = idem_store_lmdb_close,
 };
 

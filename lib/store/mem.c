@@ -286,6 +286,14 @@ static int idem_store_mem_check(idem_store_t *store, char *why, size_t cap)
     return 0;
 }
 
+static void idem_store_mem_identity(const idem_store_t *store,
+                                    idem_store_identity_t *out)
+{
+    (void)store;
+    out->device = 0;
+    out->inode = 0;
+}
+
 static void idem_store_mem_close(idem_store_t *store)
 {
     idem_store_mem_t *m = (idem_store_mem_t *)store;
@@ -306,6 +314,7 @@ static const idem_store_vtable_t idem_store_mem_vt = {
     .write = idem_store_mem_write,
     .usage = idem_store_mem_usage,
     .check = idem_store_mem_check,
+    .identity = idem_store_mem_identity,
     .close = idem_store_mem_close,
 };
 

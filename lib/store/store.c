@@ -568,6 +568,11 @@ int idem_store_check(idem_store_t *store, char *why, size_t cap)
     return store->vt->check(store, why, cap);
 }
 
+void idem_store_identity(const idem_store_t *store, idem_store_identity_t *out)
+{
+    store->vt->identity(store, out);
+}
+
 void idem_store_close(idem_store_t *store)
 {
     if (store != NULL) {

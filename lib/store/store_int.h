@@ -133,6 +133,7 @@ typedef struct {
  * usage  fills *out as idem_store_usage() describes; 0 or a store error.
  * check  idem_store_check(): 0, or IDEM_EUNAVAIL / IDEM_EIO with a
  *        sentence in why (cap > 0).
+ * identity  idem_store_identity(): what the open recorded.
  * close  frees the handle; no call may be running.
  */
 typedef struct {
@@ -143,6 +144,7 @@ typedef struct {
     void (*write)(idem_store_t *store, idem_store_op_t *ops, size_t n);
     int (*usage)(idem_store_t *store, idem_store_usage_t *out);
     int (*check)(idem_store_t *store, char *why, size_t cap);
+    void (*identity)(const idem_store_t *store, idem_store_identity_t *out);
     void (*close)(idem_store_t *store);
 } idem_store_vtable_t;
 

@@ -345,3 +345,39 @@ def test_replaced_store_directory_fails_health_until_it_is_back(
     assert upstream.executions(fresh) == 1
     assert replayed(g.post(kept, {"n": 1}))
     assert "names its open files again" in g.error_log()
+
+
+def worker_pids(g):
+    """The workers of g's nginx (the children of the master, idemgate's
+    child)."""
+    def children(pid):
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
+                             text=True).stdout.split()
+        return [int(p) for p in out]
+    masters = children(g.proc.pid)
+    return sorted(p for m in masters for p in children(m))
+
+
+def test_a_worker_started_after_the_directory_went_does_not_start_afresh(
+        idemgate, upstream, workdir):
+    store = os.path.join(workdir, "store")
+    g = idemgate(store)
+    kept = unique_key("kept")
+    assert g.post(kept, {"n": 1}).status_code == 201
+    shutil.rmtree(store)
+    failing_health(g, "data.mdb is gone")
+    os.mkdir(store)
+    give_to_workers(store)
+    # the worker dies; nginx starts another, which opens the path anew and
+    # makes an empty store there
+    old = worker_pids(g)
+    assert len(old) == 1
+    os.kill(old[0], signal.SIGKILL)
+    assert wait_for(lambda: worker_pids(g) not in ([], old), 10.0)
+    details = failing_health(g, "this worker opened other files")
+    assert "removed or replaced" in details
+    fresh = unique_key("after")
+    r = g.post(fresh, {"n": 2})
+    assert r.status_code == 503
+    assert upstream.executions(fresh) == 0
+    assert "this worker opened other files" in g.error_log()

@@ -1637,13 +1637,24 @@ static void expect_store_check(idem_store_t *s, int want, const char *says)
 static void test_check_notices_a_removed_or_replaced_directory(void **state)
 {
     fixture_t *f = *state;
-    idem_store_t *fresh;
+    idem_store_t *fresh, *again;
+    idem_store_identity_t id, id_again, id_fresh;
     char path[128];
 
     expect_store_check(f->store, 0, NULL);
+    idem_store_identity(f->store, &id);
     if (!is_lmdb()) {
-        return; /* memory has no path */
+        /* memory has no path, and no files */
+        assert_true(id.device == 0 && id.inode == 0);
+        return;
     }
+    /* a second handle on the path has the same files */
+    again = open_store(f, "env", NULL);
+    idem_store_identity(again, &id_again);
+    assert_true(id.inode != 0);
+    assert_true(id.device == id_again.device && id.inode == id_again.inode);
+    idem_store_close(again);
+
     /* moved away, and back: the same files again */
     rename_in(f, "env", "away");
     expect_store_check(f->store, IDEM_EUNAVAIL, "data.mdb is gone");
@@ -1654,6 +1665,8 @@ static void test_check_notices_a_removed_or_replaced_directory(void **state)
     rename_in(f, "env", "away");
     fresh = open_store(f, "env", NULL);
     expect_store_check(fresh, 0, NULL);
+    idem_store_identity(fresh, &id_fresh);
+    assert_false(id.device == id_fresh.device && id.inode == id_fresh.inode);
     expect_store_check(f->store, IDEM_EUNAVAIL, "is another file now");
     expect_store_check(f->store, IDEM_EUNAVAIL, "replaced");
     idem_store_close(fresh);
