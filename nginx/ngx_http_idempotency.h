@@ -93,7 +93,8 @@ typedef struct {
     ngx_uint_t                   store_foreign; /* this worker opened other
                                                    files than the first
                                                    worker of this cycle */
-    char                         store_why[512];
+    char                         store_why[512];     /* why lost */
+    char                         foreign_why[512];   /* why foreign */
     ngx_uint_t                   enabled;      /* some location uses us */
     ngx_int_t                    request_id_index;
 } ngx_http_idempotency_main_conf_t;

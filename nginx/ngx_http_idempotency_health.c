@@ -130,18 +130,18 @@ ngx_http_idempotency_store_opened(ngx_http_idempotency_main_conf_t *imcf,
     }
 
     imcf->store_foreign = 1;
-    ngx_snprintf((u_char *) imcf->store_why, sizeof(imcf->store_why) - 1,
+    ngx_snprintf((u_char *) imcf->foreign_why, sizeof(imcf->foreign_why) - 1,
                  "this worker opened other files (data.mdb device %uL inode "
                  "%uL) than the other workers (device %uL inode %uL): the "
                  "store directory was removed or replaced since they "
                  "started%Z",
                  id.device, id.inode, ident->id.device, ident->id.inode);
-    imcf->store_why[sizeof(imcf->store_why) - 1] = '\0';
+    imcf->foreign_why[sizeof(imcf->foreign_why) - 1] = '\0';
 
     ngx_log_error(NGX_LOG_ALERT, log, 0,
                   "idempotency store \"%V\" lost: %s; new keys get 503 "
                   "until the gateway is reloaded or restarted",
-                  &imcf->store_url, imcf->store_why);
+                  &imcf->store_url, imcf->foreign_why);
 }
 
 
@@ -197,7 +197,8 @@ ngx_http_idempotency_watch_done(ngx_event_t *ev)
     } else if (imcf->store_lost) {
         ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
                       "idempotency store \"%V\" names its open files "
-                      "again: serving new keys", &imcf->store_url);
+                      "again%s", &imcf->store_url,
+                      imcf->store_foreign ? "" : ": serving new keys");
         imcf->store_lost = 0;
     }
 
@@ -289,8 +290,11 @@ ngx_http_idempotency_health_handler(ngx_http_request_t *r)
         buf[sizeof(buf) - 1] = '\0';
         why = buf;
 
-    } else if (ngx_http_idempotency_store_failed(imcf)) {
+    } else if (imcf->store_lost) {
         why = imcf->store_why;
+
+    } else if (imcf->store_foreign) {
+        why = imcf->foreign_why;
     }
 
     if (why == NULL) {
