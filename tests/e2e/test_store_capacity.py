@@ -21,13 +21,34 @@ import time
 import pytest
 import requests
 
-from conftest import (BUILD, IDEMGATE, MODULE, NGINX, free_port,
+from conftest import (IDEMGATE, MODULE, NGINX, SANITIZER, free_port,
                       give_to_workers, make_shared_dir, unique_key, wait_port)
 
 MiB = 1 << 20
 # a 1 MiB map (256 pages) holds a few dozen responses of 20 KB
 SMALL_MAP = "map_size=1m"
 BIG = {"X-Demo-Body-Bytes": "20000"}
+
+
+def sanitizer_env(asan_dir, base=None):
+    """The environment of a process that runs nginx: under ASan, with the
+    runtime preloaded and reports written into asan_dir."""
+    env = dict(base or os.environ)
+    if SANITIZER == "address":
+        os.makedirs(asan_dir, exist_ok=True)
+        os.chmod(asan_dir, 0o777)
+        env["LD_PRELOAD"] = subprocess.check_output(
+            ["gcc", "-print-file-name=libasan.so"], text=True).strip()
+        env["ASAN_OPTIONS"] = ("log_path=%s/asan:detect_leaks=0:"
+                               "abort_on_error=0" % asan_dir)
+    return env
+
+
+def asan_reports(asan_dir):
+    if not os.path.isdir(asan_dir):
+        return ""
+    return "".join(open(os.path.join(asan_dir, n), errors="replace").read()
+                   for n in os.listdir(asan_dir) if n.startswith("asan"))
 
 
 def replayed(resp):
@@ -128,8 +149,12 @@ def nginx_t(store_url):
             f.write("load_module %s;\nerror_log stderr;\npid %s/nginx.pid;\n"
                     "events {}\nhttp {\n    idempotency_store \"%s\";\n}\n"
                     % (MODULE, run, store_url))
-        return subprocess.run([NGINX, "-t", "-p", run, "-c", conf],
-                              capture_output=True, text=True, timeout=20)
+        asan_dir = os.path.join(run, "asan")
+        r = subprocess.run([NGINX, "-t", "-p", run, "-c", conf],
+                           capture_output=True, text=True, timeout=20,
+                           env=sanitizer_env(asan_dir))
+        assert not asan_reports(asan_dir), asan_reports(asan_dir)
+        return r
     finally:
         shutil.rmtree(run, ignore_errors=True)
 
@@ -199,13 +224,16 @@ class Idemgate:
         self.err = open(self.err_path, "wb")
         tmp = os.path.join(workdir, "tmp")
         os.makedirs(tmp, exist_ok=True)
+        self.asan_dir = os.path.join(workdir, "asan")
         self.proc = subprocess.Popen(
             [IDEMGATE, "--listen", "127.0.0.1:%d" % self.port,
              "--upstream", upstream.url,
              "--admin", "127.0.0.1:%d" % self.admin_port,
              "--store", "lmdb:" + store_dir, "--workers", "1",
              "--wait", "1s"],
-            cwd=workdir, env=dict(os.environ, TMPDIR=tmp, TZ="UTC"),
+            cwd=workdir,
+            env=sanitizer_env(self.asan_dir,
+                              dict(os.environ, TMPDIR=tmp, TZ="UTC")),
             stdout=subprocess.DEVNULL, stderr=self.err,
             start_new_session=True)
         wait_port(self.port, proc=self.proc)
@@ -239,6 +267,8 @@ class Idemgate:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.err.close()
+        reports = asan_reports(self.asan_dir)
+        assert not reports, "AddressSanitizer reports:\n" + reports
 
 
 @pytest.fixture
@@ -259,8 +289,14 @@ def idemgate(upstream, workdir):
         return g
 
     yield make
+    errors = []
     for g in made:
-        g.close()
+        try:
+            g.close()
+        except AssertionError as e:
+            errors.append(str(e))
+    if errors:
+        pytest.fail("\n".join(errors))
 
 
 def failing_health(g, says):
