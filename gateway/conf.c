@@ -537,8 +537,7 @@ static void put_admin_server(FILE *f, const idemgate_conf_t *c)
             c->admin.host, c->admin.port);
     fputs("        location = /healthz {\n", f);
     put_header_limit_check(f);
-    fputs("            default_type application/json;\n"
-          "            return 200 '{\"status\":\"ok\"}';\n"
+    fputs("            idempotency_health;\n"
           "        }\n\n"
           "        location = /metrics {\n",
           f);

@@ -158,11 +158,18 @@ static int set_admin(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
     return idemgate_parse_addr(v, strlen(v), &c->admin, why);
 }
 
-/* Checks an lmdb:PATH[?name=value&...] URL the way the store reads it. */
+/*
+ * Checks an lmdb:PATH[?name=value&...] URL the way the store reads it
+ * (lib/store/lmdb.c, which the module runs on the URL again): map_size a
+ * size like the other sizes (64k to 16384g), group_commit and sync 0 or 1.
+ */
 static int check_lmdb_url(const char *v, idemgate_why_t why)
 {
-    const char *q = strchr(v, '?'), *p, *end, *eq, *num_end;
+    const char *q = strchr(v, '?'), *p, *end, *eq;
+    char *value, reason[256];
+    idemgate_why_t inner = {reason, sizeof(reason)};
     uint64_t n;
+    int rc;
 
     if (q == v + 5 || v[5] == '\0') {
         return idemgate_why(
@@ -171,13 +178,25 @@ static int check_lmdb_url(const char *v, idemgate_why_t why)
     for (p = q ? q + 1 : NULL; p != NULL; p = *end ? end + 1 : NULL) {
         end = p + strcspn(p, "&");
         eq = memchr(p, '=', (size_t)(end - p));
-        if (eq == NULL || idemgate_parse_digits(eq + 1, &n, &num_end) != 0 ||
-            num_end != end) {
+        if (eq == NULL) {
             goto fail;
         }
-        if ((eq - p == 8 && memcmp(p, "map_size", 8) == 0 && n > 0) ||
-            (eq - p == 12 && memcmp(p, "group_commit", 12) == 0 && n <= 1) ||
-            (eq - p == 4 && memcmp(p, "sync", 4) == 0 && n <= 1)) {
+        if (eq - p == 8 && memcmp(p, "map_size", 8) == 0) {
+            value = strndup(eq + 1, (size_t)(end - eq - 1));
+            if (value == NULL) {
+                return idemgate_why(why, "out of memory");
+            }
+            rc = idemgate_parse_size(value, 64 * IDEMGATE_KIB,
+                                     16384 * IDEMGATE_GIB, &n, inner);
+            free(value);
+            if (rc != 0) {
+                return idemgate_why(why, "'%s': map_size: %s", v, reason);
+            }
+            continue;
+        }
+        if (((eq - p == 12 && memcmp(p, "group_commit", 12) == 0) ||
+             (eq - p == 4 && memcmp(p, "sync", 4) == 0)) &&
+            end - eq == 2 && (eq[1] == '0' || eq[1] == '1')) {
             continue;
         }
         goto fail;
@@ -187,8 +206,8 @@ static int check_lmdb_url(const char *v, idemgate_why_t why)
 fail:
     return idemgate_why(
         why,
-        "'%s': lmdb options are map_size=BYTES, group_commit=0|1 and "
-        "sync=0|1",
+        "'%s': lmdb options are map_size=SIZE (e.g. 64g), group_commit=0|1 "
+        "and sync=0|1",
         v);
 }
 
@@ -498,7 +517,8 @@ static const idemgate_flag_t flags[] = {
     {"upstream", "URL", set_upstream, 0,
      "the API: http://HOST:PORT[/prefix] (required)"},
     {"store", "URL", set_store, 0,
-     "lmdb:PATH (default " IDEMGATE_DEFAULT_STORE ")"},
+     "lmdb:DIR[?map_size=SIZE] (default " IDEMGATE_DEFAULT_STORE
+     "; the map, sparse on disk, default 128g, caps what it keeps)"},
     {"ttl", "DURATION", set_ttl, 0,
      "how long a key is remembered (default 24h)"},
     {"wait", "DURATION", set_wait, 0,

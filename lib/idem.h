@@ -333,17 +333,47 @@ typedef struct idem_store_s idem_store_t;
  * Opens a store from its URL:
  *   mem:                     one process, for tests
  *   lmdb:PATH[?opts]         PATH a directory, created when missing; opts
- *                            are '&'-separated: map_size=BYTES,
+ *                            are '&'-separated: map_size=SIZE (bytes, or
+ *                            with a k, m or g suffix: KiB, MiB, GiB; from
+ *                            64k to 16384g; default
+ *                            IDEM_STORE_LMDB_DEFAULT_MAP_SIZE),
  *                            group_commit=0|1 (default 1), sync=0|1
  *                            (default 1: every commit is fsynced)
  * *out receives a handle to close with idem_store_close(). An LMDB store
  * must be opened after fork() in the process that uses it. LMDB keeps a
- * reserve of free pages (max(64 pages, map/32)) for deletes, prune and the
+ * reserve of free pages (map/32, at least 64 pages and at most 32768) for
+ * deletes, prune and the
  * completion of claims already made: a new claim gets IDEM_EFULL once it
  * would eat into that reserve, before the map is entirely full.
- * Returns 0, IDEM_EBADURL, IDEM_ENOMEM, IDEM_EPERM, IDEM_EIO, IDEM_EFULL.
+ * Returns 0, IDEM_EBADURL (idem_store_url_check() says why), IDEM_ENOMEM,
+ * IDEM_EPERM, IDEM_EIO, IDEM_EFULL.
  */
 IDEM_MUST_CHECK int idem_store_open(const char *url, idem_store_t **out);
+
+/*
+ * The default map of an LMDB store: 128 GiB, sparse on disk (a file grows
+ * only as records are written), so it costs address space, not disk. A
+ * small record (a JSON response of about 100 bytes with three headers)
+ * takes 700 to 750 bytes of the map with its expiry index entry, so this
+ * holds some 180 million records before new claims are refused: 2,000 new
+ * keys/s kept for 24 h, where SPEC §9 asks for 1,000 (86.4 million). A
+ * 32-bit process cannot map that much and gets 1 GiB.
+ */
+#if SIZE_MAX > 0xffffffffu
+#define IDEM_STORE_LMDB_DEFAULT_MAP_SIZE ((uint64_t)128 << 30)
+#else
+#define IDEM_STORE_LMDB_DEFAULT_MAP_SIZE ((uint64_t)1 << 30)
+#endif
+
+/*
+ * Checks url the way idem_store_open() reads it, without opening or
+ * creating anything. On failure a sentence saying what is wrong (the
+ * unknown option, the bad size, ...) is written to why, cap bytes with
+ * its NUL (why may be NULL when cap is 0). Returns 0, IDEM_EBADURL or
+ * IDEM_EINVAL (url NULL).
+ */
+IDEM_MUST_CHECK int idem_store_url_check(const char *url, char *why,
+                                         size_t cap);
 
 /* Closes the store; waits for nothing (callers must have returned). */
 void idem_store_close(idem_store_t *store);
@@ -500,6 +530,56 @@ typedef struct {
 } idem_store_stats_t;
 
 void idem_store_stats(idem_store_t *store, idem_store_stats_t *out);
+
+/* How full a store is, shared by every process that opened it. */
+typedef struct {
+    uint64_t records;     /* records kept, expired ones not yet pruned too */
+    uint64_t bytes_used;  /* bytes of the store in use (LMDB: its pages in
+                             use, free pages left out)                    */
+    uint64_t bytes_limit; /* what it may grow to (LMDB: the map size);
+                             0: no fixed limit                            */
+    uint64_t bytes_claim_limit; /* new claims get IDEM_EFULL from here on
+                                   (LMDB: the map less its reserve); 0: no
+                                   fixed limit                            */
+} idem_store_usage_t;
+
+/*
+ * Reads how full the store is: a few counters (for LMDB one read-only
+ * transaction and no walk of the data), cheap enough for every scrape of
+ * a metrics page, too dear for every request. Returns 0 or a store error
+ * (*out untouched).
+ */
+IDEM_MUST_CHECK int idem_store_usage(idem_store_t *store,
+                                     idem_store_usage_t *out);
+
+/*
+ * Whether the store's files are still the ones its URL names. An LMDB
+ * directory removed or replaced under a running process is not noticed
+ * by LMDB: the handle goes on with the open (deleted) files, which no
+ * process that opens the URL anew will see, so keys would be run again.
+ * This compares the device and inode of PATH/data.mdb and PATH/lock.mdb
+ * with those of the files opened. It makes file-system calls: keep it off
+ * an event loop. The handle is never reopened: a store that fails the
+ * check stays on its old files, and passes again if they come back under
+ * PATH (the directory moved back). Returns 0, IDEM_EUNAVAIL (with why
+ * saying what changed: which path, removed or replaced by which inode),
+ * or IDEM_EIO when a path could not be examined (why says so).
+ */
+IDEM_MUST_CHECK int idem_store_check(idem_store_t *store, char *why,
+                                     size_t cap);
+
+/* Which files a store handle has open. */
+typedef struct {
+    uint64_t device; /* LMDB: st_dev and st_ino of data.mdb as opened */
+    uint64_t inode;  /* both 0: a store without files (mem)           */
+} idem_store_identity_t;
+
+/*
+ * The files the handle opened, to tell whether two handles (in two
+ * processes, say) share one store: the same identity means the same
+ * files. Reads what the open recorded; no I/O.
+ */
+void idem_store_identity(const idem_store_t *store, idem_store_identity_t *out);
 
 #ifdef __cplusplus
 }

@@ -12,6 +12,8 @@
  *                                   off the event loop, then resume
  *   ngx_http_idempotency_send.c     replays and gateway-made error answers
  *   ngx_http_idempotency_admin.c    the metrics and admin locations
+ *   ngx_http_idempotency_health.c   the watch on the store's files and
+ *                                   the idempotency_health location
  *
  * A request that takes part moves through these states (ctx->state):
  *
@@ -81,8 +83,18 @@ typedef struct {
     /* per worker, set in init_process */
     idem_store_t                *store;
     ngx_msec_t                   store_retry_at;
+    int                          store_open_rc; /* the last failed open */
     ngx_event_t                  prune_event;
     ngx_uint_t                   prune_running;
+    ngx_event_t                  watch_event;
+    ngx_uint_t                   watch_running;
+    ngx_uint_t                   store_lost;   /* the store's path no longer
+                                                  names its open files */
+    ngx_uint_t                   store_foreign; /* this worker opened other
+                                                   files than the first
+                                                   worker of this cycle */
+    char                         store_why[512];     /* why lost */
+    char                         foreign_why[512];   /* why foreign */
     ngx_uint_t                   enabled;      /* some location uses us */
     ngx_int_t                    request_id_index;
 } ngx_http_idempotency_main_conf_t;
@@ -115,6 +127,7 @@ typedef struct {
     ngx_array_t                 *no_store_headers;  /* ngx_str_t, lowcase */
     ngx_flag_t                   metrics;
     ngx_flag_t                   admin;
+    ngx_flag_t                   health;
 } ngx_http_idempotency_loc_conf_t;
 
 
@@ -220,6 +233,19 @@ ngx_int_t ngx_http_idempotency_post_finish(ngx_http_request_t *r,
 void ngx_http_idempotency_post_detached_finish(
     ngx_http_idempotency_ctx_t *ctx, ngx_log_t *log);
 void ngx_http_idempotency_prune(ngx_event_t *ev);
+/* the timer that checks, once a second on the thread pool, that the
+ * store's path still names the files this worker has open */
+void ngx_http_idempotency_watch(ngx_event_t *ev);
+/* the idempotency_health location: 200, or 503 saying why */
+ngx_int_t ngx_http_idempotency_health_handler(ngx_http_request_t *r);
+/* the shared record of which files this cycle's workers opened */
+ngx_int_t ngx_http_idempotency_health_init(ngx_conf_t *cf);
+/* a worker opened the store: compare its files with the other workers' */
+void ngx_http_idempotency_store_opened(ngx_http_idempotency_main_conf_t *imcf,
+    ngx_log_t *log);
+/* whether the store must not take new keys: see _health.c */
+#define ngx_http_idempotency_store_failed(imcf)                              \
+    ((imcf)->store_lost || (imcf)->store_foreign)
 /* at worker exit: settle the claims of requests still running and run
  * the settlements still queued, synchronously */
 void ngx_http_idempotency_drain(ngx_cycle_t *cycle);

@@ -105,6 +105,43 @@ ngx_http_idempotency_send_text(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/*
+ * The gauges of the store as this worker sees it: how full it is (read on
+ * the event loop like a replay: LMDB's counters, one read transaction,
+ * once per scrape) and whether its files are still its path's.
+ */
+
+static u_char *
+ngx_http_idempotency_store_gauges(ngx_http_request_t *r, u_char *p)
+{
+    idem_store_t                      *store;
+    idem_store_usage_t                 u;
+    ngx_http_idempotency_main_conf_t  *imcf;
+
+    imcf = ngx_http_get_module_main_conf(r, ngx_http_idempotency_module);
+    store = ngx_http_idempotency_store(imcf, r->connection->log);
+
+    p = ngx_sprintf(p, "# TYPE idemgate_store_healthy gauge\n"
+                    "idemgate_store_healthy %d\n",
+                    store != NULL && !ngx_http_idempotency_store_failed(imcf));
+
+    if (store == NULL || idem_store_usage(store, &u) != 0) {
+        return p;
+    }
+
+    return ngx_sprintf(p, "# TYPE idemgate_store_records gauge\n"
+                       "idemgate_store_records %uL\n"
+                       "# TYPE idemgate_store_bytes_used gauge\n"
+                       "idemgate_store_bytes_used %uL\n"
+                       "# TYPE idemgate_store_bytes_limit gauge\n"
+                       "idemgate_store_bytes_limit %uL\n"
+                       "# TYPE idemgate_store_claim_bytes_limit gauge\n"
+                       "idemgate_store_claim_bytes_limit %uL\n",
+                       u.records, u.bytes_used, u.bytes_limit,
+                       u.bytes_claim_limit);
+}
+
+
 ngx_int_t
 ngx_http_idempotency_metrics_handler(ngx_http_request_t *r)
 {
@@ -124,7 +161,9 @@ ngx_http_idempotency_metrics_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    len = sizeof("# TYPE idemgate_requests_total counter\n") * 16;
+    len = sizeof("# TYPE idemgate_requests_total counter\n") * 16
+          + 5 * (2 * sizeof("# TYPE idemgate_store_claim_bytes_limit gauge\n")
+                 + NGX_INT64_LEN);
 
     for (i = 0; i < NGX_HTTP_IDEM_M_COUNT; i++) {
         len += ngx_strlen(ngx_http_idempotency_metric_names[i])
@@ -153,6 +192,8 @@ ngx_http_idempotency_metrics_handler(ngx_http_request_t *r)
         p = ngx_sprintf(p, "%s %uA\n", ngx_http_idempotency_metric_names[i],
                         m ? m[i] : 0);
     }
+
+    p = ngx_http_idempotency_store_gauges(r, p);
 
     return ngx_http_idempotency_send_text(r, NGX_HTTP_OK,
                                           "text/plain; version=0.0.4",

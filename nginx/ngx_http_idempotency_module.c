@@ -50,6 +50,13 @@ static char *ngx_http_idempotency_lowcase_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_idempotency_location_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_idempotency_store_url_check(ngx_conf_t *cf,
+    void *post, void *data);
+
+
+static ngx_conf_post_t  ngx_http_idempotency_store_post = {
+    ngx_http_idempotency_store_url_check
+};
 
 
 static ngx_conf_bitmask_t  ngx_http_idempotency_methods_mask[] = {
@@ -82,7 +89,7 @@ static ngx_command_t  ngx_http_idempotency_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_idempotency_main_conf_t, store_url),
-      NULL },
+      &ngx_http_idempotency_store_post },
 
     { ngx_string("idempotency_thread_pool"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -194,6 +201,13 @@ static ngx_command_t  ngx_http_idempotency_commands[] = {
       ngx_http_idempotency_location_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_idempotency_loc_conf_t, admin),
+      NULL },
+
+    { ngx_string("idempotency_health"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_idempotency_location_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idempotency_loc_conf_t, health),
       NULL },
 
       ngx_null_command
@@ -362,12 +376,15 @@ ngx_http_idempotency_store(ngx_http_idempotency_main_conf_t *mcf,
     rc = idem_store_open((char *) mcf->store_url.data, &mcf->store);
     if (rc != 0) {
         mcf->store = NULL;
+        mcf->store_open_rc = rc;
         mcf->store_retry_at = ngx_current_msec + 1000;
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "idempotency store \"%V\" unavailable: %s",
                       &mcf->store_url, idem_strerror(rc));
         return NULL;
     }
+
+    ngx_http_idempotency_store_opened(mcf, log);
 
     return mcf->store;
 }
@@ -832,6 +849,12 @@ ngx_http_idempotency_decide(ngx_http_request_t *r,
         }
     }
 
+    if (ngx_http_idempotency_store_failed(imcf)) {
+        /* only replays from the files open: see _health.c */
+        ngx_http_idempotency_apply_begin(r, ctx, IDEM_EUNAVAIL);
+        return ngx_http_idempotency_answer_now(r, ctx);
+    }
+
     if (ngx_http_idempotency_post_begin(r, ctx, fp == NGX_DECLINED)
         != NGX_OK)
     {
@@ -852,9 +875,10 @@ void
 ngx_http_idempotency_apply_begin(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, ngx_int_t rc)
 {
-    ngx_msec_t                        now;
-    idem_record_t                    *rec;
-    ngx_http_idempotency_loc_conf_t  *ilcf;
+    ngx_msec_t                         now;
+    idem_record_t                     *rec;
+    ngx_http_idempotency_loc_conf_t   *ilcf;
+    ngx_http_idempotency_main_conf_t  *imcf;
 
     ilcf = ctx->conf;
 
@@ -869,6 +893,15 @@ ngx_http_idempotency_apply_begin(ngx_http_request_t *r,
             != NGX_OK)
         {
             ctx->answer.status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        }
+
+        if (rc == IDEM_EFULL) {
+            /* room comes back when the prune timer removes what expired:
+             * retry after its next run */
+            imcf = ngx_http_get_module_main_conf(r,
+                                                 ngx_http_idempotency_module);
+            ctx->answer.retry_after = ngx_max(1,
+                                        (imcf->prune_interval + 999) / 1000);
         }
 
         return;
@@ -1026,10 +1059,11 @@ ngx_http_idempotency_answer_now(ngx_http_request_t *r,
 static void
 ngx_http_idempotency_wait_handler(ngx_event_t *ev)
 {
-    ngx_http_request_t          *r = ev->data;
-    ngx_http_idempotency_ctx_t  *ctx;
+    ngx_http_request_t                *r = ev->data;
+    ngx_http_idempotency_ctx_t        *ctx;
+    ngx_http_idempotency_main_conf_t  *imcf;
 
-    ngx_connection_t            *c = r->connection;
+    ngx_connection_t                  *c = r->connection;
 
     ctx = ngx_http_idempotency_get_ctx(r);
 
@@ -1066,8 +1100,11 @@ ngx_http_idempotency_wait_handler(ngx_event_t *ev)
 
     ctx->state = NGX_HTTP_IDEM_BODY;
 
-    if (ngx_http_idempotency_post_begin(r, ctx, !ctx->fingerprinted)
-        != NGX_OK)
+    imcf = ngx_http_get_module_main_conf(r, ngx_http_idempotency_module);
+
+    if (ngx_http_idempotency_store_failed(imcf)
+        || ngx_http_idempotency_post_begin(r, ctx, !ctx->fingerprinted)
+           != NGX_OK)
     {
         ngx_http_idempotency_apply_begin(r, ctx, IDEM_EUNAVAIL);
         ngx_http_idempotency_resume(r);
@@ -1254,8 +1291,32 @@ ngx_http_idempotency_location_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     if (cmd->offset == offsetof(ngx_http_idempotency_loc_conf_t, metrics)) {
         clcf->handler = ngx_http_idempotency_metrics_handler;
 
+    } else if (cmd->offset
+               == offsetof(ngx_http_idempotency_loc_conf_t, health))
+    {
+        clcf->handler = ngx_http_idempotency_health_handler;
+
     } else {
         clcf->handler = ngx_http_idempotency_admin_handler;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* A store URL the library would refuse is refused with its reason. */
+
+static char *
+ngx_http_idempotency_store_url_check(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *url = data;
+
+    char        why[256];
+
+    if (idem_store_url_check((char *) url->data, why, sizeof(why)) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid idempotency_store \"%V\": %s", url, why);
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -1328,6 +1389,7 @@ ngx_http_idempotency_create_loc_conf(ngx_conf_t *cf)
     conf->no_store_headers = NGX_CONF_UNSET_PTR;
     conf->metrics = NGX_CONF_UNSET;
     conf->admin = NGX_CONF_UNSET;
+    conf->health = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -1360,6 +1422,7 @@ ngx_http_idempotency_merge_loc_conf(ngx_conf_t *cf, void *parent,
                              NULL);
     ngx_conf_merge_value(conf->metrics, prev->metrics, 0);
     ngx_conf_merge_value(conf->admin, prev->admin, 0);
+    ngx_conf_merge_value(conf->health, prev->health, 0);
 
     if (conf->scope_none == NGX_CONF_UNSET) {
         conf->scope_none = prev->scope_none;
@@ -1435,7 +1498,9 @@ ngx_http_idempotency_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    if (ngx_http_idempotency_metrics_init(cf) != NGX_OK) {
+    if (ngx_http_idempotency_metrics_init(cf) != NGX_OK
+        || ngx_http_idempotency_health_init(cf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -1468,6 +1533,12 @@ ngx_http_idempotency_init_process(ngx_cycle_t *cycle)
     imcf->prune_event.log = cycle->log;
     imcf->prune_event.cancelable = 1;
     ngx_add_timer(&imcf->prune_event, imcf->prune_interval);
+
+    imcf->watch_event.handler = ngx_http_idempotency_watch;
+    imcf->watch_event.data = imcf;
+    imcf->watch_event.log = cycle->log;
+    imcf->watch_event.cancelable = 1;
+    ngx_add_timer(&imcf->watch_event, 1000);
 
     return NGX_OK;
 }

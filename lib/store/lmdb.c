@@ -56,12 +56,31 @@
  * several nginx workers and gateways on one host may share PATH. A handle
  * must be opened after fork() in the process that uses it, and a child must
  * neither use nor close a handle its parent opened. Every process should
- * open PATH with the same map_size (default 1 GiB): the map has a fixed
- * size, sparse on disk, and a transaction that would grow past it fails
- * with IDEM_EFULL, leaving nothing behind. This handle never grows the map;
- * if another process opened PATH with a larger map and filled it past this
- * handle's size, this handle's calls fail with IDEM_EUNAVAIL
- * (MDB_MAP_RESIZED) until it is reopened with that size.
+ * open PATH with the same map_size: the map has a fixed size and a
+ * transaction that would grow past it fails with IDEM_EFULL, leaving
+ * nothing behind. This handle never grows the map; if another process
+ * opened PATH with a larger map and filled it past this handle's size,
+ * this handle's calls fail with IDEM_EUNAVAIL (MDB_MAP_RESIZED) until it
+ * is reopened with that size.
+ *
+ * Map size: fixed and large (IDEM_STORE_LMDB_DEFAULT_MAP_SIZE, 128 GiB),
+ * not grown on MDB_MAP_FULL. Without MDB_WRITEMAP the map is a read-only
+ * mapping of a file that grows by its writes only, so an unused map costs
+ * address space (of 128 TiB on x86-64) and no disk or memory. Measured
+ * (200,000 records of a 100-byte JSON response with three headers, random
+ * 36-byte keys): 706 bytes of map per record, 597 in "records" (leaves
+ * about 70% full, as random inserts leave a B-tree) and 89 in "expiry"
+ * (appended in time order), so 128 GiB holds 190 million such records:
+ * 2,200 new keys/s for 24 h (the contract suite measures 744 bytes on
+ * 5,000 records, whose trees are less settled, and checks the default
+ * against SPEC's 1,000 keys/s with that). Growing the map instead would
+ * need mdb_env_set_mapsize() with no transaction running in this process
+ * (a lock around every read of the event loop) and every other process of
+ * the store to catch MDB_MAP_RESIZED and do the same: a fixed size shared
+ * by all is simpler and as cheap. The disk is the real limit: df shows
+ * what is written, not the map, and a disk that fills before the map
+ * makes commits fail with ENOSPC, answered as IDEM_EFULL the same way.
+ * Idle files are not shrunk: pages freed by prune are reused.
  *
  * Room: a map that fills up must still let records go. Every write, a
  * delete too, needs fresh pages (LMDB copies each page it changes), and
@@ -94,14 +113,15 @@
 #include "store_int.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
-#define IDEM_STORE_LMDB_MAP_SIZE    ((size_t)1 << 30)
 #define IDEM_STORE_LMDB_MAX_READERS 1024
 #define IDEM_STORE_LMDB_IKEY_MAX    (8 + IDEM_STORE_KEY_MAX)
 
@@ -118,13 +138,19 @@
  * and (b) the settling of the claims outstanding when claims start to be
  * refused: each complete writes its response, an error response of the
  * gateway takes a page or two. 1/32 of the map (about 3%) covers both with
- * a wide margin on a map of production size (32 MiB of 1 GiB); a small map
- * gets at least RESERVE_MIN pages (256 KiB with 4 KiB pages: a few dozen
- * small completes), but never more than half the map, so that a tiny map
- * (tests use 64 KiB) still holds some records.
+ * a wide margin (32 MiB of 1 GiB), up to RESERVE_MAX pages (128 MiB with
+ * 4 KiB pages: a thousand times what a batch copies) on a large map; a
+ * small map gets at least RESERVE_MIN pages (256 KiB with 4 KiB pages: a
+ * few dozen small completes), but never more than half the map, so that a
+ * tiny map (tests use 64 KiB) still holds some records.
  */
 #define IDEM_STORE_LMDB_RESERVE_MIN   64
+#define IDEM_STORE_LMDB_RESERVE_MAX   32768
 #define IDEM_STORE_LMDB_RESERVE_SHIFT 5
+
+/* The bounds of map_size: a few pages, and what a 64-bit process maps. */
+#define IDEM_STORE_LMDB_MAP_MIN ((uint64_t)64 << 10)
+#define IDEM_STORE_LMDB_MAP_MAX ((uint64_t)16384 << 30)
 
 /* A caller waiting in the group-commit queue; lives on its stack. */
 typedef struct idem_store_lmdb_waiter_s {
@@ -147,6 +173,9 @@ typedef struct {
     size_t map_pages;     /* the map's size in pages */
     size_t reserve_pages; /* what a claim must leave free */
     size_t floor_pages;   /* what other puts must leave free */
+    char *path;           /* the directory (malloc'd) */
+    struct stat data_st;  /* data.mdb and lock.mdb as opened, for check */
+    struct stat lock_st;
 
     pthread_mutex_t qmu; /* guards the queue and leading */
     idem_store_lmdb_waiter_t *head;
@@ -667,37 +696,79 @@ static void idem_store_lmdb_write(idem_store_t *store, idem_store_op_t *ops,
 /* Opening and closing                                                       */
 /* ------------------------------------------------------------------------ */
 
-/* Parses a decimal number into *out; 0 or IDEM_EBADURL. */
-static int idem_store_lmdb_number(const char *s, size_t n, uint64_t *out)
+/*
+ * Parses a size, digits with an optional k, m or g suffix (KiB, MiB, GiB;
+ * either case; "kb" and "kib" mean the same, as for the gateway's sizes),
+ * into *out. Returns 0 or IDEM_EBADURL.
+ */
+static int idem_store_lmdb_size_value(const char *s, size_t n, uint64_t *out)
 {
-    uint64_t v = 0;
+    uint64_t v = 0, unit = 1;
+    size_t i;
 
-    if (n == 0 || n > 20) {
-        return IDEM_EBADURL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9' ||
-            v > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10) {
+    for (i = 0; i < n && s[i] >= '0' && s[i] <= '9'; i++) {
+        if (v > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10) {
             return IDEM_EBADURL;
         }
         v = v * 10 + (uint64_t)(s[i] - '0');
     }
-    *out = v;
+    if (i == 0) {
+        return IDEM_EBADURL;
+    }
+    if (n > i + 1 && (s[n - 1] == 'b' || s[n - 1] == 'B')) {
+        n -= n > i + 2 && (s[n - 2] == 'i' || s[n - 2] == 'I') ? 2 : 1;
+    }
+    if (i + 1 == n) {
+        switch (s[i]) {
+        case 'k':
+        case 'K':
+            unit = (uint64_t)1 << 10;
+            break;
+        case 'm':
+        case 'M':
+            unit = (uint64_t)1 << 20;
+            break;
+        case 'g':
+        case 'G':
+            unit = (uint64_t)1 << 30;
+            break;
+        default:
+            return IDEM_EBADURL;
+        }
+    } else if (i != n) {
+        return IDEM_EBADURL;
+    }
+    if (v > UINT64_MAX / unit) {
+        return IDEM_EBADURL;
+    }
+    *out = v * unit;
     return 0;
 }
 
-/* Parses "PATH[?name=value&...]". */
-static int idem_store_lmdb_parse(const char *rest, idem_store_lmdb_conf_t *c)
+/* Whether the n bytes at p are the option name. */
+static int idem_store_lmdb_is(const char *p, size_t n, const char *name)
 {
-    const char *q = strchr(rest, '?'), *p, *end, *eq;
-    size_t path_len = q ? (size_t)(q - rest) : strlen(rest);
+    return n == strlen(name) && memcmp(p, name, n) == 0;
+}
+
+/*
+ * Parses "PATH[?name=value&...]" into *c (c->path malloc'd). On
+ * IDEM_EBADURL a sentence saying why is written to why (cap > 0 bytes).
+ * Returns 0, IDEM_EBADURL or IDEM_ENOMEM.
+ */
+static int idem_store_lmdb_parse(const char *rest, idem_store_lmdb_conf_t *c,
+                                 char *why, size_t cap)
+{
+    const char *q = strchr(rest, '?'), *p, *end, *eq, *val;
+    size_t path_len = q ? (size_t)(q - rest) : strlen(rest), name_len, n;
     uint64_t v;
 
     c->path = NULL;
-    c->map_size = IDEM_STORE_LMDB_MAP_SIZE;
+    c->map_size = (size_t)IDEM_STORE_LMDB_DEFAULT_MAP_SIZE;
     c->group_commit = 1;
     c->sync = 1;
     if (path_len == 0) {
+        snprintf(why, cap, "lmdb: needs a directory, e.g. lmdb:/var/lib/idem");
         return IDEM_EBADURL;
     }
     for (p = q ? q + 1 : NULL; p != NULL; p = *end ? end + 1 : NULL) {
@@ -706,24 +777,60 @@ static int idem_store_lmdb_parse(const char *rest, idem_store_lmdb_conf_t *c)
             end = p + strlen(p);
         }
         eq = memchr(p, '=', (size_t)(end - p));
-        if (eq == NULL ||
-            idem_store_lmdb_number(eq + 1, (size_t)(end - eq - 1), &v) != 0) {
+        if (eq == NULL) {
+            snprintf(why, cap,
+                     "lmdb option \"%.*s\" has no value (name=value: "
+                     "map_size=SIZE, group_commit=0|1, sync=0|1)",
+                     (int)(end - p), p);
             return IDEM_EBADURL;
         }
-        if (eq - p == 8 && memcmp(p, "map_size", 8) == 0 && v > 0 &&
-            v <= SIZE_MAX) {
+        name_len = (size_t)(eq - p);
+        val = eq + 1;
+        n = (size_t)(end - val);
+        if (idem_store_lmdb_is(p, name_len, "map_size")) {
+            if (idem_store_lmdb_size_value(val, n, &v) != 0 ||
+                v < IDEM_STORE_LMDB_MAP_MIN || v > IDEM_STORE_LMDB_MAP_MAX ||
+                v > SIZE_MAX) {
+                snprintf(why, cap,
+                         "lmdb map_size \"%.*s\" is not a size from 64k "
+                         "to 16384g (bytes, or a number with a k, m or g "
+                         "suffix)",
+                         (int)n, val);
+                return IDEM_EBADURL;
+            }
             c->map_size = (size_t)v;
-        } else if (eq - p == 12 && memcmp(p, "group_commit", 12) == 0 &&
-                   v <= 1) {
-            c->group_commit = (int)v;
-        } else if (eq - p == 4 && memcmp(p, "sync", 4) == 0 && v <= 1) {
-            c->sync = (int)v;
+        } else if (idem_store_lmdb_is(p, name_len, "group_commit") ||
+                   idem_store_lmdb_is(p, name_len, "sync")) {
+            if (n != 1 || (val[0] != '0' && val[0] != '1')) {
+                snprintf(why, cap, "lmdb option %.*s is 0 or 1, not \"%.*s\"",
+                         (int)name_len, p, (int)n, val);
+                return IDEM_EBADURL;
+            }
+            if (name_len == 4) {
+                c->sync = val[0] == '1';
+            } else {
+                c->group_commit = val[0] == '1';
+            }
         } else {
+            snprintf(why, cap,
+                     "unknown lmdb option \"%.*s\" (the options are "
+                     "map_size=SIZE, group_commit=0|1 and sync=0|1)",
+                     (int)name_len, p);
             return IDEM_EBADURL;
         }
     }
     c->path = strndup(rest, path_len);
     return c->path != NULL ? 0 : IDEM_ENOMEM;
+}
+
+int idem_store_lmdb_check_url(const char *rest, char *why, size_t cap)
+{
+    idem_store_lmdb_conf_t c;
+    int rc;
+
+    rc = idem_store_lmdb_parse(rest, &c, why, cap);
+    free(c.path);
+    return rc;
 }
 
 /* mkdir -p with mode 0700. Returns 0 or an errno value. */
@@ -772,6 +879,9 @@ static int idem_store_lmdb_size(idem_store_lmdb_t *s)
     s->psize = st.ms_psize;
     s->map_pages = info.me_mapsize / st.ms_psize;
     r = s->map_pages >> IDEM_STORE_LMDB_RESERVE_SHIFT;
+    if (r > IDEM_STORE_LMDB_RESERVE_MAX) {
+        r = IDEM_STORE_LMDB_RESERVE_MAX;
+    }
     if (r < IDEM_STORE_LMDB_RESERVE_MIN) {
         r = IDEM_STORE_LMDB_RESERVE_MIN;
     }
@@ -783,12 +893,139 @@ static int idem_store_lmdb_size(idem_store_lmdb_t *s)
     return 0;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Usage and identity                                                        */
+/* ------------------------------------------------------------------------ */
+
+static int idem_store_lmdb_usage(idem_store_t *store, idem_store_usage_t *out)
+{
+    idem_store_lmdb_t *s = (idem_store_lmdb_t *)store;
+    MDB_txn *txn;
+    MDB_stat st;
+    size_t free_pages;
+    int rc;
+
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        return idem_store_lmdb_err(rc);
+    }
+    rc = idem_store_lmdb_free_pages(s, txn, &free_pages);
+    if (rc == 0) {
+        rc = mdb_stat(txn, s->records, &st);
+    }
+    mdb_txn_abort(txn);
+    if (rc != 0) {
+        return idem_store_lmdb_err(rc);
+    }
+    out->records = st.ms_entries;
+    out->bytes_used = (uint64_t)(s->map_pages - free_pages) * s->psize;
+    out->bytes_limit = (uint64_t)s->map_pages * s->psize;
+    out->bytes_claim_limit =
+        (uint64_t)(s->map_pages - s->reserve_pages) * s->psize;
+    return 0;
+}
+
+/* PATH/name into buf; 0 or ENAMETOOLONG. */
+static int idem_store_lmdb_file(char *buf, size_t cap, const char *dir,
+                                const char *name)
+{
+    int n = snprintf(buf, cap, "%s/%s", dir, name);
+
+    return n > 0 && (size_t)n < cap ? 0 : ENAMETOOLONG;
+}
+
+/*
+ * Remembers which files the environment opened: data.mdb through LMDB's
+ * own descriptor, lock.mdb by its path just after the open (LMDB does not
+ * hand out that descriptor). Returns 0 or an errno value.
+ */
+static int idem_store_lmdb_identify(idem_store_lmdb_t *s, const char *dir)
+{
+    char file[4096];
+    mdb_filehandle_t fd;
+    int rc;
+
+    rc = mdb_env_get_fd(s->env, &fd);
+    if (rc != 0) {
+        return rc;
+    }
+    if (fstat(fd, &s->data_st) != 0) {
+        return errno;
+    }
+    rc = idem_store_lmdb_file(file, sizeof(file), dir, "lock.mdb");
+    if (rc == 0 && stat(file, &s->lock_st) != 0) {
+        rc = errno;
+    }
+    return rc;
+}
+
+/* Compares PATH/name with the file opened as *opened; see idem.h. */
+static int idem_store_lmdb_same(const idem_store_lmdb_t *s, const char *name,
+                                const struct stat *opened, char *why,
+                                size_t cap)
+{
+    char file[4096];
+    struct stat now;
+
+    if (idem_store_lmdb_file(file, sizeof(file), s->path, name) != 0) {
+        snprintf(why, cap, "store path %s/%s is too long", s->path, name);
+        return IDEM_EIO;
+    }
+    if (stat(file, &now) != 0) {
+        if (errno == ENOENT || errno == ENOTDIR) {
+            snprintf(why, cap,
+                     "%s is gone: the store directory was removed or moved "
+                     "away while open (this process still holds the old "
+                     "files, device %ju inode %ju, which a restart would "
+                     "not find)",
+                     file, (uintmax_t)opened->st_dev,
+                     (uintmax_t)opened->st_ino);
+            return IDEM_EUNAVAIL;
+        }
+        snprintf(why, cap, "cannot examine %s: %s", file, strerror(errno));
+        return IDEM_EIO;
+    }
+    if (now.st_dev != opened->st_dev || now.st_ino != opened->st_ino) {
+        snprintf(why, cap,
+                 "%s is another file now (device %ju inode %ju; opened as "
+                 "device %ju inode %ju): the store directory was replaced "
+                 "while open, and its records are not the ones this process "
+                 "keeps",
+                 file, (uintmax_t)now.st_dev, (uintmax_t)now.st_ino,
+                 (uintmax_t)opened->st_dev, (uintmax_t)opened->st_ino);
+        return IDEM_EUNAVAIL;
+    }
+    return 0;
+}
+
+static int idem_store_lmdb_check(idem_store_t *store, char *why, size_t cap)
+{
+    idem_store_lmdb_t *s = (idem_store_lmdb_t *)store;
+    int rc;
+
+    rc = idem_store_lmdb_same(s, "data.mdb", &s->data_st, why, cap);
+    if (rc == 0) {
+        rc = idem_store_lmdb_same(s, "lock.mdb", &s->lock_st, why, cap);
+    }
+    return rc;
+}
+
+static void idem_store_lmdb_identity(const idem_store_t *store,
+                                     idem_store_identity_t *out)
+{
+    const idem_store_lmdb_t *s = (const idem_store_lmdb_t *)store;
+
+    out->device = (uint64_t)s->data_st.st_dev;
+    out->inode = (uint64_t)s->data_st.st_ino;
+}
+
 static void idem_store_lmdb_close(idem_store_t *store)
 {
     idem_store_lmdb_t *s = (idem_store_lmdb_t *)store;
 
     mdb_env_close(s->env);
     pthread_mutex_destroy(&s->qmu);
+    free(s->path);
     free(s);
 }
 
@@ -796,6 +1033,9 @@ static const idem_store_vtable_t idem_store_lmdb_vt = {
     .name = "lmdb",
     .read = idem_store_lmdb_read,
     .write = idem_store_lmdb_write,
+    .usage = idem_store_lmdb_usage,
+    .check = idem_store_lmdb_check,
+    .identity = idem_store_lmdb_identity,
     .close = idem_store_lmdb_close,
 };
 
@@ -806,8 +1046,9 @@ int idem_store_lmdb_open(const char *rest, idem_store_t **out)
     MDB_txn *txn;
     unsigned int flags = MDB_NOTLS;
     int rc, dead, mutex_ok = 0;
+    char why[256];
 
-    rc = idem_store_lmdb_parse(rest, &c);
+    rc = idem_store_lmdb_parse(rest, &c, why, sizeof(why));
     if (rc != 0) {
         return rc;
     }
@@ -880,11 +1121,14 @@ int idem_store_lmdb_open(const char *rest, idem_store_t **out)
     if (rc == 0) {
         rc = idem_store_lmdb_size(s);
     }
+    if (rc == 0) {
+        rc = idem_store_lmdb_identify(s, c.path);
+    }
     if (rc != 0) {
         rc = idem_store_lmdb_err(rc);
         goto fail;
     }
-    free(c.path);
+    s->path = c.path;
     s->base.vt = &idem_store_lmdb_vt;
     *out = &s->base;
     return 0;

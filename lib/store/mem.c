@@ -36,7 +36,14 @@ typedef struct {
     idem_store_mem_node_t **buckets;
     size_t nbuckets; /* a power of two */
     size_t count;
+    size_t bytes; /* of the nodes, keys and values held */
 } idem_store_mem_t;
+
+/* The bytes a node holds, for usage(). */
+static size_t idem_store_mem_size(const idem_store_mem_node_t *n)
+{
+    return sizeof(*n) + n->key_len + n->val_len;
+}
 
 /* The link that points at key's node (or at NULL where it would go). */
 static idem_store_mem_node_t **idem_store_mem_find(idem_store_mem_t *m,
@@ -89,6 +96,7 @@ static void idem_store_mem_unlink(idem_store_mem_t *m,
     idem_store_mem_node_t *n = *link;
 
     *link = n->next;
+    m->bytes -= idem_store_mem_size(n);
     free(n->val);
     free(n);
     m->count--;
@@ -199,11 +207,16 @@ static int idem_store_mem_apply(idem_store_mem_t *m, idem_store_op_t *op,
             fresh->key_len = op->key.len;
             memcpy(fresh->key, op->key.bytes, op->key.len);
             fresh->val = NULL;
+            fresh->val_len = 0;
             fresh->next = NULL;
             *link = n = fresh;
             m->count++;
         }
         free(n->val);
+        if (n == fresh) {
+            m->bytes += sizeof(*n) + n->key_len;
+        }
+        m->bytes = m->bytes - n->val_len + op->val->len;
         n->val = copy;
         n->val_len = op->val->len;
         n->at_ms = op->new_index_ms;
@@ -251,6 +264,36 @@ static void idem_store_mem_write(idem_store_t *store, idem_store_op_t *ops,
     }
 }
 
+static int idem_store_mem_usage(idem_store_t *store, idem_store_usage_t *out)
+{
+    idem_store_mem_t *m = (idem_store_mem_t *)store;
+
+    pthread_mutex_lock(&m->mu);
+    out->records = m->count;
+    out->bytes_used = m->bytes;
+    pthread_mutex_unlock(&m->mu);
+    out->bytes_limit = 0;
+    out->bytes_claim_limit = 0;
+    return 0;
+}
+
+/* Memory has no path that could be removed or replaced. */
+static int idem_store_mem_check(idem_store_t *store, char *why, size_t cap)
+{
+    (void)store;
+    (void)why;
+    (void)cap;
+    return 0;
+}
+
+static void idem_store_mem_identity(const idem_store_t *store,
+                                    idem_store_identity_t *out)
+{
+    (void)store;
+    out->device = 0;
+    out->inode = 0;
+}
+
 static void idem_store_mem_close(idem_store_t *store)
 {
     idem_store_mem_t *m = (idem_store_mem_t *)store;
@@ -269,6 +312,9 @@ static const idem_store_vtable_t idem_store_mem_vt = {
     .name = "mem",
     .read = idem_store_mem_read,
     .write = idem_store_mem_write,
+    .usage = idem_store_mem_usage,
+    .check = idem_store_mem_check,
+    .identity = idem_store_mem_identity,
     .close = idem_store_mem_close,
 };
 

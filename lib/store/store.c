@@ -37,6 +37,7 @@
  */
 #include "store_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -517,6 +518,59 @@ int idem_store_open(const char *url, idem_store_t **out)
     atomic_init(&s->batched_ops, 0);
     *out = s;
     return 0;
+}
+
+int idem_store_url_check(const char *url, char *why, size_t cap)
+{
+    char none[1];
+    const char *colon;
+    size_t scheme_len;
+
+    if (url == NULL || (why == NULL && cap != 0)) {
+        return IDEM_EINVAL;
+    }
+    if (cap == 0) {
+        why = none;
+        cap = sizeof(none);
+    }
+    why[0] = '\0';
+    colon = strchr(url, ':');
+    scheme_len = colon != NULL ? (size_t)(colon - url) : 0;
+    if (scheme_len == 3 && memcmp(url, "mem", 3) == 0) {
+        if (colon[1] == '\0') {
+            return 0;
+        }
+        snprintf(why, cap, "\"mem:\" takes nothing after the colon");
+        return IDEM_EBADURL;
+    }
+    if (scheme_len == 4 && memcmp(url, "lmdb", 4) == 0) {
+        return idem_store_lmdb_check_url(colon + 1, why, cap);
+    }
+    snprintf(why, cap,
+             "unsupported store URL \"%s\" (lmdb:PATH[?options] or mem:)", url);
+    return IDEM_EBADURL;
+}
+
+int idem_store_usage(idem_store_t *store, idem_store_usage_t *out)
+{
+    return store->vt->usage(store, out);
+}
+
+int idem_store_check(idem_store_t *store, char *why, size_t cap)
+{
+    char none[1];
+
+    if (cap == 0 || why == NULL) {
+        why = none;
+        cap = sizeof(none);
+    }
+    why[0] = '\0';
+    return store->vt->check(store, why, cap);
+}
+
+void idem_store_identity(const idem_store_t *store, idem_store_identity_t *out)
+{
+    store->vt->identity(store, out);
 }
 
 void idem_store_close(idem_store_t *store)

@@ -130,6 +130,10 @@ typedef struct {
  *        op unchanged), never a delete: LMDB refuses new claims while
  *        there is still room, to keep it for settling and removing the
  *        records it has (see "Room" in lmdb.c).
+ * usage  fills *out as idem_store_usage() describes; 0 or a store error.
+ * check  idem_store_check(): 0, or IDEM_EUNAVAIL / IDEM_EIO with a
+ *        sentence in why (cap > 0).
+ * identity  idem_store_identity(): what the open recorded.
  * close  frees the handle; no call may be running.
  */
 typedef struct {
@@ -138,6 +142,9 @@ typedef struct {
                 int (*cb)(void *ctx, const uint8_t *val, size_t len),
                 void *ctx);
     void (*write)(idem_store_t *store, idem_store_op_t *ops, size_t n);
+    int (*usage)(idem_store_t *store, idem_store_usage_t *out);
+    int (*check)(idem_store_t *store, char *why, size_t cap);
+    void (*identity)(const idem_store_t *store, idem_store_identity_t *out);
     void (*close)(idem_store_t *store);
 } idem_store_vtable_t;
 
@@ -152,6 +159,13 @@ struct idem_store_s {
 /* Backend constructors. rest is the URL after the scheme's ':'. */
 IDEM_MUST_CHECK int idem_store_mem_open(const char *rest, idem_store_t **out);
 IDEM_MUST_CHECK int idem_store_lmdb_open(const char *rest, idem_store_t **out);
+
+/*
+ * Checks rest as the constructor reads it (idem_store_url_check). why has
+ * room for cap > 0 bytes. Returns 0, IDEM_EBADURL or IDEM_ENOMEM.
+ */
+IDEM_MUST_CHECK int idem_store_lmdb_check_url(const char *rest, char *why,
+                                              size_t cap);
 
 /*
  * Decides what op does to the record stored as (old, old_len) — old is

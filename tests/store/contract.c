@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <grp.h>
+#include <inttypes.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <signal.h>
@@ -36,6 +37,19 @@
 
 #include "idem.h"
 #include "store/store_int.h"
+
+/* valgrind maps at most 64 GiB, less than the default LMDB map: under it,
+ * stores get a smaller map_size and the test of the default one is
+ * skipped */
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define UNDER_VALGRIND() RUNNING_ON_VALGRIND
+#endif
+#endif
+#ifndef UNDER_VALGRIND
+#define UNDER_VALGRIND() 0
+#endif
 
 #ifndef IDEM_TEST_BACKEND
 #error "compile with -DIDEM_TEST_BACKEND='\"mem\"' or '\"lmdb\"'"
@@ -76,6 +90,10 @@ static void store_url(const fixture_t *f, const char *sub, const char *opts,
 
     if (!is_lmdb()) {
         n = snprintf(url, cap, "mem:");
+    } else if (UNDER_VALGRIND() &&
+               (opts == NULL || strstr(opts, "map_size") == NULL)) {
+        n = snprintf(url, cap, "lmdb:%s/%s?map_size=1g%s%s", f->dir, sub,
+                     opts && *opts ? "&" : "", opts ? opts : "");
     } else {
         n = snprintf(url, cap, "lmdb:%s/%s%s%s", f->dir, sub,
                      opts && *opts ? "?" : "", opts ? opts : "");
@@ -1406,6 +1424,291 @@ static void test_lmdb_without_group_commit(void **state)
     idem_store_close(s);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Store URLs, usage and the identity of the files                           */
+/* ------------------------------------------------------------------------ */
+
+static void test_url_check_takes_sizes_and_says_what_is_wrong(void **state)
+{
+    static const char *good[] = {
+        "mem:",
+        "lmdb:/nonexistent/x",
+        "lmdb:/nonexistent/x?map_size=65536",
+        "lmdb:/nonexistent/x?map_size=64k",
+        "lmdb:/nonexistent/x?map_size=2m",
+        "lmdb:/nonexistent/x?map_size=2M&sync=0",
+        "lmdb:/nonexistent/x?map_size=2mb",
+        "lmdb:/nonexistent/x?map_size=2MiB",
+        "lmdb:/nonexistent/x?group_commit=0&map_size=256g",
+        "lmdb:/nonexistent/x?map_size=16384g",
+    };
+    static const struct {
+        const char *url;
+        const char *why; /* a part of the explanation */
+    } bad[] = {
+        {"lmdb:/nonexistent/x?colour=blue", "unknown lmdb option \"colour\""},
+        {"lmdb:/nonexistent/x?map_size=12ab", "map_size \"12ab\""},
+        {"lmdb:/nonexistent/x?map_size=2mbx", "map_size \"2mbx\""},
+        {"lmdb:/nonexistent/x?map_size=2b", "map_size \"2b\""},
+        {"lmdb:/nonexistent/x?map_size=2ib", "map_size \"2ib\""},
+        {"lmdb:/nonexistent/x?map_size=m", "map_size \"m\""},
+        {"lmdb:/nonexistent/x?map_size=", "map_size \"\""},
+        {"lmdb:/nonexistent/x?map_size=1k", "from 64k to 16384g"},
+        {"lmdb:/nonexistent/x?map_size=16385g", "from 64k to 16384g"},
+        {"lmdb:/nonexistent/x?map_size=99999999999999999999g", "map_size"},
+        {"lmdb:/nonexistent/x?sync=yes", "sync is 0 or 1"},
+        {"lmdb:/nonexistent/x?sync", "\"sync\" has no value"},
+        {"lmdb:?sync=1", "needs a directory"},
+        {"mem:extra", "mem:"},
+        {"redis://localhost:6379", "unsupported store URL"},
+    };
+    char why[256];
+    idem_store_t *s = NULL;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        assert_int_equal(idem_store_url_check(good[i], why, sizeof(why)), 0);
+        assert_string_equal(why, "");
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(idem_store_url_check(bad[i].url, why, sizeof(why)),
+                         IDEM_EBADURL);
+        if (strstr(why, bad[i].why) == NULL) {
+            fail_msg("%s: \"%s\" does not say \"%s\"", bad[i].url, why,
+                     bad[i].why);
+        }
+        /* open() refuses exactly what the check refuses */
+        assert_int_equal(idem_store_open(bad[i].url, &s), IDEM_EBADURL);
+        assert_null(s);
+    }
+    assert_int_equal(idem_store_url_check("lmdb:/x?colour=1", NULL, 0),
+                     IDEM_EBADURL);
+    assert_int_equal(idem_store_url_check(NULL, why, sizeof(why)), IDEM_EINVAL);
+    assert_int_equal(access("/nonexistent", F_OK), -1);
+}
+
+static void test_lmdb_map_size_takes_a_suffix(void **state)
+{
+    fixture_t *f = *state;
+    idem_store_usage_t u;
+
+    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    idem_store_close(f->store);
+    f->store = open_store(f, "suffix", "map_size=2m");
+    assert_int_equal(idem_store_usage(f->store, &u), 0);
+    assert_true(u.bytes_limit == (uint64_t)2 << 20);
+    /* the reserve of a small map: 256 KiB with 4 KiB pages */
+    assert_true(u.bytes_claim_limit < u.bytes_limit);
+    assert_true(u.bytes_claim_limit >= u.bytes_limit - (u.bytes_limit / 4));
+}
+
+/* A small JSON response of the size a typical API answers with. */
+static const uint8_t typical_body[] =
+    "{\"data\":{\"type\":\"inquiry\",\"id\":\"inq_"
+    "9f86d081884c7d659a2feaa0c55a\","
+    "\"attributes\":{\"status\":\"created\"}}}";
+static const idem_header_t typical_headers[] = {
+    {STR("Content-Type"), STR("application/json")},
+    {STR("Date"), STR("Sat, 28 Nov 2026 04:44:27 GMT")},
+    {STR("X-Request-Id"), STR("9f86d081884c7d659a2feaa0c55ad015")},
+};
+static const idem_response_t typical = {201, typical_headers, 3, typical_body,
+                                        sizeof(typical_body) - 1};
+
+/*
+ * Claims and completes n keys like UUIDs (random, so the B-tree fills as
+ * real traffic does), 100 to a batch. keys must have room for n * 40.
+ */
+static void put_typical(idem_store_t *s, int n, unsigned seed, char *keys)
+{
+    enum { BATCH = 100 };
+    idem_op_t ops[BATCH];
+    idem_hash_t scope = hash_of(1), fp = hash_of(101);
+
+    for (int done = 0; done < n; done += BATCH) {
+        int m = n - done < BATCH ? n - done : BATCH;
+        memset(ops, 0, sizeof(ops));
+        for (int i = 0; i < m; i++) {
+            char *key = keys + (size_t)(done + i) * 40;
+            snprintf(key, 40, "%08x-%04x-%04x-%04x-%012x", rand_r(&seed),
+                     rand_r(&seed) & 0xffff, rand_r(&seed) & 0xffff,
+                     rand_r(&seed) & 0xffff, rand_r(&seed));
+            ops[i].kind = IDEM_OP_BEGIN;
+            ops[i].begin.scope = &scope;
+            ops[i].begin.key = key;
+            ops[i].begin.key_len = strlen(key);
+            ops[i].begin.fingerprint = &fp;
+            ops[i].begin.now_ms = T0;
+            ops[i].begin.ttl_ms = TTL;
+            ops[i].begin.lease_ms = LEASE;
+            ops[i].begin.unknown_response = &unknown;
+        }
+        assert_int_equal(idem_store_batch(s, ops, (size_t)m), 0);
+        for (int i = 0; i < m; i++) {
+            uint64_t owner;
+            assert_int_equal(ops[i].rc, 0);
+            assert_int_equal(ops[i].result.outcome, IDEM_BEGIN_CLAIMED);
+            owner = ops[i].result.owner;
+            idem_result_free(&ops[i].result);
+            ops[i].kind = IDEM_OP_COMPLETE;
+            ops[i].scope = &scope;
+            ops[i].key = ops[i].begin.key;
+            ops[i].key_len = ops[i].begin.key_len;
+            ops[i].owner = owner;
+            ops[i].resp = &typical;
+        }
+        assert_int_equal(idem_store_batch(s, ops, (size_t)m), 0);
+        for (int i = 0; i < m; i++) {
+            assert_int_equal(ops[i].rc, 0);
+        }
+    }
+}
+
+static void test_usage_counts_records_and_bytes(void **state)
+{
+    fixture_t *f = *state;
+    idem_store_usage_t empty, u, after;
+    char *keys = malloc(200 * 40);
+    size_t removed;
+    int more;
+
+    assert_non_null(keys);
+    assert_int_equal(idem_store_usage(f->store, &empty), 0);
+    assert_true(empty.records == 0);
+    put_typical(f->store, 200, 7, keys);
+    assert_int_equal(idem_store_usage(f->store, &u), 0);
+    assert_true(u.records == 200);
+    /* each record takes at least its own bytes */
+    assert_true(u.bytes_used >= empty.bytes_used + 200 * sizeof(typical_body));
+    if (is_lmdb()) {
+        assert_true(u.bytes_claim_limit < u.bytes_limit);
+        assert_true(u.bytes_used < u.bytes_claim_limit);
+    } else {
+        assert_true(u.bytes_limit == 0 && u.bytes_claim_limit == 0);
+    }
+    /* prune takes them away again */
+    assert_int_equal(
+        idem_store_prune(f->store, T0 + TTL, 1000, &removed, &more), 0);
+    assert_int_equal(removed, 200);
+    assert_int_equal(idem_store_usage(f->store, &after), 0);
+    assert_true(after.records == 0);
+    assert_true(after.bytes_used < u.bytes_used);
+    free(keys);
+}
+
+/*
+ * SPEC §9: the default LMDB store holds at least 1,000 new keys/s for
+ * 24 h. The bytes a small record takes are measured, not assumed.
+ */
+static void
+test_lmdb_default_map_holds_a_day_at_1000_new_keys_a_second(void **state)
+{
+    enum { N = 5000 };
+    fixture_t *f = *state;
+    idem_store_usage_t before, u;
+    char *keys;
+    uint64_t per_record, needed;
+
+    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    if (UNDER_VALGRIND()) {
+        print_message("[  SKIP    ] %s: valgrind cannot map 128 GiB\n",
+                      __func__);
+        skip();
+    }
+    keys = malloc((size_t)N * 40);
+    assert_non_null(keys);
+    idem_store_close(f->store);
+    f->store = open_store(f, "day", "sync=0");
+    assert_int_equal(idem_store_usage(f->store, &before), 0);
+    put_typical(f->store, N, 11, keys);
+    assert_int_equal(idem_store_usage(f->store, &u), 0);
+    assert_true(u.bytes_limit == IDEM_STORE_LMDB_DEFAULT_MAP_SIZE);
+    assert_true(u.records == N);
+    per_record = (u.bytes_used - before.bytes_used + N - 1) / N;
+    needed = (uint64_t)1000 * 86400 * per_record;
+    print_message("    %" PRIu64 " bytes per small record; 86.4 million need "
+                  "%" PRIu64 " MiB, new claims are taken up to %" PRIu64
+                  " MiB\n",
+                  per_record, needed >> 20, u.bytes_claim_limit >> 20);
+    assert_true(per_record > sizeof(typical_body));
+    assert_true(u.bytes_claim_limit >= needed);
+    free(keys);
+}
+
+/* Renames dir/from to dir/to. */
+static void rename_in(const fixture_t *f, const char *from, const char *to)
+{
+    char a[128], b[128];
+
+    snprintf(a, sizeof(a), "%s/%s", f->dir, from);
+    snprintf(b, sizeof(b), "%s/%s", f->dir, to);
+    assert_int_equal(rename(a, b), 0);
+}
+
+static void expect_store_check(idem_store_t *s, int want, const char *says)
+{
+    char why[512];
+    int rc = idem_store_check(s, why, sizeof(why));
+
+    if (rc != want || (says != NULL && strstr(why, says) == NULL) ||
+        (says == NULL && why[0] != '\0')) {
+        fail_msg("check gave %s \"%s\", wanted %s saying \"%s\"",
+                 idem_err_name(rc), why, idem_err_name(want), says ? says : "");
+    }
+}
+
+static void test_check_notices_a_removed_or_replaced_directory(void **state)
+{
+    fixture_t *f = *state;
+    idem_store_t *fresh, *again;
+    idem_store_identity_t id, id_again, id_fresh;
+    char path[128];
+
+    expect_store_check(f->store, 0, NULL);
+    idem_store_identity(f->store, &id);
+    if (!is_lmdb()) {
+        /* memory has no path, and no files */
+        assert_true(id.device == 0 && id.inode == 0);
+        return;
+    }
+    /* a second handle on the path has the same files */
+    again = open_store(f, "env", NULL);
+    idem_store_identity(again, &id_again);
+    assert_true(id.inode != 0);
+    assert_true(id.device == id_again.device && id.inode == id_again.inode);
+    idem_store_close(again);
+
+    /* moved away, and back: the same files again */
+    rename_in(f, "env", "away");
+    expect_store_check(f->store, IDEM_EUNAVAIL, "data.mdb is gone");
+    rename_in(f, "away", "env");
+    expect_store_check(f->store, 0, NULL);
+
+    /* replaced: another store now lives under the path */
+    rename_in(f, "env", "away");
+    fresh = open_store(f, "env", NULL);
+    expect_store_check(fresh, 0, NULL);
+    idem_store_identity(fresh, &id_fresh);
+    assert_false(id.device == id_fresh.device && id.inode == id_fresh.inode);
+    expect_store_check(f->store, IDEM_EUNAVAIL, "is another file now");
+    expect_store_check(f->store, IDEM_EUNAVAIL, "replaced");
+    idem_store_close(fresh);
+
+    /* removed (rm -rf) */
+    snprintf(path, sizeof(path), "%s/env", f->dir);
+    assert_int_equal(nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+    expect_store_check(f->store, IDEM_EUNAVAIL, "removed");
+
+    /* only the lock file replaced: two lock files would let two writers
+     * into one data file */
+    idem_store_close(f->store);
+    f->store = open_store(f, "lock", NULL);
+    snprintf(path, sizeof(path), "%s/lock/lock.mdb", f->dir);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(close(open(path, O_CREAT | O_WRONLY, 0600)), 0);
+    expect_store_check(f->store, IDEM_EUNAVAIL, "lock.mdb is another file now");
+}
+
 static void test_lmdb_map_full_is_clean(void **state)
 {
     fixture_t *f = *state;
@@ -2665,6 +2968,11 @@ int main(int argc, char **argv)
         T(test_two_processes_share_one_store),
         T(test_two_processes_race_for_the_same_keys),
         T(test_lmdb_without_group_commit),
+        T(test_url_check_takes_sizes_and_says_what_is_wrong),
+        T(test_lmdb_map_size_takes_a_suffix),
+        T(test_usage_counts_records_and_bytes),
+        T(test_lmdb_default_map_holds_a_day_at_1000_new_keys_a_second),
+        T(test_check_notices_a_removed_or_replaced_directory),
         T(test_lmdb_map_full_is_clean),
         T(test_lmdb_map_full_claims_leave_nothing),
         T(test_lmdb_one_failing_write_does_not_fail_its_batch),
