@@ -375,6 +375,23 @@ IDEM_MUST_CHECK int idem_store_open(const char *url, idem_store_t **out);
 IDEM_MUST_CHECK int idem_store_url_check(const char *url, char *why,
                                          size_t cap);
 
+/*
+ * What a store can do: the bits of idem_store_caps().
+ *   INLINE_READ  lookup is a memory read, fit for an event loop (LMDB, mem);
+ *                a networked store's lookup is a round trip
+ *   DIRECTORY    the store is files in a directory: check and identity
+ *                compare them with the path
+ *   BOUNDED      a fixed size: usage has a limit, a new claim may be EFULL
+ */
+enum {
+    IDEM_STORE_CAP_INLINE_READ = 1u << 0,
+    IDEM_STORE_CAP_DIRECTORY = 1u << 1,
+    IDEM_STORE_CAP_BOUNDED = 1u << 2
+};
+
+/* The IDEM_STORE_CAP_... bits of store. Thread-safe. */
+unsigned idem_store_caps(const idem_store_t *store);
+
 /* Closes the store; waits for nothing (callers must have returned). */
 void idem_store_close(idem_store_t *store);
 

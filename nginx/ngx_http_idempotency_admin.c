@@ -125,7 +125,11 @@ ngx_http_idempotency_store_gauges(ngx_http_request_t *r, u_char *p)
                     "idemgate_store_healthy %d\n",
                     store != NULL && !ngx_http_idempotency_store_failed(imcf));
 
-    if (store == NULL || idem_store_usage(store, &u) != 0) {
+    /* a networked store's usage would be a round trip: not on the loop */
+    if (store == NULL
+        || !(idem_store_caps(store) & IDEM_STORE_CAP_INLINE_READ)
+        || idem_store_usage(store, &u) != 0)
+    {
         return p;
     }
 

@@ -771,7 +771,11 @@ ngx_http_idempotency_peek(ngx_http_request_t *r,
 
     imcf = ngx_http_get_module_main_conf(r, ngx_http_idempotency_module);
 
-    if (!ctx->fingerprinted || imcf->store == NULL) {
+    /* only a store whose reads are memory reads is read on the event loop;
+       a networked one answers through begin() on the thread pool */
+    if (!ctx->fingerprinted || imcf->store == NULL
+        || !(idem_store_caps(imcf->store) & IDEM_STORE_CAP_INLINE_READ))
+    {
         return NGX_DECLINED;
     }
 

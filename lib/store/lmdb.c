@@ -110,6 +110,7 @@
  * of the path to it, so a batch costs little more per op than a single
  * write costs in all.
  */
+#include "registry.h"
 #include "store_int.h"
 
 #include <errno.h>
@@ -823,7 +824,7 @@ static int idem_store_lmdb_parse(const char *rest, idem_store_lmdb_conf_t *c,
     return c->path != NULL ? 0 : IDEM_ENOMEM;
 }
 
-int idem_store_lmdb_check_url(const char *rest, char *why, size_t cap)
+static int idem_store_lmdb_check_url(const char *rest, char *why, size_t cap)
 {
     idem_store_lmdb_conf_t c;
     int rc;
@@ -1039,7 +1040,8 @@ static const idem_store_vtable_t idem_store_lmdb_vt = {
     .close = idem_store_lmdb_close,
 };
 
-int idem_store_lmdb_open(const char *rest, idem_store_t **out)
+static int idem_store_lmdb_open(const char *url, const char *rest,
+                                idem_store_t **out)
 {
     idem_store_lmdb_conf_t c;
     idem_store_lmdb_t *s = NULL;
@@ -1048,6 +1050,7 @@ int idem_store_lmdb_open(const char *rest, idem_store_t **out)
     int rc, dead, mutex_ok = 0;
     char why[256];
 
+    (void)url;
     rc = idem_store_lmdb_parse(rest, &c, why, sizeof(why));
     if (rc != 0) {
         return rc;
@@ -1146,3 +1149,12 @@ fail:
     free(c.path);
     return rc;
 }
+
+const idem_store_backend_t idem_store_lmdb_backend = {
+    .scheme = "lmdb",
+    .forms = "lmdb:PATH[?options]",
+    .caps = IDEM_STORE_CAP_INLINE_READ | IDEM_STORE_CAP_DIRECTORY |
+            IDEM_STORE_CAP_BOUNDED,
+    .open = idem_store_lmdb_open,
+    .check_url = idem_store_lmdb_check_url,
+};

@@ -12,9 +12,11 @@
  * becomes removable (what the LMDB backend keeps in its expiry index);
  * prune() walks the table and removes at most budget expired records.
  */
+#include "registry.h"
 #include "store_int.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -318,10 +320,21 @@ static const idem_store_vtable_t idem_store_mem_vt = {
     .close = idem_store_mem_close,
 };
 
-int idem_store_mem_open(const char *rest, idem_store_t **out)
+static int idem_store_mem_check_url(const char *rest, char *why, size_t cap)
+{
+    if (rest[0] == '\0') {
+        return 0;
+    }
+    snprintf(why, cap, "\"mem:\" takes nothing after the colon");
+    return IDEM_EBADURL;
+}
+
+static int idem_store_mem_open(const char *url, const char *rest,
+                               idem_store_t **out)
 {
     idem_store_mem_t *m;
 
+    (void)url;
     if (rest[0] != '\0') {
         return IDEM_EBADURL;
     }
@@ -346,3 +359,11 @@ fail:
     free(m);
     return IDEM_ENOMEM;
 }
+
+const idem_store_backend_t idem_store_mem_backend = {
+    .scheme = "mem",
+    .forms = "mem:",
+    .caps = IDEM_STORE_CAP_INLINE_READ,
+    .open = idem_store_mem_open,
+    .check_url = idem_store_mem_check_url,
+};

@@ -35,6 +35,7 @@
  * per-handle counter that starts at a getrandom() seed: distinct within a
  * handle, unpredictable across processes, never 0.
  */
+#include "registry.h"
 #include "store_int.h"
 
 #include <stdio.h>
@@ -490,29 +491,23 @@ int idem_store_prune_check(const uint8_t *val, size_t len, int64_t index_ms,
 
 int idem_store_open(const char *url, idem_store_t **out)
 {
+    const idem_store_backend_t *b;
     idem_store_t *s = NULL;
-    const char *colon;
-    size_t scheme_len;
+    const char *rest;
     int rc;
 
     if (url == NULL || out == NULL) {
         return IDEM_EINVAL;
     }
-    colon = strchr(url, ':');
-    if (colon == NULL) {
+    b = idem_store_backend_find(url, &rest);
+    if (b == NULL) {
         return IDEM_EBADURL;
     }
-    scheme_len = (size_t)(colon - url);
-    if (scheme_len == 3 && memcmp(url, "mem", 3) == 0) {
-        rc = idem_store_mem_open(colon + 1, &s);
-    } else if (scheme_len == 4 && memcmp(url, "lmdb", 4) == 0) {
-        rc = idem_store_lmdb_open(colon + 1, &s);
-    } else {
-        rc = IDEM_EBADURL;
-    }
+    rc = b->open(url, rest, &s);
     if (rc != 0) {
         return rc;
     }
+    s->caps = b->caps;
     atomic_init(&s->token_next, idem_store_seed());
     atomic_init(&s->commits, 0);
     atomic_init(&s->batched_ops, 0);
@@ -522,9 +517,9 @@ int idem_store_open(const char *url, idem_store_t **out)
 
 int idem_store_url_check(const char *url, char *why, size_t cap)
 {
+    const idem_store_backend_t *b;
+    const char *rest;
     char none[1];
-    const char *colon;
-    size_t scheme_len;
 
     if (url == NULL || (why == NULL && cap != 0)) {
         return IDEM_EINVAL;
@@ -534,21 +529,18 @@ int idem_store_url_check(const char *url, char *why, size_t cap)
         cap = sizeof(none);
     }
     why[0] = '\0';
-    colon = strchr(url, ':');
-    scheme_len = colon != NULL ? (size_t)(colon - url) : 0;
-    if (scheme_len == 3 && memcmp(url, "mem", 3) == 0) {
-        if (colon[1] == '\0') {
-            return 0;
-        }
-        snprintf(why, cap, "\"mem:\" takes nothing after the colon");
+    b = idem_store_backend_find(url, &rest);
+    if (b == NULL) {
+        snprintf(why, cap, "unsupported store URL \"%s\" (%s)", url,
+                 idem_store_backend_forms());
         return IDEM_EBADURL;
     }
-    if (scheme_len == 4 && memcmp(url, "lmdb", 4) == 0) {
-        return idem_store_lmdb_check_url(colon + 1, why, cap);
-    }
-    snprintf(why, cap,
-             "unsupported store URL \"%s\" (lmdb:PATH[?options] or mem:)", url);
-    return IDEM_EBADURL;
+    return b->check_url(rest, why, cap);
+}
+
+unsigned idem_store_caps(const idem_store_t *store)
+{
+    return store->caps;
 }
 
 int idem_store_usage(idem_store_t *store, idem_store_usage_t *out)

@@ -151,21 +151,13 @@ typedef struct {
 /* The part of every handle that store.c owns; backends embed it first. */
 struct idem_store_s {
     const idem_store_vtable_t *vt;
+    unsigned caps;               /* IDEM_STORE_CAP_..., set by store.c */
     _Atomic uint64_t token_next; /* owner tokens, see store.c */
     _Atomic uint64_t commits;
     _Atomic uint64_t batched_ops;
 };
 
-/* Backend constructors. rest is the URL after the scheme's ':'. */
-IDEM_MUST_CHECK int idem_store_mem_open(const char *rest, idem_store_t **out);
-IDEM_MUST_CHECK int idem_store_lmdb_open(const char *rest, idem_store_t **out);
-
-/*
- * Checks rest as the constructor reads it (idem_store_url_check). why has
- * room for cap > 0 bytes. Returns 0, IDEM_EBADURL or IDEM_ENOMEM.
- */
-IDEM_MUST_CHECK int idem_store_lmdb_check_url(const char *rest, char *why,
-                                              size_t cap);
+/* Backends are found through registry.h, each by its URL scheme. */
 
 /*
  * Decides what op does to the record stored as (old, old_len) — old is

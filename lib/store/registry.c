@@ -1,0 +1,65 @@
+/*
+ * registry.c — the store backends this build has, in one table (see
+ * registry.h). Adding a backend: its descriptor here, nothing else.
+ */
+#include <string.h>
+
+#include "registry.h"
+
+extern const idem_store_backend_t idem_store_mem_backend;
+extern const idem_store_backend_t idem_store_lmdb_backend;
+
+static const idem_store_backend_t *const idem_store_backends[] = {
+    &idem_store_lmdb_backend,
+    &idem_store_mem_backend,
+};
+
+#define IDEM_STORE_NBACKENDS                                                   \
+    (sizeof(idem_store_backends) / sizeof(idem_store_backends[0]))
+
+const idem_store_backend_t *idem_store_backend_find(const char *url,
+                                                    const char **rest)
+{
+    const char *colon = strchr(url, ':');
+    size_t n;
+
+    if (colon == NULL)
+        return NULL;
+    n = (size_t)(colon - url);
+    for (size_t i = 0; i < IDEM_STORE_NBACKENDS; i++) {
+        const idem_store_backend_t *b = idem_store_backends[i];
+
+        if (strlen(b->scheme) == n && memcmp(b->scheme, url, n) == 0) {
+            *rest = colon + 1;
+            return b;
+        }
+    }
+    return NULL;
+}
+
+const char *idem_store_backend_forms(void)
+{
+    /* built once from the table: at most a few short forms */
+    static char forms[512];
+    static int built;
+
+    if (!built) {
+        size_t len = 0;
+
+        for (size_t i = 0; i < IDEM_STORE_NBACKENDS; i++) {
+            const char *sep = i == 0                          ? ""
+                              : i + 1 == IDEM_STORE_NBACKENDS ? " or "
+                                                              : ", ";
+            size_t a = strlen(sep), b = strlen(idem_store_backends[i]->forms);
+
+            if (len + a + b + 1 > sizeof(forms))
+                break;
+            memcpy(forms + len, sep, a);
+            memcpy(forms + len + a, idem_store_backends[i]->forms, b);
+            len += a + b;
+        }
+        forms[len] = '\0';
+        built = 1;
+    }
+    return forms;
+}
