@@ -102,9 +102,10 @@ $(MODULE): $(NGX_TREE)/objs/Makefile $(MODULE_SRC) $(LIBIDEM)
 
 # The ready gateway: flags -> nginx configuration -> nginx in the foreground.
 GATEWAY_SRC := $(wildcard gateway/*.c)
-$(BUILD)/idemgate: $(GATEWAY_SRC) $(wildcard gateway/*.h)
+# It links libidem for what both share: store URL checks.
+$(BUILD)/idemgate: $(GATEWAY_SRC) $(wildcard gateway/*.h) $(LIBIDEM)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(GATEWAY_SRC)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(GATEWAY_SRC) $(LIBIDEM) $(LDLIBS)
 
 lib: $(LIBIDEM)
 

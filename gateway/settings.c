@@ -12,6 +12,7 @@
  * throws away with the rest of conf.
  */
 #include "idemgate.h"
+#include "idem.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,75 +160,28 @@ static int set_admin(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
 }
 
 /*
- * Checks an lmdb:PATH[?name=value&...] URL the way the store reads it
- * (lib/store/lmdb.c, which the module runs on the URL again): map_size a
- * size like the other sizes (64k to 16384g), group_commit and sync 0 or 1.
+ * A store URL is checked by libidem, which the module runs on it again, so
+ * the gateway and the directive take the same URLs with the same words.
+ * mem: is one process's memory: the gateway's workers could not share it.
  */
-static int check_lmdb_url(const char *v, idemgate_why_t why)
-{
-    const char *q = strchr(v, '?'), *p, *end, *eq;
-    char *value, reason[256];
-    idemgate_why_t inner = {reason, sizeof(reason)};
-    uint64_t n;
-    int rc;
-
-    if (q == v + 5 || v[5] == '\0') {
-        return idemgate_why(
-            why, "'%s': lmdb: needs a directory, e.g. lmdb:./data", v);
-    }
-    for (p = q ? q + 1 : NULL; p != NULL; p = *end ? end + 1 : NULL) {
-        end = p + strcspn(p, "&");
-        eq = memchr(p, '=', (size_t)(end - p));
-        if (eq == NULL) {
-            goto fail;
-        }
-        if (eq - p == 8 && memcmp(p, "map_size", 8) == 0) {
-            value = strndup(eq + 1, (size_t)(end - eq - 1));
-            if (value == NULL) {
-                return idemgate_why(why, "out of memory");
-            }
-            rc = idemgate_parse_size(value, 64 * IDEMGATE_KIB,
-                                     16384 * IDEMGATE_GIB, &n, inner);
-            free(value);
-            if (rc != 0) {
-                return idemgate_why(why, "'%s': map_size: %s", v, reason);
-            }
-            continue;
-        }
-        if (((eq - p == 12 && memcmp(p, "group_commit", 12) == 0) ||
-             (eq - p == 4 && memcmp(p, "sync", 4) == 0)) &&
-            end - eq == 2 && (eq[1] == '0' || eq[1] == '1')) {
-            continue;
-        }
-        goto fail;
-    }
-    return 0;
-
-fail:
-    return idemgate_why(
-        why,
-        "'%s': lmdb options are map_size=SIZE (e.g. 64g), group_commit=0|1 "
-        "and sync=0|1",
-        v);
-}
-
 static int set_store(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
                      idemgate_why_t why)
 {
+    char reason[512];
+
     (void)o;
-    if (strncmp(v, "lmdb:", 5) == 0) {
-        if (check_lmdb_url(v, why) != 0) {
-            return -1;
-        }
-    } else if (strncmp(v, "redis://", 8) == 0 ||
-               strncmp(v, "postgres://", 11) == 0 ||
-               strncmp(v, "postgresql://", 13) == 0) {
+    if (strncmp(v, "mem:", 4) == 0) {
         return idemgate_why(why,
-                            "store URL '%s': Redis and PostgreSQL stores "
-                            "are not in this release; use lmdb:PATH",
+                            "unsupported store URL '%s' (mem: is one "
+                            "process's memory, for tests: nginx's workers "
+                            "need a shared store)",
                             v);
-    } else {
-        return idemgate_why(why, "unsupported store URL '%s' (lmdb:PATH)", v);
+    }
+    if (idem_store_url_check(v, reason, sizeof(reason)) != 0) {
+        if (strncmp(reason, "unsupported store URL", 21) == 0) {
+            return idemgate_why(why, "%s", reason);
+        }
+        return idemgate_why(why, "'%s': %s", v, reason);
     }
     return set_string(&c->store, v, why);
 }

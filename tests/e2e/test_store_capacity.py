@@ -198,10 +198,10 @@ def test_gateway_takes_map_size_in_its_store_url():
 
 
 @pytest.mark.parametrize("query,message", [
-    ("map_size=lots", "map_size: invalid size 'lots'"),
-    ("map_size=1k", "map_size: '1k' is out of range"),
-    ("map_size=20000g", "map_size: '20000g' is out of range"),
-    ("colour=blue", "lmdb options are map_size=SIZE"),
+    ("map_size=lots", 'map_size "lots" is not a size from 64k to 16384g'),
+    ("map_size=1k", 'map_size "1k" is not a size from 64k to 16384g'),
+    ("map_size=20000g", 'map_size "20000g" is not a size from 64k'),
+    ("colour=blue", 'unknown lmdb option "colour"'),
 ])
 def test_gateway_refuses_a_bad_map_size(query, message):
     r = run_cli(*BASE, "--store", "lmdb:/tmp/idem-s?" + query,
