@@ -166,7 +166,7 @@ def test_api_log_names_the_client_request_of_an_unknown_outcome(
     r = requests.post(g.url + "/api/v1/inquiries?x=1", data="{}",
                       headers=headers, timeout=10)
     assert r.status_code == status
-    entries = wait_log(log, lambda es: any(e["key"] == key for es_ in [es] for e in es_))
+    entries = wait_log(log, lambda es: any(e["key"] == key for e in es))
     mine = [e for e in entries if e["key"] == key]
     assert len(mine) == 1
     assert mine[0]["method"] == "POST"
@@ -283,28 +283,35 @@ def test_unknown_outcome_status_agrees_with_its_body(
 
 # --- the retry hint of the 409 ------------------------------------------------
 
+def conflict_while_slow(g, delay_ms, after_s):
+    """Sends a slow first request of a new key, and after after_s a
+    duplicate; returns (the duplicate's answer, the key) once the first is
+    done."""
+    key = unique_key()
+    slow = {"X-Demo-Delay-Ms": str(delay_ms)}
+    t = threading.Thread(target=g.post,
+                         kwargs=dict(key=key, json_body={}, headers=slow))
+    t.start()
+    try:
+        time.sleep(after_s)
+        return g.post(key=key, json_body={}, headers=slow), key
+    finally:
+        t.join()
+
+
 def test_in_progress_409_has_a_short_honest_retry_hint(gateway_factory,
                                                        upstream):
     g = gateway_factory(directives=["idempotency_wait 300ms;",
                                     "idempotency_lease 70s;"],
                         read_timeout="60s")
-    key = unique_key()
-    slow = {"X-Demo-Delay-Ms": "3000"}
-    t = threading.Thread(target=g.post,
-                         kwargs=dict(key=key, json_body={}, headers=slow))
-    t.start()
-    try:
-        time.sleep(0.3)
-        r = g.post(key=key, json_body={}, headers=slow)
-        assert r.status_code == 409
-        after = int(r.headers["Retry-After"])
-        after_ms = int(r.headers["Retry-After-Ms"])
-        # short (SDKs ignore a minute or more), never 0, and the two agree
-        assert 1 <= after <= 2
-        assert 100 <= after_ms <= 2000
-        assert after == (after_ms + 999) // 1000
-    finally:
-        t.join()
+    r, key = conflict_while_slow(g, 3000, 0.3)
+    assert r.status_code == 409
+    after = int(r.headers["Retry-After"])
+    after_ms = int(r.headers["Retry-After-Ms"])
+    # short (SDKs ignore a minute or more), never 0, and the two agree
+    assert 1 <= after <= 2
+    assert 100 <= after_ms <= 2000
+    assert after == (after_ms + 999) // 1000
     assert upstream.executions(key) == 1
 
 
@@ -312,17 +319,8 @@ def test_retry_hint_is_no_later_than_the_lease(gateway_factory, upstream):
     g = gateway_factory(directives=["idempotency_wait 200ms;",
                                     "idempotency_lease 1s;"],
                         read_timeout="3s")
-    key = unique_key()
-    slow = {"X-Demo-Delay-Ms": "2500"}
-    t = threading.Thread(target=g.post,
-                         kwargs=dict(key=key, json_body={}, headers=slow))
-    t.start()
-    try:
-        time.sleep(0.5)
-        r = g.post(key=key, json_body={}, headers=slow)
-        assert r.status_code == 409
-        # about 1000 - 500 - 200 ms of the lease are left
-        assert int(r.headers["Retry-After-Ms"]) <= 600
-        assert r.headers["Retry-After"] == "1"
-    finally:
-        t.join()
+    r, _ = conflict_while_slow(g, 2500, 0.5)
+    assert r.status_code == 409
+    # about 1000 - 500 - 200 ms of the lease are left
+    assert int(r.headers["Retry-After-Ms"]) <= 600
+    assert r.headers["Retry-After"] == "1"
