@@ -72,7 +72,11 @@ extern "C" {
     X(IO, "input/output error in the store")                                   \
     X(UNAVAIL, "the store is unavailable")                                     \
     X(BADURL, "unsupported or malformed store URL")                            \
-    X(FAULT, "a failpoint fired")
+    X(FAULT, "a failpoint fired")                                              \
+    X(EVICTION, "the store may forget keys before their TTL: Redis "           \
+                "maxmemory-policy is not noeviction, or cannot be read "       \
+                "(CONFIG disabled); add allow_eviction=1 to the URL to "       \
+                "accept that risk")
 
 enum {
     IDEM_OK = 0,

@@ -253,23 +253,30 @@ static idem_begin_outcome_t idem_store_outcome_of(idem_decision_t d)
     }
 }
 
-/* A new in-progress record for in, owned by a fresh token. */
+/* The time a begin is planned at: the store's clock when it has one. */
+static int64_t idem_store_op_now(const idem_store_op_t *op)
+{
+    return op->store_now_ms != 0 ? op->store_now_ms : op->begin->now_ms;
+}
+
+/* A new in-progress record for in at now, owned by a fresh token. */
 static void idem_store_claim_record(idem_store_t *s, const idem_begin_t *in,
-                                    idem_record_t *rec)
+                                    int64_t now, idem_record_t *rec)
 {
     memset(rec, 0, sizeof(*rec));
     rec->state = IDEM_STATE_IN_PROGRESS;
     rec->fingerprint = *in->fingerprint;
-    rec->created_ms = in->now_ms;
-    rec->expires_ms = idem_store_time_add(in->now_ms, in->ttl_ms);
+    rec->created_ms = now;
+    rec->expires_ms = idem_store_time_add(now, in->ttl_ms);
     rec->owner = idem_store_token(s);
-    rec->lease_until_ms = idem_store_time_add(in->now_ms, in->lease_ms);
+    rec->lease_until_ms = idem_store_time_add(now, in->lease_ms);
 }
 
 static int idem_store_plan_begin(idem_store_t *s, idem_store_op_t *op,
                                  const uint8_t *old, size_t old_len)
 {
     const idem_begin_t *in = op->begin;
+    int64_t now = idem_store_op_now(op);
     idem_store_blob_t *cur = NULL;
     idem_record_t found, next;
     idem_decision_t d;
@@ -288,7 +295,7 @@ static int idem_store_plan_begin(idem_store_t *s, idem_store_op_t *op,
         op->old_index_ms = idem_store_removable_at(&found);
     }
 
-    d = idem_decide(cur ? &found : NULL, in->fingerprint, in->now_ms);
+    d = idem_decide(cur ? &found : NULL, in->fingerprint, now);
     switch (d) {
     case IDEM_DECIDE_REPLAY:
     case IDEM_DECIDE_IN_PROGRESS:
@@ -307,7 +314,7 @@ static int idem_store_plan_begin(idem_store_t *s, idem_store_op_t *op,
 
     case IDEM_DECIDE_STALE:
         if (in->on_unknown == IDEM_ON_UNKNOWN_RELEASE) {
-            idem_store_claim_record(s, in, &next);
+            idem_store_claim_record(s, in, now, &next);
             op->outcome = IDEM_BEGIN_CLAIMED;
             op->new_owner = next.owner;
             op->took_over = 1;
@@ -322,7 +329,7 @@ static int idem_store_plan_begin(idem_store_t *s, idem_store_op_t *op,
 
     case IDEM_DECIDE_CLAIM:
     default:
-        idem_store_claim_record(s, in, &next);
+        idem_store_claim_record(s, in, now, &next);
         op->outcome = IDEM_BEGIN_CLAIMED;
         op->new_owner = next.owner;
         break;
@@ -846,7 +853,7 @@ static void idem_store_batch_run(idem_store_t *store, idem_op_t *ops, size_t n,
         if (b->slots != NULL) {
             slot = idem_store_batch_slot(b, &w->key);
         }
-        if (w->kind == IDEM_STORE_OP_BEGIN &&
+        if (w->kind == IDEM_STORE_OP_BEGIN && !store->vt->begin_in_write &&
             (b->slots == NULL || b->slots[slot] == 0)) {
             rc = idem_store_begin_fast(store, w, &ops[i].result);
             if (rc != 0) {

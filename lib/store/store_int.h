@@ -89,6 +89,13 @@ typedef struct {
     uint32_t flags;              /* COMPLETE: OR-ed into the record */
     int64_t now_ms;              /* PRUNE */
     size_t budget;               /* PRUNE */
+    /*
+     * The store's own clock (Redis TIME, PostgreSQL clock_timestamp()),
+     * set by a backend whose gateways share it: when not 0, plans read it
+     * instead of begin->now_ms, so leases and TTLs written by one machine
+     * and compared by another use one clock. 0: the caller's clock.
+     */
+    int64_t store_now_ms;
 
     /* The plan: set by idem_store_plan(), carried out by the backend. */
     idem_store_write_t write;
@@ -135,6 +142,10 @@ typedef struct {
  *        sentence in why (cap > 0).
  * identity  idem_store_identity(): what the open recorded.
  * close  frees the handle; no call may be running.
+ * begin_in_write  1 when a read costs what write() costs (a round trip to
+ *        a server): store.c then sends every begin to write(), which reads
+ *        and plans the whole batch in one round trip, instead of trying
+ *        read() first (begin's read-only fast path).
  */
 typedef struct {
     const char *name;
@@ -146,6 +157,7 @@ typedef struct {
     int (*check)(idem_store_t *store, char *why, size_t cap);
     void (*identity)(const idem_store_t *store, idem_store_identity_t *out);
     void (*close)(idem_store_t *store);
+    int begin_in_write;
 } idem_store_vtable_t;
 
 /* The part of every handle that store.c owns; backends embed it first. */
