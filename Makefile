@@ -46,6 +46,9 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 STORE_BACKENDS := mem lmdb
 STORE_BACKENDS += redis
 STORE_BIN := $(STORE_BACKENDS:%=$(BUILD)/tests/store_contract_%)
+# a backend on a server runs its suite beside a throwaway one (the script
+# starts it, passes its URL, stops it)
+STORE_SERVER_redis := sh tests/servers/redis.sh
 
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
@@ -167,12 +170,16 @@ test: deps
 	@$(MAKE) --no-print-directory SANITIZER=address test-e2e
 
 # the unit tests and the store contract suite under valgrind's memcheck
+VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full \
+            --errors-for-leak-kinds=definite,indirect
 test-valgrind: $(UNIT_BIN) $(STORE_BIN)
-	@set -e; for t in $(UNIT_BIN) $(STORE_BIN); do \
-	    echo "== valgrind $$t"; \
-	    valgrind -q --error-exitcode=1 --leak-check=full \
-	        --errors-for-leak-kinds=definite,indirect $$t >/dev/null; \
-	done; echo "valgrind: no errors, no leaks"
+	@set -e; for t in $(UNIT_BIN); do \
+	    echo "== valgrind $$t"; $(VALGRIND) $$t >/dev/null; done
+	@set -e; $(foreach b,$(STORE_BACKENDS), \
+	    echo "== valgrind $(BUILD)/tests/store_contract_$(b)"; \
+	    $(STORE_SERVER_$(b)) $(VALGRIND) \
+	        $(BUILD)/tests/store_contract_$(b) >/dev/null;) \
+	echo "valgrind: no errors, no leaks"
 
 
 test-e2e: module $(INQUIRIES_BIN) $(BUILD)/idemgate
@@ -180,9 +187,9 @@ test-e2e: module $(INQUIRIES_BIN) $(BUILD)/idemgate
 
 test-unit: $(UNIT_BIN) $(STORE_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
-	@set -e; for b in $(STORE_BACKENDS); do \
-	    echo "== store contract suite: backend $$b"; \
-	    $(BUILD)/tests/store_contract_$$b; done
+	@set -e; $(foreach b,$(STORE_BACKENDS), \
+	    echo "== store contract suite: backend $(b)"; \
+	    $(STORE_SERVER_$(b)) $(BUILD)/tests/store_contract_$(b);)
 
 test-fuzz-replay: $(FUZZ_REPLAY_BIN)
 	@set -e; for t in $(FUZZ_REPLAY_BIN); do \

@@ -386,11 +386,18 @@ IDEM_MUST_CHECK int idem_store_url_check(const char *url, char *why,
  *   DIRECTORY    the store is files in a directory: check and identity
  *                compare them with the path
  *   BOUNDED      a fixed size: usage has a limit, a new claim may be EFULL
+ *   SHARED       other processes that open the URL see the same records,
+ *                and records outlive the handle (LMDB, Redis; not mem)
+ *   SELF_EXPIRY  the store forgets expired records by itself (Redis
+ *                expiry): prune() removes nothing, and usage counts what
+ *                the server holds, not only this store's records
  */
 enum {
     IDEM_STORE_CAP_INLINE_READ = 1u << 0,
     IDEM_STORE_CAP_DIRECTORY = 1u << 1,
-    IDEM_STORE_CAP_BOUNDED = 1u << 2
+    IDEM_STORE_CAP_BOUNDED = 1u << 2,
+    IDEM_STORE_CAP_SHARED = 1u << 3,
+    IDEM_STORE_CAP_SELF_EXPIRY = 1u << 4
 };
 
 /* The IDEM_STORE_CAP_... bits of store. Thread-safe. */
@@ -399,7 +406,7 @@ unsigned idem_store_caps(const idem_store_t *store);
 /* Closes the store; waits for nothing (callers must have returned). */
 void idem_store_close(idem_store_t *store);
 
-/* The backend's name: "mem" or "lmdb". */
+/* The backend's name: "mem", "lmdb" or "redis". */
 const char *idem_store_backend(const idem_store_t *store);
 
 /* What begin() does with a stale record (SPEC §4, --on-unknown). */

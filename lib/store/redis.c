@@ -1460,7 +1460,7 @@ fail:
 const idem_store_backend_t idem_store_redis_backend = {
     .scheme = "redis",
     .forms = "redis://[:PASSWORD@]HOST:PORT[/DB][?options]",
-    .caps = 0,
+    .caps = IDEM_STORE_CAP_SHARED | IDEM_STORE_CAP_SELF_EXPIRY,
     .open = idem_store_redis_open,
     .check_url = idem_store_redis_check_url,
 };

@@ -67,7 +67,28 @@
         }                                                                      \
     } while (0)
 
-/* One test's store, and for LMDB the directory that holds it. */
+/* Skips a test that needs what the IDEM_STORE_CAP_... bits cap say. */
+#define SKIP_UNLESS_CAP(store, cap, why)                                       \
+    do {                                                                       \
+        if ((idem_store_caps(store) & (cap)) != (cap)) {                       \
+            print_message("[  SKIP    ] %s: %s\n", __func__, why);             \
+            skip();                                                            \
+        }                                                                      \
+    } while (0)
+
+/* Skips a test whose assertions need prune() to remove records. */
+#define SKIP_IF_SELF_EXPIRY(store)                                             \
+    do {                                                                       \
+        if (idem_store_caps(store) & IDEM_STORE_CAP_SELF_EXPIRY) {             \
+            print_message("[  SKIP    ] %s: the store expires records "        \
+                          "itself; prune() removes nothing\n",                 \
+                          __func__);                                           \
+            skip();                                                            \
+        }                                                                      \
+    } while (0)
+
+/* One test's store: for LMDB the directory that holds it, for a server
+ * the name of the test's namespace on it (its key prefix). */
 typedef struct {
     char dir[64];
     idem_store_t *store;
@@ -76,6 +97,29 @@ typedef struct {
 static int is_lmdb(void)
 {
     return strcmp(IDEM_TEST_BACKEND, "lmdb") == 0;
+}
+
+/*
+ * A backend on a server: the suite is run with the server's URL in
+ * IDEM_TEST_STORE_URL (tests/servers/redis.sh starts one), and each test
+ * works under a prefix of its own.
+ */
+static int is_server(void)
+{
+    return strcmp(IDEM_TEST_BACKEND, "redis") == 0;
+}
+
+static const char *server_url(void)
+{
+    const char *u = getenv("IDEM_TEST_STORE_URL");
+
+    if (u == NULL || *u == '\0') {
+        fprintf(stderr, "store contract suite for %s: set IDEM_TEST_STORE_URL "
+                        "(tests/servers/redis.sh does)\n",
+                IDEM_TEST_BACKEND);
+        exit(2);
+    }
+    return u;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -88,7 +132,16 @@ static void store_url(const fixture_t *f, const char *sub, const char *opts,
 {
     int n;
 
-    if (!is_lmdb()) {
+    if (is_server()) {
+        /*
+         * The suite moves time by hand (T0, T0 + TTL, ...), so it plans
+         * with the caller's clock; the store clock's own tests ask for
+         * clock=store.
+         */
+        n = snprintf(url, cap, "%s?prefix=idemtest:%s:%s:&%s", server_url(),
+                     f->dir, sub,
+                     opts && strstr(opts, "clock=") ? opts : "clock=caller");
+    } else if (!is_lmdb()) {
         n = snprintf(url, cap, "mem:");
     } else if (UNDER_VALGRIND() &&
                (opts == NULL || strstr(opts, "map_size") == NULL)) {
@@ -136,6 +189,10 @@ static int setup(void **state)
             free(f);
             return -1;
         }
+    } else if (is_server()) {
+        static unsigned tests_run;
+        snprintf(f->dir, sizeof(f->dir), "%ld.%u", (long)getpid(),
+                 tests_run++);
     }
     f->store = open_store(f, "env", NULL);
     *state = f;
@@ -327,7 +384,8 @@ static void test_open_rejects_bad_urls(void **state)
         "",
         "mem",
         "mem:extra",
-        "redis://localhost:6379",
+        "redis:localhost:6379",
+        "redis://localhost:6379?colour=blue",
         "lmdb:",
         "lmdb:?sync=1",
         "lmdb:/nonexistent/x?map_size=",
@@ -897,6 +955,7 @@ static void test_prune_removes_expired_within_budget(void **state)
     int more = 99;
     idem_result_t res;
 
+    SKIP_IF_SELF_EXPIRY(f->store);
     claim_n(f->store, "old", 25, 1000, 500, 1);      /* expire at T0+1000 */
     claim_n(f->store, "live", 5, TTL, LEASE, 1);     /* still remembered */
     claim_n(f->store, "leased", 3, 1000, 100000, 0); /* in progress */
@@ -956,6 +1015,7 @@ static void test_prune_follows_rewrites(void **state)
     size_t removed;
     int more;
 
+    SKIP_IF_SELF_EXPIRY(f->store);
     /* An expired record claimed anew must not be pruned at its old time. */
     c.ttl = 1000;
     (void)claim(f->store, &c);
@@ -1237,7 +1297,13 @@ static idem_store_t *child_open(const fixture_t *f)
     char url[256];
     int n;
 
-    n = snprintf(url, sizeof(url), "lmdb:%s/env", f->dir);
+    if (is_server()) {
+        n = snprintf(url, sizeof(url),
+                     "%s?prefix=idemtest:%s:env:&clock=caller", server_url(),
+                     f->dir);
+    } else {
+        n = snprintf(url, sizeof(url), "lmdb:%s/env", f->dir);
+    }
     if (n < 0 || (size_t)n >= sizeof(url) || idem_store_open(url, &s) != 0) {
         return NULL;
     }
@@ -1268,7 +1334,8 @@ static void test_complete_survives_a_killed_process(void **state)
     call_t c = call("durable", 1, T0);
     idem_result_t res;
 
-    SKIP_UNLESS_LMDB("mem keeps nothing beyond its process");
+    SKIP_UNLESS_CAP(f->store, IDEM_STORE_CAP_SHARED,
+                    "mem keeps nothing beyond its process");
     assert_int_equal(finish_child(start_child(f, "claim_and_complete", NULL)),
                      0);
 
@@ -1288,13 +1355,17 @@ static void test_claim_survives_reopen(void **state)
     size_t removed;
     int more;
 
-    SKIP_UNLESS_LMDB("mem keeps nothing once closed");
+    SKIP_UNLESS_CAP(f->store, IDEM_STORE_CAP_SHARED,
+                    "mem keeps nothing once closed");
     owner = claim(f->store, &c);
     idem_store_close(f->store);
     f->store = open_store(f, "env", NULL);
     res = expect_begin(f->store, &c, IDEM_BEGIN_IN_PROGRESS);
     idem_result_free(&res);
     assert_int_equal(complete(f->store, &c, owner, &created), 0);
+    if (idem_store_caps(f->store) & IDEM_STORE_CAP_SELF_EXPIRY) {
+        return; /* the store keeps no index of its own */
+    }
     /* The expiry index survived too. */
     assert_int_equal(idem_store_prune(f->store, T0 + TTL, 10, &removed, &more),
                      0);
@@ -1341,7 +1412,8 @@ static void test_two_processes_share_one_store(void **state)
     uint64_t owner;
     char arg[32];
 
-    SKIP_UNLESS_LMDB("mem is private to its process");
+    SKIP_UNLESS_CAP(f->store, IDEM_STORE_CAP_SHARED,
+                    "mem is private to its process");
     owner = claim(f->store, &a);
     snprintf(arg, sizeof(arg), "%llu", (unsigned long long)owner);
     assert_int_equal(finish_child(start_child(f, "share", arg)), 0);
@@ -1394,7 +1466,8 @@ static void test_two_processes_race_for_the_same_keys(void **state)
     child_t child;
     int ours, theirs;
 
-    SKIP_UNLESS_LMDB("mem is private to its process");
+    SKIP_UNLESS_CAP(f->store, IDEM_STORE_CAP_SHARED,
+                    "mem is private to its process");
     child = start_child(f, "race", NULL);
     ours = claim_race(f->store);
     theirs = finish_child(child);
@@ -1441,6 +1514,13 @@ static void test_url_check_takes_sizes_and_says_what_is_wrong(void **state)
         "lmdb:/nonexistent/x?map_size=2MiB",
         "lmdb:/nonexistent/x?group_commit=0&map_size=256g",
         "lmdb:/nonexistent/x?map_size=16384g",
+        "redis://127.0.0.1:6379",
+        "redis://localhost",
+        "redis://:secret@10.0.0.1:6380/2",
+        "redis://[::1]:6379/0",
+        "redis://app:p%40ss@cache.internal:6379/15?prefix=app:idem:&"
+        "timeout=500ms&allow_eviction=1&clock=store",
+        "redis://h:1?timeout=3s",
     };
     static const struct {
         const char *url;
@@ -1460,7 +1540,27 @@ static void test_url_check_takes_sizes_and_says_what_is_wrong(void **state)
         {"lmdb:/nonexistent/x?sync", "\"sync\" has no value"},
         {"lmdb:?sync=1", "needs a directory"},
         {"mem:extra", "mem:"},
-        {"redis://localhost:6379", "unsupported store URL"},
+        {"nosuch://localhost:6379", "unsupported store URL"},
+        {"redis:localhost:6379", "starts with redis://"},
+        {"redis://", "needs a host"},
+        {"redis://h:0", "port \"0\" is not a number from 1 to 65535"},
+        {"redis://h:70000", "port \"70000\""},
+        {"redis://h:12x", "port \"12x\""},
+        {"redis://h:", "port \"\""},
+        {"redis://h:1/x", "database \"x\" is not a number"},
+        {"redis://h:1/", "database \"\""},
+        {"redis://secret@h:1", "password goes after a colon"},
+        {"redis://:a%zz@h:1", "bad %-escape"},
+        {"redis://h:1?colour=blue", "unknown redis option \"colour\""},
+        {"redis://h:1?prefix={tag}", "hash tag"},
+        {"redis://h:1?prefix=", "1 to 128 characters"},
+        {"redis://h:1?timeout=fast", "timeout \"fast\""},
+        {"redis://h:1?timeout=0", "from 1ms to 600s"},
+        {"redis://h:1?allow_eviction=yes", "allow_eviction is 0 or 1"},
+        {"redis://h:1?clock=local", "clock is store or caller"},
+        {"redis://h:1?clock=store&clock=caller", "given twice"},
+        {"redis://h:1?timeout", "\"timeout\" has no value"},
+        {"redis://h!:1", "not a host name"},
     };
     char why[256];
     idem_store_t *s = NULL;
@@ -1572,6 +1672,7 @@ static void test_usage_counts_records_and_bytes(void **state)
     size_t removed;
     int more;
 
+    SKIP_IF_SELF_EXPIRY(f->store);
     assert_non_null(keys);
     assert_int_equal(idem_store_usage(f->store, &empty), 0);
     assert_true(empty.records == 0);
@@ -2655,7 +2756,8 @@ static void test_batch_survives_a_killed_process(void **state)
     idem_result_t res;
     char key[16];
 
-    SKIP_UNLESS_LMDB("mem keeps nothing beyond its process");
+    SKIP_UNLESS_CAP(f->store, IDEM_STORE_CAP_SHARED,
+                    "mem keeps nothing beyond its process");
     assert_int_equal(finish_child(start_child(f, "batch", NULL)), 0);
 
     idem_store_close(f->store);
