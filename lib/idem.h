@@ -391,13 +391,17 @@ IDEM_MUST_CHECK int idem_store_url_check(const char *url, char *why,
  *   SELF_EXPIRY  the store forgets expired records by itself (Redis
  *                expiry): prune() removes nothing, and usage counts what
  *                the server holds, not only this store's records
+ *   STORE_CLOCK  leases and TTLs follow the store's own clock (Redis TIME),
+ *                one clock for every machine: begin's now_ms does not
+ *                change an outcome, and records carry the store's times
  */
 enum {
     IDEM_STORE_CAP_INLINE_READ = 1u << 0,
     IDEM_STORE_CAP_DIRECTORY = 1u << 1,
     IDEM_STORE_CAP_BOUNDED = 1u << 2,
     IDEM_STORE_CAP_SHARED = 1u << 3,
-    IDEM_STORE_CAP_SELF_EXPIRY = 1u << 4
+    IDEM_STORE_CAP_SELF_EXPIRY = 1u << 4,
+    IDEM_STORE_CAP_STORE_CLOCK = 1u << 5
 };
 
 /* The IDEM_STORE_CAP_... bits of store. Thread-safe. */

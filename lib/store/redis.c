@@ -1051,6 +1051,32 @@ done:
     return rc;
 }
 
+/* Stores bytes as they are, with no expiry (tests: a corrupt record). */
+static int idem_store_redis_plant(idem_store_t *store,
+                                  const idem_store_key_t *k,
+                                  const uint8_t *val, size_t len)
+{
+    idem_store_redis_t *s = (idem_store_redis_t *)store;
+    char rkey[IDEM_STORE_REDIS_RKEY_MAX];
+    const char *argv[3] = {"SET", rkey, (const char *)val};
+    size_t lens[3] = {3, idem_store_redis_rkey(s, k, rkey), len};
+    char why[IDEM_STORE_REDIS_WHY_MAX];
+    redisContext *c;
+    redisReply *r = NULL;
+    int rc, reused;
+
+    rc = idem_store_redis_acquire(s, &c, &reused, NULL, NULL, 0);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = idem_store_redis_cmd(c, 3, argv, lens, &r, why, sizeof(why));
+    if (r != NULL) {
+        freeReplyObject(r);
+    }
+    idem_store_redis_put(s, c, rc != 0);
+    return rc == 0 ? 0 : IDEM_EUNAVAIL;
+}
+
 /* A server has no files of ours to tell apart. */
 static void idem_store_redis_identity(const idem_store_t *store,
                                       idem_store_identity_t *out)
@@ -1077,6 +1103,7 @@ static const idem_store_vtable_t idem_store_redis_vt = {
     .check = idem_store_redis_check,
     .identity = idem_store_redis_identity,
     .close = idem_store_redis_close,
+    .plant = idem_store_redis_plant,
     .begin_in_write = 1,
 };
 
@@ -1433,6 +1460,9 @@ static int idem_store_redis_open(const char *url, const char *rest,
         return IDEM_ENOMEM;
     }
     s->base.vt = &idem_store_redis_vt;
+    if (!s->conf.caller_clock) {
+        s->base.caps = IDEM_STORE_CAP_STORE_CLOCK;
+    }
 
     /* A server that is down now is no reason to fail: the store comes up
      * unavailable and heals. One that refuses what we need is. */

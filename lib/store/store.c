@@ -514,7 +514,7 @@ int idem_store_open(const char *url, idem_store_t **out)
     if (rc != 0) {
         return rc;
     }
-    s->caps = b->caps;
+    s->caps |= b->caps;
     atomic_init(&s->token_next, idem_store_seed());
     atomic_init(&s->commits, 0);
     atomic_init(&s->batched_ops, 0);
@@ -1009,6 +1009,20 @@ int idem_store_delete(idem_store_t *store, const idem_hash_t *scope,
     rc = op.rc;
     idem_store_op_reset(&op);
     return rc;
+}
+
+int idem_store_plant(idem_store_t *store, const idem_hash_t *scope,
+                     const char *key, size_t key_len, const uint8_t *val,
+                     size_t len)
+{
+    idem_store_key_t k;
+    int rc;
+
+    if (store == NULL || store->vt->plant == NULL) {
+        return IDEM_EINVAL;
+    }
+    rc = idem_store_make_key(scope, key, key_len, &k);
+    return rc != 0 ? rc : store->vt->plant(store, &k, val, len);
 }
 
 int idem_store_prune(idem_store_t *store, int64_t now_ms, size_t budget,

@@ -142,6 +142,8 @@ typedef struct {
  *        sentence in why (cap > 0).
  * identity  idem_store_identity(): what the open recorded.
  * close  frees the handle; no call may be running.
+ * plant  tests only, may be NULL: stores len bytes under key as they are,
+ *        with no plan (to plant a corrupt record). 0 or a store error.
  * begin_in_write  1 when a read costs what write() costs (a round trip to
  *        a server): store.c then sends every begin to write(), which reads
  *        and plans the whole batch in one round trip, instead of trying
@@ -157,19 +159,32 @@ typedef struct {
     int (*check)(idem_store_t *store, char *why, size_t cap);
     void (*identity)(const idem_store_t *store, idem_store_identity_t *out);
     void (*close)(idem_store_t *store);
+    int (*plant)(idem_store_t *store, const idem_store_key_t *key,
+                 const uint8_t *val, size_t len);
     int begin_in_write;
 } idem_store_vtable_t;
 
 /* The part of every handle that store.c owns; backends embed it first. */
 struct idem_store_s {
     const idem_store_vtable_t *vt;
-    unsigned caps;               /* IDEM_STORE_CAP_..., set by store.c */
+    unsigned caps; /* IDEM_STORE_CAP_...: the backend's, and what its open
+                      set for this handle */
     _Atomic uint64_t token_next; /* owner tokens, see store.c */
     _Atomic uint64_t commits;
     _Atomic uint64_t batched_ops;
 };
 
 /* Backends are found through registry.h, each by its URL scheme. */
+
+/*
+ * Tests only: stores len bytes under (scope, key) as they are, through the
+ * backend's plant hook. Returns 0, IDEM_EINVAL when the backend has none,
+ * or a store error.
+ */
+IDEM_MUST_CHECK int idem_store_plant(idem_store_t *store,
+                                     const idem_hash_t *scope, const char *key,
+                                     size_t key_len, const uint8_t *val,
+                                     size_t len);
 
 /*
  * Decides what op does to the record stored as (old, old_len) — old is

@@ -33,6 +33,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "idem.h"
@@ -1668,11 +1669,12 @@ static void test_usage_counts_records_and_bytes(void **state)
 {
     fixture_t *f = *state;
     idem_store_usage_t empty, u, after;
-    char *keys = malloc(200 * 40);
+    char *keys;
     size_t removed;
     int more;
 
     SKIP_IF_SELF_EXPIRY(f->store);
+    keys = malloc(200 * 40);
     assert_non_null(keys);
     assert_int_equal(idem_store_usage(f->store, &empty), 0);
     assert_true(empty.records == 0);
@@ -2063,6 +2065,161 @@ static void test_lmdb_corrupt_record_is_ecorrupt(void **state)
     assert_int_equal(more, 0);
     assert_int_equal(lookup(f->store, &c, T0 + TTL + 500, &res), 0);
     idem_result_free(&res);
+}
+
+/*
+ * Every backend that can hold arbitrary bytes (its plant hook) answers a
+ * record that does not decode with IDEM_ECORRUPT, on every path, and lets
+ * the admin remove it.
+ */
+static void test_corrupt_record_is_ecorrupt(void **state)
+{
+    fixture_t *f = *state;
+    call_t c = call("rotten", 1, T0);
+    idem_record_t rec;
+    uint8_t buf[512];
+    size_t len;
+    idem_result_t res;
+
+    memset(&rec, 0, sizeof(rec));
+    rec.state = IDEM_STATE_COMPLETE;
+    rec.fingerprint = c.fp;
+    rec.created_ms = T0;
+    rec.expires_ms = T0 + TTL;
+    rec.response = created;
+    assert_int_equal(idem_record_encode(&rec, buf, sizeof(buf), &len), 0);
+    /* truncated, as a torn write would leave it */
+    if (idem_store_plant(f->store, &c.scope, c.key, strlen(c.key), buf,
+                         len / 2) == IDEM_EINVAL) {
+        print_message("[  SKIP    ] %s: the backend cannot plant bytes\n",
+                      __func__);
+        skip();
+    }
+    assert_int_equal(begin(f->store, &c, &res), IDEM_ECORRUPT);
+    assert_int_equal(lookup(f->store, &c, T0, &res), IDEM_ECORRUPT);
+    assert_int_equal(get(f->store, &c, &res), IDEM_ECORRUPT);
+    assert_int_equal(complete(f->store, &c, 1, &created), IDEM_ECORRUPT);
+    assert_int_equal(release(f->store, &c, 1), IDEM_ECORRUPT);
+    assert_int_equal(del(f->store, &c), 0);
+    assert_int_equal(complete(f->store, &c, claim(f->store, &c), &created), 0);
+    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+    idem_result_free(&res);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The store's clock                                                         */
+/* ------------------------------------------------------------------------ */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * A handle that plans with the store's clock, or NULL when the backend
+ * keeps none (it then uses the callers' times, like the fixture's).
+ */
+static idem_store_t *open_store_clock(const fixture_t *f)
+{
+    idem_store_t *s;
+
+    if (!is_server()) {
+        return NULL;
+    }
+    s = open_store(f, "clock", "clock=store");
+    if (!(idem_store_caps(s) & IDEM_STORE_CAP_STORE_CLOCK)) {
+        idem_store_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+#define HOURS(n) ((int64_t)(n) * 3600 * 1000)
+
+/*
+ * Gateways whose clocks are hours apart share one store: a claim made by
+ * one whose clock lags 3 h is not stale to one on time or 3 h ahead, a
+ * complete key replays to a clock 30 h ahead (past its TTL by that clock),
+ * and the record carries the store's times, not the caller's.
+ */
+static void test_store_clock_ignores_skewed_callers(void **state)
+{
+    fixture_t *f = *state;
+    idem_store_t *s = open_store_clock(f);
+    int64_t real = wall_ms();
+    call_t lagging = call("skew", 1, real - HOURS(3));
+    call_t on_time = call("skew", 1, real);
+    call_t ahead = call("skew", 1, real + HOURS(3));
+    call_t far = call("skew", 1, real + HOURS(30));
+    idem_result_t res;
+    uint64_t owner;
+
+    if (s == NULL) {
+        print_message("[  SKIP    ] %s: the store has no clock of its own\n",
+                      __func__);
+        skip();
+    }
+    res = expect_begin(s, &lagging, IDEM_BEGIN_CLAIMED);
+    owner = res.owner;
+    /* the store's clock: within seconds of this machine's, not 3 h off */
+    assert_true(res.record.created_ms > real - 5000 &&
+                res.record.created_ms < real + 5000);
+    assert_true(res.record.expires_ms == res.record.created_ms + TTL);
+    assert_true(res.record.lease_until_ms == res.record.created_ms + LEASE);
+    idem_result_free(&res);
+
+    res = expect_begin(s, &on_time, IDEM_BEGIN_IN_PROGRESS);
+    idem_result_free(&res);
+    res = expect_begin(s, &ahead, IDEM_BEGIN_IN_PROGRESS);
+    idem_result_free(&res);
+    assert_int_equal(complete(s, &lagging, owner, &created), 0);
+    res = expect_begin(s, &far, IDEM_BEGIN_REPLAY);
+    assert_response_equal(&res.record.response, &created);
+    idem_result_free(&res);
+    idem_store_close(s);
+}
+
+/*
+ * The store's clock runs on its own: a lease of 300 ms has passed for
+ * every caller 400 ms later, even one whose clock lags by hours; and a
+ * TTL of 1 s is the store's expiry, after which the key is gone.
+ */
+static void test_store_clock_ends_leases_and_ttls(void **state)
+{
+    fixture_t *f = *state;
+    idem_store_t *s = open_store_clock(f);
+    int64_t real = wall_ms();
+    call_t c = call("short", 1, real - HOURS(3));
+    call_t e = call("expiring", 1, real + HOURS(3));
+    idem_result_t res;
+
+    if (s == NULL) {
+        print_message("[  SKIP    ] %s: the store has no clock of its own\n",
+                      __func__);
+        skip();
+    }
+    c.lease = 300;
+    (void)claim(s, &c);
+    e.ttl = 1000;
+    e.lease = 500;
+    assert_int_equal(complete(s, &e, claim(s, &e), &created), 0);
+    assert_int_equal(get(s, &e, &res), 0);
+    idem_result_free(&res);
+
+    usleep(400 * 1000);
+    res = expect_begin(s, &c, IDEM_BEGIN_STALE);
+    assert_int_equal(res.record.response.status, unknown.status);
+    idem_result_free(&res);
+
+    usleep(800 * 1000);
+    /* the store forgot it at its TTL: even the admin's get finds nothing */
+    assert_int_equal(get(s, &e, &res), IDEM_ENOTFOUND);
+    res = expect_begin(s, &e, IDEM_BEGIN_CLAIMED);
+    idem_result_free(&res);
+    idem_store_close(s);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -3080,6 +3237,9 @@ int main(int argc, char **argv)
         T(test_lmdb_one_failing_write_does_not_fail_its_batch),
         T(test_lmdb_unwritable_directory_is_eperm),
         T(test_lmdb_corrupt_record_is_ecorrupt),
+        T(test_corrupt_record_is_ecorrupt),
+        T(test_store_clock_ignores_skewed_callers),
+        T(test_store_clock_ends_leases_and_ttls),
         T(test_large_response_round_trips),
         T(test_batch_equals_single_calls),
         T(test_batch_sees_its_own_earlier_ops),
