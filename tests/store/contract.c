@@ -32,6 +32,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -2223,6 +2226,114 @@ static void test_store_clock_ends_leases_and_ttls(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
+/* A store on a server: unreachable, refused, healed                         */
+/* ------------------------------------------------------------------------ */
+
+#define SKIP_UNLESS_SERVER()                                                   \
+    do {                                                                       \
+        if (!is_server()) {                                                    \
+            print_message("[  SKIP    ] %s: the store is not on a server\n",   \
+                          __func__);                                           \
+            skip();                                                            \
+        }                                                                      \
+    } while (0)
+
+/* A loopback port where nothing listens (bound, never listened on). */
+static int dead_port(int *fd)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    *fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(*fd >= 0);
+    assert_int_equal(bind(*fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(*fd, (struct sockaddr *)&a, &len), 0);
+    return ntohs(a.sin_port);
+}
+
+/*
+ * A server that is down when the store opens: the open succeeds (workers
+ * come up and heal later), every call fails closed with IDEM_EUNAVAIL at
+ * once, and check says why.
+ */
+static void test_server_down_opens_and_fails_closed(void **state)
+{
+    fixture_t *f = *state;
+    call_t c = call("k", 1, T0);
+    idem_store_t *s = NULL;
+    idem_result_t res;
+    char url[128], why[512];
+    int fd, port;
+
+    SKIP_UNLESS_SERVER();
+    (void)f;
+    port = dead_port(&fd);
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d?timeout=200ms", port);
+    assert_int_equal(idem_store_open(url, &s), 0);
+    assert_int_equal(begin(s, &c, &res), IDEM_EUNAVAIL);
+    assert_int_equal(complete(s, &c, 1, &created), IDEM_EUNAVAIL);
+    assert_int_equal(lookup(s, &c, T0, &res), IDEM_EUNAVAIL);
+    assert_int_equal(idem_store_check(s, why, sizeof(why)), IDEM_EUNAVAIL);
+    if (strstr(why, "unreachable") == NULL) {
+        fail_msg("check says \"%s\"", why);
+    }
+    idem_store_close(s);
+    close(fd);
+}
+
+/* Runs redis-cli against the suite's server; 0 on success. */
+static int redis_cli(const char *args)
+{
+    const char *port = getenv("IDEM_TEST_REDIS_PORT");
+    char cmd[256];
+
+    assert_non_null(port);
+    snprintf(cmd, sizeof(cmd), "redis-cli -h 127.0.0.1 -p %s %s >/dev/null",
+             port, args);
+    return system(cmd);
+}
+
+/*
+ * An evicting maxmemory-policy could forget a key before its TTL: open
+ * refuses it unless allow_eviction=1; a handle that is open stops serving
+ * when check finds it changed, and serves again once it is noeviction.
+ */
+static void test_server_evicting_policy_is_refused(void **state)
+{
+    fixture_t *f = *state;
+    call_t c = call("k", 1, T0);
+    idem_store_t *s = NULL, *allowed;
+    idem_result_t res;
+    char why[512], url[256];
+
+    SKIP_UNLESS_SERVER();
+    assert_int_equal(redis_cli("config set maxmemory-policy allkeys-lru"), 0);
+    store_url(f, "env", NULL, url, sizeof(url));
+    assert_int_equal(idem_store_open(url, &s), IDEM_EEVICTION);
+    assert_null(s);
+    assert_non_null(strstr(idem_strerror(IDEM_EEVICTION), "maxmemory-policy"));
+    allowed = open_store(f, "env", "clock=caller&allow_eviction=1");
+    expect_store_check(allowed, 0, NULL);
+    idem_store_close(allowed);
+
+    /* the fixture's handle was opened before: check closes it */
+    assert_int_equal(idem_store_check(f->store, why, sizeof(why)),
+                     IDEM_EUNAVAIL);
+    if (strstr(why, "maxmemory-policy allkeys-lru") == NULL) {
+        fail_msg("check says \"%s\"", why);
+    }
+    assert_int_equal(begin(f->store, &c, &res), IDEM_EUNAVAIL);
+
+    assert_int_equal(redis_cli("config set maxmemory-policy noeviction"), 0);
+    usleep(1100 * 1000); /* the longest backoff */
+    expect_store_check(f->store, 0, NULL);
+    (void)claim(f->store, &c);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Size                                                                      */
 /* ------------------------------------------------------------------------ */
 
@@ -3240,6 +3351,8 @@ int main(int argc, char **argv)
         T(test_corrupt_record_is_ecorrupt),
         T(test_store_clock_ignores_skewed_callers),
         T(test_store_clock_ends_leases_and_ttls),
+        T(test_server_down_opens_and_fails_closed),
+        T(test_server_evicting_policy_is_refused),
         T(test_large_response_round_trips),
         T(test_batch_equals_single_calls),
         T(test_batch_sees_its_own_earlier_ops),
