@@ -181,6 +181,7 @@ http {{
         }}
 
         location = /metrics {{ idempotency_metrics; }}
+        location = /healthz {{ idempotency_health; }}
         location /keys/ {{
             idempotency_admin;
 {scope_directive}
@@ -319,6 +320,9 @@ class Gateway:
     def admin_get(self, key, headers=None):
         return requests.get(self.url + "/keys/" + urllib.parse.quote(key, safe=""),
                             headers=headers or {}, timeout=5)
+
+    def health(self):
+        return requests.get(self.url + "/healthz", timeout=5)
 
     def metrics(self):
         text = requests.get(self.url + "/metrics", timeout=5).text
