@@ -19,6 +19,11 @@
  *              the B completes (B = 16 and 64), group_commit=1
  *
  *   usage: store_bench [-t SECONDS] [-n MAX_PAIRS] [-p PREFILL] [-d DIR]
+ *                      [-u URL]
+ *
+ * With -u URL the same pairs run on the store at URL instead (a Redis
+ * server's, say), single calls and batches of 16 and 64, for 1, 4 and 16
+ * threads; nothing is prefilled.
  *
  * Prints one row per run (threads, group_commit, batch, pairs/s, commits,
  * writes per commit, KiB written per commit as counted by the kernel's
@@ -71,6 +76,7 @@ typedef struct {
     int threads;
     int group_commit;
     int batch; /* 1: single calls; B: idem_store_batch() of B ops */
+    int id_base; /* the workers' key streams start here */
     double seconds;
     long pairs;
     uint64_t commits;
@@ -317,43 +323,27 @@ static int bench_rm(const char *path, const struct stat *st, int flag,
     return remove(path);
 }
 
-/* One run in a fresh environment under base. Returns 0 or an error. */
-static int bench_run(const char *base, double seconds, long max_pairs,
-                     long prefill, bench_run_t *run)
+/*
+ * Runs run->threads workers of run->batch pairs on store for seconds (or
+ * max_pairs pairs) and fills in what they measured. Returns 0 or an error.
+ */
+static int bench_measure(idem_store_t *store, double seconds, long max_pairs,
+                         bench_run_t *run)
 {
     bench_worker_t w[BENCH_MAX_THREADS];
     pthread_t t[BENCH_MAX_THREADS];
     idem_store_stats_t st;
-    idem_store_t *store = NULL;
     atomic_long taken;
-    char dir[512], env[530], url[600];
     int64_t wchar;
     double start;
-    int rc, started = 0;
-
-    snprintf(dir, sizeof(dir), "%s/idem-bench-XXXXXX", base);
-    if (mkdtemp(dir) == NULL) {
-        fprintf(stderr, "store_bench: mkdtemp %s: %s\n", dir, strerror(errno));
-        return -1;
-    }
-    snprintf(env, sizeof(env), "%s/env", dir);
-    snprintf(url, sizeof(url), "lmdb:%s?sync=1&group_commit=%d", env,
-             run->group_commit);
-    rc = bench_prefill(env, prefill);
-    if (rc == 0) {
-        rc = idem_store_open(url, &store);
-    }
-    if (rc != 0) {
-        fprintf(stderr, "store_bench: open %s: %s\n", url, idem_strerror(rc));
-        goto done;
-    }
+    int rc = 0, started = 0;
 
     atomic_init(&taken, 0);
     wchar = bench_wchar();
     start = bench_now();
     for (int i = 0; i < run->threads; i++) {
         w[i].store = store;
-        w[i].id = i;
+        w[i].id = run->id_base + i;
         w[i].batch = run->batch;
         w[i].deadline = start + seconds;
         w[i].max_pairs = max_pairs;
@@ -382,6 +372,35 @@ static int bench_run(const char *base, double seconds, long max_pairs,
     idem_store_stats(store, &st);
     run->commits = st.commits;
     run->ops = st.batched_ops;
+    return rc;
+}
+
+/* One run in a fresh environment under base. Returns 0 or an error. */
+static int bench_run(const char *base, double seconds, long max_pairs,
+                     long prefill, bench_run_t *run)
+{
+    idem_store_t *store = NULL;
+    char dir[512], env[530], url[600];
+    int rc;
+
+    snprintf(dir, sizeof(dir), "%s/idem-bench-XXXXXX", base);
+    if (mkdtemp(dir) == NULL) {
+        fprintf(stderr, "store_bench: mkdtemp %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    snprintf(env, sizeof(env), "%s/env", dir);
+    snprintf(url, sizeof(url), "lmdb:%s?sync=1&group_commit=%d", env,
+             run->group_commit);
+    rc = bench_prefill(env, prefill);
+    if (rc == 0) {
+        rc = idem_store_open(url, &store);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "store_bench: open %s: %s\n", url, idem_strerror(rc));
+        goto done;
+    }
+
+    rc = bench_measure(store, seconds, max_pairs, run);
 
 done:
     idem_store_close(store);
@@ -410,7 +429,58 @@ static void bench_print(const bench_run_t *r)
 static void bench_usage(void)
 {
     fprintf(stderr, "usage: store_bench [-t SECONDS] [-n MAX_PAIRS] "
-                    "[-p PREFILL] [-d DIR]\n");
+                    "[-p PREFILL] [-d DIR] [-u URL]\n");
+}
+
+/*
+ * -u URL: the same pairs on the store at URL (a server's, e.g.
+ * redis://127.0.0.1:6379?prefix=bench:), single calls and batches, for
+ * 1, 4 and 16 threads. Nothing is prefilled or removed: Redis forgets the
+ * keys at their TTL.
+ */
+static int bench_url(const char *url, double seconds, long max_pairs)
+{
+    static const int batches[] = {1, 16, 64};
+    idem_store_t *store = NULL;
+    bench_run_t r;
+    int rc;
+
+    rc = idem_store_open(url, &store);
+    if (rc != 0) {
+        fprintf(stderr, "store_bench: open %s: %s\n", url, idem_strerror(rc));
+        return 1;
+    }
+    printf("%s store at %s: begin+complete pairs, random keys, %.1f s%s per "
+           "run\n\n",
+           idem_store_backend(store), url, seconds,
+           max_pairs ? " or MAX_PAIRS" : "");
+    idem_store_close(store);
+    printf("%7s  %12s  %5s  %10s  %8s  %10s  %10s\n", "threads", "group_commit",
+           "batch", "pairs/s", "commits", "ops/commit", "KiB/commit");
+    for (size_t b = 0; b < sizeof(batches) / sizeof(batches[0]); b++) {
+        for (size_t i = 0; i < BENCH_NTHREADS; i++) {
+            memset(&r, 0, sizeof(r));
+            r.threads = bench_threads[i];
+            r.batch = batches[b];
+            /* keys no run (of this process or an earlier one) has used */
+            r.id_base = (int)((getpid() & 0x3fff) << 8) +
+                        (int)(b * BENCH_NTHREADS + i) * BENCH_MAX_THREADS;
+            rc = idem_store_open(url, &store);
+            if (rc == 0) {
+                rc = bench_measure(store, seconds, max_pairs, &r);
+            }
+            idem_store_close(store);
+            store = NULL;
+            if (rc != 0) {
+                fprintf(stderr, "store_bench: %s: %s\n", url,
+                        idem_strerror(rc));
+                return 1;
+            }
+            r.written = -1;
+            bench_print(&r);
+        }
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -419,11 +489,12 @@ int main(int argc, char **argv)
         batched[BENCH_NBATCHES][BENCH_NTHREADS];
     const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     const bench_run_t *best;
+    const char *url = NULL;
     double seconds = 3.0, base_rate;
     long max_pairs = 0, prefill = BENCH_PREFILL;
     int opt;
 
-    while ((opt = getopt(argc, argv, "t:n:p:d:h")) != -1) {
+    while ((opt = getopt(argc, argv, "t:n:p:d:u:h")) != -1) {
         switch (opt) {
         case 't':
             seconds = atof(optarg);
@@ -437,6 +508,9 @@ int main(int argc, char **argv)
         case 'd':
             base = optarg;
             break;
+        case 'u':
+            url = optarg;
+            break;
         default:
             bench_usage();
             return opt == 'h' ? 0 : 2;
@@ -445,6 +519,9 @@ int main(int argc, char **argv)
     if (seconds <= 0 || max_pairs < 0 || prefill < 0) {
         bench_usage();
         return 2;
+    }
+    if (url != NULL) {
+        return bench_url(url, seconds, max_pairs);
     }
 
     printf("LMDB store, durable (sync=1): begin+complete pairs, random keys, "
