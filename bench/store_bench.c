@@ -75,7 +75,7 @@ static const idem_response_t bench_resp = {
 typedef struct {
     int threads;
     int group_commit;
-    int batch; /* 1: single calls; B: idem_store_batch() of B ops */
+    int batch;   /* 1: single calls; B: idem_store_batch() of B ops */
     int id_base; /* the workers' key streams start here */
     double seconds;
     long pairs;

@@ -472,7 +472,8 @@ static const idemgate_flag_t flags[] = {
      "the API: http://HOST:PORT[/prefix] (required)"},
     {"store", "URL", set_store, 0,
      "lmdb:DIR[?map_size=SIZE] (default " IDEMGATE_DEFAULT_STORE
-     "; the map, sparse on disk, default 128g, caps what it keeps)"},
+     "; the map, sparse on disk, default 128g, caps what it keeps), or "
+     "redis://[:PASSWORD@]HOST:PORT[/DB][?options] for many gateways"},
     {"ttl", "DURATION", set_ttl, 0,
      "how long a key is remembered (default 24h)"},
     {"wait", "DURATION", set_wait, 0,

@@ -134,10 +134,10 @@ typedef struct {
     pthread_mutex_t pool_mu; /* guards everything below */
     redisContext *idle[IDEM_STORE_REDIS_POOL_MAX];
     size_t nidle;
-    int down;                  /* the last connection attempt failed */
-    int64_t next_try_ms;       /* while down: no attempt before (monotonic) */
-    int64_t backoff_ms;        /* the wait after the next failure */
-    int refused;               /* down because the policy is refused */
+    int down;            /* the last connection attempt failed */
+    int64_t next_try_ms; /* while down: no attempt before (monotonic) */
+    int64_t backoff_ms;  /* the wait after the next failure */
+    int refused;         /* down because the policy is refused */
     char why[IDEM_STORE_REDIS_WHY_MAX]; /* while down: what failed */
 } idem_store_redis_t;
 
@@ -198,8 +198,8 @@ static size_t idem_store_redis_rkey(const idem_store_redis_t *s,
 
 /* Runs one command; *out gets the reply (free it). Error replies fail. */
 static int idem_store_redis_cmd(redisContext *c, int argc, const char **argv,
-                                const size_t *lens, redisReply **out,
-                                char *why, size_t cap)
+                                const size_t *lens, redisReply **out, char *why,
+                                size_t cap)
 {
     redisReply *r = redisCommandArgv(c, argc, argv, lens);
 
@@ -286,8 +286,8 @@ static redisContext *idem_store_redis_connect(idem_store_redis_t *s,
     *fail = IDEM_STORE_REDIS_NET;
     c = redisConnectWithTimeout(cf->host, cf->port, tv);
     if (c == NULL || c->err) {
-        snprintf(why, cap, "redis %s:%d is unreachable: %s", cf->host,
-                 cf->port, c ? c->errstr : "out of memory");
+        snprintf(why, cap, "redis %s:%d is unreachable: %s", cf->host, cf->port,
+                 c ? c->errstr : "out of memory");
         goto fail;
     }
     if (redisSetTimeout(c, tv) != REDIS_OK) {
@@ -345,8 +345,7 @@ static redisContext *idem_store_redis_connect(idem_store_redis_t *s,
     rc = idem_store_redis_cmd(c, 3, argv, lens, &r, sub, sizeof(sub));
     if (rc != 0) {
         *fail = rc < 0 ? IDEM_STORE_REDIS_SETUP : IDEM_STORE_REDIS_NET;
-        snprintf(why, cap, "redis %.100s:%d: %.200s", cf->host, cf->port,
-                     sub);
+        snprintf(why, cap, "redis %.100s:%d: %.200s", cf->host, cf->port, sub);
         goto fail;
     }
     freeReplyObject(r);
@@ -456,8 +455,7 @@ static void idem_store_redis_put(idem_store_redis_t *s, redisContext *c,
                                  int broken)
 {
     pthread_mutex_lock(&s->pool_mu);
-    if (broken || c->err || s->down ||
-        s->nidle == IDEM_STORE_REDIS_POOL_MAX) {
+    if (broken || c->err || s->down || s->nidle == IDEM_STORE_REDIS_POOL_MAX) {
         if (broken || c->err) {
             idem_store_redis_flush(s);
         }
@@ -967,8 +965,8 @@ static int idem_store_redis_check(idem_store_t *store, char *why, size_t cap)
         }
         idem_store_redis_put(s, c, 1);
         if (!reused || attempt > 0) {
-            snprintf(why, cap, "redis %s:%d does not answer: %s",
-                     s->conf.host, s->conf.port, buf);
+            snprintf(why, cap, "redis %s:%d does not answer: %s", s->conf.host,
+                     s->conf.port, buf);
             return IDEM_EUNAVAIL;
         }
     }
@@ -1053,8 +1051,8 @@ done:
 
 /* Stores bytes as they are, with no expiry (tests: a corrupt record). */
 static int idem_store_redis_plant(idem_store_t *store,
-                                  const idem_store_key_t *k,
-                                  const uint8_t *val, size_t len)
+                                  const idem_store_key_t *k, const uint8_t *val,
+                                  size_t len)
 {
     idem_store_redis_t *s = (idem_store_redis_t *)store;
     char rkey[IDEM_STORE_REDIS_RKEY_MAX];
@@ -1158,8 +1156,7 @@ static int idem_store_redis_unescape(const char *p, size_t n, char *out,
 }
 
 /* Parses digits (all of them) into *out, at most max. */
-static int idem_store_redis_number(const char *p, size_t n, long max,
-                                   long *out)
+static int idem_store_redis_number(const char *p, size_t n, long max, long *out)
 {
     long v = 0;
 
@@ -1289,7 +1286,8 @@ static int idem_store_redis_options(const char *q, idem_store_redis_conf_t *c,
                 return IDEM_EBADURL;
             }
         } else {
-            snprintf(why, cap, "unknown redis option \"%.*s\" (the options are %s)",
+            snprintf(why, cap,
+                     "unknown redis option \"%.*s\" (the options are %s)",
                      (int)name_len, p, IDEM_STORE_REDIS_OPTIONS);
             return IDEM_EBADURL;
         }
@@ -1370,17 +1368,19 @@ static int idem_store_redis_parse(const char *rest, idem_store_redis_conf_t *c,
     }
     host_len = (size_t)(host_end - host);
     if (host_len == 0 || host_len > IDEM_STORE_REDIS_HOST_MAX) {
-        snprintf(why, cap, "a redis store URL needs a host: "
-                           "redis://HOST:PORT, e.g. redis://127.0.0.1:6379");
+        snprintf(why, cap,
+                 "a redis store URL needs a host: "
+                 "redis://HOST:PORT, e.g. redis://127.0.0.1:6379");
         return IDEM_EBADURL;
     }
     for (size_t i = 0; i < host_len; i++) {
         char ch = host[i];
         if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-              (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' ||
-              ch == '_' || (ch == ':' && host[-1] == '['))) {
-            snprintf(why, cap, "the redis host \"%.*s\" is not a host name "
-                               "or an address",
+              (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' || ch == '_' ||
+              (ch == ':' && host[-1] == '['))) {
+            snprintf(why, cap,
+                     "the redis host \"%.*s\" is not a host name "
+                     "or an address",
                      (int)host_len, host);
             return IDEM_EBADURL;
         }
@@ -1392,8 +1392,9 @@ static int idem_store_redis_parse(const char *rest, idem_store_redis_conf_t *c,
         p = port + strcspn(port, "/?");
         if (idem_store_redis_number(port, (size_t)(p - port), 65535, &v) != 0 ||
             v == 0) {
-            snprintf(why, cap, "the redis port \"%.*s\" is not a number "
-                               "from 1 to 65535",
+            snprintf(why, cap,
+                     "the redis port \"%.*s\" is not a number "
+                     "from 1 to 65535",
                      (int)(p - port), port);
             return IDEM_EBADURL;
         }

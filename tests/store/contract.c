@@ -118,8 +118,9 @@ static const char *server_url(void)
     const char *u = getenv("IDEM_TEST_STORE_URL");
 
     if (u == NULL || *u == '\0') {
-        fprintf(stderr, "store contract suite for %s: set IDEM_TEST_STORE_URL "
-                        "(tests/servers/redis.sh does)\n",
+        fprintf(stderr,
+                "store contract suite for %s: set IDEM_TEST_STORE_URL "
+                "(tests/servers/redis.sh does)\n",
                 IDEM_TEST_BACKEND);
         exit(2);
     }
@@ -195,8 +196,7 @@ static int setup(void **state)
         }
     } else if (is_server()) {
         static unsigned tests_run;
-        snprintf(f->dir, sizeof(f->dir), "%ld.%u", (long)getpid(),
-                 tests_run++);
+        snprintf(f->dir, sizeof(f->dir), "%ld.%u", (long)getpid(), tests_run++);
     }
     f->store = open_store(f, "env", NULL);
     *state = f;
@@ -2140,7 +2140,7 @@ static idem_store_t *open_store_clock(const fixture_t *f)
     return s;
 }
 
-#define HOURS(n) ((int64_t)(n) * 3600 * 1000)
+#define HOURS(n) ((int64_t)(n)*3600 * 1000)
 
 /*
  * Gateways whose clocks are hours apart share one store: a claim made by
