@@ -151,6 +151,8 @@ def test_redis_down_fails_closed_and_heals_by_itself(two_nodes, upstream,
         for g in two_nodes:
             assert wait_for(lambda: failing(g), 5), g.health().text
             assert g.metrics()["idemgate_store_healthy"] == 0
+            assert "unavailable: redis 127.0.0.1:%d is unreachable" % \
+                redis_server.port in g.error_log()
     finally:
         redis_server.start()
 
@@ -161,6 +163,7 @@ def test_redis_down_fails_closed_and_heals_by_itself(two_nodes, upstream,
         assert wait_for(lambda: g.health().status_code == 200, 5)
         r = g.post(key=kept, json_body={"n": 1})
         assert r.status_code == 201 and replayed(r)
+        assert wait_for(lambda: "is back: serving keys" in g.error_log(), 3)
     assert upstream.executions(fresh) == 1
     assert upstream.executions(kept) == 1
 
