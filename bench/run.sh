@@ -11,8 +11,10 @@
 # Scenarios: GET passthrough, POST without a key (passthrough), POST with a
 # new key per request (claim + complete, both durable), POST with one key
 # (replays). Each result is given as requests/s and as a ratio to plain
-# nginx on the same request. Settings: BENCH_SECONDS (5), BENCH_CONNS (32),
-# BENCH_WORKERS (1), BUILD (build).
+# nginx on the same request. With redis-server installed, the two keyed
+# scenarios run again on a third nginx whose store is a throwaway Redis
+# (appendfsync always, loopback). Settings: BENCH_SECONDS (5), BENCH_CONNS
+# (32), BENCH_WORKERS (1), BUILD (build).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -60,7 +62,7 @@ http {
     scgi_temp_path $run/$1/scgi;
     client_body_buffer_size 1m;
     upstream api { server 127.0.0.1:$API; keepalive 64; }
-    $( [ -n "$3" ] && echo "idempotency_store lmdb:$run/$1/data${STORE_OPTS:-};" )
+    $( [ -n "$3" ] && echo "idempotency_store ${STORE_URL:-lmdb:$run/$1/data${STORE_OPTS:-}};" )
     server {
         listen 127.0.0.1:$2;
         location / {
@@ -82,7 +84,25 @@ conf plain "$P1" "" ""
 conf idem "$P2" "load_module $PWD/$BUILD/ngx_http_idempotency_module.so;" \
     "idempotency on;"
 
-for p in "$API" "$P1" "$P2"; do
+# the same module on a Redis store, when there is a redis-server
+P3=""
+if command -v redis-server >/dev/null 2>&1; then
+    RP=$(port); P3=$(port)
+    mkdir -p "$run/redis"
+    redis-server --bind 127.0.0.1 --port "$RP" --dir "$run/redis" --save '' \
+        --appendonly yes --appendfsync always --maxmemory-policy noeviction \
+        --daemonize no --logfile "$run/redis/redis.log" &
+    pids+=($!)
+    for _ in $(seq 100); do
+        redis-cli -p "$RP" ping 2>/dev/null | grep -q PONG && break
+        sleep 0.05
+    done
+    STORE_URL="redis://127.0.0.1:$RP?prefix=bench:" conf idemredis "$P3" \
+        "load_module $PWD/$BUILD/ngx_http_idempotency_module.so;" \
+        "idempotency on;"
+fi
+
+for p in "$API" "$P1" "$P2" $P3; do
     for _ in $(seq 100); do
         (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break
         sleep 0.05
@@ -101,10 +121,10 @@ best() {  # best A B: the larger of two figures
     echo "if ($1 > $2) $1 else $2" | bc -l
 }
 
-row() {  # row NAME PLAIN-SCRIPT IDEM-SCRIPT: interleaved, best of two each
-    local a1 b1 a2 b2 a b
-    a1=$(rps "$P1" "$2"); b1=$(rps "$P2" "$3")
-    a2=$(rps "$P1" "$2"); b2=$(rps "$P2" "$3")
+row() {  # row NAME PLAIN-SCRIPT IDEM-SCRIPT [PORT]: interleaved, best of two
+    local a1 b1 a2 b2 a b q=${4:-$P2}
+    a1=$(rps "$P1" "$2"); b1=$(rps "$q" "$3")
+    a2=$(rps "$P1" "$2"); b2=$(rps "$q" "$3")
     a=$(best "$a1" "$a2"); b=$(best "$b1" "$b2")
     printf '%-34s %12.0f %12.0f %8.2f\n' "$1" "$a" "$b" \
         "$(echo "$b / $a" | bc -l)"
@@ -118,3 +138,8 @@ row "GET (passthrough)" "" ""
 row "POST without key (passthrough)" nokey.lua nokey.lua
 row "POST, one key (replays)" nokey.lua replay.lua
 row "POST, new key each (durable)" nokey.lua newkey.lua
+if [ -n "$P3" ]; then
+    SECONDS_EACH=1 rps "$P3" newkey.lua >/dev/null
+    row "POST, one key (replays), Redis" nokey.lua replay.lua "$P3"
+    row "POST, new key each (Redis, fsync)" nokey.lua newkey.lua "$P3"
+fi
