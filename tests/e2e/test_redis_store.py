@@ -10,16 +10,20 @@ one per session; each test has a key prefix of its own).
   - Redis killed under load: 503, nothing forwarded, health says so; back
     on the same port, service resumes by itself, and every completed key
     replays (appendfsync always);
-  - an evicting maxmemory-policy is refused unless allow_eviction=1.
+  - an evicting maxmemory-policy is refused unless allow_eviction=1;
+  - the ready gateway (idemgate --store redis://...) does the same.
 """
 
 import concurrent.futures
+import os
+import signal
+import subprocess
 import time
 
 import pytest
 import requests
 
-from conftest import unique_key
+from conftest import BUILD, free_port, unique_key, wait_port
 from redis_server import redis_prefix, redis_server, redis_url  # noqa: F401
 
 DIRECTIVES = ["idempotency_wait 5s;", "idempotency_lease 15s;"]
@@ -215,3 +219,43 @@ def test_an_evicting_policy_is_refused_unless_allowed(
         assert upstream.executions(key) == 1
     finally:
         redis_server.cli("CONFIG", "SET", "maxmemory-policy", "noeviction")
+
+
+def test_the_ready_gateway_runs_on_redis(upstream, redis_url, tmp_path):
+    """idemgate --store redis://...: two gateways, one key, one execution."""
+    procs, ports = [], []
+    try:
+        for _ in range(2):
+            port, admin = free_port(), free_port()
+            procs.append(subprocess.Popen(
+                [os.path.join(BUILD, "idemgate"),
+                 "--listen", "127.0.0.1:%d" % port,
+                 "--upstream", upstream.url, "--admin", "127.0.0.1:%d" % admin,
+                 "--store", redis_url, "--workers", "1"],
+                cwd=str(tmp_path), stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True,
+                env=dict(os.environ, TMPDIR="/tmp")))
+            wait_port(port, proc=procs[-1])
+            wait_port(admin, proc=procs[-1])
+            ports.append((port, admin))
+        key = unique_key("cli")
+        answers = [requests.post("http://127.0.0.1:%d/api/v1/inquiries" % p,
+                                 json={"n": 1}, timeout=10,
+                                 headers={"Idempotency-Key": key})
+                   for p, _ in ports]
+        assert [r.status_code for r in answers] == [201, 201]
+        assert not replayed(answers[0]) and replayed(answers[1])
+        assert answers[0].content == answers[1].content
+        assert upstream.executions(key) == 1
+        for _, admin in ports:
+            h = requests.get("http://127.0.0.1:%d/healthz" % admin, timeout=5)
+            assert h.status_code == 200, h.text
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
