@@ -517,6 +517,7 @@ static int idem_store_redis_read(idem_store_t *store, const idem_store_key_t *k,
 /* The ops of one key in a batch, and where the group's round left them. */
 typedef struct {
     size_t first;       /* the group's first op */
+    uint64_t hash;      /* of its store key, to find it fast */
     int todo;           /* to be read and planned (again) this round */
     int failed;         /* settled with an error for every op */
     redisReply *read;   /* the GET reply of this round */
@@ -565,6 +566,7 @@ static int idem_store_redis_group(idem_store_redis_batch_t *b)
     b->ng = 0;
     for (size_t i = 0; i < b->n; i++) {
         const idem_store_key_t *k = &b->ops[i].key;
+        uint64_t h = idem_store_key_hash(k);
         size_t j;
 
         b->next[i] = b->n;
@@ -574,12 +576,14 @@ static int idem_store_redis_group(idem_store_redis_batch_t *b)
         }
         for (j = 0; j < b->ng; j++) {
             const idem_store_key_t *o = &b->ops[b->g[j].first].key;
-            if (o->len == k->len && memcmp(o->bytes, k->bytes, k->len) == 0) {
+            if (b->g[j].hash == h && o->len == k->len &&
+                memcmp(o->bytes, k->bytes, k->len) == 0) {
                 break;
             }
         }
         if (j == b->ng) {
             b->g[j].first = i;
+            b->g[j].hash = h;
             b->g[j].todo = 1;
             b->ng++;
         } else {
