@@ -240,6 +240,13 @@ static int idem_store_redis_policy(idem_store_redis_t *s, redisContext *c,
     if (rc == IDEM_STORE_REDIS_NET) {
         return rc;
     }
+    if (rc != 0 && strstr(why, "NOAUTH") != NULL) {
+        snprintf(why, cap,
+                 "redis %.100s:%d wants a password (NOAUTH): give it in "
+                 "the URL, redis://:PASSWORD@HOST:PORT",
+                 s->conf.host, s->conf.port);
+        return IDEM_STORE_REDIS_AUTH;
+    }
     if (rc != 0 || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[1]->type != REDIS_REPLY_STRING) {
         snprintf(why, cap,

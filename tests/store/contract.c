@@ -2333,6 +2333,48 @@ static void test_server_evicting_policy_is_refused(void **state)
     (void)claim(f->store, &c);
 }
 
+/*
+ * AUTH and SELECT: a server with a password refuses a URL without it or
+ * with a wrong one (IDEM_EPERM at open) and serves one with it; /DB keeps
+ * the keys of one database apart from another's.
+ */
+static void test_server_password_and_database(void **state)
+{
+    fixture_t *f = *state;
+    call_t c = call("k", 1, T0);
+    const char *base = server_url();
+    idem_store_t *s = NULL, *other = NULL;
+    idem_result_t res;
+    char url[256];
+
+    SKIP_UNLESS_SERVER();
+    (void)f;
+    assert_int_equal(redis_cli("config set requirepass 's3cr%t'"), 0);
+    snprintf(url, sizeof(url), "%s?prefix=idemtest:%s:auth:", base, f->dir);
+    assert_int_equal(idem_store_open(url, &s), IDEM_EPERM);
+    snprintf(url, sizeof(url), "redis://:wrong@%s?prefix=idemtest:%s:auth:",
+             base + strlen("redis://"), f->dir);
+    assert_int_equal(idem_store_open(url, &s), IDEM_EPERM);
+    snprintf(url, sizeof(url),
+             "redis://:s3cr%%25t@%s/3?prefix=idemtest:%s:auth:&clock=caller",
+             base + strlen("redis://"), f->dir);
+    assert_int_equal(idem_store_open(url, &s), 0);
+    assert_int_equal(complete(s, &c, claim(s, &c), &created), 0);
+    /* database 0, same prefix: another keyspace */
+    snprintf(url, sizeof(url),
+             "redis://:s3cr%%25t@%s/0?prefix=idemtest:%s:auth:&clock=caller",
+             base + strlen("redis://"), f->dir);
+    assert_int_equal(idem_store_open(url, &other), 0);
+    assert_int_equal(get(other, &c, &res), IDEM_ENOTFOUND);
+    assert_int_equal(get(s, &c, &res), 0);
+    idem_result_free(&res);
+    idem_store_close(other);
+    idem_store_close(s);
+    assert_int_equal(
+        redis_cli("-a 's3cr%t' --no-auth-warning config set requirepass ''"),
+        0);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Size                                                                      */
 /* ------------------------------------------------------------------------ */
@@ -3353,6 +3395,7 @@ int main(int argc, char **argv)
         T(test_store_clock_ends_leases_and_ttls),
         T(test_server_down_opens_and_fails_closed),
         T(test_server_evicting_policy_is_refused),
+        T(test_server_password_and_database),
         T(test_large_response_round_trips),
         T(test_batch_equals_single_calls),
         T(test_batch_sees_its_own_earlier_ops),
