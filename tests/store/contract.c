@@ -2342,13 +2342,13 @@ static void test_server_password_and_database(void **state)
 {
     fixture_t *f = *state;
     call_t c = call("k", 1, T0);
-    const char *base = server_url();
+    const char *base;
     idem_store_t *s = NULL, *other = NULL;
     idem_result_t res;
     char url[256];
 
     SKIP_UNLESS_SERVER();
-    (void)f;
+    base = server_url();
     assert_int_equal(redis_cli("config set requirepass 's3cr%t'"), 0);
     snprintf(url, sizeof(url), "%s?prefix=idemtest:%s:auth:", base, f->dir);
     assert_int_equal(idem_store_open(url, &s), IDEM_EPERM);
