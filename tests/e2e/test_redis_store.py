@@ -23,7 +23,7 @@ import time
 import pytest
 import requests
 
-from conftest import BUILD, free_port, unique_key, wait_port
+from conftest import BUILD, SANITIZER, free_port, unique_key, wait_port
 from redis_server import redis_prefix, redis_server, redis_url  # noqa: F401
 
 DIRECTIVES = ["idempotency_wait 5s;", "idempotency_lease 15s;"]
@@ -223,6 +223,11 @@ def test_an_evicting_policy_is_refused_unless_allowed(
 
 def test_the_ready_gateway_runs_on_redis(upstream, redis_url, tmp_path):
     """idemgate --store redis://...: two gateways, one key, one execution."""
+    env = dict(os.environ, TMPDIR="/tmp")
+    if SANITIZER == "address":  # the module is built with ASan: preload it
+        env["LD_PRELOAD"] = subprocess.check_output(
+            ["gcc", "-print-file-name=libasan.so"], text=True).strip()
+        env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0"
     procs, ports = [], []
     try:
         for _ in range(2):
@@ -234,7 +239,7 @@ def test_the_ready_gateway_runs_on_redis(upstream, redis_url, tmp_path):
                  "--store", redis_url, "--workers", "1"],
                 cwd=str(tmp_path), stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True,
-                env=dict(os.environ, TMPDIR="/tmp")))
+                env=env))
             wait_port(port, proc=procs[-1])
             wait_port(admin, proc=procs[-1])
             ports.append((port, admin))
