@@ -42,7 +42,9 @@
  * whole call, so the thread-pool threads of a worker each have their
  * own, and puts it back afterwards. A connection that fails is freed
  * with every idle one (they were made to the same server, which has
- * most likely gone); a read is tried once more on a new connection.
+ * most likely gone), and the call goes on once on a new connection: a
+ * read is sent again, and a script that got no answer is judged by
+ * reading its record (its bytes there: it ran; else plan again).
  *
  * Fail closed, heal by itself: while no connection can be made, every
  * call gets IDEM_EUNAVAIL at once, and a new connection is tried at most
@@ -533,6 +535,8 @@ typedef struct {
     int writes;    /* some op of the group planned a write */
     int64_t px;    /* the expiry of the final bytes; 0: delete them */
     size_t nwrote; /* the ops that wrote */
+    int unsure;    /* its script was sent and no answer came back */
+    char sent[41]; /* then: SHA1 of the bytes it would have set, or "" */
 } idem_store_redis_group_t;
 
 /* The working memory of one write() call. */
@@ -751,7 +755,7 @@ static void idem_store_redis_plan_group(idem_store_redis_t *s,
  * Round trip 2: one compare-and-set per group that writes. A group that
  * wrote is done; one whose record changed meanwhile is to do again.
  * Returns 0 or IDEM_EUNAVAIL (connection failed: the groups without a
- * reply are settled with IDEM_EUNAVAIL). *wrote counts the ops written.
+ * reply are left to do and unsure). *wrote counts the ops written.
  */
 static int idem_store_redis_store(idem_store_redis_t *s, redisContext *c,
                                   idem_store_redis_batch_t *b, int *noscript,
@@ -783,7 +787,10 @@ static int idem_store_redis_store(idem_store_redis_t *s, redisContext *c,
         lens[5] = (size_t)snprintf(px, sizeof(px), "%" PRId64, g->px);
         argv[6] = g->px > 0 ? (const char *)g->cur : "";
         lens[6] = g->px > 0 ? g->cur_len : 0;
-        if (redisAppendCommandArgv(c, 7, argv, lens) != REDIS_OK) {
+        g->sent[0] = '\0';
+        if ((g->px > 0 &&
+             idem_store_redis_sha1(g->cur, g->cur_len, g->sent) != 0) ||
+            redisAppendCommandArgv(c, 7, argv, lens) != REDIS_OK) {
             idem_store_redis_fail_group(b, g, IDEM_ENOMEM);
         }
     }
@@ -795,8 +802,9 @@ static int idem_store_redis_store(idem_store_redis_t *s, redisContext *c,
             continue;
         }
         if (rc != 0 || redisGetReply(c, &reply) != REDIS_OK) {
-            /* sent, no answer: whether it was written is not known */
-            idem_store_redis_fail_group(b, g, IDEM_EUNAVAIL);
+            /* sent, no answer: whether it was written is not known until
+             * the record is read again (see idem_store_redis_verify) */
+            g->unsure = 1;
             rc = IDEM_EUNAVAIL;
             continue;
         }
@@ -834,14 +842,72 @@ static int idem_store_redis_reload(redisContext *c)
     return ok ? 0 : -1;
 }
 
-/* Runs the rounds of a grouped batch on c. Returns 0 or IDEM_EUNAVAIL
- * when c broke (then c must be dropped). */
+/*
+ * A group whose script got no answer (the connection broke) is judged by
+ * what the record holds now: the bytes it would have set (or no record,
+ * for a delete) mean the script ran, and its plans stand; anything else
+ * means it did not (or another gateway has written since), and the group
+ * is planned again on what is there. So a connection lost between a
+ * script and its reply costs a retry, not an unknown outcome.
+ */
+static void idem_store_redis_verify(idem_store_redis_batch_t *b,
+                                    uint64_t *wrote)
+{
+    char sha[41];
+
+    for (size_t j = 0; j < b->ng; j++) {
+        idem_store_redis_group_t *g = &b->g[j];
+        const redisReply *r = g->read;
+        int landed;
+
+        if (!g->todo || !g->unsure) {
+            continue;
+        }
+        g->unsure = 0;
+        if (g->sent[0] == '\0') {
+            landed = r->type == REDIS_REPLY_NIL;
+        } else {
+            landed = r->type == REDIS_REPLY_STRING &&
+                     idem_store_redis_sha1(r->str, r->len, sha) == 0 &&
+                     strcmp(sha, g->sent) == 0;
+        }
+        if (landed) {
+            g->todo = 0;
+            *wrote += g->nwrote;
+        }
+    }
+}
+
+/* Drops the broken *cp (and the replies read on it) for a new one. */
+static int idem_store_redis_reconnect(idem_store_redis_t *s, redisContext **cp,
+                                      idem_store_redis_batch_t *b)
+{
+    int reused;
+
+    idem_store_redis_put(s, *cp, 1);
+    *cp = NULL;
+    for (size_t j = 0; j < b->ng; j++) {
+        if (b->g[j].read != NULL) {
+            freeReplyObject(b->g[j].read);
+            b->g[j].read = NULL;
+        }
+    }
+    return idem_store_redis_acquire(s, cp, &reused, NULL, NULL, 0);
+}
+
+/*
+ * Runs the rounds of a grouped batch on *cp. A connection that breaks
+ * (an idle one from before a restart, or a blip) is replaced once per
+ * call. Returns 0, or IDEM_EUNAVAIL when the connection failed again
+ * (then *cp, when not NULL, must be dropped); the groups left to do are
+ * the caller's to settle.
+ */
 static int idem_store_redis_rounds(idem_store_redis_t *s, redisContext **cp,
-                                   int reused, idem_store_redis_batch_t *b)
+                                   idem_store_redis_batch_t *b)
 {
     uint64_t wrote = 0;
     int64_t now_ms = 0;
-    int rc = 0, noscript, left = 1;
+    int rc = 0, noscript, left = 1, renewed = 0;
 
     for (int round = 0; round < IDEM_STORE_REDIS_ROUNDS && left; round++) {
         for (size_t j = 0; j < b->ng; j++) {
@@ -851,25 +917,17 @@ static int idem_store_redis_rounds(idem_store_redis_t *s, redisContext **cp,
             }
         }
         rc = idem_store_redis_fetch(s, *cp, b, &now_ms);
-        if (rc == IDEM_EUNAVAIL && reused && round == 0) {
-            /* an idle connection from before a restart: one new one */
-            idem_store_redis_put(s, *cp, 1);
-            *cp = NULL;
-            for (size_t j = 0; j < b->ng; j++) {
-                if (b->g[j].read != NULL) {
-                    freeReplyObject(b->g[j].read);
-                    b->g[j].read = NULL;
-                }
+        if (rc == IDEM_EUNAVAIL && !renewed) {
+            renewed = 1;
+            rc = idem_store_redis_reconnect(s, cp, b);
+            if (rc == 0) {
+                rc = idem_store_redis_fetch(s, *cp, b, &now_ms);
             }
-            rc = idem_store_redis_acquire(s, cp, &reused, NULL, NULL, 0);
-            if (rc != 0) {
-                return rc;
-            }
-            rc = idem_store_redis_fetch(s, *cp, b, &now_ms);
         }
         if (rc != 0) {
-            return rc;
+            break;
         }
+        idem_store_redis_verify(b, &wrote);
         for (size_t j = 0; j < b->ng; j++) {
             if (b->g[j].todo) {
                 idem_store_redis_plan_group(s, b, &b->g[j], now_ms);
@@ -880,6 +938,15 @@ static int idem_store_redis_rounds(idem_store_redis_t *s, redisContext **cp,
         }
         noscript = 0;
         rc = idem_store_redis_store(s, *cp, b, &noscript, &wrote);
+        if (rc != 0 && !renewed) {
+            /* the next round reads what the unanswered scripts did */
+            renewed = 1;
+            rc = idem_store_redis_reconnect(s, cp, b);
+            if (rc != 0) {
+                break;
+            }
+            continue;
+        }
         if (rc != 0) {
             break;
         }
@@ -892,10 +959,12 @@ static int idem_store_redis_rounds(idem_store_redis_t *s, redisContext **cp,
             left |= b->g[j].todo;
         }
     }
-    /* lost the race every round: give up rather than spin */
-    for (size_t j = 0; j < b->ng; j++) {
-        if (b->g[j].todo) {
-            idem_store_redis_fail_group(b, &b->g[j], IDEM_EUNAVAIL);
+    if (rc == 0) {
+        /* lost the race every round: give up rather than spin */
+        for (size_t j = 0; j < b->ng; j++) {
+            if (b->g[j].todo) {
+                idem_store_redis_fail_group(b, &b->g[j], IDEM_EUNAVAIL);
+            }
         }
     }
     if (wrote > 0) {
@@ -930,7 +999,7 @@ static void idem_store_redis_write(idem_store_t *store, idem_store_op_t *ops,
         rc = idem_store_redis_acquire(s, &c, &reused, NULL, NULL, 0);
     }
     if (rc == 0) {
-        rc = idem_store_redis_rounds(s, &c, reused, &b);
+        rc = idem_store_redis_rounds(s, &c, &b);
         if (c != NULL) {
             idem_store_redis_put(s, c, rc != 0);
         }

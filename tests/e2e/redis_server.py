@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -92,6 +93,81 @@ class RedisServer:
     def url(self, prefix, options=""):
         return "redis://127.0.0.1:%d?prefix=%s%s" % (
             self.port, prefix, "&" + options if options else "")
+
+
+class CuttingProxy:
+    """A TCP relay in front of Redis that can lose a script's answer: once
+    armed (cut(n)), the next n connections that send an EVALSHA have it
+    delivered to Redis and are then closed before its reply comes back,
+    as a network blip between a write and its acknowledgement would."""
+
+    def __init__(self, port):
+        self.target = port
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.armed = 0
+        self.cuts = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self, n=1):
+        with self.lock:
+            self.armed = n
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            state = {"cut": False}
+            threading.Thread(target=self._up, args=(client, server, state),
+                             daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, state),
+                             daemon=True).start()
+
+    def _up(self, client, server, state):
+        try:
+            while True:
+                data = client.recv(65536)
+                if not data:
+                    break
+                cut = False
+                if b"EVALSHA" in data:
+                    with self.lock:
+                        if self.armed > 0:
+                            self.armed -= 1
+                            self.cuts += 1
+                            cut = state["cut"] = True
+                server.sendall(data)
+                if cut:
+                    time.sleep(0.1)  # Redis runs it; the answer is dropped
+                    break
+        except OSError:
+            pass
+        for s in (client, server):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def _down(self, server, client, state):
+        try:
+            while True:
+                data = server.recv(65536)
+                if not data or state["cut"]:
+                    break
+                client.sendall(data)
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
 
 
 @pytest.fixture(scope="session")

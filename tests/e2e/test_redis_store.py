@@ -11,6 +11,8 @@ one per session; each test has a key prefix of its own).
     on the same port, service resumes by itself, and every completed key
     replays (appendfsync always);
   - an evicting maxmemory-policy is refused unless allow_eviction=1;
+  - a write whose answer is lost on the way back (the connection cut)
+    is read back, not taken for an unknown outcome;
   - the ready gateway (idemgate --store redis://...) does the same.
 """
 
@@ -24,6 +26,7 @@ import pytest
 import requests
 
 from conftest import BUILD, SANITIZER, free_port, unique_key, wait_port
+from redis_server import CuttingProxy
 from redis_server import redis_prefix, redis_server, redis_url  # noqa: F401
 
 DIRECTIVES = ["idempotency_wait 5s;", "idempotency_lease 15s;"]
@@ -264,3 +267,24 @@ def test_the_ready_gateway_runs_on_redis(upstream, redis_url, tmp_path):
                 except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
                     p.wait()
+
+
+def test_a_lost_answer_to_a_write_is_read_back(gateway_factory, upstream,
+                                              redis_server, redis_prefix):
+    proxy = CuttingProxy(redis_server.port)
+    try:
+        g = gateway_factory(
+            store="redis://127.0.0.1:%d?prefix=%s" % (proxy.port,
+                                                      redis_prefix),
+            directives=DIRECTIVES)
+        key = unique_key("cut")
+        proxy.cut(2)  # the claim's answer, then the complete's
+        r = g.post(key=key, json_body={"n": 1})
+        assert proxy.cuts == 2
+        assert r.status_code == 201 and not replayed(r), r.text
+        again = g.post(key=key, json_body={"n": 1})
+        assert again.status_code == 201 and replayed(again)
+        assert again.content == r.content
+        assert upstream.executions(key) == 1
+    finally:
+        proxy.close()
