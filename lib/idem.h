@@ -7,9 +7,9 @@
  *   core  (lib/core)   pure functions: key parsing, scope and request
  *                      fingerprints, the record codec, the decision table
  *                      and the gateway's error bodies. No I/O, no globals.
- *   store (lib/store)  one interface over several backends (mem, lmdb) that
- *                      keeps one record per (scope, key) and applies the
- *                      decision table atomically.
+ *   store (lib/store)  one interface over several backends (mem, lmdb,
+ *                      redis) that keeps one record per (scope, key) and
+ *                      applies the decision table atomically.
  *
  * Conventions (the same everywhere, after libuv):
  *   - A function that can fail returns int: 0 on success, a negative
@@ -343,6 +343,17 @@ typedef struct idem_store_s idem_store_t;
  *                            IDEM_STORE_LMDB_DEFAULT_MAP_SIZE),
  *                            group_commit=0|1 (default 1), sync=0|1
  *                            (default 1: every commit is fsynced)
+ *   redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?opts]
+ *                            one Redis server shared by any number of
+ *                            processes and machines; opts: prefix=TEXT
+ *                            (default "idemgate:", no '{' or '}'),
+ *                            timeout=DURATION (default 2s),
+ *                            allow_eviction=0|1 (default 0),
+ *                            clock=store|caller (default store). A server
+ *                            that is down does not fail the open: calls
+ *                            get IDEM_EUNAVAIL until it is back. One that
+ *                            may evict keys fails it with IDEM_EEVICTION,
+ *                            one that refuses the password with IDEM_EPERM.
  * *out receives a handle to close with idem_store_close(). An LMDB store
  * must be opened after fork() in the process that uses it. LMDB keeps a
  * reserve of free pages (map/32, at least 64 pages and at most 32768) for
@@ -350,7 +361,7 @@ typedef struct idem_store_s idem_store_t;
  * completion of claims already made: a new claim gets IDEM_EFULL once it
  * would eat into that reserve, before the map is entirely full.
  * Returns 0, IDEM_EBADURL (idem_store_url_check() says why), IDEM_ENOMEM,
- * IDEM_EPERM, IDEM_EIO, IDEM_EFULL.
+ * IDEM_EPERM, IDEM_EIO, IDEM_EFULL, IDEM_EEVICTION.
  */
 IDEM_MUST_CHECK int idem_store_open(const char *url, idem_store_t **out);
 

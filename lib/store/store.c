@@ -12,6 +12,8 @@
  *     | store key = scope hash + key bytes
  *     v
  *   a begin: backend->read, a snapshot of the record --> idem_decide()
+ *     |   (not for a backend whose reads are round trips, begin_in_write:
+ *     |   its write() reads the whole batch in one; every begin goes on)
  *     |   REPLAY, IN_PROGRESS, MISMATCH_AGAIN: answered from the snapshot,
  *     |   with no write transaction and no fsync (a snapshot is one
  *     |   consistent state, so the answer is as atomic as any) -- unless
@@ -21,7 +23,8 @@
  *   backend->write(the ops that went on, in order), inside the backend's
  *     |   write transaction (for LMDB, one for the whole batch):
  *     |   idem_store_plan(op, bytes stored now) runs idem_decide() again
- *     |   on what is stored now and yields the record to put or delete
+ *     |   on what is stored now (at the store's clock, op->store_now_ms,
+ *     |   when the backend has one) and yields the record to put or delete
  *     |   and the result to hand back; the backend writes it
  *     v   durable
  *   each op's rc, and a begin's result moved into idem_result_t, which

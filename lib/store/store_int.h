@@ -1,7 +1,7 @@
 /*
  * store_int.h — what lib/store/store.c shares with the backends (mem.c,
- * lmdb.c). Not installed; nothing outside lib/store includes it, except
- * tests that need to reach behind the interface (the record database's
+ * lmdb.c, redis.c). Not installed; nothing outside lib/store includes it,
+ * except tests that need to reach behind the interface (the record database's
  * name, to plant a corrupt record).
  *
  * The split of work:
