@@ -2375,6 +2375,29 @@ static void test_server_password_and_database(void **state)
         0);
 }
 
+/*
+ * A server out of memory (maxmemory reached, noeviction) refuses writes:
+ * a claim gets IDEM_EFULL and changes nothing, while a release, which only
+ * frees, still goes through; below the limit again, claims work.
+ */
+static void test_server_out_of_memory_is_efull(void **state)
+{
+    fixture_t *f = *state;
+    call_t held = call("held", 1, T0), fresh = call("fresh", 1, T0);
+    idem_result_t res;
+    uint64_t owner;
+
+    SKIP_UNLESS_SERVER();
+    owner = claim(f->store, &held);
+    assert_int_equal(redis_cli("config set maxmemory 1"), 0);
+    assert_int_equal(begin(f->store, &fresh, &res), IDEM_EFULL);
+    assert_int_equal(get(f->store, &fresh, &res), IDEM_ENOTFOUND);
+    assert_int_equal(release(f->store, &held, owner), 0);
+    assert_int_equal(redis_cli("config set maxmemory 0"), 0);
+    (void)claim(f->store, &fresh);
+    (void)claim(f->store, &held);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Size                                                                      */
 /* ------------------------------------------------------------------------ */
@@ -3396,6 +3419,7 @@ int main(int argc, char **argv)
         T(test_server_down_opens_and_fails_closed),
         T(test_server_evicting_policy_is_refused),
         T(test_server_password_and_database),
+        T(test_server_out_of_memory_is_efull),
         T(test_large_response_round_trips),
         T(test_batch_equals_single_calls),
         T(test_batch_sees_its_own_earlier_ops),
