@@ -25,6 +25,7 @@
  * stop; SIGINT sent to idemgate alone is graceful). If idemgate itself is
  * killed, the kernel sends nginx's master SIGTERM (PR_SET_PDEATHSIG).
  */
+#include "idem.h"
 #include "idemgate.h"
 
 #include <errno.h>
@@ -396,6 +397,28 @@ static int prepare_store(const idemgate_conf_t *conf, idemgate_err_t *err)
     return check_workers_reach(conf, "--store", conf->store_dir, err);
 }
 
+/*
+ * A store on a server (no directory): opened once and closed, so that one
+ * the workers would refuse (an evicting Redis, a wrong password) stops the
+ * gateway now with the reason, instead of every request getting 503. A
+ * server that is down is no reason: the workers come up and wait for it.
+ */
+static int check_server_store(const idemgate_conf_t *conf, idemgate_err_t *err)
+{
+    idem_store_t *store = NULL;
+    int rc = idem_store_open(conf->store, &store);
+
+    if (rc == 0) {
+        idem_store_close(store);
+        return 0;
+    }
+    if (rc == IDEM_EEVICTION || rc == IDEM_EPERM || rc == IDEM_EBADURL) {
+        return idemgate_fail(err, IDEMGATE_EXIT_USAGE, "--store %s: %s",
+                             conf->store, idem_strerror(rc));
+    }
+    return 0; /* the workers say more, and retry */
+}
+
 /* Everything nginx needs on disk before it starts. */
 static int prepare(idemgate_conf_t *conf, const char *text, size_t len,
                    char **conf_path, int *made, idemgate_err_t *err)
@@ -407,6 +430,9 @@ static int prepare(idemgate_conf_t *conf, const char *text, size_t len,
                              conf->module, strerror(errno));
     }
     if (conf->store_dir != NULL && prepare_store(conf, err) != 0) {
+        return -1;
+    }
+    if (conf->store_dir == NULL && check_server_store(conf, err) != 0) {
         return -1;
     }
     if (make_runtime_dir(conf, made, err) != 0) {

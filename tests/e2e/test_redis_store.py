@@ -288,3 +288,19 @@ def test_a_lost_answer_to_a_write_is_read_back(gateway_factory, upstream,
         assert upstream.executions(key) == 1
     finally:
         proxy.close()
+
+
+def test_the_ready_gateway_refuses_an_evicting_redis(redis_server,
+                                                      redis_prefix, upstream):
+    redis_server.cli("CONFIG", "SET", "maxmemory-policy", "volatile-lru")
+    try:
+        out = subprocess.run(
+            [os.path.join(BUILD, "idemgate"),
+             "--listen", "127.0.0.1:%d" % free_port(),
+             "--upstream", upstream.url, "--admin", "off",
+             "--store", redis_server.url(redis_prefix)],
+            capture_output=True, text=True, timeout=20)
+        assert out.returncode != 0
+        assert "maxmemory-policy" in out.stderr, out.stderr
+    finally:
+        redis_server.cli("CONFIG", "SET", "maxmemory-policy", "noeviction")
