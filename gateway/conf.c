@@ -195,12 +195,21 @@ static void put_page(FILE *f, const idemgate_conf_t *c, const page_t *page)
             "        location = " ERROR_URI "/%d {\n"
             "            internal;\n",
             status);
-    if (c->error_style_ietf) {
+    if (strcmp(c->error_style, "ietf") == 0) {
         fprintf(f,
                 "            default_type application/problem+json;\n"
                 "            return %d '{\"type\":\"" IETF_TYPE
                 "\",\"title\":\"%s\",\"status\":%d,\"detail\":\"%s\"}';\n",
                 status, phrase, status, details);
+    } else if (strcmp(c->error_style, "stripe") == 0) {
+        /* nginx's own errors: the client's request (4xx) or the gateway
+           and its upstream (5xx), as Stripe's SDKs tell them apart */
+        fprintf(f,
+                "            default_type application/json;\n"
+                "            return %d '{\"error\":{\"type\":\"%s\","
+                "\"message\":\"%s\"}}';\n",
+                status, status < 500 ? "invalid_request_error" : "api_error",
+                details);
     } else {
         fprintf(f,
                 "            default_type application/json;\n"
@@ -498,8 +507,7 @@ static void put_api_server(FILE *f, const idemgate_conf_t *c)
             duration_str(c->ttl_ms, ttl, sizeof(ttl)),
             duration_str(c->wait_ms, wait, sizeof(wait)),
             duration_str(c->lease_ms, lease, sizeof(lease)),
-            c->on_unknown_release ? "release" : "store",
-            c->error_style_ietf ? "ietf" : "persona",
+            c->on_unknown_release ? "release" : "store", c->error_style,
             c->require_key ? "on" : "off",
             size_str(c->max_response_bytes, max, sizeof(max)));
     if (c->no_store_headers.n > 0) {

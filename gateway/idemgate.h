@@ -120,7 +120,7 @@ typedef struct {
     int scope_none;
     int require_key;
     int on_unknown_release;
-    int error_style_ietf;
+    const char *error_style; /* "persona", "ietf" or "stripe" (static) */
     idemgate_list_t no_store_headers;
     char *api_log; /* absolute path, or NULL: no API log */
 

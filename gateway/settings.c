@@ -34,6 +34,7 @@ void idemgate_conf_init(idemgate_conf_t *c)
     c->upstream_timeout_ms = 60 * IDEMGATE_SECOND;
     c->methods = IDEMGATE_M_POST;
     c->max_body_bytes = IDEMGATE_MIB;
+    c->error_style = "persona";
     c->max_header_bytes = 16 * IDEMGATE_KIB;
     c->max_response_bytes = 8 * IDEMGATE_MIB;
 }
@@ -334,12 +335,16 @@ static int set_on_unknown(idemgate_conf_t *c, const char *v,
 static int set_error_style(idemgate_conf_t *c, const char *v,
                            idemgate_origin_t o, idemgate_why_t why)
 {
+    static const char *const styles[] = {"persona", "ietf", "stripe"};
+
     (void)o;
-    if (strcmp(v, "persona") == 0 || strcmp(v, "ietf") == 0) {
-        c->error_style_ietf = v[0] == 'i';
-        return 0;
+    for (size_t i = 0; i < sizeof(styles) / sizeof(styles[0]); i++) {
+        if (strcmp(v, styles[i]) == 0) {
+            c->error_style = styles[i];
+            return 0;
+        }
     }
-    return idemgate_why(why, "invalid value '%s' (persona or ietf)", v);
+    return idemgate_why(why, "invalid value '%s' (persona, ietf or stripe)", v);
 }
 
 static int set_api_log(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
@@ -486,8 +491,10 @@ static const idemgate_flag_t flags[] = {
      "reject requests of those methods without Idempotency-Key"},
     {"on-unknown", "store|release", set_on_unknown, 0,
      "when the upstream's outcome is unknown (default store)"},
-    {"error-style", "persona|ietf", set_error_style, 0,
-     "shape of error bodies (default persona)"},
+    {"error-style", "persona|ietf|stripe", set_error_style, 0,
+     "shape of error bodies: persona {\"errors\":[...]}, ietf "
+     "problem+json, stripe {\"error\":{\"type\",\"message\"}} "
+     "(default persona)"},
     {"api-log", "FILE|-", set_api_log, 0,
      "one JSON line per API request; - is standard output (default off)"},
     {"max-body-bytes", "SIZE", set_max_body, 0,

@@ -78,6 +78,7 @@ static ngx_conf_enum_t  ngx_http_idempotency_on_unknown[] = {
 static ngx_conf_enum_t  ngx_http_idempotency_error_styles[] = {
     { ngx_string("persona"), IDEM_STYLE_PERSONA },
     { ngx_string("ietf"), IDEM_STYLE_IETF },
+    { ngx_string("stripe"), IDEM_STYLE_STRIPE },
     { ngx_null_string, 0 }
 };
 

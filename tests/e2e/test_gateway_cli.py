@@ -427,7 +427,7 @@ BAD = [
     (BASE + ["--store", "lmdb:"], "--store: 'lmdb:': lmdb: needs a directory"),
     (BASE + ["--store", "lmdb:./d?fsync=1"], "--store: 'lmdb:./d?fsync=1': unknown lmdb option \"fsync\""),
     (BASE + ["--on-unknown", "retry"], "--on-unknown: invalid value 'retry' (store or release)"),
-    (BASE + ["--error-style", "rfc"], "--error-style: invalid value 'rfc' (persona or ietf)"),
+    (BASE + ["--error-style", "rfc"], "--error-style: invalid value 'rfc' (persona, ietf or stripe)"),
     (BASE + ["--scope-header", "X_Tenant"], "--scope-header: 'X_Tenant' is not a header name"),
     (BASE + ["--scope-header", "none", "--scope-header", "X-Tenant"],
      "--scope-header: none cannot be combined with header names"),
@@ -988,6 +988,21 @@ def test_error_pages_follow_ietf_style(gateway_factory):
     doc = r.json()
     assert doc["status"] == 413 and doc["title"] == "Content Too Large"
     assert "10 bytes" in doc["detail"]
+
+
+def test_error_pages_follow_stripe_style(gateway_factory):
+    g = gateway_factory("--error-style", "stripe", "--max-body-bytes", "10")
+    r = g.post(data="x" * 11)
+    assert r.status_code == 413
+    assert r.headers["Content-Type"] == "application/json"
+    assert r.json()["error"]["type"] == "invalid_request_error"
+    assert "10 bytes" in r.json()["error"]["message"]
+    r = requests.get(g.url + "/sleep/0", timeout=10)
+    assert r.status_code == 200
+    r = g.post(key="k-stripe-1", data="a")
+    r = g.post(key="k-stripe-1", data="b")
+    assert r.status_code == 400
+    assert r.json()["error"]["type"] == "idempotency_error"
 
 
 def test_upstream_down_is_502_json(gateway_factory):

@@ -1,0 +1,197 @@
+"""End-to-end tests of what SDKs read in the gateway's answers: the stripe
+error style (SPEC §5) and the retry hints every replay carries.
+
+Real nginx with the module (conftest's Gateway), in front of a small
+in-process upstream whose answers carry the retry headers an API may send.
+"""
+
+import http.server
+import json
+import socketserver
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import Gateway, unique_key
+
+
+class RetryHeadersHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every POST with a status from the path (/status/NNN, else
+    201) and the API's own retry hints set to true."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(n)
+        parts = self.path.strip("/").split("/")
+        status = int(parts[1]) if parts[0] == "status" else 201
+        with self.server.lock:
+            self.server.count += 1
+            count = self.server.count
+        body = json.dumps({"id": "obj_%d" % count}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Should-Retry", "true")
+        self.send_header("Stripe-Should-Retry", "true")
+        self.send_header("X-Other", "kept")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class RetryHeadersServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), RetryHeadersHandler)
+        self.lock = threading.Lock()
+        self.count = 0
+        self.port = self.server_address[1]
+
+
+@pytest.fixture(scope="module")
+def hinting_upstream():
+    server = RetryHeadersServer()
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def hinting_gateway(hinting_upstream):
+    made = []
+
+    def make(*directives):
+        g = Gateway(hinting_upstream, directives=list(directives))
+        made.append(g)
+        return g
+
+    yield make
+    for g in made:
+        g.close()
+
+
+def post(g, key, body=None, path="/v1/things", headers=None):
+    h = {"Content-Type": "application/json"}
+    if key is not None:
+        h["Idempotency-Key"] = key
+    h.update(headers or {})
+    return requests.post(g.url + path, data=json.dumps(body or {}),
+                         headers=h, timeout=10)
+
+
+# --- replays tell clients not to retry ---------------------------------------
+
+@pytest.mark.parametrize("path", ["/v1/things", "/status/500", "/status/429",
+                                  "/status/409"])
+def test_replay_says_do_not_retry_in_place_of_the_stored_hints(
+        hinting_gateway, hinting_upstream, path):
+    g = hinting_gateway()
+    key = unique_key()
+    first = post(g, key, path=path)
+    # the first answer is the API's own, hints and all
+    assert first.headers["X-Should-Retry"] == "true"
+    assert first.headers["Stripe-Should-Retry"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    replay = post(g, key, path=path)
+    assert replay.status_code == first.status_code
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.headers["X-Should-Retry"] == "false"
+    assert replay.headers["Stripe-Should-Retry"] == "false"
+    assert replay.headers["X-Other"] == "kept"
+    assert replay.content == first.content
+    # one value each, not the stored one beside ours
+    raw = requests.post(g.url + path, data="{}", headers={
+        "Idempotency-Key": key, "Content-Type": "application/json"},
+        timeout=10, stream=True).raw
+    names = [n.lower() for n in raw.headers.keys()]
+    assert names.count("x-should-retry") == 1
+    assert names.count("stripe-should-retry") == 1
+
+
+def test_every_replay_says_do_not_retry(gateway, upstream):
+    key = unique_key()
+    first = gateway.post(key=key, json_body={"a": 1})
+    assert "X-Should-Retry" not in first.headers
+    replay = gateway.post(key=key, json_body={"a": 1})
+    assert replay.headers["X-Should-Retry"] == "false"
+    # Stripe's own header only in the stripe style or where it was stored
+    assert "Stripe-Should-Retry" not in replay.headers
+
+
+def test_stripe_style_replays_carry_stripe_should_retry(gateway_factory):
+    g = gateway_factory(directives=["idempotency_error_style stripe;"])
+    key = unique_key()
+    g.post(key=key, json_body={})
+    replay = g.post(key=key, json_body={})
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.headers["Stripe-Should-Retry"] == "false"
+    assert replay.headers["X-Should-Retry"] == "false"
+
+
+# --- the stripe error style ---------------------------------------------------
+
+def stripe_error(r):
+    assert r.headers["Content-Type"].startswith("application/json")
+    body = r.json()
+    assert list(body) == ["error"]
+    assert set(body["error"]) == {"type", "message"}
+    return body["error"]
+
+
+def test_stripe_style_mismatch_is_an_idempotency_error(gateway_factory,
+                                                       upstream):
+    g = gateway_factory(directives=["idempotency_error_style stripe;"])
+    key = unique_key()
+    g.post(key=key, json_body={"a": 1})
+    r = g.post(key=key, json_body={"a": 2})
+    assert r.status_code == 400
+    err = stripe_error(r)
+    assert err["type"] == "idempotency_error"
+    assert err["message"].startswith(
+        "Keys for idempotent requests can only be used with the same "
+        "parameters they were first used with. Try using a key other than '"
+        + key + "'")
+    assert upstream.executions(key) == 1
+
+
+def test_stripe_style_key_errors_are_idempotency_errors(gateway_factory):
+    g = gateway_factory(directives=["idempotency_error_style stripe;",
+                                    "idempotency_require_key on;"])
+    for key in (None, "x" * 300, ""):
+        r = g.post(key=key, json_body={})
+        assert r.status_code == 400
+        assert stripe_error(r)["type"] == "idempotency_error"
+
+
+def test_stripe_style_conflict_and_unknown_outcome_are_api_errors(
+        gateway_factory, upstream):
+    g = gateway_factory(directives=["idempotency_error_style stripe;",
+                                    "idempotency_wait 200ms;"],
+                        read_timeout="1s")
+    key = unique_key()
+    slow = {"X-Demo-Delay-Ms": "2500"}
+    t = threading.Thread(target=g.post,
+                         kwargs=dict(key=key, json_body={}, headers=slow))
+    t.start()
+    try:
+        time.sleep(0.3)
+        r = g.post(key=key, json_body={}, headers=slow)
+        assert r.status_code == 409
+        assert stripe_error(r)["type"] == "api_error"
+    finally:
+        t.join()
+    # the first request timed out upstream: its key keeps a 504
+    r = g.post(key=key, json_body={})
+    assert r.status_code == 504
+    assert stripe_error(r)["type"] == "api_error"
+    assert r.headers["Stripe-Should-Retry"] == "false"
+    assert upstream.executions(key) == 1
