@@ -163,6 +163,20 @@ static void put_quoted(FILE *f, const char *s)
     fputc('"', f);
 }
 
+/* "            DIRECTIVE "a" "b" ...;", when the list is not empty. */
+static void put_list(FILE *f, const char *directive, const idemgate_list_t *l)
+{
+    if (l->n == 0) {
+        return;
+    }
+    fprintf(f, "            %s", directive);
+    for (size_t i = 0; i < l->n; i++) {
+        fputc(' ', f);
+        put_quoted(f, l->items[i]);
+    }
+    fputs(";\n", f);
+}
+
 /* A size as nginx reads it: "1m", "16k" or bytes. */
 static const char *size_str(uint64_t bytes, char *out, size_t len)
 {
@@ -510,14 +524,8 @@ static void put_api_server(FILE *f, const idemgate_conf_t *c)
             c->on_unknown_release ? "release" : "store", c->error_style,
             c->require_key ? "on" : "off",
             size_str(c->max_response_bytes, max, sizeof(max)));
-    if (c->no_store_headers.n > 0) {
-        fputs("            idempotency_no_store_header", f);
-        for (size_t i = 0; i < c->no_store_headers.n; i++) {
-            fputc(' ', f);
-            put_quoted(f, c->no_store_headers.items[i]);
-        }
-        fputs(";\n", f);
-    }
+    put_list(f, "idempotency_no_store_header", &c->no_store_headers);
+    put_list(f, "idempotency_key_header", &c->key_headers);
     if (c->upstream_prefix[0] != '\0') {
         /* the URI as the client sent it, behind the prefix (which has
          * neither quotes nor backslashes: settings.c checked) */

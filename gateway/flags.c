@@ -415,6 +415,7 @@ void idemgate_conf_free(idemgate_conf_t *c)
     free(c->store_dir);
     idemgate_list_clear(&c->scope_headers);
     idemgate_list_clear(&c->no_store_headers);
+    idemgate_list_clear(&c->key_headers);
     free(c->api_log);
     free(c->runtime_dir);
     free(c->nginx);

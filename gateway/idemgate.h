@@ -122,7 +122,8 @@ typedef struct {
     int on_unknown_release;
     const char *error_style; /* "persona", "ietf" or "stripe" (static) */
     idemgate_list_t no_store_headers;
-    char *api_log; /* absolute path, or NULL: no API log */
+    idemgate_list_t key_headers; /* besides Idempotency-Key */
+    char *api_log;               /* absolute path, or NULL: no API log */
 
     uint64_t max_body_bytes;
     uint64_t max_header_bytes;

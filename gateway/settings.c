@@ -301,6 +301,15 @@ static int set_scope_header(idemgate_conf_t *c, const char *v,
     return 0;
 }
 
+static int set_key_header(idemgate_conf_t *c, const char *v,
+                          idemgate_origin_t o, idemgate_why_t why)
+{
+    if (idemgate_check_header_name(v, 0, why) != 0) {
+        return -1;
+    }
+    return idemgate_list_add(&c->key_headers, v, o, why);
+}
+
 static int set_no_store_header(idemgate_conf_t *c, const char *v,
                                idemgate_origin_t o, idemgate_why_t why)
 {
@@ -522,6 +531,9 @@ static const idemgate_flag_t flags[] = {
      "/healthz, /metrics and /keys/KEY (default 127.0.0.1:9090)"},
     {"no-store-header", "NAME", set_no_store_header, 0,
      "response header never stored for replay; repeatable"},
+    {"key-header", "NAME", set_key_header, 0,
+     "another request header that carries the key, e.g. X-Idempotency-Key "
+     "(Idempotency-Key always does); repeatable"},
     {"runtime-dir", "DIR", set_runtime_dir, 0,
      "where nginx.conf, the pid and temp files go (default a fresh "
      "directory under $TMPDIR, removed at exit)"},

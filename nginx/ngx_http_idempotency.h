@@ -125,6 +125,9 @@ typedef struct {
     ngx_flag_t                   require_key;
     size_t                       max_response_size;
     ngx_array_t                 *no_store_headers;  /* ngx_str_t, lowcase */
+    ngx_array_t                 *key_headers;  /* ngx_str_t, lowcase: names
+                                                  that carry the key besides
+                                                  Idempotency-Key */
     ngx_flag_t                   metrics;
     ngx_flag_t                   admin;
     ngx_flag_t                   health;

@@ -18,6 +18,8 @@ static ngx_int_t ngx_http_idempotency_handler(ngx_http_request_t *r);
 static void ngx_http_idempotency_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_idempotency_decide(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx);
+static ngx_uint_t ngx_http_idempotency_is_key_header(
+    ngx_http_idempotency_loc_conf_t *ilcf, ngx_str_t *name);
 static ngx_int_t ngx_http_idempotency_find_key(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, ngx_http_idempotency_loc_conf_t *ilcf);
 static ngx_int_t ngx_http_idempotency_fingerprint(ngx_http_request_t *r,
@@ -188,6 +190,13 @@ static ngx_command_t  ngx_http_idempotency_commands[] = {
       ngx_http_idempotency_lowcase_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_idempotency_loc_conf_t, no_store_headers),
+      NULL },
+
+    { ngx_string("idempotency_key_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_idempotency_lowcase_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idempotency_loc_conf_t, key_headers),
       NULL },
 
     { ngx_string("idempotency_metrics"),
@@ -491,10 +500,46 @@ ngx_http_idempotency_body_handler(ngx_http_request_t *r)
 }
 
 
+/* Whether a request header named name carries the key under ilcf. */
+
+static ngx_uint_t
+ngx_http_idempotency_is_key_header(ngx_http_idempotency_loc_conf_t *ilcf,
+    ngx_str_t *name)
+{
+    ngx_str_t   *names;
+    ngx_uint_t   i;
+
+    if (name->len == ngx_http_idempotency_header.len
+        && ngx_strncasecmp(name->data, ngx_http_idempotency_header.data,
+                           name->len) == 0)
+    {
+        return 1;
+    }
+
+    if (ilcf->key_headers == NULL) {
+        return 0;
+    }
+
+    names = ilcf->key_headers->elts;
+
+    for (i = 0; i < ilcf->key_headers->nelts; i++) {
+        if (name->len == names[i].len
+            && ngx_strncasecmp(name->data, names[i].data, name->len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /*
- * Finds and parses the Idempotency-Key header(s). NGX_DECLINED: no key and
- * none required. NGX_OK: ctx->key is set, or ctx->answer holds a 400 (a bad
- * or missing key, or a request target with a fragment).
+ * Finds and parses the key header(s): Idempotency-Key and those of
+ * idempotency_key_header; every one present must carry the same key.
+ * NGX_DECLINED: no key and none required. NGX_OK: ctx->key is set, or
+ * ctx->answer holds a 400 (a bad or missing key, or a request target with
+ * a fragment).
  */
 
 static ngx_int_t
@@ -526,10 +571,7 @@ ngx_http_idempotency_find_key(ngx_http_request_t *r,
             i = 0;
         }
 
-        if (h[i].key.len != ngx_http_idempotency_header.len
-            || ngx_strncasecmp(h[i].key.data, ngx_http_idempotency_header.data,
-                               h[i].key.len) != 0)
-        {
+        if (!ngx_http_idempotency_is_key_header(ilcf, &h[i].key)) {
             continue;
         }
 
@@ -1392,6 +1434,7 @@ ngx_http_idempotency_create_loc_conf(ngx_conf_t *cf)
     conf->require_key = NGX_CONF_UNSET;
     conf->max_response_size = NGX_CONF_UNSET_SIZE;
     conf->no_store_headers = NGX_CONF_UNSET_PTR;
+    conf->key_headers = NGX_CONF_UNSET_PTR;
     conf->metrics = NGX_CONF_UNSET;
     conf->admin = NGX_CONF_UNSET;
     conf->health = NGX_CONF_UNSET;
@@ -1425,6 +1468,7 @@ ngx_http_idempotency_merge_loc_conf(ngx_conf_t *cf, void *parent,
                               prev->max_response_size, 8 * 1024 * 1024);
     ngx_conf_merge_ptr_value(conf->no_store_headers, prev->no_store_headers,
                              NULL);
+    ngx_conf_merge_ptr_value(conf->key_headers, prev->key_headers, NULL);
     ngx_conf_merge_value(conf->metrics, prev->metrics, 0);
     ngx_conf_merge_value(conf->admin, prev->admin, 0);
     ngx_conf_merge_value(conf->health, prev->health, 0);

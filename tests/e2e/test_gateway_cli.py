@@ -378,7 +378,8 @@ FLAGS = ["listen", "upstream", "store", "ttl", "wait", "methods",
          "scope-header", "require-key", "on-unknown", "error-style", "api-log",
          "max-body-bytes", "max-header-bytes", "max-response-bytes",
          "client-timeout", "upstream-timeout", "lease", "workers", "user", "admin",
-         "no-store-header", "runtime-dir", "nginx", "module", "config",
+         "no-store-header", "key-header", "runtime-dir", "nginx", "module",
+         "config",
          "print-config", "help"]
 
 
@@ -839,6 +840,27 @@ def test_no_store_header_and_max_response_bytes(gateway_factory):
     assert big2.headers.get("Idempotent-Replayed") == "true"
     assert big2.status_code >= 500
     assert assert_error_body(big2.content)
+
+
+def test_key_header(gateway_factory, echo, workdir):
+    g = gateway_factory("--key-header", "X-Idempotency-Key",
+                        "--key-header", "chargebee-idempotency-key")
+    before = echo.count
+    a = requests.post(g.url + "/v1/things", data="x", timeout=10,
+                      headers={"chargebee-idempotency-key": "k-named"})
+    b = requests.post(g.url + "/v1/things", data="x", timeout=10,
+                      headers={"X-Idempotency-Key": "k-named"})
+    c = g.post(key="k-named", data="x")
+    assert b.headers.get("Idempotent-Replayed") == "true"
+    assert c.headers.get("Idempotent-Replayed") == "true"
+    assert a.content == b.content == c.content
+    assert echo.count - before == 1
+    # forwarded unchanged: the API may read its own header too
+    assert echo.seen[-1][2].get("chargebee-idempotency-key") == "k-named"
+    r = run_cli(*BASE, "--key-header", "PayPal-Request-Id", "--print-config")
+    assert 'idempotency_key_header "PayPal-Request-Id";' in r.stdout
+    r = run_cli(*BASE, "--key-header", "Bad Name", "--print-config")
+    assert r.returncode == 2 and "--key-header" in r.stderr
 
 
 def test_ttl(gateway_factory):

@@ -195,3 +195,65 @@ def test_stripe_style_conflict_and_unknown_outcome_are_api_errors(
     assert stripe_error(r)["type"] == "api_error"
     assert r.headers["Stripe-Should-Retry"] == "false"
     assert upstream.executions(key) == 1
+
+
+# --- key header names ---------------------------------------------------------
+
+KEY_HEADERS = ["X-Idempotency-Key", "chargebee-idempotency-key",
+               "Cko-Idempotency-Key", "PayPal-Request-Id", "Idempotence-Key"]
+
+
+@pytest.fixture
+def named_key_gateway(gateway_factory):
+    return gateway_factory(directives=[
+        "idempotency_key_header " + " ".join(KEY_HEADERS) + ";"])
+
+
+@pytest.mark.parametrize("name", KEY_HEADERS + ["x-IDEMPOTENCY-key"])
+def test_key_header_names_carry_the_key(named_key_gateway, upstream, name):
+    key = unique_key()
+    a = named_key_gateway.post(json_body={"a": 1}, headers={name: key})
+    assert a.status_code == 201
+    b = named_key_gateway.post(json_body={"a": 1}, headers={name: key})
+    assert b.headers["Idempotent-Replayed"] == "true"
+    assert b.content == a.content
+    c = named_key_gateway.post(json_body={"a": 2}, headers={name: key})
+    assert c.status_code == 400
+    # the replay is the first answer itself: one inquiry, one id
+    assert b.json()["data"]["id"] == a.json()["data"]["id"]
+
+
+def test_key_in_another_header_is_the_same_key(named_key_gateway):
+    key = unique_key()
+    a = named_key_gateway.post(key=key, json_body={})
+    b = named_key_gateway.post(json_body={},
+                               headers={"X-Idempotency-Key": key})
+    assert b.headers["Idempotent-Replayed"] == "true"
+    assert b.content == a.content
+
+
+def test_key_headers_that_disagree_are_refused(named_key_gateway):
+    r = named_key_gateway.post(key="k-one", json_body={},
+                               headers={"X-Idempotency-Key": "k-two"})
+    assert r.status_code == 400
+    assert r.json()["errors"][0]["title"] == "Idempotency error"
+    # the same key under both names is one key
+    key = unique_key()
+    r = named_key_gateway.post(key=key, json_body={},
+                               headers={"PayPal-Request-Id": key})
+    assert r.status_code == 201
+
+
+def test_key_header_value_is_validated_like_the_key(named_key_gateway):
+    r = named_key_gateway.post(json_body={},
+                               headers={"X-Idempotency-Key": "x" * 256})
+    assert r.status_code == 400
+    assert "255" in r.json()["errors"][0]["details"]
+
+
+def test_other_names_are_not_keys_unless_configured(gateway):
+    key = unique_key()
+    a = gateway.post(json_body={}, headers={"X-Idempotency-Key": key})
+    b = gateway.post(json_body={}, headers={"X-Idempotency-Key": key})
+    assert "Idempotent-Replayed" not in b.headers
+    assert a.json() != b.json()
