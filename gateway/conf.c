@@ -526,6 +526,13 @@ static void put_api_server(FILE *f, const idemgate_conf_t *c)
             size_str(c->max_response_bytes, max, sizeof(max)));
     put_list(f, "idempotency_no_store_header", &c->no_store_headers);
     put_list(f, "idempotency_key_header", &c->key_headers);
+    if (c->n_release_statuses > 0) {
+        fputs("            idempotency_release_status", f);
+        for (size_t i = 0; i < c->n_release_statuses; i++) {
+            fprintf(f, " %u", c->release_statuses[i]);
+        }
+        fputs(";\n", f);
+    }
     if (c->upstream_prefix[0] != '\0') {
         /* the URI as the client sent it, behind the prefix (which has
          * neither quotes nor backslashes: settings.c checked) */

@@ -122,8 +122,10 @@ typedef struct {
     int on_unknown_release;
     const char *error_style; /* "persona", "ietf" or "stripe" (static) */
     idemgate_list_t no_store_headers;
-    idemgate_list_t key_headers; /* besides Idempotency-Key */
-    char *api_log;               /* absolute path, or NULL: no API log */
+    idemgate_list_t key_headers;   /* besides Idempotency-Key */
+    unsigned release_statuses[16]; /* statuses that free the key */
+    size_t n_release_statuses;
+    char *api_log; /* absolute path, or NULL: no API log */
 
     uint64_t max_body_bytes;
     uint64_t max_header_bytes;

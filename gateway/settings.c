@@ -301,6 +301,48 @@ static int set_scope_header(idemgate_conf_t *c, const char *v,
     return 0;
 }
 
+/* "429,503": statuses from 200 to 599 whose responses free the key. */
+static int set_release_status(idemgate_conf_t *c, const char *v,
+                              idemgate_origin_t o, idemgate_why_t why)
+{
+    const char *p = v;
+    size_t max = sizeof(c->release_statuses) / sizeof(c->release_statuses[0]);
+    size_t n = 0;
+
+    (void)o;
+    for (;;) {
+        unsigned status = 0;
+        size_t digits = strspn(p, "0123456789");
+
+        if (digits != 3) {
+            goto fail;
+        }
+        for (size_t i = 0; i < 3; i++) {
+            status = status * 10 + (unsigned)(p[i] - '0');
+        }
+        if (status < 200 || status > 599 || n == max) {
+            goto fail;
+        }
+        c->release_statuses[n++] = status;
+        p += 3;
+        if (*p == '\0') {
+            break;
+        }
+        if (*p != ',') {
+            goto fail;
+        }
+        p++;
+    }
+    c->n_release_statuses = n;
+    return 0;
+
+fail:
+    return idemgate_why(why,
+                        "invalid value '%s' (statuses from 200 to 599, "
+                        "comma-separated, at most %zu, e.g. 429,503)",
+                        v, max);
+}
+
 static int set_key_header(idemgate_conf_t *c, const char *v,
                           idemgate_origin_t o, idemgate_why_t why)
 {
@@ -531,6 +573,10 @@ static const idemgate_flag_t flags[] = {
      "/healthz, /metrics and /keys/KEY (default 127.0.0.1:9090)"},
     {"no-store-header", "NAME", set_no_store_header, 0,
      "response header never stored for replay; repeatable"},
+    {"release-status", "LIST", set_release_status, 0,
+     "statuses whose responses reach the client and free the key instead "
+     "of being stored, e.g. 429,503 (default none: every status is "
+     "stored)"},
     {"key-header", "NAME", set_key_header, 0,
      "another request header that carries the key, e.g. X-Idempotency-Key "
      "(Idempotency-Key always does); repeatable"},

@@ -48,6 +48,8 @@ static char *ngx_http_idempotency_scope_add(ngx_conf_t *cf,
     ngx_array_t *scope, ngx_str_t *value);
 static char *ngx_http_idempotency_scope_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_idempotency_status_slot(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_idempotency_lowcase_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_idempotency_location_slot(ngx_conf_t *cf,
@@ -190,6 +192,13 @@ static ngx_command_t  ngx_http_idempotency_commands[] = {
       ngx_http_idempotency_lowcase_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_idempotency_loc_conf_t, no_store_headers),
+      NULL },
+
+    { ngx_string("idempotency_release_status"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_idempotency_status_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idempotency_loc_conf_t, release_statuses),
       NULL },
 
     { ngx_string("idempotency_key_header"),
@@ -1286,6 +1295,52 @@ ngx_http_idempotency_scope_slot(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/* A list of HTTP statuses, 200 to 599, added to an array of ngx_uint_t. */
+
+static char *
+ngx_http_idempotency_status_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char  *p = conf;
+
+    ngx_int_t      n;
+    ngx_str_t     *value;
+    ngx_uint_t     i, *s;
+    ngx_array_t  **a;
+
+    a = (ngx_array_t **) (p + cmd->offset);
+
+    if (*a == NGX_CONF_UNSET_PTR || *a == NULL) {
+        *a = ngx_array_create(cf->pool, 4, sizeof(ngx_uint_t));
+        if (*a == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        n = ngx_atoi(value[i].data, value[i].len);
+
+        if (n < 200 || n > 599) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid status \"%V\": a status from 200 to "
+                               "599", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        s = ngx_array_push(*a);
+        if (s == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *s = (ngx_uint_t) n;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static char *
 ngx_http_idempotency_lowcase_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
@@ -1435,6 +1490,7 @@ ngx_http_idempotency_create_loc_conf(ngx_conf_t *cf)
     conf->max_response_size = NGX_CONF_UNSET_SIZE;
     conf->no_store_headers = NGX_CONF_UNSET_PTR;
     conf->key_headers = NGX_CONF_UNSET_PTR;
+    conf->release_statuses = NGX_CONF_UNSET_PTR;
     conf->metrics = NGX_CONF_UNSET;
     conf->admin = NGX_CONF_UNSET;
     conf->health = NGX_CONF_UNSET;
@@ -1469,6 +1525,8 @@ ngx_http_idempotency_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_ptr_value(conf->no_store_headers, prev->no_store_headers,
                              NULL);
     ngx_conf_merge_ptr_value(conf->key_headers, prev->key_headers, NULL);
+    ngx_conf_merge_ptr_value(conf->release_statuses, prev->release_statuses,
+                             NULL);
     ngx_conf_merge_value(conf->metrics, prev->metrics, 0);
     ngx_conf_merge_value(conf->admin, prev->admin, 0);
     ngx_conf_merge_value(conf->health, prev->health, 0);
@@ -1807,7 +1865,8 @@ ngx_http_idempotency_log_entry_variable(ngx_http_request_t *r,
 
     len = sizeof("{\"time\":\"2026-01-01T00:00:00.000Z\",\"request_id\":\"\","
                  "\"method\":\"\",\"path\":\"\",\"status\":999,\"key\":,"
-                 "\"outcome\":\"idempotency_error\",\"duration_ms\":}") + 32
+                 "\"outcome\":\"idempotency_error\",\"duration_ms\":,"
+                 "\"key_released\":true}") + 32
           + (rid && !rid->not_found ? rid->len : 0)
           + idem_json_escape(NULL, 0, (char *) method.data, method.len)
           + idem_json_escape(NULL, 0, (char *) path.data, path.len)
@@ -1846,10 +1905,18 @@ ngx_http_idempotency_log_entry_variable(ngx_http_request_t *r,
         p = ngx_cpymem(p, "null", 4);
     }
 
-    p = ngx_sprintf(p, ",\"outcome\":\"%s\",\"duration_ms\":%M}",
+    p = ngx_sprintf(p, ",\"outcome\":\"%s\",\"duration_ms\":%M",
                     o == NGX_HTTP_IDEM_OUT_MISMATCH ? "idempotency_error"
                                                     : "executed",
                     (ngx_msec_t) ms);
+
+    /* executed, answered, and not kept (idempotency_release_status) */
+    if (ctx && ctx->released_by_status) {
+        p = ngx_cpymem(p, ",\"key_released\":true",
+                       sizeof(",\"key_released\":true") - 1);
+    }
+
+    *p++ = '}';
 
     v->len = p - v->data;
     v->valid = 1;

@@ -378,7 +378,8 @@ FLAGS = ["listen", "upstream", "store", "ttl", "wait", "methods",
          "scope-header", "require-key", "on-unknown", "error-style", "api-log",
          "max-body-bytes", "max-header-bytes", "max-response-bytes",
          "client-timeout", "upstream-timeout", "lease", "workers", "user", "admin",
-         "no-store-header", "key-header", "runtime-dir", "nginx", "module",
+         "no-store-header", "key-header", "release-status", "runtime-dir",
+         "nginx", "module",
          "config",
          "print-config", "help"]
 
@@ -861,6 +862,24 @@ def test_key_header(gateway_factory, echo, workdir):
     assert 'idempotency_key_header "PayPal-Request-Id";' in r.stdout
     r = run_cli(*BASE, "--key-header", "Bad Name", "--print-config")
     assert r.returncode == 2 and "--key-header" in r.stderr
+
+
+def test_release_status(gateway_factory, echo):
+    g = gateway_factory("--release-status", "429,503")
+    before = echo.count
+    a = g.post("/status/429", key="k-rel", data="x")
+    b = g.post("/status/429", key="k-rel", data="x")
+    assert a.status_code == b.status_code == 429
+    assert "Idempotent-Replayed" not in b.headers
+    c = g.post("/v1/ok", key="k-rel2", data="x")
+    d = g.post("/v1/ok", key="k-rel2", data="x")
+    assert d.headers.get("Idempotent-Replayed") == "true"
+    assert echo.count - before == 3
+    r = run_cli(*BASE, "--release-status", "429,503", "--print-config")
+    assert "idempotency_release_status 429 503;" in r.stdout
+    for bad in ("42", "429;503", "700", "429,"):
+        r = run_cli(*BASE, "--release-status", bad, "--print-config")
+        assert r.returncode == 2 and "--release-status" in r.stderr, bad
 
 
 def test_ttl(gateway_factory):

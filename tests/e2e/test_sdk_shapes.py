@@ -257,3 +257,56 @@ def test_other_names_are_not_keys_unless_configured(gateway):
     b = gateway.post(json_body={}, headers={"X-Idempotency-Key": key})
     assert "Idempotent-Replayed" not in b.headers
     assert a.json() != b.json()
+
+
+# --- statuses that free the key -----------------------------------------------
+
+def test_release_status_reaches_the_client_and_frees_the_key(gateway_factory,
+                                                             upstream):
+    g = gateway_factory(directives=["idempotency_release_status 429 503;"])
+    key = unique_key()
+    shed = g.post(key=key, json_body={}, headers={"X-Demo-Fail": "429"})
+    assert shed.status_code == 429
+    assert "Idempotency-Expires" not in shed.headers
+    assert "Idempotent-Replayed" not in shed.headers
+    assert g.admin_get(key).status_code == 404
+    again = g.post(key=key, json_body={}, headers={"X-Demo-Fail": "503"})
+    assert again.status_code == 503
+    assert g.admin_get(key).status_code == 404
+    ok = g.post(key=key, json_body={})
+    assert ok.status_code == 201 and "Idempotency-Expires" in ok.headers
+    replay = g.post(key=key, json_body={}, headers={"X-Demo-Fail": "429"})
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.status_code == 201
+    assert upstream.executions(key) == 3
+    time.sleep(0.2)
+    mine = [e for e in g.api_log() if e["key"] == key]
+    assert [(e["status"], e.get("key_released", False)) for e in mine] == [
+        (429, True), (503, True), (201, False)]
+
+
+def test_other_statuses_are_stored_as_before(gateway_factory, upstream):
+    g = gateway_factory(directives=["idempotency_release_status 429;"])
+    key = unique_key()
+    first = g.post(key=key, json_body={}, headers={"X-Demo-Fail": "500"})
+    assert first.status_code == 500
+    replay = g.post(key=key, json_body={})
+    assert replay.status_code == 500
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert upstream.executions(key) == 1
+
+
+def test_by_default_every_status_is_stored(gateway, upstream):
+    key = unique_key()
+    gateway.post(key=key, json_body={}, headers={"X-Demo-Fail": "429"})
+    replay = gateway.post(key=key, json_body={})
+    assert replay.status_code == 429
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert upstream.executions(key) == 1
+
+
+@pytest.mark.parametrize("bad", ["99", "600", "abc"])
+def test_release_status_must_be_a_status(gateway_factory, bad):
+    # nginx refuses the configuration: the gateway does not start
+    with pytest.raises(RuntimeError, match="exited"):
+        gateway_factory(directives=["idempotency_release_status %s;" % bad])
