@@ -278,6 +278,9 @@ static void put_scope(FILE *f, const idemgate_conf_t *c)
         fputc(' ', f);
         put_header_variable(f, c->scope_headers.items[i]);
     }
+    for (size_t i = 0; i < c->scope_cookies.n; i++) {
+        fprintf(f, " $cookie_%s", c->scope_cookies.items[i]);
+    }
     fputs(";\n", f);
 }
 

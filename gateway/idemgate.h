@@ -117,6 +117,7 @@ typedef struct {
     int lease_set;
     unsigned methods;              /* IDEMGATE_M_... */
     idemgate_list_t scope_headers; /* header names as given */
+    idemgate_list_t scope_cookies; /* cookie names, after the headers */
     int scope_none;
     int require_key;
     int on_unknown_release;

@@ -295,8 +295,9 @@ static int set_scope_header(idemgate_conf_t *c, const char *v,
     if (c->scope_none && c->scope_headers.n > 0) {
         return idemgate_why(why, "none cannot be combined with header names");
     }
-    if (c->scope_headers.n > SCOPE_MAX) {
-        return idemgate_why(why, "at most %u scope headers", SCOPE_MAX);
+    if (c->scope_headers.n + c->scope_cookies.n > SCOPE_MAX) {
+        return idemgate_why(why, "at most %u scope headers and cookies",
+                            SCOPE_MAX);
     }
     return 0;
 }
@@ -341,6 +342,32 @@ fail:
                         "invalid value '%s' (statuses from 200 to 599, "
                         "comma-separated, at most %zu, e.g. 429,503)",
                         v, max);
+}
+
+/* A cookie whose value scopes keys: a name nginx can read as $cookie_NAME. */
+static int set_scope_cookie(idemgate_conf_t *c, const char *v,
+                            idemgate_origin_t o, idemgate_why_t why)
+{
+    if (v[0] == '\0' ||
+        v[strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                    "0123456789_")] != '\0') {
+        return idemgate_why(why,
+                            "'%s' is not a cookie name the gateway can read "
+                            "(letters, digits and '_')",
+                            v);
+    }
+    if (c->scope_cookies.origin != o) {
+        idemgate_list_clear(&c->scope_cookies);
+        c->scope_cookies.origin = o;
+    }
+    if (idemgate_list_add(&c->scope_cookies, v, o, why) != 0) {
+        return -1;
+    }
+    if (c->scope_headers.n + c->scope_cookies.n > SCOPE_MAX) {
+        return idemgate_why(why, "at most %u scope headers and cookies",
+                            SCOPE_MAX);
+    }
+    return 0;
 }
 
 static int set_key_header(idemgate_conf_t *c, const char *v,
@@ -537,6 +564,9 @@ static const idemgate_flag_t flags[] = {
      "methods that take part, e.g. POST,PATCH (default POST)"},
     {"scope-header", "NAME|none", set_scope_header, 0,
      "header whose value scopes keys; repeatable (default Authorization)"},
+    {"scope-cookie", "NAME", set_scope_cookie, 0,
+     "cookie whose value scopes keys too, for session-cookie APIs; "
+     "repeatable"},
     {"require-key", NULL, set_require_key,
      IDEMGATE_FLAG_SWITCH | IDEMGATE_FLAG_EQ_VALUE,
      "reject requests of those methods without Idempotency-Key"},

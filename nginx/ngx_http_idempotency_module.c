@@ -652,12 +652,15 @@ ngx_http_idempotency_scope_hash(ngx_http_request_t *r,
     ngx_http_idempotency_loc_conf_t *ilcf, idem_hash_t *out)
 {
     ngx_str_t                            val;
-    ngx_uint_t                           i, n;
+    ngx_uint_t                           i, n, absent;
     idem_str_t                           values[8];
     ngx_http_variable_value_t           *vv;
     ngx_http_idempotency_scope_value_t  *sv;
 
+    static ngx_uint_t                    warned;
+
     n = 0;
+    absent = 0;
 
     if (!ilcf->scope_none && ilcf->scope != NULL) {
         sv = ilcf->scope->elts;
@@ -675,6 +678,7 @@ ngx_http_idempotency_scope_hash(ngx_http_request_t *r,
                 values[i].data = vv->not_found ? NULL
                                  : vv->len ? (char *) vv->data : "";
                 values[i].len = vv->not_found ? 0 : vv->len;
+                absent += vv->not_found;
                 continue;
             }
 
@@ -685,6 +689,15 @@ ngx_http_idempotency_scope_hash(ngx_http_request_t *r,
             values[i].data = val.len ? (char *) val.data : "";
             values[i].len = val.len;
         }
+    }
+
+    if (n > 0 && absent == n && !warned) {
+        /* once per worker: a setup that scopes by nothing the clients send */
+        warned = 1;
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "idempotency: a request carries none of the "
+                      "scope's inputs (idempotency_scope); every such "
+                      "client shares one scope");
     }
 
     if (idem_scope_hash(values, n, out) != 0) {

@@ -375,7 +375,7 @@ BASE = ["--listen", "127.0.0.1:18080", "--upstream", "http://127.0.0.1:18081"]
 # --------------------------------------------------------------------------
 
 FLAGS = ["listen", "upstream", "store", "ttl", "wait", "methods",
-         "scope-header", "require-key", "on-unknown", "error-style", "api-log",
+         "scope-header", "scope-cookie", "require-key", "on-unknown", "error-style", "api-log",
          "max-body-bytes", "max-header-bytes", "max-response-bytes",
          "client-timeout", "upstream-timeout", "lease", "workers", "user", "admin",
          "no-store-header", "key-header", "release-status", "runtime-dir",
@@ -826,6 +826,32 @@ def test_scope_headers(gateway_factory):
     r = g2.post(key="k-s2", data="x", headers={"Authorization": "Bearer 2"})
     assert r.headers.get("Idempotent-Replayed") == "true"
     assert r.json()["count"] == c
+
+
+def test_scope_cookie(gateway_factory):
+    g = gateway_factory("--scope-cookie", "session")
+    a = g.post(key="k-c", data="x", headers={"Cookie": "session=s1"})
+    b = g.post(key="k-c", data="x", headers={"Cookie": "theme=dark; session=s2"})
+    assert a.json()["count"] != b.json()["count"]
+    # the same session, another token: the same scope (the cookie alone,
+    # not the default Authorization, scopes keys)
+    c = g.post(key="k-c", data="x", headers={"Cookie": "session=s1",
+                                             "Authorization": "Bearer new"})
+    assert c.headers.get("Idempotent-Replayed") == "true"
+    assert c.json()["count"] == a.json()["count"]
+    # no cookie and an empty one are different scopes too
+    d = g.post(key="k-c", data="x")
+    e = g.post(key="k-c", data="x", headers={"Cookie": "session="})
+    assert d.json()["count"] != e.json()["count"]
+    r = run_cli(*BASE, "--scope-header", "X-Tenant", "--scope-cookie", "sid",
+                "--print-config")
+    assert "idempotency_scope $http_x_tenant $cookie_sid;" in r.stdout
+    for args, message in (
+            (["--scope-cookie", "a-b"], "is not a cookie name"),
+            (["--scope-header", "none", "--scope-cookie", "sid"],
+             "cannot be combined")):
+        r = run_cli(*BASE, *args, "--print-config")
+        assert r.returncode == 2 and message in r.stderr, r.stderr
 
 
 def test_no_store_header_and_max_response_bytes(gateway_factory):

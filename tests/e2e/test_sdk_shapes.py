@@ -6,6 +6,7 @@ in-process upstream whose answers carry the retry headers an API may send.
 """
 
 import http.server
+import os
 import json
 import socketserver
 import threading
@@ -310,3 +311,81 @@ def test_release_status_must_be_a_status(gateway_factory, bad):
     # nginx refuses the configuration: the gateway does not start
     with pytest.raises(RuntimeError, match="exited"):
         gateway_factory(directives=["idempotency_release_status %s;" % bad])
+
+
+# --- scopes by who the client is ----------------------------------------------
+
+class PrincipalHandler(http.server.BaseHTTPRequestHandler):
+    """An auth service: tokens t1 and t2 are alice's (t2 is t1 rotated), t3
+    is bob's; anything else is refused."""
+    protocol_version = "HTTP/1.1"
+    principals = {"Bearer t1": "alice", "Bearer t2": "alice",
+                  "Bearer t3": "bob"}
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        who = self.principals.get(self.headers.get("Authorization", ""))
+        self.send_response(200 if who else 401)
+        if who:
+            self.send_header("X-Principal", who)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture(scope="module")
+def auth_service():
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0),
+                                             PrincipalHandler)
+    server.daemon_threads = True
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_scope_by_the_principal_auth_request_returns(gateway_factory,
+                                                     upstream, auth_service):
+    g = gateway_factory(
+        directives=["auth_request /_auth;",
+                    "auth_request_set $principal $upstream_http_x_principal;",
+                    "idempotency_scope $principal;"],
+        extra_locations="""
+        location = /_auth {
+            internal;
+            proxy_pass http://127.0.0.1:%d;
+            proxy_method GET;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+        }
+""" % auth_service)
+    key = unique_key()
+    a = g.post(key=key, json_body={}, headers={"Authorization": "Bearer t1"})
+    assert a.status_code == 201
+    # the token rotated, the client is the same: the same key
+    b = g.post(key=key, json_body={}, headers={"Authorization": "Bearer t2"})
+    assert b.headers["Idempotent-Replayed"] == "true"
+    assert b.content == a.content
+    # another principal: another scope, another execution
+    c = g.post(key=key, json_body={}, headers={"Authorization": "Bearer t3"})
+    assert "Idempotent-Replayed" not in c.headers
+    # no principal: auth refuses before the key is looked at
+    d = g.post(key=key, json_body={}, headers={"Authorization": "Bearer x"})
+    assert d.status_code == 401
+    assert upstream.executions(key) == 2
+
+
+def test_no_scope_input_is_said_once_in_the_error_log(gateway, upstream):
+    for _ in range(3):
+        gateway.post(key=unique_key(), json_body={})
+    with open(os.path.join(gateway.run, "error.log")) as f:
+        log = f.read()
+    assert log.count("carries none of the scope's inputs") == 1
+    # a request with the header says nothing
+    before = log.count("carries none")
+    gateway.post(key=unique_key(), json_body={},
+                 headers={"Authorization": "Bearer z"})
+    with open(os.path.join(gateway.run, "error.log")) as f:
+        assert f.read().count("carries none") == before
