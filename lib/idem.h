@@ -283,7 +283,11 @@ int idem_record_expired(const idem_record_t *rec, int64_t now_ms);
 /* Core: gateway-made error responses (SPEC §2, §4, §5, §8)                  */
 /* ------------------------------------------------------------------------ */
 
-typedef enum { IDEM_STYLE_PERSONA = 0, IDEM_STYLE_IETF = 1 } idem_style_t;
+typedef enum {
+    IDEM_STYLE_PERSONA = 0, /* {"errors":[{"title","details"}]}          */
+    IDEM_STYLE_IETF = 1,    /* application/problem+json                  */
+    IDEM_STYLE_STRIPE = 2   /* {"error":{"type","message"}}, Stripe's    */
+} idem_style_t;
 
 typedef enum {
     IDEM_ERR_KEY_INVALID = 1, /* a malformed key; detail from the key error */

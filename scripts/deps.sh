@@ -22,6 +22,12 @@ for p in $PACKAGES; do
     fi
 done
 
+# node and npm run the real API client SDKs of the end-to-end tests; a
+# machine may have them from elsewhere than Debian's packages
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    missing="$missing nodejs npm"
+fi
+
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" != 0 ]; then

@@ -16,21 +16,12 @@
  *
  * Reads (lookup, get, begin's fast path) use a read-only transaction of
  * their own: no lock of ours, never blocked by writers. Writes go through
- * the group-commit queue, so that many threads share one transaction and
- * one fsync. A caller brings an array of ops: one for begin(), complete(),
- * release(), delete() and prune(), n for idem_store_batch(); its ops stay
- * together and in order.
+ * the group-commit queue (gcq.h), so that many threads share one
+ * transaction and one fsync. A caller brings an array of ops: one for
+ * begin(), complete(), release(), delete() and prune(), n for
+ * idem_store_batch(); its ops stay together and in order. The batch the
+ * queue hands over runs here:
  *
- *    thread A         thread B            thread C     (callers of write)
- *     1 op          batch of 3 ops          1 op
- *       |                |                    |
- *       v                v                    v
- *   +-----------------------------------------------------+
- *   | queue (qmu): [A: a1] -> [B: b1 b2 b3] -> [C: c1]    |  each caller
- *   +-----------------------------------------------------+  sleeps on its
- *       | the first caller to find no leader leads: it takes  own condvar
- *       | the whole queue and runs it without holding qmu
- *       v
  *   +--------------- one write transaction ----------------+
  *   | a1: get, idem_store_plan(), put/del record + index   |
  *   | b1, b2, b3: the same, each seeing the writes before  |
@@ -42,13 +33,7 @@
  *       | failure (map full, I/O error, ...): abort, then run each op
  *       | alone in its own transaction, in the same order, so one op's
  *       | failure cannot fail the others and nothing half-written remains
- *       v
- *   publish (qmu): mark each caller done and wake it; if callers queued
- *   meanwhile, hand the lead to the first of them (it runs the next batch
- *   at once), else leave the queue leaderless
  *
- * Handing the lead over, instead of the leader looping, keeps the queue
- * busy just the same while bounding every caller's wait to two batches.
  * With group_commit=0 every op runs alone, a batch's ops too: one
  * transaction and one commit each (for comparison in the benchmark).
  *
@@ -110,6 +95,8 @@
  * of the path to it, so a batch costs little more per op than a single
  * write costs in all.
  */
+#include "gcq.h"
+#include "lmdb_names.h"
 #include "registry.h"
 #include "store_int.h"
 
@@ -153,16 +140,6 @@
 #define IDEM_STORE_LMDB_MAP_MIN ((uint64_t)64 << 10)
 #define IDEM_STORE_LMDB_MAP_MAX ((uint64_t)16384 << 30)
 
-/* A caller waiting in the group-commit queue; lives on its stack. */
-typedef struct idem_store_lmdb_waiter_s {
-    idem_store_op_t *ops; /* the caller's ops, carried out in order */
-    size_t n;
-    struct idem_store_lmdb_waiter_s *next;
-    pthread_cond_t cv;
-    int done; /* the ops' results are published */
-    int lead; /* run the next batch */
-} idem_store_lmdb_waiter_t;
-
 typedef struct {
     idem_store_t base; /* first: the handle callers hold */
     MDB_env *env;
@@ -178,10 +155,7 @@ typedef struct {
     struct stat data_st;  /* data.mdb and lock.mdb as opened, for check */
     struct stat lock_st;
 
-    pthread_mutex_t qmu; /* guards the queue and leading */
-    idem_store_lmdb_waiter_t *head;
-    idem_store_lmdb_waiter_t *tail;
-    int leading; /* a batch is running */
+    idem_store_gcq_t queue; /* the group-commit queue */
 } idem_store_lmdb_t;
 
 /* The options of an "lmdb:" URL. */
@@ -581,10 +555,11 @@ fail:
  * one transaction per op if the batch cannot be committed. Each op's
  * result is in op->rc. A batch that wrote nothing is aborted: no commit.
  */
-static void idem_store_lmdb_run_batch(idem_store_lmdb_t *s,
-                                      idem_store_lmdb_waiter_t *batch)
+static void idem_store_lmdb_run_batch(void *backend,
+                                      idem_store_gcq_waiter_t *batch)
 {
-    idem_store_lmdb_waiter_t *w;
+    idem_store_lmdb_t *s = backend;
+    idem_store_gcq_waiter_t *w;
     MDB_txn *txn;
     uint64_t n = 0;
     int rc, wrote;
@@ -629,68 +604,21 @@ alone:
     }
 }
 
-/* ------------------------------------------------------------------------ */
-/* The group-commit queue                                                    */
-/* ------------------------------------------------------------------------ */
-
+/* Carries out ops through the group-commit queue, or one by one. */
 static void idem_store_lmdb_write(idem_store_t *store, idem_store_op_t *ops,
                                   size_t n)
 {
     idem_store_lmdb_t *s = (idem_store_lmdb_t *)store;
-    idem_store_lmdb_waiter_t w, *batch, *x;
 
     if (n == 0) {
         return;
     }
-    if (!s->group_commit || pthread_cond_init(&w.cv, NULL) != 0) {
-        for (size_t i = 0; i < n; i++) {
-            idem_store_lmdb_run_alone(s, &ops[i]);
-        }
+    if (s->group_commit && idem_store_gcq_submit(&s->queue, ops, n) == 0) {
         return;
     }
-    w.ops = ops;
-    w.n = n;
-    w.next = NULL;
-    w.done = 0;
-    w.lead = 0;
-
-    pthread_mutex_lock(&s->qmu);
-    if (s->tail != NULL) {
-        s->tail->next = &w;
-    } else {
-        s->head = &w;
+    for (size_t i = 0; i < n; i++) {
+        idem_store_lmdb_run_alone(s, &ops[i]);
     }
-    s->tail = &w;
-    if (!s->leading) {
-        s->leading = 1;
-        w.lead = 1;
-    }
-    while (!w.done && !w.lead) {
-        pthread_cond_wait(&w.cv, &s->qmu);
-    }
-    if (!w.done) {
-        batch = s->head;
-        s->head = s->tail = NULL;
-        pthread_mutex_unlock(&s->qmu);
-
-        idem_store_lmdb_run_batch(s, batch);
-
-        pthread_mutex_lock(&s->qmu);
-        for (x = batch; x != NULL; x = x->next) {
-            x->done = 1;
-            if (x != &w) {
-                pthread_cond_signal(&x->cv);
-            }
-        }
-        if (s->head != NULL) {
-            s->head->lead = 1;
-            pthread_cond_signal(&s->head->cv);
-        } else {
-            s->leading = 0;
-        }
-    }
-    pthread_mutex_unlock(&s->qmu);
-    pthread_cond_destroy(&w.cv);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1025,7 +953,7 @@ static void idem_store_lmdb_close(idem_store_t *store)
     idem_store_lmdb_t *s = (idem_store_lmdb_t *)store;
 
     mdb_env_close(s->env);
-    pthread_mutex_destroy(&s->qmu);
+    idem_store_gcq_destroy(&s->queue);
     free(s->path);
     free(s);
 }
@@ -1047,7 +975,7 @@ static int idem_store_lmdb_open(const char *url, const char *rest,
     idem_store_lmdb_t *s = NULL;
     MDB_txn *txn;
     unsigned int flags = MDB_NOTLS;
-    int rc, dead, mutex_ok = 0;
+    int rc, dead, queue_ok = 0;
     char why[256];
 
     (void)url;
@@ -1060,11 +988,11 @@ static int idem_store_lmdb_open(const char *url, const char *rest,
         rc = IDEM_ENOMEM;
         goto fail;
     }
-    if (pthread_mutex_init(&s->qmu, NULL) != 0) {
-        rc = IDEM_ENOMEM;
+    rc = idem_store_gcq_init(&s->queue, idem_store_lmdb_run_batch, s);
+    if (rc != 0) {
         goto fail;
     }
-    mutex_ok = 1;
+    queue_ok = 1;
     s->group_commit = c.group_commit;
 
     rc = idem_store_lmdb_mkdirs(c.path);
@@ -1141,8 +1069,8 @@ fail:
         if (s->env != NULL) {
             mdb_env_close(s->env);
         }
-        if (mutex_ok) {
-            pthread_mutex_destroy(&s->qmu);
+        if (queue_ok) {
+            idem_store_gcq_destroy(&s->queue);
         }
         free(s);
     }

@@ -1,8 +1,7 @@
 /*
  * store_int.h — what lib/store/store.c shares with the backends (mem.c,
  * lmdb.c, redis.c). Not installed; nothing outside lib/store includes it,
- * except tests that need to reach behind the interface (the record database's
- * name, to plant a corrupt record).
+ * except tests that need to reach behind the interface.
  *
  * The split of work:
  *
@@ -40,10 +39,6 @@ typedef struct {
 
 /* FNV-1a (64 bits) of the store key, for hash tables. */
 uint64_t idem_store_key_hash(const idem_store_key_t *k);
-
-/* The names of the two LMDB databases of an environment. */
-#define IDEM_STORE_LMDB_DB_RECORDS "records"
-#define IDEM_STORE_LMDB_DB_EXPIRY  "expiry"
 
 /*
  * An encoded record in one allocation, and the header array decoded from

@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "idem.h"
+#include "store/lmdb_names.h"
 #include "store/store_int.h"
 
 /* valgrind maps at most 64 GiB, less than the default LMDB map: under it,
