@@ -35,6 +35,16 @@
  *   rounds; then its ops get IDEM_EUNAVAIL. Groups that need no write
  *   (replays, conflicts) cost round trip 1 only.
  *
+ * Why a compare-and-set, and not the decision table in Lua (one round
+ * trip instead of two): a second copy of lib/core/decide.c in Lua would
+ * have to stay the same as the first forever, and the read costs little.
+ * Measured on loopback (Redis 7.0, appendfsync always, one client): a GET
+ * round trip 0.054 ms, an EVAL that SETs 0.27 ms (the fsync), so the read
+ * adds about 20% to a lone write, and in a batch one round trip for all
+ * its ops. bench/store_bench -u URL: 1,170 begin+complete pairs/s on one
+ * thread with single calls, 17,100 with batches of 64 (30,200 on 16
+ * threads).
+ *
  * Durability is the server's: with appendfsync always an acknowledged
  * script is on disk before its reply; everysec can lose about a second.
  *
