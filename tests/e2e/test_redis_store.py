@@ -9,7 +9,8 @@ one per session; each test has a key prefix of its own).
     key again (after the lease it gets the stored unknown outcome);
   - Redis killed under load: 503, nothing forwarded, health says so; back
     on the same port, service resumes by itself, and every completed key
-    replays (appendfsync always);
+    replays (appendfsync always); killed with requests in flight, no key
+    runs twice and no client's answer changes;
   - an evicting maxmemory-policy is refused unless allow_eviction=1;
   - a write whose answer is lost on the way back (the connection cut)
     is read back, not taken for an unknown outcome;
@@ -304,3 +305,41 @@ def test_the_ready_gateway_refuses_an_evicting_redis(redis_server,
         assert "maxmemory-policy" in out.stderr, out.stderr
     finally:
         redis_server.cli("CONFIG", "SET", "maxmemory-policy", "noeviction")
+
+
+def test_redis_killed_mid_flight_never_runs_a_key_twice(
+        gateway_factory, upstream, redis_server, redis_url):
+    nodes = [gateway_factory(store=redis_url, workers=2,
+                             directives=["idempotency_wait 3s;",
+                                         "idempotency_lease 1s;"])
+             for _ in range(2)]
+    keys = [unique_key("flight") for _ in range(12)]
+
+    def first(i):
+        try:
+            return nodes[i % 2].post(key=keys[i], json_body={"i": i},
+                                     headers={"X-Demo-Delay-Ms": "400"})
+        except requests.RequestException:
+            return None
+
+    with concurrent.futures.ThreadPoolExecutor(12) as ex:
+        futs = [ex.submit(first, i) for i in range(len(keys))]
+        time.sleep(0.2)  # claimed and forwarded; the upstream still works
+        redis_server.kill9()
+        answers = [f.result() for f in futs]
+    redis_server.start()
+    time.sleep(1.2)  # every lease has passed
+    for i, key in enumerate(keys):
+        assert upstream.executions(key) <= 1
+        again = nodes[(i + 1) % 2].post(key=key, json_body={"i": i})
+        a = answers[i]
+        if a is not None and a.status_code == 201:
+            # a client that got an answer gets the same one again
+            assert again.status_code == 201 and replayed(again)
+            assert again.content == a.content
+        assert upstream.executions(key) <= 1, again.status_code
+        # and once more: nothing changes any longer
+        third = nodes[i % 2].post(key=key, json_body={"i": i})
+        assert (third.status_code, third.content) == \
+            (again.status_code, again.content)
+        assert upstream.executions(key) <= 1
