@@ -100,6 +100,8 @@
 #define IDEM_STORE_REDIS_BACKOFF_MIN 100
 #define IDEM_STORE_REDIS_BACKOFF_MAX 1000
 #define IDEM_STORE_REDIS_WHY_MAX     512
+/* the longest expiry set: about 139 years */
+#define IDEM_STORE_REDIS_PX_MAX ((int64_t)1 << 42)
 /* prefix + 64 hex digits + ':' + the key */
 #define IDEM_STORE_REDIS_RKEY_MAX                                              \
     (IDEM_STORE_REDIS_PREFIX_MAX + 2 * IDEM_HASH_LEN + 1 + IDEM_KEY_MAX)
@@ -759,6 +761,9 @@ static void idem_store_redis_plan_group(idem_store_redis_t *s,
         free(headers);
     }
     g->px = put && at > px_now ? at - px_now : 0;
+    if (g->px > IDEM_STORE_REDIS_PX_MAX) {
+        g->px = IDEM_STORE_REDIS_PX_MAX; /* Redis refuses what overflows */
+    }
 }
 
 /*
