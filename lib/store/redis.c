@@ -17,8 +17,12 @@
  * asks for. Atomicity comes from an optimistic compare-and-set, one
  * batch (one write() call) at a time:
  *
- *   write(ops[0..n))        ops grouped by key; a group is carried out
- *     |                     as one step, in the batch's order
+ *   write(ops[0..n))        through the group-commit queue (gcq.h): the
+ *     |                     ops of every caller waiting meanwhile make
+ *     |                     one batch, run by one of them
+ *     v
+ *   ops grouped by key; a group is carried out as one step, in order
+ *     |
  *     v
  *   round trip 1 (pipeline): TIME, GET key of every group
  *     |  each group: plan its ops in order on the bytes read, each op on
@@ -41,9 +45,11 @@
  * Measured on loopback (Redis 7.0, appendfsync always, one client): a GET
  * round trip 0.054 ms, an EVAL that SETs 0.27 ms (the fsync), so the read
  * adds about 20% to a lone write, and in a batch one round trip for all
- * its ops. bench/store_bench -u URL: 1,170 begin+complete pairs/s on one
- * thread with single calls, 17,100 with batches of 64 (30,200 on 16
- * threads).
+ * its ops. bench/store_bench -u URL: about 1,000 begin+complete pairs/s
+ * on one thread with single calls, 17,000-21,000 with batches of 64;
+ * with 16 threads of single calls the queue's shared batches give about
+ * 6,600 where a pipeline per thread gave 3,300-4,000 (a busy machine:
+ * the figures vary by a third from run to run).
  *
  * Durability is the server's: with appendfsync always an acknowledged
  * script is on disk before its reply; everysec can lose about a second.
@@ -75,6 +81,7 @@
  * plans with the caller's times instead (one machine, or tests that move
  * time by hand).
  */
+#include "gcq.h"
 #include "registry.h"
 #include "store_int.h"
 
@@ -143,7 +150,8 @@ typedef struct {
 typedef struct {
     idem_store_t base; /* first: the handle callers hold */
     idem_store_redis_conf_t conf;
-    char sha[41]; /* SHA1 of idem_store_redis_cas, hex */
+    char sha[41];           /* SHA1 of idem_store_redis_cas, hex */
+    idem_store_gcq_t queue; /* concurrent write() calls: one batch */
 
     pthread_mutex_t pool_mu; /* guards everything below */
     redisContext *idle[IDEM_STORE_REDIS_POOL_MAX];
@@ -553,7 +561,7 @@ typedef struct {
 
 /* The working memory of one write() call. */
 typedef struct {
-    idem_store_op_t *ops;
+    idem_store_op_t **ops; /* the batch's ops, in order */
     size_t n;
     size_t *next;  /* next[i]: the group's next op after i, or n */
     size_t *group; /* group[i]: the index of op i's group */
@@ -566,8 +574,8 @@ static void idem_store_redis_fail_group(idem_store_redis_batch_t *b,
                                         idem_store_redis_group_t *g, int rc)
 {
     for (size_t i = g->first; i < b->n; i = b->next[i]) {
-        idem_store_op_reset(&b->ops[i]);
-        b->ops[i].rc = rc;
+        idem_store_op_reset(b->ops[i]);
+        b->ops[i]->rc = rc;
     }
     g->todo = 0;
     g->failed = 1;
@@ -588,17 +596,17 @@ static int idem_store_redis_group(idem_store_redis_batch_t *b)
     }
     b->ng = 0;
     for (size_t i = 0; i < b->n; i++) {
-        const idem_store_key_t *k = &b->ops[i].key;
+        const idem_store_key_t *k = &b->ops[i]->key;
         uint64_t h = idem_store_key_hash(k);
         size_t j;
 
         b->next[i] = b->n;
-        if (b->ops[i].kind == IDEM_STORE_OP_PRUNE) {
+        if (b->ops[i]->kind == IDEM_STORE_OP_PRUNE) {
             b->group[i] = b->n;
             continue;
         }
         for (j = 0; j < b->ng; j++) {
-            const idem_store_key_t *o = &b->ops[b->g[j].first].key;
+            const idem_store_key_t *o = &b->ops[b->g[j].first]->key;
             if (b->g[j].hash == h && o->len == k->len &&
                 memcmp(o->bytes, k->bytes, k->len) == 0) {
                 break;
@@ -668,7 +676,7 @@ static int idem_store_redis_fetch(idem_store_redis_t *s, redisContext *c,
         if (!b->g[j].todo) {
             continue;
         }
-        lens[1] = idem_store_redis_rkey(s, &b->ops[b->g[j].first].key, rkey);
+        lens[1] = idem_store_redis_rkey(s, &b->ops[b->g[j].first]->key, rkey);
         if (redisAppendCommandArgv(c, 2, argv, lens) != REDIS_OK) {
             return IDEM_EUNAVAIL;
         }
@@ -717,7 +725,7 @@ static void idem_store_redis_plan_group(idem_store_redis_t *s,
     g->writes = 0;
     g->nwrote = 0;
     for (i = g->first; i < b->n; i = b->next[i]) {
-        idem_store_op_t *op = &b->ops[i];
+        idem_store_op_t *op = b->ops[i];
 
         op->store_now_ms = s->conf.caller_clock ? 0 : now_ms;
         if (op->kind == IDEM_STORE_OP_BEGIN && op->begin->now_ms > px_now) {
@@ -789,7 +797,7 @@ static int idem_store_redis_store(idem_store_redis_t *s, redisContext *c,
         if (!g->todo || !g->writes) {
             continue;
         }
-        lens[3] = idem_store_redis_rkey(s, &b->ops[g->first].key, rkey);
+        lens[3] = idem_store_redis_rkey(s, &b->ops[g->first]->key, rkey);
         if (read->type == REDIS_REPLY_STRING) {
             if (idem_store_redis_sha1(read->str, read->len, sha) != 0) {
                 idem_store_redis_fail_group(b, g, IDEM_ENOMEM);
@@ -989,18 +997,18 @@ static int idem_store_redis_rounds(idem_store_redis_t *s, redisContext **cp,
     return rc;
 }
 
-static void idem_store_redis_write(idem_store_t *store, idem_store_op_t *ops,
-                                   size_t n)
+/* Carries out ops[0..n) (pointers, in order) as one batch. */
+static void idem_store_redis_run(idem_store_redis_t *s, idem_store_op_t **ops,
+                                 size_t n)
 {
-    idem_store_redis_t *s = (idem_store_redis_t *)store;
     idem_store_redis_batch_t b = {ops, n, NULL, NULL, NULL, 0};
     redisContext *c = NULL;
     int rc, reused = 0, planned = 0, grouped;
 
     for (size_t i = 0; i < n; i++) {
-        if (ops[i].kind == IDEM_STORE_OP_PRUNE) {
+        if (ops[i]->kind == IDEM_STORE_OP_PRUNE) {
             /* Redis expires records itself (PX) */
-            idem_store_op_reset(&ops[i]);
+            idem_store_op_reset(ops[i]);
         } else {
             planned = 1;
         }
@@ -1021,17 +1029,78 @@ static void idem_store_redis_write(idem_store_t *store, idem_store_op_t *ops,
     }
     if (rc != 0) {
         for (size_t i = 0; i < n; i++) {
-            if (ops[i].kind == IDEM_STORE_OP_PRUNE) {
+            if (ops[i]->kind == IDEM_STORE_OP_PRUNE) {
                 continue;
             }
             /* the ops of groups not settled yet; the others stand */
             if (!grouped || b.g[b.group[i]].todo) {
-                idem_store_op_reset(&ops[i]);
-                ops[i].rc = rc;
+                idem_store_op_reset(ops[i]);
+                ops[i]->rc = rc;
             }
         }
     }
     idem_store_redis_batch_free(&b);
+}
+
+/* Carries out ops[0..n) as a batch of their own; ENOMEM: each alone. */
+static void idem_store_redis_run_array(idem_store_redis_t *s,
+                                       idem_store_op_t *ops, size_t n)
+{
+    idem_store_op_t **p = n ? malloc(n * sizeof(*p)) : NULL;
+
+    if (p == NULL) {
+        for (size_t i = 0; i < n; i++) {
+            idem_store_op_t *one = &ops[i];
+            idem_store_redis_run(s, &one, 1);
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        p[i] = &ops[i];
+    }
+    idem_store_redis_run(s, p, n);
+    free(p);
+}
+
+/* The group-commit queue's leader: every caller's ops as one batch. */
+static void idem_store_redis_run_chain(void *backend,
+                                       idem_store_gcq_waiter_t *batch)
+{
+    idem_store_redis_t *s = backend;
+    idem_store_gcq_waiter_t *w;
+    idem_store_op_t **p;
+    size_t n = 0, k = 0;
+
+    for (w = batch; w != NULL; w = w->next) {
+        n += w->n;
+    }
+    p = malloc(n * sizeof(*p));
+    if (p == NULL) {
+        for (w = batch; w != NULL; w = w->next) {
+            idem_store_redis_run_array(s, w->ops, w->n);
+        }
+        return;
+    }
+    for (w = batch; w != NULL; w = w->next) {
+        for (size_t i = 0; i < w->n; i++) {
+            p[k++] = &w->ops[i];
+        }
+    }
+    idem_store_redis_run(s, p, n);
+    free(p);
+}
+
+static void idem_store_redis_write(idem_store_t *store, idem_store_op_t *ops,
+                                   size_t n)
+{
+    idem_store_redis_t *s = (idem_store_redis_t *)store;
+
+    if (n == 0) {
+        return;
+    }
+    if (idem_store_gcq_submit(&s->queue, ops, n) != 0) {
+        idem_store_redis_run_array(s, ops, n);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1184,6 +1253,7 @@ static void idem_store_redis_close(idem_store_t *store)
     idem_store_redis_t *s = (idem_store_redis_t *)store;
 
     idem_store_redis_flush(s);
+    idem_store_gcq_destroy(&s->queue);
     pthread_mutex_destroy(&s->pool_mu);
     free(s);
 }
@@ -1552,6 +1622,11 @@ static int idem_store_redis_open(const char *url, const char *rest,
     if (idem_store_redis_sha1(idem_store_redis_cas,
                               sizeof(idem_store_redis_cas) - 1, s->sha) != 0 ||
         pthread_mutex_init(&s->pool_mu, NULL) != 0) {
+        free(s);
+        return IDEM_ENOMEM;
+    }
+    if (idem_store_gcq_init(&s->queue, idem_store_redis_run_chain, s) != 0) {
+        pthread_mutex_destroy(&s->pool_mu);
         free(s);
         return IDEM_ENOMEM;
     }
