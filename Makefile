@@ -17,7 +17,7 @@ SANITIZER ?=
 FAILPOINTS ?= $(if $(SANITIZER),1)
 BUILD    := build$(if $(SANITIZER),-$(SANITIZER),$(if $(FAILPOINTS),-test))
 
-PKGS     := lmdb jansson libcrypto
+PKGS     := lmdb jansson libcrypto libpq
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -44,6 +44,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 STORE_BACKENDS := mem lmdb
+STORE_BACKENDS += postgres
 STORE_BIN := $(STORE_BACKENDS:%=$(BUILD)/tests/store_contract_%)
 
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)

@@ -84,6 +84,14 @@ typedef struct {
     uint32_t flags;              /* COMPLETE: OR-ed into the record */
     int64_t now_ms;              /* PRUNE */
     size_t budget;               /* PRUNE */
+    /*
+     * The store's own clock, set by a backend that has one (a networked
+     * store shared by many machines) before it calls idem_store_plan():
+     * then the plan measures leases and TTLs by it instead of the caller's
+     * begin->now_ms, so gateways with skewed clocks agree. 0: unset, the
+     * caller's time rules. An input: idem_store_op_reset() keeps it.
+     */
+    int64_t store_now_ms;
 
     /* The plan: set by idem_store_plan(), carried out by the backend. */
     idem_store_write_t write;
