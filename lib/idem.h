@@ -386,6 +386,9 @@ IDEM_MUST_CHECK int idem_store_url_check(const char *url, char *why,
  *   DIRECTORY    the store is files in a directory: check and identity
  *                compare them with the path
  *   BOUNDED      a fixed size: usage has a limit, a new claim may be EFULL
+ *   SHARED       the records outlive the handle: other processes (other
+ *                machines, for a networked store) that open the URL, and
+ *                later handles, see them (LMDB, PostgreSQL; not mem)
  *   CLOCK        leases and TTLs are measured on the store's own clock
  *                (one for every machine that shares it), not on the
  *                now_ms callers pass; a URL may turn that off for tests
@@ -395,7 +398,8 @@ enum {
     IDEM_STORE_CAP_INLINE_READ = 1u << 0,
     IDEM_STORE_CAP_DIRECTORY = 1u << 1,
     IDEM_STORE_CAP_BOUNDED = 1u << 2,
-    IDEM_STORE_CAP_CLOCK = 1u << 3
+    IDEM_STORE_CAP_CLOCK = 1u << 3,
+    IDEM_STORE_CAP_SHARED = 1u << 4
 };
 
 /* The IDEM_STORE_CAP_... bits of store. Thread-safe. */

@@ -115,8 +115,8 @@ typedef struct {
     pthread_mutex_t mu; /* guards everything below */
     pthread_cond_t cv;  /* a slot became free */
     idem_store_pg_slot_t slots[IDEM_STORE_PG_POOL_MAX];
-    int64_t retry_at;     /* monotonic ms: no connect before this */
-    int64_t backoff;      /* ms; 0 after a success */
+    int64_t retry_at; /* monotonic ms: no connect before this ... */
+    int64_t backoff;  /* ... once one failed (ms; 0 after a success) */
     char why[256];        /* the last connection failure */
 } idem_store_pg_t;
 
@@ -419,7 +419,8 @@ static int idem_store_pg_connect(idem_store_pg_t *s, PGconn **out, char *why,
         return IDEM_EUNAVAIL;
     }
     snprintf(sql, sizeof(sql),
-             "SET statement_timeout = '5s';"
+             "SET client_min_messages = warning;"
+             " SET statement_timeout = '5s';"
              " SET idle_in_transaction_session_timeout = '10s';"
              " BEGIN;"
              " SELECT pg_advisory_xact_lock(4919, hashtext('%1$s'));"
@@ -489,16 +490,14 @@ static idem_store_pg_slot_t *idem_store_pg_take(idem_store_pg_t *s, int *rc,
         return slot;
     }
     now = idem_store_pg_mono_ms();
-    if (now < s->retry_at) {
-        snprintf(why, cap, "%s", s->why);
-        goto unavailable;
+    if (s->backoff > 0) {
+        /* after a failed connect: one try per backoff, by one thread */
+        if (now < s->retry_at) {
+            snprintf(why, cap, "%s", s->why);
+            goto unavailable;
+        }
+        s->retry_at = now + s->backoff;
     }
-    /* this thread tries; the others wait out the next backoff meanwhile */
-    s->backoff = s->backoff ? s->backoff * 2 : IDEM_STORE_PG_BACKOFF_MIN;
-    if (s->backoff > IDEM_STORE_PG_BACKOFF_MAX) {
-        s->backoff = IDEM_STORE_PG_BACKOFF_MAX;
-    }
-    s->retry_at = now + s->backoff;
     pthread_mutex_unlock(&s->mu);
 
     *rc = idem_store_pg_connect(s, &c, msg, sizeof(msg));
@@ -512,6 +511,11 @@ static idem_store_pg_slot_t *idem_store_pg_take(idem_store_pg_t *s, int *rc,
         pthread_mutex_unlock(&s->mu);
         return slot;
     }
+    s->backoff = s->backoff ? s->backoff * 2 : IDEM_STORE_PG_BACKOFF_MIN;
+    if (s->backoff > IDEM_STORE_PG_BACKOFF_MAX) {
+        s->backoff = IDEM_STORE_PG_BACKOFF_MAX;
+    }
+    s->retry_at = idem_store_pg_mono_ms() + s->backoff;
     snprintf(s->why, sizeof(s->why), "%s", msg);
     snprintf(why, cap, "%s", msg);
     if (*rc != IDEM_ENOMEM && *rc != IDEM_EPERM) {
@@ -1321,6 +1325,40 @@ static int idem_store_pg_check(idem_store_t *store, char *why, size_t cap)
     return rc;
 }
 
+/* The test hook of store_int.h: the bytes go in as they are. */
+static int idem_store_pg_plant(idem_store_t *store, const idem_store_key_t *k,
+                               const uint8_t *val, size_t len)
+{
+    idem_store_pg_t *s = (idem_store_pg_t *)store;
+    idem_store_pg_params_t p;
+    idem_store_pg_slot_t *slot;
+    char sql[IDEM_STORE_PG_SQL_MAX];
+    PGresult *r[1] = {NULL};
+    char why[1];
+    int rc;
+
+    slot = idem_store_pg_take(s, &rc, why, sizeof(why));
+    if (slot == NULL) {
+        return rc;
+    }
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO %1$s (scope, key, rec, removable_at)"
+             " VALUES ($1, $2, $3, 0) ON CONFLICT (scope, key)"
+             " DO UPDATE SET rec = EXCLUDED.rec",
+             s->table);
+    idem_store_pg_key_params(&p, k);
+    p.v[2] = (const char *)val;
+    p.len[2] = (int)len;
+    p.fmt[2] = 1;
+    rc = PQsendQueryParams(slot->conn, sql, 3, NULL, p.v, p.len, p.fmt, 1)
+             ? idem_store_pg_sync(slot->conn, r, 1)
+             : IDEM_EUNAVAIL;
+    idem_store_pg_clear(r, 1);
+    rc = idem_store_pg_op_err(rc);
+    idem_store_pg_give(s, slot, rc != 0);
+    return rc;
+}
+
 /* A networked store has no files: the zero identity, as mem's. */
 static void idem_store_pg_identity(const idem_store_t *store,
                                    idem_store_identity_t *out)
@@ -1353,6 +1391,7 @@ static const idem_store_vtable_t idem_store_pg_vt = {
     .check = idem_store_pg_check,
     .identity = idem_store_pg_identity,
     .close = idem_store_pg_close,
+    .plant = idem_store_pg_plant,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -1439,7 +1478,7 @@ fail_mu:
 const idem_store_backend_t idem_store_postgres_backend = {
     .scheme = "postgres",
     .forms = "postgres://[USER[:PASSWORD]@]HOST[:PORT]/DB" IDEM_STORE_PG_FORMS,
-    .caps = IDEM_STORE_CAP_CLOCK,
+    .caps = IDEM_STORE_CAP_CLOCK | IDEM_STORE_CAP_SHARED,
     .open = idem_store_pg_open,
     .check_url = idem_store_pg_check_url_postgres,
 };
@@ -1447,7 +1486,7 @@ const idem_store_backend_t idem_store_postgres_backend = {
 const idem_store_backend_t idem_store_postgresql_backend = {
     .scheme = "postgresql",
     .forms = "postgresql://...",
-    .caps = IDEM_STORE_CAP_CLOCK,
+    .caps = IDEM_STORE_CAP_CLOCK | IDEM_STORE_CAP_SHARED,
     .open = idem_store_pg_open,
     .check_url = idem_store_pg_check_url_postgresql,
 };

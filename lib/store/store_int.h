@@ -138,6 +138,10 @@ typedef struct {
  *        sentence in why (cap > 0).
  * identity  idem_store_identity(): what the open recorded.
  * close  frees the handle; no call may be running.
+ * plant  tests only, may be NULL: stores the len bytes val under key as
+ *        they are, with no plan (its expiry time kept, or 0 for a new
+ *        one), so that the contract suite can leave corrupt bytes where a
+ *        record was. Returns 0 or a store error.
  */
 typedef struct {
     const char *name;
@@ -149,6 +153,8 @@ typedef struct {
     int (*check)(idem_store_t *store, char *why, size_t cap);
     void (*identity)(const idem_store_t *store, idem_store_identity_t *out);
     void (*close)(idem_store_t *store);
+    int (*plant)(idem_store_t *store, const idem_store_key_t *key,
+                 const uint8_t *val, size_t len);
 } idem_store_vtable_t;
 
 /* The part of every handle that store.c owns; backends embed it first. */

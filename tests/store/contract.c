@@ -4,11 +4,16 @@
  * when things go wrong.
  *
  * One source, compiled once per backend by the Makefile with
- * -DIDEM_TEST_BACKEND="mem" or "lmdb". Every test opens a fresh store (for
- * LMDB in a new mkdtemp directory, removed afterwards). Tests of what only
- * a durable, shared store can do (reopening, other processes, a full map,
- * file permissions, corrupt bytes on disk) are skipped for "mem" with a
- * message saying why.
+ * -DIDEM_TEST_BACKEND="mem", "lmdb", "postgres", ... Every test opens a
+ * fresh store: for LMDB in a new mkdtemp directory, removed afterwards;
+ * for a networked store, a namespace of its own on the server that the
+ * test run started (tests/servers/BACKEND.sh), whose URL comes in
+ * IDEM_TEST_STORE_URL with a %s where the namespace goes (e.g.
+ * "postgres://...?table=%s"). Tests of what only some stores can do
+ * (reopening and other processes, a bounded map, files in a directory,
+ * its own clock) ask the store for the capability (idem_store_caps) and
+ * are skipped with a message saying why when it has not; corrupt bytes are
+ * planted through the backend's test hook.
  *
  * Other processes are this program run again with --child (see
  * start_child); they report through a pipe, never with cmocka's asserts.
@@ -60,15 +65,19 @@
 #define TTL   86400000LL
 #define LEASE 60000LL
 
-#define SKIP_UNLESS_LMDB(why)                                                  \
+/* Skips the test unless the fixture's store has capability cap. */
+#define SKIP_UNLESS_CAP(f, cap, why)                                           \
     do {                                                                       \
-        if (!is_lmdb()) {                                                      \
+        if (!(idem_store_caps((f)->store) & (cap))) {                          \
             print_message("[  SKIP    ] %s: %s\n", __func__, why);             \
             skip();                                                            \
         }                                                                      \
     } while (0)
 
-/* One test's store, and for LMDB the directory that holds it. */
+/*
+ * One test's store: for LMDB the directory that holds it, for a networked
+ * store the namespace (dir is then its prefix, e.g. "t4242_17").
+ */
 typedef struct {
     char dir[64];
     idem_store_t *store;
@@ -79,6 +88,14 @@ static int is_lmdb(void)
     return strcmp(IDEM_TEST_BACKEND, "lmdb") == 0;
 }
 
+/* The URL template of a networked store's server, or NULL. */
+static const char *server_url(void)
+{
+    const char *t = getenv("IDEM_TEST_STORE_URL");
+
+    return t != NULL && *t != '\0' ? t : NULL;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Fixture                                                                   */
 /* ------------------------------------------------------------------------ */
@@ -87,9 +104,18 @@ static int is_lmdb(void)
 static void store_url(const fixture_t *f, const char *sub, const char *opts,
                       char *url, size_t cap)
 {
+    char ns[96];
     int n;
 
-    if (!is_lmdb()) {
+    if (server_url() != NULL) {
+        /* the namespace, then options after the template's own */
+        snprintf(ns, sizeof(ns), "%s_%s", f->dir, sub);
+        n = snprintf(url, cap, server_url(), ns);
+        if (n > 0 && (size_t)n < cap && opts && *opts) {
+            n += snprintf(url + n, cap - (size_t)n, "%s%s",
+                          strchr(url, '?') ? "&" : "?", opts);
+        }
+    } else if (!is_lmdb()) {
         n = snprintf(url, cap, "mem:");
     } else if (UNDER_VALGRIND() &&
                (opts == NULL || strstr(opts, "map_size") == NULL)) {
@@ -126,12 +152,15 @@ static int remove_entry(const char *path, const struct stat *st, int flag,
 
 static int setup(void **state)
 {
+    static int tests;
     fixture_t *f = calloc(1, sizeof(*f));
 
     if (f == NULL) {
         return -1;
     }
-    if (is_lmdb()) {
+    if (server_url() != NULL) {
+        snprintf(f->dir, sizeof(f->dir), "t%d_%d", (int)getpid(), ++tests);
+    } else if (is_lmdb()) {
         strcpy(f->dir, "/tmp/idem-store-XXXXXX");
         if (mkdtemp(f->dir) == NULL) {
             free(f);
@@ -148,7 +177,7 @@ static int teardown(void **state)
     fixture_t *f = *state;
 
     idem_store_close(f->store);
-    if (is_lmdb()) {
+    if (server_url() == NULL && is_lmdb()) {
         nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     }
     free(f);
@@ -1238,7 +1267,14 @@ static idem_store_t *child_open(const fixture_t *f)
     char url[256];
     int n;
 
-    n = snprintf(url, sizeof(url), "lmdb:%s/env", f->dir);
+    char ns[96];
+
+    if (server_url() != NULL) {
+        snprintf(ns, sizeof(ns), "%s_env", f->dir);
+        n = snprintf(url, sizeof(url), server_url(), ns);
+    } else {
+        n = snprintf(url, sizeof(url), "lmdb:%s/env", f->dir);
+    }
     if (n < 0 || (size_t)n >= sizeof(url) || idem_store_open(url, &s) != 0) {
         return NULL;
     }
@@ -1269,7 +1305,8 @@ static void test_complete_survives_a_killed_process(void **state)
     call_t c = call("durable", 1, T0);
     idem_result_t res;
 
-    SKIP_UNLESS_LMDB("mem keeps nothing beyond its process");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_SHARED,
+                    "the store keeps nothing beyond its handle");
     assert_int_equal(finish_child(start_child(f, "claim_and_complete", NULL)),
                      0);
 
@@ -1289,7 +1326,8 @@ static void test_claim_survives_reopen(void **state)
     size_t removed;
     int more;
 
-    SKIP_UNLESS_LMDB("mem keeps nothing once closed");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_SHARED,
+                    "the store keeps nothing beyond its handle");
     owner = claim(f->store, &c);
     idem_store_close(f->store);
     f->store = open_store(f, "env", NULL);
@@ -1342,7 +1380,8 @@ static void test_two_processes_share_one_store(void **state)
     uint64_t owner;
     char arg[32];
 
-    SKIP_UNLESS_LMDB("mem is private to its process");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_SHARED,
+                    "the store keeps nothing beyond its handle");
     owner = claim(f->store, &a);
     snprintf(arg, sizeof(arg), "%llu", (unsigned long long)owner);
     assert_int_equal(finish_child(start_child(f, "share", arg)), 0);
@@ -1395,7 +1434,8 @@ static void test_two_processes_race_for_the_same_keys(void **state)
     child_t child;
     int ours, theirs;
 
-    SKIP_UNLESS_LMDB("mem is private to its process");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_SHARED,
+                    "the store keeps nothing beyond its handle");
     child = start_child(f, "race", NULL);
     ours = claim_race(f->store);
     theirs = finish_child(child);
@@ -1414,7 +1454,9 @@ static void test_lmdb_without_group_commit(void **state)
     idem_store_t *s;
     idem_store_stats_t st;
 
-    SKIP_UNLESS_LMDB("group_commit and sync are LMDB options");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_DIRECTORY,
+                    "group_commit and sync are options of a store in a "
+                    "directory");
     s = open_store(f, "plain", "group_commit=0&sync=0");
     race_one_key(s, "contended");
     many_keys(s);
@@ -1493,7 +1535,7 @@ static void test_lmdb_map_size_takes_a_suffix(void **state)
     fixture_t *f = *state;
     idem_store_usage_t u;
 
-    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED, "only a bounded store has a map size");
     idem_store_close(f->store);
     f->store = open_store(f, "suffix", "map_size=2m");
     assert_int_equal(idem_store_usage(f->store, &u), 0);
@@ -1581,7 +1623,7 @@ static void test_usage_counts_records_and_bytes(void **state)
     assert_true(u.records == 200);
     /* each record takes at least its own bytes */
     assert_true(u.bytes_used >= empty.bytes_used + 200 * sizeof(typical_body));
-    if (is_lmdb()) {
+    if (idem_store_caps(f->store) & IDEM_STORE_CAP_BOUNDED) {
         assert_true(u.bytes_claim_limit < u.bytes_limit);
         assert_true(u.bytes_used < u.bytes_claim_limit);
     } else {
@@ -1610,7 +1652,7 @@ test_lmdb_default_map_holds_a_day_at_1000_new_keys_a_second(void **state)
     char *keys;
     uint64_t per_record, needed;
 
-    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED, "only a bounded store has a map size");
     if (UNDER_VALGRIND()) {
         print_message("[  SKIP    ] %s: valgrind cannot map 128 GiB\n",
                       __func__);
@@ -1667,8 +1709,8 @@ static void test_check_notices_a_removed_or_replaced_directory(void **state)
 
     expect_store_check(f->store, 0, NULL);
     idem_store_identity(f->store, &id);
-    if (!is_lmdb()) {
-        /* memory has no path, and no files */
+    if (!(idem_store_caps(f->store) & IDEM_STORE_CAP_DIRECTORY)) {
+        /* memory or a server: no path, and no files */
         assert_true(id.device == 0 && id.inode == 0);
         return;
     }
@@ -1719,7 +1761,7 @@ static void test_lmdb_map_full_is_clean(void **state)
     idem_result_t res;
     uint64_t owner;
 
-    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED, "only a bounded store has a map size");
     idem_store_close(f->store);
     f->store = open_store(f, "small", "map_size=65536");
     body = malloc(1 << 20);
@@ -1751,7 +1793,7 @@ static void test_lmdb_map_full_claims_leave_nothing(void **state)
     size_t removed;
     int n, rc = 0, more;
 
-    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED, "only a bounded store has a map size");
     idem_store_close(f->store);
     f->store = open_store(f, "small", "map_size=65536");
     for (n = 0; n < 100000; n++) {
@@ -1811,7 +1853,7 @@ static void test_lmdb_one_failing_write_does_not_fail_its_batch(void **state)
     uint8_t *body;
     char key[32];
 
-    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED, "only a bounded store has a map size");
     idem_store_close(f->store);
     f->store = open_store(f, "small", "map_size=131072");
     body = calloc(1, 1 << 20);
@@ -1893,7 +1935,7 @@ static void test_lmdb_unwritable_directory_is_eperm(void **state)
     char url[256], path[128];
     int fd;
 
-    SKIP_UNLESS_LMDB("mem has no files");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_DIRECTORY, "the store has no files");
 
     /* A path under a regular file cannot be a directory: an I/O error. */
     snprintf(path, sizeof(path), "%s/file", f->dir);
@@ -1909,28 +1951,39 @@ static void test_lmdb_unwritable_directory_is_eperm(void **state)
     assert_int_equal(fd, 0);
 }
 
-static void test_lmdb_corrupt_record_is_ecorrupt(void **state)
+/* Copies a record's bytes (read's callback). */
+typedef struct {
+    uint8_t *bytes;
+    size_t len;
+} copy_t;
+
+static int copy_cb(void *ctx, const uint8_t *val, size_t len)
 {
-    fixture_t *f = *state;
-    call_t c = call("k", 1, T0);
+    copy_t *c = ctx;
+
+    c->bytes = malloc(len ? len : 1);
+    if (c->bytes == NULL) {
+        return IDEM_ENOMEM;
+    }
+    memcpy(c->bytes, val, len);
+    c->len = len;
+    return 0;
+}
+
+/* Truncates the record of "k" in LMDB's files, behind the store's back. */
+static void plant_truncated_lmdb(fixture_t *f, const call_t *c)
+{
     char path[128];
     uint8_t skey[IDEM_HASH_LEN + 1];
     MDB_env *env;
     MDB_txn *txn;
     MDB_dbi dbi;
     MDB_val k, v;
-    idem_result_t res;
-    size_t removed;
-    int more;
 
-    SKIP_UNLESS_LMDB("mem keeps no bytes that could rot");
-    assert_int_equal(complete(f->store, &c, claim(f->store, &c), &created), 0);
     idem_store_close(f->store);
     f->store = NULL;
-
-    /* Overwrite the record's bytes behind the store's back. */
     snprintf(path, sizeof(path), "%s/env", f->dir);
-    memcpy(skey, c.scope.bytes, IDEM_HASH_LEN);
+    memcpy(skey, c->scope.bytes, IDEM_HASH_LEN);
     skey[IDEM_HASH_LEN] = 'k';
     assert_int_equal(mdb_env_create(&env), 0);
     assert_int_equal(mdb_env_set_maxdbs(env, 2), 0);
@@ -1944,6 +1997,48 @@ static void test_lmdb_corrupt_record_is_ecorrupt(void **state)
     assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
     assert_int_equal(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
+}
+
+/* Truncates the record of "k" through the backend's test hook. */
+static void plant_truncated(fixture_t *f, const call_t *c)
+{
+    idem_store_key_t k;
+    copy_t copy = {NULL, 0};
+
+    memcpy(k.bytes, c->scope.bytes, IDEM_HASH_LEN);
+    k.bytes[IDEM_HASH_LEN] = 'k';
+    k.len = IDEM_HASH_LEN + 1;
+    assert_int_equal(f->store->vt->read(f->store, &k, copy_cb, &copy), 0);
+    assert_int_equal(f->store->vt->plant(f->store, &k, copy.bytes, copy.len / 2),
+                     0);
+    free(copy.bytes);
+    idem_store_close(f->store);
+    f->store = NULL;
+}
+
+static void test_lmdb_corrupt_record_is_ecorrupt(void **state)
+{
+    fixture_t *f = *state;
+    call_t c = call("k", 1, T0);
+    int on_disk = (idem_store_caps(f->store) & IDEM_STORE_CAP_DIRECTORY) != 0;
+    idem_result_t res;
+    size_t removed;
+    int more;
+
+    if (!on_disk && f->store->vt->plant == NULL) {
+        print_message("[  SKIP    ] %s: the store keeps no bytes that could "
+                      "rot\n",
+                      __func__);
+        skip();
+    }
+    assert_int_equal(complete(f->store, &c, claim(f->store, &c), &created), 0);
+
+    /* Overwrite the record's bytes behind the store's back. */
+    if (on_disk) {
+        plant_truncated_lmdb(f, &c);
+    } else {
+        plant_truncated(f, &c);
+    }
 
     f->store = open_store(f, "env", NULL);
     assert_int_equal(begin(f->store, &c, &res), IDEM_ECORRUPT);
@@ -2523,7 +2618,7 @@ static void test_lmdb_batch_on_a_full_map(void **state)
     size_t removed;
     int n, rc = 0, more;
 
-    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED, "only a bounded store has a map size");
     idem_store_close(f->store);
     f->store = open_store(f, "small", "map_size=131072");
     body = calloc(1, 1 << 20);
@@ -2656,7 +2751,8 @@ static void test_batch_survives_a_killed_process(void **state)
     idem_result_t res;
     char key[16];
 
-    SKIP_UNLESS_LMDB("mem keeps nothing beyond its process");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_SHARED,
+                    "the store keeps nothing beyond its handle");
     assert_int_equal(finish_child(start_child(f, "batch", NULL)), 0);
 
     idem_store_close(f->store);
@@ -2776,7 +2872,7 @@ static void test_lmdb_full_map_settles_claims_and_comes_back(void **state)
     size_t removed;
     int more, last;
 
-    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED, "only a bounded store has a map size");
     m = malloc(sizeof(*m));
     assert_non_null(m);
     fill_map(f, m);
@@ -2862,7 +2958,7 @@ static void test_lmdb_full_map_batch_leaves_nothing_half_written(void **state)
     idem_op_t ops[6];
     int k;
 
-    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED, "only a bounded store has a map size");
     m = malloc(sizeof(*m));
     assert_non_null(m);
     fill_map(f, m);
