@@ -170,6 +170,9 @@ test: deps
 test-valgrind: $(UNIT_BIN) $(STORE_BIN)
 	@set -e; for t in $(UNIT_BIN) $(STORE_BIN); do \
 	    echo "== valgrind $$t"; \
+	    b=$${t##*/store_contract_}; \
+	    $$(test "$$b" != "$$t" && test -x tests/servers/$$b.sh && \
+	       echo tests/servers/$$b.sh) \
 	    valgrind -q --error-exitcode=1 --leak-check=full \
 	        --errors-for-leak-kinds=definite,indirect $$t >/dev/null; \
 	done; echo "valgrind: no errors, no leaks"
@@ -178,11 +181,15 @@ test-valgrind: $(UNIT_BIN) $(STORE_BIN)
 test-e2e: module $(INQUIRIES_BIN) $(BUILD)/idemgate
 	$(E2E_ENV) $(PYTEST) -q -p no:cacheprovider tests/e2e
 
+# A backend with a server script (tests/servers/BACKEND.sh) runs its
+# contract suite beside a throwaway server that the script starts and stops.
+STORE_SERVER = $$(test -x tests/servers/$$b.sh && echo tests/servers/$$b.sh)
+
 test-unit: $(UNIT_BIN) $(STORE_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 	@set -e; for b in $(STORE_BACKENDS); do \
 	    echo "== store contract suite: backend $$b"; \
-	    $(BUILD)/tests/store_contract_$$b; done
+	    $(STORE_SERVER) $(BUILD)/tests/store_contract_$$b; done
 
 test-fuzz-replay: $(FUZZ_REPLAY_BIN)
 	@set -e; for t in $(FUZZ_REPLAY_BIN); do \

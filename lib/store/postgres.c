@@ -117,7 +117,7 @@ typedef struct {
     idem_store_pg_slot_t slots[IDEM_STORE_PG_POOL_MAX];
     int64_t retry_at; /* monotonic ms: no connect before this ... */
     int64_t backoff;  /* ... once one failed (ms; 0 after a success) */
-    char why[256];        /* the last connection failure */
+    char why[256];    /* the last connection failure */
 } idem_store_pg_t;
 
 /* What an "postgres:" URL says, parsed. */
@@ -190,7 +190,7 @@ static void idem_store_pg_message(const char *msg, char *buf, size_t cap)
         msg = "no message";
     }
     for (; *msg != '\0' && n + 1 < cap; msg++) {
-        buf[n++] = (*msg == '\n' || *msg == '\r') ? ' ' : *msg;
+        buf[n++] = (*msg == '\n' || *msg == '\r' || *msg == '\t') ? ' ' : *msg;
     }
     while (n > 0 && buf[n - 1] == ' ') {
         n--;
@@ -332,8 +332,7 @@ static int idem_store_pg_parse(const char *url, idem_store_pg_conf_t *c,
                  i++) {
                 k = k * 10 + (size_t)(v[i] - '0');
             }
-            if (vlen == 0 || i != vlen || k < 1 ||
-                k > IDEM_STORE_PG_POOL_MAX) {
+            if (vlen == 0 || i != vlen || k < 1 || k > IDEM_STORE_PG_POOL_MAX) {
                 snprintf(why, cap, "pool is 1 to %d connections, not \"%.*s\"",
                          IDEM_STORE_PG_POOL_MAX, (int)vlen, v);
                 goto fail;
@@ -372,8 +371,7 @@ fail:
 /* ------------------------------------------------------------------------ */
 
 /* Runs sql (one or more statements) outside a pipeline. */
-static int idem_store_pg_exec(PGconn *c, const char *sql, char *why,
-                              size_t cap)
+static int idem_store_pg_exec(PGconn *c, const char *sql, char *why, size_t cap)
 {
     PGresult *r = PQexec(c, sql);
     ExecStatusType st = PQresultStatus(r);
@@ -399,11 +397,12 @@ static int idem_store_pg_connect(idem_store_pg_t *s, PGconn **out, char *why,
                                  size_t cap)
 {
     static const char *const keys[] = {
-        "connect_timeout", "tcp_user_timeout", "keepalives_idle",
-        "keepalives_interval", "keepalives_count",
-        "fallback_application_name", "dbname", NULL};
-    const char *vals[] = {"2", "10000", "10", "5", "3", "idemgate", s->uri,
-                          NULL};
+        "connect_timeout",  "tcp_user_timeout",
+        "keepalives_idle",  "keepalives_interval",
+        "keepalives_count", "fallback_application_name",
+        "dbname",           NULL};
+    const char *vals[] = {"2", "10000",    "10",   "5",
+                          "3", "idemgate", s->uri, NULL};
     char sql[4 * IDEM_STORE_PG_SQL_MAX];
     PGconn *c;
     int rc;
@@ -587,9 +586,9 @@ static void idem_store_pg_key_params(idem_store_pg_params_t *p,
 static int idem_store_pg_send(PGconn *c, int stmt,
                               const idem_store_pg_params_t *p)
 {
-    return PQsendQueryPrepared(c, idem_store_pg_stmt_name[stmt],
-                               p ? p->n : 0, p ? p->v : NULL,
-                               p ? p->len : NULL, p ? p->fmt : NULL, 1)
+    return PQsendQueryPrepared(c, idem_store_pg_stmt_name[stmt], p ? p->n : 0,
+                               p ? p->v : NULL, p ? p->len : NULL,
+                               p ? p->fmt : NULL, 1)
                ? 0
                : IDEM_EUNAVAIL;
 }
@@ -681,11 +680,11 @@ static int idem_store_pg_rollback(PGconn *c)
 
 /* One store key of a batch and what the batch does to its row. */
 typedef struct {
-    size_t first;   /* index in the sorted order of the first op */
-    size_t nops;    /* ops on this key */
-    int locked;     /* it goes through the transaction */
-    int had_row;    /* the row existed when locked */
-    int wrote;      /* some plan wrote it */
+    size_t first;       /* index in the sorted order of the first op */
+    size_t nops;        /* ops on this key */
+    int locked;         /* it goes through the transaction */
+    int had_row;        /* the row existed when locked */
+    int wrote;          /* some plan wrote it */
     const uint8_t *cur; /* its bytes after the plans so far, or NULL */
     size_t cur_len;
     int64_t at_ms; /* removable_at of cur */
@@ -834,8 +833,8 @@ static int idem_store_pg_lock(idem_store_pg_t *s, PGconn *c,
     nq++;
     for (size_t g = 0; g < b->ngroups; g++) {
         if (b->groups[g].locked) {
-            idem_store_pg_key_params(
-                &p, &b->ops[b->order[b->groups[g].first]].key);
+            idem_store_pg_key_params(&p,
+                                     &b->ops[b->order[b->groups[g].first]].key);
             rc = idem_store_pg_send(c, IDEM_STORE_PG_LOCK, &p);
             if (rc != 0) {
                 return rc;
@@ -1091,9 +1090,8 @@ static int idem_store_pg_batch(idem_store_pg_t *s, PGconn *c,
     }
     for (size_t i = 0; i < b->n; i++) {
         idem_store_op_reset(&b->ops[i]);
-        b->ops[i].rc = idem_store_pg_op_err(rc == IDEM_STORE_PG_RETRY
-                                                ? IDEM_EUNAVAIL
-                                                : rc);
+        b->ops[i].rc = idem_store_pg_op_err(
+            rc == IDEM_STORE_PG_RETRY ? IDEM_EUNAVAIL : rc);
     }
     return rc == IDEM_EUNAVAIL ? rc : 0;
 }
@@ -1308,10 +1306,8 @@ static int idem_store_pg_check(idem_store_t *store, char *why, size_t cap)
         }
         idem_store_pg_clear(r, 1);
         if (rc != 0) {
-            idem_store_pg_message(PQerrorMessage(slot->conn), msg,
-                                  sizeof(msg));
-            snprintf(why, cap, "PostgreSQL did not answer SELECT 1 (%s)",
-                     msg);
+            idem_store_pg_message(PQerrorMessage(slot->conn), msg, sizeof(msg));
+            snprintf(why, cap, "PostgreSQL did not answer SELECT 1 (%s)", msg);
             rc = IDEM_EUNAVAIL;
         }
         idem_store_pg_give(s, slot, rc != 0);

@@ -38,6 +38,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "idem.h"
@@ -1530,12 +1531,163 @@ static void test_url_check_takes_sizes_and_says_what_is_wrong(void **state)
     assert_int_equal(access("/nonexistent", F_OK), -1);
 }
 
+static void test_postgres_url_check_says_what_is_wrong(void **state)
+{
+    static const char *good[] = {
+        "postgres://localhost/db",
+        "postgresql://u:p@127.0.0.1:5433/db?sslmode=disable",
+        "postgres:///db?host=/run/postgresql",
+        "postgres://h/db?table=idem&clock=caller&pool=8&connect_timeout=3",
+        "postgres://h/db?options=-csearch_path%3Dt1",
+    };
+    static const struct {
+        const char *url;
+        const char *why; /* a part of the explanation */
+    } bad[] = {
+        {"postgres://h/db?colour=blue", "invalid URI query parameter"},
+        {"postgres://[::1/db", "IPv6"},
+        {"postgres://h/%zz", "percent"},
+        {"postgres://h/db?table=Idem", "table \"Idem\""},
+        {"postgres://h/db?table=1x", "not starting with a digit"},
+        {"postgres://h/db?clock=local", "clock is store or caller"},
+        {"postgres://h/db?pool=0", "pool is 1 to 64"},
+        {"postgresql://h/db?pool=65", "pool is 1 to 64"},
+    };
+    char why[256];
+    idem_store_t *s = NULL;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        if (idem_store_url_check(good[i], why, sizeof(why)) != 0) {
+            fail_msg("%s refused: %s", good[i], why);
+        }
+        assert_string_equal(why, "");
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(idem_store_url_check(bad[i].url, why, sizeof(why)),
+                         IDEM_EBADURL);
+        if (strstr(why, bad[i].why) == NULL) {
+            fail_msg("%s: \"%s\" does not say \"%s\"", bad[i].url, why,
+                     bad[i].why);
+        }
+        assert_int_equal(idem_store_open(bad[i].url, &s), IDEM_EBADURL);
+        assert_null(s);
+    }
+}
+
+/*
+ * A networked store opens while its server is down, then fails closed:
+ * every call IDEM_EUNAVAIL, check says why. Needs a URL where nothing
+ * listens (IDEM_TEST_DEAD_STORE_URL, set by the server script).
+ */
+static void test_unreachable_store_opens_and_fails_closed(void **state)
+{
+    const char *url = getenv("IDEM_TEST_DEAD_STORE_URL");
+    call_t c = call("k", 1, T0);
+    idem_store_t *s = NULL;
+    idem_result_t res;
+    size_t removed;
+    int more;
+    char why[512];
+
+    (void)state;
+    if (url == NULL || *url == '\0') {
+        print_message("[  SKIP    ] %s: no unreachable server to name\n",
+                      __func__);
+        skip();
+    }
+    assert_int_equal(idem_store_open(url, &s), 0);
+    assert_int_equal(begin(s, &c, &res), IDEM_EUNAVAIL);
+    assert_int_equal(complete(s, &c, 1, &created), IDEM_EUNAVAIL);
+    assert_int_equal(release(s, &c, 1), IDEM_EUNAVAIL);
+    assert_int_equal(lookup(s, &c, T0, &res), IDEM_EUNAVAIL);
+    assert_int_equal(idem_store_prune(s, T0, 10, &removed, &more),
+                     IDEM_EUNAVAIL);
+    assert_int_equal(idem_store_check(s, why, sizeof(why)), IDEM_EUNAVAIL);
+    print_message("    check: %s\n", why);
+    assert_non_null(strstr(why, "unreachable"));
+    idem_store_close(s);
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * A store with a clock of its own measures leases and TTLs by it: callers
+ * whose clocks are hours off (one ahead, one behind) get the outcomes of
+ * the store's time, and so agree with each other.
+ */
+static void test_store_clock_rules_leases_and_ttls(void **state)
+{
+    fixture_t *f = *state;
+    const int64_t hours = 2 * 3600 * 1000LL;
+    int64_t t = wall_ms();
+    call_t a = call("a", 1, t + hours), b = call("b", 1, t - hours);
+    idem_result_t res;
+    idem_store_t *s;
+    size_t removed;
+    int more;
+
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_CLOCK,
+                    "the store has no clock of its own");
+    s = open_store(f, "clock", "clock=store");
+
+    /* a: a TTL of 1 h and a lease of 300 ms, claimed by a caller 2 h ahead:
+       stamped with the store's time, not the caller's */
+    a.ttl = 3600 * 1000LL;
+    a.lease = 300;
+    res = expect_begin(s, &a, IDEM_BEGIN_CLAIMED);
+    assert_true(res.record.created_ms >= t - 5000 &&
+                res.record.created_ms <= t + 5000);
+    assert_true(res.record.lease_until_ms == res.record.created_ms + 300);
+    idem_result_free(&res);
+    /* on the caller's clock it expired an hour ago; on the store's it is
+       in progress, for a caller ahead and one behind alike */
+    res = expect_begin(s, &a, IDEM_BEGIN_IN_PROGRESS);
+    idem_result_free(&res);
+    a.now = t - hours;
+    res = expect_begin(s, &a, IDEM_BEGIN_IN_PROGRESS);
+    idem_result_free(&res);
+
+    /* b: complete, with a TTL of 300 ms, by a caller 2 h behind */
+    b.ttl = 300;
+    b.lease = 100;
+    assert_int_equal(complete(s, &b, claim(s, &b), &created), 0);
+    res = expect_begin(s, &b, IDEM_BEGIN_REPLAY);
+    idem_result_free(&res);
+
+    usleep(450 * 1000);
+    /* a's lease has passed on the store's clock (the caller behind would
+       still see it running): the outcome is unknown */
+    res = expect_begin(s, &a, IDEM_BEGIN_STALE);
+    assert_response_equal(&res.record.response, &unknown);
+    idem_result_free(&res);
+    /* b expired on the store's clock, though its caller sees it live;
+       prune by the store's clock too, whatever time it is given */
+    assert_int_equal(idem_store_prune(s, 0, 10, &removed, &more), 0);
+    assert_int_equal(removed, 1);
+    assert_int_equal(more, 0);
+    res = expect_begin(s, &b, IDEM_BEGIN_CLAIMED);
+    idem_result_free(&res);
+    /* a stays (1 h TTL) for a caller ahead by 2 h */
+    a.now = t + hours;
+    res = expect_begin(s, &a, IDEM_BEGIN_REPLAY);
+    idem_result_free(&res);
+    idem_store_close(s);
+}
+
 static void test_lmdb_map_size_takes_a_suffix(void **state)
 {
     fixture_t *f = *state;
     idem_store_usage_t u;
 
-    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED, "only a bounded store has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED,
+                    "only a bounded store has a map size");
     idem_store_close(f->store);
     f->store = open_store(f, "suffix", "map_size=2m");
     assert_int_equal(idem_store_usage(f->store, &u), 0);
@@ -1652,7 +1804,8 @@ test_lmdb_default_map_holds_a_day_at_1000_new_keys_a_second(void **state)
     char *keys;
     uint64_t per_record, needed;
 
-    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED, "only a bounded store has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED,
+                    "only a bounded store has a map size");
     if (UNDER_VALGRIND()) {
         print_message("[  SKIP    ] %s: valgrind cannot map 128 GiB\n",
                       __func__);
@@ -1761,7 +1914,8 @@ static void test_lmdb_map_full_is_clean(void **state)
     idem_result_t res;
     uint64_t owner;
 
-    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED, "only a bounded store has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED,
+                    "only a bounded store has a map size");
     idem_store_close(f->store);
     f->store = open_store(f, "small", "map_size=65536");
     body = malloc(1 << 20);
@@ -1793,7 +1947,8 @@ static void test_lmdb_map_full_claims_leave_nothing(void **state)
     size_t removed;
     int n, rc = 0, more;
 
-    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED, "only a bounded store has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED,
+                    "only a bounded store has a map size");
     idem_store_close(f->store);
     f->store = open_store(f, "small", "map_size=65536");
     for (n = 0; n < 100000; n++) {
@@ -1853,7 +2008,8 @@ static void test_lmdb_one_failing_write_does_not_fail_its_batch(void **state)
     uint8_t *body;
     char key[32];
 
-    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED, "only a bounded store has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED,
+                    "only a bounded store has a map size");
     idem_store_close(f->store);
     f->store = open_store(f, "small", "map_size=131072");
     body = calloc(1, 1 << 20);
@@ -2009,8 +2165,8 @@ static void plant_truncated(fixture_t *f, const call_t *c)
     k.bytes[IDEM_HASH_LEN] = 'k';
     k.len = IDEM_HASH_LEN + 1;
     assert_int_equal(f->store->vt->read(f->store, &k, copy_cb, &copy), 0);
-    assert_int_equal(f->store->vt->plant(f->store, &k, copy.bytes, copy.len / 2),
-                     0);
+    assert_int_equal(
+        f->store->vt->plant(f->store, &k, copy.bytes, copy.len / 2), 0);
     free(copy.bytes);
     idem_store_close(f->store);
     f->store = NULL;
@@ -2618,7 +2774,8 @@ static void test_lmdb_batch_on_a_full_map(void **state)
     size_t removed;
     int n, rc = 0, more;
 
-    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED, "only a bounded store has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED,
+                    "only a bounded store has a map size");
     idem_store_close(f->store);
     f->store = open_store(f, "small", "map_size=131072");
     body = calloc(1, 1 << 20);
@@ -2872,7 +3029,8 @@ static void test_lmdb_full_map_settles_claims_and_comes_back(void **state)
     size_t removed;
     int more, last;
 
-    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED, "only a bounded store has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED,
+                    "only a bounded store has a map size");
     m = malloc(sizeof(*m));
     assert_non_null(m);
     fill_map(f, m);
@@ -2958,7 +3116,8 @@ static void test_lmdb_full_map_batch_leaves_nothing_half_written(void **state)
     idem_op_t ops[6];
     int k;
 
-    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED, "only a bounded store has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED,
+                    "only a bounded store has a map size");
     m = malloc(sizeof(*m));
     assert_non_null(m);
     fill_map(f, m);
@@ -3066,6 +3225,9 @@ int main(int argc, char **argv)
         T(test_two_processes_race_for_the_same_keys),
         T(test_lmdb_without_group_commit),
         T(test_url_check_takes_sizes_and_says_what_is_wrong),
+        T(test_postgres_url_check_says_what_is_wrong),
+        T(test_unreachable_store_opens_and_fails_closed),
+        T(test_store_clock_rules_leases_and_ttls),
         T(test_lmdb_map_size_takes_a_suffix),
         T(test_usage_counts_records_and_bytes),
         T(test_lmdb_default_map_holds_a_day_at_1000_new_keys_a_second),
