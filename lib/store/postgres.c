@@ -26,27 +26,29 @@
  *
  *   ops[0..n)  grouped by store key (sorted), in order within a key
  *     |
- *     | 1 snapshot: for each begin alone on its key, SELECT rec and the
- *     |   server's clock_timestamp() in one statement, no lock; plan it.
- *     |   A plan that writes nothing (replay, in progress, a mismatch
- *     |   logged before) is the answer, as LMDB's read snapshot is.
- *     v   Skipped when the batch has no such begin.
- *   2 BEGIN; SELECT rec ... FOR UPDATE for every key left, in key order
- *     |   (so two batches never lock in opposite orders); the server's
- *     |   clock_timestamp() after the locks are held. Sync.
- *     |   Plan every op of a key in order, each seeing the plan before it.
- *     v
- *   3 per key, its final state: INSERT (no row was there), UPDATE or
- *     |   DELETE (the row is locked), in key order; COMMIT (ROLLBACK when
- *     |   no plan writes). Sync: durable when the COMMIT is.
- *     v
+ *   1 BEGIN; SELECT rec ... FOR UPDATE for every key, in key order (so
+ *     |   two batches never lock in opposite orders); the server's
+ *     |   clock_timestamp() once the locks are held. Sync.
+ *     |   Plan every op of a key in order, each seeing the plan before
+ *     v   it, on that time (store_now_ms).
+ *   2 per key, its final state: INSERT (no row was there), UPDATE or
+ *     |   DELETE (the row is locked), in key order; COMMIT, or ROLLBACK
+ *     |   when no plan writes (a replay, a wait, a mismatch logged
+ *     |   before: no commit record, so no WAL flush to wait for). Sync:
+ *     v   durable when the COMMIT is.
  *   each op's rc and results, as idem_store_plan() left them
+ *
+ * Every begin takes this path (store.c's read-only fast path is for
+ * stores whose reads are memory reads). A lock-free snapshot read first
+ * would answer replays in one round trip but cost new keys a third:
+ * measured with store_bench on this machine, new keys went 1.3 to 1.8
+ * times faster without it, and new keys are most of the traffic.
  *
  * A key that had no row cannot be locked: two batches may both plan to
  * claim it. The INSERT of the second then fails on the primary key (it
  * waits for the first's commit), which aborts its whole transaction:
  * nothing of a plan made on a stale read is committed, and the batch runs
- * again from 2, whose lock now sees the row. Deadlocks (40P01) and
+ * again from 1, whose lock now sees the row. Deadlocks (40P01) and
  * serialization failures are run again the same way, a few times. Any
  * other SQL error fails no op by itself: each op is then run alone, so only
  * the op that fails gets an error. A connection that breaks gives every op
@@ -130,8 +132,7 @@ typedef struct {
 
 /* The prepared statements of every session. */
 enum {
-    IDEM_STORE_PG_SNAP = 0,
-    IDEM_STORE_PG_LOCK,
+    IDEM_STORE_PG_LOCK = 0,
     IDEM_STORE_PG_NOWQ,
     IDEM_STORE_PG_INS,
     IDEM_STORE_PG_UPD,
@@ -142,14 +143,12 @@ enum {
 };
 
 static const char *const idem_store_pg_stmt_name[IDEM_STORE_PG_NSTMT] = {
-    "idem_snap", "idem_lock", "idem_now", "idem_ins",
-    "idem_upd",  "idem_del",  "idem_get", "idem_prune",
+    "idem_lock", "idem_now", "idem_ins",   "idem_upd",
+    "idem_del",  "idem_get", "idem_prune",
 };
 
 /* Each with %1$s for the table. */
 static const char *const idem_store_pg_stmt_sql[IDEM_STORE_PG_NSTMT] = {
-    "SELECT t.rec, " IDEM_STORE_PG_NOW " FROM (SELECT 1) AS one"
-    " LEFT JOIN %1$s AS t ON t.scope = $1 AND t.key = $2",
     "SELECT rec FROM %1$s WHERE scope = $1 AND key = $2 FOR UPDATE",
     "SELECT " IDEM_STORE_PG_NOW,
     "INSERT INTO %1$s (scope, key, rec, removable_at)"
@@ -459,11 +458,12 @@ static int idem_store_pg_connect(idem_store_pg_t *s, PGconn **out, char *why,
 
 /*
  * Takes a connection of the pool for this thread, connecting it if need
- * be (unless the backoff forbids it now). Returns its slot or NULL with
- * *rc (and why, when cap > 0).
+ * be (unless the backoff forbids it now; force: try anyway, for check(),
+ * which runs at a pace of its own). Returns its slot or NULL with *rc
+ * (and why, when cap > 0).
  */
-static idem_store_pg_slot_t *idem_store_pg_take(idem_store_pg_t *s, int *rc,
-                                                char *why, size_t cap)
+static idem_store_pg_slot_t *idem_store_pg_take(idem_store_pg_t *s, int force,
+                                                int *rc, char *why, size_t cap)
 {
     idem_store_pg_slot_t *slot = NULL;
     char msg[256];
@@ -491,7 +491,7 @@ static idem_store_pg_slot_t *idem_store_pg_take(idem_store_pg_t *s, int *rc,
     now = idem_store_pg_mono_ms();
     if (s->backoff > 0) {
         /* after a failed connect: one try per backoff, by one thread */
-        if (now < s->retry_at) {
+        if (now < s->retry_at && !force) {
             snprintf(why, cap, "%s", s->why);
             goto unavailable;
         }
@@ -698,7 +698,6 @@ typedef struct {
     size_t *group_of;
     idem_store_pg_group_t *groups;
     size_t ngroups;
-    int *done; /* the op's rc and results stand */
     PGresult **res;
     int commit_sent; /* a COMMIT may have reached the server */
 } idem_store_pg_batch_t;
@@ -742,6 +741,7 @@ static void idem_store_pg_group(idem_store_pg_batch_t *b)
             idem_store_pg_cmp_key(&b->ops[b->order[i - 1]].key, &op->key)) {
             memset(&b->groups[b->ngroups], 0, sizeof(b->groups[0]));
             b->groups[b->ngroups].first = i;
+            b->groups[b->ngroups].locked = 1;
             b->ngroups++;
         }
         b->groups[b->ngroups - 1].nops++;
@@ -749,68 +749,7 @@ static void idem_store_pg_group(idem_store_pg_batch_t *b)
     }
 }
 
-/* Round trip 1: answers the begins alone on their key that write nothing. */
-static int idem_store_pg_snapshot(idem_store_pg_t *s, PGconn *c,
-                                  idem_store_pg_batch_t *b)
-{
-    idem_store_pg_params_t p;
-    size_t nq = 0, q = 0;
-    int rc;
-
-    for (size_t g = 0; g < b->ngroups; g++) {
-        idem_store_pg_group_t *gr = &b->groups[g];
-        idem_store_op_t *op = &b->ops[b->order[gr->first]];
-
-        gr->locked = 1;
-        if (gr->nops == 1 && op->kind == IDEM_STORE_OP_BEGIN) {
-            idem_store_pg_key_params(&p, &op->key);
-            rc = idem_store_pg_send(c, IDEM_STORE_PG_SNAP, &p);
-            if (rc != 0) {
-                return rc;
-            }
-            nq++;
-        }
-    }
-    if (nq == 0) {
-        return 0;
-    }
-    rc = idem_store_pg_sync(c, b->res, nq);
-    if (rc != 0) {
-        goto done;
-    }
-    for (size_t g = 0; g < b->ngroups; g++) {
-        idem_store_pg_group_t *gr = &b->groups[g];
-        idem_store_op_t *op = &b->ops[b->order[gr->first]];
-        PGresult *r;
-
-        if (gr->nops != 1 || op->kind != IDEM_STORE_OP_BEGIN) {
-            continue;
-        }
-        r = b->res[q++];
-        if (PQntuples(r) != 1 || PQnfields(r) != 2) {
-            rc = IDEM_STORE_PG_ALONE;
-            goto done;
-        }
-        op->store_now_ms = s->store_clock ? idem_store_pg_int8(r, 0, 1) : 0;
-        if (idem_store_plan(&s->base, op,
-                            PQgetisnull(r, 0, 0)
-                                ? NULL
-                                : (const uint8_t *)PQgetvalue(r, 0, 0),
-                            (size_t)PQgetlength(r, 0, 0)) != 0 ||
-            op->write == IDEM_STORE_WRITE_NONE) {
-            b->done[b->order[gr->first]] = 1; /* rc and results stand */
-            gr->locked = 0;
-        } else {
-            idem_store_op_reset(op);
-        }
-    }
-
-done:
-    idem_store_pg_clear(b->res, nq);
-    return rc;
-}
-
-/* Round trip 2: locks the rows left, then plans their ops in order. */
+/* Round trip 1: locks the rows, then plans their ops in order. */
 static int idem_store_pg_lock(idem_store_pg_t *s, PGconn *c,
                               idem_store_pg_batch_t *b, size_t *nlocked)
 {
@@ -824,7 +763,7 @@ static int idem_store_pg_lock(idem_store_pg_t *s, PGconn *c,
         *nlocked += (size_t)b->groups[g].locked;
     }
     if (*nlocked == 0) {
-        return 0; /* every op answered from the snapshot */
+        return 0;
     }
     rc = idem_store_pg_send_sql(c, "BEGIN");
     if (rc != 0) {
@@ -874,7 +813,7 @@ static int idem_store_pg_lock(idem_store_pg_t *s, PGconn *c,
         idem_store_op_t *op = &b->ops[i];
         idem_store_pg_group_t *gr = &b->groups[b->group_of[i]];
 
-        if (!gr->locked || b->done[i] || op->kind == IDEM_STORE_OP_PRUNE) {
+        if (!gr->locked || op->kind == IDEM_STORE_OP_PRUNE) {
             continue;
         }
         op->store_now_ms = now;
@@ -905,7 +844,7 @@ done:
     return rc;
 }
 
-/* Round trip 3: each locked key's final state, then COMMIT. */
+/* Round trip 2: each key's final state, then COMMIT. */
 static int idem_store_pg_apply(PGconn *c, idem_store_pg_batch_t *b,
                                uint64_t *wrote_ops)
 {
@@ -986,14 +925,10 @@ static int idem_store_pg_run(idem_store_pg_t *s, PGconn *c,
     int rc;
 
     for (size_t i = 0; i < b->n; i++) {
-        b->done[i] = 0;
         idem_store_op_reset(&b->ops[i]);
     }
     idem_store_pg_group(b);
-    rc = idem_store_pg_snapshot(s, c, b);
-    if (rc == 0) {
-        rc = idem_store_pg_lock(s, c, b, &nlocked);
-    }
+    rc = idem_store_pg_lock(s, c, b, &nlocked);
     if (rc == 0 && nlocked > 0) {
         b->commit_sent = 1;
         rc = idem_store_pg_apply(c, b, wrote_ops);
@@ -1134,10 +1069,9 @@ static int idem_store_pg_write_on(idem_store_pg_t *s, PGconn *c,
     b.order = malloc(n * sizeof(*b.order));
     b.group_of = malloc(n * sizeof(*b.group_of));
     b.groups = malloc(n * sizeof(*b.groups));
-    b.done = malloc(n * sizeof(*b.done));
     b.res = malloc((n + 2) * sizeof(*b.res));
     if (b.order == NULL || b.group_of == NULL || b.groups == NULL ||
-        b.done == NULL || b.res == NULL) {
+        b.res == NULL) {
         idem_store_pg_fail(ops, n, IDEM_ENOMEM);
         rc = 0;
     } else {
@@ -1147,7 +1081,6 @@ static int idem_store_pg_write_on(idem_store_pg_t *s, PGconn *c,
     free(b.order);
     free(b.group_of);
     free(b.groups);
-    free(b.done);
     free(b.res);
     return rc;
 }
@@ -1175,7 +1108,7 @@ static void idem_store_pg_write(idem_store_t *store, idem_store_op_t *ops,
         }
     }
     for (int attempt = 0; attempt < 2; attempt++) {
-        slot = idem_store_pg_take(s, &rc, why, sizeof(why));
+        slot = idem_store_pg_take(s, 0, &rc, why, sizeof(why));
         if (slot == NULL) {
             idem_store_pg_fail(ops, n, rc);
             return;
@@ -1206,7 +1139,7 @@ static int idem_store_pg_read(idem_store_t *store, const idem_store_key_t *k,
     char why[1];
     int rc;
 
-    slot = idem_store_pg_take(s, &rc, why, sizeof(why));
+    slot = idem_store_pg_take(s, 0, &rc, why, sizeof(why));
     if (slot == NULL) {
         return rc;
     }
@@ -1242,7 +1175,7 @@ static int idem_store_pg_usage(idem_store_t *store, idem_store_usage_t *out)
     char why[1];
     int rc;
 
-    slot = idem_store_pg_take(s, &rc, why, sizeof(why));
+    slot = idem_store_pg_take(s, 0, &rc, why, sizeof(why));
     if (slot == NULL) {
         return rc;
     }
@@ -1290,7 +1223,7 @@ static int idem_store_pg_check(idem_store_t *store, char *why, size_t cap)
     int rc = 0, reused;
 
     for (int attempt = 0; attempt < 2; attempt++) {
-        slot = idem_store_pg_take(s, &rc, msg, sizeof(msg));
+        slot = idem_store_pg_take(s, 1, &rc, msg, sizeof(msg));
         if (slot == NULL) {
             snprintf(why, cap,
                      "PostgreSQL is unreachable (%s); new keys get 503 "
@@ -1333,7 +1266,7 @@ static int idem_store_pg_plant(idem_store_t *store, const idem_store_key_t *k,
     char why[1];
     int rc;
 
-    slot = idem_store_pg_take(s, &rc, why, sizeof(why));
+    slot = idem_store_pg_take(s, 0, &rc, why, sizeof(why));
     if (slot == NULL) {
         return rc;
     }

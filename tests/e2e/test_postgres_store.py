@@ -174,16 +174,22 @@ def test_postgres_down_under_load_is_503_nothing_forwarded_then_back(
           "the start returned" % (up_at - down_at,
                                   sum(1 for _, _, s in answers if s == 503),
                                   first_back - up_at))
+    # 504: forwarded just before the stop, its response could not be
+    # stored, so the client gets the unknown outcome its key will keep
     statuses = {s for _, _, s in answers}
-    assert statuses <= {201, 503}, statuses
+    assert statuses <= {201, 503, 504}, statuses
     during = [(k, s) for t, k, s in answers if down_at + 0.2 < t < up_at]
     assert during and all(s == 503 for _, s in during), during[:5]
     # every 503 forwarded nothing (fail closed); every 201 ran once
     for _, k, s in answers:
-        assert upstream.executions(k) == (1 if s == 201 else 0), (k, s)
+        want = {201: (1,), 503: (0,), 504: (0, 1)}[s]
+        assert upstream.executions(k) in want, (k, s)
     for g in gateways:
-        r = g.post(key=unique_key("pgafter"), json_body={})
-        assert r.status_code == 201
+        # every worker of both gateways heals (each within its backoff)
+        for _ in range(8):
+            assert wait_for(lambda: g.post(key=unique_key("pgafter"),
+                                           json_body={}).status_code == 201,
+                            5.0, step=0.1)
         r = g.post(key=done, json_body={})
         assert r.status_code == 201 and replayed(r)
     assert upstream.executions(done) == 1
