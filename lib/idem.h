@@ -343,6 +343,15 @@ typedef struct idem_store_s idem_store_t;
  *                            IDEM_STORE_LMDB_DEFAULT_MAP_SIZE),
  *                            group_commit=0|1 (default 1), sync=0|1
  *                            (default 1: every commit is fsynced)
+ *   postgres://...           (or postgresql://) any libpq connection URI,
+ *                            plus table=NAME (default idem_records; the
+ *                            table NAME_v1 is created on first use),
+ *                            pool=N (1-64 connections, default 4) and
+ *                            clock=store|caller (default store: leases and
+ *                            TTLs on the server's clock). Nothing connects
+ *                            here: the store opens while the server is
+ *                            down, and its calls fail with IDEM_EUNAVAIL
+ *                            until it answers (see lib/store/postgres.c)
  * *out receives a handle to close with idem_store_close(). An LMDB store
  * must be opened after fork() in the process that uses it. LMDB keeps a
  * reserve of free pages (map/32, at least 64 pages and at most 32768) for
@@ -408,7 +417,7 @@ unsigned idem_store_caps(const idem_store_t *store);
 /* Closes the store; waits for nothing (callers must have returned). */
 void idem_store_close(idem_store_t *store);
 
-/* The backend's name: "mem" or "lmdb". */
+/* The backend's name: "mem", "lmdb" or "postgres". */
 const char *idem_store_backend(const idem_store_t *store);
 
 /* What begin() does with a stale record (SPEC §4, --on-unknown). */
