@@ -682,7 +682,6 @@ static int idem_store_pg_rollback(PGconn *c)
 typedef struct {
     size_t first;       /* index in the sorted order of the first op */
     size_t nops;        /* ops on this key */
-    int locked;         /* it goes through the transaction */
     int had_row;        /* the row existed when locked */
     int wrote;          /* some plan wrote it */
     const uint8_t *cur; /* its bytes after the plans so far, or NULL */
@@ -741,7 +740,6 @@ static void idem_store_pg_group(idem_store_pg_batch_t *b)
             idem_store_pg_cmp_key(&b->ops[b->order[i - 1]].key, &op->key)) {
             memset(&b->groups[b->ngroups], 0, sizeof(b->groups[0]));
             b->groups[b->ngroups].first = i;
-            b->groups[b->ngroups].locked = 1;
             b->ngroups++;
         }
         b->groups[b->ngroups - 1].nops++;
@@ -751,35 +749,25 @@ static void idem_store_pg_group(idem_store_pg_batch_t *b)
 
 /* Round trip 1: locks the rows, then plans their ops in order. */
 static int idem_store_pg_lock(idem_store_pg_t *s, PGconn *c,
-                              idem_store_pg_batch_t *b, size_t *nlocked)
+                              idem_store_pg_batch_t *b)
 {
     idem_store_pg_params_t p;
     size_t nq = 0, q = 1;
     int64_t now;
     int rc;
 
-    *nlocked = 0;
-    for (size_t g = 0; g < b->ngroups; g++) {
-        *nlocked += (size_t)b->groups[g].locked;
-    }
-    if (*nlocked == 0) {
-        return 0;
-    }
     rc = idem_store_pg_send_sql(c, "BEGIN");
     if (rc != 0) {
         return rc;
     }
     nq++;
     for (size_t g = 0; g < b->ngroups; g++) {
-        if (b->groups[g].locked) {
-            idem_store_pg_key_params(&p,
-                                     &b->ops[b->order[b->groups[g].first]].key);
-            rc = idem_store_pg_send(c, IDEM_STORE_PG_LOCK, &p);
-            if (rc != 0) {
-                return rc;
-            }
-            nq++;
+        idem_store_pg_key_params(&p, &b->ops[b->order[b->groups[g].first]].key);
+        rc = idem_store_pg_send(c, IDEM_STORE_PG_LOCK, &p);
+        if (rc != 0) {
+            return rc;
         }
+        nq++;
     }
     rc = idem_store_pg_send(c, IDEM_STORE_PG_NOWQ, NULL);
     if (rc != 0) {
@@ -798,12 +786,8 @@ static int idem_store_pg_lock(idem_store_pg_t *s, PGconn *c,
 
     for (size_t g = 0; g < b->ngroups; g++) {
         idem_store_pg_group_t *gr = &b->groups[g];
-        PGresult *r;
+        PGresult *r = b->res[q++];
 
-        if (!gr->locked) {
-            continue;
-        }
-        r = b->res[q++];
         gr->had_row = PQntuples(r) == 1;
         gr->cur = gr->had_row ? (const uint8_t *)PQgetvalue(r, 0, 0) : NULL;
         gr->cur_len = gr->had_row ? (size_t)PQgetlength(r, 0, 0) : 0;
@@ -813,7 +797,7 @@ static int idem_store_pg_lock(idem_store_pg_t *s, PGconn *c,
         idem_store_op_t *op = &b->ops[i];
         idem_store_pg_group_t *gr = &b->groups[b->group_of[i]];
 
-        if (!gr->locked || op->kind == IDEM_STORE_OP_PRUNE) {
+        if (op->kind == IDEM_STORE_OP_PRUNE) {
             continue;
         }
         op->store_now_ms = now;
@@ -834,7 +818,7 @@ static int idem_store_pg_lock(idem_store_pg_t *s, PGconn *c,
     /* the locked rows' bytes were copied by the plans: res may go */
     for (size_t g = 0; g < b->ngroups; g++) {
         idem_store_pg_group_t *gr = &b->groups[g];
-        if (gr->locked && gr->had_row && !gr->wrote) {
+        if (gr->had_row && !gr->wrote) {
             gr->cur = NULL;
         }
     }
@@ -858,7 +842,7 @@ static int idem_store_pg_apply(PGconn *c, idem_store_pg_batch_t *b,
         const idem_store_op_t *op = &b->ops[b->order[gr->first]];
         int stmt;
 
-        if (!gr->locked || !gr->wrote) {
+        if (!gr->wrote) {
             continue;
         }
         idem_store_pg_key_params(&p, &op->key);
@@ -906,8 +890,7 @@ static int idem_store_pg_apply(PGconn *c, idem_store_pg_batch_t *b,
         return rc;
     }
     for (size_t i = 0; i < b->n; i++) {
-        if (b->groups[b->group_of[i]].locked && b->ops[i].rc == 0 &&
-            b->ops[i].write != IDEM_STORE_WRITE_NONE) {
+        if (b->ops[i].rc == 0 && b->ops[i].write != IDEM_STORE_WRITE_NONE) {
             (*wrote_ops)++;
         }
     }
@@ -921,15 +904,14 @@ static int idem_store_pg_apply(PGconn *c, idem_store_pg_batch_t *b,
 static int idem_store_pg_run(idem_store_pg_t *s, PGconn *c,
                              idem_store_pg_batch_t *b, uint64_t *wrote_ops)
 {
-    size_t nlocked = 0;
     int rc;
 
     for (size_t i = 0; i < b->n; i++) {
         idem_store_op_reset(&b->ops[i]);
     }
     idem_store_pg_group(b);
-    rc = idem_store_pg_lock(s, c, b, &nlocked);
-    if (rc == 0 && nlocked > 0) {
+    rc = idem_store_pg_lock(s, c, b);
+    if (rc == 0) {
         b->commit_sent = 1;
         rc = idem_store_pg_apply(c, b, wrote_ops);
     }
@@ -984,9 +966,9 @@ static int idem_store_pg_op_err(int rc)
 }
 
 /*
- * Runs the ops through b (ops alone when alone is set), retrying races,
- * and leaves every op's verdict. Returns 0, or IDEM_EUNAVAIL when the
- * connection broke.
+ * Runs the ops of b as one batch, again after a lost race, and each op
+ * alone after another SQL error; leaves every op's verdict. Returns 0, or
+ * IDEM_EUNAVAIL when the connection broke.
  */
 static int idem_store_pg_batch(idem_store_pg_t *s, PGconn *c,
                                idem_store_pg_batch_t *b)
