@@ -46,6 +46,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 STORE_BACKENDS := mem lmdb
 STORE_BACKENDS += postgres
 STORE_BIN := $(STORE_BACKENDS:%=$(BUILD)/tests/store_contract_%)
+PG_FAILURES_BIN := $(BUILD)/tests/store_postgres_failures
 
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
@@ -73,7 +74,8 @@ E2E_ENV := IDEM_BUILD=$(BUILD) IDEM_SANITIZER=$(SANITIZER)
         format-check clean
 .DEFAULT_GOAL := all
 
-all: lib module $(INQUIRIES_BIN) $(UNIT_BIN) $(STORE_BIN) $(BENCH_BIN) \
+all: lib module $(INQUIRIES_BIN) $(UNIT_BIN) $(STORE_BIN) $(PG_FAILURES_BIN) \
+     $(BENCH_BIN) \
      $(BUILD)/idemgate
 
 module: $(MODULE)
@@ -132,6 +134,11 @@ $(BUILD)/tests/store_contract_%: tests/store/contract.c $(LIBIDEM)
 	$(CC) $(CFLAGS) -DIDEM_TEST_BACKEND='"$*"' $(LDFLAGS) -o $@ $< \
 	    $(LIBIDEM) $(LDLIBS) -lcmocka
 
+# The PostgreSQL store's failure paths, beside a throwaway cluster.
+$(PG_FAILURES_BIN): tests/store/postgres_failures.c $(LIBIDEM)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBIDEM) $(LDLIBS) -lcmocka
+
 $(BENCH_BIN): bench/store_bench.c $(LIBIDEM)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBIDEM) $(LDLIBS)
@@ -167,7 +174,7 @@ test: deps
 	@$(MAKE) --no-print-directory SANITIZER=address test-e2e
 
 # the unit tests and the store contract suite under valgrind's memcheck
-test-valgrind: $(UNIT_BIN) $(STORE_BIN)
+test-valgrind: $(UNIT_BIN) $(STORE_BIN) $(PG_FAILURES_BIN)
 	@set -e; for t in $(UNIT_BIN) $(STORE_BIN); do \
 	    echo "== valgrind $$t"; \
 	    b=$${t##*/store_contract_}; \
@@ -175,7 +182,11 @@ test-valgrind: $(UNIT_BIN) $(STORE_BIN)
 	       echo tests/servers/$$b.sh) \
 	    valgrind -q --error-exitcode=1 --leak-check=full \
 	        --errors-for-leak-kinds=definite,indirect $$t >/dev/null; \
-	done; echo "valgrind: no errors, no leaks"
+	done
+	@echo "== valgrind $(PG_FAILURES_BIN)"; tests/servers/postgres.sh \
+	    valgrind -q --error-exitcode=1 --leak-check=full \
+	    --errors-for-leak-kinds=definite,indirect $(PG_FAILURES_BIN) >/dev/null
+	@echo "valgrind: no errors, no leaks"
 
 
 test-e2e: module $(INQUIRIES_BIN) $(BUILD)/idemgate
@@ -185,11 +196,13 @@ test-e2e: module $(INQUIRIES_BIN) $(BUILD)/idemgate
 # contract suite beside a throwaway server that the script starts and stops.
 STORE_SERVER = $$(test -x tests/servers/$$b.sh && echo tests/servers/$$b.sh)
 
-test-unit: $(UNIT_BIN) $(STORE_BIN)
+test-unit: $(UNIT_BIN) $(STORE_BIN) $(PG_FAILURES_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 	@set -e; for b in $(STORE_BACKENDS); do \
 	    echo "== store contract suite: backend $$b"; \
 	    $(STORE_SERVER) $(BUILD)/tests/store_contract_$$b; done
+	@echo "== postgres store failures"; \
+	    tests/servers/postgres.sh $(PG_FAILURES_BIN)
 
 test-fuzz-replay: $(FUZZ_REPLAY_BIN)
 	@set -e; for t in $(FUZZ_REPLAY_BIN); do \

@@ -1109,6 +1109,53 @@ static void idem_store_pg_write(idem_store_t *store, idem_store_op_t *ops,
 /* Reading, usage, check                                                     */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * Runs one statement that changes nothing or may run twice (a prepared
+ * one, or sql when stmt < 0) on a connection of the pool, once more on a
+ * new connection when a pooled one turns out cut. *out receives its
+ * result on 0 (PQclear it). Returns 0 or an IDEM_E... code.
+ */
+static int idem_store_pg_query(idem_store_pg_t *s, int stmt, const char *sql,
+                               const idem_store_pg_params_t *p, PGresult **out)
+{
+    idem_store_pg_slot_t *slot;
+    PGresult *r[1] = {NULL};
+    char why[1];
+    int rc = 0, reused;
+
+    for (int attempt = 0; attempt < 2; attempt++) {
+        slot = idem_store_pg_take(s, 0, &rc, why, sizeof(why));
+        if (slot == NULL) {
+            return rc;
+        }
+        reused = slot->used;
+        slot->used = 1;
+        if (stmt >= 0) {
+            rc = idem_store_pg_send(slot->conn, stmt, p);
+        } else {
+            rc = PQsendQueryParams(slot->conn, sql, p ? p->n : 0, NULL,
+                                   p ? p->v : NULL, p ? p->len : NULL,
+                                   p ? p->fmt : NULL, 1)
+                     ? 0
+                     : IDEM_EUNAVAIL;
+        }
+        if (rc == 0) {
+            rc = idem_store_pg_sync(slot->conn, r, 1);
+        }
+        rc = idem_store_pg_op_err(rc);
+        if (rc == 0) {
+            *out = r[0];
+            r[0] = NULL;
+        }
+        idem_store_pg_clear(r, 1);
+        idem_store_pg_give(s, slot, rc == IDEM_EUNAVAIL);
+        if (rc != IDEM_EUNAVAIL || !reused) {
+            break;
+        }
+    }
+    return rc;
+}
+
 static int idem_store_pg_read(idem_store_t *store, const idem_store_key_t *k,
                               int (*cb)(void *ctx, const uint8_t *val,
                                         size_t len),
@@ -1116,30 +1163,17 @@ static int idem_store_pg_read(idem_store_t *store, const idem_store_key_t *k,
 {
     idem_store_pg_t *s = (idem_store_pg_t *)store;
     idem_store_pg_params_t p;
-    idem_store_pg_slot_t *slot;
-    PGresult *r[1] = {NULL};
-    char why[1];
+    PGresult *r = NULL;
     int rc;
 
-    slot = idem_store_pg_take(s, 0, &rc, why, sizeof(why));
-    if (slot == NULL) {
-        return rc;
-    }
     idem_store_pg_key_params(&p, k);
-    rc = idem_store_pg_send(slot->conn, IDEM_STORE_PG_GET, &p);
+    rc = idem_store_pg_query(s, IDEM_STORE_PG_GET, NULL, &p, &r);
     if (rc == 0) {
-        rc = idem_store_pg_sync(slot->conn, r, 1);
+        rc = PQntuples(r) == 1 ? cb(ctx, (const uint8_t *)PQgetvalue(r, 0, 0),
+                                    (size_t)PQgetlength(r, 0, 0))
+                               : IDEM_ENOTFOUND;
     }
-    if (rc == 0) {
-        rc = PQntuples(r[0]) == 1
-                 ? cb(ctx, (const uint8_t *)PQgetvalue(r[0], 0, 0),
-                      (size_t)PQgetlength(r[0], 0, 0))
-                 : IDEM_ENOTFOUND;
-    } else {
-        rc = idem_store_pg_op_err(rc);
-    }
-    idem_store_pg_clear(r, 1);
-    idem_store_pg_give(s, slot, rc == IDEM_EUNAVAIL);
+    PQclear(r);
     return rc;
 }
 
@@ -1151,16 +1185,10 @@ static int idem_store_pg_read(idem_store_t *store, const idem_store_key_t *k,
 static int idem_store_pg_usage(idem_store_t *store, idem_store_usage_t *out)
 {
     idem_store_pg_t *s = (idem_store_pg_t *)store;
-    idem_store_pg_slot_t *slot;
     char sql[IDEM_STORE_PG_SQL_MAX];
-    PGresult *r[1] = {NULL};
-    char why[1];
+    PGresult *r = NULL;
     int rc;
 
-    slot = idem_store_pg_take(s, 0, &rc, why, sizeof(why));
-    if (slot == NULL) {
-        return rc;
-    }
     snprintf(sql, sizeof(sql),
              "SELECT CASE WHEN e.n < 100000 THEN (SELECT count(*) FROM %1$s)"
              " ELSE e.n END::int8,"
@@ -1171,24 +1199,16 @@ static int idem_store_pg_usage(idem_store_t *store, idem_store_usage_t *out)
              " FROM (SELECT reltuples::int8 AS n FROM pg_class"
              " WHERE oid = '%1$s'::regclass) AS e",
              s->table);
-    rc = idem_store_pg_send_sql(slot->conn, sql);
-    if (rc == 0) {
-        rc = idem_store_pg_sync(slot->conn, r, 1);
-    }
-    if (rc == 0 && PQntuples(r[0]) == 1) {
-        out->records = (uint64_t)idem_store_pg_int8(r[0], 0, 0);
-        out->bytes_used = (uint64_t)idem_store_pg_int8(r[0], 0, 1);
+    rc = idem_store_pg_query(s, -1, sql, NULL, &r);
+    if (rc == 0 && PQntuples(r) == 1) {
+        out->records = (uint64_t)idem_store_pg_int8(r, 0, 0);
+        out->bytes_used = (uint64_t)idem_store_pg_int8(r, 0, 1);
         out->bytes_limit = 0;
         out->bytes_claim_limit = 0;
-    } else {
-        rc = rc == 0 ? IDEM_EIO : idem_store_pg_op_err(rc);
+    } else if (rc == 0) {
+        rc = IDEM_EIO;
     }
-    idem_store_pg_clear(r, 1);
-    if (rc != 0 && rc != IDEM_EUNAVAIL &&
-        idem_store_pg_rollback(slot->conn) != 0) {
-        rc = IDEM_EUNAVAIL;
-    }
-    idem_store_pg_give(s, slot, rc == IDEM_EUNAVAIL);
+    PQclear(r);
     return rc;
 }
 
@@ -1242,16 +1262,10 @@ static int idem_store_pg_plant(idem_store_t *store, const idem_store_key_t *k,
 {
     idem_store_pg_t *s = (idem_store_pg_t *)store;
     idem_store_pg_params_t p;
-    idem_store_pg_slot_t *slot;
     char sql[IDEM_STORE_PG_SQL_MAX];
-    PGresult *r[1] = {NULL};
-    char why[1];
+    PGresult *r = NULL;
     int rc;
 
-    slot = idem_store_pg_take(s, 0, &rc, why, sizeof(why));
-    if (slot == NULL) {
-        return rc;
-    }
     snprintf(sql, sizeof(sql),
              "INSERT INTO %1$s (scope, key, rec, removable_at)"
              " VALUES ($1, $2, $3, 0) ON CONFLICT (scope, key)"
@@ -1261,12 +1275,9 @@ static int idem_store_pg_plant(idem_store_t *store, const idem_store_key_t *k,
     p.v[2] = (const char *)val;
     p.len[2] = (int)len;
     p.fmt[2] = 1;
-    rc = PQsendQueryParams(slot->conn, sql, 3, NULL, p.v, p.len, p.fmt, 1)
-             ? idem_store_pg_sync(slot->conn, r, 1)
-             : IDEM_EUNAVAIL;
-    idem_store_pg_clear(r, 1);
-    rc = idem_store_pg_op_err(rc);
-    idem_store_pg_give(s, slot, rc != 0);
+    p.n = 3;
+    rc = idem_store_pg_query(s, -1, sql, &p, &r);
+    PQclear(r);
     return rc;
 }
 
