@@ -5,7 +5,7 @@
 #   make test            install what is missing, build, run every test
 #   make test-unit       C unit tests and the store contract suite
 #   make fuzz            run each libFuzzer target for FUZZ_SECONDS
-#   make bench           store benchmark (LMDB, durable)
+#   make bench           store benchmark (LMDB and PostgreSQL, durable)
 #   make SANITIZER=address|undefined ...   the same under a sanitizer
 #                                          (into build-address/, ...)
 
@@ -219,6 +219,8 @@ fuzz: $(FUZZ_BIN)
 # the store alone, then wrk against idemgate and plain nginx side by side
 bench: $(BENCH_BIN) module $(INQUIRIES_BIN)
 	$(BENCH_BIN)
+	tests/servers/postgres.sh sh -c \
+	    '$(BENCH_BIN) -u "$$IDEM_TEST_PG_URL?table=bench&pool=16"'
 	BUILD=$(BUILD) bench/run.sh
 
 format:
