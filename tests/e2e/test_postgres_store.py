@@ -192,6 +192,11 @@ def test_postgres_down_under_load_is_503_nothing_forwarded_then_back(
                             5.0, step=0.1)
         r = g.post(key=done, json_body={})
         assert r.status_code == 201 and replayed(r)
+        # each worker's store check (once a second) said so, both ways
+        log = g.error_log()
+        assert "unavailable: PostgreSQL is unreachable" in log
+        assert wait_for(lambda: "answers again: serving new keys"
+                        in g.error_log(), 3.0)
     assert upstream.executions(done) == 1
 
 
