@@ -5,7 +5,7 @@
 #   make test            install what is missing, build, run every test
 #   make test-unit       C unit tests and the store contract suite
 #   make fuzz            run each libFuzzer target for FUZZ_SECONDS
-#   make bench           store benchmark (LMDB, durable)
+#   make bench           store benchmark (LMDB, PostgreSQL and Redis, durable)
 #   make SANITIZER=address|undefined ...   the same under a sanitizer
 #                                          (into build-address/, ...)
 
@@ -17,7 +17,7 @@ SANITIZER ?=
 FAILPOINTS ?= $(if $(SANITIZER),1)
 BUILD    := build$(if $(SANITIZER),-$(SANITIZER),$(if $(FAILPOINTS),-test))
 
-PKGS     := lmdb jansson libcrypto hiredis
+PKGS     := lmdb jansson libcrypto libpq hiredis
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -44,11 +44,11 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 STORE_BACKENDS := mem lmdb
+STORE_BACKENDS += postgres
 STORE_BACKENDS += redis
 STORE_BIN := $(STORE_BACKENDS:%=$(BUILD)/tests/store_contract_%)
-# a backend on a server runs its suite beside a throwaway one (the script
-# starts it, passes its URL, stops it)
-STORE_SERVER_redis := sh tests/servers/redis.sh
+PG_FAILURES_BIN := $(BUILD)/tests/store_postgres_failures
+REDIS_FAILURES_BIN := $(BUILD)/tests/store_redis_failures
 
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
@@ -76,7 +76,9 @@ E2E_ENV := IDEM_BUILD=$(BUILD) IDEM_SANITIZER=$(SANITIZER)
         format-check clean
 .DEFAULT_GOAL := all
 
-all: lib module $(INQUIRIES_BIN) $(UNIT_BIN) $(STORE_BIN) $(BENCH_BIN) \
+all: lib module $(INQUIRIES_BIN) $(UNIT_BIN) $(STORE_BIN) $(PG_FAILURES_BIN) \
+     $(REDIS_FAILURES_BIN) \
+     $(BENCH_BIN) \
      $(BUILD)/idemgate
 
 module: $(MODULE)
@@ -135,6 +137,16 @@ $(BUILD)/tests/store_contract_%: tests/store/contract.c $(LIBIDEM)
 	$(CC) $(CFLAGS) -DIDEM_TEST_BACKEND='"$*"' $(LDFLAGS) -o $@ $< \
 	    $(LIBIDEM) $(LDLIBS) -lcmocka
 
+# The PostgreSQL store's failure paths, beside a throwaway cluster.
+$(PG_FAILURES_BIN): tests/store/postgres_failures.c $(LIBIDEM)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBIDEM) $(LDLIBS) -lcmocka
+
+# The Redis store against a server set up against it, beside a throwaway one.
+$(REDIS_FAILURES_BIN): tests/store/redis_failures.c $(LIBIDEM)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBIDEM) $(LDLIBS) -lcmocka
+
 $(BENCH_BIN): bench/store_bench.c $(LIBIDEM)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBIDEM) $(LDLIBS)
@@ -170,26 +182,41 @@ test: deps
 	@$(MAKE) --no-print-directory SANITIZER=address test-e2e
 
 # the unit tests and the store contract suite under valgrind's memcheck
-VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full \
-            --errors-for-leak-kinds=definite,indirect
-test-valgrind: $(UNIT_BIN) $(STORE_BIN)
-	@set -e; for t in $(UNIT_BIN); do \
-	    echo "== valgrind $$t"; $(VALGRIND) $$t >/dev/null; done
-	@set -e; $(foreach b,$(STORE_BACKENDS), \
-	    echo "== valgrind $(BUILD)/tests/store_contract_$(b)"; \
-	    $(STORE_SERVER_$(b)) $(VALGRIND) \
-	        $(BUILD)/tests/store_contract_$(b) >/dev/null;) \
-	echo "valgrind: no errors, no leaks"
+test-valgrind: $(UNIT_BIN) $(STORE_BIN) $(PG_FAILURES_BIN) $(REDIS_FAILURES_BIN)
+	@set -e; for t in $(UNIT_BIN) $(STORE_BIN); do \
+	    echo "== valgrind $$t"; \
+	    b=$${t##*/store_contract_}; \
+	    $$(test "$$b" != "$$t" && test -x tests/servers/$$b.sh && \
+	       echo tests/servers/$$b.sh) \
+	    valgrind -q --error-exitcode=1 --leak-check=full \
+	        --errors-for-leak-kinds=definite,indirect $$t >/dev/null; \
+	done
+	@echo "== valgrind $(PG_FAILURES_BIN)"; tests/servers/postgres.sh \
+	    valgrind -q --error-exitcode=1 --leak-check=full \
+	    --errors-for-leak-kinds=definite,indirect $(PG_FAILURES_BIN) >/dev/null
+	@echo "== valgrind $(REDIS_FAILURES_BIN)"; tests/servers/redis.sh \
+	    valgrind -q --error-exitcode=1 --leak-check=full \
+	    --errors-for-leak-kinds=definite,indirect $(REDIS_FAILURES_BIN) \
+	    >/dev/null
+	@echo "valgrind: no errors, no leaks"
 
 
 test-e2e: module $(INQUIRIES_BIN) $(BUILD)/idemgate
 	$(E2E_ENV) $(PYTEST) -q -p no:cacheprovider tests/e2e
 
-test-unit: $(UNIT_BIN) $(STORE_BIN)
+# A backend with a server script (tests/servers/BACKEND.sh) runs its
+# contract suite beside a throwaway server that the script starts and stops.
+STORE_SERVER = $$(test -x tests/servers/$$b.sh && echo tests/servers/$$b.sh)
+
+test-unit: $(UNIT_BIN) $(STORE_BIN) $(PG_FAILURES_BIN) $(REDIS_FAILURES_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
-	@set -e; $(foreach b,$(STORE_BACKENDS), \
-	    echo "== store contract suite: backend $(b)"; \
-	    $(STORE_SERVER_$(b)) $(BUILD)/tests/store_contract_$(b);)
+	@set -e; for b in $(STORE_BACKENDS); do \
+	    echo "== store contract suite: backend $$b"; \
+	    $(STORE_SERVER) $(BUILD)/tests/store_contract_$$b; done
+	@echo "== postgres store failures"; \
+	    tests/servers/postgres.sh $(PG_FAILURES_BIN)
+	@echo "== redis store failures"; \
+	    tests/servers/redis.sh $(REDIS_FAILURES_BIN)
 
 test-fuzz-replay: $(FUZZ_REPLAY_BIN)
 	@set -e; for t in $(FUZZ_REPLAY_BIN); do \
@@ -206,6 +233,10 @@ fuzz: $(FUZZ_BIN)
 # the store alone, then wrk against idemgate and plain nginx side by side
 bench: $(BENCH_BIN) module $(INQUIRIES_BIN)
 	$(BENCH_BIN)
+	tests/servers/postgres.sh sh -c \
+	    '$(BENCH_BIN) -u "$$IDEM_TEST_PG_URL?table=bench&pool=16"'
+	tests/servers/redis.sh sh -c \
+	    '$(BENCH_BIN) -u "$$IDEM_TEST_REDIS_URL?prefix=bench:"'
 	BUILD=$(BUILD) bench/run.sh
 
 format:

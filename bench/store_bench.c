@@ -19,11 +19,12 @@
  *              the B completes (B = 16 and 64), group_commit=1
  *
  *   usage: store_bench [-t SECONDS] [-n MAX_PAIRS] [-p PREFILL] [-d DIR]
- *                      [-u URL]
+ *          store_bench -u URL [-t SECONDS] [-n MAX_PAIRS]
  *
- * With -u URL the same pairs run on the store at URL instead (a Redis
- * server's, say), single calls and batches of 16 and 64, for 1, 4 and 16
- * threads; nothing is prefilled.
+ * With -u, the same pairs run on the store URL names (a networked store:
+ * postgres://..., whose server is already running), batch 1, 16 and 64
+ * for 1, 4 and 16 threads, each run under a scope of its own so that its
+ * keys are new; there is no prefill and no group_commit setting.
  *
  * Prints one row per run (threads, group_commit, batch, pairs/s, commits,
  * writes per commit, KiB written per commit as counted by the kernel's
@@ -68,6 +69,9 @@ static const idem_header_t bench_headers[] = {
     {{"X-Request-Id", 12}, {"6f1c2d3e-4a5b-6c7d-8e9f-0a1b2c3d4e5f", 36}},
 };
 
+/* Told apart per run, so that runs on one shared store use new keys. */
+static atomic_int bench_scope_salt;
+
 static const idem_response_t bench_resp = {
     201, bench_headers, 3, (const uint8_t *)bench_body, sizeof(bench_body) - 1};
 
@@ -75,8 +79,7 @@ static const idem_response_t bench_resp = {
 typedef struct {
     int threads;
     int group_commit;
-    int batch;   /* 1: single calls; B: idem_store_batch() of B ops */
-    int id_base; /* the workers' key streams start here */
+    int batch; /* 1: single calls; B: idem_store_batch() of B ops */
     double seconds;
     long pairs;
     uint64_t commits;
@@ -161,6 +164,9 @@ static void bench_pairs_init(bench_pairs_t *p)
 {
     memset(p, 0, sizeof(*p));
     memset(p->scope.bytes, 0x11, sizeof(p->scope.bytes));
+    p->scope.bytes[0] = (uint8_t)atomic_load(&bench_scope_salt);
+    p->scope.bytes[1] = (uint8_t)getpid();
+    p->scope.bytes[2] = (uint8_t)(getpid() >> 8);
     memset(p->fp.bytes, 0x22, sizeof(p->fp.bytes));
 }
 
@@ -324,26 +330,58 @@ static int bench_rm(const char *path, const struct stat *st, int flag,
 }
 
 /*
- * Runs run->threads workers of run->batch pairs on store for seconds (or
- * max_pairs pairs) and fills in what they measured. Returns 0 or an error.
+ * One run in a fresh environment under base, or on the store url names
+ * when it is not NULL. Returns 0 or an error.
  */
-static int bench_measure(idem_store_t *store, double seconds, long max_pairs,
-                         bench_run_t *run)
+static int bench_run(const char *base, const char *store_url, double seconds,
+                     long max_pairs, long prefill, bench_run_t *run)
 {
     bench_worker_t w[BENCH_MAX_THREADS];
     pthread_t t[BENCH_MAX_THREADS];
     idem_store_stats_t st;
+    idem_store_t *store = NULL;
     atomic_long taken;
+    char dir[512], env[530], url[600];
     int64_t wchar;
     double start;
-    int rc = 0, started = 0;
+    int rc, started = 0;
 
+    atomic_fetch_add(&bench_scope_salt, 1);
+    if (store_url != NULL) {
+        dir[0] = '\0';
+        snprintf(url, sizeof(url), "%s", store_url);
+        rc = idem_store_open(url, &store);
+        if (rc != 0) {
+            fprintf(stderr, "store_bench: open %s: %s\n", url,
+                    idem_strerror(rc));
+            return rc;
+        }
+        goto opened;
+    }
+    snprintf(dir, sizeof(dir), "%s/idem-bench-XXXXXX", base);
+    if (mkdtemp(dir) == NULL) {
+        fprintf(stderr, "store_bench: mkdtemp %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    snprintf(env, sizeof(env), "%s/env", dir);
+    snprintf(url, sizeof(url), "lmdb:%s?sync=1&group_commit=%d", env,
+             run->group_commit);
+    rc = bench_prefill(env, prefill);
+    if (rc == 0) {
+        rc = idem_store_open(url, &store);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "store_bench: open %s: %s\n", url, idem_strerror(rc));
+        goto done;
+    }
+
+opened:
     atomic_init(&taken, 0);
     wchar = bench_wchar();
     start = bench_now();
     for (int i = 0; i < run->threads; i++) {
         w[i].store = store;
-        w[i].id = run->id_base + i;
+        w[i].id = i;
         w[i].batch = run->batch;
         w[i].deadline = start + seconds;
         w[i].max_pairs = max_pairs;
@@ -372,39 +410,12 @@ static int bench_measure(idem_store_t *store, double seconds, long max_pairs,
     idem_store_stats(store, &st);
     run->commits = st.commits;
     run->ops = st.batched_ops;
-    return rc;
-}
-
-/* One run in a fresh environment under base. Returns 0 or an error. */
-static int bench_run(const char *base, double seconds, long max_pairs,
-                     long prefill, bench_run_t *run)
-{
-    idem_store_t *store = NULL;
-    char dir[512], env[530], url[600];
-    int rc;
-
-    snprintf(dir, sizeof(dir), "%s/idem-bench-XXXXXX", base);
-    if (mkdtemp(dir) == NULL) {
-        fprintf(stderr, "store_bench: mkdtemp %s: %s\n", dir, strerror(errno));
-        return -1;
-    }
-    snprintf(env, sizeof(env), "%s/env", dir);
-    snprintf(url, sizeof(url), "lmdb:%s?sync=1&group_commit=%d", env,
-             run->group_commit);
-    rc = bench_prefill(env, prefill);
-    if (rc == 0) {
-        rc = idem_store_open(url, &store);
-    }
-    if (rc != 0) {
-        fprintf(stderr, "store_bench: open %s: %s\n", url, idem_strerror(rc));
-        goto done;
-    }
-
-    rc = bench_measure(store, seconds, max_pairs, run);
 
 done:
     idem_store_close(store);
-    nftw(dir, bench_rm, 16, FTW_DEPTH | FTW_PHYS);
+    if (dir[0] != '\0') {
+        nftw(dir, bench_rm, 16, FTW_DEPTH | FTW_PHYS);
+    }
     return rc;
 }
 
@@ -415,8 +426,13 @@ static double bench_rate(const bench_run_t *r)
 
 static void bench_print(const bench_run_t *r)
 {
-    printf("%7d  %12d  %5d  %10.0f  %8llu  %10.2f", r->threads, r->group_commit,
-           r->batch, bench_rate(r), (unsigned long long)r->commits,
+    if (r->group_commit < 0) {
+        printf("%7d  %12s", r->threads, "-");
+    } else {
+        printf("%7d  %12d", r->threads, r->group_commit);
+    }
+    printf("  %5d  %10.0f  %8llu  %10.2f", r->batch, bench_rate(r),
+           (unsigned long long)r->commits,
            r->commits ? (double)r->ops / (double)r->commits : 0.0);
     if (r->written >= 0 && r->commits > 0) {
         printf("  %10.1f\n", (double)r->written / 1024.0 / (double)r->commits);
@@ -429,54 +445,31 @@ static void bench_print(const bench_run_t *r)
 static void bench_usage(void)
 {
     fprintf(stderr, "usage: store_bench [-t SECONDS] [-n MAX_PAIRS] "
-                    "[-p PREFILL] [-d DIR] [-u URL]\n");
+                    "[-p PREFILL] [-d DIR]\n"
+                    "       store_bench -u URL [-t SECONDS] [-n MAX_PAIRS]\n");
 }
 
-/*
- * -u URL: the same pairs on the store at URL (a server's, e.g.
- * redis://127.0.0.1:6379?prefix=bench:), single calls and batches, for
- * 1, 4 and 16 threads. Nothing is prefilled or removed: Redis forgets the
- * keys at their TTL.
- */
+/* The rows of -u URL: batch 1, 16 and 64 for each thread count. */
 static int bench_url(const char *url, double seconds, long max_pairs)
 {
     static const int batches[] = {1, 16, 64};
-    idem_store_t *store = NULL;
     bench_run_t r;
-    int rc;
 
-    rc = idem_store_open(url, &store);
-    if (rc != 0) {
-        fprintf(stderr, "store_bench: open %s: %s\n", url, idem_strerror(rc));
-        return 1;
-    }
-    printf("%s store at %s: begin+complete pairs, random keys, %.1f s%s per "
+    printf("store %s: begin+complete pairs, random new keys, %.1f s%s per "
            "run\n\n",
-           idem_store_backend(store), url, seconds,
-           max_pairs ? " or MAX_PAIRS" : "");
-    idem_store_close(store);
+           url, seconds, max_pairs ? " or MAX_PAIRS" : "");
     printf("%7s  %12s  %5s  %10s  %8s  %10s  %10s\n", "threads", "group_commit",
            "batch", "pairs/s", "commits", "ops/commit", "KiB/commit");
     for (size_t b = 0; b < sizeof(batches) / sizeof(batches[0]); b++) {
         for (size_t i = 0; i < BENCH_NTHREADS; i++) {
             memset(&r, 0, sizeof(r));
             r.threads = bench_threads[i];
+            r.group_commit = -1;
             r.batch = batches[b];
-            /* keys no run (of this process or an earlier one) has used */
-            r.id_base = (int)((getpid() & 0x3fff) << 8) +
-                        (int)(b * BENCH_NTHREADS + i) * BENCH_MAX_THREADS;
-            rc = idem_store_open(url, &store);
-            if (rc == 0) {
-                rc = bench_measure(store, seconds, max_pairs, &r);
-            }
-            idem_store_close(store);
-            store = NULL;
-            if (rc != 0) {
-                fprintf(stderr, "store_bench: %s: %s\n", url,
-                        idem_strerror(rc));
+            if (bench_run(NULL, url, seconds, max_pairs, 0, &r) != 0) {
                 return 1;
             }
-            r.written = -1;
+            r.written = -1; /* the server writes, not this process */
             bench_print(&r);
         }
     }
@@ -489,13 +482,16 @@ int main(int argc, char **argv)
         batched[BENCH_NBATCHES][BENCH_NTHREADS];
     const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     const bench_run_t *best;
-    const char *url = NULL;
     double seconds = 3.0, base_rate;
     long max_pairs = 0, prefill = BENCH_PREFILL;
+    const char *url = NULL;
     int opt;
 
     while ((opt = getopt(argc, argv, "t:n:p:d:u:h")) != -1) {
         switch (opt) {
+        case 'u':
+            url = optarg;
+            break;
         case 't':
             seconds = atof(optarg);
             break;
@@ -508,9 +504,6 @@ int main(int argc, char **argv)
         case 'd':
             base = optarg;
             break;
-        case 'u':
-            url = optarg;
-            break;
         default:
             bench_usage();
             return opt == 'h' ? 0 : 2;
@@ -520,10 +513,10 @@ int main(int argc, char **argv)
         bench_usage();
         return 2;
     }
+
     if (url != NULL) {
         return bench_url(url, seconds, max_pairs);
     }
-
     printf("LMDB store, durable (sync=1): begin+complete pairs, random keys, "
            "%ld records before each run, %.1f s%s per run, in %s\n\n",
            prefill, seconds, max_pairs ? " or MAX_PAIRS" : "", base);
@@ -536,7 +529,7 @@ int main(int argc, char **argv)
             r->threads = bench_threads[i];
             r->group_commit = g;
             r->batch = 1;
-            if (bench_run(base, seconds, max_pairs, prefill, r) != 0) {
+            if (bench_run(base, NULL, seconds, max_pairs, prefill, r) != 0) {
                 return 1;
             }
             bench_print(r);
@@ -550,7 +543,7 @@ int main(int argc, char **argv)
             r->threads = bench_threads[i];
             r->group_commit = 1;
             r->batch = bench_batches[b];
-            if (bench_run(base, seconds, max_pairs, prefill, r) != 0) {
+            if (bench_run(base, NULL, seconds, max_pairs, prefill, r) != 0) {
                 return 1;
             }
             bench_print(r);

@@ -347,6 +347,15 @@ typedef struct idem_store_s idem_store_t;
  *                            IDEM_STORE_LMDB_DEFAULT_MAP_SIZE),
  *                            group_commit=0|1 (default 1), sync=0|1
  *                            (default 1: every commit is fsynced)
+ *   postgres://...           (or postgresql://) any libpq connection URI,
+ *                            plus table=NAME (default idem_records; the
+ *                            table NAME_v1 is created on first use),
+ *                            pool=N (1-64 connections, default 4) and
+ *                            clock=store|caller (default store: leases and
+ *                            TTLs on the server's clock). Nothing connects
+ *                            here: the store opens while the server is
+ *                            down, and its calls fail with IDEM_EUNAVAIL
+ *                            until it answers (see lib/store/postgres.c)
  *   redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?opts]
  *                            one Redis server shared by any number of
  *                            processes and machines; opts: prefix=TEXT
@@ -401,22 +410,24 @@ IDEM_MUST_CHECK int idem_store_url_check(const char *url, char *why,
  *   DIRECTORY    the store is files in a directory: check and identity
  *                compare them with the path
  *   BOUNDED      a fixed size: usage has a limit, a new claim may be EFULL
- *   SHARED       other processes that open the URL see the same records,
- *                and records outlive the handle (LMDB, Redis; not mem)
+ *   SHARED       the records outlive the handle: other processes (other
+ *                machines, for a networked store) that open the URL, and
+ *                later handles, see them (LMDB, PostgreSQL; not mem)
+ *   CLOCK        leases and TTLs are measured on the store's own clock
+ *                (one for every machine that shares it), not on the
+ *                now_ms callers pass; a URL may turn that off for tests
+ *                that move time (postgres: clock=caller)
  *   SELF_EXPIRY  the store forgets expired records by itself (Redis
  *                expiry): prune() removes nothing, and usage counts what
  *                the server holds, not only this store's records
- *   STORE_CLOCK  leases and TTLs follow the store's own clock (Redis TIME),
- *                one clock for every machine: begin's now_ms does not
- *                change an outcome, and records carry the store's times
  */
 enum {
     IDEM_STORE_CAP_INLINE_READ = 1u << 0,
     IDEM_STORE_CAP_DIRECTORY = 1u << 1,
     IDEM_STORE_CAP_BOUNDED = 1u << 2,
-    IDEM_STORE_CAP_SHARED = 1u << 3,
-    IDEM_STORE_CAP_SELF_EXPIRY = 1u << 4,
-    IDEM_STORE_CAP_STORE_CLOCK = 1u << 5
+    IDEM_STORE_CAP_CLOCK = 1u << 3,
+    IDEM_STORE_CAP_SHARED = 1u << 4,
+    IDEM_STORE_CAP_SELF_EXPIRY = 1u << 5
 };
 
 /* The IDEM_STORE_CAP_... bits of store. Thread-safe. */
@@ -425,7 +436,7 @@ unsigned idem_store_caps(const idem_store_t *store);
 /* Closes the store; waits for nothing (callers must have returned). */
 void idem_store_close(idem_store_t *store);
 
-/* The backend's name: "mem", "lmdb" or "redis". */
+/* The backend's name: "mem", "lmdb", "postgres" or "redis". */
 const char *idem_store_backend(const idem_store_t *store);
 
 /* What begin() does with a stale record (SPEC §4, --on-unknown). */

@@ -175,22 +175,21 @@ ngx_http_idempotency_watch_done(ngx_event_t *ev)
         /* once when it is lost, and again if what changed does */
         if ((!imcf->store_lost
              || ngx_strcmp(imcf->store_why, job->why) != 0)
-            && (idem_store_caps(job->store) & IDEM_STORE_CAP_DIRECTORY))
+            && !(idem_store_caps(job->store) & IDEM_STORE_CAP_DIRECTORY))
+        {
+            /* a server: it comes back by itself */
+            ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
+                          "idempotency store \"%V\" unavailable: %s",
+                          &imcf->store_url, job->why);
+
+        } else if (!imcf->store_lost
+                   || ngx_strcmp(imcf->store_why, job->why) != 0)
         {
             ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
                           "idempotency store \"%V\" lost: %s; new keys get "
                           "503 until the directory is restored, or the "
                           "gateway is reloaded or restarted to use what "
                           "is there now (which forgets the keys kept here)",
-                          &imcf->store_url, job->why);
-
-        } else if (!imcf->store_lost
-                   || ngx_strcmp(imcf->store_why, job->why) != 0)
-        {
-            /* a store on a server: it heals by itself when it is back */
-            ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
-                          "idempotency store \"%V\" unavailable: %s; "
-                          "requests with a key get 503 until it is back",
                           &imcf->store_url, job->why);
         }
 
@@ -205,16 +204,11 @@ ngx_http_idempotency_watch_done(ngx_event_t *ev)
                       &imcf->store_url, job->why);
 
     } else if (imcf->store_lost) {
-        if (idem_store_caps(job->store) & IDEM_STORE_CAP_DIRECTORY) {
-            ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
-                          "idempotency store \"%V\" names its open files "
-                          "again%s", &imcf->store_url,
-                          imcf->store_foreign ? "" : ": serving new keys");
-        } else {
-            ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
-                          "idempotency store \"%V\" is back: serving keys",
-                          &imcf->store_url);
-        }
+        ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                      "idempotency store \"%V\" %s%s", &imcf->store_url,
+                      (idem_store_caps(job->store) & IDEM_STORE_CAP_DIRECTORY)
+                      ? "names its open files again" : "answers again",
+                      imcf->store_foreign ? "" : ": serving new keys");
         imcf->store_lost = 0;
     }
 

@@ -9,6 +9,7 @@ set -eu
 PACKAGES="
 build-essential pkg-config clang libclang-rt-14-dev clang-format
 liblmdb-dev lmdb-utils libjansson-dev libssl-dev libcmocka-dev
+libpq-dev postgresql
 libhiredis-dev redis-server
 nginx nginx-dev
 python3-pytest python3-requests

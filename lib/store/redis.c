@@ -1267,7 +1267,6 @@ static const idem_store_vtable_t idem_store_redis_vt = {
     .identity = idem_store_redis_identity,
     .close = idem_store_redis_close,
     .plant = idem_store_redis_plant,
-    .begin_in_write = 1,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -1367,16 +1366,14 @@ static int idem_store_redis_is(const char *p, size_t n, const char *name)
 #define IDEM_STORE_REDIS_OPTIONS                                               \
     "prefix=TEXT, timeout=DURATION, allow_eviction=0|1 and clock=store|caller"
 
-/* Parses the "?name=value&..." options into *c. */
+/* Parses the "?name=value&..." options into *c; a later one wins. */
 static int idem_store_redis_options(const char *q, idem_store_redis_conf_t *c,
                                     char *why, size_t cap)
 {
-    unsigned seen = 0;
     const char *p, *end, *eq, *val;
 
     for (p = q; p != NULL; p = *end ? end + 1 : NULL) {
         size_t name_len, n;
-        unsigned bit;
         long v;
 
         end = strchr(p, '&');
@@ -1395,7 +1392,6 @@ static int idem_store_redis_options(const char *q, idem_store_redis_conf_t *c,
         val = eq + 1;
         n = (size_t)(end - val);
         if (idem_store_redis_is(p, name_len, "prefix")) {
-            bit = 1;
             if (n == 0 || n > IDEM_STORE_REDIS_PREFIX_MAX) {
                 snprintf(why, cap,
                          "redis prefix \"%.*s\" must have 1 to %d "
@@ -1418,7 +1414,6 @@ static int idem_store_redis_options(const char *q, idem_store_redis_conf_t *c,
             memcpy(c->prefix, val, n);
             c->prefix[n] = '\0';
         } else if (idem_store_redis_is(p, name_len, "timeout")) {
-            bit = 2;
             if (idem_store_redis_duration(val, n, &v) != 0) {
                 snprintf(why, cap,
                          "redis timeout \"%.*s\" is not a duration from 1ms "
@@ -1428,7 +1423,6 @@ static int idem_store_redis_options(const char *q, idem_store_redis_conf_t *c,
             }
             c->timeout_ms = (int)v;
         } else if (idem_store_redis_is(p, name_len, "allow_eviction")) {
-            bit = 4;
             if (n != 1 || (val[0] != '0' && val[0] != '1')) {
                 snprintf(why, cap,
                          "redis option allow_eviction is 0 or 1, not "
@@ -1438,7 +1432,6 @@ static int idem_store_redis_options(const char *q, idem_store_redis_conf_t *c,
             }
             c->allow_eviction = val[0] == '1';
         } else if (idem_store_redis_is(p, name_len, "clock")) {
-            bit = 8;
             if (idem_store_redis_is(val, n, "store")) {
                 c->caller_clock = 0;
             } else if (idem_store_redis_is(val, n, "caller")) {
@@ -1456,12 +1449,6 @@ static int idem_store_redis_options(const char *q, idem_store_redis_conf_t *c,
                      (int)name_len, p, IDEM_STORE_REDIS_OPTIONS);
             return IDEM_EBADURL;
         }
-        if (seen & bit) {
-            snprintf(why, cap, "redis option %.*s is given twice",
-                     (int)name_len, p);
-            return IDEM_EBADURL;
-        }
-        seen |= bit;
     }
     return 0;
 }
@@ -1631,9 +1618,6 @@ static int idem_store_redis_open(const char *url, const char *rest,
         return IDEM_ENOMEM;
     }
     s->base.vt = &idem_store_redis_vt;
-    if (!s->conf.caller_clock) {
-        s->base.caps = IDEM_STORE_CAP_STORE_CLOCK;
-    }
 
     /* A server that is down now is no reason to fail: the store comes up
      * unavailable and heals. One that refuses what we need is. */
@@ -1661,7 +1645,8 @@ fail:
 const idem_store_backend_t idem_store_redis_backend = {
     .scheme = "redis",
     .forms = "redis://[:PASSWORD@]HOST:PORT[/DB][?options]",
-    .caps = IDEM_STORE_CAP_SHARED | IDEM_STORE_CAP_SELF_EXPIRY,
+    .caps = IDEM_STORE_CAP_CLOCK | IDEM_STORE_CAP_SHARED |
+            IDEM_STORE_CAP_SELF_EXPIRY,
     .open = idem_store_redis_open,
     .check_url = idem_store_redis_check_url,
 };

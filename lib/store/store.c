@@ -11,14 +11,16 @@
  *     | op gets IDEM_EINVAL, the others go on)
  *     | store key = scope hash + key bytes
  *     v
- *   a begin: backend->read, a snapshot of the record --> idem_decide()
- *     |   (not for a backend whose reads are round trips, begin_in_write:
- *     |   its write() reads the whole batch in one; every begin goes on)
+ *   a begin, on a store whose reads are memory reads (INLINE_READ):
+ *     |   backend->read, a snapshot of the record --> idem_decide()
  *     |   REPLAY, IN_PROGRESS, MISMATCH_AGAIN: answered from the snapshot,
  *     |   with no write transaction and no fsync (a snapshot is one
  *     |   consistent state, so the answer is as atomic as any) -- unless
  *     |   an op before it in the batch that goes on has its key: the
  *     |   begin must see that op's write, so it goes on too
+ *     |   (a networked store's read is a round trip of its own: its
+ *     |   write() answers these from one snapshot of the whole batch,
+ *     |   on the store's clock, before it locks anything)
  *     v   CLAIM, MISMATCH_FIRST, STALE, and every complete and release
  *   backend->write(the ops that went on, in order), inside the backend's
  *     |   write transaction (for LMDB, one for the whole batch):
@@ -256,30 +258,25 @@ static idem_begin_outcome_t idem_store_outcome_of(idem_decision_t d)
     }
 }
 
-/* The time a begin is planned at: the store's clock when it has one. */
-static int64_t idem_store_op_now(const idem_store_op_t *op)
-{
-    return op->store_now_ms != 0 ? op->store_now_ms : op->begin->now_ms;
-}
-
-/* A new in-progress record for in at now, owned by a fresh token. */
+/* A new in-progress record for in at now_ms, owned by a fresh token. */
 static void idem_store_claim_record(idem_store_t *s, const idem_begin_t *in,
-                                    int64_t now, idem_record_t *rec)
+                                    int64_t now_ms, idem_record_t *rec)
 {
     memset(rec, 0, sizeof(*rec));
     rec->state = IDEM_STATE_IN_PROGRESS;
     rec->fingerprint = *in->fingerprint;
-    rec->created_ms = now;
-    rec->expires_ms = idem_store_time_add(now, in->ttl_ms);
+    rec->created_ms = now_ms;
+    rec->expires_ms = idem_store_time_add(now_ms, in->ttl_ms);
     rec->owner = idem_store_token(s);
-    rec->lease_until_ms = idem_store_time_add(now, in->lease_ms);
+    rec->lease_until_ms = idem_store_time_add(now_ms, in->lease_ms);
 }
 
 static int idem_store_plan_begin(idem_store_t *s, idem_store_op_t *op,
                                  const uint8_t *old, size_t old_len)
 {
     const idem_begin_t *in = op->begin;
-    int64_t now = idem_store_op_now(op);
+    /* the store's clock when the backend has one (store_int.h) */
+    int64_t now = op->store_now_ms != 0 ? op->store_now_ms : in->now_ms;
     idem_store_blob_t *cur = NULL;
     idem_record_t found, next;
     idem_decision_t d;
@@ -856,7 +853,8 @@ static void idem_store_batch_run(idem_store_t *store, idem_op_t *ops, size_t n,
         if (b->slots != NULL) {
             slot = idem_store_batch_slot(b, &w->key);
         }
-        if (w->kind == IDEM_STORE_OP_BEGIN && !store->vt->begin_in_write &&
+        if (w->kind == IDEM_STORE_OP_BEGIN &&
+            (store->caps & IDEM_STORE_CAP_INLINE_READ) &&
             (b->slots == NULL || b->slots[slot] == 0)) {
             rc = idem_store_begin_fast(store, w, &ops[i].result);
             if (rc != 0) {

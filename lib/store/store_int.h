@@ -85,10 +85,11 @@ typedef struct {
     int64_t now_ms;              /* PRUNE */
     size_t budget;               /* PRUNE */
     /*
-     * The store's own clock (Redis TIME, PostgreSQL clock_timestamp()),
-     * set by a backend whose gateways share it: when not 0, plans read it
-     * instead of begin->now_ms, so leases and TTLs written by one machine
-     * and compared by another use one clock. 0: the caller's clock.
+     * The store's own clock, set by a backend that has one (a networked
+     * store shared by many machines) before it calls idem_store_plan():
+     * then the plan measures leases and TTLs by it instead of the caller's
+     * begin->now_ms, so gateways with skewed clocks agree. 0: unset, the
+     * caller's time rules. An input: idem_store_op_reset() keeps it.
      */
     int64_t store_now_ms;
 
@@ -137,12 +138,10 @@ typedef struct {
  *        sentence in why (cap > 0).
  * identity  idem_store_identity(): what the open recorded.
  * close  frees the handle; no call may be running.
- * plant  tests only, may be NULL: stores len bytes under key as they are,
- *        with no plan (to plant a corrupt record). 0 or a store error.
- * begin_in_write  1 when a read costs what write() costs (a round trip to
- *        a server): store.c then sends every begin to write(), which reads
- *        and plans the whole batch in one round trip, instead of trying
- *        read() first (begin's read-only fast path).
+ * plant  tests only, may be NULL: stores the len bytes val under key as
+ *        they are, with no plan (its expiry time kept, or 0 for a new
+ *        one), so that the contract suite can leave corrupt bytes where a
+ *        record was. Returns 0 or a store error.
  */
 typedef struct {
     const char *name;
@@ -156,7 +155,6 @@ typedef struct {
     void (*close)(idem_store_t *store);
     int (*plant)(idem_store_t *store, const idem_store_key_t *key,
                  const uint8_t *val, size_t len);
-    int begin_in_write;
 } idem_store_vtable_t;
 
 /* The part of every handle that store.c owns; backends embed it first. */

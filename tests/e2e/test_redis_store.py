@@ -171,7 +171,7 @@ def test_redis_down_fails_closed_and_heals_by_itself(two_nodes, upstream,
         assert wait_for(lambda: g.health().status_code == 200, 5)
         r = g.post(key=kept, json_body={"n": 1})
         assert r.status_code == 201 and replayed(r)
-        assert wait_for(lambda: "is back: serving keys" in g.error_log(), 3)
+        assert wait_for(lambda: "answers again: serving new keys" in g.error_log(), 3)
     assert upstream.executions(fresh) == 1
     assert upstream.executions(kept) == 1
 

@@ -5,14 +5,25 @@
 #
 # Starts redis-server on a free loopback port with its data in a new
 # temporary directory (no RDB snapshots, an append-only file fsynced at
-# every write, noeviction), waits until it answers PING, runs COMMAND
-# with IDEM_TEST_STORE_URL=redis://127.0.0.1:PORT (and IDEM_TEST_REDIS_PORT,
-# IDEM_TEST_REDIS_DIR) in its environment, then stops the server and
-# removes the directory whatever happened. Exits with COMMAND's status.
+# every write, noeviction), waits until it answers PING, runs COMMAND with
+# these in its environment, then stops the server and removes the
+# directory whatever happened. Exits with COMMAND's status.
+#
+#   IDEM_TEST_STORE_URL       the store URL, with %s where a test's
+#                             namespace goes (its key prefix), planning
+#                             with the caller's clock (tests move time)
+#   IDEM_TEST_REDIS_URL       the plain URL of the server
+#   IDEM_TEST_REDIS_PORT      its port (for redis-cli)
+#   IDEM_TEST_DEAD_STORE_URL  a store URL on a port where nothing listens
 set -u
 
 dir=$(mktemp -d /tmp/idem-redis-XXXXXX) || exit 1
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') || exit 1
+ports=$(python3 -c 'import socket
+a, b = socket.socket(), socket.socket()
+a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
+print(a.getsockname()[1], b.getsockname()[1])') || exit 1
+port=${ports% *}
+dead=${ports#* }
 pid=
 cleanup() {
     if [ -n "$pid" ]; then
@@ -42,5 +53,10 @@ until redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; do
     sleep 0.05
 done
 
-IDEM_TEST_STORE_URL="redis://127.0.0.1:$port" \
-IDEM_TEST_REDIS_PORT="$port" IDEM_TEST_REDIS_DIR="$dir" "$@"
+IDEM_TEST_REDIS_URL="redis://127.0.0.1:$port"
+IDEM_TEST_STORE_URL="$IDEM_TEST_REDIS_URL?prefix=idemtest:%s:&clock=caller"
+IDEM_TEST_REDIS_PORT=$port
+IDEM_TEST_DEAD_STORE_URL="redis://127.0.0.1:$dead?timeout=500ms"
+export IDEM_TEST_REDIS_URL IDEM_TEST_STORE_URL IDEM_TEST_REDIS_PORT \
+    IDEM_TEST_DEAD_STORE_URL
+"$@"

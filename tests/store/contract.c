@@ -4,11 +4,16 @@
  * when things go wrong.
  *
  * One source, compiled once per backend by the Makefile with
- * -DIDEM_TEST_BACKEND="mem" or "lmdb". Every test opens a fresh store (for
- * LMDB in a new mkdtemp directory, removed afterwards). Tests of what only
- * a durable, shared store can do (reopening, other processes, a full map,
- * file permissions, corrupt bytes on disk) are skipped for "mem" with a
- * message saying why.
+ * -DIDEM_TEST_BACKEND="mem", "lmdb", "postgres", "redis", ... Every test
+ * opens a fresh store: for LMDB in a new mkdtemp directory, removed afterwards;
+ * for a networked store, a namespace of its own on the server that the
+ * test run started (tests/servers/BACKEND.sh), whose URL comes in
+ * IDEM_TEST_STORE_URL with a %s where the namespace goes (e.g.
+ * "postgres://...?table=%s"). Tests of what only some stores can do
+ * (reopening and other processes, a bounded map, files in a directory,
+ * its own clock) ask the store for the capability (idem_store_caps) and
+ * are skipped with a message saying why when it has not; corrupt bytes are
+ * planted through the backend's test hook.
  *
  * Other processes are this program run again with --child (see
  * start_child); they report through a pipe, never with cmocka's asserts.
@@ -32,9 +37,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -64,27 +66,25 @@
 #define TTL   86400000LL
 #define LEASE 60000LL
 
-#define SKIP_UNLESS_LMDB(why)                                                  \
+/* Skips the test unless the fixture's store has capability cap. */
+#define SKIP_UNLESS_CAP(f, cap, why)                                           \
     do {                                                                       \
-        if (!is_lmdb()) {                                                      \
+        if (!(idem_store_caps((f)->store) & (cap))) {                          \
             print_message("[  SKIP    ] %s: %s\n", __func__, why);             \
             skip();                                                            \
         }                                                                      \
     } while (0)
 
-/* Skips a test that needs what the IDEM_STORE_CAP_... bits cap say. */
-#define SKIP_UNLESS_CAP(store, cap, why)                                       \
-    do {                                                                       \
-        if ((idem_store_caps(store) & (cap)) != (cap)) {                       \
-            print_message("[  SKIP    ] %s: %s\n", __func__, why);             \
-            skip();                                                            \
-        }                                                                      \
-    } while (0)
+/* Whether prune() removes records: not where the store expires them itself
+ * (Redis), which the tests that count what prune removed skip. */
+static int prunes(const idem_store_t *s)
+{
+    return !(idem_store_caps(s) & IDEM_STORE_CAP_SELF_EXPIRY);
+}
 
-/* Skips a test whose assertions need prune() to remove records. */
-#define SKIP_IF_SELF_EXPIRY(store)                                             \
+#define SKIP_UNLESS_PRUNES(f)                                                  \
     do {                                                                       \
-        if (idem_store_caps(store) & IDEM_STORE_CAP_SELF_EXPIRY) {             \
+        if (!prunes((f)->store)) {                                             \
             print_message("[  SKIP    ] %s: the store expires records "        \
                           "itself; prune() removes nothing\n",                 \
                           __func__);                                           \
@@ -92,8 +92,10 @@
         }                                                                      \
     } while (0)
 
-/* One test's store: for LMDB the directory that holds it, for a server
- * the name of the test's namespace on it (its key prefix). */
+/*
+ * One test's store: for LMDB the directory that holds it, for a networked
+ * store the namespace (dir is then its prefix, e.g. "t4242_17").
+ */
 typedef struct {
     char dir[64];
     idem_store_t *store;
@@ -104,28 +106,12 @@ static int is_lmdb(void)
     return strcmp(IDEM_TEST_BACKEND, "lmdb") == 0;
 }
 
-/*
- * A backend on a server: the suite is run with the server's URL in
- * IDEM_TEST_STORE_URL (tests/servers/redis.sh starts one), and each test
- * works under a prefix of its own.
- */
-static int is_server(void)
-{
-    return strcmp(IDEM_TEST_BACKEND, "redis") == 0;
-}
-
+/* The URL template of a networked store's server, or NULL. */
 static const char *server_url(void)
 {
-    const char *u = getenv("IDEM_TEST_STORE_URL");
+    const char *t = getenv("IDEM_TEST_STORE_URL");
 
-    if (u == NULL || *u == '\0') {
-        fprintf(stderr,
-                "store contract suite for %s: set IDEM_TEST_STORE_URL "
-                "(tests/servers/redis.sh does)\n",
-                IDEM_TEST_BACKEND);
-        exit(2);
-    }
-    return u;
+    return t != NULL && *t != '\0' ? t : NULL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -136,17 +122,17 @@ static const char *server_url(void)
 static void store_url(const fixture_t *f, const char *sub, const char *opts,
                       char *url, size_t cap)
 {
+    char ns[96];
     int n;
 
-    if (is_server()) {
-        /*
-         * The suite moves time by hand (T0, T0 + TTL, ...), so it plans
-         * with the caller's clock; the store clock's own tests ask for
-         * clock=store.
-         */
-        n = snprintf(url, cap, "%s?prefix=idemtest:%s:%s:&%s", server_url(),
-                     f->dir, sub,
-                     opts && strstr(opts, "clock=") ? opts : "clock=caller");
+    if (server_url() != NULL) {
+        /* the namespace, then options after the template's own */
+        snprintf(ns, sizeof(ns), "%s_%s", f->dir, sub);
+        n = snprintf(url, cap, server_url(), ns);
+        if (n > 0 && (size_t)n < cap && opts && *opts) {
+            n += snprintf(url + n, cap - (size_t)n, "%s%s",
+                          strchr(url, '?') ? "&" : "?", opts);
+        }
     } else if (!is_lmdb()) {
         n = snprintf(url, cap, "mem:");
     } else if (UNDER_VALGRIND() &&
@@ -184,20 +170,20 @@ static int remove_entry(const char *path, const struct stat *st, int flag,
 
 static int setup(void **state)
 {
+    static int tests;
     fixture_t *f = calloc(1, sizeof(*f));
 
     if (f == NULL) {
         return -1;
     }
-    if (is_lmdb()) {
+    if (server_url() != NULL) {
+        snprintf(f->dir, sizeof(f->dir), "t%d_%d", (int)getpid(), ++tests);
+    } else if (is_lmdb()) {
         strcpy(f->dir, "/tmp/idem-store-XXXXXX");
         if (mkdtemp(f->dir) == NULL) {
             free(f);
             return -1;
         }
-    } else if (is_server()) {
-        static unsigned tests_run;
-        snprintf(f->dir, sizeof(f->dir), "%ld.%u", (long)getpid(), tests_run++);
     }
     f->store = open_store(f, "env", NULL);
     *state = f;
@@ -209,7 +195,7 @@ static int teardown(void **state)
     fixture_t *f = *state;
 
     idem_store_close(f->store);
-    if (is_lmdb()) {
+    if (server_url() == NULL && is_lmdb()) {
         nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     }
     free(f);
@@ -960,7 +946,7 @@ static void test_prune_removes_expired_within_budget(void **state)
     int more = 99;
     idem_result_t res;
 
-    SKIP_IF_SELF_EXPIRY(f->store);
+    SKIP_UNLESS_PRUNES(f);
     claim_n(f->store, "old", 25, 1000, 500, 1);      /* expire at T0+1000 */
     claim_n(f->store, "live", 5, TTL, LEASE, 1);     /* still remembered */
     claim_n(f->store, "leased", 3, 1000, 100000, 0); /* in progress */
@@ -1020,7 +1006,7 @@ static void test_prune_follows_rewrites(void **state)
     size_t removed;
     int more;
 
-    SKIP_IF_SELF_EXPIRY(f->store);
+    SKIP_UNLESS_PRUNES(f);
     /* An expired record claimed anew must not be pruned at its old time. */
     c.ttl = 1000;
     (void)claim(f->store, &c);
@@ -1302,10 +1288,11 @@ static idem_store_t *child_open(const fixture_t *f)
     char url[256];
     int n;
 
-    if (is_server()) {
-        n = snprintf(url, sizeof(url),
-                     "%s?prefix=idemtest:%s:env:&clock=caller", server_url(),
-                     f->dir);
+    char ns[96];
+
+    if (server_url() != NULL) {
+        snprintf(ns, sizeof(ns), "%s_env", f->dir);
+        n = snprintf(url, sizeof(url), server_url(), ns);
     } else {
         n = snprintf(url, sizeof(url), "lmdb:%s/env", f->dir);
     }
@@ -1339,8 +1326,8 @@ static void test_complete_survives_a_killed_process(void **state)
     call_t c = call("durable", 1, T0);
     idem_result_t res;
 
-    SKIP_UNLESS_CAP(f->store, IDEM_STORE_CAP_SHARED,
-                    "mem keeps nothing beyond its process");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_SHARED,
+                    "the store keeps nothing beyond its handle");
     assert_int_equal(finish_child(start_child(f, "claim_and_complete", NULL)),
                      0);
 
@@ -1360,15 +1347,15 @@ static void test_claim_survives_reopen(void **state)
     size_t removed;
     int more;
 
-    SKIP_UNLESS_CAP(f->store, IDEM_STORE_CAP_SHARED,
-                    "mem keeps nothing once closed");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_SHARED,
+                    "the store keeps nothing beyond its handle");
     owner = claim(f->store, &c);
     idem_store_close(f->store);
     f->store = open_store(f, "env", NULL);
     res = expect_begin(f->store, &c, IDEM_BEGIN_IN_PROGRESS);
     idem_result_free(&res);
     assert_int_equal(complete(f->store, &c, owner, &created), 0);
-    if (idem_store_caps(f->store) & IDEM_STORE_CAP_SELF_EXPIRY) {
+    if (!prunes(f->store)) {
         return; /* the store keeps no index of its own */
     }
     /* The expiry index survived too. */
@@ -1417,8 +1404,8 @@ static void test_two_processes_share_one_store(void **state)
     uint64_t owner;
     char arg[32];
 
-    SKIP_UNLESS_CAP(f->store, IDEM_STORE_CAP_SHARED,
-                    "mem is private to its process");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_SHARED,
+                    "the store keeps nothing beyond its handle");
     owner = claim(f->store, &a);
     snprintf(arg, sizeof(arg), "%llu", (unsigned long long)owner);
     assert_int_equal(finish_child(start_child(f, "share", arg)), 0);
@@ -1471,8 +1458,8 @@ static void test_two_processes_race_for_the_same_keys(void **state)
     child_t child;
     int ours, theirs;
 
-    SKIP_UNLESS_CAP(f->store, IDEM_STORE_CAP_SHARED,
-                    "mem is private to its process");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_SHARED,
+                    "the store keeps nothing beyond its handle");
     child = start_child(f, "race", NULL);
     ours = claim_race(f->store);
     theirs = finish_child(child);
@@ -1491,7 +1478,9 @@ static void test_lmdb_without_group_commit(void **state)
     idem_store_t *s;
     idem_store_stats_t st;
 
-    SKIP_UNLESS_LMDB("group_commit and sync are LMDB options");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_DIRECTORY,
+                    "group_commit and sync are options of a store in a "
+                    "directory");
     s = open_store(f, "plain", "group_commit=0&sync=0");
     race_one_key(s, "contended");
     many_keys(s);
@@ -1519,13 +1508,6 @@ static void test_url_check_takes_sizes_and_says_what_is_wrong(void **state)
         "lmdb:/nonexistent/x?map_size=2MiB",
         "lmdb:/nonexistent/x?group_commit=0&map_size=256g",
         "lmdb:/nonexistent/x?map_size=16384g",
-        "redis://127.0.0.1:6379",
-        "redis://localhost",
-        "redis://:secret@10.0.0.1:6380/2",
-        "redis://[::1]:6379/0",
-        "redis://app:p%40ss@cache.internal:6379/15?prefix=app:idem:&"
-        "timeout=500ms&allow_eviction=1&clock=store",
-        "redis://h:1?timeout=3s",
     };
     static const struct {
         const char *url;
@@ -1546,26 +1528,6 @@ static void test_url_check_takes_sizes_and_says_what_is_wrong(void **state)
         {"lmdb:?sync=1", "needs a directory"},
         {"mem:extra", "mem:"},
         {"nosuch://localhost:6379", "unsupported store URL"},
-        {"redis:localhost:6379", "starts with redis://"},
-        {"redis://", "needs a host"},
-        {"redis://h:0", "port \"0\" is not a number from 1 to 65535"},
-        {"redis://h:70000", "port \"70000\""},
-        {"redis://h:12x", "port \"12x\""},
-        {"redis://h:", "port \"\""},
-        {"redis://h:1/x", "database \"x\" is not a number"},
-        {"redis://h:1/", "database \"\""},
-        {"redis://secret@h:1", "password goes after a colon"},
-        {"redis://:a%zz@h:1", "bad %-escape"},
-        {"redis://h:1?colour=blue", "unknown redis option \"colour\""},
-        {"redis://h:1?prefix={tag}", "hash tag"},
-        {"redis://h:1?prefix=", "1 to 128 characters"},
-        {"redis://h:1?timeout=fast", "timeout \"fast\""},
-        {"redis://h:1?timeout=0", "from 1ms to 600s"},
-        {"redis://h:1?allow_eviction=yes", "allow_eviction is 0 or 1"},
-        {"redis://h:1?clock=local", "clock is store or caller"},
-        {"redis://h:1?clock=store&clock=caller", "given twice"},
-        {"redis://h:1?timeout", "\"timeout\" has no value"},
-        {"redis://h!:1", "not a host name"},
     };
     char why[256];
     idem_store_t *s = NULL;
@@ -1592,12 +1554,222 @@ static void test_url_check_takes_sizes_and_says_what_is_wrong(void **state)
     assert_int_equal(access("/nonexistent", F_OK), -1);
 }
 
+static void test_postgres_url_check_says_what_is_wrong(void **state)
+{
+    static const char *good[] = {
+        "postgres://localhost/db",
+        "postgresql://u:p@127.0.0.1:5433/db?sslmode=disable",
+        "postgres:///db?host=/run/postgresql",
+        "postgres://h/db?table=idem&clock=caller&pool=8&connect_timeout=3",
+        "postgres://h/db?options=-csearch_path%3Dt1",
+    };
+    static const struct {
+        const char *url;
+        const char *why; /* a part of the explanation */
+    } bad[] = {
+        {"postgres://h/db?colour=blue", "invalid URI query parameter"},
+        {"postgres://[::1/db", "IPv6"},
+        {"postgres://h/%zz", "percent"},
+        {"postgres://h/db?table=Idem", "table \"Idem\""},
+        {"postgres://h/db?table=1x", "not starting with a digit"},
+        {"postgres://h/db?clock=local", "clock is store or caller"},
+        {"postgres://h/db?pool=0", "pool is 1 to 64"},
+        {"postgresql://h/db?pool=65", "pool is 1 to 64"},
+    };
+    char why[256];
+    idem_store_t *s = NULL;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        if (idem_store_url_check(good[i], why, sizeof(why)) != 0) {
+            fail_msg("%s refused: %s", good[i], why);
+        }
+        assert_string_equal(why, "");
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(idem_store_url_check(bad[i].url, why, sizeof(why)),
+                         IDEM_EBADURL);
+        if (strstr(why, bad[i].why) == NULL) {
+            fail_msg("%s: \"%s\" does not say \"%s\"", bad[i].url, why,
+                     bad[i].why);
+        }
+        assert_int_equal(idem_store_open(bad[i].url, &s), IDEM_EBADURL);
+        assert_null(s);
+    }
+}
+
+static void test_redis_url_check_says_what_is_wrong(void **state)
+{
+    static const char *good[] = {
+        "redis://127.0.0.1:6379",
+        "redis://localhost",
+        "redis://:secret@10.0.0.1:6380/2",
+        "redis://[::1]:6379/0",
+        "redis://app:p%40ss@cache.internal:6379/15?prefix=app:idem:&"
+        "timeout=500ms&allow_eviction=1&clock=store",
+        "redis://h:1?timeout=3s",
+        "redis://h:1?clock=caller&clock=store", /* the later one wins */
+    };
+    static const struct {
+        const char *url;
+        const char *why; /* a part of the explanation */
+    } bad[] = {
+        {"redis:localhost:6379", "starts with redis://"},
+        {"redis://", "needs a host"},
+        {"redis://h:0", "port \"0\" is not a number from 1 to 65535"},
+        {"redis://h:70000", "port \"70000\""},
+        {"redis://h:12x", "port \"12x\""},
+        {"redis://h:", "port \"\""},
+        {"redis://h:1/x", "database \"x\" is not a number"},
+        {"redis://h:1/", "database \"\""},
+        {"redis://secret@h:1", "password goes after a colon"},
+        {"redis://:a%zz@h:1", "bad %-escape"},
+        {"redis://h:1?colour=blue", "unknown redis option \"colour\""},
+        {"redis://h:1?prefix={tag}", "hash tag"},
+        {"redis://h:1?prefix=", "1 to 128 characters"},
+        {"redis://h:1?timeout=fast", "timeout \"fast\""},
+        {"redis://h:1?timeout=0", "from 1ms to 600s"},
+        {"redis://h:1?allow_eviction=yes", "allow_eviction is 0 or 1"},
+        {"redis://h:1?clock=local", "clock is store or caller"},
+        {"redis://h:1?timeout", "\"timeout\" has no value"},
+        {"redis://h!:1", "not a host name"},
+    };
+    char why[256];
+    idem_store_t *s = NULL;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        if (idem_store_url_check(good[i], why, sizeof(why)) != 0) {
+            fail_msg("%s refused: %s", good[i], why);
+        }
+        assert_string_equal(why, "");
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(idem_store_url_check(bad[i].url, why, sizeof(why)),
+                         IDEM_EBADURL);
+        if (strstr(why, bad[i].why) == NULL) {
+            fail_msg("%s: \"%s\" does not say \"%s\"", bad[i].url, why,
+                     bad[i].why);
+        }
+        assert_int_equal(idem_store_open(bad[i].url, &s), IDEM_EBADURL);
+        assert_null(s);
+    }
+}
+
+/*
+ * A networked store opens while its server is down, then fails closed:
+ * every call IDEM_EUNAVAIL, check says why. Needs a URL where nothing
+ * listens (IDEM_TEST_DEAD_STORE_URL, set by the server script).
+ */
+static void test_unreachable_store_opens_and_fails_closed(void **state)
+{
+    const char *url = getenv("IDEM_TEST_DEAD_STORE_URL");
+    call_t c = call("k", 1, T0);
+    idem_store_t *s = NULL;
+    idem_result_t res;
+    size_t removed;
+    int more;
+    char why[512];
+
+    (void)state;
+    if (url == NULL || *url == '\0') {
+        print_message("[  SKIP    ] %s: no unreachable server to name\n",
+                      __func__);
+        skip();
+    }
+    assert_int_equal(idem_store_open(url, &s), 0);
+    assert_int_equal(begin(s, &c, &res), IDEM_EUNAVAIL);
+    assert_int_equal(complete(s, &c, 1, &created), IDEM_EUNAVAIL);
+    assert_int_equal(release(s, &c, 1), IDEM_EUNAVAIL);
+    assert_int_equal(lookup(s, &c, T0, &res), IDEM_EUNAVAIL);
+    /* a store that expires records itself has no prune to fail */
+    assert_int_equal(idem_store_prune(s, T0, 10, &removed, &more),
+                     prunes(s) ? IDEM_EUNAVAIL : 0);
+    assert_int_equal(idem_store_check(s, why, sizeof(why)), IDEM_EUNAVAIL);
+    print_message("    check: %s\n", why);
+    assert_non_null(strstr(why, "unreachable"));
+    idem_store_close(s);
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * A store with a clock of its own measures leases and TTLs by it: callers
+ * whose clocks are hours off (one ahead, one behind) get the outcomes of
+ * the store's time, and so agree with each other.
+ */
+static void test_store_clock_rules_leases_and_ttls(void **state)
+{
+    fixture_t *f = *state;
+    const int64_t hours = 2 * 3600 * 1000LL;
+    int64_t t = wall_ms();
+    call_t a = call("a", 1, t + hours), b = call("b", 1, t - hours);
+    idem_result_t res;
+    idem_store_t *s;
+    size_t removed;
+    int more;
+
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_CLOCK,
+                    "the store has no clock of its own");
+    s = open_store(f, "clock", "clock=store");
+
+    /* a: a TTL of 1 h and a lease of 300 ms, claimed by a caller 2 h ahead:
+       stamped with the store's time, not the caller's */
+    a.ttl = 3600 * 1000LL;
+    a.lease = 300;
+    res = expect_begin(s, &a, IDEM_BEGIN_CLAIMED);
+    assert_true(res.record.created_ms >= t - 5000 &&
+                res.record.created_ms <= t + 5000);
+    assert_true(res.record.lease_until_ms == res.record.created_ms + 300);
+    idem_result_free(&res);
+    /* on the caller's clock it expired an hour ago; on the store's it is
+       in progress, for a caller ahead and one behind alike */
+    res = expect_begin(s, &a, IDEM_BEGIN_IN_PROGRESS);
+    idem_result_free(&res);
+    a.now = t - hours;
+    res = expect_begin(s, &a, IDEM_BEGIN_IN_PROGRESS);
+    idem_result_free(&res);
+
+    /* b: complete, with a TTL of 300 ms, by a caller 2 h behind */
+    b.ttl = 300;
+    b.lease = 100;
+    assert_int_equal(complete(s, &b, claim(s, &b), &created), 0);
+    res = expect_begin(s, &b, IDEM_BEGIN_REPLAY);
+    idem_result_free(&res);
+
+    usleep(450 * 1000);
+    /* a's lease has passed on the store's clock (the caller behind would
+       still see it running): the outcome is unknown */
+    res = expect_begin(s, &a, IDEM_BEGIN_STALE);
+    assert_response_equal(&res.record.response, &unknown);
+    idem_result_free(&res);
+    /* b expired on the store's clock, though its caller sees it live;
+       prune by the store's clock too, whatever time it is given */
+    assert_int_equal(idem_store_prune(s, 0, 10, &removed, &more), 0);
+    assert_int_equal(removed, prunes(s) ? 1 : 0); /* or Redis forgot it */
+    assert_int_equal(more, 0);
+    res = expect_begin(s, &b, IDEM_BEGIN_CLAIMED);
+    idem_result_free(&res);
+    /* a stays (1 h TTL) for a caller ahead by 2 h */
+    a.now = t + hours;
+    res = expect_begin(s, &a, IDEM_BEGIN_REPLAY);
+    idem_result_free(&res);
+    idem_store_close(s);
+}
+
 static void test_lmdb_map_size_takes_a_suffix(void **state)
 {
     fixture_t *f = *state;
     idem_store_usage_t u;
 
-    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED,
+                    "only a bounded store has a map size");
     idem_store_close(f->store);
     f->store = open_store(f, "suffix", "map_size=2m");
     assert_int_equal(idem_store_usage(f->store, &u), 0);
@@ -1677,7 +1849,7 @@ static void test_usage_counts_records_and_bytes(void **state)
     size_t removed;
     int more;
 
-    SKIP_IF_SELF_EXPIRY(f->store);
+    SKIP_UNLESS_PRUNES(f); /* and its usage counts the whole server's */
     keys = malloc(200 * 40);
     assert_non_null(keys);
     assert_int_equal(idem_store_usage(f->store, &empty), 0);
@@ -1687,7 +1859,7 @@ static void test_usage_counts_records_and_bytes(void **state)
     assert_true(u.records == 200);
     /* each record takes at least its own bytes */
     assert_true(u.bytes_used >= empty.bytes_used + 200 * sizeof(typical_body));
-    if (is_lmdb()) {
+    if (idem_store_caps(f->store) & IDEM_STORE_CAP_BOUNDED) {
         assert_true(u.bytes_claim_limit < u.bytes_limit);
         assert_true(u.bytes_used < u.bytes_claim_limit);
     } else {
@@ -1716,7 +1888,8 @@ test_lmdb_default_map_holds_a_day_at_1000_new_keys_a_second(void **state)
     char *keys;
     uint64_t per_record, needed;
 
-    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED,
+                    "only a bounded store has a map size");
     if (UNDER_VALGRIND()) {
         print_message("[  SKIP    ] %s: valgrind cannot map 128 GiB\n",
                       __func__);
@@ -1773,8 +1946,8 @@ static void test_check_notices_a_removed_or_replaced_directory(void **state)
 
     expect_store_check(f->store, 0, NULL);
     idem_store_identity(f->store, &id);
-    if (!is_lmdb()) {
-        /* memory has no path, and no files */
+    if (!(idem_store_caps(f->store) & IDEM_STORE_CAP_DIRECTORY)) {
+        /* memory or a server: no path, and no files */
         assert_true(id.device == 0 && id.inode == 0);
         return;
     }
@@ -1825,7 +1998,8 @@ static void test_lmdb_map_full_is_clean(void **state)
     idem_result_t res;
     uint64_t owner;
 
-    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED,
+                    "only a bounded store has a map size");
     idem_store_close(f->store);
     f->store = open_store(f, "small", "map_size=65536");
     body = malloc(1 << 20);
@@ -1857,7 +2031,8 @@ static void test_lmdb_map_full_claims_leave_nothing(void **state)
     size_t removed;
     int n, rc = 0, more;
 
-    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED,
+                    "only a bounded store has a map size");
     idem_store_close(f->store);
     f->store = open_store(f, "small", "map_size=65536");
     for (n = 0; n < 100000; n++) {
@@ -1917,7 +2092,8 @@ static void test_lmdb_one_failing_write_does_not_fail_its_batch(void **state)
     uint8_t *body;
     char key[32];
 
-    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED,
+                    "only a bounded store has a map size");
     idem_store_close(f->store);
     f->store = open_store(f, "small", "map_size=131072");
     body = calloc(1, 1 << 20);
@@ -1999,7 +2175,7 @@ static void test_lmdb_unwritable_directory_is_eperm(void **state)
     char url[256], path[128];
     int fd;
 
-    SKIP_UNLESS_LMDB("mem has no files");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_DIRECTORY, "the store has no files");
 
     /* A path under a regular file cannot be a directory: an I/O error. */
     snprintf(path, sizeof(path), "%s/file", f->dir);
@@ -2015,28 +2191,39 @@ static void test_lmdb_unwritable_directory_is_eperm(void **state)
     assert_int_equal(fd, 0);
 }
 
-static void test_lmdb_corrupt_record_is_ecorrupt(void **state)
+/* Copies a record's bytes (read's callback). */
+typedef struct {
+    uint8_t *bytes;
+    size_t len;
+} copy_t;
+
+static int copy_cb(void *ctx, const uint8_t *val, size_t len)
 {
-    fixture_t *f = *state;
-    call_t c = call("k", 1, T0);
+    copy_t *c = ctx;
+
+    c->bytes = malloc(len ? len : 1);
+    if (c->bytes == NULL) {
+        return IDEM_ENOMEM;
+    }
+    memcpy(c->bytes, val, len);
+    c->len = len;
+    return 0;
+}
+
+/* Truncates the record of "k" in LMDB's files, behind the store's back. */
+static void plant_truncated_lmdb(fixture_t *f, const call_t *c)
+{
     char path[128];
     uint8_t skey[IDEM_HASH_LEN + 1];
     MDB_env *env;
     MDB_txn *txn;
     MDB_dbi dbi;
     MDB_val k, v;
-    idem_result_t res;
-    size_t removed;
-    int more;
 
-    SKIP_UNLESS_LMDB("mem keeps no bytes that could rot");
-    assert_int_equal(complete(f->store, &c, claim(f->store, &c), &created), 0);
     idem_store_close(f->store);
     f->store = NULL;
-
-    /* Overwrite the record's bytes behind the store's back. */
     snprintf(path, sizeof(path), "%s/env", f->dir);
-    memcpy(skey, c.scope.bytes, IDEM_HASH_LEN);
+    memcpy(skey, c->scope.bytes, IDEM_HASH_LEN);
     skey[IDEM_HASH_LEN] = 'k';
     assert_int_equal(mdb_env_create(&env), 0);
     assert_int_equal(mdb_env_set_maxdbs(env, 2), 0);
@@ -2050,6 +2237,48 @@ static void test_lmdb_corrupt_record_is_ecorrupt(void **state)
     assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
     assert_int_equal(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
+}
+
+/* Truncates the record of "k" through the backend's test hook. */
+static void plant_truncated(fixture_t *f, const call_t *c)
+{
+    idem_store_key_t k;
+    copy_t copy = {NULL, 0};
+
+    memcpy(k.bytes, c->scope.bytes, IDEM_HASH_LEN);
+    k.bytes[IDEM_HASH_LEN] = 'k';
+    k.len = IDEM_HASH_LEN + 1;
+    assert_int_equal(f->store->vt->read(f->store, &k, copy_cb, &copy), 0);
+    assert_int_equal(
+        f->store->vt->plant(f->store, &k, copy.bytes, copy.len / 2), 0);
+    free(copy.bytes);
+    idem_store_close(f->store);
+    f->store = NULL;
+}
+
+static void test_lmdb_corrupt_record_is_ecorrupt(void **state)
+{
+    fixture_t *f = *state;
+    call_t c = call("k", 1, T0);
+    int on_disk = (idem_store_caps(f->store) & IDEM_STORE_CAP_DIRECTORY) != 0;
+    idem_result_t res;
+    size_t removed;
+    int more;
+
+    if (!on_disk && f->store->vt->plant == NULL) {
+        print_message("[  SKIP    ] %s: the store keeps no bytes that could "
+                      "rot\n",
+                      __func__);
+        skip();
+    }
+    assert_int_equal(complete(f->store, &c, claim(f->store, &c), &created), 0);
+
+    /* Overwrite the record's bytes behind the store's back. */
+    if (on_disk) {
+        plant_truncated_lmdb(f, &c);
+    } else {
+        plant_truncated(f, &c);
+    }
 
     f->store = open_store(f, "env", NULL);
     assert_int_equal(begin(f->store, &c, &res), IDEM_ECORRUPT);
@@ -2069,334 +2298,6 @@ static void test_lmdb_corrupt_record_is_ecorrupt(void **state)
     assert_int_equal(more, 0);
     assert_int_equal(lookup(f->store, &c, T0 + TTL + 500, &res), 0);
     idem_result_free(&res);
-}
-
-/*
- * Every backend that can hold arbitrary bytes (its plant hook) answers a
- * record that does not decode with IDEM_ECORRUPT, on every path, and lets
- * the admin remove it.
- */
-static void test_corrupt_record_is_ecorrupt(void **state)
-{
-    fixture_t *f = *state;
-    call_t c = call("rotten", 1, T0);
-    idem_record_t rec;
-    uint8_t buf[512];
-    size_t len;
-    idem_result_t res;
-
-    memset(&rec, 0, sizeof(rec));
-    rec.state = IDEM_STATE_COMPLETE;
-    rec.fingerprint = c.fp;
-    rec.created_ms = T0;
-    rec.expires_ms = T0 + TTL;
-    rec.response = created;
-    assert_int_equal(idem_record_encode(&rec, buf, sizeof(buf), &len), 0);
-    /* truncated, as a torn write would leave it */
-    if (idem_store_plant(f->store, &c.scope, c.key, strlen(c.key), buf,
-                         len / 2) == IDEM_EINVAL) {
-        print_message("[  SKIP    ] %s: the backend cannot plant bytes\n",
-                      __func__);
-        skip();
-    }
-    assert_int_equal(begin(f->store, &c, &res), IDEM_ECORRUPT);
-    assert_int_equal(lookup(f->store, &c, T0, &res), IDEM_ECORRUPT);
-    assert_int_equal(get(f->store, &c, &res), IDEM_ECORRUPT);
-    assert_int_equal(complete(f->store, &c, 1, &created), IDEM_ECORRUPT);
-    assert_int_equal(release(f->store, &c, 1), IDEM_ECORRUPT);
-    assert_int_equal(del(f->store, &c), 0);
-    assert_int_equal(complete(f->store, &c, claim(f->store, &c), &created), 0);
-    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
-    idem_result_free(&res);
-}
-
-/* ------------------------------------------------------------------------ */
-/* The store's clock                                                         */
-/* ------------------------------------------------------------------------ */
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/*
- * A handle that plans with the store's clock, or NULL when the backend
- * keeps none (it then uses the callers' times, like the fixture's).
- */
-static idem_store_t *open_store_clock(const fixture_t *f)
-{
-    idem_store_t *s;
-
-    if (!is_server()) {
-        return NULL;
-    }
-    s = open_store(f, "clock", "clock=store");
-    if (!(idem_store_caps(s) & IDEM_STORE_CAP_STORE_CLOCK)) {
-        idem_store_close(s);
-        return NULL;
-    }
-    return s;
-}
-
-#define HOURS(n) ((int64_t)(n)*3600 * 1000)
-
-/*
- * Gateways whose clocks are hours apart share one store: a claim made by
- * one whose clock lags 3 h is not stale to one on time or 3 h ahead, a
- * complete key replays to a clock 30 h ahead (past its TTL by that clock),
- * and the record carries the store's times, not the caller's.
- */
-static void test_store_clock_ignores_skewed_callers(void **state)
-{
-    fixture_t *f = *state;
-    idem_store_t *s = open_store_clock(f);
-    int64_t real = wall_ms();
-    call_t lagging = call("skew", 1, real - HOURS(3));
-    call_t on_time = call("skew", 1, real);
-    call_t ahead = call("skew", 1, real + HOURS(3));
-    call_t far = call("skew", 1, real + HOURS(30));
-    idem_result_t res;
-    uint64_t owner;
-
-    if (s == NULL) {
-        print_message("[  SKIP    ] %s: the store has no clock of its own\n",
-                      __func__);
-        skip();
-    }
-    res = expect_begin(s, &lagging, IDEM_BEGIN_CLAIMED);
-    owner = res.owner;
-    /* the store's clock: within seconds of this machine's, not 3 h off */
-    assert_true(res.record.created_ms > real - 5000 &&
-                res.record.created_ms < real + 5000);
-    assert_true(res.record.expires_ms == res.record.created_ms + TTL);
-    assert_true(res.record.lease_until_ms == res.record.created_ms + LEASE);
-    idem_result_free(&res);
-
-    res = expect_begin(s, &on_time, IDEM_BEGIN_IN_PROGRESS);
-    idem_result_free(&res);
-    res = expect_begin(s, &ahead, IDEM_BEGIN_IN_PROGRESS);
-    idem_result_free(&res);
-    assert_int_equal(complete(s, &lagging, owner, &created), 0);
-    res = expect_begin(s, &far, IDEM_BEGIN_REPLAY);
-    assert_response_equal(&res.record.response, &created);
-    idem_result_free(&res);
-    idem_store_close(s);
-}
-
-/*
- * The store's clock runs on its own: a lease of 300 ms has passed for
- * every caller 400 ms later, even one whose clock lags by hours; and a
- * TTL of 1 s is the store's expiry, after which the key is gone.
- */
-static void test_store_clock_ends_leases_and_ttls(void **state)
-{
-    fixture_t *f = *state;
-    idem_store_t *s = open_store_clock(f);
-    int64_t real = wall_ms();
-    call_t c = call("short", 1, real - HOURS(3));
-    call_t e = call("expiring", 1, real + HOURS(3));
-    idem_result_t res;
-
-    if (s == NULL) {
-        print_message("[  SKIP    ] %s: the store has no clock of its own\n",
-                      __func__);
-        skip();
-    }
-    c.lease = 300;
-    (void)claim(s, &c);
-    e.ttl = 1000;
-    e.lease = 500;
-    assert_int_equal(complete(s, &e, claim(s, &e), &created), 0);
-    assert_int_equal(get(s, &e, &res), 0);
-    idem_result_free(&res);
-
-    usleep(400 * 1000);
-    res = expect_begin(s, &c, IDEM_BEGIN_STALE);
-    assert_int_equal(res.record.response.status, unknown.status);
-    idem_result_free(&res);
-
-    usleep(800 * 1000);
-    /* the store forgot it at its TTL: even the admin's get finds nothing */
-    assert_int_equal(get(s, &e, &res), IDEM_ENOTFOUND);
-    res = expect_begin(s, &e, IDEM_BEGIN_CLAIMED);
-    idem_result_free(&res);
-    idem_store_close(s);
-}
-
-/* ------------------------------------------------------------------------ */
-/* A store on a server: unreachable, refused, healed                         */
-/* ------------------------------------------------------------------------ */
-
-#define SKIP_UNLESS_SERVER()                                                   \
-    do {                                                                       \
-        if (!is_server()) {                                                    \
-            print_message("[  SKIP    ] %s: the store is not on a server\n",   \
-                          __func__);                                           \
-            skip();                                                            \
-        }                                                                      \
-    } while (0)
-
-/* A loopback port where nothing listens (bound, never listened on). */
-static int dead_port(int *fd)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof(a);
-
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    *fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(*fd >= 0);
-    assert_int_equal(bind(*fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockname(*fd, (struct sockaddr *)&a, &len), 0);
-    return ntohs(a.sin_port);
-}
-
-/*
- * A server that is down when the store opens: the open succeeds (workers
- * come up and heal later), every call fails closed with IDEM_EUNAVAIL at
- * once, and check says why.
- */
-static void test_server_down_opens_and_fails_closed(void **state)
-{
-    fixture_t *f = *state;
-    call_t c = call("k", 1, T0);
-    idem_store_t *s = NULL;
-    idem_result_t res;
-    char url[128], why[512];
-    int fd, port;
-
-    SKIP_UNLESS_SERVER();
-    (void)f;
-    port = dead_port(&fd);
-    snprintf(url, sizeof(url), "redis://127.0.0.1:%d?timeout=200ms", port);
-    assert_int_equal(idem_store_open(url, &s), 0);
-    assert_int_equal(begin(s, &c, &res), IDEM_EUNAVAIL);
-    assert_int_equal(complete(s, &c, 1, &created), IDEM_EUNAVAIL);
-    assert_int_equal(lookup(s, &c, T0, &res), IDEM_EUNAVAIL);
-    assert_int_equal(idem_store_check(s, why, sizeof(why)), IDEM_EUNAVAIL);
-    if (strstr(why, "unreachable") == NULL) {
-        fail_msg("check says \"%s\"", why);
-    }
-    idem_store_close(s);
-    close(fd);
-}
-
-/* Runs redis-cli against the suite's server; 0 on success. */
-static int redis_cli(const char *args)
-{
-    const char *port = getenv("IDEM_TEST_REDIS_PORT");
-    char cmd[256];
-
-    assert_non_null(port);
-    snprintf(cmd, sizeof(cmd), "redis-cli -h 127.0.0.1 -p %s %s >/dev/null",
-             port, args);
-    return system(cmd);
-}
-
-/*
- * An evicting maxmemory-policy could forget a key before its TTL: open
- * refuses it unless allow_eviction=1; a handle that is open stops serving
- * when check finds it changed, and serves again once it is noeviction.
- */
-static void test_server_evicting_policy_is_refused(void **state)
-{
-    fixture_t *f = *state;
-    call_t c = call("k", 1, T0);
-    idem_store_t *s = NULL, *allowed;
-    idem_result_t res;
-    char why[512], url[256];
-
-    SKIP_UNLESS_SERVER();
-    assert_int_equal(redis_cli("config set maxmemory-policy allkeys-lru"), 0);
-    store_url(f, "env", NULL, url, sizeof(url));
-    assert_int_equal(idem_store_open(url, &s), IDEM_EEVICTION);
-    assert_null(s);
-    assert_non_null(strstr(idem_strerror(IDEM_EEVICTION), "maxmemory-policy"));
-    allowed = open_store(f, "env", "clock=caller&allow_eviction=1");
-    expect_store_check(allowed, 0, NULL);
-    idem_store_close(allowed);
-
-    /* the fixture's handle was opened before: check closes it */
-    assert_int_equal(idem_store_check(f->store, why, sizeof(why)),
-                     IDEM_EUNAVAIL);
-    if (strstr(why, "maxmemory-policy allkeys-lru") == NULL) {
-        fail_msg("check says \"%s\"", why);
-    }
-    assert_int_equal(begin(f->store, &c, &res), IDEM_EUNAVAIL);
-
-    assert_int_equal(redis_cli("config set maxmemory-policy noeviction"), 0);
-    usleep(1100 * 1000); /* the longest backoff */
-    expect_store_check(f->store, 0, NULL);
-    (void)claim(f->store, &c);
-}
-
-/*
- * AUTH and SELECT: a server with a password refuses a URL without it or
- * with a wrong one (IDEM_EPERM at open) and serves one with it; /DB keeps
- * the keys of one database apart from another's.
- */
-static void test_server_password_and_database(void **state)
-{
-    fixture_t *f = *state;
-    call_t c = call("k", 1, T0);
-    const char *base;
-    idem_store_t *s = NULL, *other = NULL;
-    idem_result_t res;
-    char url[256];
-
-    SKIP_UNLESS_SERVER();
-    base = server_url();
-    assert_int_equal(redis_cli("config set requirepass 's3cr%t'"), 0);
-    snprintf(url, sizeof(url), "%s?prefix=idemtest:%s:auth:", base, f->dir);
-    assert_int_equal(idem_store_open(url, &s), IDEM_EPERM);
-    snprintf(url, sizeof(url), "redis://:wrong@%s?prefix=idemtest:%s:auth:",
-             base + strlen("redis://"), f->dir);
-    assert_int_equal(idem_store_open(url, &s), IDEM_EPERM);
-    snprintf(url, sizeof(url),
-             "redis://:s3cr%%25t@%s/3?prefix=idemtest:%s:auth:&clock=caller",
-             base + strlen("redis://"), f->dir);
-    assert_int_equal(idem_store_open(url, &s), 0);
-    assert_int_equal(complete(s, &c, claim(s, &c), &created), 0);
-    /* database 0, same prefix: another keyspace */
-    snprintf(url, sizeof(url),
-             "redis://:s3cr%%25t@%s/0?prefix=idemtest:%s:auth:&clock=caller",
-             base + strlen("redis://"), f->dir);
-    assert_int_equal(idem_store_open(url, &other), 0);
-    assert_int_equal(get(other, &c, &res), IDEM_ENOTFOUND);
-    assert_int_equal(get(s, &c, &res), 0);
-    idem_result_free(&res);
-    idem_store_close(other);
-    idem_store_close(s);
-    assert_int_equal(
-        redis_cli("-a 's3cr%t' --no-auth-warning config set requirepass ''"),
-        0);
-}
-
-/*
- * A server out of memory (maxmemory reached, noeviction) refuses writes:
- * a claim gets IDEM_EFULL and changes nothing, while a release, which only
- * frees, still goes through; below the limit again, claims work.
- */
-static void test_server_out_of_memory_is_efull(void **state)
-{
-    fixture_t *f = *state;
-    call_t held = call("held", 1, T0), fresh = call("fresh", 1, T0);
-    idem_result_t res;
-    uint64_t owner;
-
-    SKIP_UNLESS_SERVER();
-    owner = claim(f->store, &held);
-    assert_int_equal(redis_cli("config set maxmemory 1"), 0);
-    assert_int_equal(begin(f->store, &fresh, &res), IDEM_EFULL);
-    assert_int_equal(get(f->store, &fresh, &res), IDEM_ENOTFOUND);
-    assert_int_equal(release(f->store, &held, owner), 0);
-    assert_int_equal(redis_cli("config set maxmemory 0"), 0);
-    (void)claim(f->store, &fresh);
-    (void)claim(f->store, &held);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2957,7 +2858,8 @@ static void test_lmdb_batch_on_a_full_map(void **state)
     size_t removed;
     int n, rc = 0, more;
 
-    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED,
+                    "only a bounded store has a map size");
     idem_store_close(f->store);
     f->store = open_store(f, "small", "map_size=131072");
     body = calloc(1, 1 << 20);
@@ -3090,8 +2992,8 @@ static void test_batch_survives_a_killed_process(void **state)
     idem_result_t res;
     char key[16];
 
-    SKIP_UNLESS_CAP(f->store, IDEM_STORE_CAP_SHARED,
-                    "mem keeps nothing beyond its process");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_SHARED,
+                    "the store keeps nothing beyond its handle");
     assert_int_equal(finish_child(start_child(f, "batch", NULL)), 0);
 
     idem_store_close(f->store);
@@ -3211,7 +3113,8 @@ static void test_lmdb_full_map_settles_claims_and_comes_back(void **state)
     size_t removed;
     int more, last;
 
-    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED,
+                    "only a bounded store has a map size");
     m = malloc(sizeof(*m));
     assert_non_null(m);
     fill_map(f, m);
@@ -3297,7 +3200,8 @@ static void test_lmdb_full_map_batch_leaves_nothing_half_written(void **state)
     idem_op_t ops[6];
     int k;
 
-    SKIP_UNLESS_LMDB("only LMDB has a map size");
+    SKIP_UNLESS_CAP(f, IDEM_STORE_CAP_BOUNDED,
+                    "only a bounded store has a map size");
     m = malloc(sizeof(*m));
     assert_non_null(m);
     fill_map(f, m);
@@ -3405,6 +3309,10 @@ int main(int argc, char **argv)
         T(test_two_processes_race_for_the_same_keys),
         T(test_lmdb_without_group_commit),
         T(test_url_check_takes_sizes_and_says_what_is_wrong),
+        T(test_postgres_url_check_says_what_is_wrong),
+        T(test_redis_url_check_says_what_is_wrong),
+        T(test_unreachable_store_opens_and_fails_closed),
+        T(test_store_clock_rules_leases_and_ttls),
         T(test_lmdb_map_size_takes_a_suffix),
         T(test_usage_counts_records_and_bytes),
         T(test_lmdb_default_map_holds_a_day_at_1000_new_keys_a_second),
@@ -3414,13 +3322,6 @@ int main(int argc, char **argv)
         T(test_lmdb_one_failing_write_does_not_fail_its_batch),
         T(test_lmdb_unwritable_directory_is_eperm),
         T(test_lmdb_corrupt_record_is_ecorrupt),
-        T(test_corrupt_record_is_ecorrupt),
-        T(test_store_clock_ignores_skewed_callers),
-        T(test_store_clock_ends_leases_and_ttls),
-        T(test_server_down_opens_and_fails_closed),
-        T(test_server_evicting_policy_is_refused),
-        T(test_server_password_and_database),
-        T(test_server_out_of_memory_is_efull),
         T(test_large_response_round_trips),
         T(test_batch_equals_single_calls),
         T(test_batch_sees_its_own_earlier_ops),
