@@ -412,11 +412,12 @@ IDEM_MUST_CHECK int idem_store_url_check(const char *url, char *why,
  *   BOUNDED      a fixed size: usage has a limit, a new claim may be EFULL
  *   SHARED       the records outlive the handle: other processes (other
  *                machines, for a networked store) that open the URL, and
- *                later handles, see them (LMDB, PostgreSQL; not mem)
+ *                later handles, see them (LMDB, PostgreSQL, Redis; not
+ *                mem)
  *   CLOCK        leases and TTLs are measured on the store's own clock
  *                (one for every machine that shares it), not on the
  *                now_ms callers pass; a URL may turn that off for tests
- *                that move time (postgres: clock=caller)
+ *                that move time (postgres, redis: clock=caller)
  *   SELF_EXPIRY  the store forgets expired records by itself (Redis
  *                expiry): prune() removes nothing, and usage counts what
  *                the server holds, not only this store's records
