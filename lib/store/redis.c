@@ -17,9 +17,10 @@
  * asks for. Atomicity comes from an optimistic compare-and-set, one
  * batch (one write() call) at a time:
  *
- *   write(ops[0..n))        through the group-commit queue (gcq.h): the
- *     |                     ops of every caller waiting meanwhile make
- *     |                     one batch, run by one of them
+ *   write(ops[0..n))        a batch (n > 1) as it is, on a connection of
+ *     |                     its own; a single call through the group-
+ *     |                     commit queue (gcq.h), which gathers the single
+ *     |                     calls of threads waiting meanwhile into one
  *     v
  *   ops grouped by key; a group is carried out as one step, in order
  *     |
@@ -45,11 +46,11 @@
  * Measured on loopback (Redis 7.0, appendfsync always, one client): a GET
  * round trip 0.054 ms, an EVAL that SETs 0.27 ms (the fsync), so the read
  * adds about 20% to a lone write, and in a batch one round trip for all
- * its ops. bench/store_bench -u URL: about 1,000 begin+complete pairs/s
- * on one thread with single calls, 17,000-21,000 with batches of 64;
- * with 16 threads of single calls the queue's shared batches give about
- * 6,600 where a pipeline per thread gave 3,300-4,000 (a busy machine:
- * the figures vary by a third from run to run).
+ * its ops. bench/store_bench -u URL (begin+complete pairs/s, threads x
+ * batch): 1 x 1: 1,200; 16 x 1: 6,100 (3,300-4,000 with a pipeline per
+ * single call; the queue gathers them); 1 x 64: 18,700; 16 x 64: 28,900
+ * (16,200 when batches, too, went through the queue: one thread then
+ * plans them all, and planning is client work that threads share out).
  *
  * Durability is the server's: with appendfsync always an acknowledged
  * script is on disk before its reply; everysec can lose about a second.
@@ -1098,7 +1099,14 @@ static void idem_store_redis_write(idem_store_t *store, idem_store_op_t *ops,
     if (n == 0) {
         return;
     }
-    if (idem_store_gcq_submit(&s->queue, ops, n) != 0) {
+    /*
+     * A batch is carried out at once on a connection of its own, in
+     * parallel with the others (its planning is client work that threads
+     * share out); single calls from many threads are gathered by the
+     * queue into batches, which spares their round trips (measured: see
+     * the top of the file).
+     */
+    if (n > 1 || idem_store_gcq_submit(&s->queue, ops, n) != 0) {
         idem_store_redis_run_array(s, ops, n);
     }
 }
