@@ -1,15 +1,19 @@
 /*
- * store_int.h — what lib/store/store.c shares with the backends (mem.c,
- * lmdb.c, redis.c). Not installed; nothing outside lib/store includes it,
- * except tests that need to reach behind the interface.
+ * store_int.h — what lib/store/store.c and plan.c share with the backends
+ * (mem.c, lmdb.c, redis.c, postgres.c). Not installed; nothing outside
+ * lib/store includes it, except tests that need to reach behind the
+ * interface.
  *
  * The split of work:
  *
  *   store.c   checks arguments, builds the store key, runs begin()'s
- *             read-only fast path, and decides what every write does to
- *             one record: idem_store_plan() maps (operation, bytes stored
- *             now) to (write to make, result to return). It never does I/O.
- *             A single call is a batch of one op (idem_store_batch).
+ *             read-only fast path and hands the ops to the backend. A
+ *             single call is a batch of one op (idem_store_batch).
+ *   plan.c    decides what every write does to one record:
+ *             idem_store_plan() maps (operation, bytes stored now) to
+ *             (write to make, result to return). It never does I/O.
+ *   registry  the backends, by URL scheme (registry.h); gcq.h the
+ *             group-commit queue they may share.
  *   backend   a key-value map with atomic transactions: it reads the
  *             current bytes, calls idem_store_plan(), and makes the write
  *             it asks for together with the expiry index, all at once and
@@ -52,6 +56,15 @@ typedef struct {
 } idem_store_blob_t;
 
 void idem_store_blob_free(idem_store_blob_t *blob);
+
+/* A blob holding a copy of bytes[0..len), its headers not decoded yet;
+   NULL when out of memory. */
+idem_store_blob_t *idem_store_blob_copy(const uint8_t *bytes, size_t len);
+
+/* Decodes b into *rec (pointing into b); b keeps the header array.
+   Returns 0, IDEM_ECORRUPT, IDEM_EVERSION or IDEM_ENOMEM. */
+IDEM_MUST_CHECK int idem_store_blob_decode(idem_store_blob_t *b,
+                                           idem_record_t *rec);
 
 typedef enum {
     IDEM_STORE_OP_BEGIN = 1,
@@ -188,6 +201,9 @@ IDEM_MUST_CHECK int idem_store_plant(idem_store_t *store,
  */
 IDEM_MUST_CHECK int idem_store_plan(idem_store_t *store, idem_store_op_t *op,
                                     const uint8_t *old, size_t old_len);
+
+/* What begin() answers for a decision that writes nothing. */
+idem_begin_outcome_t idem_store_outcome_of(idem_decision_t d);
 
 /* Frees what a plan allocated and clears the plan and results. */
 void idem_store_op_reset(idem_store_op_t *op);
