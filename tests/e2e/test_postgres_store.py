@@ -1,14 +1,10 @@
-"""Two gateways, one PostgreSQL store (SPEC §4, §7, §9).
-
-Two nginx instances with the module (two machines, as far as they can
-tell: they share nothing but the database) in front of the demo Inquiries
-API, on one throwaway PostgreSQL cluster (postgres_server.py), each test
-in a table of its own. The rules of one gateway hold across both: one
-execution per key, one answer, one API-log entry for the first mismatch; a
-gateway killed mid-request never lets the other run its key again; the
-store going away under load means 503s and nothing forwarded, and service
-comes back by itself; a restart of PostgreSQL keeps every completed key;
-expired rows are pruned in bounded batches.
+"""One gateway pair on PostgreSQL: what only PostgreSQL has (SPEC §9). The
+rules every shared store keeps across two gateways are in
+test_two_nodes.py; here, on a throwaway cluster (postgres_server.py), each
+test in a table of its own: the store going away under load means 503s and
+nothing forwarded, and service comes back by itself; a restart of
+PostgreSQL keeps every completed key; expired rows are pruned in bounded
+batches.
 
 `upstream.executions(key)` is the number of times a key was forwarded.
 """
@@ -49,78 +45,6 @@ def two_gateways(gateway_factory, pg_store):
         return [gateway_factory(store=url, workers=2, directives=directives,
                                 **kw) for _ in range(2)]
     return make
-
-
-def test_duplicates_spread_over_two_gateways_reach_the_upstream_once(
-        two_gateways, upstream):
-    gateways = two_gateways()
-    key = unique_key("pgspread")
-
-    def one(i):
-        return gateways[i % 2].post(key=key, json_body={"name": "Jane"},
-                                    headers={"X-Demo-Delay-Ms": "300"})
-
-    with concurrent.futures.ThreadPoolExecutor(24) as ex:
-        results = list(ex.map(one, range(24)))
-
-    assert [r.status_code for r in results] == [201] * 24
-    assert len({r.content for r in results}) == 1
-    assert sum(1 for r in results if not replayed(r)) == 1
-    assert upstream.executions(key) == 1
-
-
-def test_a_key_run_on_one_gateway_replays_from_the_other(two_gateways,
-                                                         upstream):
-    g1, g2 = two_gateways()
-    key = unique_key("pgreplay")
-    first = g1.post(key=key, json_body={"a": 1})
-    assert first.status_code == 201 and not replayed(first)
-    again = g2.post(key=key, json_body={"a": 1})
-    assert again.status_code == 201 and replayed(again)
-    assert again.content == first.content
-    assert again.headers["Idempotency-Expires"] == \
-        first.headers["Idempotency-Expires"]
-    assert g2.admin_get(key).json()["state"] == "complete"
-    assert upstream.executions(key) == 1
-
-
-def test_the_first_mismatch_is_api_logged_once_across_both_gateways(
-        two_gateways):
-    g1, g2 = two_gateways()
-    key = unique_key("pgmismatch")
-    assert g1.post(key=key, json_body={"a": 1}).status_code == 201
-    with concurrent.futures.ThreadPoolExecutor(8) as ex:
-        codes = list(ex.map(
-            lambda i: (g1, g2)[i % 2].post(
-                key=key, json_body={"a": i + 2}).status_code, range(8)))
-    assert codes == [400] * 8
-    time.sleep(0.3)
-    entries = [e for g in (g1, g2) for e in g.api_log() if e["key"] == key]
-    assert sorted(e["outcome"] for e in entries) == [
-        "executed", "idempotency_error"]
-
-
-def test_kill9_of_one_gateway_mid_request_never_lets_the_other_run_it(
-        two_gateways, upstream):
-    g1, g2 = two_gateways(directives=("idempotency_lease 1s;",
-                                      "idempotency_wait 3s;"))
-    key = unique_key("pgkill")
-    with concurrent.futures.ThreadPoolExecutor(1) as ex:
-        lost = ex.submit(g1.post, key=key, json_body={"a": 1},
-                         headers={"X-Demo-Delay-Ms": "1500"})
-        assert wait_for(lambda: upstream.executions(key) == 1, 5.0)
-        g1.kill9()
-        with pytest.raises(requests.RequestException):
-            lost.result()
-    # the other gateway waits out the lease: the outcome is unknown, and
-    # that is the key's answer from now on
-    for _ in range(3):
-        r = g2.post(key=key, json_body={"a": 1})
-        assert r.status_code == 504, r.text
-        assert replayed(r)
-        assert r.json()["errors"][0]["title"] == UNKNOWN_TITLE
-    assert g2.admin_get(key).json()["unknown_outcome"] is True
-    assert upstream.executions(key) == 1
 
 
 def test_postgres_down_under_load_is_503_nothing_forwarded_then_back(
