@@ -414,3 +414,304 @@ def test_tls_listener_offers_h2_and_http11_by_alpn(tls_gw, pki):
         ("http/1.1", "TLSv1.3")
     assert tls_handshake(tls_gw.port, ca, ["h2", "http/1.1"], v12) == \
         ("h2", "TLSv1.2")
+
+
+# --------------------------------------------------------------------------
+# https upstreams
+# --------------------------------------------------------------------------
+
+UPSTREAM_NGINX_CONF = """
+daemon off;
+master_process on;
+worker_processes 1;
+pid {run}/nginx.pid;
+error_log {run}/error.log info;
+{user}
+events {{ worker_connections 256; }}
+
+http {{
+    client_body_temp_path {run}/body;
+    proxy_temp_path {run}/proxy;
+    fastcgi_temp_path {run}/fastcgi;
+    uwsgi_temp_path {run}/uwsgi;
+    scgi_temp_path {run}/scgi;
+    log_format conn '$server_port $connection $connection_requests $ssl_server_name';
+    access_log {run}/access.log conn;
+    keepalive_timeout 60s;
+
+    # what the gateway sends reaches the echo API as it was sent
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host $http_host;
+
+    server {{
+        listen 127.0.0.1:{good} ssl;
+        ssl_certificate {pki}/server.crt;
+        ssl_certificate_key {pki}/server.key;
+        location / {{
+            proxy_pass http://127.0.0.1:{echo};
+            add_header X-SNI $ssl_server_name always;
+        }}
+    }}
+
+    server {{
+        listen 127.0.0.1:{wrong} ssl;
+        ssl_certificate {pki}/wrong.crt;
+        ssl_certificate_key {pki}/wrong.key;
+        location / {{
+            proxy_pass http://127.0.0.1:{echo};
+        }}
+    }}
+}}
+"""
+
+
+class TlsUpstream:
+    """A plain nginx with two TLS server blocks in front of the echo API:
+    `good` has a certificate for localhost and 127.0.0.1, `wrong` one for
+    wrong.example; both from the test CA."""
+
+    def __init__(self, pki, echo):
+        self.run = tempfile.mkdtemp(prefix="idemgate-tlsup-", dir="/tmp")
+        os.chmod(self.run, 0o755)
+        self.good, self.wrong = free_port(), free_port()
+        conf = os.path.join(self.run, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(UPSTREAM_NGINX_CONF.format(
+                run=self.run, pki=pki.dir, echo=echo.port, good=self.good,
+                wrong=self.wrong,
+                user="user nobody nogroup;" if IS_ROOT else ""))
+        self.proc = subprocess.Popen([NGINX, "-p", self.run, "-c", conf],
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        deadline = time.time() + 10
+        while not (port_open(self.good) and port_open(self.wrong)):
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise AssertionError("the TLS upstream did not start:\n"
+                                     + self.error_log())
+            time.sleep(0.02)
+
+    def error_log(self):
+        with contextlib.suppress(OSError):
+            with open(os.path.join(self.run, "error.log")) as f:
+                return f.read()
+        return ""
+
+    def connections(self, port):
+        """(connection, requests on it, SNI) of each request on a port."""
+        with contextlib.suppress(OSError):
+            with open(os.path.join(self.run, "access.log")) as f:
+                rows = [line.split() for line in f]
+            return [(r[1], int(r[2]), r[3] if len(r) > 3 else "")
+                    for r in rows if r and r[0] == str(port)]
+        return []
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        shutil.rmtree(self.run, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def tls_upstream(pki, echo):
+    up = TlsUpstream(pki, echo)
+    yield up
+    up.stop()
+
+
+def test_print_config_https_upstream(pki):
+    r = run_cli("--listen", "127.0.0.1:8080", "--upstream",
+                "https://api.example.com/v1/", "--print-config")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    d = conf_directives(r.stdout)
+    for line in ["server api.example.com:443;", "keepalive 64;",
+                 'proxy_set_header Host "api.example.com";',
+                 "proxy_set_header X-Forwarded-Host $idemgate_host;",
+                 "proxy_ssl_protocols TLSv1.2 TLSv1.3;",
+                 "proxy_ssl_server_name on;",
+                 'proxy_ssl_name "api.example.com";',
+                 "proxy_ssl_verify on;", "proxy_ssl_verify_depth 4;",
+                 'proxy_ssl_trusted_certificate '
+                 '"/etc/ssl/certs/ca-certificates.crt";',
+                 "proxy_ssl_session_reuse on;",
+                 'proxy_pass "https://idemgate_upstream/v1$request_uri";']:
+        assert line in d, line
+    assert "proxy_set_header Host $idemgate_host;" not in d
+
+    # a port other than 443 is part of the Host; --upstream-ca replaces
+    # the system bundle
+    r = run_cli("--listen", "127.0.0.1:8080", "--upstream",
+                "https://localhost:8443", "--upstream-ca", pki.path("ca.crt"),
+                "--print-config")
+    assert r.returncode == 0, r.stderr
+    d = conf_directives(r.stdout)
+    for line in ["server localhost:8443;",
+                 'proxy_set_header Host "localhost:8443";',
+                 'proxy_ssl_name "localhost";',
+                 'proxy_ssl_trusted_certificate "%s";' % pki.path("ca.crt"),
+                 "proxy_pass https://idemgate_upstream;"]:
+        assert line in d, line
+
+    # plain http upstreams keep the client's Host and have no proxy_ssl_
+    d = conf_directives(run_cli(*(BASE + ["--print-config"])).stdout)
+    assert "proxy_set_header Host $idemgate_host;" in d
+    assert not any(x.startswith("proxy_ssl") for x in d)
+
+
+def test_upstream_insecure_is_explicit_and_warned_about():
+    r = run_cli("--listen", "127.0.0.1:8080", "--upstream",
+                "https://localhost:8443", "--upstream-insecure",
+                "--print-config")
+    assert r.returncode == 0
+    assert r.stderr == ("idemgate: warning: --upstream-insecure: the "
+                        "upstream's certificate and name are not verified\n")
+    d = conf_directives(r.stdout)
+    assert "proxy_ssl_verify off;" in d
+    assert not any(x.startswith("proxy_ssl_trusted_certificate") for x in d)
+
+
+def upstream_bad_cases(pki, workdir):
+    notpem = os.path.join(workdir, "notpem")
+    with open(notpem, "w") as f:
+        f.write("hello\n")
+    L = ["--listen", "127.0.0.1:8080"]
+    https = L + ["--upstream", "https://localhost:8443"]
+    return [
+        (BASE + ["--upstream-ca", pki.path("ca.crt")],
+         "--upstream-ca is only for https:// upstreams"),
+        (BASE + ["--upstream-insecure"],
+         "--upstream-insecure is only for https:// upstreams"),
+        (https + ["--upstream-ca", pki.path("ca.crt"), "--upstream-insecure"],
+         "--upstream-ca and --upstream-insecure exclude each other"),
+        (https + ["--upstream-ca", "/nonexistent/ca.pem"],
+         "--upstream-ca: cannot read /nonexistent/ca.pem: No such file or "
+         "directory"),
+        (https + ["--upstream-ca", notpem],
+         "--upstream-ca: %s holds no PEM certificate" % notpem),
+        (https + ["--upstream-insecure=maybe"],
+         "--upstream-insecure: invalid value 'maybe' (true or false)"),
+        (L + ["--upstream", "https://"],
+         "--upstream: 'https://' is not an https://HOST[:PORT][/prefix] URL"),
+        (L + ["--upstream", "https://localhost:0"],
+         "--upstream: 'https://localhost:0' is not an https://"),
+        (L + ["--upstream", "https://localhost/a$b"],
+         "the path prefix may not contain '$'"),
+        (L + ["--upstream", "https://127.0.0.1:8080"],
+         "--upstream: 127.0.0.1:8080 is the gateway's own --listen address"),
+    ]
+
+
+def test_bad_upstream_tls_flags_exit_2_with_one_clear_line(pki, workdir):
+    for args, message in upstream_bad_cases(pki, workdir):
+        r = run_cli(*(args + ["--print-config"]), cwd=workdir)
+        assert r.returncode == 2, (args, r.stderr)
+        lines = r.stderr.splitlines()
+        assert len(lines) == 1, r.stderr
+        assert lines[0].startswith("idemgate: ") and message in lines[0], \
+            (message, lines[0])
+        assert r.stdout == ""
+
+
+def test_https_upstream_verified_with_upstream_ca(gateway_factory, echo, pki,
+                                                  tls_upstream):
+    url = "https://localhost:%d" % tls_upstream.good
+    g = gateway_factory("--upstream-ca", pki.path("ca.crt"), upstream=url)
+    key = unique("https-up")
+    r = g.post(key=key, data="one", headers={"Host": "client.example"})
+    assert r.status_code == 201, r.text
+    assert r.json()["body"] == "one"
+    # SNI and Host name the upstream, not the gateway the client called
+    assert r.headers["X-SNI"] == "localhost"
+    (method, path, headers), = seen(echo, key)
+    assert headers["host"] == "localhost:%d" % tls_upstream.good
+    assert headers["x-forwarded-host"] == "client.example"
+    assert headers["x-forwarded-proto"] == "http"
+
+    again = g.post(key=key, data="one")
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.content == r.content
+    assert len(seen(echo, key)) == 1
+
+    # keepalive: the next requests ride the same TLS connection
+    for i in range(3):
+        assert g.post(key=unique("https-ka"), data="x").status_code == 201
+    conns = tls_upstream.connections(tls_upstream.good)
+    assert conns[-1][1] >= 2, conns
+    assert conns[-1][2] == "localhost"
+
+
+def assert_refused_and_nothing_stored(g, echo, key):
+    r = g.post(key=key, data="must not run")
+    assert r.status_code == 502, r.text
+    err = assert_error_body(r.content)
+    assert "nothing was executed" in err["details"]
+    assert seen(echo, key) == []
+    # the key was freed, not stored as executed
+    admin = requests.get(g.admin_url + "/keys/" + key, timeout=5)
+    assert admin.status_code == 404, admin.text
+    return r
+
+
+def test_https_upstream_with_a_wrong_name_is_refused(gateway_factory, echo,
+                                                     pki, tls_upstream,
+                                                     workdir):
+    # the certificate chains to the CA given, but names wrong.example
+    url = "https://localhost:%d" % tls_upstream.wrong
+    g = gateway_factory("--upstream-ca", pki.path("ca.crt"), upstream=url)
+    key = unique("https-wrong")
+    assert_refused_and_nothing_stored(g, echo, key)
+    assert "certificate" in g.stderr() and "upstream" in g.stderr()
+    assert tls_upstream.connections(tls_upstream.wrong) == []
+    g.close()
+
+    # the same store, the right upstream: the key executes, once
+    fixed = gateway_factory("--upstream-ca", pki.path("ca.crt"),
+                            upstream="https://localhost:%d" % tls_upstream.good)
+    r = fixed.post(key=key, data="must not run")
+    assert r.status_code == 201
+    assert "Idempotent-Replayed" not in r.headers
+    assert len(seen(echo, key)) == 1
+
+
+def test_https_upstream_not_in_the_system_bundle_is_refused(
+        gateway_factory, echo, tls_upstream):
+    # verification is on by default: the test CA is in no system bundle
+    g = gateway_factory(upstream="https://localhost:%d" % tls_upstream.good)
+    assert_refused_and_nothing_stored(g, echo, unique("https-untrusted"))
+
+
+def test_https_upstream_insecure_skips_verification(gateway_factory, echo,
+                                                    tls_upstream):
+    g = gateway_factory("--upstream-insecure",
+                        upstream="https://localhost:%d" % tls_upstream.wrong)
+    key = unique("https-insecure")
+    r = g.post(key=key, data="x")
+    assert r.status_code == 201, r.text
+    assert len(seen(echo, key)) == 1
+    assert "warning: --upstream-insecure" in g.stderr()
+
+
+def test_tls_end_to_end_with_http2(gateway_factory, echo, pki, tls_upstream,
+                                   workdir):
+    """TLS and HTTP/2 on the listener, TLS to the upstream."""
+    g = gateway_factory("--tls-cert", pki.path("server.crt"),
+                        "--tls-key", pki.path("server.key"),
+                        "--upstream-ca", pki.path("ca.crt"),
+                        upstream="https://localhost:%d/api" % tls_upstream.good)
+    key = unique("tls-both")
+    url = "https://127.0.0.1:%d/v1/x?a=1" % g.port
+    a = curl(workdir, url, key=key, data="{}", cacert=pki.path("ca.crt"))
+    assert (a.status, a.version) == (201, "2")
+    assert a.json()["path"] == "/api/v1/x?a=1"
+    b = curl(workdir, url, key=key, data="{}", cacert=pki.path("ca.crt"))
+    assert b.header("idempotent-replayed") == "true" and b.body == a.body
+    (method, path, headers), = seen(echo, key)
+    assert headers["x-forwarded-proto"] == "https"
