@@ -715,3 +715,207 @@ def test_tls_end_to_end_with_http2(gateway_factory, echo, pki, tls_upstream,
     assert b.header("idempotent-replayed") == "true" and b.body == a.body
     (method, path, headers), = seen(echo, key)
     assert headers["x-forwarded-proto"] == "https"
+
+
+# --------------------------------------------------------------------------
+# Several upstream servers
+# --------------------------------------------------------------------------
+
+def test_print_config_several_upstreams():
+    r = run_cli("--listen", "127.0.0.1:8080",
+                "--upstream", "http://10.0.0.1:3000/api",
+                "--upstream", "http://10.0.0.2:3001/api/",
+                "--upstream", "http://api.internal:3002/api",
+                "--methods", "POST,PATCH", "--print-config")
+    assert r.returncode == 0, r.stderr
+    text = r.stdout
+    d = conf_directives(text)
+    assert d.count("upstream idemgate_upstream {") == 1
+    block = d[d.index("upstream idemgate_upstream {"):]
+    block = block[:block.index("}")]
+    assert block[1:] == ["server 10.0.0.1:3000;", "server 10.0.0.2:3001;",
+                         "server api.internal:3002;", "keepalive 64;",
+                         "keepalive_timeout 4s;"]
+    assert 'proxy_pass "http://idemgate_upstream/api$request_uri";' in d
+    # a failed connect goes to the next server; nothing sent is retried
+    # for POST or PATCH: nginx's non_idempotent is never set
+    assert "proxy_next_upstream error timeout;" in d
+    assert "non_idempotent" not in text
+    assert "proxy_set_header Host $idemgate_host;" in d
+
+
+def test_print_config_several_https_upstreams_of_one_name(pki):
+    r = run_cli("--listen", "127.0.0.1:8080",
+                "--upstream", "https://localhost:8443",
+                "--upstream", "https://localhost:8444",
+                "--upstream-ca", pki.path("ca.crt"), "--print-config")
+    assert r.returncode == 0, r.stderr
+    d = conf_directives(r.stdout)
+    for line in ["server localhost:8443;", "server localhost:8444;",
+                 'proxy_ssl_name "localhost";',
+                 # no one port: the Host is the name alone
+                 'proxy_set_header Host "localhost";']:
+        assert line in d, line
+
+
+def test_upstreams_in_a_config_file(workdir):
+    conf = os.path.join(workdir, "idemgate.conf")
+    with open(conf, "w") as f:
+        f.write("listen = 127.0.0.1:8080\n"
+                "upstream = http://127.0.0.1:3000\n"
+                "upstream = http://127.0.0.1:3001\n")
+    d = conf_directives(run_cli("--config", conf, "--print-config").stdout)
+    assert "server 127.0.0.1:3000;" in d and "server 127.0.0.1:3001;" in d
+    # the command line replaces the file's list
+    r = run_cli("--config", conf, "--upstream", "http://127.0.0.1:4000",
+                "--print-config")
+    d = conf_directives(r.stdout)
+    assert [x for x in d if x.startswith("server 127.")] == ["server 127.0.0.1:4000;"]
+
+
+SEVERAL_BAD = [
+    (["--upstream", "http://127.0.0.1:3000", "--upstream", "https://localhost:3443"],
+     "--upstream: 'http://127.0.0.1:3000' and 'https://localhost:3443' mix "
+     "http:// and https:// (one scheme for every server)"),
+    (["--upstream", "http://127.0.0.1:3000/a", "--upstream", "http://127.0.0.1:3001/b"],
+     "--upstream: 'http://127.0.0.1:3000/a' and 'http://127.0.0.1:3001/b' "
+     "have different path prefixes (one prefix for every server)"),
+    (["--upstream", "https://a.example", "--upstream", "https://b.example"],
+     "--upstream: 'https://a.example' and 'https://b.example' have different "
+     "host names"),
+    (["--upstream", "http://127.0.0.1:3000", "--upstream", "http://127.0.0.1:3001",
+      "--methods", "POST,PUT"],
+     "--methods: PUT and DELETE cannot take part with several --upstream servers"),
+    (["--upstream", "http://127.0.0.1:3000", "--upstream", "http://127.0.0.1:3001",
+      "--methods", "DELETE"],
+     "--methods: PUT and DELETE cannot take part with several --upstream servers"),
+    (["--upstream", "http://127.0.0.1:3000", "--upstream", "http://127.0.0.1:8080"],
+     "--upstream: 127.0.0.1:8080 is the gateway's own --listen address"),
+    (["--upstream", "http://127.0.0.1:3000", "--upstream", "http://127.0.0.1"],
+     "--upstream: 'http://127.0.0.1' is not an http://HOST:PORT[/prefix] URL "
+     "(the port is required)"),
+]
+
+
+@pytest.mark.parametrize("args,message", SEVERAL_BAD)
+def test_bad_upstream_lists_exit_2_with_one_clear_line(args, message):
+    r = run_cli(*(["--listen", "127.0.0.1:8080"] + args + ["--print-config"]))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.splitlines() == [r.stderr.strip()]
+    assert r.stderr.startswith("idemgate: " + message), r.stderr
+
+
+class ResetServer:
+    """An upstream that reads a whole request, then resets the connection
+    (SO_LINGER 0): the request was sent, no answer comes back."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.lock = threading.Lock()
+        self.requests = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.reset_after_request, args=(conn,),
+                             daemon=True).start()
+
+    def reset_after_request(self, conn):
+        data = b""
+        with conn:
+            conn.settimeout(10)
+            try:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                while len(body) < length:
+                    body += conn.recv(65536)
+            except OSError:
+                return
+            with self.lock:
+                self.requests.append(head)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                            b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def reset_server():
+    s = ResetServer()
+    yield s
+    s.close()
+
+
+def test_a_failed_connect_goes_to_the_next_server(gateway_factory, echo):
+    dead = "http://127.0.0.1:%d" % free_port()
+    # the dead server first: nginx's round robin starts with it
+    g = gateway_factory("--upstream", echo.url, upstream=dead)
+    keys = [unique("failover") for _ in range(6)]
+    for key in keys:
+        r = g.post(key=key, data="x")
+        assert r.status_code == 201, r.text
+        assert "Idempotent-Replayed" not in r.headers
+    for key in keys:
+        assert len(seen(echo, key)) == 1
+        r = g.post(key=key, data="x")
+        assert r.headers.get("Idempotent-Replayed") == "true"
+        assert len(seen(echo, key)) == 1
+    assert "Connection refused" in g.stderr()
+
+
+def test_all_servers_down_is_502_and_frees_the_key(gateway_factory, echo):
+    g = gateway_factory("--upstream", "http://127.0.0.1:%d" % free_port(),
+                        upstream="http://127.0.0.1:%d" % free_port())
+    key = unique("all-down")
+    r = g.post(key=key, data="x")
+    assert r.status_code == 502
+    assert "nothing was executed" in assert_error_body(r.content)["details"]
+    assert requests.get(g.admin_url + "/keys/" + key, timeout=5).status_code == 404
+
+
+def test_a_request_sent_then_reset_is_not_retried_on_the_next_server(
+        gateway_factory, echo, reset_server):
+    # the resetting server first: nginx's round robin starts with it
+    g = gateway_factory("--upstream", echo.url, upstream=reset_server.url)
+    answers = {}
+    for i in range(4):
+        key = unique("reset")
+        answers[key] = g.post(key=key, data="charge %d" % i)
+    reset = [k for k, r in answers.items() if r.status_code == 502]
+    assert reset, {k: r.status_code for k, r in answers.items()}
+    assert len(reset) == len(reset_server.requests)
+    for key, r in answers.items():
+        if key in reset:
+            # sent, then no answer: the outcome is unknown, and the other
+            # server never saw the request
+            assert assert_error_body(r.content)["title"] == \
+                "Upstream outcome unknown"
+            assert seen(echo, key) == []
+            again = g.post(key=key, data="charge %d" % list(answers).index(key))
+            assert again.status_code == 502
+            assert again.headers.get("Idempotent-Replayed") == "true"
+            assert again.content == r.content
+            assert seen(echo, key) == []
+        else:
+            assert r.status_code == 201
+            assert len(seen(echo, key)) == 1
+    assert len(reset_server.requests) == len(reset)
