@@ -12,6 +12,7 @@ liblmdb-dev lmdb-utils libjansson-dev libssl-dev libcmocka-dev
 nginx nginx-dev
 python3-pytest python3-requests
 wrk valgrind procps bc curl
+ca-certificates openssl
 "
 
 missing=""
