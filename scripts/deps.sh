@@ -10,7 +10,7 @@ PACKAGES="
 build-essential pkg-config clang libclang-rt-14-dev clang-format
 liblmdb-dev lmdb-utils libjansson-dev libssl-dev libcmocka-dev
 nginx nginx-dev
-python3-pytest python3-requests
+python3-pytest python3-requests python3-prometheus-client
 wrk valgrind procps bc curl
 ca-certificates openssl
 "
