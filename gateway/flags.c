@@ -274,7 +274,10 @@ static int finish_store(idemgate_conf_t *c, idemgate_err_t *err)
     return 0;
 }
 
-/* The module beside the running binary, found through /proc/self/exe. */
+/* The module beside the running binary (found through /proc/self/exe),
+ * as in a build directory; else the one in the distribution's module
+ * directory, as installed. A module in neither place is named by the
+ * first, and run.c says it cannot be read. */
 static int default_module(idemgate_conf_t *c, idemgate_err_t *err)
 {
     char exe[4096];
@@ -296,6 +299,14 @@ static int default_module(idemgate_conf_t *c, idemgate_err_t *err)
     if (asprintf(&c->module, "%s/%s", exe, IDEMGATE_MODULE_FILE) < 0) {
         c->module = NULL;
         return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
+    }
+    if (access(c->module, F_OK) != 0 &&
+        access(IDEMGATE_MODULE_DIR "/" IDEMGATE_MODULE_FILE, F_OK) == 0) {
+        free(c->module);
+        c->module = strdup(IDEMGATE_MODULE_DIR "/" IDEMGATE_MODULE_FILE);
+        if (c->module == NULL) {
+            return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
+        }
     }
     return 0;
 }

@@ -69,7 +69,12 @@ IDEMGATE_MUST_CHECK char *idemgate_abspath(const char *path);
 #define IDEMGATE_DEFAULT_ADMIN_HOST "127.0.0.1"
 #define IDEMGATE_DEFAULT_ADMIN_PORT 9090u
 #define IDEMGATE_MODULE_FILE        "ngx_http_idempotency_module.so"
-#define IDEMGATE_LEASE_MARGIN       (10 * IDEMGATE_SECOND)
+/* where the module is when it is not beside idemgate: the distribution's
+ * nginx module directory, where `make install` and the package put it */
+#ifndef IDEMGATE_MODULE_DIR
+#define IDEMGATE_MODULE_DIR "/usr/lib/nginx/modules"
+#endif
+#define IDEMGATE_LEASE_MARGIN (10 * IDEMGATE_SECOND)
 /* what an https:// upstream's certificate is checked against, unless
  * --upstream-ca names another file (Debian's ca-certificates) */
 #define IDEMGATE_DEFAULT_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"

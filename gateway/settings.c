@@ -543,7 +543,8 @@ static const idemgate_flag_t flags[] = {
     {"nginx", "PATH", set_nginx, 0,
      "the nginx binary (default " IDEMGATE_DEFAULT_NGINX ")"},
     {"module", "PATH", set_module, 0,
-     "the module (default " IDEMGATE_MODULE_FILE " beside idemgate)"},
+     "the module (default " IDEMGATE_MODULE_FILE
+     " beside idemgate, else in " IDEMGATE_MODULE_DIR ")"},
     {"config", "FILE", set_config,
      IDEMGATE_FLAG_CMDLINE_ONLY | IDEMGATE_FLAG_EARLY,
      "read settings from FILE: \"name = value\" lines, # comments"},
