@@ -16,6 +16,7 @@
  */
 #include "idemgate.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -322,6 +323,15 @@ static int same_port_clash(const idemgate_addr_t *a, const idemgate_addr_t *b)
                                   is_wildcard(a->host) || is_wildcard(b->host));
 }
 
+/* An IPv4 address, or an IPv6 one in brackets, as idemgate_parse_addr
+ * takes them. */
+static int is_ip_address(const char *host)
+{
+    struct in_addr a;
+
+    return host[0] == '[' || inet_pton(AF_INET, host, &a) == 1;
+}
+
 /* --tls-cert and --tls-key: both or neither, absolute, a matching pair;
  * --upstream-ca and --upstream-insecure: only for https upstreams, not
  * both; the CA file (the system bundle by default) holds certificates. */
@@ -361,6 +371,16 @@ static int finish_tls(idemgate_conf_t *c, idemgate_err_t *err)
         fprintf(stderr, "idemgate: warning: --upstream-insecure: the "
                         "upstream's certificate and name are not verified\n");
         return 0;
+    }
+    if (is_ip_address(c->upstream_name)) {
+        /* X509_check_host() compares DNS names (and the common name), never
+         * the iPAddress entries of a certificate */
+        fprintf(stderr,
+                "idemgate: warning: --upstream: %s is an IP address; nginx "
+                "verifies an upstream's certificate against DNS names only, "
+                "so one that names the address alone is refused (use the "
+                "host name the certificate carries)\n",
+                c->upstream_name);
     }
     if (c->upstream_ca == NULL) {
         c->upstream_ca = strdup(IDEMGATE_DEFAULT_CA_BUNDLE);

@@ -26,10 +26,10 @@ import time
 import pytest
 import requests
 
-from test_gateway_cli import (BASE, IDEMGATE, NGINX, Gateway, asan_reports,
+from test_gateway_cli import (BASE, IDEMGATE, NGINX, asan_reports,
                               assert_error_body, conf_directives, echo,
                               free_port, gateway_factory, nginx_env, port_open,
-                              run_cli, workdir)
+                              run_cli, sanitized, workdir)
 
 # imported for pytest, which finds fixtures among a module's names
 __all__ = ["echo", "gateway_factory", "workdir"]
@@ -919,3 +919,57 @@ def test_a_request_sent_then_reset_is_not_retried_on_the_next_server(
             assert r.status_code == 201
             assert len(seen(echo, key)) == 1
     assert len(reset_server.requests) == len(reset)
+
+
+def test_an_https_upstream_named_by_ip_address_is_warned_about():
+    for url, host in (("https://10.0.0.1", "10.0.0.1"),
+                      ("https://[::1]:8443", "[::1]")):
+        r = run_cli("--listen", "127.0.0.1:8080", "--upstream", url,
+                    "--print-config")
+        assert r.returncode == 0
+        assert r.stderr.startswith("idemgate: warning: --upstream: %s is an "
+                                   "IP address; nginx verifies" % host), \
+            r.stderr
+    r = run_cli("--listen", "127.0.0.1:8080", "--upstream", "https://localhost",
+                "--print-config")
+    assert r.stderr == ""
+
+
+def test_an_https_upstream_named_by_ip_address_is_refused(
+        gateway_factory, echo, pki, tls_upstream):
+    """The certificate lists IP:127.0.0.1, which nginx 1.22 does not check:
+    the name must be a DNS name of the certificate."""
+    g = gateway_factory("--upstream-ca", pki.path("ca.crt"),
+                        upstream="https://127.0.0.1:%d" % tls_upstream.good)
+    assert_refused_and_nothing_stored(g, echo, unique("https-ip"))
+    assert 'upstream SSL certificate does not match "127.0.0.1"' in g.stderr()
+
+
+def test_tls_and_upstream_settings_are_valgrind_clean(pki, workdir):
+    if shutil.which("valgrind") is None:
+        pytest.skip("no valgrind")
+    if sanitized():
+        pytest.skip("idemgate is built with a sanitizer")
+    cert, key, ca = (pki.path("server.crt"), pki.path("server.key"),
+                     pki.path("ca.crt"))
+    for args in (["--tls-cert", cert, "--tls-key", key,
+                  "--upstream", "https://localhost:8443/a",
+                  "--upstream", "https://localhost:8444/a",
+                  "--upstream-ca", ca, "--print-config"],
+                 ["--upstream", "http://127.0.0.1:3000",
+                  "--upstream", "http://127.0.0.1:3001", "--print-config"],
+                 ["--tls-cert", cert, "--tls-key", pki.path("wrong.key"),
+                  "--upstream", "http://127.0.0.1:3000", "--print-config"],
+                 ["--upstream", "https://a.example",
+                  "--upstream", "http://b.example:1", "--print-config"],
+                 ["--upstream", "https://localhost", "--upstream-ca",
+                  "/nonexistent", "--print-config"]):
+        r = subprocess.run(["valgrind", "-q", "--leak-check=full",
+                            "--show-leak-kinds=all",
+                            "--errors-for-leak-kinds=all",
+                            "--error-exitcode=99", IDEMGATE,
+                            "--listen", "127.0.0.1:8080"] + args,
+                           capture_output=True, text=True, cwd=workdir,
+                           timeout=120)
+        assert r.returncode in (0, 2), r.stderr
+        assert "==" not in r.stderr, r.stderr
