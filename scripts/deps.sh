@@ -12,7 +12,7 @@ liblmdb-dev lmdb-utils libjansson-dev libssl-dev libcmocka-dev
 nginx nginx-dev
 python3-pytest python3-requests python3-prometheus-client
 wrk valgrind procps bc curl
-ca-certificates openssl
+ca-certificates openssl man-db groff-base dpkg-dev systemd
 "
 
 missing=""
