@@ -973,3 +973,32 @@ def test_tls_and_upstream_settings_are_valgrind_clean(pki, workdir):
                            timeout=120)
         assert r.returncode in (0, 2), r.stderr
         assert "==" not in r.stderr, r.stderr
+
+
+def test_header_limit_over_http2(gateway_factory, echo, pki, workdir):
+    """HTTP/1.1 over TLS keeps the exact 431; over HTTP/2 nginx 1.22 counts
+    the header block as HPACK sends it and, past twice the limit decoded,
+    ends the connection instead of answering. Either way nothing reaches
+    the API."""
+    g = gateway_factory("--tls-cert", pki.path("server.crt"),
+                        "--tls-key", pki.path("server.key"),
+                        "--max-header-bytes", "4k")
+    url = "https://127.0.0.1:%d/v1/big" % g.port
+    key = unique("h2-big")
+    # incompressible values: 4 x 2500 bytes, over 2 x 4k decoded
+    big = ["X-Big-%d: %s" % (i, os.urandom(1875).hex()[:2500])
+           for i in range(4)]
+    a = curl(workdir, url, version="1.1", key=key, data="{}",
+             cacert=pki.path("ca.crt"), headers=big)
+    assert a.status == 431
+    out = os.path.join(workdir, "h2-big")
+    r = subprocess.run(curl_argv(url, out, version="2", key=key, data="{}",
+                                 cacert=pki.path("ca.crt"), headers=big),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and r.stdout.startswith("000"), (r.stdout,
+                                                              r.stderr)
+    assert seen(echo, key) == []
+    # within the limit, HTTP/2 is served
+    small = curl(workdir, url, version="2", key=key, data="{}",
+                 cacert=pki.path("ca.crt"), headers=big[:1])
+    assert small.status == 201 and len(seen(echo, key)) == 1
