@@ -1002,3 +1002,46 @@ def test_header_limit_over_http2(gateway_factory, echo, pki, workdir):
     small = curl(workdir, url, version="2", key=key, data="{}",
                  cacert=pki.path("ca.crt"), headers=big[:1])
     assert small.status == 201 and len(seen(echo, key)) == 1
+
+
+def served_cert(port, cafile):
+    ctx = ssl.create_default_context(cafile=cafile)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            return s.getpeercert(binary_form=True)
+
+
+def pem_to_der(path):
+    with open(path) as f:
+        return ssl.PEM_cert_to_DER_cert(f.read())
+
+
+def test_sighup_serves_a_renewed_certificate(gateway_factory, echo, pki,
+                                            workdir):
+    cert, key = os.path.join(workdir, "cert.pem"), os.path.join(workdir, "key.pem")
+    shutil.copy(pki.path("server.crt"), cert)
+    shutil.copy(pki.path("server.key"), key)
+    g = gateway_factory("--tls-cert", cert, "--tls-key", key)
+    ca = pki.path("ca.crt")
+    assert served_cert(g.port, ca) == pem_to_der(pki.path("server.crt"))
+    url = "https://127.0.0.1:%d/v1/renew" % g.port
+    k = unique("renew")
+    first = curl(workdir, url, key=k, data="{}", cacert=ca)
+    assert first.status == 201
+
+    # renewal: the files are replaced, then idemgate gets SIGHUP
+    name = "renewed-%s" % os.urandom(4).hex()
+    make_cert(pki.dir, name, ["DNS:localhost", "IP:127.0.0.1"])
+    shutil.copy(pki.path(name + ".crt"), cert)
+    shutil.copy(pki.path(name + ".key"), key)
+    g.signal(signal.SIGHUP)
+    want = pem_to_der(pki.path(name + ".crt"))
+    deadline = time.time() + 15
+    while served_cert(g.port, ca) != want:
+        assert time.time() < deadline, "the renewed certificate is not served"
+        time.sleep(0.1)
+    # keys survive the reload
+    again = curl(workdir, url, key=k, data="{}", cacert=ca)
+    assert again.header("idempotent-replayed") == "true"
+    assert again.body == first.body
+    assert len(seen(echo, k)) == 1
