@@ -5,7 +5,7 @@
 #   make test            install what is missing, build, run every test
 #   make test-unit       C unit tests and the store contract suite
 #   make fuzz            run each libFuzzer target for FUZZ_SECONDS
-#   make bench           store benchmark (LMDB, durable)
+#   make bench           store benchmark (LMDB and PostgreSQL, durable)
 #   make install         the gateway, the module (Debian's layout), the man
 #                        page, the systemd unit (PREFIX, DESTDIR)
 #   make deb             Debian packages of the gateway and the module
@@ -20,7 +20,7 @@ SANITIZER ?=
 FAILPOINTS ?= $(if $(SANITIZER),1)
 BUILD    := build$(if $(SANITIZER),-$(SANITIZER),$(if $(FAILPOINTS),-test))
 
-PKGS     := lmdb jansson libcrypto
+PKGS     := lmdb jansson libcrypto libpq
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -47,7 +47,9 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 STORE_BACKENDS := mem lmdb
+STORE_BACKENDS += postgres
 STORE_BIN := $(STORE_BACKENDS:%=$(BUILD)/tests/store_contract_%)
+PG_FAILURES_BIN := $(BUILD)/tests/store_postgres_failures
 
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
@@ -75,7 +77,8 @@ E2E_ENV := IDEM_BUILD=$(BUILD) IDEM_SANITIZER=$(SANITIZER)
         format-check clean
 .DEFAULT_GOAL := all
 
-all: lib module $(INQUIRIES_BIN) $(UNIT_BIN) $(STORE_BIN) $(BENCH_BIN) \
+all: lib module $(INQUIRIES_BIN) $(UNIT_BIN) $(STORE_BIN) $(PG_FAILURES_BIN) \
+     $(BENCH_BIN) \
      $(BUILD)/idemgate
 
 module: $(MODULE)
@@ -134,6 +137,11 @@ $(BUILD)/tests/store_contract_%: tests/store/contract.c $(LIBIDEM)
 	$(CC) $(CFLAGS) -DIDEM_TEST_BACKEND='"$*"' $(LDFLAGS) -o $@ $< \
 	    $(LIBIDEM) $(LDLIBS) -lcmocka
 
+# The PostgreSQL store's failure paths, beside a throwaway cluster.
+$(PG_FAILURES_BIN): tests/store/postgres_failures.c $(LIBIDEM)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBIDEM) $(LDLIBS) -lcmocka
+
 $(BENCH_BIN): bench/store_bench.c $(LIBIDEM)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBIDEM) $(LDLIBS)
@@ -169,22 +177,35 @@ test: deps
 	@$(MAKE) --no-print-directory SANITIZER=address test-e2e
 
 # the unit tests and the store contract suite under valgrind's memcheck
-test-valgrind: $(UNIT_BIN) $(STORE_BIN)
+test-valgrind: $(UNIT_BIN) $(STORE_BIN) $(PG_FAILURES_BIN)
 	@set -e; for t in $(UNIT_BIN) $(STORE_BIN); do \
 	    echo "== valgrind $$t"; \
+	    b=$${t##*/store_contract_}; \
+	    $$(test "$$b" != "$$t" && test -x tests/servers/$$b.sh && \
+	       echo tests/servers/$$b.sh) \
 	    valgrind -q --error-exitcode=1 --leak-check=full \
 	        --errors-for-leak-kinds=definite,indirect $$t >/dev/null; \
-	done; echo "valgrind: no errors, no leaks"
+	done
+	@echo "== valgrind $(PG_FAILURES_BIN)"; tests/servers/postgres.sh \
+	    valgrind -q --error-exitcode=1 --leak-check=full \
+	    --errors-for-leak-kinds=definite,indirect $(PG_FAILURES_BIN) >/dev/null
+	@echo "valgrind: no errors, no leaks"
 
 
 test-e2e: module $(INQUIRIES_BIN) $(BUILD)/idemgate
 	$(E2E_ENV) $(PYTEST) -q -p no:cacheprovider tests/e2e
 
-test-unit: $(UNIT_BIN) $(STORE_BIN)
+# A backend with a server script (tests/servers/BACKEND.sh) runs its
+# contract suite beside a throwaway server that the script starts and stops.
+STORE_SERVER = $$(test -x tests/servers/$$b.sh && echo tests/servers/$$b.sh)
+
+test-unit: $(UNIT_BIN) $(STORE_BIN) $(PG_FAILURES_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 	@set -e; for b in $(STORE_BACKENDS); do \
 	    echo "== store contract suite: backend $$b"; \
-	    $(BUILD)/tests/store_contract_$$b; done
+	    $(STORE_SERVER) $(BUILD)/tests/store_contract_$$b; done
+	@echo "== postgres store failures"; \
+	    tests/servers/postgres.sh $(PG_FAILURES_BIN)
 
 test-fuzz-replay: $(FUZZ_REPLAY_BIN)
 	@set -e; for t in $(FUZZ_REPLAY_BIN); do \
@@ -201,6 +222,8 @@ fuzz: $(FUZZ_BIN)
 # the store alone, then wrk against idemgate and plain nginx side by side
 bench: $(BENCH_BIN) module $(INQUIRIES_BIN)
 	$(BENCH_BIN)
+	tests/servers/postgres.sh sh -c \
+	    '$(BENCH_BIN) -u "$$IDEM_TEST_PG_URL?table=bench&pool=16"'
 	BUILD=$(BUILD) bench/run.sh
 
 # Installation the way Debian's nginx modules are installed: the module in

@@ -19,6 +19,12 @@
  *              the B completes (B = 16 and 64), group_commit=1
  *
  *   usage: store_bench [-t SECONDS] [-n MAX_PAIRS] [-p PREFILL] [-d DIR]
+ *          store_bench -u URL [-t SECONDS] [-n MAX_PAIRS]
+ *
+ * With -u, the same pairs run on the store URL names (a networked store:
+ * postgres://..., whose server is already running), batch 1, 16 and 64
+ * for 1, 4 and 16 threads, each run under a scope of its own so that its
+ * keys are new; there is no prefill and no group_commit setting.
  *
  * Prints one row per run (threads, group_commit, batch, pairs/s, commits,
  * writes per commit, KiB written per commit as counted by the kernel's
@@ -62,6 +68,9 @@ static const idem_header_t bench_headers[] = {
     {{"Date", 4}, {"Sat, 28 Nov 2026 04:44:27 GMT", 29}},
     {{"X-Request-Id", 12}, {"6f1c2d3e-4a5b-6c7d-8e9f-0a1b2c3d4e5f", 36}},
 };
+
+/* Told apart per run, so that runs on one shared store use new keys. */
+static atomic_int bench_scope_salt;
 
 static const idem_response_t bench_resp = {
     201, bench_headers, 3, (const uint8_t *)bench_body, sizeof(bench_body) - 1};
@@ -155,6 +164,9 @@ static void bench_pairs_init(bench_pairs_t *p)
 {
     memset(p, 0, sizeof(*p));
     memset(p->scope.bytes, 0x11, sizeof(p->scope.bytes));
+    p->scope.bytes[0] = (uint8_t)atomic_load(&bench_scope_salt);
+    p->scope.bytes[1] = (uint8_t)getpid();
+    p->scope.bytes[2] = (uint8_t)(getpid() >> 8);
     memset(p->fp.bytes, 0x22, sizeof(p->fp.bytes));
 }
 
@@ -317,9 +329,12 @@ static int bench_rm(const char *path, const struct stat *st, int flag,
     return remove(path);
 }
 
-/* One run in a fresh environment under base. Returns 0 or an error. */
-static int bench_run(const char *base, double seconds, long max_pairs,
-                     long prefill, bench_run_t *run)
+/*
+ * One run in a fresh environment under base, or on the store url names
+ * when it is not NULL. Returns 0 or an error.
+ */
+static int bench_run(const char *base, const char *store_url, double seconds,
+                     long max_pairs, long prefill, bench_run_t *run)
 {
     bench_worker_t w[BENCH_MAX_THREADS];
     pthread_t t[BENCH_MAX_THREADS];
@@ -331,6 +346,18 @@ static int bench_run(const char *base, double seconds, long max_pairs,
     double start;
     int rc, started = 0;
 
+    atomic_fetch_add(&bench_scope_salt, 1);
+    if (store_url != NULL) {
+        dir[0] = '\0';
+        snprintf(url, sizeof(url), "%s", store_url);
+        rc = idem_store_open(url, &store);
+        if (rc != 0) {
+            fprintf(stderr, "store_bench: open %s: %s\n", url,
+                    idem_strerror(rc));
+            return rc;
+        }
+        goto opened;
+    }
     snprintf(dir, sizeof(dir), "%s/idem-bench-XXXXXX", base);
     if (mkdtemp(dir) == NULL) {
         fprintf(stderr, "store_bench: mkdtemp %s: %s\n", dir, strerror(errno));
@@ -348,6 +375,7 @@ static int bench_run(const char *base, double seconds, long max_pairs,
         goto done;
     }
 
+opened:
     atomic_init(&taken, 0);
     wchar = bench_wchar();
     start = bench_now();
@@ -385,7 +413,9 @@ static int bench_run(const char *base, double seconds, long max_pairs,
 
 done:
     idem_store_close(store);
-    nftw(dir, bench_rm, 16, FTW_DEPTH | FTW_PHYS);
+    if (dir[0] != '\0') {
+        nftw(dir, bench_rm, 16, FTW_DEPTH | FTW_PHYS);
+    }
     return rc;
 }
 
@@ -396,8 +426,13 @@ static double bench_rate(const bench_run_t *r)
 
 static void bench_print(const bench_run_t *r)
 {
-    printf("%7d  %12d  %5d  %10.0f  %8llu  %10.2f", r->threads, r->group_commit,
-           r->batch, bench_rate(r), (unsigned long long)r->commits,
+    if (r->group_commit < 0) {
+        printf("%7d  %12s", r->threads, "-");
+    } else {
+        printf("%7d  %12d", r->threads, r->group_commit);
+    }
+    printf("  %5d  %10.0f  %8llu  %10.2f", r->batch, bench_rate(r),
+           (unsigned long long)r->commits,
            r->commits ? (double)r->ops / (double)r->commits : 0.0);
     if (r->written >= 0 && r->commits > 0) {
         printf("  %10.1f\n", (double)r->written / 1024.0 / (double)r->commits);
@@ -410,7 +445,35 @@ static void bench_print(const bench_run_t *r)
 static void bench_usage(void)
 {
     fprintf(stderr, "usage: store_bench [-t SECONDS] [-n MAX_PAIRS] "
-                    "[-p PREFILL] [-d DIR]\n");
+                    "[-p PREFILL] [-d DIR]\n"
+                    "       store_bench -u URL [-t SECONDS] [-n MAX_PAIRS]\n");
+}
+
+/* The rows of -u URL: batch 1, 16 and 64 for each thread count. */
+static int bench_url(const char *url, double seconds, long max_pairs)
+{
+    static const int batches[] = {1, 16, 64};
+    bench_run_t r;
+
+    printf("store %s: begin+complete pairs, random new keys, %.1f s%s per "
+           "run\n\n",
+           url, seconds, max_pairs ? " or MAX_PAIRS" : "");
+    printf("%7s  %12s  %5s  %10s  %8s  %10s  %10s\n", "threads", "group_commit",
+           "batch", "pairs/s", "commits", "ops/commit", "KiB/commit");
+    for (size_t b = 0; b < sizeof(batches) / sizeof(batches[0]); b++) {
+        for (size_t i = 0; i < BENCH_NTHREADS; i++) {
+            memset(&r, 0, sizeof(r));
+            r.threads = bench_threads[i];
+            r.group_commit = -1;
+            r.batch = batches[b];
+            if (bench_run(NULL, url, seconds, max_pairs, 0, &r) != 0) {
+                return 1;
+            }
+            r.written = -1; /* the server writes, not this process */
+            bench_print(&r);
+        }
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -421,10 +484,14 @@ int main(int argc, char **argv)
     const bench_run_t *best;
     double seconds = 3.0, base_rate;
     long max_pairs = 0, prefill = BENCH_PREFILL;
+    const char *url = NULL;
     int opt;
 
-    while ((opt = getopt(argc, argv, "t:n:p:d:h")) != -1) {
+    while ((opt = getopt(argc, argv, "t:n:p:d:u:h")) != -1) {
         switch (opt) {
+        case 'u':
+            url = optarg;
+            break;
         case 't':
             seconds = atof(optarg);
             break;
@@ -447,6 +514,9 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    if (url != NULL) {
+        return bench_url(url, seconds, max_pairs);
+    }
     printf("LMDB store, durable (sync=1): begin+complete pairs, random keys, "
            "%ld records before each run, %.1f s%s per run, in %s\n\n",
            prefill, seconds, max_pairs ? " or MAX_PAIRS" : "", base);
@@ -459,7 +529,7 @@ int main(int argc, char **argv)
             r->threads = bench_threads[i];
             r->group_commit = g;
             r->batch = 1;
-            if (bench_run(base, seconds, max_pairs, prefill, r) != 0) {
+            if (bench_run(base, NULL, seconds, max_pairs, prefill, r) != 0) {
                 return 1;
             }
             bench_print(r);
@@ -473,7 +543,7 @@ int main(int argc, char **argv)
             r->threads = bench_threads[i];
             r->group_commit = 1;
             r->batch = bench_batches[b];
-            if (bench_run(base, seconds, max_pairs, prefill, r) != 0) {
+            if (bench_run(base, NULL, seconds, max_pairs, prefill, r) != 0) {
                 return 1;
             }
             bench_print(r);

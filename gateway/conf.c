@@ -170,6 +170,20 @@ static void put_quoted(FILE *f, const char *s)
     fputc('"', f);
 }
 
+/* "            DIRECTIVE "a" "b" ...;", when the list is not empty. */
+static void put_list(FILE *f, const char *directive, const idemgate_list_t *l)
+{
+    if (l->n == 0) {
+        return;
+    }
+    fprintf(f, "            %s", directive);
+    for (size_t i = 0; i < l->n; i++) {
+        fputc(' ', f);
+        put_quoted(f, l->items[i]);
+    }
+    fputs(";\n", f);
+}
+
 /* A size as nginx reads it: "1m", "16k" or bytes. */
 static const char *size_str(uint64_t bytes, char *out, size_t len)
 {
@@ -202,12 +216,21 @@ static void put_page(FILE *f, const idemgate_conf_t *c, const page_t *page)
             "        location = " ERROR_URI "/%d {\n"
             "            internal;\n",
             status);
-    if (c->error_style_ietf) {
+    if (strcmp(c->error_style, "ietf") == 0) {
         fprintf(f,
                 "            default_type application/problem+json;\n"
                 "            return %d '{\"type\":\"" IETF_TYPE
                 "\",\"title\":\"%s\",\"status\":%d,\"detail\":\"%s\"}';\n",
                 status, phrase, status, details);
+    } else if (strcmp(c->error_style, "stripe") == 0) {
+        /* nginx's own errors: the client's request (4xx) or the gateway
+           and its upstream (5xx), as Stripe's SDKs tell them apart */
+        fprintf(f,
+                "            default_type application/json;\n"
+                "            return %d '{\"error\":{\"type\":\"%s\","
+                "\"message\":\"%s\"}}';\n",
+                status, status < 500 ? "invalid_request_error" : "api_error",
+                details);
     } else {
         fprintf(f,
                 "            default_type application/json;\n"
@@ -265,6 +288,9 @@ static void put_scope(FILE *f, const idemgate_conf_t *c)
     for (size_t i = 0; i < c->scope_headers.n; i++) {
         fputc(' ', f);
         put_header_variable(f, c->scope_headers.items[i]);
+    }
+    for (size_t i = 0; i < c->scope_cookies.n; i++) {
+        fprintf(f, " $cookie_%s", c->scope_cookies.items[i]);
     }
     fputs(";\n", f);
 }
@@ -585,15 +611,15 @@ static void put_api_server(FILE *f, const idemgate_conf_t *c)
             duration_str(c->ttl_ms, ttl, sizeof(ttl)),
             duration_str(c->wait_ms, wait, sizeof(wait)),
             duration_str(c->lease_ms, lease, sizeof(lease)),
-            c->on_unknown_release ? "release" : "store",
-            c->error_style_ietf ? "ietf" : "persona",
+            c->on_unknown_release ? "release" : "store", c->error_style,
             c->require_key ? "on" : "off",
             size_str(c->max_response_bytes, max, sizeof(max)));
-    if (c->no_store_headers.n > 0) {
-        fputs("            idempotency_no_store_header", f);
-        for (size_t i = 0; i < c->no_store_headers.n; i++) {
-            fputc(' ', f);
-            put_quoted(f, c->no_store_headers.items[i]);
+    put_list(f, "idempotency_no_store_header", &c->no_store_headers);
+    put_list(f, "idempotency_key_header", &c->key_headers);
+    if (c->n_release_statuses > 0) {
+        fputs("            idempotency_release_status", f);
+        for (size_t i = 0; i < c->n_release_statuses; i++) {
+            fprintf(f, " %u", c->release_statuses[i]);
         }
         fputs(";\n", f);
     }

@@ -528,7 +528,13 @@ static int finish(idemgate_conf_t *c, idemgate_err_t *err)
                 "abandoned while it still runs\n",
                 lease, timeout);
     }
-    if (!c->scope_none && c->scope_headers.n == 0 &&
+    if (c->scope_none && c->scope_cookies.n > 0) {
+        snprintf(err->msg, sizeof(err->msg),
+                 "--scope-header none cannot be combined with --scope-cookie");
+        err->status = IDEMGATE_EXIT_USAGE;
+        return -1;
+    }
+    if (!c->scope_none && c->scope_headers.n == 0 && c->scope_cookies.n == 0 &&
         idemgate_list_add(&c->scope_headers, "Authorization",
                           IDEMGATE_FROM_DEFAULT,
                           (idemgate_why_t){err->msg, sizeof(err->msg)}) != 0) {
@@ -596,6 +602,8 @@ void idemgate_conf_free(idemgate_conf_t *c)
     free(c->store_dir);
     idemgate_list_clear(&c->scope_headers);
     idemgate_list_clear(&c->no_store_headers);
+    idemgate_list_clear(&c->key_headers);
+    idemgate_list_clear(&c->scope_cookies);
     free(c->api_log);
     free(c->runtime_dir);
     free(c->nginx);

@@ -149,11 +149,15 @@ typedef struct {
     int lease_set;
     unsigned methods;              /* IDEMGATE_M_... */
     idemgate_list_t scope_headers; /* header names as given */
+    idemgate_list_t scope_cookies; /* cookie names, after the headers */
     int scope_none;
     int require_key;
     int on_unknown_release;
-    int error_style_ietf;
+    const char *error_style; /* "persona", "ietf" or "stripe" (static) */
     idemgate_list_t no_store_headers;
+    idemgate_list_t key_headers;   /* besides Idempotency-Key */
+    unsigned release_statuses[16]; /* statuses that free the key */
+    size_t n_release_statuses;
     char *api_log; /* absolute path, or NULL: no API log */
 
     uint64_t max_body_bytes;

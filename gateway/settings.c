@@ -34,6 +34,7 @@ void idemgate_conf_init(idemgate_conf_t *c)
     c->upstream_timeout_ms = 60 * IDEMGATE_SECOND;
     c->methods = IDEMGATE_M_POST;
     c->max_body_bytes = IDEMGATE_MIB;
+    c->error_style = "persona";
     c->max_header_bytes = 16 * IDEMGATE_KIB;
     c->max_response_bytes = 8 * IDEMGATE_MIB;
 }
@@ -301,10 +302,88 @@ static int set_scope_header(idemgate_conf_t *c, const char *v,
     if (c->scope_none && c->scope_headers.n > 0) {
         return idemgate_why(why, "none cannot be combined with header names");
     }
-    if (c->scope_headers.n > SCOPE_MAX) {
-        return idemgate_why(why, "at most %u scope headers", SCOPE_MAX);
+    if (c->scope_headers.n + c->scope_cookies.n > SCOPE_MAX) {
+        return idemgate_why(why, "at most %u scope headers and cookies",
+                            SCOPE_MAX);
     }
     return 0;
+}
+
+/* "429,503": statuses from 200 to 599 whose responses free the key. */
+static int set_release_status(idemgate_conf_t *c, const char *v,
+                              idemgate_origin_t o, idemgate_why_t why)
+{
+    const char *p = v;
+    size_t max = sizeof(c->release_statuses) / sizeof(c->release_statuses[0]);
+    size_t n = 0;
+
+    (void)o;
+    for (;;) {
+        unsigned status = 0;
+        size_t digits = strspn(p, "0123456789");
+
+        if (digits != 3) {
+            goto fail;
+        }
+        for (size_t i = 0; i < 3; i++) {
+            status = status * 10 + (unsigned)(p[i] - '0');
+        }
+        if (status < 200 || status > 599 || n == max) {
+            goto fail;
+        }
+        c->release_statuses[n++] = status;
+        p += 3;
+        if (*p == '\0') {
+            break;
+        }
+        if (*p != ',') {
+            goto fail;
+        }
+        p++;
+    }
+    c->n_release_statuses = n;
+    return 0;
+
+fail:
+    return idemgate_why(why,
+                        "invalid value '%s' (statuses from 200 to 599, "
+                        "comma-separated, at most %zu, e.g. 429,503)",
+                        v, max);
+}
+
+/* A cookie whose value scopes keys: a name nginx can read as $cookie_NAME. */
+static int set_scope_cookie(idemgate_conf_t *c, const char *v,
+                            idemgate_origin_t o, idemgate_why_t why)
+{
+    if (v[0] == '\0' ||
+        v[strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                    "0123456789_")] != '\0') {
+        return idemgate_why(why,
+                            "'%s' is not a cookie name the gateway can read "
+                            "(letters, digits and '_')",
+                            v);
+    }
+    if (c->scope_cookies.origin != o) {
+        idemgate_list_clear(&c->scope_cookies);
+        c->scope_cookies.origin = o;
+    }
+    if (idemgate_list_add(&c->scope_cookies, v, o, why) != 0) {
+        return -1;
+    }
+    if (c->scope_headers.n + c->scope_cookies.n > SCOPE_MAX) {
+        return idemgate_why(why, "at most %u scope headers and cookies",
+                            SCOPE_MAX);
+    }
+    return 0;
+}
+
+static int set_key_header(idemgate_conf_t *c, const char *v,
+                          idemgate_origin_t o, idemgate_why_t why)
+{
+    if (idemgate_check_header_name(v, 0, why) != 0) {
+        return -1;
+    }
+    return idemgate_list_add(&c->key_headers, v, o, why);
 }
 
 static int set_no_store_header(idemgate_conf_t *c, const char *v,
@@ -341,12 +420,16 @@ static int set_on_unknown(idemgate_conf_t *c, const char *v,
 static int set_error_style(idemgate_conf_t *c, const char *v,
                            idemgate_origin_t o, idemgate_why_t why)
 {
+    static const char *const styles[] = {"persona", "ietf", "stripe"};
+
     (void)o;
-    if (strcmp(v, "persona") == 0 || strcmp(v, "ietf") == 0) {
-        c->error_style_ietf = v[0] == 'i';
-        return 0;
+    for (size_t i = 0; i < sizeof(styles) / sizeof(styles[0]); i++) {
+        if (strcmp(v, styles[i]) == 0) {
+            c->error_style = styles[i];
+            return 0;
+        }
     }
-    return idemgate_why(why, "invalid value '%s' (persona or ietf)", v);
+    return idemgate_why(why, "invalid value '%s' (persona, ietf or stripe)", v);
 }
 
 static int set_api_log(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
@@ -503,13 +586,18 @@ static const idemgate_flag_t flags[] = {
      "methods that take part, e.g. POST,PATCH (default POST)"},
     {"scope-header", "NAME|none", set_scope_header, 0,
      "header whose value scopes keys; repeatable (default Authorization)"},
+    {"scope-cookie", "NAME", set_scope_cookie, 0,
+     "cookie whose value scopes keys too, for session-cookie APIs; "
+     "repeatable"},
     {"require-key", NULL, set_require_key,
      IDEMGATE_FLAG_SWITCH | IDEMGATE_FLAG_EQ_VALUE,
      "reject requests of those methods without Idempotency-Key"},
     {"on-unknown", "store|release", set_on_unknown, 0,
      "when the upstream's outcome is unknown (default store)"},
-    {"error-style", "persona|ietf", set_error_style, 0,
-     "shape of error bodies (default persona)"},
+    {"error-style", "persona|ietf|stripe", set_error_style, 0,
+     "shape of error bodies: persona {\"errors\":[...]}, ietf "
+     "problem+json, stripe {\"error\":{\"type\",\"message\"}} "
+     "(default persona)"},
     {"api-log", "FILE|-", set_api_log, 0,
      "one JSON line per API request; - is standard output (default off)"},
     {"max-body-bytes", "SIZE", set_max_body, 0,
@@ -537,6 +625,13 @@ static const idemgate_flag_t flags[] = {
      "/healthz, /metrics and /keys/KEY (default 127.0.0.1:9090)"},
     {"no-store-header", "NAME", set_no_store_header, 0,
      "response header never stored for replay; repeatable"},
+    {"release-status", "LIST", set_release_status, 0,
+     "statuses whose responses reach the client and free the key instead "
+     "of being stored, e.g. 429,503 (default none: every status is "
+     "stored)"},
+    {"key-header", "NAME", set_key_header, 0,
+     "another request header that carries the key, e.g. X-Idempotency-Key "
+     "(Idempotency-Key always does); repeatable"},
     {"runtime-dir", "DIR", set_runtime_dir, 0,
      "where nginx.conf, the pid and temp files go (default a fresh "
      "directory under $TMPDIR, removed at exit)"},

@@ -279,7 +279,11 @@ int idem_record_expired(const idem_record_t *rec, int64_t now_ms);
 /* Core: gateway-made error responses (SPEC §2, §4, §5, §8)                  */
 /* ------------------------------------------------------------------------ */
 
-typedef enum { IDEM_STYLE_PERSONA = 0, IDEM_STYLE_IETF = 1 } idem_style_t;
+typedef enum {
+    IDEM_STYLE_PERSONA = 0, /* {"errors":[{"title","details"}]}          */
+    IDEM_STYLE_IETF = 1,    /* application/problem+json                  */
+    IDEM_STYLE_STRIPE = 2   /* {"error":{"type","message"}}, Stripe's    */
+} idem_style_t;
 
 typedef enum {
     IDEM_ERR_KEY_INVALID = 1, /* a malformed key; detail from the key error */
@@ -339,6 +343,15 @@ typedef struct idem_store_s idem_store_t;
  *                            IDEM_STORE_LMDB_DEFAULT_MAP_SIZE),
  *                            group_commit=0|1 (default 1), sync=0|1
  *                            (default 1: every commit is fsynced)
+ *   postgres://...           (or postgresql://) any libpq connection URI,
+ *                            plus table=NAME (default idem_records; the
+ *                            table NAME_v1 is created on first use),
+ *                            pool=N (1-64 connections, default 4) and
+ *                            clock=store|caller (default store: leases and
+ *                            TTLs on the server's clock). Nothing connects
+ *                            here: the store opens while the server is
+ *                            down, and its calls fail with IDEM_EUNAVAIL
+ *                            until it answers (see lib/store/postgres.c)
  * *out receives a handle to close with idem_store_close(). An LMDB store
  * must be opened after fork() in the process that uses it. LMDB keeps a
  * reserve of free pages (map/32, at least 64 pages and at most 32768) for
@@ -382,11 +395,20 @@ IDEM_MUST_CHECK int idem_store_url_check(const char *url, char *why,
  *   DIRECTORY    the store is files in a directory: check and identity
  *                compare them with the path
  *   BOUNDED      a fixed size: usage has a limit, a new claim may be EFULL
+ *   SHARED       the records outlive the handle: other processes (other
+ *                machines, for a networked store) that open the URL, and
+ *                later handles, see them (LMDB, PostgreSQL; not mem)
+ *   CLOCK        leases and TTLs are measured on the store's own clock
+ *                (one for every machine that shares it), not on the
+ *                now_ms callers pass; a URL may turn that off for tests
+ *                that move time (postgres: clock=caller)
  */
 enum {
     IDEM_STORE_CAP_INLINE_READ = 1u << 0,
     IDEM_STORE_CAP_DIRECTORY = 1u << 1,
-    IDEM_STORE_CAP_BOUNDED = 1u << 2
+    IDEM_STORE_CAP_BOUNDED = 1u << 2,
+    IDEM_STORE_CAP_CLOCK = 1u << 3,
+    IDEM_STORE_CAP_SHARED = 1u << 4
 };
 
 /* The IDEM_STORE_CAP_... bits of store. Thread-safe. */
@@ -395,7 +417,7 @@ unsigned idem_store_caps(const idem_store_t *store);
 /* Closes the store; waits for nothing (callers must have returned). */
 void idem_store_close(idem_store_t *store);
 
-/* The backend's name: "mem" or "lmdb". */
+/* The backend's name: "mem", "lmdb" or "postgres". */
 const char *idem_store_backend(const idem_store_t *store);
 
 /* What begin() does with a stale record (SPEC §4, --on-unknown). */

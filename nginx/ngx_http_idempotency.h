@@ -125,6 +125,10 @@ typedef struct {
     ngx_flag_t                   require_key;
     size_t                       max_response_size;
     ngx_array_t                 *no_store_headers;  /* ngx_str_t, lowcase */
+    ngx_array_t                 *release_statuses;  /* ngx_uint_t */
+    ngx_array_t                 *key_headers;  /* ngx_str_t, lowcase: names
+                                                  that carry the key besides
+                                                  Idempotency-Key */
     ngx_flag_t                   metrics;
     ngx_flag_t                   admin;
     ngx_flag_t                   health;
@@ -182,6 +186,8 @@ struct ngx_http_idempotency_ctx_s {
     idem_str_t                   date;         /* its Date, in r->pool */
     uint32_t                     stored_flags; /* IDEM_REC_... to store */
     ngx_uint_t                   release;      /* release, not complete */
+    ngx_uint_t                   released_by_status; /* its status is one
+                                                  of release_statuses */
     u_char                      *body;         /* malloc'd */
     size_t                       body_len;
     size_t                       body_cap;

@@ -249,6 +249,8 @@ static ngx_int_t ngx_http_idempotency_upstream_broke(ngx_http_request_t *r,
 static ngx_int_t ngx_http_idempotency_date(ngx_http_request_t *r,
     idem_header_t *h);
 static ngx_uint_t ngx_http_idempotency_consume(ngx_chain_t *cl);
+static ngx_uint_t ngx_http_idempotency_release_status(
+    ngx_http_idempotency_ctx_t *ctx, ngx_uint_t status);
 
 
 static ngx_int_t
@@ -375,6 +377,30 @@ ngx_http_idempotency_header_filter(ngx_http_request_t *r)
     }
 
     return NGX_OK;
+}
+
+
+/* Whether status is one of idempotency_release_status. */
+
+static ngx_uint_t
+ngx_http_idempotency_release_status(ngx_http_idempotency_ctx_t *ctx,
+    ngx_uint_t status)
+{
+    ngx_uint_t   i, *s;
+
+    if (ctx->conf->release_statuses == NULL) {
+        return 0;
+    }
+
+    s = ctx->conf->release_statuses->elts;
+
+    for (i = 0; i < ctx->conf->release_statuses->nelts; i++) {
+        if (s[i] == status) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -562,6 +588,16 @@ ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     NGX_HTTP_IDEM_FAILPOINT("after_forward", ctx);
 
+    if (ngx_http_idempotency_release_status(ctx, r->headers_out.status)) {
+        /* a status the API gives for what it did not do (idempotency_
+           release_status): the client gets it, the key is freed */
+        ctx->release = 1;
+        ctx->released_by_status = 1;
+        ngx_http_idempotency_count(NGX_HTTP_IDEM_M_RELEASED, 1);
+
+        return ngx_http_idempotency_post_finish(r, ctx, &ctx->stored, 0, 1);
+    }
+
     if (ngx_http_idempotency_build_stored(r, ctx) != NGX_OK
         || ngx_http_idempotency_post_finish(r, ctx, &ctx->stored,
                                             ctx->stored_flags, 0)
@@ -653,7 +689,7 @@ ngx_http_idempotency_release_held(ngx_http_request_t *r,
         goto done;
     }
 
-    if (ctx->store_rc == 0
+    if (ctx->store_rc == 0 && !ctx->release
         && ngx_http_idempotency_add_expires(r, ctx->expires_ms) != NGX_OK)
     {
         rc = NGX_ERROR;

@@ -173,8 +173,17 @@ ngx_http_idempotency_watch_done(ngx_event_t *ev)
 
     if (job->rc == IDEM_EUNAVAIL) {
         /* once when it is lost, and again if what changed does */
-        if (!imcf->store_lost
-            || ngx_strcmp(imcf->store_why, job->why) != 0)
+        if ((!imcf->store_lost
+             || ngx_strcmp(imcf->store_why, job->why) != 0)
+            && !(idem_store_caps(job->store) & IDEM_STORE_CAP_DIRECTORY))
+        {
+            /* a server: it comes back by itself */
+            ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
+                          "idempotency store \"%V\" unavailable: %s",
+                          &imcf->store_url, job->why);
+
+        } else if (!imcf->store_lost
+                   || ngx_strcmp(imcf->store_why, job->why) != 0)
         {
             ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
                           "idempotency store \"%V\" lost: %s; new keys get "
@@ -196,8 +205,9 @@ ngx_http_idempotency_watch_done(ngx_event_t *ev)
 
     } else if (imcf->store_lost) {
         ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
-                      "idempotency store \"%V\" names its open files "
-                      "again%s", &imcf->store_url,
+                      "idempotency store \"%V\" %s%s", &imcf->store_url,
+                      (idem_store_caps(job->store) & IDEM_STORE_CAP_DIRECTORY)
+                      ? "names its open files again" : "answers again",
                       imcf->store_foreign ? "" : ": serving new keys");
         imcf->store_lost = 0;
     }

@@ -18,6 +18,8 @@ static ngx_int_t ngx_http_idempotency_handler(ngx_http_request_t *r);
 static void ngx_http_idempotency_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_idempotency_decide(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx);
+static ngx_uint_t ngx_http_idempotency_is_key_header(
+    ngx_http_idempotency_loc_conf_t *ilcf, ngx_str_t *name);
 static ngx_int_t ngx_http_idempotency_find_key(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, ngx_http_idempotency_loc_conf_t *ilcf);
 static ngx_int_t ngx_http_idempotency_fingerprint(ngx_http_request_t *r,
@@ -45,6 +47,8 @@ static char *ngx_http_idempotency_merge_loc_conf(ngx_conf_t *cf,
 static char *ngx_http_idempotency_scope_add(ngx_conf_t *cf,
     ngx_array_t *scope, ngx_str_t *value);
 static char *ngx_http_idempotency_scope_slot(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_idempotency_status_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_idempotency_lowcase_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
@@ -78,6 +82,7 @@ static ngx_conf_enum_t  ngx_http_idempotency_on_unknown[] = {
 static ngx_conf_enum_t  ngx_http_idempotency_error_styles[] = {
     { ngx_string("persona"), IDEM_STYLE_PERSONA },
     { ngx_string("ietf"), IDEM_STYLE_IETF },
+    { ngx_string("stripe"), IDEM_STYLE_STRIPE },
     { ngx_null_string, 0 }
 };
 
@@ -187,6 +192,20 @@ static ngx_command_t  ngx_http_idempotency_commands[] = {
       ngx_http_idempotency_lowcase_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_idempotency_loc_conf_t, no_store_headers),
+      NULL },
+
+    { ngx_string("idempotency_release_status"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_idempotency_status_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idempotency_loc_conf_t, release_statuses),
+      NULL },
+
+    { ngx_string("idempotency_key_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_idempotency_lowcase_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idempotency_loc_conf_t, key_headers),
       NULL },
 
     { ngx_string("idempotency_metrics"),
@@ -491,10 +510,46 @@ ngx_http_idempotency_body_handler(ngx_http_request_t *r)
 }
 
 
+/* Whether a request header named name carries the key under ilcf. */
+
+static ngx_uint_t
+ngx_http_idempotency_is_key_header(ngx_http_idempotency_loc_conf_t *ilcf,
+    ngx_str_t *name)
+{
+    ngx_str_t   *names;
+    ngx_uint_t   i;
+
+    if (name->len == ngx_http_idempotency_header.len
+        && ngx_strncasecmp(name->data, ngx_http_idempotency_header.data,
+                           name->len) == 0)
+    {
+        return 1;
+    }
+
+    if (ilcf->key_headers == NULL) {
+        return 0;
+    }
+
+    names = ilcf->key_headers->elts;
+
+    for (i = 0; i < ilcf->key_headers->nelts; i++) {
+        if (name->len == names[i].len
+            && ngx_strncasecmp(name->data, names[i].data, name->len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /*
- * Finds and parses the Idempotency-Key header(s). NGX_DECLINED: no key and
- * none required. NGX_OK: ctx->key is set, or ctx->answer holds a 400 (a bad
- * or missing key, or a request target with a fragment).
+ * Finds and parses the key header(s): Idempotency-Key and those of
+ * idempotency_key_header; every one present must carry the same key.
+ * NGX_DECLINED: no key and none required. NGX_OK: ctx->key is set, or
+ * ctx->answer holds a 400 (a bad or missing key, or a request target with
+ * a fragment).
  */
 
 static ngx_int_t
@@ -526,10 +581,7 @@ ngx_http_idempotency_find_key(ngx_http_request_t *r,
             i = 0;
         }
 
-        if (h[i].key.len != ngx_http_idempotency_header.len
-            || ngx_strncasecmp(h[i].key.data, ngx_http_idempotency_header.data,
-                               h[i].key.len) != 0)
-        {
+        if (!ngx_http_idempotency_is_key_header(ilcf, &h[i].key)) {
             continue;
         }
 
@@ -601,12 +653,15 @@ ngx_http_idempotency_scope_hash(ngx_http_request_t *r,
     ngx_http_idempotency_loc_conf_t *ilcf, idem_hash_t *out)
 {
     ngx_str_t                            val;
-    ngx_uint_t                           i, n;
+    ngx_uint_t                           i, n, absent;
     idem_str_t                           values[8];
     ngx_http_variable_value_t           *vv;
     ngx_http_idempotency_scope_value_t  *sv;
 
+    static ngx_uint_t                    warned;
+
     n = 0;
+    absent = 0;
 
     if (!ilcf->scope_none && ilcf->scope != NULL) {
         sv = ilcf->scope->elts;
@@ -624,6 +679,7 @@ ngx_http_idempotency_scope_hash(ngx_http_request_t *r,
                 values[i].data = vv->not_found ? NULL
                                  : vv->len ? (char *) vv->data : "";
                 values[i].len = vv->not_found ? 0 : vv->len;
+                absent += vv->not_found;
                 continue;
             }
 
@@ -634,6 +690,15 @@ ngx_http_idempotency_scope_hash(ngx_http_request_t *r,
             values[i].data = val.len ? (char *) val.data : "";
             values[i].len = val.len;
         }
+    }
+
+    if (n > 0 && absent == n && !warned) {
+        /* once per worker: a setup that scopes by nothing the clients send */
+        warned = 1;
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "idempotency: a request carries none of the "
+                      "scope's inputs (idempotency_scope); every such "
+                      "client shares one scope");
     }
 
     if (idem_scope_hash(values, n, out) != 0) {
@@ -1250,6 +1315,52 @@ ngx_http_idempotency_scope_slot(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/* A list of HTTP statuses, 200 to 599, added to an array of ngx_uint_t. */
+
+static char *
+ngx_http_idempotency_status_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char  *p = conf;
+
+    ngx_int_t      n;
+    ngx_str_t     *value;
+    ngx_uint_t     i, *s;
+    ngx_array_t  **a;
+
+    a = (ngx_array_t **) (p + cmd->offset);
+
+    if (*a == NGX_CONF_UNSET_PTR || *a == NULL) {
+        *a = ngx_array_create(cf->pool, 4, sizeof(ngx_uint_t));
+        if (*a == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        n = ngx_atoi(value[i].data, value[i].len);
+
+        if (n < 200 || n > 599) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid status \"%V\": a status from 200 to "
+                               "599", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        s = ngx_array_push(*a);
+        if (s == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *s = (ngx_uint_t) n;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static char *
 ngx_http_idempotency_lowcase_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
@@ -1398,6 +1509,8 @@ ngx_http_idempotency_create_loc_conf(ngx_conf_t *cf)
     conf->require_key = NGX_CONF_UNSET;
     conf->max_response_size = NGX_CONF_UNSET_SIZE;
     conf->no_store_headers = NGX_CONF_UNSET_PTR;
+    conf->key_headers = NGX_CONF_UNSET_PTR;
+    conf->release_statuses = NGX_CONF_UNSET_PTR;
     conf->metrics = NGX_CONF_UNSET;
     conf->admin = NGX_CONF_UNSET;
     conf->health = NGX_CONF_UNSET;
@@ -1430,6 +1543,9 @@ ngx_http_idempotency_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_size_value(conf->max_response_size,
                               prev->max_response_size, 8 * 1024 * 1024);
     ngx_conf_merge_ptr_value(conf->no_store_headers, prev->no_store_headers,
+                             NULL);
+    ngx_conf_merge_ptr_value(conf->key_headers, prev->key_headers, NULL);
+    ngx_conf_merge_ptr_value(conf->release_statuses, prev->release_statuses,
                              NULL);
     ngx_conf_merge_value(conf->metrics, prev->metrics, 0);
     ngx_conf_merge_value(conf->admin, prev->admin, 0);
@@ -1771,7 +1887,8 @@ ngx_http_idempotency_log_entry_variable(ngx_http_request_t *r,
 
     len = sizeof("{\"time\":\"2026-01-01T00:00:00.000Z\",\"request_id\":\"\","
                  "\"method\":\"\",\"path\":\"\",\"status\":999,\"key\":,"
-                 "\"outcome\":\"idempotency_error\",\"duration_ms\":}") + 32
+                 "\"outcome\":\"idempotency_error\",\"duration_ms\":,"
+                 "\"key_released\":true}") + 32
           + (rid && !rid->not_found ? rid->len : 0)
           + idem_json_escape(NULL, 0, (char *) method.data, method.len)
           + idem_json_escape(NULL, 0, (char *) path.data, path.len)
@@ -1810,10 +1927,18 @@ ngx_http_idempotency_log_entry_variable(ngx_http_request_t *r,
         p = ngx_cpymem(p, "null", 4);
     }
 
-    p = ngx_sprintf(p, ",\"outcome\":\"%s\",\"duration_ms\":%M}",
+    p = ngx_sprintf(p, ",\"outcome\":\"%s\",\"duration_ms\":%M",
                     o == NGX_HTTP_IDEM_OUT_MISMATCH ? "idempotency_error"
                                                     : "executed",
                     (ngx_msec_t) ms);
+
+    /* executed, answered, and not kept (idempotency_release_status) */
+    if (ctx && ctx->released_by_status) {
+        p = ngx_cpymem(p, ",\"key_released\":true",
+                       sizeof(",\"key_released\":true") - 1);
+    }
+
+    *p++ = '}';
 
     v->len = p - v->data;
     v->valid = 1;

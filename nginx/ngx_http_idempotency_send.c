@@ -128,12 +128,28 @@ ngx_http_idempotency_error_answer(ngx_http_request_t *r,
 }
 
 
+/* Whether h is named name (a literal), in any case. */
+
+static ngx_uint_t
+ngx_http_idempotency_header_is(const idem_header_t *h, const char *name)
+{
+    size_t  len;
+
+    len = ngx_strlen(name);
+
+    return h->name.len == len
+           && ngx_strncasecmp((u_char *) h->name.data, (u_char *) name, len)
+              == 0;
+}
+
+
 ngx_int_t
 ngx_http_idempotency_send_answer(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx)
 {
     u_char                         *p;
     size_t                          i, n;
+    ngx_uint_t                      stripe_retry;
     ngx_table_elt_t                *h;
     const idem_header_t            *hs;
     ngx_http_idempotency_answer_t  *a;
@@ -178,14 +194,25 @@ ngx_http_idempotency_send_answer(ngx_http_request_t *r,
 
     hs = a->resp.headers;
     n = a->resp.nheaders;
+    stripe_retry = (ctx->conf->error_style == IDEM_STYLE_STRIPE);
 
     for (i = 0; i < n; i++) {
 
-        if (hs[i].name.len == sizeof("Content-Type") - 1
-            && ngx_strncasecmp((u_char *) hs[i].name.data,
-                               (u_char *) "Content-Type",
-                               hs[i].name.len) == 0)
+        /* a replay answers whether to retry itself (below) */
+        if (a->replayed
+            && ngx_http_idempotency_header_is(&hs[i], "X-Should-Retry"))
         {
+            continue;
+        }
+
+        if (a->replayed
+            && ngx_http_idempotency_header_is(&hs[i], "Stripe-Should-Retry"))
+        {
+            stripe_retry = 1;
+            continue;
+        }
+
+        if (ngx_http_idempotency_header_is(&hs[i], "Content-Type")) {
             r->headers_out.content_type.data = (u_char *) hs[i].value.data;
             r->headers_out.content_type.len = hs[i].value.len;
             p = ngx_strlchr(r->headers_out.content_type.data,
@@ -212,12 +239,27 @@ ngx_http_idempotency_send_answer(ngx_http_request_t *r,
         ngx_http_idempotency_bind_header(r, h, a->flags);
     }
 
+    /*
+     * A replay never changes, so retrying it is useless: it says so to the
+     * SDKs that read these (Stainless-generated ones read X-Should-Retry,
+     * Stripe's Stripe-Should-Retry), in place of the stored values
+     */
     if (a->replayed
-        && ngx_http_idempotency_push_header(r,
-               (u_char *) "Idempotent-Replayed",
-               sizeof("Idempotent-Replayed") - 1,
-               (u_char *) "true", sizeof("true") - 1, NULL)
-           != NGX_OK)
+        && (ngx_http_idempotency_push_header(r,
+                (u_char *) "Idempotent-Replayed",
+                sizeof("Idempotent-Replayed") - 1,
+                (u_char *) "true", sizeof("true") - 1, NULL)
+            != NGX_OK
+            || ngx_http_idempotency_push_header(r,
+                   (u_char *) "X-Should-Retry", sizeof("X-Should-Retry") - 1,
+                   (u_char *) "false", sizeof("false") - 1, NULL)
+               != NGX_OK
+            || (stripe_retry
+                && ngx_http_idempotency_push_header(r,
+                       (u_char *) "Stripe-Should-Retry",
+                       sizeof("Stripe-Should-Retry") - 1,
+                       (u_char *) "false", sizeof("false") - 1, NULL)
+                   != NGX_OK)))
     {
         return NGX_ERROR;
     }

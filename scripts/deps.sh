@@ -9,6 +9,7 @@ set -eu
 PACKAGES="
 build-essential pkg-config clang libclang-rt-14-dev clang-format
 liblmdb-dev lmdb-utils libjansson-dev libssl-dev libcmocka-dev
+libpq-dev postgresql
 nginx nginx-dev
 python3-pytest python3-requests python3-prometheus-client
 wrk valgrind procps bc curl
@@ -21,6 +22,12 @@ for p in $PACKAGES; do
         missing="$missing $p"
     fi
 done
+
+# node and npm run the real API client SDKs of the end-to-end tests; a
+# machine may have them from elsewhere than Debian's packages
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    missing="$missing nodejs npm"
+fi
 
 [ -z "$missing" ] && exit 0
 

@@ -6,6 +6,13 @@
  *                      {"errors":[{"title":"...","details":"..."}]}
  *   ietf               Content-Type: application/problem+json (RFC 9457)
  *                      {"type":"...","title":"...","status":N,"detail":"..."}
+ *   stripe             Content-Type: application/json
+ *                      {"error":{"type":"...","message":"..."}}
+ *
+ * In the stripe style the key problems (missing, malformed, reused with
+ * other parameters) are of type "idempotency_error" and the gateway's
+ * other errors "api_error" (a fragment: "invalid_request_error"), the types
+ * Stripe's SDKs raise their own errors for; statuses are the persona ones.
  *
  * In the ietf style the four key problems of the Idempotency-Key draft
  * (missing, malformed, reused with other parameters, outstanding) share the
@@ -38,6 +45,7 @@ typedef struct {
     const char *persona_title;
     const char *ietf_type;
     const char *ietf_title;
+    const char *stripe_type; /* NULL: "api_error" */
     int names_key;
     const char *before_key;
     const char *after_key;
@@ -48,6 +56,7 @@ static const idem_errbody_text_t idem_errbody_mismatch = {
     .ietf_status = 422,
     .persona_title = "Idempotency error",
     .ietf_type = IDEM_ERRBODY_IETF_TYPE,
+    .stripe_type = "idempotency_error",
     .ietf_title = "Idempotency-Key is already used",
     .names_key = 1,
     .before_key = "Keys for idempotent requests can only be used with the "
@@ -110,6 +119,7 @@ static const idem_errbody_text_t idem_errbody_target_fragment = {
                   "are never part of an HTTP request, so a request that "
                   "carries one cannot be told apart from another: send it "
                   "without the fragment.",
+    .stripe_type = "invalid_request_error",
 };
 
 static const idem_errbody_text_t idem_errbody_upstream_down = {
@@ -175,6 +185,16 @@ static void idem_errbody_render(idem_errbody_out_t *out, idem_style_t style,
 {
     char status[16];
 
+    if (style == IDEM_STYLE_STRIPE) {
+        const char *type = text->stripe_type ? text->stripe_type : "api_error";
+
+        idem_errbody_raw(out, "{\"error\":{\"type\":\"");
+        idem_errbody_str(out, type, strlen(type));
+        idem_errbody_raw(out, "\",\"message\":\"");
+        idem_errbody_details(out, text, key, key_len);
+        idem_errbody_raw(out, "\"}}");
+        return;
+    }
     if (style == IDEM_STYLE_IETF) {
         snprintf(status, sizeof(status), "%d", text->ietf_status);
         idem_errbody_raw(out, "{\"type\":\"");
@@ -218,11 +238,13 @@ int idem_errbody(idem_style_t style, idem_err_kind_t kind, const char *key,
         .ietf_status = 400,
         .persona_title = "Idempotency error",
         .ietf_type = IDEM_ERRBODY_IETF_TYPE,
+        .stripe_type = "idempotency_error",
     };
     const idem_errbody_text_t *text;
     idem_errbody_out_t body = {NULL, 0, 0};
 
-    if (style != IDEM_STYLE_PERSONA && style != IDEM_STYLE_IETF)
+    if (style != IDEM_STYLE_PERSONA && style != IDEM_STYLE_IETF &&
+        style != IDEM_STYLE_STRIPE)
         return IDEM_EINVAL;
     if (key == NULL)
         key_len = 0;

@@ -1082,7 +1082,7 @@ const idem_store_backend_t idem_store_lmdb_backend = {
     .scheme = "lmdb",
     .forms = "lmdb:PATH[?options]",
     .caps = IDEM_STORE_CAP_INLINE_READ | IDEM_STORE_CAP_DIRECTORY |
-            IDEM_STORE_CAP_BOUNDED,
+            IDEM_STORE_CAP_SHARED | IDEM_STORE_CAP_BOUNDED,
     .open = idem_store_lmdb_open,
     .check_url = idem_store_lmdb_check_url,
 };

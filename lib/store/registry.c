@@ -8,10 +8,14 @@
 
 extern const idem_store_backend_t idem_store_mem_backend;
 extern const idem_store_backend_t idem_store_lmdb_backend;
+extern const idem_store_backend_t idem_store_postgres_backend;
+extern const idem_store_backend_t idem_store_postgresql_backend;
 
 static const idem_store_backend_t *const idem_store_backends[] = {
     &idem_store_lmdb_backend,
     &idem_store_mem_backend,
+    &idem_store_postgres_backend,
+    &idem_store_postgresql_backend,
 };
 
 #define IDEM_STORE_NBACKENDS                                                   \

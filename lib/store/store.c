@@ -11,12 +11,16 @@
  *     | op gets IDEM_EINVAL, the others go on)
  *     | store key = scope hash + key bytes
  *     v
- *   a begin: backend->read, a snapshot of the record --> idem_decide()
+ *   a begin, on a store whose reads are memory reads (INLINE_READ):
+ *     |   backend->read, a snapshot of the record --> idem_decide()
  *     |   REPLAY, IN_PROGRESS, MISMATCH_AGAIN: answered from the snapshot,
  *     |   with no write transaction and no fsync (a snapshot is one
  *     |   consistent state, so the answer is as atomic as any) -- unless
  *     |   an op before it in the batch that goes on has its key: the
  *     |   begin must see that op's write, so it goes on too
+ *     |   (a networked store's read is a round trip of its own: its
+ *     |   write() answers these from one snapshot of the whole batch,
+ *     |   on the store's clock, before it locks anything)
  *     v   CLAIM, MISMATCH_FIRST, STALE, and every complete and release
  *   backend->write(the ops that went on, in order), inside the backend's
  *     |   write transaction (for LMDB, one for the whole batch):
@@ -253,23 +257,25 @@ static idem_begin_outcome_t idem_store_outcome_of(idem_decision_t d)
     }
 }
 
-/* A new in-progress record for in, owned by a fresh token. */
+/* A new in-progress record for in at now_ms, owned by a fresh token. */
 static void idem_store_claim_record(idem_store_t *s, const idem_begin_t *in,
-                                    idem_record_t *rec)
+                                    int64_t now_ms, idem_record_t *rec)
 {
     memset(rec, 0, sizeof(*rec));
     rec->state = IDEM_STATE_IN_PROGRESS;
     rec->fingerprint = *in->fingerprint;
-    rec->created_ms = in->now_ms;
-    rec->expires_ms = idem_store_time_add(in->now_ms, in->ttl_ms);
+    rec->created_ms = now_ms;
+    rec->expires_ms = idem_store_time_add(now_ms, in->ttl_ms);
     rec->owner = idem_store_token(s);
-    rec->lease_until_ms = idem_store_time_add(in->now_ms, in->lease_ms);
+    rec->lease_until_ms = idem_store_time_add(now_ms, in->lease_ms);
 }
 
 static int idem_store_plan_begin(idem_store_t *s, idem_store_op_t *op,
                                  const uint8_t *old, size_t old_len)
 {
     const idem_begin_t *in = op->begin;
+    /* the store's clock when the backend has one (store_int.h) */
+    int64_t now = op->store_now_ms != 0 ? op->store_now_ms : in->now_ms;
     idem_store_blob_t *cur = NULL;
     idem_record_t found, next;
     idem_decision_t d;
@@ -288,7 +294,7 @@ static int idem_store_plan_begin(idem_store_t *s, idem_store_op_t *op,
         op->old_index_ms = idem_store_removable_at(&found);
     }
 
-    d = idem_decide(cur ? &found : NULL, in->fingerprint, in->now_ms);
+    d = idem_decide(cur ? &found : NULL, in->fingerprint, now);
     switch (d) {
     case IDEM_DECIDE_REPLAY:
     case IDEM_DECIDE_IN_PROGRESS:
@@ -307,7 +313,7 @@ static int idem_store_plan_begin(idem_store_t *s, idem_store_op_t *op,
 
     case IDEM_DECIDE_STALE:
         if (in->on_unknown == IDEM_ON_UNKNOWN_RELEASE) {
-            idem_store_claim_record(s, in, &next);
+            idem_store_claim_record(s, in, now, &next);
             op->outcome = IDEM_BEGIN_CLAIMED;
             op->new_owner = next.owner;
             op->took_over = 1;
@@ -322,7 +328,7 @@ static int idem_store_plan_begin(idem_store_t *s, idem_store_op_t *op,
 
     case IDEM_DECIDE_CLAIM:
     default:
-        idem_store_claim_record(s, in, &next);
+        idem_store_claim_record(s, in, now, &next);
         op->outcome = IDEM_BEGIN_CLAIMED;
         op->new_owner = next.owner;
         break;
@@ -847,6 +853,7 @@ static void idem_store_batch_run(idem_store_t *store, idem_op_t *ops, size_t n,
             slot = idem_store_batch_slot(b, &w->key);
         }
         if (w->kind == IDEM_STORE_OP_BEGIN &&
+            (store->caps & IDEM_STORE_CAP_INLINE_READ) &&
             (b->slots == NULL || b->slots[slot] == 0)) {
             rc = idem_store_begin_fast(store, w, &ops[i].result);
             if (rc != 0) {

@@ -84,6 +84,14 @@ typedef struct {
     uint32_t flags;              /* COMPLETE: OR-ed into the record */
     int64_t now_ms;              /* PRUNE */
     size_t budget;               /* PRUNE */
+    /*
+     * The store's own clock, set by a backend that has one (a networked
+     * store shared by many machines) before it calls idem_store_plan():
+     * then the plan measures leases and TTLs by it instead of the caller's
+     * begin->now_ms, so gateways with skewed clocks agree. 0: unset, the
+     * caller's time rules. An input: idem_store_op_reset() keeps it.
+     */
+    int64_t store_now_ms;
 
     /* The plan: set by idem_store_plan(), carried out by the backend. */
     idem_store_write_t write;
@@ -130,6 +138,10 @@ typedef struct {
  *        sentence in why (cap > 0).
  * identity  idem_store_identity(): what the open recorded.
  * close  frees the handle; no call may be running.
+ * plant  tests only, may be NULL: stores the len bytes val under key as
+ *        they are, with no plan (its expiry time kept, or 0 for a new
+ *        one), so that the contract suite can leave corrupt bytes where a
+ *        record was. Returns 0 or a store error.
  */
 typedef struct {
     const char *name;
@@ -141,6 +153,8 @@ typedef struct {
     int (*check)(idem_store_t *store, char *why, size_t cap);
     void (*identity)(const idem_store_t *store, idem_store_identity_t *out);
     void (*close)(idem_store_t *store);
+    int (*plant)(idem_store_t *store, const idem_store_key_t *key,
+                 const uint8_t *val, size_t len);
 } idem_store_vtable_t;
 
 /* The part of every handle that store.c owns; backends embed it first. */

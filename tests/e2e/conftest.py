@@ -180,6 +180,7 @@ http {{
             proxy_pass http://127.0.0.1:{dead_port};
         }}
 
+{extra_locations}
         location = /metrics {{ idempotency_metrics; }}
         location /keys/ {{
             idempotency_admin;
@@ -196,7 +197,7 @@ class Gateway:
     def __init__(self, upstream, directives=(), store=None, workers=1,
                  max_body="1m", body_buffer="1m", read_timeout="10s",
                  prune_interval="1s", scope=None, failpoints=None,
-                 data=None, store_options=None):
+                 data=None, store_options=None, extra_locations=""):
         self.upstream = upstream
         self.workers = workers
         self.failpoints = failpoints
@@ -224,7 +225,8 @@ class Gateway:
             upstream="127.0.0.1:%d" % upstream.port, port=self.port,
             directives="\n".join("            " + d for d in lines),
             scope_directive=scope_directive,
-            read_timeout=read_timeout, dead_port=free_port())
+            read_timeout=read_timeout, dead_port=free_port(),
+            extra_locations=extra_locations)
         with open(os.path.join(self.run, "nginx.conf"), "w") as f:
             f.write(self.conf)
         self.proc = None

@@ -375,10 +375,12 @@ BASE = ["--listen", "127.0.0.1:18080", "--upstream", "http://127.0.0.1:18081"]
 # --------------------------------------------------------------------------
 
 FLAGS = ["listen", "upstream", "store", "ttl", "wait", "methods",
-         "scope-header", "require-key", "on-unknown", "error-style", "api-log",
+         "scope-header", "scope-cookie", "require-key", "on-unknown", "error-style", "api-log",
          "max-body-bytes", "max-header-bytes", "max-response-bytes",
          "client-timeout", "upstream-timeout", "lease", "workers", "user", "admin",
-         "no-store-header", "runtime-dir", "nginx", "module", "config",
+         "no-store-header", "key-header", "release-status", "runtime-dir",
+         "nginx", "module",
+         "config",
          "print-config", "help"]
 
 
@@ -427,7 +429,7 @@ BAD = [
     (BASE + ["--store", "lmdb:"], "--store: 'lmdb:': lmdb: needs a directory"),
     (BASE + ["--store", "lmdb:./d?fsync=1"], "--store: 'lmdb:./d?fsync=1': unknown lmdb option \"fsync\""),
     (BASE + ["--on-unknown", "retry"], "--on-unknown: invalid value 'retry' (store or release)"),
-    (BASE + ["--error-style", "rfc"], "--error-style: invalid value 'rfc' (persona or ietf)"),
+    (BASE + ["--error-style", "rfc"], "--error-style: invalid value 'rfc' (persona, ietf or stripe)"),
     (BASE + ["--scope-header", "X_Tenant"], "--scope-header: 'X_Tenant' is not a header name"),
     (BASE + ["--scope-header", "none", "--scope-header", "X-Tenant"],
      "--scope-header: none cannot be combined with header names"),
@@ -829,6 +831,32 @@ def test_scope_headers(gateway_factory):
     assert r.json()["count"] == c
 
 
+def test_scope_cookie(gateway_factory):
+    g = gateway_factory("--scope-cookie", "session")
+    a = g.post(key="k-c", data="x", headers={"Cookie": "session=s1"})
+    b = g.post(key="k-c", data="x", headers={"Cookie": "theme=dark; session=s2"})
+    assert a.json()["count"] != b.json()["count"]
+    # the same session, another token: the same scope (the cookie alone,
+    # not the default Authorization, scopes keys)
+    c = g.post(key="k-c", data="x", headers={"Cookie": "session=s1",
+                                             "Authorization": "Bearer new"})
+    assert c.headers.get("Idempotent-Replayed") == "true"
+    assert c.json()["count"] == a.json()["count"]
+    # no cookie and an empty one are different scopes too
+    d = g.post(key="k-c", data="x")
+    e = g.post(key="k-c", data="x", headers={"Cookie": "session="})
+    assert d.json()["count"] != e.json()["count"]
+    r = run_cli(*BASE, "--scope-header", "X-Tenant", "--scope-cookie", "sid",
+                "--print-config")
+    assert "idempotency_scope $http_x_tenant $cookie_sid;" in r.stdout
+    for args, message in (
+            (["--scope-cookie", "a-b"], "is not a cookie name"),
+            (["--scope-header", "none", "--scope-cookie", "sid"],
+             "cannot be combined")):
+        r = run_cli(*BASE, *args, "--print-config")
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
 def test_no_store_header_and_max_response_bytes(gateway_factory):
     g = gateway_factory("--no-store-header", "X-Trace", "--max-response-bytes", "1k")
     r1 = g.post(key="k-ns", data="x")
@@ -842,6 +870,45 @@ def test_no_store_header_and_max_response_bytes(gateway_factory):
     assert big2.headers.get("Idempotent-Replayed") == "true"
     assert big2.status_code >= 500
     assert assert_error_body(big2.content)
+
+
+def test_key_header(gateway_factory, echo, workdir):
+    g = gateway_factory("--key-header", "X-Idempotency-Key",
+                        "--key-header", "chargebee-idempotency-key")
+    before = echo.count
+    a = requests.post(g.url + "/v1/things", data="x", timeout=10,
+                      headers={"chargebee-idempotency-key": "k-named"})
+    b = requests.post(g.url + "/v1/things", data="x", timeout=10,
+                      headers={"X-Idempotency-Key": "k-named"})
+    c = g.post(key="k-named", data="x")
+    assert b.headers.get("Idempotent-Replayed") == "true"
+    assert c.headers.get("Idempotent-Replayed") == "true"
+    assert a.content == b.content == c.content
+    assert echo.count - before == 1
+    # forwarded unchanged: the API may read its own header too
+    assert echo.seen[-1][2].get("chargebee-idempotency-key") == "k-named"
+    r = run_cli(*BASE, "--key-header", "PayPal-Request-Id", "--print-config")
+    assert 'idempotency_key_header "PayPal-Request-Id";' in r.stdout
+    r = run_cli(*BASE, "--key-header", "Bad Name", "--print-config")
+    assert r.returncode == 2 and "--key-header" in r.stderr
+
+
+def test_release_status(gateway_factory, echo):
+    g = gateway_factory("--release-status", "429,503")
+    before = echo.count
+    a = g.post("/status/429", key="k-rel", data="x")
+    b = g.post("/status/429", key="k-rel", data="x")
+    assert a.status_code == b.status_code == 429
+    assert "Idempotent-Replayed" not in b.headers
+    c = g.post("/v1/ok", key="k-rel2", data="x")
+    d = g.post("/v1/ok", key="k-rel2", data="x")
+    assert d.headers.get("Idempotent-Replayed") == "true"
+    assert echo.count - before == 3
+    r = run_cli(*BASE, "--release-status", "429,503", "--print-config")
+    assert "idempotency_release_status 429 503;" in r.stdout
+    for bad in ("42", "429;503", "700", "429,"):
+        r = run_cli(*BASE, "--release-status", bad, "--print-config")
+        assert r.returncode == 2 and "--release-status" in r.stderr, bad
 
 
 def test_ttl(gateway_factory):
@@ -991,6 +1058,21 @@ def test_error_pages_follow_ietf_style(gateway_factory):
     doc = r.json()
     assert doc["status"] == 413 and doc["title"] == "Content Too Large"
     assert "10 bytes" in doc["detail"]
+
+
+def test_error_pages_follow_stripe_style(gateway_factory):
+    g = gateway_factory("--error-style", "stripe", "--max-body-bytes", "10")
+    r = g.post(data="x" * 11)
+    assert r.status_code == 413
+    assert r.headers["Content-Type"] == "application/json"
+    assert r.json()["error"]["type"] == "invalid_request_error"
+    assert "10 bytes" in r.json()["error"]["message"]
+    r = requests.get(g.url + "/sleep/0", timeout=10)
+    assert r.status_code == 200
+    r = g.post(key="k-stripe-1", data="a")
+    r = g.post(key="k-stripe-1", data="b")
+    assert r.status_code == 400
+    assert r.json()["error"]["type"] == "idempotency_error"
 
 
 def test_upstream_down_is_502_json(gateway_factory):

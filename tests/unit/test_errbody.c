@@ -509,6 +509,63 @@ static void test_errbody_ietf_detail_matches_persona_details(void **state)
     }
 }
 
+/* ---- stripe style ---- */
+
+/* The error member of a stripe-style body, checked for its shape. */
+static void assert_stripe(idem_err_kind_t kind, int key_err, int status,
+                          const char *type)
+{
+    idem_errbody_t e = make(IDEM_STYLE_STRIPE, kind, "abc_123", key_err);
+    idem_errbody_t p = make(IDEM_STYLE_PERSONA, kind, "abc_123", key_err);
+    json_t *j = parse(&e), *pj = parse(&p);
+    json_t *err = json_object_get(j, "error");
+
+    assert_int_equal(e.status, status);
+    assert_int_equal(e.status, p.status);
+    assert_string_equal(e.content_type, "application/json");
+    assert_true(json_is_object(err));
+    assert_int_equal(json_object_size(j), 1);
+    assert_int_equal(json_object_size(err), 2);
+    assert_string_equal(member(err, "type"), type);
+    assert_string_equal(member(err, "message"),
+                        member(persona_error(pj), "details"));
+    json_decref(j);
+    json_decref(pj);
+    free(e.body);
+    free(p.body);
+}
+
+static void
+test_errbody_stripe_key_problems_are_idempotency_errors(void **state)
+{
+    (void)state;
+    assert_stripe(IDEM_ERR_MISMATCH, 0, 400, "idempotency_error");
+    assert_stripe(IDEM_ERR_KEY_INVALID, IDEM_EKEYLONG, 400,
+                  "idempotency_error");
+    assert_stripe(IDEM_ERR_KEY_MISSING, 0, 400, "idempotency_error");
+}
+
+static void test_errbody_stripe_gateway_errors_are_api_errors(void **state)
+{
+    (void)state;
+    assert_stripe(IDEM_ERR_IN_PROGRESS, 0, 409, "api_error");
+    assert_stripe(IDEM_ERR_UNKNOWN_OUTCOME, 0, 504, "api_error");
+    assert_stripe(IDEM_ERR_UNKNOWN_BROKEN, 0, 502, "api_error");
+    assert_stripe(IDEM_ERR_STORE, 0, 503, "api_error");
+    assert_stripe(IDEM_ERR_UPSTREAM_DOWN, 0, 502, "api_error");
+    assert_stripe(IDEM_ERR_TOO_LARGE, 0, 502, "api_error");
+    assert_stripe(IDEM_ERR_TARGET_FRAGMENT, 0, 400, "invalid_request_error");
+}
+
+static void test_errbody_stripe_mismatch_message_names_the_key(void **state)
+{
+    idem_errbody_t e = make(IDEM_STYLE_STRIPE, IDEM_ERR_MISMATCH, "a\"b", 0);
+
+    (void)state;
+    assert_non_null(strstr(e.body, "other than 'a\\\"b' if you meant"));
+    free(e.body);
+}
+
 /* ---- arguments ---- */
 
 static void test_errbody_unknown_kind_or_style_is_einval(void **state)
@@ -592,6 +649,10 @@ int main(void)
         cmocka_unit_test(test_errbody_ietf_malformed_key_is_400_naming_rule),
         cmocka_unit_test(test_errbody_ietf_gateway_errors_keep_status),
         cmocka_unit_test(test_errbody_ietf_detail_matches_persona_details),
+        cmocka_unit_test(
+            test_errbody_stripe_key_problems_are_idempotency_errors),
+        cmocka_unit_test(test_errbody_stripe_gateway_errors_are_api_errors),
+        cmocka_unit_test(test_errbody_stripe_mismatch_message_names_the_key),
         cmocka_unit_test(test_errbody_unknown_kind_or_style_is_einval),
         cmocka_unit_test(test_errbody_null_key_is_empty),
         cmocka_unit_test(test_errbody_long_key_fits),
