@@ -6,6 +6,9 @@
 #   make test-unit       C unit tests and the store contract suite
 #   make fuzz            run each libFuzzer target for FUZZ_SECONDS
 #   make bench           store benchmark (LMDB, PostgreSQL and Redis, durable)
+#   make install         the gateway, the module (Debian's layout), the man
+#                        page, the systemd unit (PREFIX, DESTDIR)
+#   make deb             Debian packages of the gateway and the module
 #   make SANITIZER=address|undefined ...   the same under a sanitizer
 #                                          (into build-address/, ...)
 
@@ -72,7 +75,7 @@ include examples/inquiries/inquiries.mk
 PYTEST := /usr/bin/python3 -m pytest
 E2E_ENV := IDEM_BUILD=$(BUILD) IDEM_SANITIZER=$(SANITIZER)
 
-.PHONY: all lib module deps run test-e2e test-valgrind FORCE test test-unit test-fuzz-replay fuzz bench format \
+.PHONY: install deb all lib module deps run test-e2e test-valgrind FORCE test test-unit test-fuzz-replay fuzz bench format \
         format-check clean
 .DEFAULT_GOAL := all
 
@@ -238,6 +241,55 @@ bench: $(BENCH_BIN) module $(INQUIRIES_BIN)
 	tests/servers/redis.sh sh -c \
 	    '$(BENCH_BIN) -u "$$IDEM_TEST_REDIS_URL?prefix=bench:"'
 	BUILD=$(BUILD) bench/run.sh
+
+# Installation the way Debian's nginx modules are installed: the module in
+# nginx's module directory, its load snippet in modules-available, enabled
+# by a link in modules-enabled. PREFIX covers the gateway, its man page and
+# docs; the nginx and systemd paths are the distribution's.
+PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+MANDIR    ?= $(PREFIX)/share/man
+DOCDIR    ?= $(PREFIX)/share/doc/idemgate
+SYSCONFDIR ?= /etc
+NGINX_MODULES_DIR ?= /usr/lib/nginx/modules
+NGINX_MODULES_AVAILABLE ?= /usr/share/nginx/modules-available
+NGINX_MODULES_ENABLED ?= $(SYSCONFDIR)/nginx/modules-enabled
+SYSTEMD_UNIT_DIR ?= /lib/systemd/system
+VERSION   ?= 0.1.0
+DEB_DIR   ?= $(BUILD)/deb
+
+install: module $(BUILD)/idemgate
+	install -D -m 755 $(BUILD)/idemgate $(DESTDIR)$(BINDIR)/idemgate
+	install -D -m 644 $(MODULE) \
+	    $(DESTDIR)$(NGINX_MODULES_DIR)/ngx_http_idempotency_module.so
+	install -D -m 644 packaging/mod-http-idempotency.conf \
+	    $(DESTDIR)$(NGINX_MODULES_AVAILABLE)/mod-http-idempotency.conf
+	mkdir -p $(DESTDIR)$(NGINX_MODULES_ENABLED)
+	ln -sf $(NGINX_MODULES_AVAILABLE)/mod-http-idempotency.conf \
+	    $(DESTDIR)$(NGINX_MODULES_ENABLED)/50-mod-http-idempotency.conf
+	install -D -m 644 docs/idemgate.1 $(DESTDIR)$(MANDIR)/man1/idemgate.1
+	install -D -m 644 docs/ngx_http_idempotency_module.md \
+	    $(DESTDIR)$(DOCDIR)/ngx_http_idempotency_module.md
+	install -D -m 644 packaging/nginx-idempotency.conf \
+	    $(DESTDIR)$(DOCDIR)/examples/nginx-idempotency.conf
+	install -D -m 644 examples/grafana/idemgate-dashboard.json \
+	    $(DESTDIR)$(DOCDIR)/examples/grafana-dashboard.json
+	mkdir -p $(DESTDIR)$(SYSTEMD_UNIT_DIR)
+	sed 's|/usr/bin/idemgate|$(BINDIR)/idemgate|' packaging/idemgate.service \
+	    >$(DESTDIR)$(SYSTEMD_UNIT_DIR)/idemgate.service
+	chmod 644 $(DESTDIR)$(SYSTEMD_UNIT_DIR)/idemgate.service
+	@# an existing /etc/idemgate.conf is the operator's: never replaced
+	test -e $(DESTDIR)$(SYSCONFDIR)/idemgate.conf || \
+	    install -D -m 644 packaging/idemgate.conf \
+	        $(DESTDIR)$(SYSCONFDIR)/idemgate.conf
+
+deb: module $(BUILD)/idemgate
+	rm -rf $(BUILD)/deb-stage
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD))/deb-stage \
+	    PREFIX=/usr SYSCONFDIR=/etc
+	sh scripts/make-deb.sh $(abspath $(BUILD))/deb-stage $(abspath $(DEB_DIR)) \
+	    $(VERSION)
+	rm -rf $(BUILD)/deb-stage
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -4,8 +4,11 @@
  * --print-config shows exactly what runs.
  *
  *   idemgate_conf_t ──> main context (module, workers, pid, thread pool)
- *                   ──> http context (limits, timeouts, upstream, proxy)
- *                         ├─ the API server: location / with the module
+ *                   ──> http context (limits, timeouts, the upstream block
+ *                       of every --upstream server, proxy, proxy_ssl_ for
+ *                       an https upstream)
+ *                         ├─ the API server (TLS and HTTP/2 with
+ *                         │  --tls-cert): location / with the module
  *                         │  and proxy_pass, plus JSON error pages
  *                         └─ the admin server: /healthz, /metrics, /keys/
  *
@@ -36,8 +39,9 @@
  */
 #define ERROR_URI "//idemgate-error"
 
-#define API   0x01u /* the API server */
-#define ADMIN 0x02u /* the admin server */
+#define API     0x01u /* the API server */
+#define ADMIN   0x02u /* the admin server */
+#define API_TLS 0x04u /* the API server, when it serves TLS */
 
 /* An error nginx itself answers, and the JSON page the gateway gives it. */
 typedef struct {
@@ -50,6 +54,9 @@ typedef struct {
 
 static const page_t pages[] = {
     {400, 400, API | ADMIN, "Bad request", "Bad Request"},
+    /* nginx's own code for plain HTTP sent to the TLS port; the 400 page
+     * answers it */
+    {497, 400, API_TLS, NULL, NULL},
     /* the API server proxies every URI */
     {404, 404, ADMIN, "Not found", "Not Found"},
     {405, 405, API | ADMIN, "Method not allowed", "Method Not Allowed"},
@@ -239,6 +246,10 @@ static void put_error_pages(FILE *f, const idemgate_conf_t *c, unsigned server)
 {
     size_t i;
 
+    if (server == API && c->tls_cert != NULL) {
+        server |= API_TLS;
+    }
+
     fprintf(f, "        # nginx's own errors answer in JSON; no client's URI "
                "reaches these\n        # locations: nginx merges the "
                "slashes of every URI it receives\n");
@@ -249,7 +260,7 @@ static void put_error_pages(FILE *f, const idemgate_conf_t *c, unsigned server)
         }
     }
     for (i = 0; i < NPAGES; i++) {
-        if (pages[i].servers & server) {
+        if ((pages[i].servers & server) && pages[i].title != NULL) {
             fputc('\n', f);
             put_page(f, c, &pages[i]);
         }
@@ -412,6 +423,54 @@ static void put_header_limit_check(FILE *f)
           f);
 }
 
+/* The proxy_ssl_ settings of an https upstream: SNI and the certificate
+ * verified against the CA file for the upstream's name, unless
+ * --upstream-insecure. nginx 1.22's defaults need help: its protocols
+ * leave TLS 1.3 out, and its depth of 1 refuses a chain with an
+ * intermediate CA, as most public ones are. */
+static void put_upstream_tls(FILE *f, const idemgate_conf_t *c)
+{
+    fputs("\n    # the https upstream\n"
+          "    proxy_ssl_protocols TLSv1.2 TLSv1.3;\n"
+          "    proxy_ssl_server_name on;\n"
+          "    proxy_ssl_name ",
+          f);
+    put_quoted(f, c->upstream_name);
+    fputs(";\n    proxy_ssl_session_reuse on;\n", f);
+    if (c->upstream_insecure) {
+        fputs("    # --upstream-insecure: neither the certificate nor the "
+              "name is checked\n"
+              "    proxy_ssl_verify off;\n",
+              f);
+        return;
+    }
+    fputs("    proxy_ssl_verify on;\n"
+          "    proxy_ssl_verify_depth 4;\n"
+          "    proxy_ssl_trusted_certificate ",
+          f);
+    put_quoted(f, c->upstream_ca);
+    fputs(";\n", f);
+}
+
+/* TLS on the API listener: HTTP/2 by ALPN beside HTTP/1.1, TLS 1.2 and
+ * 1.3 only, sessions resumed from a cache all workers share. */
+static void put_listen_tls(FILE *f, const idemgate_conf_t *c)
+{
+    fprintf(f, "        listen %s:%u ssl http2;\n", c->listen.host,
+            c->listen.port);
+    fputs("        ssl_certificate ", f);
+    put_quoted(f, c->tls_cert);
+    fputs(";\n        ssl_certificate_key ", f);
+    put_quoted(f, c->tls_key);
+    fputs(";\n"
+          "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+          "        ssl_prefer_server_ciphers off;\n"
+          "        ssl_session_cache shared:idemgate_tls:10m;\n"
+          "        ssl_session_timeout 1h;\n"
+          "        ssl_session_tickets off;\n",
+          f);
+}
+
 static void put_http_common(FILE *f, const idemgate_conf_t *c)
 {
     char body[32], header[32], client[32], upstream[32], connect[32];
@@ -457,28 +516,53 @@ static void put_http_common(FILE *f, const idemgate_conf_t *c)
                      ? c->upstream_timeout_ms
                      : CONNECT_TIMEOUT_MAX,
                  connect, sizeof(connect));
+    fputs("    # every --upstream server; nginx tries the next one after a "
+          "failed connect\n"
+          "    upstream idemgate_upstream {\n",
+          f);
+    for (size_t i = 0; i < c->nupstreams; i++) {
+        fprintf(f, "        server %s:%u;\n", c->upstreams[i].addr.host,
+                c->upstreams[i].addr.port);
+    }
+    fputs("        keepalive 64;\n"
+          /* below the idle timeout of common API servers (5 s for
+           * Node.js): a POST sent on a connection the API closed while
+           * idle cannot be retried and would be stored as an unknown
+           * outcome */
+          "        keepalive_timeout 4s;\n"
+          "    }\n\n"
+          "    proxy_http_version 1.1;\n"
+          "    proxy_set_header Connection \"\";\n",
+          f);
+    if (c->upstream_tls) {
+        /* an https API answers to its own name, not the gateway's */
+        fputs("    proxy_set_header Host ", f);
+        put_quoted(f, c->upstream_host);
+        fputs(";\n    proxy_set_header X-Forwarded-Host $idemgate_host;\n", f);
+    } else {
+        fputs("    proxy_set_header Host $idemgate_host;\n", f);
+    }
     fprintf(f,
-            "    upstream idemgate_upstream {\n"
-            "        server %s:%u;\n"
-            "        keepalive 64;\n"
-            /* below the idle timeout of common API servers (5 s for
-             * Node.js): a POST sent on a connection the API closed while
-             * idle cannot be retried and would be stored as an unknown
-             * outcome */
-            "        keepalive_timeout 4s;\n"
-            "    }\n\n"
-            "    proxy_http_version 1.1;\n"
-            "    proxy_set_header Connection \"\";\n"
-            "    proxy_set_header Host $idemgate_host;\n"
             "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+            "    proxy_set_header X-Forwarded-Proto $scheme;\n"
             "    proxy_set_header X-Request-Id $request_id;\n"
             "    proxy_read_timeout %s;\n"
             "    proxy_send_timeout %s;\n"
             "    proxy_connect_timeout %s;\n"
+            /* nginx's default, written out because it is what makes
+             * several servers safe: a connect that failed (nothing sent)
+             * goes to the next server; a request that was sent is retried
+             * only when nginx counts its method as idempotent, never a
+             * POST or PATCH (no non_idempotent here), and flags.c refuses
+             * PUT and DELETE as key methods with several servers */
+            "    proxy_next_upstream error timeout;\n"
             "    proxy_ignore_client_abort on;\n"
             "    proxy_buffering on;\n"
             "    proxy_max_temp_file_size 0;\n",
-            c->upstream.host, c->upstream.port, upstream, upstream, connect);
+            upstream, upstream, connect);
+    if (c->upstream_tls) {
+        put_upstream_tls(f, c);
+    }
 }
 
 static void put_api_server(FILE *f, const idemgate_conf_t *c)
@@ -490,12 +574,15 @@ static void put_api_server(FILE *f, const idemgate_conf_t *c)
                    {IDEMGATE_M_PATCH, "PATCH"},
                    {IDEMGATE_M_PUT, "PUT"},
                    {IDEMGATE_M_DELETE, "DELETE"}};
+    const char *scheme = c->upstream_tls ? "https" : "http";
     char ttl[32], wait[32], lease[32], max[32];
 
-    fprintf(f,
-            "\n    server {\n"
-            "        listen %s:%u;\n",
-            c->listen.host, c->listen.port);
+    fputs("\n    server {\n", f);
+    if (c->tls_cert != NULL) {
+        put_listen_tls(f, c);
+    } else {
+        fprintf(f, "        listen %s:%u;\n", c->listen.host, c->listen.port);
+    }
     if (c->api_log != NULL) {
         fputs("        access_log ", f);
         put_quoted(f, c->api_log);
@@ -541,10 +628,10 @@ static void put_api_server(FILE *f, const idemgate_conf_t *c)
          * neither quotes nor backslashes: settings.c checked) */
         fprintf(f,
                 "            proxy_pass "
-                "\"http://idemgate_upstream%s$request_uri\";\n",
-                c->upstream_prefix);
+                "\"%s://idemgate_upstream%s$request_uri\";\n",
+                scheme, c->upstream_prefix);
     } else {
-        fputs("            proxy_pass http://idemgate_upstream;\n", f);
+        fprintf(f, "            proxy_pass %s://idemgate_upstream;\n", scheme);
     }
     fputs("        }\n\n", f);
     put_error_pages(f, c, API);

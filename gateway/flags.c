@@ -16,6 +16,7 @@
  */
 #include "idemgate.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -274,7 +275,10 @@ static int finish_store(idemgate_conf_t *c, idemgate_err_t *err)
     return 0;
 }
 
-/* The module beside the running binary, found through /proc/self/exe. */
+/* The module beside the running binary (found through /proc/self/exe),
+ * as in a build directory; else the one in the distribution's module
+ * directory, as installed. A module in neither place is named by the
+ * first, and run.c says it cannot be read. */
 static int default_module(idemgate_conf_t *c, idemgate_err_t *err)
 {
     char exe[4096];
@@ -297,6 +301,14 @@ static int default_module(idemgate_conf_t *c, idemgate_err_t *err)
         c->module = NULL;
         return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
     }
+    if (access(c->module, F_OK) != 0 &&
+        access(IDEMGATE_MODULE_DIR "/" IDEMGATE_MODULE_FILE, F_OK) == 0) {
+        free(c->module);
+        c->module = strdup(IDEMGATE_MODULE_DIR "/" IDEMGATE_MODULE_FILE);
+        if (c->module == NULL) {
+            return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
+        }
+    }
     return 0;
 }
 
@@ -311,6 +323,175 @@ static int same_port_clash(const idemgate_addr_t *a, const idemgate_addr_t *b)
                                   is_wildcard(a->host) || is_wildcard(b->host));
 }
 
+/* An IPv4 address, or an IPv6 one in brackets, as idemgate_parse_addr
+ * takes them. */
+static int is_ip_address(const char *host)
+{
+    struct in_addr a;
+
+    return host[0] == '[' || inet_pton(AF_INET, host, &a) == 1;
+}
+
+/* --tls-cert and --tls-key: both or neither, absolute, a matching pair;
+ * --upstream-ca and --upstream-insecure: only for https upstreams, not
+ * both; the CA file (the system bundle by default) holds certificates. */
+static int finish_tls(idemgate_conf_t *c, idemgate_err_t *err)
+{
+    if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
+        return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
+                             c->tls_cert ? "--tls-cert needs --tls-key FILE "
+                                           "(the certificate's private key)"
+                                         : "--tls-key needs --tls-cert FILE "
+                                           "(the certificate of the key)");
+    }
+    if (make_absolute(&c->tls_cert, err) != 0 ||
+        make_absolute(&c->tls_key, err) != 0 ||
+        make_absolute(&c->upstream_ca, err) != 0) {
+        return -1;
+    }
+    if (c->tls_cert != NULL &&
+        idemgate_tls_check_pair(c->tls_cert, c->tls_key, err) != 0) {
+        return -1;
+    }
+    if (!c->upstream_tls) {
+        if (c->upstream_ca != NULL || c->upstream_insecure) {
+            return idemgate_fail(
+                err, IDEMGATE_EXIT_USAGE, "%s is only for https:// upstreams",
+                c->upstream_ca ? "--upstream-ca" : "--upstream-insecure");
+        }
+        return 0;
+    }
+    if (c->upstream_insecure) {
+        if (c->upstream_ca != NULL) {
+            return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
+                                 "--upstream-ca and --upstream-insecure "
+                                 "exclude each other (verify against the "
+                                 "CA, or not at all)");
+        }
+        fprintf(stderr, "idemgate: warning: --upstream-insecure: the "
+                        "upstream's certificate and name are not verified\n");
+        return 0;
+    }
+    if (is_ip_address(c->upstream_name)) {
+        /* X509_check_host() compares DNS names (and the common name), never
+         * the iPAddress entries of a certificate */
+        fprintf(stderr,
+                "idemgate: warning: --upstream: %s is an IP address; nginx "
+                "verifies an upstream's certificate against DNS names only, "
+                "so one that names the address alone is refused (use the "
+                "host name the certificate carries)\n",
+                c->upstream_name);
+    }
+    if (c->upstream_ca == NULL) {
+        c->upstream_ca = strdup(IDEMGATE_DEFAULT_CA_BUNDLE);
+        if (c->upstream_ca == NULL) {
+            return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
+        }
+        return idemgate_tls_check_ca("--upstream (the system CA bundle; "
+                                     "install ca-certificates or pass "
+                                     "--upstream-ca FILE)",
+                                     c->upstream_ca, err);
+    }
+    return idemgate_tls_check_ca("--upstream-ca", c->upstream_ca, err);
+}
+
+static int same_host(const idemgate_upstream_t *a, const idemgate_upstream_t *b)
+{
+    return strcasecmp(a->addr.host, b->addr.host) == 0;
+}
+
+/*
+ * The --upstream list as servers of one nginx upstream block, which has one
+ * scheme and is reached through one proxy_pass, so one prefix. An https
+ * block also has one certificate name (proxy_ssl_name is not per server).
+ * nginx retries a request on the next server after an error only when the
+ * request was not sent, or when it counts the method as idempotent: POST
+ * and PATCH are never retried once sent, PUT and DELETE would be, so they
+ * cannot take part in keys with several servers.
+ */
+static int finish_upstreams(idemgate_conf_t *c, idemgate_err_t *err)
+{
+    const idemgate_list_t *urls = &c->upstream_urls;
+    idemgate_upstream_t *u, *first;
+    char reason[512];
+    idemgate_why_t why = {reason, sizeof(reason)};
+    int same_port = 1;
+
+    if (urls->n == 0) {
+        return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
+                             "--upstream is required (e.g. --upstream "
+                             "http://127.0.0.1:3000)");
+    }
+    c->upstreams = calloc(urls->n, sizeof(*c->upstreams));
+    if (c->upstreams == NULL) {
+        return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
+    }
+    c->nupstreams = urls->n;
+    first = &c->upstreams[0];
+    for (size_t i = 0; i < urls->n; i++) {
+        u = &c->upstreams[i];
+        if (idemgate_parse_upstream(urls->items[i], u, why) != 0) {
+            return idemgate_fail(err, IDEMGATE_EXIT_USAGE, "--upstream: %s",
+                                 reason);
+        }
+        if (strcasecmp(c->listen.host, u->addr.host) == 0 &&
+            c->listen.port == u->addr.port) {
+            return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
+                                 "--upstream: %s:%u is the gateway's own "
+                                 "--listen address",
+                                 u->addr.host, u->addr.port);
+        }
+        if (u->tls != first->tls) {
+            return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
+                                 "--upstream: '%s' and '%s' mix http:// and "
+                                 "https:// (one scheme for every server)",
+                                 urls->items[0], urls->items[i]);
+        }
+        if (strcmp(u->prefix, first->prefix) != 0) {
+            return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
+                                 "--upstream: '%s' and '%s' have different "
+                                 "path prefixes (one prefix for every server)",
+                                 urls->items[0], urls->items[i]);
+        }
+        if (u->tls && !same_host(u, first)) {
+            return idemgate_fail(
+                err, IDEMGATE_EXIT_USAGE,
+                "--upstream: '%s' and '%s' have different host names (https "
+                "servers share one: their certificates are checked against it "
+                "and it is the Host they get)",
+                urls->items[0], urls->items[i]);
+        }
+        same_port = same_port && u->addr.port == first->addr.port;
+    }
+    if (c->nupstreams > 1 &&
+        (c->methods & (IDEMGATE_M_PUT | IDEMGATE_M_DELETE))) {
+        return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
+                             "--methods: PUT and DELETE cannot take part with "
+                             "several --upstream servers (nginx retries them "
+                             "on the next server after an error, even once "
+                             "sent); use one server, or POST and PATCH");
+    }
+    c->upstream_tls = first->tls;
+    c->upstream_prefix = strdup(first->prefix);
+    if (c->upstream_prefix == NULL) {
+        return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
+    }
+    if (!c->upstream_tls) {
+        return 0;
+    }
+    if (!same_port || first->addr.port == IDEMGATE_HTTPS_PORT) {
+        c->upstream_host = strdup(first->addr.host);
+    } else if (asprintf(&c->upstream_host, "%s:%u", first->addr.host,
+                        first->addr.port) < 0) {
+        c->upstream_host = NULL;
+    }
+    c->upstream_name = strdup(first->addr.host);
+    if (c->upstream_host == NULL || c->upstream_name == NULL) {
+        return idemgate_fail(err, IDEMGATE_EXIT_FAILURE, "out of memory");
+    }
+    return 0;
+}
+
 static int finish(idemgate_conf_t *c, idemgate_err_t *err)
 {
     char lease[32], timeout[32];
@@ -320,17 +501,8 @@ static int finish(idemgate_conf_t *c, idemgate_err_t *err)
                              "--listen is required (e.g. --listen "
                              "127.0.0.1:8080)");
     }
-    if (c->upstream.host == NULL) {
-        return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
-                             "--upstream is required (e.g. --upstream "
-                             "http://127.0.0.1:3000)");
-    }
-    if (strcasecmp(c->listen.host, c->upstream.host) == 0 &&
-        c->listen.port == c->upstream.port) {
-        return idemgate_fail(err, IDEMGATE_EXIT_USAGE,
-                             "--upstream: %s:%u is the gateway's own --listen "
-                             "address",
-                             c->upstream.host, c->upstream.port);
+    if (finish_upstreams(c, err) != 0) {
+        return -1;
     }
     if (!c->admin_off && c->admin.host == NULL) {
         c->admin.host = strdup(IDEMGATE_DEFAULT_ADMIN_HOST);
@@ -388,7 +560,7 @@ static int finish(idemgate_conf_t *c, idemgate_err_t *err)
         make_absolute(&c->module, err) != 0) {
         return -1;
     }
-    return 0;
+    return finish_tls(c, err);
 }
 
 int idemgate_flags_parse(idemgate_conf_t *conf, int argc, char **argv,
@@ -414,8 +586,17 @@ int idemgate_flags_parse(idemgate_conf_t *conf, int argc, char **argv,
 void idemgate_conf_free(idemgate_conf_t *c)
 {
     free(c->listen.host);
-    free(c->upstream.host);
+    free(c->tls_cert);
+    free(c->tls_key);
+    idemgate_list_clear(&c->upstream_urls);
+    for (size_t i = 0; i < c->nupstreams; i++) {
+        idemgate_upstream_free(&c->upstreams[i]);
+    }
+    free(c->upstreams);
     free(c->upstream_prefix);
+    free(c->upstream_name);
+    free(c->upstream_host);
+    free(c->upstream_ca);
     free(c->admin.host);
     free(c->store);
     free(c->store_dir);

@@ -69,7 +69,16 @@ IDEMGATE_MUST_CHECK char *idemgate_abspath(const char *path);
 #define IDEMGATE_DEFAULT_ADMIN_HOST "127.0.0.1"
 #define IDEMGATE_DEFAULT_ADMIN_PORT 9090u
 #define IDEMGATE_MODULE_FILE        "ngx_http_idempotency_module.so"
-#define IDEMGATE_LEASE_MARGIN       (10 * IDEMGATE_SECOND)
+/* where the module is when it is not beside idemgate: the distribution's
+ * nginx module directory, where `make install` and the package put it */
+#ifndef IDEMGATE_MODULE_DIR
+#define IDEMGATE_MODULE_DIR "/usr/lib/nginx/modules"
+#endif
+#define IDEMGATE_LEASE_MARGIN (10 * IDEMGATE_SECOND)
+/* what an https:// upstream's certificate is checked against, unless
+ * --upstream-ca names another file (Debian's ca-certificates) */
+#define IDEMGATE_DEFAULT_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+#define IDEMGATE_HTTPS_PORT        443u
 
 /* Methods that take part (the module's idempotency_methods). */
 #define IDEMGATE_M_POST   0x01u
@@ -91,6 +100,14 @@ typedef struct {
     unsigned port;
 } idemgate_addr_t;
 
+/* One --upstream URL, http(s)://HOST[:PORT][/prefix], taken apart. Owns
+ * addr.host and prefix. */
+typedef struct {
+    idemgate_addr_t addr;
+    int tls;      /* https:// */
+    char *prefix; /* "" or "/path" without trailing '/' */
+} idemgate_upstream_t;
+
 /* A repeatable flag's values. Owns items and each string. A flag given on
  * the command line replaces the values from the file instead of adding. */
 typedef struct {
@@ -104,8 +121,23 @@ typedef struct {
  * sizes bytes. */
 typedef struct {
     idemgate_addr_t listen;
-    idemgate_addr_t upstream;
+    char *tls_cert; /* --tls-cert, absolute; NULL: plain HTTP */
+    char *tls_key;  /* --tls-key, absolute; set exactly when tls_cert is */
+
+    /* --upstream as given (the URLs, checked one by one), then the
+     * servers flags.c took from them: one scheme and one prefix for all */
+    idemgate_list_t upstream_urls;
+    idemgate_upstream_t *upstreams;
+    size_t nupstreams;
+    int upstream_tls;      /* https:// */
     char *upstream_prefix; /* "" or "/path" without trailing '/' */
+    /* https only: the name the certificate is checked against (and SNI),
+     * and the Host the API gets: the name, with the port when every
+     * server has the same one and it is not 443 */
+    char *upstream_name;
+    char *upstream_host;
+    char *upstream_ca; /* absolute: --upstream-ca, or the system bundle */
+    int upstream_insecure;
     idemgate_addr_t admin;
     int admin_off;
 
@@ -186,6 +218,13 @@ IDEMGATE_MUST_CHECK int idemgate_parse_addr(const char *s, size_t len,
  * that nginx can name as $http_NAME. */
 IDEMGATE_MUST_CHECK int
 idemgate_check_header_name(const char *s, int for_variable, idemgate_why_t why);
+/* v as http(s)://HOST[:PORT][/prefix] into *out (which it owns after a
+ * success; free with idemgate_upstream_free()). An https URL without a
+ * port means 443; an http URL needs one. */
+IDEMGATE_MUST_CHECK int idemgate_parse_upstream(const char *v,
+                                                idemgate_upstream_t *out,
+                                                idemgate_why_t why);
+void idemgate_upstream_free(idemgate_upstream_t *u);
 /* Refuses control characters, which nginx.conf cannot carry. */
 IDEMGATE_MUST_CHECK int idemgate_check_printable(const char *s,
                                                  idemgate_why_t why);
@@ -223,6 +262,17 @@ IDEMGATE_MUST_CHECK int idemgate_list_add(idemgate_list_t *l, const char *value,
                                           idemgate_origin_t origin,
                                           idemgate_why_t why);
 void idemgate_list_clear(idemgate_list_t *l);
+
+/* tls.c */
+
+/* Checks that cert (PEM, a certificate chain) and key (PEM, its private
+ * key) can be read and belong together, as nginx will need them. */
+IDEMGATE_MUST_CHECK int
+idemgate_tls_check_pair(const char *cert, const char *key, idemgate_err_t *err);
+/* Checks that ca (flag names the setting for messages) holds at least one
+ * PEM certificate. */
+IDEMGATE_MUST_CHECK int idemgate_tls_check_ca(const char *flag, const char *ca,
+                                              idemgate_err_t *err);
 
 /* flags.c */
 

@@ -507,10 +507,13 @@ static int nginx_ready(const char *runtime_dir, pid_t pid)
 
 static void announce(const idemgate_conf_t *conf)
 {
-    fprintf(stderr,
-            "idemgate: serving http://%s:%u -> http://%s:%u%s, store %s",
-            conf->listen.host, conf->listen.port, conf->upstream.host,
-            conf->upstream.port, conf->upstream_prefix, conf->store);
+    fprintf(stderr, "idemgate: serving %s://%s:%u ->",
+            conf->tls_cert ? "https" : "http", conf->listen.host,
+            conf->listen.port);
+    for (size_t i = 0; i < conf->upstream_urls.n; i++) {
+        fprintf(stderr, "%s %s", i ? "," : "", conf->upstream_urls.items[i]);
+    }
+    fprintf(stderr, ", store %s", conf->store);
     if (!conf->admin_off) {
         fprintf(stderr, ", admin http://%s:%u", conf->admin.host,
                 conf->admin.port);

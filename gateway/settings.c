@@ -96,56 +96,63 @@ static int set_listen(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
     return idemgate_parse_addr(v, strlen(v), &c->listen, why);
 }
 
+/* Each URL is checked here, where its flag or line is known; flags.c
+ * takes the list apart once all are in and checks them together. */
 static int set_upstream(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
                         idemgate_why_t why)
 {
-    const char *auth, *slash;
-    char *prefix;
-    size_t len;
+    idemgate_upstream_t u = {{NULL, 0}, 0, NULL};
 
+    if (idemgate_parse_upstream(v, &u, why) != 0) {
+        return -1;
+    }
+    idemgate_upstream_free(&u);
+    return idemgate_list_add(&c->upstream_urls, v, o, why);
+}
+
+/* A file nginx reads; flags.c checks what it holds once all are in. */
+static int set_file(char **dst, const char *v, idemgate_why_t why)
+{
+    if (*v == '\0') {
+        return idemgate_why(why, "needs a file");
+    }
+    /* nginx reads '$' in these paths as a variable */
+    if (strchr(v, '$') != NULL) {
+        return idemgate_why(why, "'%s': the path may not contain '$'", v);
+    }
+    return set_string(dst, v, why);
+}
+
+static int set_tls_cert(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                        idemgate_why_t why)
+{
     (void)o;
-    if (strncasecmp(v, "https://", 8) == 0) {
-        return idemgate_why(why, "'%s': only http:// upstreams are supported",
-                            v);
+    return set_file(&c->tls_cert, v, why);
+}
+
+static int set_tls_key(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                       idemgate_why_t why)
+{
+    (void)o;
+    return set_file(&c->tls_key, v, why);
+}
+
+static int set_upstream_ca(idemgate_conf_t *c, const char *v,
+                           idemgate_origin_t o, idemgate_why_t why)
+{
+    (void)o;
+    return set_file(&c->upstream_ca, v, why);
+}
+
+static int set_upstream_insecure(idemgate_conf_t *c, const char *v,
+                                 idemgate_origin_t o, idemgate_why_t why)
+{
+    (void)o;
+    if (v == NULL) {
+        c->upstream_insecure = 1;
+        return 0;
     }
-    if (strncasecmp(v, "http://", 7) != 0) {
-        return idemgate_why(why, "'%s' is not an http://HOST:PORT[/prefix] URL",
-                            v);
-    }
-    auth = v + 7;
-    slash = strchr(auth, '/');
-    len = slash ? (size_t)(slash - auth) : strlen(auth);
-    if (idemgate_parse_addr(auth, len, &c->upstream, why) != 0) {
-        return idemgate_why(
-            why, "'%s' is not an http://HOST:PORT[/prefix] URL%s", v,
-            memchr(auth, ':', len) ? "" : " (the port is required)");
-    }
-    slash = slash ? slash : "";
-    for (const char *p = slash; *p; p++) {
-        /* '$' would make nginx read a variable; '?' and '#' have no
-         * meaning in a prefix */
-        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
-            return idemgate_why(why,
-                                "'%s': the path prefix may contain neither "
-                                "spaces nor control or non-ASCII bytes",
-                                v);
-        }
-        if (strchr("$?#\"'\\{}<>^`|", *p)) {
-            return idemgate_why(
-                why, "'%s': the path prefix may not contain '%c'", v, *p);
-        }
-    }
-    len = strlen(slash);
-    while (len > 0 && slash[len - 1] == '/') {
-        len--;
-    }
-    prefix = strndup(slash, len);
-    if (prefix == NULL) {
-        return idemgate_why(why, "out of memory");
-    }
-    free(c->upstream_prefix);
-    c->upstream_prefix = prefix;
-    return 0;
+    return idemgate_parse_bool(v, &c->upstream_insecure, why);
 }
 
 static int set_admin(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
@@ -551,8 +558,23 @@ static int set_help(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
 static const idemgate_flag_t flags[] = {
     {"listen", "HOST:PORT", set_listen, 0,
      "address to serve the API on (required)"},
+    {"tls-cert", "FILE", set_tls_cert, 0,
+     "serve the API over TLS with this PEM certificate (chain), HTTP/2 "
+     "offered by ALPN beside HTTP/1.1; needs --tls-key"},
+    {"tls-key", "FILE", set_tls_key, 0,
+     "the PEM private key of --tls-cert (read by idemgate and nginx's "
+     "master, not the workers)"},
     {"upstream", "URL", set_upstream, 0,
-     "the API: http://HOST:PORT[/prefix] (required)"},
+     "the API: http://HOST:PORT[/prefix] or https://HOST[:PORT][/prefix] "
+     "(required); repeatable: several servers of one scheme and prefix, a "
+     "failed connect tries the next, nothing is retried once sent"},
+    {"upstream-ca", "FILE", set_upstream_ca, 0,
+     "PEM certificates an https upstream's certificate must chain to "
+     "(default the system bundle " IDEMGATE_DEFAULT_CA_BUNDLE ")"},
+    {"upstream-insecure", NULL, set_upstream_insecure,
+     IDEMGATE_FLAG_SWITCH | IDEMGATE_FLAG_EQ_VALUE,
+     "do not verify an https upstream's certificate or name (tests only: "
+     "anyone on the path can read and change the traffic)"},
     {"store", "URL", set_store, 0,
      "lmdb:DIR[?map_size=SIZE] (default " IDEMGATE_DEFAULT_STORE
      "; the map, sparse on disk, default 128g, caps what it keeps), or "
@@ -617,7 +639,8 @@ static const idemgate_flag_t flags[] = {
     {"nginx", "PATH", set_nginx, 0,
      "the nginx binary (default " IDEMGATE_DEFAULT_NGINX ")"},
     {"module", "PATH", set_module, 0,
-     "the module (default " IDEMGATE_MODULE_FILE " beside idemgate)"},
+     "the module (default " IDEMGATE_MODULE_FILE
+     " beside idemgate, else in " IDEMGATE_MODULE_DIR ")"},
     {"config", "FILE", set_config,
      IDEMGATE_FLAG_CMDLINE_ONLY | IDEMGATE_FLAG_EARLY,
      "read settings from FILE: \"name = value\" lines, # comments"},
@@ -681,8 +704,7 @@ void idemgate_flags_usage(void)
 {
     char left[64];
 
-    printf("usage: idemgate --listen HOST:PORT --upstream "
-           "http://HOST:PORT[/prefix] [flags]\n"
+    printf("usage: idemgate --listen HOST:PORT --upstream URL [flags]\n"
            "\n"
            "Puts Stripe-style idempotency keys in front of an HTTP API: "
            "runs nginx with the\n"

@@ -224,6 +224,93 @@ fail:
         (int)len, s);
 }
 
+void idemgate_upstream_free(idemgate_upstream_t *u)
+{
+    free(u->addr.host);
+    free(u->prefix);
+    memset(u, 0, sizeof(*u));
+}
+
+/* The path prefix of an upstream URL, trailing slashes dropped, into
+ * *out. nginx reads '$' as a variable, and '?' and '#' mean nothing in a
+ * prefix; quotes and backslashes could not be written in nginx.conf. */
+static int parse_prefix(const char *url, const char *slash, char **out,
+                        idemgate_why_t why)
+{
+    size_t len;
+
+    for (const char *p = slash; *p; p++) {
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
+            return idemgate_why(why,
+                                "'%s': the path prefix may contain neither "
+                                "spaces nor control or non-ASCII bytes",
+                                url);
+        }
+        if (strchr("$?#\"'\\{}<>^`|", *p)) {
+            return idemgate_why(
+                why, "'%s': the path prefix may not contain '%c'", url, *p);
+        }
+    }
+    len = strlen(slash);
+    while (len > 0 && slash[len - 1] == '/') {
+        len--;
+    }
+    *out = strndup(slash, len);
+    return *out != NULL ? 0 : idemgate_why(why, "out of memory");
+}
+
+int idemgate_parse_upstream(const char *v, idemgate_upstream_t *out,
+                            idemgate_why_t why)
+{
+    idemgate_upstream_t u = {{NULL, 0}, 0, NULL};
+    const char *auth, *slash, *bracket, *colon;
+    char *withport = NULL;
+    size_t len;
+    int rc;
+
+    if (strncasecmp(v, "https://", 8) == 0) {
+        u.tls = 1;
+        auth = v + 8;
+    } else if (strncasecmp(v, "http://", 7) == 0) {
+        auth = v + 7;
+    } else {
+        return idemgate_why(why,
+                            "'%s' is not an http://HOST:PORT[/prefix] or "
+                            "https://HOST[:PORT][/prefix] URL",
+                            v);
+    }
+    slash = strchr(auth, '/');
+    len = slash ? (size_t)(slash - auth) : strlen(auth);
+    /* the port, after the last ':' that is not inside brackets */
+    bracket = len > 0 && auth[0] == '[' ? memchr(auth, ']', len) : NULL;
+    colon = memchr(bracket ? bracket : auth, ':',
+                   len - (size_t)((bracket ? bracket : auth) - auth));
+    if (u.tls && colon == NULL && len > 0) {
+        if (asprintf(&withport, "%.*s:%u", (int)len, auth,
+                     IDEMGATE_HTTPS_PORT) < 0) {
+            return idemgate_why(why, "out of memory");
+        }
+        rc = idemgate_parse_addr(withport, strlen(withport), &u.addr, why);
+        free(withport);
+    } else {
+        rc = idemgate_parse_addr(auth, len, &u.addr, why);
+    }
+    if (rc != 0) {
+        return idemgate_why(why, "'%s' is not an %s URL%s", v,
+                            u.tls ? "https://HOST[:PORT][/prefix]"
+                                  : "http://HOST:PORT[/prefix]",
+                            u.tls || colon != NULL ? ""
+                                                   : " (the port is required)");
+    }
+    if (parse_prefix(v, slash ? slash : "", &u.prefix, why) != 0) {
+        idemgate_upstream_free(&u);
+        return -1;
+    }
+    idemgate_upstream_free(out);
+    *out = u;
+    return 0;
+}
+
 /* A header name the module can match: an HTTP token; with letters, digits
  * and '-' only when nginx must read it as $http_NAME. */
 int idemgate_check_header_name(const char *s, int for_variable,

@@ -198,6 +198,12 @@ struct ngx_http_idempotency_ctx_s {
     ngx_uint_t                   fallback;     /* storing the unknown-
                                                   outcome answer instead */
     ngx_int_t                    store_rc;
+
+    /* metrics: when the key was claimed (ngx_http_idempotency_now_us),
+       0 once its upstream time is observed; whether it counts in the
+       in-progress gauge */
+    uint64_t                     claimed_us;
+    ngx_uint_t                   in_progress;
 };
 
 
@@ -326,7 +332,31 @@ typedef enum {
     NGX_HTTP_IDEM_M_COUNT
 } ngx_http_idempotency_metric_e;
 
+/* latency histograms: what is timed */
+typedef enum {
+    NGX_HTTP_IDEM_H_CLAIM = 0,   /* begin() on the thread pool, from the
+                                    request's view: queue, batch, commit */
+    NGX_HTTP_IDEM_H_COMPLETE,    /* complete(), the same way */
+    NGX_HTTP_IDEM_H_RELEASE,     /* release(), the same way */
+    NGX_HTTP_IDEM_H_REPLAY_READ, /* the read a replay is served from */
+    NGX_HTTP_IDEM_H_UPSTREAM,    /* claim to whole upstream response */
+    NGX_HTTP_IDEM_H_COUNT
+} ngx_http_idempotency_hist_e;
+
 void ngx_http_idempotency_count(ngx_uint_t metric, ngx_uint_t n);
+/* a monotonic clock in microseconds, for the histograms */
+uint64_t ngx_http_idempotency_now_us(void);
+/* one observation of us microseconds into histogram h */
+void ngx_http_idempotency_observe(ngx_uint_t h, uint64_t us);
+/* the key of ctx is claimed: it counts in the in-progress gauge, and its
+   upstream time starts */
+void ngx_http_idempotency_claim_started(ngx_http_idempotency_ctx_t *ctx);
+/* its upstream response is whole (or the upstream failed) */
+void ngx_http_idempotency_upstream_done(ngx_http_idempotency_ctx_t *ctx);
+/* the claim is settled, or the request is gone: out of the gauge (once) */
+void ngx_http_idempotency_claim_ended(ngx_http_idempotency_ctx_t *ctx);
+/* a worker takes its slot of the in-progress gauge */
+void ngx_http_idempotency_metrics_init_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_idempotency_metrics_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_idempotency_metrics_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_idempotency_admin_handler(ngx_http_request_t *r);

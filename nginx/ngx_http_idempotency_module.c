@@ -350,6 +350,7 @@ ngx_http_idempotency_cleanup(void *data)
     }
 
     ngx_http_idempotency_unlist_claim(ctx);
+    ngx_http_idempotency_claim_ended(ctx);
 
     if (ctx->owner != 0 && !ctx->finished
         && (ctx->state == NGX_HTTP_IDEM_CLAIMED
@@ -830,6 +831,7 @@ ngx_http_idempotency_peek(ngx_http_request_t *r,
 {
     int                                rc;
     int64_t                            now;
+    uint64_t                           start_us;
     idem_result_t                      res;
     idem_decision_t                    d;
     ngx_http_idempotency_main_conf_t  *imcf;
@@ -845,6 +847,7 @@ ngx_http_idempotency_peek(ngx_http_request_t *r,
     }
 
     now = ngx_http_idempotency_now_ms();
+    start_us = ngx_http_idempotency_now_us();
 
     rc = idem_store_lookup(imcf->store, &ctx->scope, (char *) ctx->key,
                            ctx->key_len, now, &res);
@@ -855,6 +858,9 @@ ngx_http_idempotency_peek(ngx_http_request_t *r,
     d = idem_decide(&res.record, &ctx->fingerprint, now);
 
     if (d == IDEM_DECIDE_REPLAY) {
+        ngx_http_idempotency_observe(NGX_HTTP_IDEM_H_REPLAY_READ,
+                                     ngx_http_idempotency_now_us()
+                                     - start_us);
         res.outcome = IDEM_BEGIN_REPLAY;
         ctx->result = res;
         ctx->has_result = 1;
@@ -987,6 +993,7 @@ ngx_http_idempotency_apply_begin(ngx_http_request_t *r,
         ctx->state = NGX_HTTP_IDEM_CLAIMED;
         ctx->outcome = NGX_HTTP_IDEM_OUT_EXECUTED;
         ngx_http_idempotency_count(NGX_HTTP_IDEM_M_EXECUTED, 1);
+        ngx_http_idempotency_claim_started(ctx);
         return;
 
     case IDEM_BEGIN_REPLAY:
@@ -1644,6 +1651,8 @@ ngx_http_idempotency_init_process(ngx_cycle_t *cycle)
     if (imcf == NULL || !imcf->enabled) {
         return NGX_OK;
     }
+
+    ngx_http_idempotency_metrics_init_process(cycle);
 
     /* LMDB must be opened after fork(); a failure is retried per request */
     (void) ngx_http_idempotency_store(imcf, cycle->log);

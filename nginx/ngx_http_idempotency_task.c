@@ -74,6 +74,7 @@ typedef struct {
     int                              fp_rc;
 
     idem_op_t                        op;
+    uint64_t                         started_us;  /* for the histograms */
 } ngx_http_idempotency_job_t;
 
 
@@ -415,6 +416,7 @@ ngx_http_idempotency_begin_op(ngx_http_idempotency_job_t *job)
     job->op.begin.ttl_ms = ilcf->ttl;
     job->op.begin.lease_ms = ilcf->lease;
     job->op.begin.on_unknown = ilcf->on_unknown;
+    job->started_us = ngx_http_idempotency_now_us();
 }
 
 
@@ -430,6 +432,7 @@ ngx_http_idempotency_finish_op(ngx_http_idempotency_job_t *job,
     job->op.key_len = job->key_len;
     job->op.owner = owner;
     job->op.flags = flags;
+    job->started_us = ngx_http_idempotency_now_us();
 }
 
 
@@ -627,6 +630,7 @@ ngx_http_idempotency_post_finish(ngx_http_request_t *r,
 
     ngx_http_idempotency_finish_op(job, release, ctx->owner, flags);
     job->op.resp = resp;
+    ngx_http_idempotency_upstream_done(ctx);
 
     ctx->state = NGX_HTTP_IDEM_STORING;
 
@@ -662,6 +666,14 @@ ngx_http_idempotency_job_deliver(ngx_http_idempotency_job_t *job)
 
     ngx_http_idempotency_unpark(r);
 
+    ngx_http_idempotency_observe(job->kind == NGX_HTTP_IDEM_JOB_BEGIN
+                                 ? NGX_HTTP_IDEM_H_CLAIM
+                                 : job->op.kind == IDEM_OP_RELEASE
+                                   ? NGX_HTTP_IDEM_H_RELEASE
+                                   : NGX_HTTP_IDEM_H_COMPLETE,
+                                 ngx_http_idempotency_now_us()
+                                 - job->started_us);
+
     if (job->kind == NGX_HTTP_IDEM_JOB_BEGIN) {
         if (job->op.rc == 0) {
             ctx->result = job->op.result;
@@ -680,6 +692,7 @@ ngx_http_idempotency_job_deliver(ngx_http_idempotency_job_t *job)
 
     ctx->store_rc = job->op.rc;
     ctx->finished = 1;
+    ngx_http_idempotency_claim_ended(ctx);
 
     if (job->op.rc == 0) {
         NGX_HTTP_IDEM_FAILPOINT("after_complete", ctx);

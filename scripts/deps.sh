@@ -12,8 +12,9 @@ liblmdb-dev lmdb-utils libjansson-dev libssl-dev libcmocka-dev
 libpq-dev postgresql
 libhiredis-dev redis-server
 nginx nginx-dev
-python3-pytest python3-requests
+python3-pytest python3-requests python3-prometheus-client
 wrk valgrind procps bc curl
+ca-certificates openssl man-db groff-base dpkg-dev systemd
 "
 
 missing=""

@@ -448,7 +448,7 @@ BAD = [
     (["--listen", "127.0.0.1:65536", "--upstream", "http://127.0.0.1:3000"], "--listen: invalid address"),
     (["--listen", "::1:8080", "--upstream", "http://127.0.0.1:3000"], "put an IPv6 address in brackets"),
     (["--listen", "127.0.0.1:8080", "--upstream", "127.0.0.1:3000"], "--upstream: '127.0.0.1:3000' is not an http://HOST:PORT"),
-    (["--listen", "127.0.0.1:8080", "--upstream", "https://127.0.0.1:3000"], "--upstream: 'https://127.0.0.1:3000': only http://"),
+    (["--listen", "127.0.0.1:8080", "--upstream", "ftp://127.0.0.1:3000"], "--upstream: 'ftp://127.0.0.1:3000' is not an http://HOST:PORT[/prefix] or https://HOST[:PORT][/prefix] URL"),
     (["--listen", "127.0.0.1:8080", "--upstream", "http://127.0.0.1"], "(the port is required)"),
     (["--listen", "127.0.0.1:8080", "--upstream", "http://127.0.0.1:3000/a?b"], "the path prefix may not contain '?'"),
     (["--listen", "127.0.0.1:8080", "--upstream", "http://127.0.0.1:8080"], "--upstream: 127.0.0.1:8080 is the gateway's own --listen address"),
@@ -629,8 +629,11 @@ def test_print_config_is_accepted_by_nginx(workdir):
                                 "--scope-header", "X-Tenant", "--max-header-bytes", "1k"]]):
         run = os.path.join(workdir, "run%d" % i)
         os.makedirs(run)
-        r = run_cli(*(["--listen", "127.0.0.1:%d" % free_port(), "--upstream",
-                       "http://127.0.0.1:3000", "--admin", "127.0.0.1:%d" % free_port(),
+        # --upstream is repeatable: an extra one replaces the default here
+        upstream = [] if "--upstream" in extra else ["--upstream",
+                                                     "http://127.0.0.1:3000"]
+        r = run_cli(*(["--listen", "127.0.0.1:%d" % free_port()] + upstream
+                      + ["--admin", "127.0.0.1:%d" % free_port(),
                        "--store", "lmdb:" + os.path.join(workdir, "store")]
                       + extra + ["--print-config"]))
         assert r.returncode == 0, r.stderr
@@ -717,7 +720,7 @@ def test_config_file_settings_and_overrides(workdir):
     ("ttl =\n", "idemgate.conf:1: ttl needs a value"),
     ("print-config = true\n", "idemgate.conf:1: print-config is only a command-line flag"),
     ("config = other.conf\n", "idemgate.conf:1: config is only a command-line flag"),
-    ("upstream = https://x:1\n", "idemgate.conf:1: upstream: 'https://x:1': only http://"),
+    ("upstream = ftp://x:1\n", "idemgate.conf:1: upstream: 'ftp://x:1' is not an http://"),
 ])
 def test_config_file_errors_name_file_and_line(workdir, text, message):
     conf = os.path.join(workdir, "idemgate.conf")
