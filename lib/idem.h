@@ -164,7 +164,25 @@ typedef enum {
     IDEM_BODY_FORM = 2   /* form pairs decoded, sorted by name, stable     */
 } idem_body_kind_t;
 
-/* The parameters of a request, all borrowed. */
+/*
+ * The parameters of a request, all borrowed.
+ *
+ * ignore and headers are what a deployment chose to leave out of the
+ * comparison and to bring into it (SPEC §4 --fingerprint-ignore,
+ * --fingerprint-header); with both empty (NULL, 0) the fingerprint is the
+ * plain one, which no fingerprint with options ever equals.
+ *
+ * ignore: entries that idem_fp_ignore_check() accepts. One that starts
+ *   with '/' is an RFC 6901 JSON Pointer into a JSON body ("/a/0/b~1c");
+ *   any other is the name of a query or form field, matched against the
+ *   decoded names of canon.h (so "client time" leaves out "client+time=1"
+ *   and "client%20time=1").
+ * headers: the request headers brought in, one per configured name:
+ *   name as configured (compared case-insensitively), value as received
+ *   (several fields of one name joined by ", " by the caller), and
+ *   value.data NULL when the request has no such header, which differs
+ *   from an empty value.
+ */
 typedef struct {
     idem_str_t method;
     idem_str_t path;         /* without the query                       */
@@ -172,7 +190,18 @@ typedef struct {
     idem_str_t content_type; /* the raw Content-Type header, or empty   */
     const uint8_t *body;
     size_t body_len;
+    const idem_str_t *ignore; /* nignore entries, or NULL               */
+    size_t nignore;
+    const idem_header_t *headers; /* nheaders entries, or NULL          */
+    size_t nheaders;
 } idem_request_t;
+
+/*
+ * Whether s[0..len) can be an entry of idem_request_t.ignore: a JSON
+ * Pointer ('/' first) whose every '~' is followed by '0' or '1', or a
+ * field name of 1 byte or more. Returns 0 or IDEM_EINVAL.
+ */
+IDEM_MUST_CHECK int idem_fp_ignore_check(const char *s, size_t len);
 
 /* Bounds on JSON canonicalization, so that it is no denial-of-service door. */
 #define IDEM_FP_JSON_MAX_DEPTH 64
@@ -190,8 +219,20 @@ typedef struct {
  * than IDEM_FP_JSON_MAX_BYTES or has duplicate member names is
  * fingerprinted as bytes; that is not an error.
  *
+ * With ignore entries, a JSON body is canonicalized without the values the
+ * pointers name, all resolved against the body as received: a member
+ * (by its exact name after "~1" is read as '/' and "~0" as '~') or an array
+ * element (a token of decimal digits without leading zeros; the later
+ * elements keep their place after it). A pointer that names nothing
+ * changes nothing. Query and form pairs whose decoded name is an ignored
+ * name are dropped. A body compared as bytes is compared whole. The
+ * entries (sorted, without duplicates, so their order does not matter) and
+ * the headers (sorted by lower-cased name, each with its value or its
+ * absence) are part of the digest.
+ *
  * kind, when not NULL, receives how the body took part.
- * Returns 0 or IDEM_ENOMEM.
+ * Returns 0, IDEM_ENOMEM, or IDEM_EINVAL for an ignore entry that
+ * idem_fp_ignore_check() refuses.
  */
 IDEM_MUST_CHECK int idem_fingerprint(const idem_request_t *req,
                                      idem_hash_t *out, idem_body_kind_t *kind);
