@@ -529,6 +529,8 @@ static void put_api_server(FILE *f, const idemgate_conf_t *c)
             size_str(c->max_response_bytes, max, sizeof(max)));
     put_list(f, "idempotency_no_store_header", &c->no_store_headers);
     put_list(f, "idempotency_key_header", &c->key_headers);
+    put_list(f, "idempotency_fingerprint_ignore", &c->fp_ignore);
+    put_list(f, "idempotency_fingerprint_header", &c->fp_headers);
     if (c->n_release_statuses > 0) {
         fputs("            idempotency_release_status", f);
         for (size_t i = 0; i < c->n_release_statuses; i++) {
@@ -574,6 +576,9 @@ static void put_admin_server(FILE *f, const idemgate_conf_t *c)
           f);
     put_header_limit_check(f);
     put_scope(f, c);
+    /* shown by the key inspection */
+    put_list(f, "idempotency_fingerprint_ignore", &c->fp_ignore);
+    put_list(f, "idempotency_fingerprint_header", &c->fp_headers);
     fputs("            idempotency_admin;\n"
           "        }\n\n"
           "        location / {\n",

@@ -124,6 +124,8 @@ typedef struct {
     const char *error_style; /* "persona", "ietf" or "stripe" (static) */
     idemgate_list_t no_store_headers;
     idemgate_list_t key_headers;   /* besides Idempotency-Key */
+    idemgate_list_t fp_ignore;     /* JSON Pointers and field names */
+    idemgate_list_t fp_headers;    /* headers the fingerprint covers */
     unsigned release_statuses[16]; /* statuses that free the key */
     size_t n_release_statuses;
     char *api_log; /* absolute path, or NULL: no API log */

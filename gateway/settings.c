@@ -379,6 +379,31 @@ static int set_key_header(idemgate_conf_t *c, const char *v,
     return idemgate_list_add(&c->key_headers, v, o, why);
 }
 
+/* What the fingerprint leaves out: a JSON Pointer or a field name. */
+static int set_fingerprint_ignore(idemgate_conf_t *c, const char *v,
+                                  idemgate_origin_t o, idemgate_why_t why)
+{
+    if (idemgate_check_printable(v, why) != 0) {
+        return -1;
+    }
+    if (idem_fp_ignore_check(v, strlen(v)) != 0) {
+        return idemgate_why(why,
+                            "'%s' is neither a JSON Pointer (/a/0/b, with "
+                            "'~' only in ~0 and ~1) nor a field name",
+                            v);
+    }
+    return idemgate_list_add(&c->fp_ignore, v, o, why);
+}
+
+static int set_fingerprint_header(idemgate_conf_t *c, const char *v,
+                                  idemgate_origin_t o, idemgate_why_t why)
+{
+    if (idemgate_check_header_name(v, 0, why) != 0) {
+        return -1;
+    }
+    return idemgate_list_add(&c->fp_headers, v, o, why);
+}
+
 static int set_no_store_header(idemgate_conf_t *c, const char *v,
                                idemgate_origin_t o, idemgate_why_t why)
 {
@@ -610,6 +635,13 @@ static const idemgate_flag_t flags[] = {
     {"key-header", "NAME", set_key_header, 0,
      "another request header that carries the key, e.g. X-Idempotency-Key "
      "(Idempotency-Key always does); repeatable"},
+    {"fingerprint-ignore", "POINTER", set_fingerprint_ignore, 0,
+     "leave a volatile field out of the comparison of a reused key: a JSON "
+     "Pointer into JSON bodies (/metadata/client_time), or a query or form "
+     "field name; repeatable"},
+    {"fingerprint-header", "NAME", set_fingerprint_header, 0,
+     "bring a request header into that comparison, e.g. Stripe-Version "
+     "(absent and empty differ); repeatable"},
     {"runtime-dir", "DIR", set_runtime_dir, 0,
      "where nginx.conf, the pid and temp files go (default a fresh "
      "directory under $TMPDIR, removed at exit)"},

@@ -129,6 +129,10 @@ typedef struct {
     ngx_array_t                 *key_headers;  /* ngx_str_t, lowcase: names
                                                   that carry the key besides
                                                   Idempotency-Key */
+    ngx_array_t                 *fp_ignore;    /* idem_str_t: what the
+                                                  fingerprint leaves out */
+    ngx_array_t                 *fp_headers;   /* ngx_str_t, lowcase: the
+                                                  headers it brings in */
     ngx_flag_t                   metrics;
     ngx_flag_t                   admin;
     ngx_flag_t                   health;
@@ -266,9 +270,11 @@ idem_store_t *ngx_http_idempotency_store(ngx_http_idempotency_main_conf_t *mcf,
 /* the scope hash of r under ilcf's idempotency_scope */
 ngx_int_t ngx_http_idempotency_scope_hash(ngx_http_request_t *r,
     ngx_http_idempotency_loc_conf_t *ilcf, idem_hash_t *out);
-/* method, path, query and Content-Type of r (the body is left alone) */
-void ngx_http_idempotency_request_params(ngx_http_request_t *r,
-    idem_request_t *req);
+/* method, path, query and Content-Type of r, and the fingerprint options
+ * of ilcf with the values of its headers, in r->pool (the body is left
+ * alone); NGX_ERROR when out of memory */
+ngx_int_t ngx_http_idempotency_request_params(ngx_http_request_t *r,
+    ngx_http_idempotency_loc_conf_t *ilcf, idem_request_t *req);
 
 /* whether any byte of the request was sent to an upstream */
 ngx_uint_t ngx_http_idempotency_reached_upstream(ngx_http_request_t *r);

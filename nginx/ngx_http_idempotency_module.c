@@ -54,6 +54,8 @@ static char *ngx_http_idempotency_lowcase_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_idempotency_location_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_idempotency_fp_ignore_slot(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_idempotency_store_url_check(ngx_conf_t *cf,
     void *post, void *data);
 
@@ -206,6 +208,20 @@ static ngx_command_t  ngx_http_idempotency_commands[] = {
       ngx_http_idempotency_lowcase_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_idempotency_loc_conf_t, key_headers),
+      NULL },
+
+    { ngx_string("idempotency_fingerprint_ignore"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_idempotency_fp_ignore_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idempotency_loc_conf_t, fp_ignore),
+      NULL },
+
+    { ngx_string("idempotency_fingerprint_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_idempotency_lowcase_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idempotency_loc_conf_t, fp_headers),
       NULL },
 
     { ngx_string("idempotency_metrics"),
@@ -708,14 +724,101 @@ ngx_http_idempotency_scope_hash(ngx_http_request_t *r,
 }
 
 
-/* The parameters a fingerprint covers, but the body: method, raw path,
- * query and Content-Type. */
+/*
+ * The value of the request header name (lowcase) for the fingerprint:
+ * NULL data when the request has none, several fields of the name joined
+ * by ", " in r->pool. NGX_ERROR when out of memory.
+ */
 
-void
-ngx_http_idempotency_request_params(ngx_http_request_t *r,
-    idem_request_t *req)
+static ngx_int_t
+ngx_http_idempotency_fp_header(ngx_http_request_t *r, ngx_str_t *name,
+    idem_str_t *value)
 {
-    u_char  *q;
+    u_char           *p;
+    size_t            len;
+    ngx_uint_t        i, n;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *first;
+
+    value->data = NULL;
+    value->len = 0;
+
+    first = NULL;
+    len = 0;
+    n = 0;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (h[i].key.len != name->len
+                || ngx_strncasecmp(h[i].key.data, name->data, name->len) != 0)
+            {
+                continue;
+            }
+
+            if (first == NULL) {
+                first = &h[i];
+            }
+
+            len += (n ? 2 : 0) + h[i].value.len;
+            n++;
+        }
+    }
+
+    if (first == NULL) {
+        return NGX_OK;
+    }
+
+    if (n == 1) {
+        value->data = first->value.len ? (char *) first->value.data : "";
+        value->len = first->value.len;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    value->data = (char *) p;
+    value->len = len;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (h[i].key.len != name->len
+                || ngx_strncasecmp(h[i].key.data, name->data, name->len) != 0)
+            {
+                continue;
+            }
+
+            if (p != (u_char *) value->data) {
+                *p++ = ',';
+                *p++ = ' ';
+            }
+
+            p = ngx_cpymem(p, h[i].value.data, h[i].value.len);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* The parameters a fingerprint covers, but the body: method, raw path,
+ * query, Content-Type and the options of idempotency_fingerprint_ignore
+ * and idempotency_fingerprint_header. */
+
+ngx_int_t
+ngx_http_idempotency_request_params(ngx_http_request_t *r,
+    ngx_http_idempotency_loc_conf_t *ilcf, idem_request_t *req)
+{
+    u_char         *q;
+    ngx_str_t      *names;
+    ngx_uint_t      i;
+    idem_header_t  *hd;
 
     req->method.data = (char *) r->method_name.data;
     req->method.len = r->method_name.len;
@@ -734,6 +837,38 @@ ngx_http_idempotency_request_params(ngx_http_request_t *r,
             (char *) r->headers_in.content_type->value.data;
         req->content_type.len = r->headers_in.content_type->value.len;
     }
+
+    if (ilcf->fp_ignore) {
+        req->ignore = ilcf->fp_ignore->elts;
+        req->nignore = ilcf->fp_ignore->nelts;
+    }
+
+    if (ilcf->fp_headers == NULL || ilcf->fp_headers->nelts == 0) {
+        return NGX_OK;
+    }
+
+    names = ilcf->fp_headers->elts;
+
+    hd = ngx_palloc(r->pool, ilcf->fp_headers->nelts * sizeof(idem_header_t));
+    if (hd == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < ilcf->fp_headers->nelts; i++) {
+        hd[i].name.data = (char *) names[i].data;
+        hd[i].name.len = names[i].len;
+
+        if (ngx_http_idempotency_fp_header(r, &names[i], &hd[i].value)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    req->headers = hd;
+    req->nheaders = ilcf->fp_headers->nelts;
+
+    return NGX_OK;
 }
 
 
@@ -805,7 +940,9 @@ ngx_http_idempotency_fingerprint(ngx_http_request_t *r,
         req.body_len = len;
     }
 
-    ngx_http_idempotency_request_params(r, &req);
+    if (ngx_http_idempotency_request_params(r, ctx->conf, &req) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     if (idem_fingerprint(&req, &ctx->fingerprint, NULL) != 0) {
         return NGX_ERROR;
@@ -1389,6 +1526,55 @@ ngx_http_idempotency_lowcase_slot(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/* JSON Pointers and field names the fingerprint leaves out, checked as
+ * libidem reads them, added to an array of idem_str_t. */
+
+static char *
+ngx_http_idempotency_fp_ignore_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char  *p = conf;
+
+    ngx_str_t     *value;
+    ngx_uint_t     i;
+    idem_str_t    *s;
+    ngx_array_t  **a;
+
+    a = (ngx_array_t **) (p + cmd->offset);
+
+    if (*a == NGX_CONF_UNSET_PTR || *a == NULL) {
+        *a = ngx_array_create(cf->pool, 4, sizeof(idem_str_t));
+        if (*a == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        if (idem_fp_ignore_check((char *) value[i].data, value[i].len) != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid fingerprint ignore entry \"%V\": a "
+                               "JSON Pointer (\"/a/0/b\", with '~' only in "
+                               "\"~0\" and \"~1\") or a field name",
+                               &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        s = ngx_array_push(*a);
+        if (s == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        s->data = (char *) value[i].data;
+        s->len = value[i].len;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static char *
 ngx_http_idempotency_location_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
@@ -1504,6 +1690,8 @@ ngx_http_idempotency_create_loc_conf(ngx_conf_t *cf)
     conf->no_store_headers = NGX_CONF_UNSET_PTR;
     conf->key_headers = NGX_CONF_UNSET_PTR;
     conf->release_statuses = NGX_CONF_UNSET_PTR;
+    conf->fp_ignore = NGX_CONF_UNSET_PTR;
+    conf->fp_headers = NGX_CONF_UNSET_PTR;
     conf->metrics = NGX_CONF_UNSET;
     conf->admin = NGX_CONF_UNSET;
     conf->health = NGX_CONF_UNSET;
@@ -1540,6 +1728,8 @@ ngx_http_idempotency_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_ptr_value(conf->key_headers, prev->key_headers, NULL);
     ngx_conf_merge_ptr_value(conf->release_statuses, prev->release_statuses,
                              NULL);
+    ngx_conf_merge_ptr_value(conf->fp_ignore, prev->fp_ignore, NULL);
+    ngx_conf_merge_ptr_value(conf->fp_headers, prev->fp_headers, NULL);
     ngx_conf_merge_value(conf->metrics, prev->metrics, 0);
     ngx_conf_merge_value(conf->admin, prev->admin, 0);
     ngx_conf_merge_value(conf->health, prev->health, 0);

@@ -522,7 +522,11 @@ ngx_http_idempotency_post_fingerprint(ngx_http_request_t *r,
     ngx_thread_task_t                 *task;
     ngx_http_idempotency_main_conf_t  *imcf;
 
-    ngx_http_idempotency_request_params(r, &job->req);
+    if (ngx_http_idempotency_request_params(r, job->ctx->conf, &job->req)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     n = 0;
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
