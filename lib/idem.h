@@ -343,7 +343,7 @@ typedef enum {
 /* A gateway-made response: status, content type and a malloc'd body. */
 typedef struct {
     int status;
-    const char *content_type; /* static string                         */
+    const char *content_type; /* static, or owned by the template     */
     char *body;               /* malloc'd, NUL-terminated; caller frees */
     size_t body_len;
 } idem_errbody_t;
@@ -357,6 +357,70 @@ typedef struct {
 IDEM_MUST_CHECK int idem_errbody(idem_style_t style, idem_err_kind_t kind,
                                  const char *key, size_t key_len, int key_err,
                                  idem_errbody_t *out);
+
+/*
+ * An error template (SPEC §5 --error-template): a body for every
+ * gateway-made error, in whatever shape the API's clients read.
+ *
+ * The text of a template is the body, with these placeholders:
+ *
+ *   {status}    the HTTP status (the persona style's: 400, 409, 502, ...)
+ *   {title}     a short title ("Idempotency error", "Bad gateway", ...)
+ *   {details}   the sentence saying what happened, the key in it
+ *   {key}       the Idempotency-Key as received (may be empty)
+ *
+ * each replaced by its value JSON-escaped, without quotes (as the inside of
+ * a JSON string: '"' is \", '\' is \\, control bytes \u00XX, invalid
+ * UTF-8 \ufffd), so a template puts the text ones inside quotes:
+ * {"error":{"code":{status},"message":"{details}"}}. "{{" is a literal
+ * '{'. Any other '{' followed by letters, digits or '_' and a '}' is an
+ * unknown placeholder, which idem_errtpl_parse() refuses; any other '{' is
+ * text (JSON's own braces stay as they are).
+ *
+ * When the first line is "Content-Type: TYPE" (the name in any case), TYPE
+ * is the responses' Content-Type and the body starts on the next line;
+ * otherwise the whole text is the body and the type application/json.
+ */
+typedef struct idem_errtpl_s idem_errtpl_t;
+
+#define IDEM_ERRTPL_MAX (64u * 1024) /* the largest template text */
+
+/*
+ * Reads a template from text[0..len) (copied: text may go after). On
+ * failure a sentence saying what is wrong (the unknown placeholder and
+ * its line, a content type with control bytes, ...) is written to why,
+ * cap bytes with its NUL. *out receives a template to free with
+ * idem_errtpl_free(). Returns 0, IDEM_EINVAL or IDEM_ENOMEM.
+ */
+IDEM_MUST_CHECK int idem_errtpl_parse(const char *text, size_t len,
+                                      idem_errtpl_t **out, char *why,
+                                      size_t cap);
+
+void idem_errtpl_free(idem_errtpl_t *tpl);
+
+/* The Content-Type of tpl's responses, NUL-terminated, owned by tpl. */
+const char *idem_errtpl_content_type(const idem_errtpl_t *tpl);
+
+/*
+ * Renders tpl with the values given (title and details NUL-terminated,
+ * key key_len bytes). out->content_type points into tpl, which must
+ * outlive it; out->body is malloc'd as for idem_errbody(). Thread-safe.
+ * Returns 0 or IDEM_ENOMEM.
+ */
+IDEM_MUST_CHECK int idem_errtpl_render(const idem_errtpl_t *tpl, int status,
+                                       const char *title, const char *details,
+                                       const char *key, size_t key_len,
+                                       idem_errbody_t *out);
+
+/*
+ * idem_errbody() through a template: the status, title and details of
+ * kind in the persona style, rendered by tpl. Returns 0, IDEM_ENOMEM, or
+ * IDEM_EINVAL for an unknown kind.
+ */
+IDEM_MUST_CHECK int idem_errbody_template(const idem_errtpl_t *tpl,
+                                          idem_err_kind_t kind,
+                                          const char *key, size_t key_len,
+                                          int key_err, idem_errbody_t *out);
 
 /*
  * Appends s as the inside of a JSON string (no quotes) to dst, which has
