@@ -418,9 +418,9 @@ IDEM_MUST_CHECK int idem_errtpl_render(const idem_errtpl_t *tpl, int status,
  * IDEM_EINVAL for an unknown kind.
  */
 IDEM_MUST_CHECK int idem_errbody_template(const idem_errtpl_t *tpl,
-                                          idem_err_kind_t kind,
-                                          const char *key, size_t key_len,
-                                          int key_err, idem_errbody_t *out);
+                                          idem_err_kind_t kind, const char *key,
+                                          size_t key_len, int key_err,
+                                          idem_errbody_t *out);
 
 /*
  * Appends s as the inside of a JSON string (no quotes) to dst, which has
