@@ -14,6 +14,7 @@
 #include "idemgate.h"
 #include "idem.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -379,6 +380,64 @@ static int set_key_header(idemgate_conf_t *c, const char *v,
     return idemgate_list_add(&c->key_headers, v, o, why);
 }
 
+/*
+ * The body of every error the gateway makes: the file is read and checked
+ * now, so that a bad placeholder stops the start with its line, and nginx
+ * reads it again (idempotency_error_template) by its absolute path.
+ */
+static int set_error_template(idemgate_conf_t *c, const char *v,
+                              idemgate_origin_t o, idemgate_why_t why)
+{
+    char *text = NULL, *abs = NULL, reason[256];
+    idem_errtpl_t *tpl = NULL;
+    size_t len;
+    FILE *f;
+    int rc;
+
+    (void)o;
+    if (strchr(v, '$') != NULL) {
+        return idemgate_why(why, "'%s': the path may not contain '$'", v);
+    }
+    if (idemgate_check_printable(v, why) != 0) {
+        return -1;
+    }
+    f = fopen(v, "rb");
+    if (f == NULL) {
+        return idemgate_why(why, "cannot read %s: %s", v, strerror(errno));
+    }
+    text = malloc(IDEM_ERRTPL_MAX + 1);
+    if (text == NULL) {
+        fclose(f);
+        return idemgate_why(why, "out of memory");
+    }
+    len = fread(text, 1, IDEM_ERRTPL_MAX + 1, f);
+    rc = ferror(f);
+    fclose(f);
+    if (rc) {
+        free(text);
+        return idemgate_why(why, "cannot read %s", v);
+    }
+    rc = idem_errtpl_parse(text, len, &tpl, reason, sizeof(reason));
+    free(text);
+    if (rc == IDEM_ENOMEM) {
+        return idemgate_why(why, "out of memory");
+    }
+    if (rc != 0) {
+        return idemgate_why(why, "%s: %s", v, reason);
+    }
+    abs = idemgate_abspath(v);
+    if (abs == NULL) {
+        idem_errtpl_free(tpl);
+        return idemgate_why(why, "cannot make %s absolute: %s", v,
+                            strerror(errno));
+    }
+    free(c->error_template);
+    idem_errtpl_free(c->error_tpl);
+    c->error_template = abs;
+    c->error_tpl = tpl;
+    return 0;
+}
+
 /* What the fingerprint leaves out: a JSON Pointer or a field name. */
 static int set_fingerprint_ignore(idemgate_conf_t *c, const char *v,
                                   idemgate_origin_t o, idemgate_why_t why)
@@ -601,6 +660,11 @@ static const idemgate_flag_t flags[] = {
      "shape of error bodies: persona {\"errors\":[...]}, ietf "
      "problem+json, stripe {\"error\":{\"type\",\"message\"}} "
      "(default persona)"},
+    {"error-template", "FILE", set_error_template, 0,
+     "the body of every error the gateway makes, in the API's own shape: "
+     "{status}, {title}, {details} and {key} are put in JSON-escaped; a "
+     "first line \"Content-Type: TYPE\" sets the type (default "
+     "application/json); in place of --error-style"},
     {"api-log", "FILE|-", set_api_log, 0,
      "one JSON line per API request; - is standard output (default off)"},
     {"max-body-bytes", "SIZE", set_max_body, 0,

@@ -122,6 +122,8 @@ typedef struct {
     ngx_msec_t                   lease;
     ngx_uint_t                   on_unknown;
     ngx_uint_t                   error_style;
+    idem_errtpl_t               *error_template; /* idempotency_error_template,
+                                                    or NULL: the style */
     ngx_flag_t                   require_key;
     size_t                       max_response_size;
     ngx_array_t                 *no_store_headers;  /* ngx_str_t, lowcase */
@@ -223,6 +225,11 @@ ngx_int_t ngx_http_idempotency_send_body(ngx_http_request_t *r,
 /* the stored form of a gateway-made error: Content-Type in ct */
 void ngx_http_idempotency_errbody_response(const idem_errbody_t *eb,
     idem_header_t *ct, idem_response_t *resp);
+/* the body of a gateway-made error, from ilcf's template or in its style
+ * (or the given ones, off the request: a thread-pool job) */
+int ngx_http_idempotency_errbody(ngx_uint_t style, idem_errtpl_t *tpl,
+    idem_err_kind_t kind, const u_char *key, size_t key_len, int key_err,
+    idem_errbody_t *out);
 /* build a gateway-made error into ctx->answer */
 ngx_int_t ngx_http_idempotency_error_answer(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind, int key_err);

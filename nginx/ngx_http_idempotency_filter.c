@@ -264,8 +264,10 @@ ngx_http_idempotency_stored_error(ngx_http_request_t *r,
         ctx->errbody.body = NULL;
     }
 
-    if (idem_errbody(ctx->conf->error_style, kind, (char *) ctx->key,
-                     ctx->key_len, 0, &ctx->errbody)
+    if (ngx_http_idempotency_errbody(ctx->conf->error_style,
+                                     ctx->conf->error_template, kind,
+                                     ctx->key, ctx->key_len, 0,
+                                     &ctx->errbody)
         != 0)
     {
         return NGX_ERROR;

@@ -56,6 +56,9 @@ static char *ngx_http_idempotency_location_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_idempotency_fp_ignore_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_idempotency_error_template_slot(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static void ngx_http_idempotency_error_template_free(void *data);
 static char *ngx_http_idempotency_store_url_check(ngx_conf_t *cf,
     void *post, void *data);
 
@@ -174,6 +177,13 @@ static ngx_command_t  ngx_http_idempotency_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_idempotency_loc_conf_t, error_style),
       &ngx_http_idempotency_error_styles },
+
+    { ngx_string("idempotency_error_template"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_idempotency_error_template_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
 
     { ngx_string("idempotency_require_key"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
@@ -1575,6 +1585,125 @@ ngx_http_idempotency_fp_ignore_slot(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/* The body of every gateway-made error of the location, from a file read
+ * now (libidem's idem_errtpl_t says what it holds). */
+
+static char *
+ngx_http_idempotency_error_template_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_idempotency_loc_conf_t *ilcf = conf;
+
+    int                  rc;
+    char                 why[256];
+    u_char              *text;
+    size_t               size, done;
+    ssize_t              n;
+    ngx_fd_t             fd;
+    ngx_str_t           *value, name;
+    ngx_file_info_t      fi;
+    idem_errtpl_t       *tpl;
+    ngx_pool_cleanup_t  *cln;
+
+    if (ilcf->error_template != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    name = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    text = NULL;
+    size = 0;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_fd_info_n " \"%V\" failed", &name);
+        goto failed;
+    }
+
+    if (ngx_file_size(&fi) > IDEM_ERRTPL_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "error template \"%V\" is larger than %ui bytes",
+                           &name, (ngx_uint_t) IDEM_ERRTPL_MAX);
+        goto failed;
+    }
+
+    size = (size_t) ngx_file_size(&fi);
+
+    text = ngx_pnalloc(cf->temp_pool, size ? size : 1);
+    if (text == NULL) {
+        goto failed;
+    }
+
+    for (done = 0; done < size; done += n) {
+        n = ngx_read_fd(fd, text + done, size - done);
+
+        if (n == -1) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                               ngx_read_fd_n " \"%V\" failed", &name);
+            goto failed;
+        }
+
+        if (n == 0) {
+            break;
+        }
+    }
+
+    ngx_close_file(fd);
+    fd = NGX_INVALID_FILE;
+
+    rc = idem_errtpl_parse((char *) text, done, &tpl, why, sizeof(why));
+    if (rc == IDEM_ENOMEM) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (rc != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid error template \"%V\": %s", &name, why);
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        idem_errtpl_free(tpl);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_idempotency_error_template_free;
+    cln->data = tpl;
+
+    ilcf->error_template = tpl;
+
+    return NGX_CONF_OK;
+
+failed:
+
+    if (fd != NGX_INVALID_FILE) {
+        ngx_close_file(fd);
+    }
+
+    return NGX_CONF_ERROR;
+}
+
+
+static void
+ngx_http_idempotency_error_template_free(void *data)
+{
+    idem_errtpl_free(data);
+}
+
+
 static char *
 ngx_http_idempotency_location_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
@@ -1691,6 +1820,7 @@ ngx_http_idempotency_create_loc_conf(ngx_conf_t *cf)
     conf->key_headers = NGX_CONF_UNSET_PTR;
     conf->release_statuses = NGX_CONF_UNSET_PTR;
     conf->fp_ignore = NGX_CONF_UNSET_PTR;
+    conf->error_template = NGX_CONF_UNSET_PTR;
     conf->fp_headers = NGX_CONF_UNSET_PTR;
     conf->metrics = NGX_CONF_UNSET;
     conf->admin = NGX_CONF_UNSET;
@@ -1729,6 +1859,8 @@ ngx_http_idempotency_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_ptr_value(conf->release_statuses, prev->release_statuses,
                              NULL);
     ngx_conf_merge_ptr_value(conf->fp_ignore, prev->fp_ignore, NULL);
+    ngx_conf_merge_ptr_value(conf->error_template, prev->error_template,
+                             NULL);
     ngx_conf_merge_ptr_value(conf->fp_headers, prev->fp_headers, NULL);
     ngx_conf_merge_value(conf->metrics, prev->metrics, 0);
     ngx_conf_merge_value(conf->admin, prev->admin, 0);
