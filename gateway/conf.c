@@ -596,6 +596,8 @@ static int put_api_server(FILE *f, const idemgate_conf_t *c)
     put_list(f, "idempotency_key_header", &c->key_headers);
     put_list(f, "idempotency_fingerprint_ignore", &c->fp_ignore);
     put_list(f, "idempotency_fingerprint_header", &c->fp_headers);
+    fprintf(f, "            idempotency_stream %s;\n",
+            c->stream ? c->stream : "auto");
     if (c->error_template != NULL) {
         fputs("            idempotency_error_template ", f);
         put_quoted(f, c->error_template);

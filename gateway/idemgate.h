@@ -123,6 +123,7 @@ typedef struct {
     int scope_none;
     int require_key;
     int on_unknown_release;
+    const char *stream;      /* "auto", "pass" or "hold" (static) */
     const char *error_style; /* "persona", "ietf" or "stripe" (static) */
     idemgate_list_t no_store_headers;
     idemgate_list_t key_headers;   /* besides Idempotency-Key */

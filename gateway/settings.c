@@ -494,6 +494,21 @@ static int set_on_unknown(idemgate_conf_t *c, const char *v,
     return idemgate_why(why, "invalid value '%s' (store or release)", v);
 }
 
+static int set_stream(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                      idemgate_why_t why)
+{
+    static const char *const modes[] = {"auto", "pass", "hold"};
+
+    (void)o;
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        if (strcmp(v, modes[i]) == 0) {
+            c->stream = modes[i];
+            return 0;
+        }
+    }
+    return idemgate_why(why, "invalid value '%s' (auto, pass or hold)", v);
+}
+
 static int set_error_style(idemgate_conf_t *c, const char *v,
                            idemgate_origin_t o, idemgate_why_t why)
 {
@@ -656,6 +671,10 @@ static const idemgate_flag_t flags[] = {
      "reject requests of those methods without Idempotency-Key"},
     {"on-unknown", "store|release", set_on_unknown, 0,
      "when the upstream's outcome is unknown (default store)"},
+    {"stream", "auto|pass|hold", set_stream, 0,
+     "which responses reach the client as they arrive while they are "
+     "recorded, instead of when stored: auto text/event-stream ones, pass "
+     "every one, hold none (default auto)"},
     {"error-style", "persona|ietf|stripe", set_error_style, 0,
      "shape of error bodies: persona {\"errors\":[...]}, ietf "
      "problem+json, stripe {\"error\":{\"type\",\"message\"}} "

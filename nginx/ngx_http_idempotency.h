@@ -25,6 +25,10 @@
  *                               ▼  │                                  ▼
  *                             WAITING                STORING ──> SENDING
  *
+ * A streamed response (idempotency_stream) goes CLAIMED ──> STREAMING: its
+ * headers and bytes reach the client as they come, and only the end of
+ * the stream waits, in STORING, for the whole response to be stored.
+ *
  * The idempotency rules themselves live in libidem (lib/idem.h).
  */
 
@@ -52,6 +56,8 @@ typedef enum {
     NGX_HTTP_IDEM_WAITING,       /* a duplicate waits for the first */
     NGX_HTTP_IDEM_CLAIMED,       /* we own the key; proxying */
     NGX_HTTP_IDEM_HOLDING,       /* upstream response is being held */
+    NGX_HTTP_IDEM_STREAMING,     /* upstream response flows on as it is
+                                    recorded (idempotency_stream) */
     NGX_HTTP_IDEM_STORING,       /* complete()/release() task runs */
     NGX_HTTP_IDEM_PASS,          /* response flows on unchanged */
     NGX_HTTP_IDEM_DISCARD,       /* the rest of the upstream body is
@@ -71,6 +77,12 @@ typedef enum {
     NGX_HTTP_IDEM_OUT_INVALID,
     NGX_HTTP_IDEM_OUT_UNAVAILABLE
 } ngx_http_idempotency_outcome_e;
+
+
+/* which responses flow on while they are recorded (idempotency_stream) */
+#define NGX_HTTP_IDEM_STREAM_AUTO   0  /* text/event-stream ones */
+#define NGX_HTTP_IDEM_STREAM_PASS   1  /* every one */
+#define NGX_HTTP_IDEM_STREAM_HOLD   2  /* none: all are held */
 
 
 typedef struct {
@@ -125,6 +137,7 @@ typedef struct {
     idem_errtpl_t               *error_template; /* idempotency_error_template,
                                                     or NULL: the style */
     ngx_flag_t                   require_key;
+    ngx_uint_t                   stream;       /* NGX_HTTP_IDEM_STREAM_... */
     size_t                       max_response_size;
     ngx_array_t                 *no_store_headers;  /* ngx_str_t, lowcase */
     ngx_array_t                 *release_statuses;  /* ngx_uint_t */
@@ -198,6 +211,8 @@ struct ngx_http_idempotency_ctx_s {
     size_t                       body_len;
     size_t                       body_cap;
     ngx_uint_t                   too_large;
+    ngx_uint_t                   streaming;    /* the response is streamed:
+                                                  only its end is held */
     ngx_uint_t                   replace;      /* nginx's own error page */
     ngx_chain_t                 *pending;      /* unconsumed input */
     ngx_uint_t                   finished;     /* record is final */

@@ -77,6 +77,14 @@ static ngx_conf_bitmask_t  ngx_http_idempotency_methods_mask[] = {
 };
 
 
+static ngx_conf_enum_t  ngx_http_idempotency_streams[] = {
+    { ngx_string("auto"), NGX_HTTP_IDEM_STREAM_AUTO },
+    { ngx_string("pass"), NGX_HTTP_IDEM_STREAM_PASS },
+    { ngx_string("hold"), NGX_HTTP_IDEM_STREAM_HOLD },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_conf_enum_t  ngx_http_idempotency_on_unknown[] = {
     { ngx_string("store"), IDEM_ON_UNKNOWN_STORE },
     { ngx_string("release"), IDEM_ON_UNKNOWN_RELEASE },
@@ -184,6 +192,13 @@ static ngx_command_t  ngx_http_idempotency_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
+
+    { ngx_string("idempotency_stream"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idempotency_loc_conf_t, stream),
+      &ngx_http_idempotency_streams },
 
     { ngx_string("idempotency_require_key"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
@@ -379,7 +394,8 @@ ngx_http_idempotency_cleanup(void *data)
 
     if (ctx->owner != 0 && !ctx->finished
         && (ctx->state == NGX_HTTP_IDEM_CLAIMED
-            || ctx->state == NGX_HTTP_IDEM_HOLDING))
+            || ctx->state == NGX_HTTP_IDEM_HOLDING
+            || ctx->state == NGX_HTTP_IDEM_STREAMING))
     {
         ngx_http_idempotency_post_detached_finish(ctx,
                                                   ngx_cycle->log);
@@ -1815,6 +1831,7 @@ ngx_http_idempotency_create_loc_conf(ngx_conf_t *cf)
     conf->on_unknown = NGX_CONF_UNSET_UINT;
     conf->error_style = NGX_CONF_UNSET_UINT;
     conf->require_key = NGX_CONF_UNSET;
+    conf->stream = NGX_CONF_UNSET_UINT;
     conf->max_response_size = NGX_CONF_UNSET_SIZE;
     conf->no_store_headers = NGX_CONF_UNSET_PTR;
     conf->key_headers = NGX_CONF_UNSET_PTR;
@@ -1851,6 +1868,8 @@ ngx_http_idempotency_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_uint_value(conf->error_style, prev->error_style,
                               IDEM_STYLE_PERSONA);
     ngx_conf_merge_value(conf->require_key, prev->require_key, 0);
+    ngx_conf_merge_uint_value(conf->stream, prev->stream,
+                              NGX_HTTP_IDEM_STREAM_AUTO);
     ngx_conf_merge_size_value(conf->max_response_size,
                               prev->max_response_size, 8 * 1024 * 1024);
     ngx_conf_merge_ptr_value(conf->no_store_headers, prev->no_store_headers,

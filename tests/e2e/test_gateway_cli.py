@@ -375,7 +375,7 @@ BASE = ["--listen", "127.0.0.1:18080", "--upstream", "http://127.0.0.1:18081"]
 # --------------------------------------------------------------------------
 
 FLAGS = ["listen", "upstream", "store", "ttl", "wait", "methods",
-         "scope-header", "scope-cookie", "require-key", "on-unknown", "error-style", "api-log",
+         "scope-header", "scope-cookie", "require-key", "on-unknown", "stream", "error-style", "api-log",
          "max-body-bytes", "max-header-bytes", "max-response-bytes",
          "client-timeout", "upstream-timeout", "lease", "workers", "user", "admin",
          "no-store-header", "key-header", "release-status",
@@ -437,6 +437,7 @@ BAD = [
      "--scope-header: none cannot be combined with header names"),
     (BASE + ["--scope-header", "A"] * 9, "--scope-header: at most 8 scope headers"),
     (BASE + ["--no-store-header", "X Trace"], "--no-store-header: 'X Trace' is not a header name"),
+    (BASE + ["--stream", "always"], "--stream: invalid value 'always' (auto, pass or hold)"),
     (BASE + ["--fingerprint-ignore", "/a~2"],
      "--fingerprint-ignore: '/a~2' is neither a JSON Pointer"),
     (BASE + ["--fingerprint-ignore", ""],
