@@ -427,8 +427,13 @@ ngx_http_idempotency_streams(ngx_http_request_t *r,
 {
     size_t  len;
 
+    /* an answer without a body is never streamed: nginx would end it
+       without passing the body filters a last buffer */
     if (r->header_only || r->upstream == NULL
-        || ctx->conf->stream == NGX_HTTP_IDEM_STREAM_HOLD)
+        || ctx->conf->stream == NGX_HTTP_IDEM_STREAM_HOLD
+        || r->headers_out.status < NGX_HTTP_OK
+        || r->headers_out.status == NGX_HTTP_NO_CONTENT
+        || r->headers_out.status == NGX_HTTP_NOT_MODIFIED)
     {
         return 0;
     }

@@ -53,6 +53,10 @@ class SseHandler(http.server.BaseHTTPRequestHandler):
         with server.lock:
             server.count += 1
             gate = server.gates.setdefault(name, threading.Event())
+        if kind == "nocontent":
+            self.send_response(204)
+            self.end_headers()
+            return
         self.send_response(200)
         self.send_header("Content-Type", "application/json" if kind == "json"
                          else "text/event-stream")
@@ -282,6 +286,20 @@ def check_json_streams(sse, url):
                           timeout=10)
     assert again.headers.get("Idempotent-Replayed") == "true"
     assert again.content == got
+
+
+def test_module_pass_keeps_answers_without_a_body(module_gateway, sse):
+    g = module_gateway("idempotency_stream pass;")
+    key = unique_key()
+    before = sse.count
+    first = requests.post(g.url + "/nocontent/x", data="{}",
+                          headers={"Idempotency-Key": key}, timeout=10)
+    assert first.status_code == 204
+    again = requests.post(g.url + "/nocontent/x", data="{}",
+                          headers={"Idempotency-Key": key}, timeout=10)
+    assert again.status_code == 204
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert sse.count == before + 1
 
 
 # --------------------------------------------------------------------------
