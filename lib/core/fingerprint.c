@@ -47,7 +47,6 @@
  * stored key into a mismatch: bump the version tag with it. (v1 compared
  * pairs undecoded and left the media type parameters out.)
  */
-#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 
@@ -159,13 +158,19 @@ static int idem_fp_str_cmp(idem_str_t a, idem_str_t b)
     return a.len < b.len ? -1 : (a.len > b.len);
 }
 
+/* ASCII lower case, whatever the locale: header names are ASCII. */
+static int idem_fp_lower(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c;
+}
+
 static int idem_fp_name_cmp(idem_str_t a, idem_str_t b)
 {
     size_t n = a.len < b.len ? a.len : b.len;
 
     for (size_t i = 0; i < n; i++) {
-        int c = tolower((unsigned char)a.data[i]);
-        int d = tolower((unsigned char)b.data[i]);
+        int c = idem_fp_lower((unsigned char)a.data[i]);
+        int d = idem_fp_lower((unsigned char)b.data[i]);
 
         if (c != d)
             return c < d ? -1 : 1;
@@ -210,7 +215,7 @@ static void idem_fp_hash_lower(idem_hash_ctx_t *h, idem_str_t s)
         size_t n = 0;
 
         for (; n < sizeof(buf) && i < s.len; n++, i++)
-            buf[n] = (char)tolower((unsigned char)s.data[i]);
+            buf[n] = (char)idem_fp_lower((unsigned char)s.data[i]);
         idem_hash_bytes(h, buf, n);
     }
 }
