@@ -22,7 +22,6 @@ import pytest
 import requests
 import urllib3
 
-import test_gateway_cli as cli
 from conftest import Gateway, unique_key
 # the idemgate command's fixtures (its gateway_factory, not conftest's)
 from test_gateway_cli import echo, gateway_factory, workdir  # noqa: F401
@@ -286,6 +285,47 @@ def check_json_streams(sse, url):
                           timeout=10)
     assert again.headers.get("Idempotent-Replayed") == "true"
     assert again.content == got
+
+
+def stream_whole(sse, url, key, name):
+    gate = sse.gate(name)
+    resp = open_stream(url, key, "/events/%s" % name)
+    got, chunks = read_first_event(sse, resp, name)
+    assert not gate.is_set()
+    gate.set()
+    for c in chunks:
+        got += c
+    return got
+
+
+def test_module_too_large_stream_flows_and_keeps_the_error(module_gateway,
+                                                           sse):
+    # the stream (55 bytes) is over the limit: the client gets all of it,
+    # the key keeps the "too large" error
+    g = module_gateway("idempotency_max_response_size 20;")
+    key = unique_key()
+    name = unique_key("t")
+    before = sse.count
+    assert stream_whole(sse, g.url, key, name) == b"".join(EVENTS)
+    again = requests.post(g.url + "/events/%s" % name, data=json.dumps(
+        {"q": 1}), headers={"Idempotency-Key": key,
+                            "Content-Type": "application/json"}, timeout=10)
+    assert again.status_code == 502
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert "larger than the gateway stores" in again.text
+    assert sse.count == before + 1
+
+
+def test_module_released_status_stream_frees_the_key(module_gateway, sse):
+    g = module_gateway("idempotency_release_status 200;")
+    key = unique_key()
+    name = unique_key("r")
+    before = sse.count
+    assert stream_whole(sse, g.url, key, name) == b"".join(EVENTS)
+    # not kept: the same key runs again
+    sse.gate(name).clear()
+    assert stream_whole(sse, g.url, key, name) == b"".join(EVENTS)
+    assert sse.count == before + 2
 
 
 def test_module_pass_keeps_answers_without_a_body(module_gateway, sse):
