@@ -13,6 +13,7 @@ gateway is measured and printed (pytest -s), not asserted.
 
 import http.server
 import json
+import os
 import socket
 import socketserver
 import threading
@@ -22,7 +23,7 @@ import pytest
 import requests
 import urllib3
 
-from conftest import Gateway, unique_key
+from conftest import Gateway, has_failpoints, unique_key
 # the idemgate command's fixtures (its gateway_factory, not conftest's)
 from test_gateway_cli import echo, gateway_factory, workdir  # noqa: F401
 
@@ -326,6 +327,45 @@ def test_module_released_status_stream_frees_the_key(module_gateway, sse):
     sse.gate(name).clear()
     assert stream_whole(sse, g.url, key, name) == b"".join(EVENTS)
     assert sse.count == before + 2
+
+
+@pytest.mark.skipif(not has_failpoints(),
+                    reason="needs a module built with FAILPOINTS=1")
+def test_module_gateway_dying_mid_stream_settles_unknown(sse):
+    # the whole gateway dies once the stream was passed on, before it was
+    # stored: the client's stream is cut, and once the claim's lease has
+    # passed the key answers with the unknown outcome, never a second run
+    prefix = "fpstream%s_" % os.urandom(3).hex()
+    g = Gateway(sse, directives=["idempotency_lease 1s;",
+                                 "idempotency_wait 3s;"],
+                failpoints="after_forward:crash:" + prefix,
+                read_timeout="30s")
+    try:
+        key = prefix + "a"
+        name = unique_key("d")
+        gate = sse.gate(name)
+        before = sse.count
+        resp = open_stream(g.url, key, "/events/%s" % name)
+        got, chunks = read_first_event(sse, resp, name)
+        gate.set()
+        with pytest.raises(urllib3.exceptions.ProtocolError):
+            for c in chunks:
+                got += c
+        g.kill9()
+        g.start()
+        assert g.admin_get(key).json()["state"] == "in_progress"
+        time.sleep(1.1)
+        r = requests.post(g.url + "/events/%s" % name,
+                          data=json.dumps({"q": 1}),
+                          headers={"Idempotency-Key": key,
+                                   "Content-Type": "application/json"},
+                          timeout=10)
+        assert r.status_code == 504, r.text
+        assert r.headers.get("Idempotent-Replayed") == "true"
+        assert "outcome is unknown" in r.text
+        assert sse.count == before + 1
+    finally:
+        g.close()
 
 
 def test_module_pass_keeps_answers_without_a_body(module_gateway, sse):
