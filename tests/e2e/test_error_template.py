@@ -86,8 +86,12 @@ def nginx_t(directive):
                 "    idempotency on;\n    %s\n"
                 "    proxy_pass http://127.0.0.1:9; } }\n}\n"
                 % (MODULE, run, run, cli.free_port(), directive))
-    return subprocess.run([NGINX, "-t", "-p", run, "-c", conf],
-                          capture_output=True, text=True, timeout=20)
+    asan_dir = os.path.join(run, "asan")
+    r = subprocess.run([NGINX, "-t", "-p", run, "-c", conf],
+                       capture_output=True, text=True, timeout=20,
+                       env=cli.nginx_env(asan_dir))
+    assert cli.asan_reports(asan_dir) == ""
+    return r
 
 
 # --------------------------------------------------------------------------

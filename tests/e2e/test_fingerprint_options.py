@@ -240,8 +240,11 @@ def test_module_refuses_a_bad_pointer_at_startup(entry):
                 "    idempotency_fingerprint_ignore %s;\n"
                 "    proxy_pass http://127.0.0.1:9; } }\n}\n"
                 % (MODULE, run, run, cli.free_port(), entry))
+    asan_dir = os.path.join(run, "asan")
     r = subprocess.run([NGINX, "-t", "-p", run, "-c", conf],
-                       capture_output=True, text=True, timeout=20)
+                       capture_output=True, text=True, timeout=20,
+                       env=cli.nginx_env(asan_dir))
+    assert cli.asan_reports(asan_dir) == ""
     assert r.returncode != 0
     assert "invalid fingerprint ignore entry" in r.stderr
 
