@@ -261,6 +261,7 @@ typedef struct {
     char status[16];
     const char *title;
     const char *details;
+    size_t details_len;
     const char *key;
     size_t key_len;
 } idem_errtpl_values_t;
@@ -282,7 +283,7 @@ static void idem_errtpl_put(idem_errtpl_out_t *out, const idem_errtpl_t *tpl,
             idem_errtpl_str(out, v->title, strlen(v->title));
             break;
         case IDEM_ERRTPL_DETAILS:
-            idem_errtpl_str(out, v->details, strlen(v->details));
+            idem_errtpl_str(out, v->details, v->details_len);
             break;
         case IDEM_ERRTPL_KEY:
             idem_errtpl_str(out, v->key, v->key_len);
@@ -291,26 +292,20 @@ static void idem_errtpl_put(idem_errtpl_out_t *out, const idem_errtpl_t *tpl,
     }
 }
 
-int idem_errtpl_render(const idem_errtpl_t *tpl, int status, const char *title,
-                       const char *details, const char *key, size_t key_len,
-                       idem_errbody_t *out)
+/* Renders tpl with v into *out. Returns 0 or IDEM_ENOMEM. */
+static int idem_errtpl_render_values(const idem_errtpl_t *tpl, int status,
+                                     const idem_errtpl_values_t *v,
+                                     idem_errbody_t *out)
 {
     idem_errtpl_out_t body = {NULL, 0, 0};
-    idem_errtpl_values_t v;
 
-    snprintf(v.status, sizeof(v.status), "%d", status);
-    v.title = title ? title : "";
-    v.details = details ? details : "";
-    v.key = key ? key : "";
-    v.key_len = key ? key_len : 0;
-
-    idem_errtpl_put(&body, tpl, &v);
+    idem_errtpl_put(&body, tpl, v);
     body.cap = body.len + 1;
     body.buf = malloc(body.cap);
     if (body.buf == NULL)
         return IDEM_ENOMEM;
     body.len = 0;
-    idem_errtpl_put(&body, tpl, &v);
+    idem_errtpl_put(&body, tpl, v);
     body.buf[body.len] = '\0';
 
     out->status = status;
@@ -320,12 +315,28 @@ int idem_errtpl_render(const idem_errtpl_t *tpl, int status, const char *title,
     return 0;
 }
 
+int idem_errtpl_render(const idem_errtpl_t *tpl, int status, const char *title,
+                       const char *details, const char *key, size_t key_len,
+                       idem_errbody_t *out)
+{
+    idem_errtpl_values_t v;
+
+    snprintf(v.status, sizeof(v.status), "%d", status);
+    v.title = title ? title : "";
+    v.details = details ? details : "";
+    v.details_len = strlen(v.details);
+    v.key = key ? key : "";
+    v.key_len = key ? key_len : 0;
+    return idem_errtpl_render_values(tpl, status, &v, out);
+}
+
 int idem_errbody_template(const idem_errtpl_t *tpl, idem_err_kind_t kind,
                           const char *key, size_t key_len, int key_err,
                           idem_errbody_t *out)
 {
     idem_errbody_text_t key_text;
     const idem_errbody_text_t *text;
+    idem_errtpl_values_t v;
     size_t before, after, n;
     char *details;
     int rc;
@@ -350,8 +361,13 @@ int idem_errbody_template(const idem_errtpl_t *tpl, idem_err_kind_t kind,
         memcpy(details + n - after, text->after_key, after);
     details[n] = '\0';
 
-    rc = idem_errtpl_render(tpl, text->persona_status, text->persona_title,
-                            details, key, key_len, out);
+    snprintf(v.status, sizeof(v.status), "%d", text->persona_status);
+    v.title = text->persona_title;
+    v.details = details;
+    v.details_len = n;
+    v.key = key ? key : "";
+    v.key_len = key_len;
+    rc = idem_errtpl_render_values(tpl, text->persona_status, &v, out);
     free(details);
     return rc;
 }
