@@ -205,7 +205,59 @@ static const char *duration_str(uint64_t ms, char *out, size_t len)
 
 /* "location = ERROR_URI/NNN { ... return NNN '<json>'; }", in the error
  * style. */
-static void put_page(FILE *f, const idemgate_conf_t *c, const page_t *page)
+/*
+ * s as the inside of a single-quoted nginx string: '\' and '\'' escaped,
+ * CR, LF and TAB as \r, \n and \t, and '$', which nginx would read as a
+ * variable, as ${idemgate_dollar} (a geo whose value is "$").
+ */
+static void put_nginx_text(FILE *f, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        switch (s[i]) {
+        case '\\':
+        case '\'':
+            fputc('\\', f);
+            fputc(s[i], f);
+            break;
+        case '\n':
+            fputs("\\n", f);
+            break;
+        case '\r':
+            fputs("\\r", f);
+            break;
+        case '\t':
+            fputs("\\t", f);
+            break;
+        case '$':
+            fputs("${idemgate_dollar}", f);
+            break;
+        default:
+            fputc(s[i], f);
+        }
+    }
+}
+
+/* The page through --error-template; 0, or -1 when out of memory. */
+static int put_template_page(FILE *f, const idemgate_conf_t *c, int status,
+                             const char *title, const char *details)
+{
+    idem_errbody_t eb;
+
+    if (idem_errtpl_render(c->error_tpl, status, title, details, "", 0, &eb) !=
+        0) {
+        return -1;
+    }
+    fputs("            default_type ", f);
+    put_quoted(f, eb.content_type);
+    fprintf(f, ";\n            return %d '", status);
+    put_nginx_text(f, eb.body, eb.body_len);
+    fputs("';\n", f);
+    free(eb.body);
+    return 0;
+}
+
+/* Returns 0, or -1 when out of memory (errno is set). */
+static int put_page(FILE *f, const idemgate_conf_t *c, const page_t *page)
 {
     int status = page->status;
     const char *title = page->title, *phrase = page->phrase;
@@ -216,7 +268,11 @@ static void put_page(FILE *f, const idemgate_conf_t *c, const page_t *page)
             "        location = " ERROR_URI "/%d {\n"
             "            internal;\n",
             status);
-    if (strcmp(c->error_style, "ietf") == 0) {
+    if (c->error_tpl != NULL) {
+        if (put_template_page(f, c, status, title, details) != 0) {
+            return -1;
+        }
+    } else if (strcmp(c->error_style, "ietf") == 0) {
         fprintf(f,
                 "            default_type application/problem+json;\n"
                 "            return %d '{\"type\":\"" IETF_TYPE
@@ -239,10 +295,12 @@ static void put_page(FILE *f, const idemgate_conf_t *c, const page_t *page)
                 status, title, details);
     }
     fprintf(f, "        }\n");
+    return 0;
 }
 
-/* error_page lines and their locations, for one server (API or ADMIN). */
-static void put_error_pages(FILE *f, const idemgate_conf_t *c, unsigned server)
+/* error_page lines and their locations, for one server (API or ADMIN).
+ * Returns 0, or -1 when out of memory (errno is set). */
+static int put_error_pages(FILE *f, const idemgate_conf_t *c, unsigned server)
 {
     size_t i;
 
@@ -262,9 +320,12 @@ static void put_error_pages(FILE *f, const idemgate_conf_t *c, unsigned server)
     for (i = 0; i < NPAGES; i++) {
         if ((pages[i].servers & server) && pages[i].title != NULL) {
             fputc('\n', f);
-            put_page(f, c, &pages[i]);
+            if (put_page(f, c, &pages[i]) != 0) {
+                return -1;
+            }
         }
     }
+    return 0;
 }
 
 /* The http variable nginx has for a header: Foo-Bar is $http_foo_bar. */
@@ -565,7 +626,7 @@ static void put_http_common(FILE *f, const idemgate_conf_t *c)
     }
 }
 
-static void put_api_server(FILE *f, const idemgate_conf_t *c)
+static int put_api_server(FILE *f, const idemgate_conf_t *c)
 {
     static const struct {
         unsigned bit;
@@ -577,6 +638,10 @@ static void put_api_server(FILE *f, const idemgate_conf_t *c)
     const char *scheme = c->upstream_tls ? "https" : "http";
     char ttl[32], wait[32], lease[32], max[32];
 
+    if (c->error_tpl != NULL) {
+        /* a '$' in an error page: nginx has no other way to write one */
+        fputs("\n    geo $idemgate_dollar { default \"$\"; }\n", f);
+    }
     fputs("\n    server {\n", f);
     if (c->tls_cert != NULL) {
         put_listen_tls(f, c);
@@ -616,6 +681,15 @@ static void put_api_server(FILE *f, const idemgate_conf_t *c)
             size_str(c->max_response_bytes, max, sizeof(max)));
     put_list(f, "idempotency_no_store_header", &c->no_store_headers);
     put_list(f, "idempotency_key_header", &c->key_headers);
+    put_list(f, "idempotency_fingerprint_ignore", &c->fp_ignore);
+    put_list(f, "idempotency_fingerprint_header", &c->fp_headers);
+    fprintf(f, "            idempotency_stream %s;\n",
+            c->stream ? c->stream : "auto");
+    if (c->error_template != NULL) {
+        fputs("            idempotency_error_template ", f);
+        put_quoted(f, c->error_template);
+        fputs(";\n", f);
+    }
     if (c->n_release_statuses > 0) {
         fputs("            idempotency_release_status", f);
         for (size_t i = 0; i < c->n_release_statuses; i++) {
@@ -634,14 +708,17 @@ static void put_api_server(FILE *f, const idemgate_conf_t *c)
         fprintf(f, "            proxy_pass %s://idemgate_upstream;\n", scheme);
     }
     fputs("        }\n\n", f);
-    put_error_pages(f, c, API);
+    if (put_error_pages(f, c, API) != 0) {
+        return -1;
+    }
     fputs("    }\n", f);
+    return 0;
 }
 
-static void put_admin_server(FILE *f, const idemgate_conf_t *c)
+static int put_admin_server(FILE *f, const idemgate_conf_t *c)
 {
     if (c->admin_off) {
-        return;
+        return 0;
     }
     fprintf(f,
             "\n    # the admin server: health, metrics, key inspection\n"
@@ -661,6 +738,9 @@ static void put_admin_server(FILE *f, const idemgate_conf_t *c)
           f);
     put_header_limit_check(f);
     put_scope(f, c);
+    /* shown by the key inspection */
+    put_list(f, "idempotency_fingerprint_ignore", &c->fp_ignore);
+    put_list(f, "idempotency_fingerprint_header", &c->fp_headers);
     fputs("            idempotency_admin;\n"
           "        }\n\n"
           "        location / {\n",
@@ -669,8 +749,11 @@ static void put_admin_server(FILE *f, const idemgate_conf_t *c)
     fputs("            return 404;\n"
           "        }\n\n",
           f);
-    put_error_pages(f, c, ADMIN);
+    if (put_error_pages(f, c, ADMIN) != 0) {
+        return -1;
+    }
     fputs("    }\n", f);
+    return 0;
 }
 
 int idemgate_conf_render(const idemgate_conf_t *conf, char **out,
@@ -686,8 +769,11 @@ int idemgate_conf_render(const idemgate_conf_t *conf, char **out,
     }
     put_main(f, conf);
     put_http_common(f, conf);
-    put_api_server(f, conf);
-    put_admin_server(f, conf);
+    if (put_api_server(f, conf) != 0 || put_admin_server(f, conf) != 0) {
+        fclose(f);
+        errno = ENOMEM;
+        goto fail;
+    }
     fputs("}\n", f);
     if (ferror(f)) {
         fclose(f);

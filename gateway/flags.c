@@ -603,6 +603,10 @@ void idemgate_conf_free(idemgate_conf_t *c)
     idemgate_list_clear(&c->scope_headers);
     idemgate_list_clear(&c->no_store_headers);
     idemgate_list_clear(&c->key_headers);
+    free(c->error_template);
+    idem_errtpl_free(c->error_tpl);
+    idemgate_list_clear(&c->fp_ignore);
+    idemgate_list_clear(&c->fp_headers);
     idemgate_list_clear(&c->scope_cookies);
     free(c->api_log);
     free(c->runtime_dir);

@@ -30,6 +30,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "idem.h"
+
 #if defined(__GNUC__)
 #define IDEMGATE_MUST_CHECK   __attribute__((warn_unused_result))
 #define IDEMGATE_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -153,9 +155,14 @@ typedef struct {
     int scope_none;
     int require_key;
     int on_unknown_release;
+    const char *stream;      /* "auto", "pass" or "hold" (static) */
     const char *error_style; /* "persona", "ietf" or "stripe" (static) */
     idemgate_list_t no_store_headers;
     idemgate_list_t key_headers;   /* besides Idempotency-Key */
+    char *error_template;          /* absolute path, or NULL */
+    idem_errtpl_t *error_tpl;      /* its template, read at startup */
+    idemgate_list_t fp_ignore;     /* JSON Pointers and field names */
+    idemgate_list_t fp_headers;    /* headers the fingerprint covers */
     unsigned release_statuses[16]; /* statuses that free the key */
     size_t n_release_statuses;
     char *api_log; /* absolute path, or NULL: no API log */

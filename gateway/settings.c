@@ -14,6 +14,7 @@
 #include "idemgate.h"
 #include "idem.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -386,6 +387,89 @@ static int set_key_header(idemgate_conf_t *c, const char *v,
     return idemgate_list_add(&c->key_headers, v, o, why);
 }
 
+/*
+ * The body of every error the gateway makes: the file is read and checked
+ * now, so that a bad placeholder stops the start with its line, and nginx
+ * reads it again (idempotency_error_template) by its absolute path.
+ */
+static int set_error_template(idemgate_conf_t *c, const char *v,
+                              idemgate_origin_t o, idemgate_why_t why)
+{
+    char *text = NULL, *abs = NULL, reason[256];
+    idem_errtpl_t *tpl = NULL;
+    size_t len;
+    FILE *f;
+    int rc;
+
+    (void)o;
+    if (strchr(v, '$') != NULL) {
+        return idemgate_why(why, "'%s': the path may not contain '$'", v);
+    }
+    if (idemgate_check_printable(v, why) != 0) {
+        return -1;
+    }
+    f = fopen(v, "rb");
+    if (f == NULL) {
+        return idemgate_why(why, "cannot read %s: %s", v, strerror(errno));
+    }
+    text = malloc(IDEM_ERRTPL_MAX + 1);
+    if (text == NULL) {
+        fclose(f);
+        return idemgate_why(why, "out of memory");
+    }
+    len = fread(text, 1, IDEM_ERRTPL_MAX + 1, f);
+    rc = ferror(f);
+    fclose(f);
+    if (rc) {
+        free(text);
+        return idemgate_why(why, "cannot read %s", v);
+    }
+    rc = idem_errtpl_parse(text, len, &tpl, reason, sizeof(reason));
+    free(text);
+    if (rc == IDEM_ENOMEM) {
+        return idemgate_why(why, "out of memory");
+    }
+    if (rc != 0) {
+        return idemgate_why(why, "%s: %s", v, reason);
+    }
+    abs = idemgate_abspath(v);
+    if (abs == NULL) {
+        idem_errtpl_free(tpl);
+        return idemgate_why(why, "cannot make %s absolute: %s", v,
+                            strerror(errno));
+    }
+    free(c->error_template);
+    idem_errtpl_free(c->error_tpl);
+    c->error_template = abs;
+    c->error_tpl = tpl;
+    return 0;
+}
+
+/* What the fingerprint leaves out: a JSON Pointer or a field name. */
+static int set_fingerprint_ignore(idemgate_conf_t *c, const char *v,
+                                  idemgate_origin_t o, idemgate_why_t why)
+{
+    if (idemgate_check_printable(v, why) != 0) {
+        return -1;
+    }
+    if (idem_fp_ignore_check(v, strlen(v)) != 0) {
+        return idemgate_why(why,
+                            "'%s' is neither a JSON Pointer (/a/0/b, with "
+                            "'~' only in ~0 and ~1) nor a field name",
+                            v);
+    }
+    return idemgate_list_add(&c->fp_ignore, v, o, why);
+}
+
+static int set_fingerprint_header(idemgate_conf_t *c, const char *v,
+                                  idemgate_origin_t o, idemgate_why_t why)
+{
+    if (idemgate_check_header_name(v, 0, why) != 0) {
+        return -1;
+    }
+    return idemgate_list_add(&c->fp_headers, v, o, why);
+}
+
 static int set_no_store_header(idemgate_conf_t *c, const char *v,
                                idemgate_origin_t o, idemgate_why_t why)
 {
@@ -415,6 +499,21 @@ static int set_on_unknown(idemgate_conf_t *c, const char *v,
         return 0;
     }
     return idemgate_why(why, "invalid value '%s' (store or release)", v);
+}
+
+static int set_stream(idemgate_conf_t *c, const char *v, idemgate_origin_t o,
+                      idemgate_why_t why)
+{
+    static const char *const modes[] = {"auto", "pass", "hold"};
+
+    (void)o;
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        if (strcmp(v, modes[i]) == 0) {
+            c->stream = modes[i];
+            return 0;
+        }
+    }
+    return idemgate_why(why, "invalid value '%s' (auto, pass or hold)", v);
 }
 
 static int set_error_style(idemgate_conf_t *c, const char *v,
@@ -595,10 +694,19 @@ static const idemgate_flag_t flags[] = {
      "reject requests of those methods without Idempotency-Key"},
     {"on-unknown", "store|release", set_on_unknown, 0,
      "when the upstream's outcome is unknown (default store)"},
+    {"stream", "auto|pass|hold", set_stream, 0,
+     "which responses reach the client as they arrive while they are "
+     "recorded, instead of when stored: auto text/event-stream ones, pass "
+     "every one, hold none (default auto)"},
     {"error-style", "persona|ietf|stripe", set_error_style, 0,
      "shape of error bodies: persona {\"errors\":[...]}, ietf "
      "problem+json, stripe {\"error\":{\"type\",\"message\"}} "
      "(default persona)"},
+    {"error-template", "FILE", set_error_template, 0,
+     "the body of every error the gateway makes, in the API's own shape: "
+     "{status}, {title}, {details} and {key} are put in JSON-escaped; a "
+     "first line \"Content-Type: TYPE\" sets the type (default "
+     "application/json); in place of --error-style"},
     {"api-log", "FILE|-", set_api_log, 0,
      "one JSON line per API request; - is standard output (default off)"},
     {"max-body-bytes", "SIZE", set_max_body, 0,
@@ -633,6 +741,13 @@ static const idemgate_flag_t flags[] = {
     {"key-header", "NAME", set_key_header, 0,
      "another request header that carries the key, e.g. X-Idempotency-Key "
      "(Idempotency-Key always does); repeatable"},
+    {"fingerprint-ignore", "POINTER", set_fingerprint_ignore, 0,
+     "leave a volatile field out of the comparison of a reused key: a JSON "
+     "Pointer into JSON bodies (/metadata/client_time), or a query or form "
+     "field name; repeatable"},
+    {"fingerprint-header", "NAME", set_fingerprint_header, 0,
+     "bring a request header into that comparison, e.g. Stripe-Version "
+     "(absent and empty differ); repeatable"},
     {"runtime-dir", "DIR", set_runtime_dir, 0,
      "where nginx.conf, the pid and temp files go (default a fresh "
      "directory under $TMPDIR, removed at exit)"},

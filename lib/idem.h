@@ -168,7 +168,25 @@ typedef enum {
     IDEM_BODY_FORM = 2   /* form pairs decoded, sorted by name, stable     */
 } idem_body_kind_t;
 
-/* The parameters of a request, all borrowed. */
+/*
+ * The parameters of a request, all borrowed.
+ *
+ * ignore and headers are what a deployment chose to leave out of the
+ * comparison and to bring into it (SPEC §4 --fingerprint-ignore,
+ * --fingerprint-header); with both empty (NULL, 0) the fingerprint is the
+ * plain one, which no fingerprint with options ever equals.
+ *
+ * ignore: entries that idem_fp_ignore_check() accepts. One that starts
+ *   with '/' is an RFC 6901 JSON Pointer into a JSON body ("/a/0/b~1c");
+ *   any other is the name of a query or form field, matched against the
+ *   decoded names of canon.h (so "client time" leaves out "client+time=1"
+ *   and "client%20time=1").
+ * headers: the request headers brought in, one per configured name:
+ *   name as configured (compared case-insensitively), value as received
+ *   (several fields of one name joined by ", " by the caller), and
+ *   value.data NULL when the request has no such header, which differs
+ *   from an empty value.
+ */
 typedef struct {
     idem_str_t method;
     idem_str_t path;         /* without the query                       */
@@ -176,7 +194,18 @@ typedef struct {
     idem_str_t content_type; /* the raw Content-Type header, or empty   */
     const uint8_t *body;
     size_t body_len;
+    const idem_str_t *ignore; /* nignore entries, or NULL               */
+    size_t nignore;
+    const idem_header_t *headers; /* nheaders entries, or NULL          */
+    size_t nheaders;
 } idem_request_t;
+
+/*
+ * Whether s[0..len) can be an entry of idem_request_t.ignore: a JSON
+ * Pointer ('/' first) whose every '~' is followed by '0' or '1', or a
+ * field name of 1 byte or more. Returns 0 or IDEM_EINVAL.
+ */
+IDEM_MUST_CHECK int idem_fp_ignore_check(const char *s, size_t len);
 
 /* Bounds on JSON canonicalization, so that it is no denial-of-service door. */
 #define IDEM_FP_JSON_MAX_DEPTH 64
@@ -194,8 +223,20 @@ typedef struct {
  * than IDEM_FP_JSON_MAX_BYTES or has duplicate member names is
  * fingerprinted as bytes; that is not an error.
  *
+ * With ignore entries, a JSON body is canonicalized without the values the
+ * pointers name, all resolved against the body as received: a member
+ * (by its exact name after "~1" is read as '/' and "~0" as '~') or an array
+ * element (a token of decimal digits without leading zeros; the later
+ * elements keep their place after it). A pointer that names nothing
+ * changes nothing. Query and form pairs whose decoded name is an ignored
+ * name are dropped. A body compared as bytes is compared whole. The
+ * entries (sorted, without duplicates, so their order does not matter) and
+ * the headers (sorted by lower-cased name, each with its value or its
+ * absence) are part of the digest.
+ *
  * kind, when not NULL, receives how the body took part.
- * Returns 0 or IDEM_ENOMEM.
+ * Returns 0, IDEM_ENOMEM, or IDEM_EINVAL for an ignore entry that
+ * idem_fp_ignore_check() refuses.
  */
 IDEM_MUST_CHECK int idem_fingerprint(const idem_request_t *req,
                                      idem_hash_t *out, idem_body_kind_t *kind);
@@ -306,7 +347,7 @@ typedef enum {
 /* A gateway-made response: status, content type and a malloc'd body. */
 typedef struct {
     int status;
-    const char *content_type; /* static string                         */
+    const char *content_type; /* static, or owned by the template     */
     char *body;               /* malloc'd, NUL-terminated; caller frees */
     size_t body_len;
 } idem_errbody_t;
@@ -320,6 +361,70 @@ typedef struct {
 IDEM_MUST_CHECK int idem_errbody(idem_style_t style, idem_err_kind_t kind,
                                  const char *key, size_t key_len, int key_err,
                                  idem_errbody_t *out);
+
+/*
+ * An error template (SPEC §5 --error-template): a body for every
+ * gateway-made error, in whatever shape the API's clients read.
+ *
+ * The text of a template is the body, with these placeholders:
+ *
+ *   {status}    the HTTP status (the persona style's: 400, 409, 502, ...)
+ *   {title}     a short title ("Idempotency error", "Bad gateway", ...)
+ *   {details}   the sentence saying what happened, the key in it
+ *   {key}       the Idempotency-Key as received (may be empty)
+ *
+ * each replaced by its value JSON-escaped, without quotes (as the inside of
+ * a JSON string: '"' is \", '\' is \\, control bytes \u00XX, invalid
+ * UTF-8 \ufffd), so a template puts the text ones inside quotes:
+ * {"error":{"code":{status},"message":"{details}"}}. "{{" is a literal
+ * '{'. Any other '{' followed by letters, digits or '_' and a '}' is an
+ * unknown placeholder, which idem_errtpl_parse() refuses; any other '{' is
+ * text (JSON's own braces stay as they are).
+ *
+ * When the first line is "Content-Type: TYPE" (the name in any case), TYPE
+ * is the responses' Content-Type and the body starts on the next line;
+ * otherwise the whole text is the body and the type application/json.
+ */
+typedef struct idem_errtpl_s idem_errtpl_t;
+
+#define IDEM_ERRTPL_MAX (64u * 1024) /* the largest template text */
+
+/*
+ * Reads a template from text[0..len) (copied: text may go after). On
+ * failure a sentence saying what is wrong (the unknown placeholder and
+ * its line, a content type with control bytes, ...) is written to why,
+ * cap bytes with its NUL. *out receives a template to free with
+ * idem_errtpl_free(). Returns 0, IDEM_EINVAL or IDEM_ENOMEM.
+ */
+IDEM_MUST_CHECK int idem_errtpl_parse(const char *text, size_t len,
+                                      idem_errtpl_t **out, char *why,
+                                      size_t cap);
+
+void idem_errtpl_free(idem_errtpl_t *tpl);
+
+/* The Content-Type of tpl's responses, NUL-terminated, owned by tpl. */
+const char *idem_errtpl_content_type(const idem_errtpl_t *tpl);
+
+/*
+ * Renders tpl with the values given (title and details NUL-terminated,
+ * key key_len bytes). out->content_type points into tpl, which must
+ * outlive it; out->body is malloc'd as for idem_errbody(). Thread-safe.
+ * Returns 0 or IDEM_ENOMEM.
+ */
+IDEM_MUST_CHECK int idem_errtpl_render(const idem_errtpl_t *tpl, int status,
+                                       const char *title, const char *details,
+                                       const char *key, size_t key_len,
+                                       idem_errbody_t *out);
+
+/*
+ * idem_errbody() through a template: the status, title and details of
+ * kind in the persona style, rendered by tpl. Returns 0, IDEM_ENOMEM, or
+ * IDEM_EINVAL for an unknown kind.
+ */
+IDEM_MUST_CHECK int idem_errbody_template(const idem_errtpl_t *tpl,
+                                          idem_err_kind_t kind, const char *key,
+                                          size_t key_len, int key_err,
+                                          idem_errbody_t *out);
 
 /*
  * Appends s as the inside of a JSON string (no quotes) to dst, which has

@@ -25,6 +25,10 @@
  *                               ▼  │                                  ▼
  *                             WAITING                STORING ──> SENDING
  *
+ * A streamed response (idempotency_stream) goes CLAIMED ──> STREAMING: its
+ * headers and bytes reach the client as they come, and only the end of
+ * the stream waits, in STORING, for the whole response to be stored.
+ *
  * The idempotency rules themselves live in libidem (lib/idem.h).
  */
 
@@ -52,6 +56,8 @@ typedef enum {
     NGX_HTTP_IDEM_WAITING,       /* a duplicate waits for the first */
     NGX_HTTP_IDEM_CLAIMED,       /* we own the key; proxying */
     NGX_HTTP_IDEM_HOLDING,       /* upstream response is being held */
+    NGX_HTTP_IDEM_STREAMING,     /* upstream response flows on as it is
+                                    recorded (idempotency_stream) */
     NGX_HTTP_IDEM_STORING,       /* complete()/release() task runs */
     NGX_HTTP_IDEM_PASS,          /* response flows on unchanged */
     NGX_HTTP_IDEM_DISCARD,       /* the rest of the upstream body is
@@ -71,6 +77,12 @@ typedef enum {
     NGX_HTTP_IDEM_OUT_INVALID,
     NGX_HTTP_IDEM_OUT_UNAVAILABLE
 } ngx_http_idempotency_outcome_e;
+
+
+/* which responses flow on while they are recorded (idempotency_stream) */
+#define NGX_HTTP_IDEM_STREAM_AUTO   0  /* text/event-stream ones */
+#define NGX_HTTP_IDEM_STREAM_PASS   1  /* every one */
+#define NGX_HTTP_IDEM_STREAM_HOLD   2  /* none: all are held */
 
 
 typedef struct {
@@ -122,13 +134,20 @@ typedef struct {
     ngx_msec_t                   lease;
     ngx_uint_t                   on_unknown;
     ngx_uint_t                   error_style;
+    idem_errtpl_t               *error_template; /* idempotency_error_template,
+                                                    or NULL: the style */
     ngx_flag_t                   require_key;
+    ngx_uint_t                   stream;       /* NGX_HTTP_IDEM_STREAM_... */
     size_t                       max_response_size;
     ngx_array_t                 *no_store_headers;  /* ngx_str_t, lowcase */
     ngx_array_t                 *release_statuses;  /* ngx_uint_t */
     ngx_array_t                 *key_headers;  /* ngx_str_t, lowcase: names
                                                   that carry the key besides
                                                   Idempotency-Key */
+    ngx_array_t                 *fp_ignore;    /* idem_str_t: what the
+                                                  fingerprint leaves out */
+    ngx_array_t                 *fp_headers;   /* ngx_str_t, lowcase: the
+                                                  headers it brings in */
     ngx_flag_t                   metrics;
     ngx_flag_t                   admin;
     ngx_flag_t                   health;
@@ -192,6 +211,8 @@ struct ngx_http_idempotency_ctx_s {
     size_t                       body_len;
     size_t                       body_cap;
     ngx_uint_t                   too_large;
+    ngx_uint_t                   streaming;    /* the response is streamed:
+                                                  only its end is held */
     ngx_uint_t                   replace;      /* nginx's own error page */
     ngx_chain_t                 *pending;      /* unconsumed input */
     ngx_uint_t                   finished;     /* record is final */
@@ -225,6 +246,11 @@ ngx_int_t ngx_http_idempotency_send_body(ngx_http_request_t *r,
 /* the stored form of a gateway-made error: Content-Type in ct */
 void ngx_http_idempotency_errbody_response(const idem_errbody_t *eb,
     idem_header_t *ct, idem_response_t *resp);
+/* the body of a gateway-made error, from ilcf's template or in its style
+ * (or the given ones, off the request: a thread-pool job) */
+int ngx_http_idempotency_errbody(ngx_uint_t style, idem_errtpl_t *tpl,
+    idem_err_kind_t kind, const u_char *key, size_t key_len, int key_err,
+    idem_errbody_t *out);
 /* build a gateway-made error into ctx->answer */
 ngx_int_t ngx_http_idempotency_error_answer(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind, int key_err);
@@ -272,9 +298,11 @@ idem_store_t *ngx_http_idempotency_store(ngx_http_idempotency_main_conf_t *mcf,
 /* the scope hash of r under ilcf's idempotency_scope */
 ngx_int_t ngx_http_idempotency_scope_hash(ngx_http_request_t *r,
     ngx_http_idempotency_loc_conf_t *ilcf, idem_hash_t *out);
-/* method, path, query and Content-Type of r (the body is left alone) */
-void ngx_http_idempotency_request_params(ngx_http_request_t *r,
-    idem_request_t *req);
+/* method, path, query and Content-Type of r, and the fingerprint options
+ * of ilcf with the values of its headers, in r->pool (the body is left
+ * alone); NGX_ERROR when out of memory */
+ngx_int_t ngx_http_idempotency_request_params(ngx_http_request_t *r,
+    ngx_http_idempotency_loc_conf_t *ilcf, idem_request_t *req);
 
 /* whether any byte of the request was sent to an upstream */
 ngx_uint_t ngx_http_idempotency_reached_upstream(ngx_http_request_t *r);

@@ -7,7 +7,10 @@
  *
  *   GET    .../keys/KEY   the record of KEY, in the scope computed from
  *                         this request like the proxied location does
- *                         (by default its Authorization header)
+ *                         (by default its Authorization header), with
+ *                         what this location's fingerprint leaves out and
+ *                         brings in (idempotency_fingerprint_ignore and
+ *                         _header: the record keeps only the digest)
  *   DELETE .../keys/KEY   removes it (on the thread pool)
  */
 
@@ -563,10 +566,53 @@ ngx_http_idempotency_admin_done(ngx_event_t *ev)
 }
 
 
+/* The room a JSON array of the n strings needs, escaped. */
+
+static size_t
+ngx_http_idempotency_json_list_len(const idem_str_t *s, ngx_uint_t n)
+{
+    size_t      len;
+    ngx_uint_t  i;
+
+    len = 2;
+
+    for (i = 0; i < n; i++) {
+        len += 3 + 6 * s[i].len;
+    }
+
+    return len;
+}
+
+
+static u_char *
+ngx_http_idempotency_json_list(u_char *p, size_t cap, const idem_str_t *s,
+    ngx_uint_t n)
+{
+    ngx_uint_t  i;
+
+    *p++ = '[';
+
+    for (i = 0; i < n; i++) {
+        p = ngx_cpymem(p, i ? ",\"" : "\"", i ? 2 : 1);
+        p += idem_json_escape((char *) p, cap, s[i].data, s[i].len);
+        *p++ = '"';
+    }
+
+    *p++ = ']';
+
+    return p;
+}
+
+
 static ngx_int_t
 ngx_http_idempotency_admin_show(ngx_http_request_t *r,
     ngx_http_idempotency_admin_job_t *job)
 {
+    idem_str_t                        *ign, *hdr;
+    ngx_str_t                         *names;
+    ngx_uint_t                         nign, nhdr, k;
+    ngx_http_idempotency_loc_conf_t   *ilcf;
+
     int             rc;
     u_char         *p, *start;
     size_t          len, i;
@@ -581,7 +627,31 @@ ngx_http_idempotency_admin_show(ngx_http_request_t *r,
 
     rec = &res.record;
 
-    len = 512 + 2 * IDEM_HASH_LEN + 6 * job->key_len;
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_idempotency_module);
+
+    ign = ilcf->fp_ignore ? ilcf->fp_ignore->elts : NULL;
+    nign = ilcf->fp_ignore ? ilcf->fp_ignore->nelts : 0;
+    nhdr = ilcf->fp_headers ? ilcf->fp_headers->nelts : 0;
+    hdr = NULL;
+
+    if (nhdr) {
+        names = ilcf->fp_headers->elts;
+
+        hdr = ngx_palloc(r->pool, nhdr * sizeof(idem_str_t));
+        if (hdr == NULL) {
+            idem_result_free(&res);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        for (k = 0; k < nhdr; k++) {
+            hdr[k].data = (char *) names[k].data;
+            hdr[k].len = names[k].len;
+        }
+    }
+
+    len = 512 + 2 * IDEM_HASH_LEN + 6 * job->key_len
+          + ngx_http_idempotency_json_list_len(ign, nign)
+          + ngx_http_idempotency_json_list_len(hdr, nhdr);
     for (i = 0; i < rec->response.nheaders; i++) {
         len += 16 + 6 * (rec->response.headers[i].name.len
                          + rec->response.headers[i].value.len);
@@ -599,7 +669,11 @@ ngx_http_idempotency_admin_show(ngx_http_request_t *r,
                     rec->state == IDEM_STATE_COMPLETE ? "complete"
                                                       : "in_progress");
     p = ngx_hex_dump(p, rec->fingerprint.bytes, IDEM_HASH_LEN);
-    p = ngx_sprintf(p, "\",\"created_ms\":%L,\"expires_ms\":%L,"
+    p = ngx_cpymem(p, "\",\"fingerprint_ignore\":", 23);
+    p = ngx_http_idempotency_json_list(p, len, ign, nign);
+    p = ngx_cpymem(p, ",\"fingerprint_headers\":", 23);
+    p = ngx_http_idempotency_json_list(p, len, hdr, nhdr);
+    p = ngx_sprintf(p, ",\"created_ms\":%L,\"expires_ms\":%L,"
                     "\"expired\":%s,\"lease_until_ms\":%L,"
                     "\"mismatch_logged\":%s,\"unknown_outcome\":%s,"
                     "\"status\":%d,\"body_bytes\":%uz,\"headers\":[",

@@ -22,6 +22,24 @@
  * A response over idempotency_max_response_size is not held to its end:
  * the "too large" error is stored as the key's result, and once that is
  * durable the response flows to the client unchanged.
+ *
+ * A streamed response (text/event-stream, or any under idempotency_stream
+ * pass) is not held but recorded: its headers go on at once, the upstream
+ * is read unbuffered, and every buffer is copied, then passed on. Only its
+ * last buffer waits, while complete() stores the whole response:
+ *
+ *   upstream ──> header filter: keep status and headers, pass them on
+ *                ▼
+ *              body filter: copy every buffer, pass it on
+ *                ▼ last buffer (its data passed on, its end kept)
+ *              complete() on the thread pool
+ *                ▼ durable
+ *              the end of the stream, then r runs on
+ *
+ * A stream cut short (the upstream broke, or the request ended in error)
+ * never reaches its last buffer: the request's cleanup settles the key as
+ * an unknown outcome. When complete() fails, the client's stream is cut
+ * too rather than ended, as the key keeps the unknown outcome.
  */
 
 #include "ngx_http_idempotency.h"
@@ -251,6 +269,14 @@ static ngx_int_t ngx_http_idempotency_date(ngx_http_request_t *r,
 static ngx_uint_t ngx_http_idempotency_consume(ngx_chain_t *cl);
 static ngx_uint_t ngx_http_idempotency_release_status(
     ngx_http_idempotency_ctx_t *ctx, ngx_uint_t status);
+static ngx_uint_t ngx_http_idempotency_streams(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx);
+static ngx_int_t ngx_http_idempotency_stream_header(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx);
+static ngx_int_t ngx_http_idempotency_stream_body(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_idempotency_settle(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx);
 
 
 static ngx_int_t
@@ -264,8 +290,10 @@ ngx_http_idempotency_stored_error(ngx_http_request_t *r,
         ctx->errbody.body = NULL;
     }
 
-    if (idem_errbody(ctx->conf->error_style, kind, (char *) ctx->key,
-                     ctx->key_len, 0, &ctx->errbody)
+    if (ngx_http_idempotency_errbody(ctx->conf->error_style,
+                                     ctx->conf->error_template, kind,
+                                     ctx->key, ctx->key_len, 0,
+                                     &ctx->errbody)
         != 0)
     {
         return NGX_ERROR;
@@ -351,11 +379,18 @@ ngx_http_idempotency_header_filter(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    /* the upstream's response: hold it */
+    /* the upstream's response: hold it, or record it as it flows on */
 
     r->filter_need_in_memory = 1;
-    r->buffered |= NGX_HTTP_IDEMPOTENCY_BUFFERED;
-    ctx->state = NGX_HTTP_IDEM_HOLDING;
+
+    if (ngx_http_idempotency_streams(r, ctx)) {
+        ctx->streaming = 1;
+        ctx->state = NGX_HTTP_IDEM_STREAMING;
+
+    } else {
+        r->buffered |= NGX_HTTP_IDEMPOTENCY_BUFFERED;
+        ctx->state = NGX_HTTP_IDEM_HOLDING;
+    }
 
     if (r->headers_out.content_length_n >= 0
         && (size_t) r->headers_out.content_length_n
@@ -376,7 +411,80 @@ ngx_http_idempotency_header_filter(ngx_http_request_t *r)
         ctx->body_cap = cap;
     }
 
+    if (ctx->streaming) {
+        return ngx_http_idempotency_stream_header(r, ctx);
+    }
+
     return NGX_OK;
+}
+
+
+/* Whether the upstream's response in r->headers_out is to be streamed. */
+
+static ngx_uint_t
+ngx_http_idempotency_streams(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx)
+{
+    size_t  len;
+
+    /* an answer without a body is never streamed: nginx would end it
+       without passing the body filters a last buffer */
+    if (r->header_only || r->upstream == NULL
+        || ctx->conf->stream == NGX_HTTP_IDEM_STREAM_HOLD
+        || r->headers_out.status < NGX_HTTP_OK
+        || r->headers_out.status == NGX_HTTP_NO_CONTENT
+        || r->headers_out.status == NGX_HTTP_NOT_MODIFIED)
+    {
+        return 0;
+    }
+
+    if (ctx->conf->stream == NGX_HTTP_IDEM_STREAM_PASS) {
+        return 1;
+    }
+
+    len = r->headers_out.content_type_len ? r->headers_out.content_type_len
+                                          : r->headers_out.content_type.len;
+
+    return len == sizeof("text/event-stream") - 1
+           && ngx_strncasecmp(r->headers_out.content_type.data,
+                              (u_char *) "text/event-stream", len) == 0;
+}
+
+
+/*
+ * The headers of a streamed response: recorded as the key will keep them,
+ * with the Date recorded and the key's expiry added, then passed on. The
+ * upstream is read unbuffered from here on (nginx decides that after the
+ * header filters ran), so that each piece goes on as it arrives.
+ */
+
+static ngx_int_t
+ngx_http_idempotency_stream_header(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx)
+{
+    ngx_table_elt_t  *date;
+
+    r->upstream->buffering = 0;
+
+    if (ngx_http_idempotency_build_stored(r, ctx) != NGX_OK
+        || ngx_http_idempotency_add_expires(r, ctx->expires_ms) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    date = ngx_list_push(&r->headers_out.headers);
+    if (date == NULL) {
+        return NGX_ERROR;
+    }
+
+    date->hash = 1;
+    ngx_str_set(&date->key, "Date");
+    date->value.data = (u_char *) ctx->date.data;
+    date->value.len = ctx->date.len;
+    date->lowcase_key = NULL;
+    r->headers_out.date = date;
+
+    return ngx_http_next_header_filter(r);
 }
 
 
@@ -476,6 +584,9 @@ ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     case NGX_HTTP_IDEM_HOLDING:
         break;
+
+    case NGX_HTTP_IDEM_STREAMING:
+        return ngx_http_idempotency_stream_body(r, ctx, in);
 
     case NGX_HTTP_IDEM_STORING:
         if (in == NULL) {
@@ -588,6 +699,26 @@ ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     NGX_HTTP_IDEM_FAILPOINT("after_forward", ctx);
 
+    if (!ngx_http_idempotency_release_status(ctx, r->headers_out.status)
+        && ngx_http_idempotency_build_stored(r, ctx) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_idempotency_settle(r, ctx);
+}
+
+
+/*
+ * The whole response is in ctx->stored: store it (or the "too large"
+ * error of a streamed one), or free the key for a status of
+ * idempotency_release_status.
+ */
+
+static ngx_int_t
+ngx_http_idempotency_settle(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx)
+{
     if (ngx_http_idempotency_release_status(ctx, r->headers_out.status)) {
         /* a status the API gives for what it did not do (idempotency_
            release_status): the client gets it, the key is freed */
@@ -598,15 +729,95 @@ ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_idempotency_post_finish(r, ctx, &ctx->stored, 0, 1);
     }
 
-    if (ngx_http_idempotency_build_stored(r, ctx) != NGX_OK
-        || ngx_http_idempotency_post_finish(r, ctx, &ctx->stored,
-                                            ctx->stored_flags, 0)
-           != NGX_OK)
-    {
+    if (ctx->too_large) {
+        if (ngx_http_idempotency_stored_error(r, ctx, IDEM_ERR_TOO_LARGE)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        return ngx_http_idempotency_post_finish(r, ctx, &ctx->stored, 0, 0);
+    }
+
+    return ngx_http_idempotency_post_finish(r, ctx, &ctx->stored,
+                                            ctx->stored_flags, 0);
+}
+
+
+/* A piece of a streamed response: recorded, then passed on. */
+
+static ngx_int_t
+ngx_http_idempotency_stream_body(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, ngx_chain_t *in)
+{
+    size_t        size;
+    ngx_int_t     rc;
+    ngx_uint_t    last;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->last_buf) {
+            /* the end goes on once the response is stored */
+            last = 1;
+            b->last_buf = 0;
+            b->flush = 1;
+        }
+
+        if (!ngx_buf_in_memory(b)) {
+            if (ngx_buf_size(b) != 0) {
+                ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                              "idempotency filter got a buffer not in "
+                              "memory");
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        size = b->last - b->pos;
+
+        if (size == 0 || ctx->too_large) {
+            continue;
+        }
+
+        rc = ngx_http_idempotency_append(ctx, b->pos, size);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            /* the client gets it all; the key keeps the "too large"
+               error, stored at the end */
+            ctx->too_large = 1;
+            ngx_http_idempotency_count(NGX_HTTP_IDEM_M_TOO_LARGE, 1);
+        }
+    }
+
+    rc = in ? ngx_http_next_body_filter(r, in) : NGX_OK;
+
+    if (rc == NGX_ERROR || !last) {
+        /* a stream cut short ends in error: the request's cleanup
+           settles its key as an unknown outcome */
+        return rc;
+    }
+
+    NGX_HTTP_IDEM_FAILPOINT("after_forward", ctx);
+
+    ctx->stored.body = ctx->body;
+    ctx->stored.body_len = ctx->body_len;
+    r->buffered |= NGX_HTTP_IDEMPOTENCY_BUFFERED;
+
+    if (ngx_http_idempotency_settle(r, ctx) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    return NGX_OK;
+    return rc;
 }
 
 
@@ -661,6 +872,38 @@ ngx_http_idempotency_release_held(ngx_http_request_t *r,
 
     r->buffered &= ~NGX_HTTP_IDEMPOTENCY_BUFFERED;
     ctx->state = NGX_HTTP_IDEM_PASS;
+
+    if (ctx->streaming) {
+        if (r->connection->error) {
+            ngx_http_idempotency_resume(r);
+            return;
+        }
+
+        if (ctx->fallback) {
+            /* the key keeps an unknown outcome: the client's stream is
+               cut, not ended, so that it is not taken for complete */
+            r->keepalive = 0;
+            r->connection->error = 1;
+            ngx_http_idempotency_resume(r);
+            return;
+        }
+
+        b = ngx_calloc_buf(r->pool);
+        if (b == NULL) {
+            r->connection->error = 1;
+            ngx_http_idempotency_resume(r);
+            return;
+        }
+
+        b->last_buf = 1;
+        b->last_in_chain = 1;
+
+        out.buf = b;
+        out.next = NULL;
+
+        rc = ngx_http_next_body_filter(r, &out);
+        goto done;
+    }
 
     if (ctx->replace && ctx->fallback) {
         /* what the upstream sent is not the client's any more */

@@ -54,6 +54,11 @@ static char *ngx_http_idempotency_lowcase_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_idempotency_location_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_idempotency_fp_ignore_slot(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_idempotency_error_template_slot(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static void ngx_http_idempotency_error_template_free(void *data);
 static char *ngx_http_idempotency_store_url_check(ngx_conf_t *cf,
     void *post, void *data);
 
@@ -68,6 +73,14 @@ static ngx_conf_bitmask_t  ngx_http_idempotency_methods_mask[] = {
     { ngx_string("PATCH"), NGX_HTTP_PATCH },
     { ngx_string("PUT"), NGX_HTTP_PUT },
     { ngx_string("DELETE"), NGX_HTTP_DELETE },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_idempotency_streams[] = {
+    { ngx_string("auto"), NGX_HTTP_IDEM_STREAM_AUTO },
+    { ngx_string("pass"), NGX_HTTP_IDEM_STREAM_PASS },
+    { ngx_string("hold"), NGX_HTTP_IDEM_STREAM_HOLD },
     { ngx_null_string, 0 }
 };
 
@@ -173,6 +186,20 @@ static ngx_command_t  ngx_http_idempotency_commands[] = {
       offsetof(ngx_http_idempotency_loc_conf_t, error_style),
       &ngx_http_idempotency_error_styles },
 
+    { ngx_string("idempotency_error_template"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_idempotency_error_template_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("idempotency_stream"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idempotency_loc_conf_t, stream),
+      &ngx_http_idempotency_streams },
+
     { ngx_string("idempotency_require_key"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -206,6 +233,20 @@ static ngx_command_t  ngx_http_idempotency_commands[] = {
       ngx_http_idempotency_lowcase_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_idempotency_loc_conf_t, key_headers),
+      NULL },
+
+    { ngx_string("idempotency_fingerprint_ignore"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_idempotency_fp_ignore_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idempotency_loc_conf_t, fp_ignore),
+      NULL },
+
+    { ngx_string("idempotency_fingerprint_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_idempotency_lowcase_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_idempotency_loc_conf_t, fp_headers),
       NULL },
 
     { ngx_string("idempotency_metrics"),
@@ -354,7 +395,8 @@ ngx_http_idempotency_cleanup(void *data)
 
     if (ctx->owner != 0 && !ctx->finished
         && (ctx->state == NGX_HTTP_IDEM_CLAIMED
-            || ctx->state == NGX_HTTP_IDEM_HOLDING))
+            || ctx->state == NGX_HTTP_IDEM_HOLDING
+            || ctx->state == NGX_HTTP_IDEM_STREAMING))
     {
         ngx_http_idempotency_post_detached_finish(ctx,
                                                   ngx_cycle->log);
@@ -709,14 +751,101 @@ ngx_http_idempotency_scope_hash(ngx_http_request_t *r,
 }
 
 
-/* The parameters a fingerprint covers, but the body: method, raw path,
- * query and Content-Type. */
+/*
+ * The value of the request header name (lowcase) for the fingerprint:
+ * NULL data when the request has none, several fields of the name joined
+ * by ", " in r->pool. NGX_ERROR when out of memory.
+ */
 
-void
-ngx_http_idempotency_request_params(ngx_http_request_t *r,
-    idem_request_t *req)
+static ngx_int_t
+ngx_http_idempotency_fp_header(ngx_http_request_t *r, ngx_str_t *name,
+    idem_str_t *value)
 {
-    u_char  *q;
+    u_char           *p;
+    size_t            len;
+    ngx_uint_t        i, n;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *first;
+
+    value->data = NULL;
+    value->len = 0;
+
+    first = NULL;
+    len = 0;
+    n = 0;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (h[i].key.len != name->len
+                || ngx_strncasecmp(h[i].key.data, name->data, name->len) != 0)
+            {
+                continue;
+            }
+
+            if (first == NULL) {
+                first = &h[i];
+            }
+
+            len += (n ? 2 : 0) + h[i].value.len;
+            n++;
+        }
+    }
+
+    if (first == NULL) {
+        return NGX_OK;
+    }
+
+    if (n == 1) {
+        value->data = first->value.len ? (char *) first->value.data : "";
+        value->len = first->value.len;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    value->data = (char *) p;
+    value->len = len;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (h[i].key.len != name->len
+                || ngx_strncasecmp(h[i].key.data, name->data, name->len) != 0)
+            {
+                continue;
+            }
+
+            if (p != (u_char *) value->data) {
+                *p++ = ',';
+                *p++ = ' ';
+            }
+
+            p = ngx_cpymem(p, h[i].value.data, h[i].value.len);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* The parameters a fingerprint covers, but the body: method, raw path,
+ * query, Content-Type and the options of idempotency_fingerprint_ignore
+ * and idempotency_fingerprint_header. */
+
+ngx_int_t
+ngx_http_idempotency_request_params(ngx_http_request_t *r,
+    ngx_http_idempotency_loc_conf_t *ilcf, idem_request_t *req)
+{
+    u_char         *q;
+    ngx_str_t      *names;
+    ngx_uint_t      i;
+    idem_header_t  *hd;
 
     req->method.data = (char *) r->method_name.data;
     req->method.len = r->method_name.len;
@@ -735,6 +864,38 @@ ngx_http_idempotency_request_params(ngx_http_request_t *r,
             (char *) r->headers_in.content_type->value.data;
         req->content_type.len = r->headers_in.content_type->value.len;
     }
+
+    if (ilcf->fp_ignore) {
+        req->ignore = ilcf->fp_ignore->elts;
+        req->nignore = ilcf->fp_ignore->nelts;
+    }
+
+    if (ilcf->fp_headers == NULL || ilcf->fp_headers->nelts == 0) {
+        return NGX_OK;
+    }
+
+    names = ilcf->fp_headers->elts;
+
+    hd = ngx_palloc(r->pool, ilcf->fp_headers->nelts * sizeof(idem_header_t));
+    if (hd == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < ilcf->fp_headers->nelts; i++) {
+        hd[i].name.data = (char *) names[i].data;
+        hd[i].name.len = names[i].len;
+
+        if (ngx_http_idempotency_fp_header(r, &names[i], &hd[i].value)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    req->headers = hd;
+    req->nheaders = ilcf->fp_headers->nelts;
+
+    return NGX_OK;
 }
 
 
@@ -806,7 +967,9 @@ ngx_http_idempotency_fingerprint(ngx_http_request_t *r,
         req.body_len = len;
     }
 
-    ngx_http_idempotency_request_params(r, &req);
+    if (ngx_http_idempotency_request_params(r, ctx->conf, &req) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     if (idem_fingerprint(&req, &ctx->fingerprint, NULL) != 0) {
         return NGX_ERROR;
@@ -1396,6 +1559,174 @@ ngx_http_idempotency_lowcase_slot(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/* JSON Pointers and field names the fingerprint leaves out, checked as
+ * libidem reads them, added to an array of idem_str_t. */
+
+static char *
+ngx_http_idempotency_fp_ignore_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char  *p = conf;
+
+    ngx_str_t     *value;
+    ngx_uint_t     i;
+    idem_str_t    *s;
+    ngx_array_t  **a;
+
+    a = (ngx_array_t **) (p + cmd->offset);
+
+    if (*a == NGX_CONF_UNSET_PTR || *a == NULL) {
+        *a = ngx_array_create(cf->pool, 4, sizeof(idem_str_t));
+        if (*a == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        if (idem_fp_ignore_check((char *) value[i].data, value[i].len) != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid fingerprint ignore entry \"%V\": a "
+                               "JSON Pointer (\"/a/0/b\", with '~' only in "
+                               "\"~0\" and \"~1\") or a field name",
+                               &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        s = ngx_array_push(*a);
+        if (s == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        s->data = (char *) value[i].data;
+        s->len = value[i].len;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* The body of every gateway-made error of the location, from a file read
+ * now (libidem's idem_errtpl_t says what it holds). */
+
+static char *
+ngx_http_idempotency_error_template_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_idempotency_loc_conf_t *ilcf = conf;
+
+    int                  rc;
+    char                 why[256];
+    u_char              *text;
+    size_t               size, done;
+    ssize_t              n;
+    ngx_fd_t             fd;
+    ngx_str_t           *value, name;
+    ngx_file_info_t      fi;
+    idem_errtpl_t       *tpl;
+    ngx_pool_cleanup_t  *cln;
+
+    if (ilcf->error_template != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    name = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    text = NULL;
+    size = 0;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_fd_info_n " \"%V\" failed", &name);
+        goto failed;
+    }
+
+    if (ngx_file_size(&fi) > IDEM_ERRTPL_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "error template \"%V\" is larger than %ui bytes",
+                           &name, (ngx_uint_t) IDEM_ERRTPL_MAX);
+        goto failed;
+    }
+
+    size = (size_t) ngx_file_size(&fi);
+
+    text = ngx_pnalloc(cf->temp_pool, size ? size : 1);
+    if (text == NULL) {
+        goto failed;
+    }
+
+    for (done = 0; done < size; done += n) {
+        n = ngx_read_fd(fd, text + done, size - done);
+
+        if (n == -1) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                               ngx_read_fd_n " \"%V\" failed", &name);
+            goto failed;
+        }
+
+        if (n == 0) {
+            break;
+        }
+    }
+
+    ngx_close_file(fd);
+    fd = NGX_INVALID_FILE;
+
+    rc = idem_errtpl_parse((char *) text, done, &tpl, why, sizeof(why));
+    if (rc == IDEM_ENOMEM) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (rc != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid error template \"%V\": %s", &name, why);
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        idem_errtpl_free(tpl);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_idempotency_error_template_free;
+    cln->data = tpl;
+
+    ilcf->error_template = tpl;
+
+    return NGX_CONF_OK;
+
+failed:
+
+    if (fd != NGX_INVALID_FILE) {
+        ngx_close_file(fd);
+    }
+
+    return NGX_CONF_ERROR;
+}
+
+
+static void
+ngx_http_idempotency_error_template_free(void *data)
+{
+    idem_errtpl_free(data);
+}
+
+
 static char *
 ngx_http_idempotency_location_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
@@ -1507,10 +1838,14 @@ ngx_http_idempotency_create_loc_conf(ngx_conf_t *cf)
     conf->on_unknown = NGX_CONF_UNSET_UINT;
     conf->error_style = NGX_CONF_UNSET_UINT;
     conf->require_key = NGX_CONF_UNSET;
+    conf->stream = NGX_CONF_UNSET_UINT;
     conf->max_response_size = NGX_CONF_UNSET_SIZE;
     conf->no_store_headers = NGX_CONF_UNSET_PTR;
     conf->key_headers = NGX_CONF_UNSET_PTR;
     conf->release_statuses = NGX_CONF_UNSET_PTR;
+    conf->fp_ignore = NGX_CONF_UNSET_PTR;
+    conf->error_template = NGX_CONF_UNSET_PTR;
+    conf->fp_headers = NGX_CONF_UNSET_PTR;
     conf->metrics = NGX_CONF_UNSET;
     conf->admin = NGX_CONF_UNSET;
     conf->health = NGX_CONF_UNSET;
@@ -1540,6 +1875,8 @@ ngx_http_idempotency_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_uint_value(conf->error_style, prev->error_style,
                               IDEM_STYLE_PERSONA);
     ngx_conf_merge_value(conf->require_key, prev->require_key, 0);
+    ngx_conf_merge_uint_value(conf->stream, prev->stream,
+                              NGX_HTTP_IDEM_STREAM_AUTO);
     ngx_conf_merge_size_value(conf->max_response_size,
                               prev->max_response_size, 8 * 1024 * 1024);
     ngx_conf_merge_ptr_value(conf->no_store_headers, prev->no_store_headers,
@@ -1547,6 +1884,10 @@ ngx_http_idempotency_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_ptr_value(conf->key_headers, prev->key_headers, NULL);
     ngx_conf_merge_ptr_value(conf->release_statuses, prev->release_statuses,
                              NULL);
+    ngx_conf_merge_ptr_value(conf->fp_ignore, prev->fp_ignore, NULL);
+    ngx_conf_merge_ptr_value(conf->error_template, prev->error_template,
+                             NULL);
+    ngx_conf_merge_ptr_value(conf->fp_headers, prev->fp_headers, NULL);
     ngx_conf_merge_value(conf->metrics, prev->metrics, 0);
     ngx_conf_merge_value(conf->admin, prev->admin, 0);
     ngx_conf_merge_value(conf->health, prev->health, 0);

@@ -97,6 +97,21 @@ ngx_http_idempotency_add_expires(ngx_http_request_t *r, int64_t expires_ms)
 }
 
 
+int
+ngx_http_idempotency_errbody(ngx_uint_t style, idem_errtpl_t *tpl,
+    idem_err_kind_t kind, const u_char *key, size_t key_len, int key_err,
+    idem_errbody_t *out)
+{
+    if (tpl) {
+        return idem_errbody_template(tpl, kind, (const char *) key, key_len,
+                                     key_err, out);
+    }
+
+    return idem_errbody((idem_style_t) style, kind, (const char *) key,
+                        key_len, key_err, out);
+}
+
+
 ngx_int_t
 ngx_http_idempotency_error_answer(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind, int key_err)
@@ -109,8 +124,10 @@ ngx_http_idempotency_error_answer(ngx_http_request_t *r,
     ctx->state = NGX_HTTP_IDEM_ANSWER;
     ngx_memzero(&ctx->answer, sizeof(ngx_http_idempotency_answer_t));
 
-    if (idem_errbody(ctx->conf->error_style, kind, (char *) ctx->key,
-                     ctx->key_len, key_err, &ctx->errbody)
+    if (ngx_http_idempotency_errbody(ctx->conf->error_style,
+                                     ctx->conf->error_template, kind,
+                                     ctx->key, ctx->key_len, key_err,
+                                     &ctx->errbody)
         != 0)
     {
         ctx->answer.status = NGX_HTTP_INTERNAL_SERVER_ERROR;

@@ -59,6 +59,8 @@ typedef struct {
     u_char                           key[IDEM_KEY_MAX];
     size_t                           key_len;
     idem_style_t                     style;
+    idem_errtpl_t                   *error_template; /* the location's, which
+                                                  lives with the cycle */
 
     /* the unknown-outcome answer a begin() or a detached job may store */
     idem_errbody_t                   unknown_body;
@@ -149,9 +151,9 @@ ngx_http_idempotency_unknown_response(ngx_http_idempotency_job_t *job)
 {
     int  rc;
 
-    rc = idem_errbody(job->style, IDEM_ERR_UNKNOWN_OUTCOME,
-                      (const char *) job->key, job->key_len, 0,
-                      &job->unknown_body);
+    rc = ngx_http_idempotency_errbody(job->style, job->error_template,
+                                      IDEM_ERR_UNKNOWN_OUTCOME, job->key,
+                                      job->key_len, 0, &job->unknown_body);
     if (rc != 0) {
         return rc;
     }
@@ -378,6 +380,7 @@ ngx_http_idempotency_job_alloc(ngx_http_request_t *r,
     ngx_memcpy(job->key, ctx->key, ctx->key_len);
     job->key_len = ctx->key_len;
     job->style = ctx->conf->error_style;
+    job->error_template = ctx->conf->error_template;
     job->fd = NGX_INVALID_FILE;
 
     return job;
@@ -525,7 +528,11 @@ ngx_http_idempotency_post_fingerprint(ngx_http_request_t *r,
     ngx_thread_task_t                 *task;
     ngx_http_idempotency_main_conf_t  *imcf;
 
-    ngx_http_idempotency_request_params(r, &job->req);
+    if (ngx_http_idempotency_request_params(r, job->ctx->conf, &job->req)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     n = 0;
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
@@ -781,6 +788,7 @@ ngx_http_idempotency_post_detached_finish(ngx_http_idempotency_ctx_t *ctx,
     ngx_memcpy(job->key, ctx->key, ctx->key_len);
     job->key_len = ctx->key_len;
     job->style = ctx->conf->error_style;
+    job->error_template = ctx->conf->error_template;
     job->fd = NGX_INVALID_FILE;
 
     ngx_http_idempotency_finish_op(job, release, ctx->owner,

@@ -276,6 +276,58 @@ void idem_canon_pairs_free(idem_canon_pairs_t *p)
     p->len = 0;
 }
 
+int idem_canon_seg_named(const idem_canon_seg_t *seg, const char *name,
+                         size_t len)
+{
+    size_t i = 0, j = 0;
+
+    while (i < seg->name_len) {
+        int u = idem_canon_unit(seg->data, seg->name_len, &i);
+
+        if (j == len || u != (unsigned char)name[j])
+            return 0;
+        j++;
+    }
+    return j == len;
+}
+
+static int idem_canon_seg_ignored(const idem_canon_seg_t *seg,
+                                  const idem_str_t *ignore, size_t nignore)
+{
+    for (size_t k = 0; k < nignore; k++) {
+        if (ignore[k].len > 0 && ignore[k].data[0] == '/')
+            continue;
+        if (idem_canon_seg_named(seg, ignore[k].data, ignore[k].len))
+            return 1;
+    }
+    return 0;
+}
+
+void idem_canon_pairs_drop(idem_canon_pairs_t *p, const idem_str_t *ignore,
+                           size_t nignore)
+{
+    idem_canon_seg_t *segs = p->n > 1 ? p->segs : &p->one_;
+    size_t kept = 0, len = 0;
+
+    for (size_t i = 0; i < p->n; i++) {
+        if (idem_canon_seg_ignored(&segs[i], ignore, nignore))
+            continue;
+        segs[kept] = segs[i];
+        len += segs[kept].canon_len;
+        kept++;
+    }
+    if (kept > 1)
+        len += kept - 1;
+    if (p->n > 1 && kept <= 1) {
+        if (kept == 1)
+            p->one_ = segs[0];
+        free(p->segs);
+        p->segs = NULL;
+    }
+    p->n = kept;
+    p->len = len;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Media type                                                                */
 /* ------------------------------------------------------------------------ */
@@ -774,12 +826,88 @@ static int idem_canon_member_cmp(const void *a, const void *b)
     return x->key_len < y->key_len ? -1 : (x->key_len > y->key_len);
 }
 
-static int idem_canon_put_value(idem_canon_writer_t *w, json_t *v);
+/*
+ * The ignored values. A pointer that is still "live" at a value is the
+ * rest of an ignore entry whose tokens so far named the path down to it;
+ * it is always "/" followed by the next token and perhaps more.
+ */
 
-static int idem_canon_put_object(idem_canon_writer_t *w, json_t *obj)
+/* Whether the pointer token t[0..tlen) names the member key[0..klen). */
+static int idem_canon_token_is_name(const char *t, size_t tlen, const char *key,
+                                    size_t klen)
+{
+    size_t j = 0;
+
+    for (size_t i = 0; i < tlen; i++, j++) {
+        char c = t[i];
+
+        if (c == '~') {
+            if (i + 1 == tlen || (t[i + 1] != '0' && t[i + 1] != '1'))
+                return 0;
+            c = t[++i] == '0' ? '~' : '/';
+        }
+        if (j == klen || key[j] != c)
+            return 0;
+    }
+    return j == klen;
+}
+
+/* Whether the pointer token t[0..tlen) names the array element index. */
+static int idem_canon_token_is_index(const char *t, size_t tlen, size_t index)
+{
+    size_t v = 0;
+
+    if (tlen == 0 || (tlen > 1 && t[0] == '0'))
+        return 0;
+    for (size_t i = 0; i < tlen; i++) {
+        if (!idem_canon_is_digit((unsigned char)t[i]))
+            return 0;
+        if (v > (SIZE_MAX - 9) / 10)
+            return 0;
+        v = v * 10 + (size_t)(t[i] - '0');
+    }
+    return v == index;
+}
+
+/*
+ * One step down, into the member key[0..klen) of an object (is_array 0) or
+ * the element index of an array: returns 1 when one of the live pointers
+ * ends there (the child is left out); otherwise stores in next those that
+ * go on into the child and their number in *nnext, and returns 0.
+ */
+static int idem_canon_ptr_step(const idem_str_t *live, size_t nlive,
+                               int is_array, const char *key, size_t klen,
+                               size_t index, idem_str_t *next, size_t *nnext)
+{
+    *nnext = 0;
+    for (size_t k = 0; k < nlive; k++) {
+        const char *t = live[k].data + 1;
+        const char *end = live[k].data + live[k].len;
+        const char *slash = memchr(t, '/', (size_t)(end - t));
+        size_t tlen = (size_t)((slash ? slash : end) - t);
+        int named = is_array ? idem_canon_token_is_index(t, tlen, index)
+                             : idem_canon_token_is_name(t, tlen, key, klen);
+
+        if (!named)
+            continue;
+        if (slash == NULL)
+            return 1;
+        next[*nnext].data = slash;
+        next[*nnext].len = (size_t)(end - slash);
+        (*nnext)++;
+    }
+    return 0;
+}
+
+static int idem_canon_put_value(idem_canon_writer_t *w, json_t *v,
+                                const idem_str_t *live, size_t nlive);
+
+static int idem_canon_put_object(idem_canon_writer_t *w, json_t *obj,
+                                 const idem_str_t *live, size_t nlive)
 {
     idem_canon_member_t *members = NULL;
-    size_t n = json_object_size(obj), i = 0;
+    idem_str_t *next = NULL;
+    size_t n = json_object_size(obj), i = 0, nnext = 0, written = 0;
     void *it;
     int rc;
 
@@ -787,6 +915,13 @@ static int idem_canon_put_object(idem_canon_writer_t *w, json_t *obj)
         members = malloc(n * sizeof(*members));
         if (members == NULL)
             return IDEM_ENOMEM;
+    }
+    if (n > 0 && nlive > 0) {
+        next = malloc(nlive * sizeof(*next));
+        if (next == NULL) {
+            free(members);
+            return IDEM_ENOMEM;
+        }
     }
     for (it = json_object_iter(obj); it != NULL && i < n;
          it = json_object_iter_next(obj, it), i++) {
@@ -801,42 +936,66 @@ static int idem_canon_put_object(idem_canon_writer_t *w, json_t *obj)
     if ((rc = idem_canon_put(w, "{", 1)) != 0)
         goto fail;
     for (i = 0; i < n; i++) {
-        if (i > 0 && (rc = idem_canon_put(w, ",", 1)) != 0)
+        if (idem_canon_ptr_step(live, nlive, 0, members[i].key,
+                                members[i].key_len, 0, next, &nnext))
+            continue;
+        if (written++ > 0 && (rc = idem_canon_put(w, ",", 1)) != 0)
             goto fail;
         rc = idem_canon_put_string(w, members[i].key, members[i].key_len);
         if (rc != 0)
             goto fail;
         if ((rc = idem_canon_put(w, ":", 1)) != 0)
             goto fail;
-        if ((rc = idem_canon_put_value(w, members[i].value)) != 0)
+        rc = idem_canon_put_value(w, members[i].value, next, nnext);
+        if (rc != 0)
             goto fail;
     }
     rc = idem_canon_put(w, "}", 1);
 
 fail:
+    free(next);
     free(members);
     return rc;
 }
 
-static int idem_canon_put_value(idem_canon_writer_t *w, json_t *v)
+static int idem_canon_put_array(idem_canon_writer_t *w, json_t *arr,
+                                const idem_str_t *live, size_t nlive)
 {
-    size_t n;
+    idem_str_t *next = NULL;
+    size_t n = json_array_size(arr), nnext = 0, written = 0;
     int rc;
 
+    if (n > 0 && nlive > 0) {
+        next = malloc(nlive * sizeof(*next));
+        if (next == NULL)
+            return IDEM_ENOMEM;
+    }
+    if ((rc = idem_canon_put(w, "[", 1)) != 0)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        if (idem_canon_ptr_step(live, nlive, 1, NULL, 0, i, next, &nnext))
+            continue;
+        if (written++ > 0 && (rc = idem_canon_put(w, ",", 1)) != 0)
+            goto fail;
+        rc = idem_canon_put_value(w, json_array_get(arr, i), next, nnext);
+        if (rc != 0)
+            goto fail;
+    }
+    rc = idem_canon_put(w, "]", 1);
+
+fail:
+    free(next);
+    return rc;
+}
+
+static int idem_canon_put_value(idem_canon_writer_t *w, json_t *v,
+                                const idem_str_t *live, size_t nlive)
+{
     switch (json_typeof(v)) {
     case JSON_OBJECT:
-        return idem_canon_put_object(w, v);
+        return idem_canon_put_object(w, v, live, nlive);
     case JSON_ARRAY:
-        n = json_array_size(v);
-        if ((rc = idem_canon_put(w, "[", 1)) != 0)
-            return rc;
-        for (size_t i = 0; i < n; i++) {
-            if (i > 0 && (rc = idem_canon_put(w, ",", 1)) != 0)
-                return rc;
-            if ((rc = idem_canon_put_value(w, json_array_get(v, i))) != 0)
-                return rc;
-        }
-        return idem_canon_put(w, "]", 1);
+        return idem_canon_put_array(w, v, live, nlive);
     case JSON_STRING:
         return idem_canon_put_string(w, json_string_value(v),
                                      json_string_length(v));
@@ -857,7 +1016,16 @@ static int idem_canon_put_value(idem_canon_writer_t *w, json_t *v)
 int idem_canon_json(const uint8_t *body, size_t len, idem_canon_sink_t *sink,
                     int *is_json)
 {
+    return idem_canon_json_ignoring(body, len, NULL, 0, sink, is_json);
+}
+
+int idem_canon_json_ignoring(const uint8_t *body, size_t len,
+                             const idem_str_t *ignore, size_t nignore,
+                             idem_canon_sink_t *sink, int *is_json)
+{
     idem_canon_writer_t w;
+    idem_str_t *live = NULL;
+    size_t nlive = 0;
     json_t *root;
     json_error_t err;
     int rc = 0;
@@ -878,15 +1046,31 @@ int idem_canon_json(const uint8_t *body, size_t len, idem_canon_sink_t *sink,
                                                                  : 0;
     }
 
+    for (size_t k = 0; k < nignore; k++)
+        nlive += ignore[k].len > 0 && ignore[k].data[0] == '/';
+    if (nlive > 0) {
+        live = malloc(nlive * sizeof(*live));
+        if (live == NULL) {
+            rc = IDEM_ENOMEM;
+            goto fail;
+        }
+        nlive = 0;
+        for (size_t k = 0; k < nignore; k++) {
+            if (ignore[k].len > 0 && ignore[k].data[0] == '/')
+                live[nlive++] = ignore[k];
+        }
+    }
+
     w.sink = sink;
     w.len = 0;
-    if ((rc = idem_canon_put_value(&w, root)) != 0)
+    if ((rc = idem_canon_put_value(&w, root, live, nlive)) != 0)
         goto fail;
     if ((rc = idem_canon_flush(&w)) != 0)
         goto fail;
     *is_json = 1;
 
 fail:
+    free(live);
     json_decref(root);
     return rc;
 }

@@ -84,6 +84,23 @@ IDEM_MUST_CHECK int idem_canon_pairs_write(const idem_canon_pairs_t *p,
 
 void idem_canon_pairs_free(idem_canon_pairs_t *p);
 
+/*
+ * Whether the decoded name of seg is name[0..len), byte for byte: the
+ * configured name is taken as it is, not decoded, so "a b" names "a+b=1"
+ * and "a%20b=1", and no name names a segment with a bad '%' in its name.
+ */
+int idem_canon_seg_named(const idem_canon_seg_t *seg, const char *name,
+                         size_t len);
+
+/*
+ * Drops from p the segments that one of the field names among ignore
+ * names (the entries that do not start with '/'; the others are JSON
+ * Pointers, for JSON bodies), keeping the order of the rest; p->n and
+ * p->len then describe what is left. Allocates nothing.
+ */
+void idem_canon_pairs_drop(idem_canon_pairs_t *p, const idem_str_t *ignore,
+                           size_t nignore);
+
 /* ------------------------------------------------------------------------ */
 /* Media type: a Content-Type value                                         */
 /* ------------------------------------------------------------------------ */
@@ -167,5 +184,25 @@ void idem_canon_media_free(idem_canon_media_t *m);
  */
 IDEM_MUST_CHECK int idem_canon_json(const uint8_t *body, size_t len,
                                     idem_canon_sink_t *sink, int *is_json);
+
+/*
+ * idem_canon_json(), with the values that the JSON Pointers among ignore
+ * (the entries that start with '/', RFC 6901) name left out: each pointer
+ * is resolved against the document as received, token by token, a token
+ * naming an object member by its exact name once "~1" is read as '/' and
+ * "~0" as '~', and an array element by its index (decimal digits, no
+ * leading zero: "0", "12"; "-" and "01" name no element). A member so
+ * named is written as if absent; an element so named is left out of its
+ * array, the elements after it keeping their order. Pointers that name
+ * nothing, or pass through a value that is not an object or an array,
+ * change nothing; so does a pointer whose token has a '~' not followed by
+ * '0' or '1' (idem_fp_ignore_check() refuses those). The output is again
+ * its own canonical form, with or without the same ignore list.
+ */
+IDEM_MUST_CHECK int idem_canon_json_ignoring(const uint8_t *body, size_t len,
+                                             const idem_str_t *ignore,
+                                             size_t nignore,
+                                             idem_canon_sink_t *sink,
+                                             int *is_json);
 
 #endif /* IDEM_CORE_CANON_H */

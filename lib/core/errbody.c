@@ -22,6 +22,8 @@
  * the details in "detail". The texts of "details"/"detail" are the same in
  * both styles.
  *
+ * A template (errtpl.c) gives any other shape, from the same texts.
+ *
  * Bodies are rendered twice by one function: first to measure, then into a
  * buffer of exactly that size.
  */
@@ -29,27 +31,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "idem.h"
+#include "errbody.h"
 
 #define IDEM_ERRBODY_IETF_TYPE                                                 \
     "https://datatracker.ietf.org/doc/draft-ietf-httpapi-idempotency-key-"     \
     "header/"
-
-/*
- * The text of one error. The details are before_key, then the key and
- * after_key when names_key is set.
- */
-typedef struct {
-    int persona_status;
-    int ietf_status;
-    const char *persona_title;
-    const char *ietf_type;
-    const char *ietf_title;
-    const char *stripe_type; /* NULL: "api_error" */
-    int names_key;
-    const char *before_key;
-    const char *after_key;
-} idem_errbody_text_t;
 
 static const idem_errbody_text_t idem_errbody_mismatch = {
     .persona_status = 400,
@@ -230,35 +216,28 @@ static const char *idem_errbody_key_rule(int key_err)
     return "The Idempotency-Key header is malformed.";
 }
 
-int idem_errbody(idem_style_t style, idem_err_kind_t kind, const char *key,
-                 size_t key_len, int key_err, idem_errbody_t *out)
+const idem_errbody_text_t *idem_errbody_text(idem_err_kind_t kind, int key_err,
+                                             idem_errbody_text_t *key_text)
 {
-    idem_errbody_text_t key_text = {
-        .persona_status = 400,
-        .ietf_status = 400,
-        .persona_title = "Idempotency error",
-        .ietf_type = IDEM_ERRBODY_IETF_TYPE,
-        .stripe_type = "idempotency_error",
-    };
     const idem_errbody_text_t *text;
-    idem_errbody_out_t body = {NULL, 0, 0};
 
-    if (style != IDEM_STYLE_PERSONA && style != IDEM_STYLE_IETF &&
-        style != IDEM_STYLE_STRIPE)
-        return IDEM_EINVAL;
-    if (key == NULL)
-        key_len = 0;
+    memset(key_text, 0, sizeof(*key_text));
+    key_text->persona_status = 400;
+    key_text->ietf_status = 400;
+    key_text->persona_title = "Idempotency error";
+    key_text->ietf_type = IDEM_ERRBODY_IETF_TYPE;
+    key_text->stripe_type = "idempotency_error";
 
     switch (kind) {
     case IDEM_ERR_KEY_INVALID:
-        key_text.ietf_title = "Idempotency-Key is malformed";
-        key_text.before_key = idem_errbody_key_rule(key_err);
-        text = &key_text;
+        key_text->ietf_title = "Idempotency-Key is malformed";
+        key_text->before_key = idem_errbody_key_rule(key_err);
+        text = key_text;
         break;
     case IDEM_ERR_KEY_MISSING:
-        key_text.ietf_title = "Idempotency-Key is missing";
-        key_text.before_key = idem_strerror(IDEM_EKEYMISSING);
-        text = &key_text;
+        key_text->ietf_title = "Idempotency-Key is missing";
+        key_text->before_key = idem_strerror(IDEM_EKEYMISSING);
+        text = key_text;
         break;
     case IDEM_ERR_MISMATCH:
         text = &idem_errbody_mismatch;
@@ -285,8 +264,26 @@ int idem_errbody(idem_style_t style, idem_err_kind_t kind, const char *key,
         text = &idem_errbody_target_fragment;
         break;
     default:
-        return IDEM_EINVAL;
+        return NULL;
     }
+    return text;
+}
+
+int idem_errbody(idem_style_t style, idem_err_kind_t kind, const char *key,
+                 size_t key_len, int key_err, idem_errbody_t *out)
+{
+    idem_errbody_text_t key_text;
+    const idem_errbody_text_t *text;
+    idem_errbody_out_t body = {NULL, 0, 0};
+
+    if (style != IDEM_STYLE_PERSONA && style != IDEM_STYLE_IETF &&
+        style != IDEM_STYLE_STRIPE)
+        return IDEM_EINVAL;
+    if (key == NULL)
+        key_len = 0;
+    text = idem_errbody_text(kind, key_err, &key_text);
+    if (text == NULL)
+        return IDEM_EINVAL;
 
     idem_errbody_render(&body, style, text, key, key_len);
     body.cap = body.len + 1;

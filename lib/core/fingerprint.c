@@ -19,6 +19,21 @@
  *     u8(body kind)                      idem_body_kind_t
  *     field(SHA-256(canonical body))
  *
+ * and then, only when the request has options (idem_request_t's ignore
+ * list or headers), so that a fingerprint without them stays what it was:
+ *
+ *     field("options-v1")
+ *     u64(n) field(entry)...             the ignore entries, sorted by
+ *                                        bytes, duplicates once
+ *     u64(n) (field(name) u8(present)    the headers, sorted by lower-cased
+ *             field(value))...           name, the name lower-cased, the
+ *                                        first of a repeated name only
+ *
+ * Ignored query and form fields are left out of their canonical pairs,
+ * ignored JSON values out of the canonical JSON (canon.h); the lists
+ * themselves are hashed whatever the request holds, so two deployments
+ * that compare differently never share a fingerprint.
+ *
  * The body is reduced to its own digest first because its canonical text is
  * streamed and its length is known only at the end. How the body is made
  * canonical depends on the media type:
@@ -91,7 +106,8 @@ static int idem_fp_body(const idem_request_t *req, idem_str_t media,
 
     *kind = IDEM_BODY_BYTES;
     if (idem_fp_media_is_json(media)) {
-        rc = idem_canon_json(req->body, req->body_len, &sink.super, &is_json);
+        rc = idem_canon_json_ignoring(req->body, req->body_len, req->ignore,
+                                      req->nignore, &sink.super, &is_json);
         if (rc != 0)
             goto fail;
         if (is_json)
@@ -101,6 +117,8 @@ static int idem_fp_body(const idem_request_t *req, idem_str_t media,
                                    req->body_len);
         if (rc != 0)
             goto fail;
+        if (req->nignore > 0)
+            idem_canon_pairs_drop(&pairs, req->ignore, req->nignore);
         rc = idem_canon_pairs_write(&pairs, &sink.super);
         idem_canon_pairs_free(&pairs);
         if (rc != 0)
@@ -116,6 +134,133 @@ fail:
     return rc;
 }
 
+int idem_fp_ignore_check(const char *s, size_t len)
+{
+    if (s == NULL || len == 0)
+        return IDEM_EINVAL;
+    if (s[0] != '/')
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '~' &&
+            (i + 1 == len || (s[i + 1] != '0' && s[i + 1] != '1')))
+            return IDEM_EINVAL;
+    }
+    return 0;
+}
+
+static int idem_fp_str_cmp(idem_str_t a, idem_str_t b)
+{
+    size_t n = a.len < b.len ? a.len : b.len;
+    int c = n ? memcmp(a.data, b.data, n) : 0;
+
+    if (c != 0)
+        return c;
+    return a.len < b.len ? -1 : (a.len > b.len);
+}
+
+/* ASCII lower case, whatever the locale: header names are ASCII. */
+static int idem_fp_lower(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c;
+}
+
+static int idem_fp_name_cmp(idem_str_t a, idem_str_t b)
+{
+    size_t n = a.len < b.len ? a.len : b.len;
+
+    for (size_t i = 0; i < n; i++) {
+        int c = idem_fp_lower((unsigned char)a.data[i]);
+        int d = idem_fp_lower((unsigned char)b.data[i]);
+
+        if (c != d)
+            return c < d ? -1 : 1;
+    }
+    return a.len < b.len ? -1 : (a.len > b.len);
+}
+
+/*
+ * The index of the smallest of the n items (each at base + i * size, its
+ * key an idem_str_t at the start) that is greater than prev (any, when
+ * prev is NULL), the first of equal ones; n when there is none. The lists
+ * are a few configured names, so a selection in O(n^2) that needs no
+ * memory is the right sort.
+ */
+static size_t idem_fp_next(const void *base, size_t size, size_t n,
+                           const idem_str_t *prev,
+                           int (*cmp)(idem_str_t, idem_str_t))
+{
+    size_t best = n;
+
+    for (size_t i = 0; i < n; i++) {
+        const idem_str_t *k =
+            (const idem_str_t *)((const char *)base + i * size);
+
+        if (prev != NULL && cmp(*k, *prev) <= 0)
+            continue;
+        if (best == n || cmp(*k, *(const idem_str_t *)((const char *)base +
+                                                       best * size)) < 0)
+            best = i;
+    }
+    return best;
+}
+
+/* Feeds a field of s lower-cased. */
+static void idem_fp_hash_lower(idem_hash_ctx_t *h, idem_str_t s)
+{
+    char buf[64];
+    size_t i = 0;
+
+    idem_hash_u64(h, (uint64_t)s.len);
+    while (i < s.len) {
+        size_t n = 0;
+
+        for (; n < sizeof(buf) && i < s.len; n++, i++)
+            buf[n] = (char)idem_fp_lower((unsigned char)s.data[i]);
+        idem_hash_bytes(h, buf, n);
+    }
+}
+
+/* The options part of the layout above. */
+static void idem_fp_hash_options(idem_hash_ctx_t *h, const idem_request_t *req)
+{
+    static const char tag[] = "options-v1";
+    const idem_str_t *prev = NULL;
+    size_t n = 0, i;
+
+    idem_hash_field(h, tag, sizeof(tag) - 1);
+    while ((i = idem_fp_next(req->ignore, sizeof(*req->ignore), req->nignore,
+                             prev, idem_fp_str_cmp)) < req->nignore) {
+        prev = &req->ignore[i];
+        n++;
+    }
+    idem_hash_u64(h, (uint64_t)n);
+    prev = NULL;
+    while ((i = idem_fp_next(req->ignore, sizeof(*req->ignore), req->nignore,
+                             prev, idem_fp_str_cmp)) < req->nignore) {
+        prev = &req->ignore[i];
+        idem_hash_field(h, prev->data, prev->len);
+    }
+
+    n = 0;
+    prev = NULL;
+    while ((i = idem_fp_next(req->headers, sizeof(*req->headers), req->nheaders,
+                             prev, idem_fp_name_cmp)) < req->nheaders) {
+        prev = &req->headers[i].name;
+        n++;
+    }
+    idem_hash_u64(h, (uint64_t)n);
+    prev = NULL;
+    while ((i = idem_fp_next(req->headers, sizeof(*req->headers), req->nheaders,
+                             prev, idem_fp_name_cmp)) < req->nheaders) {
+        const idem_header_t *hd = &req->headers[i];
+
+        prev = &hd->name;
+        idem_fp_hash_lower(h, hd->name);
+        idem_hash_u8(h, hd->value.data != NULL);
+        idem_hash_field(h, hd->value.data, hd->value.len);
+    }
+}
+
 int idem_fingerprint(const idem_request_t *req, idem_hash_t *out,
                      idem_body_kind_t *kind)
 {
@@ -127,6 +272,10 @@ int idem_fingerprint(const idem_request_t *req, idem_hash_t *out,
     idem_hash_t body_hash;
     int rc;
 
+    for (size_t i = 0; i < req->nignore; i++) {
+        if (idem_fp_ignore_check(req->ignore[i].data, req->ignore[i].len) != 0)
+            return IDEM_EINVAL;
+    }
     rc = idem_canon_media_init(&media, req->content_type.data,
                                req->content_type.len);
     if (rc != 0)
@@ -134,6 +283,8 @@ int idem_fingerprint(const idem_request_t *req, idem_hash_t *out,
     rc = idem_canon_pairs_init(&query, req->query.data, req->query.len);
     if (rc != 0)
         goto fail_media;
+    if (req->nignore > 0)
+        idem_canon_pairs_drop(&query, req->ignore, req->nignore);
     rc = idem_fp_body(req, media.type, &body_hash, &body_kind);
     if (rc != 0)
         goto fail_query;
@@ -152,6 +303,8 @@ int idem_fingerprint(const idem_request_t *req, idem_hash_t *out,
         goto fail;
     idem_hash_u8(&h, (uint8_t)body_kind);
     idem_hash_field(&h, body_hash.bytes, sizeof(body_hash.bytes));
+    if (req->nignore > 0 || req->nheaders > 0)
+        idem_fp_hash_options(&h, req);
     if ((rc = idem_hash_final(&h, out)) != 0)
         goto fail;
     if (kind != NULL)

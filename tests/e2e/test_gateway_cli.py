@@ -375,10 +375,12 @@ BASE = ["--listen", "127.0.0.1:18080", "--upstream", "http://127.0.0.1:18081"]
 # --------------------------------------------------------------------------
 
 FLAGS = ["listen", "upstream", "store", "ttl", "wait", "methods",
-         "scope-header", "scope-cookie", "require-key", "on-unknown", "error-style", "api-log",
+         "scope-header", "scope-cookie", "require-key", "on-unknown", "stream", "error-style", "api-log",
          "max-body-bytes", "max-header-bytes", "max-response-bytes",
          "client-timeout", "upstream-timeout", "lease", "workers", "user", "admin",
-         "no-store-header", "key-header", "release-status", "runtime-dir",
+         "no-store-header", "key-header", "release-status",
+         "fingerprint-ignore", "fingerprint-header", "error-template",
+         "runtime-dir",
          "nginx", "module",
          "config",
          "print-config", "help"]
@@ -435,6 +437,13 @@ BAD = [
      "--scope-header: none cannot be combined with header names"),
     (BASE + ["--scope-header", "A"] * 9, "--scope-header: at most 8 scope headers"),
     (BASE + ["--no-store-header", "X Trace"], "--no-store-header: 'X Trace' is not a header name"),
+    (BASE + ["--stream", "always"], "--stream: invalid value 'always' (auto, pass or hold)"),
+    (BASE + ["--fingerprint-ignore", "/a~2"],
+     "--fingerprint-ignore: '/a~2' is neither a JSON Pointer"),
+    (BASE + ["--fingerprint-ignore", ""],
+     "--fingerprint-ignore: '' is neither a JSON Pointer"),
+    (BASE + ["--fingerprint-header", "Stripe Version"],
+     "--fingerprint-header: 'Stripe Version' is not a header name"),
     (BASE + ["--require-key=maybe"], "--require-key: invalid value 'maybe' (true or false)"),
     (BASE + ["--api-log", "/tmp/$host.log"], "--api-log: '/tmp/$host.log': the path may not contain '$'"),
     (BASE + ["--print-config=yes"], "--print-config takes no value"),

@@ -615,6 +615,196 @@ static void test_errbody_long_key_fits(void **state)
     free(e.body);
 }
 
+/* ---- templates ---- */
+
+#define TPL_JSON                                                               \
+    "{\"error\":{\"code\":{status},\"title\":\"{title}\","                     \
+    "\"message\":\"{details}\",\"key\":\"{key}\"}}"
+
+static idem_errtpl_t *tpl_of(const char *text)
+{
+    idem_errtpl_t *t = NULL;
+    char why[256];
+
+    assert_int_equal(
+        idem_errtpl_parse(text, strlen(text), &t, why, sizeof(why)), 0);
+    assert_non_null(t);
+    return t;
+}
+
+static idem_errbody_t tpl_make(const idem_errtpl_t *t, idem_err_kind_t kind,
+                               const char *key)
+{
+    idem_errbody_t e;
+
+    assert_int_equal(
+        idem_errbody_template(t, kind, key, key ? strlen(key) : 0, 0, &e), 0);
+    assert_non_null(e.body);
+    assert_int_equal(strlen(e.body), e.body_len);
+    return e;
+}
+
+static void test_errtpl_json_template_every_kind(void **state)
+{
+    idem_errtpl_t *t = tpl_of(TPL_JSON);
+
+    (void)state;
+    for (size_t i = 0; i < NKINDS; i++) {
+        idem_errbody_t e = tpl_make(t, all_kinds[i], "abc_123");
+        idem_errbody_t p =
+            make(IDEM_STYLE_PERSONA, all_kinds[i], "abc_123", IDEM_EKEYCHAR);
+        json_t *j = parse(&e), *pj = parse(&p);
+        json_t *err = json_object_get(j, "error");
+        json_t *perr = persona_error(pj);
+
+        /* the persona status, title and details, in the template's shape */
+        assert_int_equal(e.status, p.status);
+        assert_string_equal(e.content_type, "application/json");
+        assert_int_equal(json_integer_value(json_object_get(err, "code")),
+                         p.status);
+        assert_string_equal(member(err, "title"), member(perr, "title"));
+        if (all_kinds[i] != IDEM_ERR_KEY_INVALID)
+            assert_string_equal(member(err, "message"),
+                                member(perr, "details"));
+        assert_string_equal(member(err, "key"), "abc_123");
+        json_decref(j);
+        json_decref(pj);
+        free(e.body);
+        free(p.body);
+    }
+    idem_errtpl_free(t);
+}
+
+static void test_errtpl_values_are_json_escaped(void **state)
+{
+    idem_errtpl_t *t = tpl_of(TPL_JSON);
+    const char *key = "a\"b\\c}{key}";
+    idem_errbody_t e = tpl_make(t, IDEM_ERR_MISMATCH, key);
+    json_t *j = parse(&e);
+    json_t *err = json_object_get(j, "error");
+
+    (void)state;
+    assert_string_equal(member(err, "key"), key);
+    assert_non_null(strstr(member(err, "message"), key));
+    assert_non_null(strstr(e.body, "a\\\"b\\\\c}{key}"));
+    json_decref(j);
+    free(e.body);
+    idem_errtpl_free(t);
+}
+
+static void test_errtpl_content_type_line(void **state)
+{
+    idem_errtpl_t *t = tpl_of(
+        "content-TYPE:  application/vnd.error+json \r\n<e s=\"{status}\"/>");
+    idem_errbody_t e = tpl_make(t, IDEM_ERR_IN_PROGRESS, "k");
+
+    (void)state;
+    assert_string_equal(idem_errtpl_content_type(t),
+                        "application/vnd.error+json");
+    assert_string_equal(e.content_type, "application/vnd.error+json");
+    assert_string_equal(e.body, "<e s=\"409\"/>");
+    free(e.body);
+    idem_errtpl_free(t);
+}
+
+static void test_errtpl_plain_text_and_literals(void **state)
+{
+    idem_errtpl_t *t = tpl_of("{{status}} {} { status } {\"a\":{status}}\n");
+    idem_errbody_t e = tpl_make(t, IDEM_ERR_STORE, NULL);
+
+    (void)state;
+    /* "{{" is a '{'; braces that are no placeholder stay as they are */
+    assert_string_equal(e.body, "{status}} {} { status } {\"a\":503}\n");
+    assert_int_equal(e.status, 503);
+    free(e.body);
+    idem_errtpl_free(t);
+
+    t = tpl_of("no placeholders");
+    e = tpl_make(t, IDEM_ERR_MISMATCH, "k");
+    assert_string_equal(e.body, "no placeholders");
+    free(e.body);
+    idem_errtpl_free(t);
+
+    t = tpl_of("Content-Type: text/plain");
+    e = tpl_make(t, IDEM_ERR_MISMATCH, "k");
+    assert_string_equal(e.body, "");
+    assert_string_equal(e.content_type, "text/plain");
+    free(e.body);
+    idem_errtpl_free(t);
+}
+
+static void test_errtpl_unknown_placeholder_is_refused(void **state)
+{
+    static const char *const bad[] = {
+        "{\"code\":\n{code}}", "{Status}", "{status_}", "{key2}", "{_}",
+    };
+    idem_errtpl_t *t = (idem_errtpl_t *)&t;
+    char why[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+        assert_int_equal(
+            idem_errtpl_parse(bad[i], strlen(bad[i]), &t, why, sizeof(why)),
+            IDEM_EINVAL);
+        assert_non_null(strstr(why, "unknown placeholder"));
+    }
+    assert_non_null(strstr(why, "{_}"));
+    assert_int_equal(
+        idem_errtpl_parse("{\"code\":\n{code}}", 16, &t, why, sizeof(why)),
+        IDEM_EINVAL);
+    assert_non_null(strstr(why, "{code} on line 2"));
+    assert_int_equal(
+        idem_errtpl_parse("Content-Type: a/b\n\n{x}", 22, &t, why, sizeof(why)),
+        IDEM_EINVAL);
+    assert_non_null(strstr(why, "{x} on line 3"));
+    /* a failed parse leaves *out alone */
+    assert_ptr_equal(t, (idem_errtpl_t *)&t);
+}
+
+static void test_errtpl_bad_content_type_or_size(void **state)
+{
+    idem_errtpl_t *t = NULL;
+    char why[256];
+    char *big;
+
+    (void)state;
+    assert_int_equal(
+        idem_errtpl_parse("Content-Type: \n{}", 17, &t, why, sizeof(why)),
+        IDEM_EINVAL);
+    assert_non_null(strstr(why, "names no type"));
+    assert_int_equal(
+        idem_errtpl_parse("Content-Type: a/\x01\n{}", 19, &t, why, sizeof(why)),
+        IDEM_EINVAL);
+    assert_non_null(strstr(why, "printable"));
+    big = malloc(IDEM_ERRTPL_MAX + 1);
+    assert_non_null(big);
+    memset(big, 'x', IDEM_ERRTPL_MAX + 1);
+    assert_int_equal(
+        idem_errtpl_parse(big, IDEM_ERRTPL_MAX + 1, &t, why, sizeof(why)),
+        IDEM_EINVAL);
+    assert_int_equal(idem_errtpl_parse(big, IDEM_ERRTPL_MAX, &t, why, 0), 0);
+    idem_errtpl_free(t);
+    free(big);
+}
+
+static void test_errtpl_render_and_unknown_kind(void **state)
+{
+    idem_errtpl_t *t = tpl_of("{status}|{title}|{details}|{key}");
+    idem_errbody_t e;
+
+    (void)state;
+    assert_int_equal(
+        idem_errtpl_render(t, 413, "Too \"big\"", "d\n", "k", 1, &e), 0);
+    assert_string_equal(e.body, "413|Too \\\"big\\\"|d\\u000a|k");
+    assert_int_equal(e.status, 413);
+    free(e.body);
+    assert_int_equal(
+        idem_errbody_template(t, (idem_err_kind_t)99, "k", 1, 0, &e),
+        IDEM_EINVAL);
+    idem_errtpl_free(t);
+    idem_errtpl_free(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -656,6 +846,13 @@ int main(void)
         cmocka_unit_test(test_errbody_unknown_kind_or_style_is_einval),
         cmocka_unit_test(test_errbody_null_key_is_empty),
         cmocka_unit_test(test_errbody_long_key_fits),
+        cmocka_unit_test(test_errtpl_json_template_every_kind),
+        cmocka_unit_test(test_errtpl_values_are_json_escaped),
+        cmocka_unit_test(test_errtpl_content_type_line),
+        cmocka_unit_test(test_errtpl_plain_text_and_literals),
+        cmocka_unit_test(test_errtpl_unknown_placeholder_is_refused),
+        cmocka_unit_test(test_errtpl_bad_content_type_or_size),
+        cmocka_unit_test(test_errtpl_render_and_unknown_kind),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

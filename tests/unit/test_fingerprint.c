@@ -20,10 +20,15 @@
 /* POST /v1/inquiries with the given query, content type and body. */
 static idem_request_t req(const char *query, const char *ct, const char *body)
 {
-    idem_request_t r = {
-        S("POST"),        S("/v1/inquiries"),    {query, strlen(query)},
-        {ct, strlen(ct)}, (const uint8_t *)body, strlen(body)};
+    idem_request_t r;
 
+    memset(&r, 0, sizeof(r));
+    r.method = S("POST");
+    r.path = S("/v1/inquiries");
+    r.query = (idem_str_t){query, strlen(query)};
+    r.content_type = (idem_str_t){ct, strlen(ct)};
+    r.body = (const uint8_t *)body;
+    r.body_len = strlen(body);
     return r;
 }
 
@@ -616,6 +621,318 @@ static void test_fp_kind_is_optional(void **state)
     assert_int_equal(k, IDEM_BODY_JSON);
 }
 
+/* ---- options: ignored fields and included headers ---- */
+
+#define MAX_OPT 8
+
+/* The fingerprint of r with the ignore entries of a NULL-terminated list. */
+static idem_hash_t fp_ignoring(idem_request_t r, const char *const *ignore)
+{
+    idem_str_t list[MAX_OPT];
+    size_t n = 0;
+
+    for (; ignore[n] != NULL; n++) {
+        assert_true(n < MAX_OPT);
+        list[n] = (idem_str_t){ignore[n], strlen(ignore[n])};
+    }
+    r.ignore = list;
+    r.nignore = n;
+    return fp(r);
+}
+
+#define IGN(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+static void assert_json_same_ignoring(const char *const *ign, const char *a,
+                                      const char *b)
+{
+    assert_true(same(fp_ignoring(req("", JSON, a), ign),
+                     fp_ignoring(req("", JSON, b), ign)));
+}
+
+static void assert_json_differ_ignoring(const char *const *ign, const char *a,
+                                        const char *b)
+{
+    assert_false(same(fp_ignoring(req("", JSON, a), ign),
+                      fp_ignoring(req("", JSON, b), ign)));
+}
+
+static void test_fp_ignore_member_changes_nothing(void **state)
+{
+    const char *const *ign = IGN("/client_time");
+
+    (void)state;
+    assert_json_same_ignoring(ign, "{\"amount\":1,\"client_time\":100}",
+                              "{\"amount\":1,\"client_time\":200}");
+    /* present or absent alike */
+    assert_json_same_ignoring(ign, "{\"amount\":1,\"client_time\":100}",
+                              "{\"amount\":1}");
+    assert_json_same_ignoring(ign, "{\"client_time\":{\"deep\":[1]},\"a\":1}",
+                              "{\"a\":1,\"client_time\":null}");
+    assert_int_equal(kind_of(req("", JSON, "{\"client_time\":1}")),
+                     IDEM_BODY_JSON);
+}
+
+static void test_fp_ignore_other_members_still_matter(void **state)
+{
+    const char *const *ign = IGN("/client_time");
+
+    (void)state;
+    assert_json_differ_ignoring(ign, "{\"amount\":1,\"client_time\":1}",
+                                "{\"amount\":2,\"client_time\":1}");
+    /* the name is exact: neither a prefix nor another case */
+    assert_json_differ_ignoring(ign, "{\"client_times\":1}",
+                                "{\"client_times\":2}");
+    assert_json_differ_ignoring(ign, "{\"Client_time\":1}",
+                                "{\"Client_time\":2}");
+    /* only at the top: the same name deeper is another value */
+    assert_json_differ_ignoring(ign, "{\"m\":{\"client_time\":1}}",
+                                "{\"m\":{\"client_time\":2}}");
+}
+
+static void test_fp_ignore_nested_pointer(void **state)
+{
+    const char *const *ign = IGN("/metadata/client_time");
+
+    (void)state;
+    assert_json_same_ignoring(
+        ign, "{\"metadata\":{\"client_time\":1,\"order\":\"a\"},\"n\":1}",
+        "{\"n\":1,\"metadata\":{\"order\":\"a\",\"client_time\":2}}");
+    assert_json_differ_ignoring(
+        ign, "{\"metadata\":{\"client_time\":1,\"order\":\"a\"}}",
+        "{\"metadata\":{\"client_time\":1,\"order\":\"b\"}}");
+    /* the parent is still compared: empty is not absent */
+    assert_json_differ_ignoring(ign, "{\"metadata\":{\"client_time\":1}}",
+                                "{}");
+    /* a top-level member of that name is not the nested one */
+    assert_json_differ_ignoring(ign, "{\"client_time\":1}",
+                                "{\"client_time\":2}");
+    /* through a scalar: nothing to leave out */
+    assert_json_differ_ignoring(ign, "{\"metadata\":1}", "{\"metadata\":2}");
+}
+
+static void test_fp_ignore_array_index(void **state)
+{
+    (void)state;
+    assert_json_same_ignoring(IGN("/items/1"), "{\"items\":[1,2,3]}",
+                              "{\"items\":[1,9,3]}");
+    /* the elements after it keep their place and still matter */
+    assert_json_differ_ignoring(IGN("/items/1"), "{\"items\":[1,2,3]}",
+                                "{\"items\":[1,2,4]}");
+    assert_json_differ_ignoring(IGN("/items/1"), "{\"items\":[1,2,3]}",
+                                "{\"items\":[1,3]}");
+    /* through an element to a member */
+    assert_json_same_ignoring(
+        IGN("/items/0/nonce"),
+        "{\"items\":[{\"nonce\":1,\"q\":2},{\"nonce\":1}]}",
+        "{\"items\":[{\"nonce\":7,\"q\":2},{\"nonce\":1}]}");
+    assert_json_differ_ignoring(IGN("/items/0/nonce"),
+                                "{\"items\":[{\"nonce\":1},{\"nonce\":1}]}",
+                                "{\"items\":[{\"nonce\":1},{\"nonce\":2}]}");
+    /* a top-level array; leading zeros and "-" name no element */
+    assert_json_same_ignoring(IGN("/0"), "[1,2]", "[5,2]");
+    assert_json_differ_ignoring(IGN("/01"), "[1,2]", "[5,2]");
+    assert_json_differ_ignoring(IGN("/-"), "[1,2]", "[1,3]");
+    /* an index token on an object names the member of that name */
+    assert_json_same_ignoring(IGN("/0"), "{\"0\":1,\"a\":1}",
+                              "{\"0\":2,\"a\":1}");
+    /* several indexes are all resolved against the array as received */
+    assert_json_same_ignoring(IGN("/1", "/2"), "[0,1,2,3]", "[0,8,9,3]");
+    assert_json_differ_ignoring(IGN("/1", "/2"), "[0,1,2,3]", "[0,1,2,4]");
+}
+
+static void test_fp_ignore_escaped_tokens(void **state)
+{
+    (void)state;
+    /* ~1 is a '/', ~0 a '~' */
+    assert_json_same_ignoring(IGN("/a~1b"), "{\"a/b\":1,\"c\":1}",
+                              "{\"a/b\":2,\"c\":1}");
+    assert_json_same_ignoring(IGN("/m~0n"), "{\"m~n\":1}", "{\"m~n\":2}");
+    /* ~01 is "~1", not "/" */
+    assert_json_same_ignoring(IGN("/~01"), "{\"~1\":1}", "{\"~1\":2}");
+    assert_json_differ_ignoring(IGN("/~01"), "{\"/\":1}", "{\"/\":2}");
+    /* the unescaped spellings name other members */
+    assert_json_differ_ignoring(IGN("/a~1b"), "{\"a\":{\"b\":1}}",
+                                "{\"a\":{\"b\":2}}");
+    /* "/" names the member with an empty name */
+    assert_json_same_ignoring(IGN("/"), "{\"\":1,\"x\":0}", "{\"\":2,\"x\":0}");
+    /* a member name with a NUL in it */
+    assert_json_differ_ignoring(IGN("/a"), "{\"a\\u0000\":1}",
+                                "{\"a\\u0000\":2}");
+}
+
+static void test_fp_ignore_missing_member(void **state)
+{
+    const char *const *ign = IGN("/metadata/client_time", "/nope/0/x");
+
+    (void)state;
+    /* naming nothing changes nothing in the comparison */
+    assert_json_same_ignoring(ign, "{\"a\":1}", "{ \"a\" : 1 }");
+    assert_json_differ_ignoring(ign, "{\"a\":1}", "{\"a\":2}");
+    assert_json_differ_ignoring(ign, "[1]", "[2]");
+    assert_json_differ_ignoring(ign, "\"s\"", "\"t\"");
+}
+
+static void test_fp_ignore_body_as_bytes_is_whole(void **state)
+{
+    (void)state;
+    /* a body that is not trusted JSON is compared whole */
+    assert_json_differ_ignoring(IGN("/t"), "{\"t\":1,\"t\":1}",
+                                "{\"t\":2,\"t\":1}");
+    assert_json_differ_ignoring(IGN("/t"), "{\"t\":1,}", "{\"t\":2,}");
+    /* and a pointer does not reach into other media */
+    assert_false(
+        same(fp_ignoring(req("", "text/plain", "{\"t\":1}"), IGN("/t")),
+             fp_ignoring(req("", "text/plain", "{\"t\":2}"), IGN("/t"))));
+}
+
+static void test_fp_ignore_form_field(void **state)
+{
+    const char *const *ign = IGN("nonce");
+
+    (void)state;
+    assert_true(same(fp_ignoring(req("", FORM, "amount=1&nonce=abc"), ign),
+                     fp_ignoring(req("", FORM, "nonce=xyz&amount=1"), ign)));
+    assert_true(
+        same(fp_ignoring(req("", FORM, "amount=1&nonce=1&nonce=2"), ign),
+             fp_ignoring(req("", FORM, "amount=1"), ign)));
+    /* decoded names: an escaped spelling is the same field */
+    assert_true(same(fp_ignoring(req("", FORM, "amount=1&%6Eonce=abc"), ign),
+                     fp_ignoring(req("", FORM, "amount=1"), ign)));
+    /* the other fields still matter */
+    assert_false(same(fp_ignoring(req("", FORM, "amount=1&nonce=a"), ign),
+                      fp_ignoring(req("", FORM, "amount=2&nonce=a"), ign)));
+    assert_false(same(fp_ignoring(req("", FORM, "nonces=1"), ign),
+                      fp_ignoring(req("", FORM, "nonces=2"), ign)));
+    /* a name with a space, sent as '+' or %20 */
+    assert_true(same(
+        fp_ignoring(req("", FORM, "client+time=1&a=1"), IGN("client time")),
+        fp_ignoring(req("", FORM, "a=1&client%20time=2"), IGN("client time"))));
+    assert_false(same(
+        fp_ignoring(req("", FORM, "client%2Btime=1"), IGN("client time")),
+        fp_ignoring(req("", FORM, "client%2Btime=2"), IGN("client time"))));
+    /* a JSON pointer does not name a form field, nor a name a JSON member */
+    assert_false(same(fp_ignoring(req("", FORM, "nonce=1"), IGN("/nonce")),
+                      fp_ignoring(req("", FORM, "nonce=2"), IGN("/nonce"))));
+    assert_json_differ_ignoring(ign, "{\"nonce\":1}", "{\"nonce\":2}");
+}
+
+static void test_fp_ignore_query_field(void **state)
+{
+    const char *const *ign = IGN("ts");
+
+    (void)state;
+    assert_true(same(fp_ignoring(req("a=1&ts=100", "", ""), ign),
+                     fp_ignoring(req("ts=200&a=1", "", ""), ign)));
+    assert_true(same(fp_ignoring(req("a=1&ts", "", ""), ign),
+                     fp_ignoring(req("a=1", "", ""), ign)));
+    assert_false(same(fp_ignoring(req("a=1&ts=1", "", ""), ign),
+                      fp_ignoring(req("a=2&ts=1", "", ""), ign)));
+    /* all ignored: like an empty query */
+    assert_true(same(fp_ignoring(req("ts=1", "", ""), ign),
+                     fp_ignoring(req("", "", ""), ign)));
+    /* a bad escape in a name is no byte: no name names it */
+    assert_false(same(fp_ignoring(req("%zz=1", "", ""), IGN("%zz")),
+                      fp_ignoring(req("%zz=2", "", ""), IGN("%zz"))));
+    /* query and body stay apart */
+    assert_false(same(fp_ignoring(req("ts=1&a=1", FORM, ""), ign),
+                      fp_ignoring(req("", FORM, "a=1"), ign)));
+}
+
+static void test_fp_options_are_in_the_digest(void **state)
+{
+    idem_request_t r = req("a=1", JSON, "{\"x\":1}");
+    idem_hash_t plain = fp(r);
+
+    (void)state;
+    /* an ignore list that names nothing still makes another fingerprint */
+    assert_false(same(plain, fp_ignoring(r, IGN("/nothing"))));
+    assert_false(same(plain, fp_ignoring(r, IGN("nothing"))));
+    assert_false(
+        same(fp_ignoring(r, IGN("/nothing")), fp_ignoring(r, IGN("/other"))));
+    assert_false(
+        same(fp_ignoring(r, IGN("/nothing")), fp_ignoring(r, IGN("nothing"))));
+    assert_false(
+        same(fp_ignoring(r, IGN("/a")), fp_ignoring(r, IGN("/a", "/b"))));
+    /* order and repetition of the list do not matter */
+    assert_true(same(fp_ignoring(r, IGN("/a", "b", "/c")),
+                     fp_ignoring(r, IGN("/c", "/a", "b", "/a"))));
+    /* entries do not run together */
+    assert_false(same(fp_ignoring(r, IGN("/ab", "/c")),
+                      fp_ignoring(r, IGN("/a", "b/c"))));
+}
+
+static idem_hash_t fp_with_header(idem_request_t r, const char *name,
+                                  const char *value)
+{
+    idem_header_t h = {{name, strlen(name)},
+                       {value, value ? strlen(value) : 0}};
+
+    r.headers = &h;
+    r.nheaders = 1;
+    return fp(r);
+}
+
+static void test_fp_header_value_matters(void **state)
+{
+    idem_request_t r = req("", JSON, "{\"a\":1}");
+
+    (void)state;
+    assert_true(same(fp_with_header(r, "Stripe-Version", "2024-06-20"),
+                     fp_with_header(r, "Stripe-Version", "2024-06-20")));
+    assert_false(same(fp_with_header(r, "Stripe-Version", "2024-06-20"),
+                      fp_with_header(r, "Stripe-Version", "2023-10-16")));
+    /* absent, empty and present differ; values are case-sensitive */
+    assert_false(same(fp_with_header(r, "Stripe-Version", NULL),
+                      fp_with_header(r, "Stripe-Version", "")));
+    assert_false(same(fp_with_header(r, "Stripe-Version", "v"),
+                      fp_with_header(r, "Stripe-Version", "V")));
+    /* an included header, even absent, is not the plain fingerprint */
+    assert_false(same(fp(r), fp_with_header(r, "Stripe-Version", NULL)));
+    /* the name's case does not matter; the name itself does */
+    assert_true(same(fp_with_header(r, "stripe-version", "1"),
+                     fp_with_header(r, "STRIPE-VERSION", "1")));
+    assert_false(same(fp_with_header(r, "Stripe-Version", "1"),
+                      fp_with_header(r, "Stripe-Account", "1")));
+}
+
+static void test_fp_headers_sorted_by_name(void **state)
+{
+    idem_request_t a = req("", JSON, "{}"), b = a;
+    idem_header_t ha[2] = {{S("X-B"), S("2")}, {S("x-a"), S("1")}};
+    idem_header_t hb[3] = {
+        {S("X-A"), S("1")}, {S("x-b"), S("2")}, {S("x-a"), S("other")}};
+
+    (void)state;
+    a.headers = ha;
+    a.nheaders = 2;
+    b.headers = hb;
+    b.nheaders = 3; /* a repeated name counts once, its first value */
+    assert_true(same(fp(a), fp(b)));
+    hb[0].value = S("other");
+    assert_false(same(fp(a), fp(b)));
+}
+
+static void test_fp_ignore_check(void **state)
+{
+    (void)state;
+    assert_int_equal(idem_fp_ignore_check("/a/0/b~0~1", 10), 0);
+    assert_int_equal(idem_fp_ignore_check("/", 1), 0);
+    assert_int_equal(idem_fp_ignore_check("nonce", 5), 0);
+    assert_int_equal(idem_fp_ignore_check("a~b", 3), 0); /* a field name */
+    assert_int_equal(idem_fp_ignore_check("/a~2", 4), IDEM_EINVAL);
+    assert_int_equal(idem_fp_ignore_check("/a~", 3), IDEM_EINVAL);
+    assert_int_equal(idem_fp_ignore_check("", 0), IDEM_EINVAL);
+    {
+        idem_request_t r = req("", JSON, "{}");
+        idem_str_t bad = S("/x~");
+        idem_hash_t h;
+
+        r.ignore = &bad;
+        r.nignore = 1;
+        assert_int_equal(idem_fingerprint(&r, &h, NULL), IDEM_EINVAL);
+    }
+}
+
 /*
  * Digests computed outside this code from the layout in fingerprint.c; they
  * pin it, because a change would turn every stored key into a mismatch.
@@ -642,6 +959,24 @@ static void test_fp_layout_is_stable(void **state)
     assert_hex(
         fp(r),
         "dc0a8d252ae313a90530e0ccbf8c99595ad1f7e463a58d21b9981a9d7b11d977");
+}
+
+/* The same, for the options part of the layout. */
+static void test_fp_options_layout_is_stable(void **state)
+{
+    idem_request_t r = req("ts=1&a=1", JSON, "{\"b\":1,\"m\":{\"t\":2}}");
+    idem_str_t ignore[2] = {S("ts"), S("/m/t")};
+    idem_header_t headers[2] = {{S("X-Absent"), {NULL, 0}},
+                                {S("Stripe-Version"), S("2024-06-20")}};
+
+    (void)state;
+    r.ignore = ignore;
+    r.nignore = 2;
+    r.headers = headers;
+    r.nheaders = 2;
+    assert_hex(
+        fp(r),
+        "6ebfd7ffeb35a3640a9b72a4e6045066edfc6fcd1ea0ecf6b92b0d2a1c93d349");
 }
 
 int main(void)
@@ -687,7 +1022,21 @@ int main(void)
         cmocka_unit_test(test_fp_must_equal_table),
         cmocka_unit_test(test_fp_absent_body_equals_empty_body),
         cmocka_unit_test(test_fp_kind_is_optional),
+        cmocka_unit_test(test_fp_ignore_member_changes_nothing),
+        cmocka_unit_test(test_fp_ignore_other_members_still_matter),
+        cmocka_unit_test(test_fp_ignore_nested_pointer),
+        cmocka_unit_test(test_fp_ignore_array_index),
+        cmocka_unit_test(test_fp_ignore_escaped_tokens),
+        cmocka_unit_test(test_fp_ignore_missing_member),
+        cmocka_unit_test(test_fp_ignore_body_as_bytes_is_whole),
+        cmocka_unit_test(test_fp_ignore_form_field),
+        cmocka_unit_test(test_fp_ignore_query_field),
+        cmocka_unit_test(test_fp_options_are_in_the_digest),
+        cmocka_unit_test(test_fp_header_value_matters),
+        cmocka_unit_test(test_fp_headers_sorted_by_name),
+        cmocka_unit_test(test_fp_ignore_check),
         cmocka_unit_test(test_fp_layout_is_stable),
+        cmocka_unit_test(test_fp_options_layout_is_stable),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
