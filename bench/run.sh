@@ -15,6 +15,11 @@
 # scenarios run again on a third nginx whose store is a throwaway Redis
 # (appendfsync always, loopback). Settings: BENCH_SECONDS (5), BENCH_CONNS
 # (32), BENCH_WORKERS (1), BUILD (build).
+#
+# On a machine of two cores or more, each proxy (its workers and their
+# thread pool) runs on CPU BENCH_PROXY_CPU (0), and wrk, the demo API and
+# Redis on CPU BENCH_OTHER_CPU (1), so that the ratio shows the proxy's own
+# cost, not a fight for one core.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -34,10 +39,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+pin_proxy=() pin_other=()
+if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
+    pin_proxy=(taskset -c "${BENCH_PROXY_CPU:-0}")
+    pin_other=(taskset -c "${BENCH_OTHER_CPU:-1}")
+fi
+
 port() { /usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 API=$(port); P1=$(port); P2=$(port)
 
-"$BUILD/inquiries" --listen "127.0.0.1:$API" >/dev/null 2>&1 &
+"${pin_other[@]}" "$BUILD/inquiries" --listen "127.0.0.1:$API" >/dev/null 2>&1 &
 pids+=($!)
 
 user=""
@@ -76,7 +87,7 @@ http {
 }
 CONF
     [ "$(id -u)" = 0 ] && chown -R nobody:nogroup "$run/$1"
-    "$NGINX" -p "$run/$1" -c "$run/$1/nginx.conf" &
+    "${pin_proxy[@]}" "$NGINX" -p "$run/$1" -c "$run/$1/nginx.conf" &
     pids+=($!)
 }
 
@@ -89,7 +100,7 @@ P3=""
 if command -v redis-server >/dev/null 2>&1; then
     RP=$(port); P3=$(port)
     mkdir -p "$run/redis"
-    redis-server --bind 127.0.0.1 --port "$RP" --dir "$run/redis" --save '' \
+    "${pin_other[@]}" redis-server --bind 127.0.0.1 --port "$RP" --dir "$run/redis" --save '' \
         --appendonly yes --appendfsync always --maxmemory-policy noeviction \
         --daemonize no --logfile "$run/redis/redis.log" &
     pids+=($!)
@@ -112,7 +123,7 @@ done
 rps() {  # rps PORT [SCRIPT]
     local script=()
     [ -n "${2:-}" ] && script=(-s "bench/$2")
-    wrk -t1 -c"$CONNS" -d"${SECONDS_EACH}s" "${script[@]}" \
+    "${pin_other[@]}" wrk -t1 -c"$CONNS" -d"${SECONDS_EACH}s" "${script[@]}" \
         "http://127.0.0.1:$1/bench" | awk '/Requests\/sec/ {print $2}'
 }
 
