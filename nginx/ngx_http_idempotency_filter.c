@@ -466,8 +466,12 @@ ngx_http_idempotency_stream_header(ngx_http_request_t *r,
 
     r->upstream->buffering = 0;
 
+    /* a status of idempotency_release_status frees the key at the end:
+       the client is told of no expiry */
     if (ngx_http_idempotency_build_stored(r, ctx) != NGX_OK
-        || ngx_http_idempotency_add_expires(r, ctx->expires_ms) != NGX_OK)
+        || (!ngx_http_idempotency_release_status(ctx, r->headers_out.status)
+            && ngx_http_idempotency_add_expires(r, ctx->expires_ms)
+               != NGX_OK))
     {
         return NGX_ERROR;
     }
@@ -590,6 +594,12 @@ ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     case NGX_HTTP_IDEM_STORING:
         if (in == NULL) {
+            if (ctx->streaming) {
+                /* what was streamed still drains to a slow client while
+                   the end waits for the store */
+                return ngx_http_next_body_filter(r, NULL);
+            }
+
             return ctx->pending ? NGX_AGAIN : NGX_OK;
         }
 
@@ -799,7 +809,9 @@ ngx_http_idempotency_stream_body(ngx_http_request_t *r,
         }
     }
 
-    rc = in ? ngx_http_next_body_filter(r, in) : NGX_OK;
+    /* a call without input is nginx flushing what a slow client has not
+       taken yet: it must reach the write filter, or the stream stalls */
+    rc = ngx_http_next_body_filter(r, in);
 
     if (rc == NGX_ERROR || !last) {
         /* a stream cut short ends in error: the request's cleanup

@@ -810,6 +810,7 @@ ngx_http_idempotency_fp_header(ngx_http_request_t *r, ngx_str_t *name,
 
     value->data = (char *) p;
     value->len = len;
+    n = 0;
 
     for (part = &r->headers_in.headers.part; part; part = part->next) {
         h = part->elts;
@@ -821,7 +822,8 @@ ngx_http_idempotency_fp_header(ngx_http_request_t *r, ngx_str_t *name,
                 continue;
             }
 
-            if (p != (u_char *) value->data) {
+            /* every field after the first, empty or not, after ", " */
+            if (n++) {
                 *p++ = ',';
                 *p++ = ' ';
             }

@@ -10,6 +10,7 @@ test_gateway_cli, which counts what it executes and says so in its body.
 
 import json
 import os
+import socket
 import subprocess
 import tempfile
 import urllib.parse
@@ -189,6 +190,37 @@ def test_module_header_brought_in(module_gateway, echo):
     assert_mismatch(post_json(g.url, key2, body(1),
                               headers={"Stripe-Version": ""}), key2)
     assert echo.count == before + 1
+
+
+def test_module_repeated_header_fields_join_like_one_list(module_gateway):
+    # "X-Fp:" then "X-Fp: a" is the list ", a", the same as one field
+    # ", a": the empty first field still takes its place
+    g = module_gateway("idempotency_fingerprint_header X-Fp;")
+    key = unique_key()
+
+    def send(*fields):
+        head = "".join("X-Fp:%s\r\n" % (" " + f if f else "")
+                       for f in fields)
+        req = ("POST /v1/charges HTTP/1.1\r\nHost: a\r\nIdempotency-Key: %s"
+               "\r\nContent-Type: application/json\r\n%sContent-Length: 2"
+               "\r\nConnection: close\r\n\r\n{}" % (key, head)).encode()
+        with socket.create_connection(("127.0.0.1", g.port), timeout=10) as c:
+            c.sendall(req)
+            data = b""
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                data += d
+        return data.split(b"\r\n", 1)[0], data
+
+    status, _ = send(", a")
+    assert b"201" in status
+    for _ in range(5):
+        status, data = send("", "a")
+        assert b"201" in status and b"Idempotent-Replayed: true" in data
+    status, _ = send("a", "")
+    assert b"400" in status
 
 
 def test_module_without_the_header_option_it_is_not_compared(module_gateway):

@@ -405,3 +405,107 @@ def test_gateway_stream_pass_and_hold(gateway_factory, sse):
     check_json_streams(sse, p.url)
     h = gateway_factory("--stream", "hold", upstream=sse.url)
     check_held_until_the_end(sse, h.url, "events")
+
+
+class BigSseHandler(http.server.BaseHTTPRequestHandler):
+    """A long event stream, written as fast as the socket takes it."""
+    protocol_version = "HTTP/1.1"
+    total = 3 * 1024 * 1024
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status = 429 if self.path.startswith("/status/429") else 200
+        self.send_response(status)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        event = b"data: " + b"x" * 4000 + b"\n\n"
+        sent = 0
+        while sent < self.total:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            sent += len(event)
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+@pytest.fixture(scope="module")
+def big_sse():
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), BigSseHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    class Upstream:
+        port = server.server_address[1]
+    yield Upstream()
+    server.shutdown()
+    server.server_close()
+
+
+def read_slowly(port, key, path="/events"):
+    """A client with a small receive window that starts reading late: the
+    whole answer, or what came before the gateway stalled."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    s.sendall(("POST %s HTTP/1.1\r\nHost: a\r\nIdempotency-Key: %s\r\n"
+               "Content-Length: 0\r\nConnection: close\r\n\r\n"
+               % (path, key)).encode())
+    time.sleep(1.5)
+    s.settimeout(10)
+    data = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+    except socket.timeout:
+        pass
+    s.close()
+    return data
+
+
+def dechunk(body):
+    """The data of a chunked body."""
+    out = b""
+    while True:
+        size, _, body = body.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            return out
+        out += body[:n]
+        body = body[n + 2:]
+
+
+def test_module_stream_to_a_slow_client_is_whole(big_sse):
+    g = Gateway(big_sse, directives=["idempotency_lease 30s;"],
+                read_timeout="30s")
+    try:
+        key = unique_key()
+        first = read_slowly(g.port, key)
+        head, _, body = first.partition(b"\r\n\r\n")
+        assert b"200 OK" in head.split(b"\r\n")[0]
+        # chunked to the client: ends with the last chunk, nothing missing
+        assert body.endswith(b"0\r\n\r\n"), len(body)
+        events = dechunk(body)
+        assert events.count(b"data: ") == -(-BigSseHandler.total // 4008)
+        replay = requests.post(g.url + "/events", headers={
+            "Idempotency-Key": key}, timeout=30)
+        assert replay.headers["Idempotent-Replayed"] == "true"
+        assert replay.content == events
+    finally:
+        g.close()
+
+
+def test_module_released_status_stream_tells_no_expiry(big_sse):
+    g = Gateway(big_sse, directives=["idempotency_release_status 429;"])
+    try:
+        r = requests.post(g.url + "/status/429", timeout=30,
+                          headers={"Idempotency-Key": unique_key()})
+        assert r.status_code == 429
+        assert "Idempotency-Expires" not in r.headers
+    finally:
+        g.close()
