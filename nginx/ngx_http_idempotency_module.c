@@ -2226,6 +2226,17 @@ ngx_http_idempotency_log_entry_variable(ngx_http_request_t *r,
 
     status = r->err_status ? r->err_status : r->headers_out.status;
 
+    /*
+     * a streamed response that ended short, or whose end could not be
+     * stored: the client saw the upstream's status, the key keeps (or is
+     * about to keep, by the request's cleanup) the unknown-outcome 504
+     */
+    if (ctx && ctx->streaming && !ctx->release
+        && (ctx->state == NGX_HTTP_IDEM_STREAMING || ctx->fallback))
+    {
+        status = NGX_HTTP_GATEWAY_TIME_OUT;
+    }
+
     ngx_http_idempotency_client_request(r->main, &method, &path);
 
     len = sizeof("{\"time\":\"2026-01-01T00:00:00.000Z\",\"request_id\":\"\","

@@ -221,6 +221,11 @@ def test_module_event_stream_flows_and_replays_whole(module_gateway, sse):
 def test_module_cut_stream_is_an_unknown_outcome(module_gateway, sse):
     g = module_gateway()
     check_cut_is_unknown_outcome(sse, g.url, g.admin_get)
+    # the API log has the status the key keeps, not the one the cut
+    # stream began with (SPEC §7)
+    time.sleep(0.2)
+    cut = [e for e in g.api_log() if e["path"].startswith("/cut/")]
+    assert [e["status"] for e in cut] == [504]
 
 
 def test_module_hold_keeps_even_an_event_stream(module_gateway, sse):
