@@ -876,9 +876,13 @@ static int idem_store_pg_apply(PGconn *c, idem_store_pg_batch_t *b,
     nq++;
     rc = idem_store_pg_sync(c, b->res, nq);
     if (rc == 0) {
+        /* a write that touched no row, or more than one, is not what was
+           locked (a trigger, a row-level policy): the COMMIT has landed,
+           so running the batch again would plan it against its own
+           writes; it is a store error instead */
         for (size_t q = 0; q + 1 < nq; q++) {
             if (strcmp(PQcmdTuples(b->res[q]), "1") != 0) {
-                rc = IDEM_STORE_PG_RETRY; /* not what was locked */
+                rc = IDEM_EIO;
             }
         }
     }

@@ -2,6 +2,7 @@
  * registry.c — the store backends this build has, in one table (see
  * registry.h). Adding a backend: its descriptor here, nothing else.
  */
+#include <pthread.h>
 #include <string.h>
 
 #include "registry.h"
@@ -41,29 +42,31 @@ const idem_store_backend_t *idem_store_backend_find(const char *url,
     return NULL;
 }
 
+/* The URL forms of the table, joined once (idem_store_backend_forms). */
+static char idem_store_forms[512];
+static pthread_once_t idem_store_forms_once = PTHREAD_ONCE_INIT;
+
+static void idem_store_forms_build(void)
+{
+    size_t len = 0;
+
+    for (size_t i = 0; i < IDEM_STORE_NBACKENDS; i++) {
+        const char *sep = i == 0                          ? ""
+                          : i + 1 == IDEM_STORE_NBACKENDS ? " or "
+                                                          : ", ";
+        size_t a = strlen(sep), b = strlen(idem_store_backends[i]->forms);
+
+        if (len + a + b + 1 > sizeof(idem_store_forms))
+            break;
+        memcpy(idem_store_forms + len, sep, a);
+        memcpy(idem_store_forms + len + a, idem_store_backends[i]->forms, b);
+        len += a + b;
+    }
+    idem_store_forms[len] = '\0';
+}
+
 const char *idem_store_backend_forms(void)
 {
-    /* built once from the table: at most a few short forms */
-    static char forms[512];
-    static int built;
-
-    if (!built) {
-        size_t len = 0;
-
-        for (size_t i = 0; i < IDEM_STORE_NBACKENDS; i++) {
-            const char *sep = i == 0                          ? ""
-                              : i + 1 == IDEM_STORE_NBACKENDS ? " or "
-                                                              : ", ";
-            size_t a = strlen(sep), b = strlen(idem_store_backends[i]->forms);
-
-            if (len + a + b + 1 > sizeof(forms))
-                break;
-            memcpy(forms + len, sep, a);
-            memcpy(forms + len + a, idem_store_backends[i]->forms, b);
-            len += a + b;
-        }
-        forms[len] = '\0';
-        built = 1;
-    }
-    return forms;
+    (void)pthread_once(&idem_store_forms_once, idem_store_forms_build);
+    return idem_store_forms;
 }
