@@ -378,13 +378,20 @@ static int set_scope_cookie(idemgate_conf_t *c, const char *v,
     return 0;
 }
 
-static int set_key_header(idemgate_conf_t *c, const char *v,
-                          idemgate_origin_t o, idemgate_why_t why)
+/* A header name (checked) added to one of the repeatable lists. */
+static int add_header_name(idemgate_list_t *l, const char *v,
+                           idemgate_origin_t o, idemgate_why_t why)
 {
     if (idemgate_check_header_name(v, 0, why) != 0) {
         return -1;
     }
-    return idemgate_list_add(&c->key_headers, v, o, why);
+    return idemgate_list_add(l, v, o, why);
+}
+
+static int set_key_header(idemgate_conf_t *c, const char *v,
+                          idemgate_origin_t o, idemgate_why_t why)
+{
+    return add_header_name(&c->key_headers, v, o, why);
 }
 
 /*
@@ -464,19 +471,13 @@ static int set_fingerprint_ignore(idemgate_conf_t *c, const char *v,
 static int set_fingerprint_header(idemgate_conf_t *c, const char *v,
                                   idemgate_origin_t o, idemgate_why_t why)
 {
-    if (idemgate_check_header_name(v, 0, why) != 0) {
-        return -1;
-    }
-    return idemgate_list_add(&c->fp_headers, v, o, why);
+    return add_header_name(&c->fp_headers, v, o, why);
 }
 
 static int set_no_store_header(idemgate_conf_t *c, const char *v,
                                idemgate_origin_t o, idemgate_why_t why)
 {
-    if (idemgate_check_header_name(v, 0, why) != 0) {
-        return -1;
-    }
-    return idemgate_list_add(&c->no_store_headers, v, o, why);
+    return add_header_name(&c->no_store_headers, v, o, why);
 }
 
 static int set_require_key(idemgate_conf_t *c, const char *v,

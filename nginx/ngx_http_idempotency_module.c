@@ -48,6 +48,8 @@ static char *ngx_http_idempotency_scope_add(ngx_conf_t *cf,
     ngx_array_t *scope, ngx_str_t *value);
 static char *ngx_http_idempotency_scope_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static ngx_array_t *ngx_http_idempotency_conf_array(ngx_conf_t *cf,
+    char *field, size_t size);
 static char *ngx_http_idempotency_status_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_idempotency_lowcase_slot(ngx_conf_t *cf,
@@ -1480,26 +1482,42 @@ ngx_http_idempotency_scope_slot(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/*
+ * The array a list directive appends to, at field (a loc conf's
+ * ngx_array_t *, NGX_CONF_UNSET_PTR until set): made on first use, with
+ * elements of size bytes. NULL when out of memory.
+ */
+
+static ngx_array_t *
+ngx_http_idempotency_conf_array(ngx_conf_t *cf, char *field, size_t size)
+{
+    ngx_array_t  **a;
+
+    a = (ngx_array_t **) field;
+
+    if (*a == NGX_CONF_UNSET_PTR || *a == NULL) {
+        *a = ngx_array_create(cf->pool, 4, size);
+    }
+
+    return *a;
+}
+
+
 /* A list of HTTP statuses, 200 to 599, added to an array of ngx_uint_t. */
 
 static char *
 ngx_http_idempotency_status_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
-    char  *p = conf;
-
     ngx_int_t      n;
     ngx_str_t     *value;
     ngx_uint_t     i, *s;
-    ngx_array_t  **a;
+    ngx_array_t   *a;
 
-    a = (ngx_array_t **) (p + cmd->offset);
-
-    if (*a == NGX_CONF_UNSET_PTR || *a == NULL) {
-        *a = ngx_array_create(cf->pool, 4, sizeof(ngx_uint_t));
-        if (*a == NULL) {
-            return NGX_CONF_ERROR;
-        }
+    a = ngx_http_idempotency_conf_array(cf, (char *) conf + cmd->offset,
+                                        sizeof(ngx_uint_t));
+    if (a == NULL) {
+        return NGX_CONF_ERROR;
     }
 
     value = cf->args->elts;
@@ -1514,7 +1532,7 @@ ngx_http_idempotency_status_slot(ngx_conf_t *cf, ngx_command_t *cmd,
             return NGX_CONF_ERROR;
         }
 
-        s = ngx_array_push(*a);
+        s = ngx_array_push(a);
         if (s == NULL) {
             return NGX_CONF_ERROR;
         }
@@ -1530,25 +1548,20 @@ static char *
 ngx_http_idempotency_lowcase_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
-    char  *p = conf;
-
     ngx_str_t     *value, *s;
     ngx_uint_t     i;
-    ngx_array_t  **a;
+    ngx_array_t   *a;
 
-    a = (ngx_array_t **) (p + cmd->offset);
-
-    if (*a == NGX_CONF_UNSET_PTR || *a == NULL) {
-        *a = ngx_array_create(cf->pool, 4, sizeof(ngx_str_t));
-        if (*a == NULL) {
-            return NGX_CONF_ERROR;
-        }
+    a = ngx_http_idempotency_conf_array(cf, (char *) conf + cmd->offset,
+                                        sizeof(ngx_str_t));
+    if (a == NULL) {
+        return NGX_CONF_ERROR;
     }
 
     value = cf->args->elts;
 
     for (i = 1; i < cf->args->nelts; i++) {
-        s = ngx_array_push(*a);
+        s = ngx_array_push(a);
         if (s == NULL) {
             return NGX_CONF_ERROR;
         }
@@ -1568,20 +1581,15 @@ static char *
 ngx_http_idempotency_fp_ignore_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
-    char  *p = conf;
-
     ngx_str_t     *value;
     ngx_uint_t     i;
     idem_str_t    *s;
-    ngx_array_t  **a;
+    ngx_array_t   *a;
 
-    a = (ngx_array_t **) (p + cmd->offset);
-
-    if (*a == NGX_CONF_UNSET_PTR || *a == NULL) {
-        *a = ngx_array_create(cf->pool, 4, sizeof(idem_str_t));
-        if (*a == NULL) {
-            return NGX_CONF_ERROR;
-        }
+    a = ngx_http_idempotency_conf_array(cf, (char *) conf + cmd->offset,
+                                        sizeof(idem_str_t));
+    if (a == NULL) {
+        return NGX_CONF_ERROR;
     }
 
     value = cf->args->elts;
@@ -1597,7 +1605,7 @@ ngx_http_idempotency_fp_ignore_slot(ngx_conf_t *cf, ngx_command_t *cmd,
             return NGX_CONF_ERROR;
         }
 
-        s = ngx_array_push(*a);
+        s = ngx_array_push(a);
         if (s == NULL) {
             return NGX_CONF_ERROR;
         }
