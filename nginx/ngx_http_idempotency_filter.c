@@ -267,6 +267,8 @@ static ngx_int_t ngx_http_idempotency_upstream_broke(ngx_http_request_t *r,
 static ngx_int_t ngx_http_idempotency_date(ngx_http_request_t *r,
     idem_header_t *h);
 static ngx_uint_t ngx_http_idempotency_consume(ngx_chain_t *cl);
+static ngx_int_t ngx_http_idempotency_buf_size(ngx_http_request_t *r,
+    ngx_buf_t *b, size_t *size);
 static ngx_uint_t ngx_http_idempotency_release_status(
     ngx_http_idempotency_ctx_t *ctx, ngx_uint_t status);
 static ngx_uint_t ngx_http_idempotency_streams(ngx_http_request_t *r,
@@ -516,6 +518,32 @@ ngx_http_idempotency_release_status(ngx_http_idempotency_ctx_t *ctx,
 }
 
 
+/*
+ * The bytes of b to record in *size: what it holds in memory, 0 for a
+ * buffer without data. filter_need_in_memory makes nginx read file
+ * buffers for us, so a file buffer with data is an error.
+ */
+
+static ngx_int_t
+ngx_http_idempotency_buf_size(ngx_http_request_t *r, ngx_buf_t *b,
+    size_t *size)
+{
+    if (!ngx_buf_in_memory(b)) {
+        if (ngx_buf_size(b) != 0) {
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "idempotency filter got a buffer not in memory");
+            return NGX_ERROR;
+        }
+
+        *size = 0;
+        return NGX_OK;
+    }
+
+    *size = b->last - b->pos;
+    return NGX_OK;
+}
+
+
 /* Marks every buffer of a chain consumed; 1 when it held the last one. */
 
 static ngx_uint_t
@@ -643,18 +671,9 @@ ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             last = 1;
         }
 
-        if (!ngx_buf_in_memory(b)) {
-            if (ngx_buf_size(b) != 0) {
-                ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                              "idempotency filter got a buffer not in "
-                              "memory");
-                return NGX_ERROR;
-            }
-
-            continue;
+        if (ngx_http_idempotency_buf_size(r, b, &size) != NGX_OK) {
+            return NGX_ERROR;
         }
-
-        size = b->last - b->pos;
 
         if (size == 0) {
             continue;
@@ -778,18 +797,9 @@ ngx_http_idempotency_stream_body(ngx_http_request_t *r,
             b->flush = 1;
         }
 
-        if (!ngx_buf_in_memory(b)) {
-            if (ngx_buf_size(b) != 0) {
-                ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                              "idempotency filter got a buffer not in "
-                              "memory");
-                return NGX_ERROR;
-            }
-
-            continue;
+        if (ngx_http_idempotency_buf_size(r, b, &size) != NGX_OK) {
+            return NGX_ERROR;
         }
-
-        size = b->last - b->pos;
 
         if (size == 0 || ctx->too_large) {
             continue;
