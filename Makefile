@@ -75,7 +75,7 @@ include examples/inquiries/inquiries.mk
 PYTEST := /usr/bin/python3 -m pytest
 E2E_ENV := IDEM_BUILD=$(BUILD) IDEM_SANITIZER=$(SANITIZER)
 
-.PHONY: install deb all lib module deps run test-e2e test-valgrind FORCE test test-unit test-fuzz-replay fuzz bench format \
+.PHONY: install deb all lib module deps run test-e2e test-valgrind FORCE test test-unit test-fuzz-replay fuzz bench format layout-check \
         format-check clean
 .DEFAULT_GOAL := all
 
@@ -177,8 +177,8 @@ run: deps
 
 test: deps
 	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory format-check test-unit test-fuzz-replay \
-	    test-valgrind
+	@$(MAKE) --no-print-directory format-check layout-check test-unit \
+	    test-fuzz-replay test-valgrind
 	@$(MAKE) --no-print-directory SANITIZER=undefined test-unit
 	@$(MAKE) --no-print-directory SANITIZER=address test-unit
 	@$(MAKE) --no-print-directory FAILPOINTS=1 test-e2e
@@ -293,6 +293,11 @@ deb: module $(BUILD)/idemgate
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+# the house rules: no include circle, one header per nginx/ file with its
+# exports, no long function without a reason (scripts/check-layout.py)
+layout-check:
+	/usr/bin/python3 scripts/check-layout.py
 
 format-check:
 	clang-format --dry-run -Werror $$(git ls-files 'lib/*.c' 'lib/*.h' \

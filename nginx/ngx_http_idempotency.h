@@ -1,33 +1,37 @@
 
 /*
- * ngx_http_idempotency.h — what the files of the idempotency module share.
+ * ngx_http_idempotency.h — the types the files of the idempotency module
+ * share: its configuration, a request's context and its states. Each file
+ * declares its own functions in a header of the same name.
  *
- * The module is one nginx module in several files:
+ * The module is one nginx module in these files, each with one job; a file
+ * calls only into the files below it (scripts/check-layout.py checks that
+ * their includes have no circle):
  *
- *   ngx_http_idempotency_module.c   directives, configuration, variables,
- *                                   per-worker store, the precontent handler
- *   ngx_http_idempotency_filter.c   header and body filters that hold the
- *                                   upstream response until it is stored
- *   ngx_http_idempotency_task.c     thread-pool glue: begin/complete/release
- *                                   off the event loop, then resume
- *   ngx_http_idempotency_send.c     replays and gateway-made error answers
- *   ngx_http_idempotency_admin.c    the metrics and admin locations
- *   ngx_http_idempotency_health.c   the watch on the store's files and
- *                                   the idempotency_health location
+ *   _module.c     directives, configuration (create, merge, check), what
+ *                 is set up at configuration and in each worker
+ *   _handler.c    the precontent handler: replay, error, wait, or claim
+ *                 (the diagram of a request's states is atop it)
+ *   _filter.c     header and body filters: hold or record the response
+ *                 of a claimed key until it is stored, then let it go
+ *   _variables.c  $idempotency_key, _outcome, _api_log, _log_entry
+ *   _admin.c      the idempotency_admin location (GET/DELETE a key)
+ *   _ctx.c        a request's context: made, found, freed (settling a
+ *                 claim left behind), and its claim
+ *   _task.c       the store's calls on the thread pool, batched; the
+ *                 poster of a job names its completion
+ *   _request.c    the key, scope and fingerprint of a request
+ *   _metrics.c    counters, histograms, gauges (the list of them:
+ *                 _metrics_list.h) and the idempotency_metrics location
+ *   _store.c      the worker's store: open, reopen, watch, the
+ *                 idempotency_health location, the store's clock
+ *   _send.c       answers the module makes itself: replays and errors
+ *   _state.c      the one writer of a request's state, and its resume
+ *   _failpoint.c  crash failpoints of test builds
  *
- * A request that takes part moves through these states (ctx->state):
- *
- *   NEW ──read body──> BODY ──fast lookup──> (replay: DONE)
- *                        │
- *                        └─begin() task──> CLAIMED ──proxy_pass──> HOLDING
- *                               │  ▲                                  │
- *                    in progress│  │timer                  last buffer│
- *                               ▼  │                                  ▼
- *                             WAITING                STORING ──> SENDING
- *
- * A streamed response (idempotency_stream) goes CLAIMED ──> STREAMING: its
- * headers and bytes reach the client as they come, and only the end of
- * the stream waits, in STORING, for the whole response to be stored.
+ *   module ─> handler, filter, variables, admin
+ *                 └─> ctx ─> task ─> request ─> metrics ─> store ─> send
+ *                                                                   └─> state
  *
  * The idempotency rules themselves live in libidem (lib/idem.h).
  */
@@ -49,22 +53,69 @@
 #define NGX_HTTP_IDEMPOTENCY_BUFFERED   0x08
 
 
+/*
+ * The states of a request that takes part (ctx->state). Each says who
+ * moves the request on from there and how nginx holds it meanwhile; the
+ * diagram and the table of allowed moves are in _handler.c and _ctx.c,
+ * and ngx_http_idempotency_state_set() is the only writer.
+ */
 typedef enum {
-    NGX_HTTP_IDEM_NEW = 0,
-    NGX_HTTP_IDEM_BODY,          /* body read, not decided yet */
-    NGX_HTTP_IDEM_TASK,          /* a begin() task runs */
-    NGX_HTTP_IDEM_WAITING,       /* a duplicate waits for the first */
-    NGX_HTTP_IDEM_CLAIMED,       /* we own the key; proxying */
-    NGX_HTTP_IDEM_HOLDING,       /* upstream response is being held */
-    NGX_HTTP_IDEM_STREAMING,     /* upstream response flows on as it is
+    NGX_HTTP_IDEM_NEW = 0,       /* ctx made by the handler, the key found;
+                                    the body is being read (nginx's body
+                                    reader holds r) */
+    NGX_HTTP_IDEM_BODY,          /* body read, nothing decided: the
+                                    handler runs again (set by the body
+                                    handler, or by the wait timer to ask
+                                    the store once more) */
+    NGX_HTTP_IDEM_TASK,          /* a begin() (and maybe a fingerprint)
+                                    task runs: r is blocked (r->main->
+                                    blocked, r->aio) until its completion */
+    NGX_HTTP_IDEM_WAITING,       /* a duplicate waits for the first: r is
+                                    blocked on ctx->wait_event, a timer */
+    NGX_HTTP_IDEM_CLAIMED,       /* the key is ours: nginx proxies r; the
+                                    header filter moves it on */
+    NGX_HTTP_IDEM_HOLDING,       /* the upstream response is being held
+                                    (our r->buffered bit), not sent */
+    NGX_HTTP_IDEM_STREAMING,     /* the upstream response flows on as it is
                                     recorded (idempotency_stream) */
-    NGX_HTTP_IDEM_STORING,       /* complete()/release() task runs */
-    NGX_HTTP_IDEM_PASS,          /* response flows on unchanged */
-    NGX_HTTP_IDEM_DISCARD,       /* the rest of the upstream body is
-                                    dropped: an answer replaced it */
-    NGX_HTTP_IDEM_ANSWER,        /* answer from ctx->answer (replay/error) */
-    NGX_HTTP_IDEM_DONE
+    NGX_HTTP_IDEM_STORING,       /* complete()/release() task runs: r is
+                                    blocked, its output held */
+    NGX_HTTP_IDEM_PASS,          /* settled: the response flows on */
+    NGX_HTTP_IDEM_DISCARD,       /* settled: the rest of the upstream body
+                                    is dropped, an answer replaced it */
+    NGX_HTTP_IDEM_ANSWER,        /* the module answers from ctx->answer (a
+                                    replay or an error), next time the
+                                    handler runs */
+    NGX_HTTP_IDEM_DONE,          /* nothing more to do for the module */
+    NGX_HTTP_IDEM_NSTATES
 } ngx_http_idempotency_state_e;
+
+
+/*
+ * What the client gets once a claim is settled (ctx->keep), decided by the
+ * filters before the settlement is posted and read when it is done. It
+ * outlives HOLDING and STREAMING, so it is not one of the states above.
+ */
+typedef enum {
+    NGX_HTTP_IDEM_KEEP_RESPONSE = 0, /* the upstream's response: stored,
+                                        or released by its status */
+    NGX_HTTP_IDEM_KEEP_TOO_LARGE,    /* the "too large" error is stored;
+                                        the response still goes out */
+    NGX_HTTP_IDEM_KEEP_PAGE,         /* nginx's own error page: the gateway's
+                                        answer in ctx->stored replaces it */
+    NGX_HTTP_IDEM_KEEP_UNKNOWN       /* the unknown-outcome answer replaces
+                                        what the upstream sent */
+} ngx_http_idempotency_keep_e;
+
+
+/* Where the claim of a request's key is (ctx->claim). */
+typedef enum {
+    NGX_HTTP_IDEM_CLAIM_NONE = 0,    /* no claim made */
+    NGX_HTTP_IDEM_CLAIM_HELD,        /* ours and not settled: in the
+                                        worker's list of claims */
+    NGX_HTTP_IDEM_CLAIM_SETTLED      /* complete() or release() done, or
+                                        posted for a request that is gone */
+} ngx_http_idempotency_claim_e;
 
 
 typedef enum {
@@ -127,7 +178,8 @@ typedef struct {
 typedef struct {
     ngx_flag_t                   enable;
     ngx_uint_t                   methods;
-    ngx_array_t                 *scope;   /* ngx_http_idempotency_scope_value_t */
+    ngx_array_t                 *scope;    /* of the
+                                      ngx_http_idempotency_scope_value_t */
     ngx_flag_t                   scope_none;
     ngx_msec_t                   ttl;
     ngx_msec_t                   wait;
@@ -171,10 +223,10 @@ typedef struct ngx_http_idempotency_ctx_s  ngx_http_idempotency_ctx_t;
 
 struct ngx_http_idempotency_ctx_s {
     ngx_http_request_t          *request;
+    ngx_http_idempotency_state_e state;        /* set_state() writes it */
+    ngx_http_idempotency_claim_e claim;        /* set_claim() writes it */
     ngx_queue_t                  claimed;      /* in the worker's list of
-                                                  requests holding a claim */
-    ngx_uint_t                   listed;
-    ngx_http_idempotency_state_e state;
+                                                  claims while HELD */
     ngx_http_idempotency_outcome_e outcome;
     ngx_uint_t                   api_log;
 
@@ -182,7 +234,9 @@ struct ngx_http_idempotency_ctx_s {
     size_t                       key_len;
     idem_hash_t                  scope;
     idem_hash_t                  fingerprint;
-    ngx_uint_t                   fingerprinted;
+    ngx_uint_t                   fingerprinted; /* a cache: fingerprint is
+                                                   computed (on the event
+                                                   loop or a task) */
 
     uint64_t                     owner;
     int64_t                      expires_ms;
@@ -191,7 +245,8 @@ struct ngx_http_idempotency_ctx_s {
     ngx_msec_t                   wait_step;
     ngx_event_t                  wait_event;
 
-    /* results to free with the request */
+    /* results to free with the request; has_result says result owns
+       memory (not a state: a replay and a wait both hold one) */
     idem_result_t                result;
     ngx_uint_t                   has_result;
     idem_errbody_t               errbody;
@@ -201,26 +256,24 @@ struct ngx_http_idempotency_ctx_s {
     ngx_http_idempotency_loc_conf_t *conf;   /* of the deciding location */
 
     /* the held upstream response */
+    ngx_http_idempotency_keep_e  keep;         /* what the client gets */
+    ngx_uint_t                   release;      /* the settlement releases
+                                                  the key (nothing stored)
+                                                  instead of completing */
+    ngx_uint_t                   streaming;    /* the response is streamed:
+                                                  only its end is held (a
+                                                  mode chosen once by the
+                                                  header filter) */
     idem_response_t              stored;       /* what complete() stores */
     idem_str_t                   date;         /* its Date, in r->pool */
     uint32_t                     stored_flags; /* IDEM_REC_... to store */
-    ngx_uint_t                   release;      /* release, not complete */
-    ngx_uint_t                   released_by_status; /* its status is one
-                                                  of release_statuses */
     u_char                      *body;         /* malloc'd */
     size_t                       body_len;
     size_t                       body_cap;
-    ngx_uint_t                   too_large;
-    ngx_uint_t                   streaming;    /* the response is streamed:
-                                                  only its end is held */
-    ngx_uint_t                   replace;      /* nginx's own error page */
     ngx_chain_t                 *pending;      /* unconsumed input */
-    ngx_uint_t                   finished;     /* record is final */
-    ngx_uint_t                   fallback;     /* storing the unknown-
-                                                  outcome answer instead */
     ngx_int_t                    store_rc;
 
-    /* metrics: when the key was claimed (ngx_http_idempotency_now_us),
+    /* metrics: when the key was claimed (ngx_http_idempotency_metrics_now_us),
        0 once its upstream time is observed; whether it counts in the
        in-progress gauge */
     uint64_t                     claimed_us;
@@ -229,165 +282,6 @@ struct ngx_http_idempotency_ctx_s {
 
 
 extern ngx_module_t  ngx_http_idempotency_module;
-
-
-ngx_http_idempotency_ctx_t *ngx_http_idempotency_get_ctx(
-    ngx_http_request_t *r);
-int64_t ngx_http_idempotency_now_ms(void);
-
-ngx_int_t ngx_http_idempotency_filter_init(ngx_conf_t *cf);
-
-/* send ctx->answer as the response; returns the output filter's code */
-ngx_int_t ngx_http_idempotency_send_answer(ngx_http_request_t *r,
-    ngx_http_idempotency_ctx_t *ctx);
-/* send the headers in r->headers_out, then data as the whole body */
-ngx_int_t ngx_http_idempotency_send_body(ngx_http_request_t *r,
-    u_char *data, size_t len);
-/* the stored form of a gateway-made error: Content-Type in ct */
-void ngx_http_idempotency_errbody_response(const idem_errbody_t *eb,
-    idem_header_t *ct, idem_response_t *resp);
-/* the body of a gateway-made error, from ilcf's template or in its style
- * (or the given ones, off the request: a thread-pool job) */
-int ngx_http_idempotency_errbody(ngx_uint_t style, idem_errtpl_t *tpl,
-    idem_err_kind_t kind, const u_char *key, size_t key_len, int key_err,
-    idem_errbody_t *out);
-/* build a gateway-made error into ctx->answer */
-ngx_int_t ngx_http_idempotency_error_answer(ngx_http_request_t *r,
-    ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind, int key_err);
-/* point the headers_out slot of a replayed header (Date, Location, ...)
- * at it, so later filters treat it as on the first answer */
-void ngx_http_idempotency_bind_header(ngx_http_request_t *r,
-    ngx_table_elt_t *h, uint32_t flags);
-/* add Idempotency-Expires (and Idempotent-Replayed) to headers_out */
-ngx_int_t ngx_http_idempotency_add_expires(ngx_http_request_t *r,
-    int64_t expires_ms);
-
-/* tasks */
-ngx_int_t ngx_http_idempotency_post_begin(ngx_http_request_t *r,
-    ngx_http_idempotency_ctx_t *ctx, ngx_uint_t fp_in_thread);
-ngx_int_t ngx_http_idempotency_post_finish(ngx_http_request_t *r,
-    ngx_http_idempotency_ctx_t *ctx, const idem_response_t *resp,
-    uint32_t flags, ngx_uint_t release);
-void ngx_http_idempotency_post_detached_finish(
-    ngx_http_idempotency_ctx_t *ctx, ngx_log_t *log);
-void ngx_http_idempotency_prune(ngx_event_t *ev);
-/* the timer that checks, once a second on the thread pool, that the
- * store's path still names the files this worker has open */
-void ngx_http_idempotency_watch(ngx_event_t *ev);
-/* the idempotency_health location: 200, or 503 saying why */
-ngx_int_t ngx_http_idempotency_health_handler(ngx_http_request_t *r);
-/* the shared record of which files this cycle's workers opened */
-ngx_int_t ngx_http_idempotency_health_init(ngx_conf_t *cf);
-/* a worker opened the store: compare its files with the other workers' */
-void ngx_http_idempotency_store_opened(ngx_http_idempotency_main_conf_t *imcf,
-    ngx_log_t *log);
-/* whether the store must not take new keys: see _health.c */
-#define ngx_http_idempotency_store_failed(imcf)                              \
-    ((imcf)->store_lost || (imcf)->store_foreign)
-/* at worker exit: settle the claims of requests still running and run
- * the settlements still queued, synchronously */
-void ngx_http_idempotency_drain(ngx_cycle_t *cycle);
-/* the worker's list of requests holding a claim */
-void ngx_http_idempotency_list_claim(ngx_http_idempotency_ctx_t *ctx);
-void ngx_http_idempotency_unlist_claim(ngx_http_idempotency_ctx_t *ctx);
-
-/* the store of this worker, reopened when it failed; NULL if unavailable */
-idem_store_t *ngx_http_idempotency_store(ngx_http_idempotency_main_conf_t *mcf,
-    ngx_log_t *log);
-
-/* the scope hash of r under ilcf's idempotency_scope */
-ngx_int_t ngx_http_idempotency_scope_hash(ngx_http_request_t *r,
-    ngx_http_idempotency_loc_conf_t *ilcf, idem_hash_t *out);
-/* method, path, query and Content-Type of r, and the fingerprint options
- * of ilcf with the values of its headers, in r->pool (the body is left
- * alone); NGX_ERROR when out of memory */
-ngx_int_t ngx_http_idempotency_request_params(ngx_http_request_t *r,
-    ngx_http_idempotency_loc_conf_t *ilcf, idem_request_t *req);
-
-/* whether any byte of the request was sent to an upstream */
-ngx_uint_t ngx_http_idempotency_reached_upstream(ngx_http_request_t *r);
-
-/* resume a request parked by a task or a timer */
-void ngx_http_idempotency_resume(ngx_http_request_t *r);
-
-/* the request-level answer after begin(): sets ctx->state */
-void ngx_http_idempotency_apply_begin(ngx_http_request_t *r,
-    ngx_http_idempotency_ctx_t *ctx, ngx_int_t rc);
-
-/* the held response is stored: send it on */
-void ngx_http_idempotency_release_held(ngx_http_request_t *r,
-    ngx_http_idempotency_ctx_t *ctx);
-/* the held response was not stored: answer the unknown-outcome error in
- * its place, storing that first when store is set */
-ngx_int_t ngx_http_idempotency_replace_held(ngx_http_request_t *r,
-    ngx_http_idempotency_ctx_t *ctx, ngx_uint_t store);
-
-/*
- * Failpoints, compiled into test builds only (-DIDEM_FAILPOINTS=1): with
- * IDEMGATE_FAILPOINTS="point:action:keyprefix[,...]" in the environment
- * (and `env IDEMGATE_FAILPOINTS;` in nginx.conf), a request whose key starts
- * with keyprefix meets the action at the point. Points: after_claim (claim
- * durable, nothing forwarded), after_forward (upstream answered, nothing
- * stored), after_complete (stored, client not answered). Actions: crash
- * (SIGKILL to the whole process group: master and workers, as when a machine
- * dies) and worker (SIGKILL to this worker only).
- */
-#if (IDEM_FAILPOINTS)
-void ngx_http_idempotency_failpoint(const char *point,
-    ngx_http_idempotency_ctx_t *ctx);
-#define NGX_HTTP_IDEM_FAILPOINT(point, ctx)                                  \
-    ngx_http_idempotency_failpoint(point, ctx)
-#else
-#define NGX_HTTP_IDEM_FAILPOINT(point, ctx)
-#endif
-
-/* metrics */
-typedef enum {
-    NGX_HTTP_IDEM_M_EXECUTED = 0,
-    NGX_HTTP_IDEM_M_REPLAYED,
-    NGX_HTTP_IDEM_M_MISMATCH,
-    NGX_HTTP_IDEM_M_CONFLICT,
-    NGX_HTTP_IDEM_M_INVALID,
-    NGX_HTTP_IDEM_M_BYPASS,
-    NGX_HTTP_IDEM_M_UNAVAILABLE,
-    NGX_HTTP_IDEM_M_WAITED,
-    NGX_HTTP_IDEM_M_STORE_ERRORS,
-    NGX_HTTP_IDEM_M_UNKNOWN_OUTCOME,
-    NGX_HTTP_IDEM_M_RELEASED,
-    NGX_HTTP_IDEM_M_TOO_LARGE,
-    NGX_HTTP_IDEM_M_PRUNED,
-    NGX_HTTP_IDEM_M_LATE_COMPLETE,
-    NGX_HTTP_IDEM_M_COUNT
-} ngx_http_idempotency_metric_e;
-
-/* latency histograms: what is timed */
-typedef enum {
-    NGX_HTTP_IDEM_H_CLAIM = 0,   /* begin() on the thread pool, from the
-                                    request's view: queue, batch, commit */
-    NGX_HTTP_IDEM_H_COMPLETE,    /* complete(), the same way */
-    NGX_HTTP_IDEM_H_RELEASE,     /* release(), the same way */
-    NGX_HTTP_IDEM_H_REPLAY_READ, /* the read a replay is served from */
-    NGX_HTTP_IDEM_H_UPSTREAM,    /* claim to whole upstream response */
-    NGX_HTTP_IDEM_H_COUNT
-} ngx_http_idempotency_hist_e;
-
-void ngx_http_idempotency_count(ngx_uint_t metric, ngx_uint_t n);
-/* a monotonic clock in microseconds, for the histograms */
-uint64_t ngx_http_idempotency_now_us(void);
-/* one observation of us microseconds into histogram h */
-void ngx_http_idempotency_observe(ngx_uint_t h, uint64_t us);
-/* the key of ctx is claimed: it counts in the in-progress gauge, and its
-   upstream time starts */
-void ngx_http_idempotency_claim_started(ngx_http_idempotency_ctx_t *ctx);
-/* its upstream response is whole (or the upstream failed) */
-void ngx_http_idempotency_upstream_done(ngx_http_idempotency_ctx_t *ctx);
-/* the claim is settled, or the request is gone: out of the gauge (once) */
-void ngx_http_idempotency_claim_ended(ngx_http_idempotency_ctx_t *ctx);
-/* a worker takes its slot of the in-progress gauge */
-void ngx_http_idempotency_metrics_init_process(ngx_cycle_t *cycle);
-ngx_int_t ngx_http_idempotency_metrics_init(ngx_conf_t *cf);
-ngx_int_t ngx_http_idempotency_metrics_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_idempotency_admin_handler(ngx_http_request_t *r);
 
 
 #endif /* _NGX_HTTP_IDEMPOTENCY_H_INCLUDED_ */

@@ -43,11 +43,66 @@
  */
 
 #include "ngx_http_idempotency.h"
+#include "ngx_http_idempotency_ctx.h"
+#include "ngx_http_idempotency_failpoint.h"
+#include "ngx_http_idempotency_filter.h"
+#include "ngx_http_idempotency_metrics.h"
+#include "ngx_http_idempotency_request.h"
+#include "ngx_http_idempotency_send.h"
+#include "ngx_http_idempotency_state.h"
+#include "ngx_http_idempotency_task.h"
 
 
+static ngx_uint_t ngx_http_idempotency_storable(
+    ngx_http_idempotency_loc_conf_t *ilcf, ngx_table_elt_t *h);
+static ngx_int_t ngx_http_idempotency_date(ngx_http_request_t *r,
+    idem_header_t *h);
+static ngx_int_t ngx_http_idempotency_build_stored(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx);
+static ngx_int_t ngx_http_idempotency_stored_error(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind);
+static ngx_int_t ngx_http_idempotency_content_type(ngx_http_request_t *r,
+    idem_header_t *h);
+static ngx_int_t ngx_http_idempotency_page_header(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx);
+static ngx_int_t ngx_http_idempotency_hold_too_large(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, ngx_chain_t *cl);
 static ngx_int_t ngx_http_idempotency_header_filter(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_idempotency_streams(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx);
+static ngx_int_t ngx_http_idempotency_stream_header(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx);
+static ngx_uint_t ngx_http_idempotency_release_status(
+    ngx_http_idempotency_ctx_t *ctx, ngx_uint_t status);
+static ngx_int_t ngx_http_idempotency_buf_size(ngx_http_request_t *r,
+    ngx_buf_t *b, size_t *size);
+static ngx_uint_t ngx_http_idempotency_consume(ngx_chain_t *cl);
+static ngx_int_t ngx_http_idempotency_append(ngx_http_idempotency_ctx_t *ctx,
+    u_char *data, size_t len);
 static ngx_int_t ngx_http_idempotency_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_int_t ngx_http_idempotency_storing_body(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_idempotency_hold_body(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_idempotency_settle(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx);
+static ngx_int_t ngx_http_idempotency_stream_body(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_idempotency_upstream_broke(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx);
+static ngx_int_t ngx_http_idempotency_post_settle(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, uint32_t flags);
+static void ngx_http_idempotency_settled(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, int rc, idem_result_t *result);
+static void ngx_http_idempotency_release_held(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx);
+static void ngx_http_idempotency_end_stream(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx);
+static ngx_int_t ngx_http_idempotency_send_held(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx);
+static ngx_int_t ngx_http_idempotency_replace_held(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, ngx_uint_t store);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -152,6 +207,45 @@ ngx_http_idempotency_date(ngx_http_request_t *r, idem_header_t *h)
 }
 
 
+/* The Content-Type of the response as the client gets it: with the
+ * charset nginx adds. */
+
+static ngx_int_t
+ngx_http_idempotency_content_type(ngx_http_request_t *r, idem_header_t *h)
+{
+    u_char  *p;
+
+    h->name.data = "Content-Type";
+    h->name.len = sizeof("Content-Type") - 1;
+
+    if (r->headers_out.content_type_len == r->headers_out.content_type.len
+        && r->headers_out.charset.len)
+    {
+        p = ngx_pnalloc(r->pool, r->headers_out.content_type.len
+                                 + sizeof("; charset=") - 1
+                                 + r->headers_out.charset.len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        h->value.data = (char *) p;
+        p = ngx_cpymem(p, r->headers_out.content_type.data,
+                       r->headers_out.content_type.len);
+        p = ngx_cpymem(p, "; charset=", sizeof("; charset=") - 1);
+        p = ngx_cpymem(p, r->headers_out.charset.data,
+                       r->headers_out.charset.len);
+        h->value.len = p - (u_char *) h->value.data;
+
+        return NGX_OK;
+    }
+
+    h->value.data = (char *) r->headers_out.content_type.data;
+    h->value.len = r->headers_out.content_type.len;
+
+    return NGX_OK;
+}
+
+
 /*
  * Builds ctx->stored from r->headers_out and the held body: what complete()
  * keeps and every replay sends.
@@ -161,7 +255,6 @@ static ngx_int_t
 ngx_http_idempotency_build_stored(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx)
 {
-    u_char           *p;
     ngx_uint_t        i, n;
     idem_header_t    *hs;
     ngx_list_part_t  *part;
@@ -181,30 +274,8 @@ ngx_http_idempotency_build_stored(ngx_http_request_t *r,
     n = 0;
 
     if (r->headers_out.content_type.len) {
-        hs[n].name.data = "Content-Type";
-        hs[n].name.len = sizeof("Content-Type") - 1;
-
-        if (r->headers_out.content_type_len == r->headers_out.content_type.len
-            && r->headers_out.charset.len)
-        {
-            p = ngx_pnalloc(r->pool, r->headers_out.content_type.len
-                                     + sizeof("; charset=") - 1
-                                     + r->headers_out.charset.len);
-            if (p == NULL) {
-                return NGX_ERROR;
-            }
-
-            hs[n].value.data = (char *) p;
-            p = ngx_cpymem(p, r->headers_out.content_type.data,
-                           r->headers_out.content_type.len);
-            p = ngx_cpymem(p, "; charset=", sizeof("; charset=") - 1);
-            p = ngx_cpymem(p, r->headers_out.charset.data,
-                           r->headers_out.charset.len);
-            hs[n].value.len = p - (u_char *) hs[n].value.data;
-
-        } else {
-            hs[n].value.data = (char *) r->headers_out.content_type.data;
-            hs[n].value.len = r->headers_out.content_type.len;
+        if (ngx_http_idempotency_content_type(r, &hs[n]) != NGX_OK) {
+            return NGX_ERROR;
         }
 
         n++;
@@ -292,7 +363,7 @@ ngx_http_idempotency_stored_error(ngx_http_request_t *r,
         ctx->errbody.body = NULL;
     }
 
-    if (ngx_http_idempotency_errbody(ctx->conf->error_style,
+    if (ngx_http_idempotency_send_errbody(ctx->conf->error_style,
                                      ctx->conf->error_template, kind,
                                      ctx->key, ctx->key_len, 0,
                                      &ctx->errbody)
@@ -310,9 +381,61 @@ ngx_http_idempotency_stored_error(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    ngx_http_idempotency_errbody_response(&ctx->errbody, &ct[0],
+    ngx_http_idempotency_send_errbody_response(&ctx->errbody, &ct[0],
                                           &ctx->stored);
     ctx->stored.nheaders = 2;   /* and the Date */
+
+    return NGX_OK;
+}
+
+
+/* nginx's own answer for a claimed key (the upstream gave no complete
+ * response): swallowed, and the gateway's answer is what the key keeps. */
+
+static ngx_int_t
+ngx_http_idempotency_page_header(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx)
+{
+    idem_err_kind_t  kind;
+
+    ctx->keep = NGX_HTTP_IDEM_KEEP_PAGE;
+
+    if (!ngx_http_idempotency_request_reached_upstream(r)) {
+        ctx->release = 1;
+        ngx_http_idempotency_metrics_count(NGX_HTTP_IDEM_M_RELEASED, 1);
+
+        if (ngx_http_idempotency_stored_error(r, ctx,
+                                              IDEM_ERR_UPSTREAM_DOWN)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else {
+        ctx->release =
+            (ctx->conf->on_unknown == IDEM_ON_UNKNOWN_RELEASE);
+        ngx_http_idempotency_metrics_count(ctx->release
+                                   ? NGX_HTTP_IDEM_M_RELEASED
+                                   : NGX_HTTP_IDEM_M_UNKNOWN_OUTCOME, 1);
+
+        /* nginx's 502: the connection broke or the answer was
+           invalid; anything else is taken for a timeout (504) */
+        kind = (r->err_status == NGX_HTTP_BAD_GATEWAY)
+               ? IDEM_ERR_UNKNOWN_BROKEN : IDEM_ERR_UNKNOWN_OUTCOME;
+
+        if (ngx_http_idempotency_stored_error(r, ctx, kind) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    /*
+     * nginx's page is swallowed by the body filter, which settles the
+     * key on its last buffer: a task posted now would set r->aio, and
+     * the copy filter would then keep the page from us
+     */
+    r->buffered |= NGX_HTTP_IDEMPOTENCY_BUFFERED;
+    ngx_http_idempotency_state_set(ctx, NGX_HTTP_IDEM_HOLDING);
 
     return NGX_OK;
 }
@@ -322,63 +445,20 @@ static ngx_int_t
 ngx_http_idempotency_header_filter(ngx_http_request_t *r)
 {
     size_t                        cap;
-    idem_err_kind_t               kind;
     ngx_http_idempotency_ctx_t   *ctx;
 
     if (r != r->main) {
         return ngx_http_next_header_filter(r);
     }
 
-    ctx = ngx_http_idempotency_get_ctx(r);
+    ctx = ngx_http_idempotency_ctx_get(r);
 
     if (ctx == NULL || ctx->state != NGX_HTTP_IDEM_CLAIMED) {
         return ngx_http_next_header_filter(r);
     }
 
     if (r->err_status || r->upstream == NULL) {
-
-        /* nginx's own answer: the upstream gave no complete response */
-
-        ctx->replace = 1;
-
-        if (!ngx_http_idempotency_reached_upstream(r)) {
-            ctx->release = 1;
-            ngx_http_idempotency_count(NGX_HTTP_IDEM_M_RELEASED, 1);
-
-            if (ngx_http_idempotency_stored_error(r, ctx,
-                                                  IDEM_ERR_UPSTREAM_DOWN)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-        } else {
-            ctx->release =
-                (ctx->conf->on_unknown == IDEM_ON_UNKNOWN_RELEASE);
-            ngx_http_idempotency_count(ctx->release
-                                       ? NGX_HTTP_IDEM_M_RELEASED
-                                       : NGX_HTTP_IDEM_M_UNKNOWN_OUTCOME, 1);
-
-            /* nginx's 502: the connection broke or the answer was
-               invalid; anything else is taken for a timeout (504) */
-            kind = (r->err_status == NGX_HTTP_BAD_GATEWAY)
-                   ? IDEM_ERR_UNKNOWN_BROKEN : IDEM_ERR_UNKNOWN_OUTCOME;
-
-            if (ngx_http_idempotency_stored_error(r, ctx, kind) != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-        }
-
-        /*
-         * nginx's page is swallowed by the body filter, which settles the
-         * key on its last buffer: a task posted now would set r->aio, and
-         * the copy filter would then keep the page from us
-         */
-        r->buffered |= NGX_HTTP_IDEMPOTENCY_BUFFERED;
-        ctx->state = NGX_HTTP_IDEM_HOLDING;
-
-        return NGX_OK;
+        return ngx_http_idempotency_page_header(r, ctx);
     }
 
     /* the upstream's response: hold it, or record it as it flows on */
@@ -387,11 +467,11 @@ ngx_http_idempotency_header_filter(ngx_http_request_t *r)
 
     if (ngx_http_idempotency_streams(r, ctx)) {
         ctx->streaming = 1;
-        ctx->state = NGX_HTTP_IDEM_STREAMING;
+        ngx_http_idempotency_state_set(ctx, NGX_HTTP_IDEM_STREAMING);
 
     } else {
         r->buffered |= NGX_HTTP_IDEMPOTENCY_BUFFERED;
-        ctx->state = NGX_HTTP_IDEM_HOLDING;
+        ngx_http_idempotency_state_set(ctx, NGX_HTTP_IDEM_HOLDING);
     }
 
     if (r->headers_out.content_length_n >= 0
@@ -472,7 +552,7 @@ ngx_http_idempotency_stream_header(ngx_http_request_t *r,
        the client is told of no expiry */
     if (ngx_http_idempotency_build_stored(r, ctx) != NGX_OK
         || (!ngx_http_idempotency_release_status(ctx, r->headers_out.status)
-            && ngx_http_idempotency_add_expires(r, ctx->expires_ms)
+            && ngx_http_idempotency_send_add_expires(r, ctx->expires_ms)
                != NGX_OK))
     {
         return NGX_ERROR;
@@ -595,18 +675,13 @@ ngx_http_idempotency_append(ngx_http_idempotency_ctx_t *ctx, u_char *data,
 static ngx_int_t
 ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    size_t                        size;
-    ngx_int_t                     rc;
-    ngx_uint_t                    last;
-    ngx_buf_t                    *b;
-    ngx_chain_t                  *cl;
     ngx_http_idempotency_ctx_t   *ctx;
 
     if (r != r->main) {
         return ngx_http_next_body_filter(r, in);
     }
 
-    ctx = ngx_http_idempotency_get_ctx(r);
+    ctx = ngx_http_idempotency_ctx_get(r);
 
     if (ctx == NULL) {
         return ngx_http_next_body_filter(r, in);
@@ -621,22 +696,7 @@ ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_idempotency_stream_body(r, ctx, in);
 
     case NGX_HTTP_IDEM_STORING:
-        if (in == NULL) {
-            if (ctx->streaming) {
-                /* what was streamed still drains to a slow client while
-                   the end waits for the store */
-                return ngx_http_next_body_filter(r, NULL);
-            }
-
-            return ctx->pending ? NGX_AGAIN : NGX_OK;
-        }
-
-        /* too large: keep what comes until the error is stored */
-        if (ngx_chain_add_copy(r->pool, &ctx->pending, in) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        return NGX_AGAIN;
+        return ngx_http_idempotency_storing_body(r, ctx, in);
 
     case NGX_HTTP_IDEM_DISCARD:
         (void) ngx_http_idempotency_consume(in);
@@ -646,14 +706,82 @@ ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_body_filter(r, in);
     }
 
-    if (ctx->replace) {
+    return ngx_http_idempotency_hold_body(r, ctx, in);
+}
+
+
+/* Output while the settlement is stored: held, or drained (a stream). */
+
+static ngx_int_t
+ngx_http_idempotency_storing_body(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, ngx_chain_t *in)
+{
+    if (in == NULL) {
+        if (ctx->streaming) {
+            /* what was streamed still drains to a slow client while
+               the end waits for the store */
+            return ngx_http_next_body_filter(r, NULL);
+        }
+
+        return ctx->pending ? NGX_AGAIN : NGX_OK;
+    }
+
+    /* too large: keep what comes until the error is stored */
+    if (ngx_chain_add_copy(r->pool, &ctx->pending, in) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/* The held response is over idempotency_max_response_size from cl on: the
+ * "too large" error is stored, then the response goes to the client
+ * unchanged (what was copied, then cl and the rest as they come). */
+
+static ngx_int_t
+ngx_http_idempotency_hold_too_large(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, ngx_chain_t *cl)
+{
+    ctx->keep = NGX_HTTP_IDEM_KEEP_TOO_LARGE;
+    ngx_http_idempotency_metrics_count(NGX_HTTP_IDEM_M_TOO_LARGE, 1);
+
+    if (ngx_chain_add_copy(r->pool, &ctx->pending, cl) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_idempotency_stored_error(r, ctx, IDEM_ERR_TOO_LARGE)
+        != NGX_OK
+        || ngx_http_idempotency_post_settle(r, ctx, 0)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/* A piece of a held response (or of nginx's error page, swallowed):
+ * copied; its last buffer posts the settlement. */
+
+static ngx_int_t
+ngx_http_idempotency_hold_body(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, ngx_chain_t *in)
+{
+    size_t        size;
+    ngx_int_t     rc;
+    ngx_uint_t    last;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    if (ctx->keep == NGX_HTTP_IDEM_KEEP_PAGE) {
         /* nginx's error page: the gateway's answer goes out instead */
         last = ngx_http_idempotency_consume(in);
 
         if (last
-            && ngx_http_idempotency_post_finish(r, ctx, &ctx->stored,
-                                                IDEM_REC_UNKNOWN_OUTCOME,
-                                                ctx->release)
+            && ngx_http_idempotency_post_settle(r, ctx,
+                                                IDEM_REC_UNKNOWN_OUTCOME)
                != NGX_OK)
         {
             return NGX_ERROR;
@@ -686,26 +814,8 @@ ngx_http_idempotency_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
 
         if (rc == NGX_DECLINED) {
-
             /* over the limit: store the error, deliver the response */
-
-            ctx->too_large = 1;
-            ngx_http_idempotency_count(NGX_HTTP_IDEM_M_TOO_LARGE, 1);
-
-            if (ngx_chain_add_copy(r->pool, &ctx->pending, cl) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            if (ngx_http_idempotency_stored_error(r, ctx, IDEM_ERR_TOO_LARGE)
-                != NGX_OK
-                || ngx_http_idempotency_post_finish(r, ctx, &ctx->stored, 0,
-                                                    0)
-                   != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            return NGX_AGAIN;
+            return ngx_http_idempotency_hold_too_large(r, ctx, cl);
         }
 
         b->pos = b->last;
@@ -752,24 +862,22 @@ ngx_http_idempotency_settle(ngx_http_request_t *r,
         /* a status the API gives for what it did not do (idempotency_
            release_status): the client gets it, the key is freed */
         ctx->release = 1;
-        ctx->released_by_status = 1;
-        ngx_http_idempotency_count(NGX_HTTP_IDEM_M_RELEASED, 1);
+        ngx_http_idempotency_metrics_count(NGX_HTTP_IDEM_M_RELEASED, 1);
 
-        return ngx_http_idempotency_post_finish(r, ctx, &ctx->stored, 0, 1);
+        return ngx_http_idempotency_post_settle(r, ctx, 0);
     }
 
-    if (ctx->too_large) {
+    if (ctx->keep == NGX_HTTP_IDEM_KEEP_TOO_LARGE) {
         if (ngx_http_idempotency_stored_error(r, ctx, IDEM_ERR_TOO_LARGE)
             != NGX_OK)
         {
             return NGX_ERROR;
         }
 
-        return ngx_http_idempotency_post_finish(r, ctx, &ctx->stored, 0, 0);
+        return ngx_http_idempotency_post_settle(r, ctx, 0);
     }
 
-    return ngx_http_idempotency_post_finish(r, ctx, &ctx->stored,
-                                            ctx->stored_flags, 0);
+    return ngx_http_idempotency_post_settle(r, ctx, ctx->stored_flags);
 }
 
 
@@ -801,7 +909,7 @@ ngx_http_idempotency_stream_body(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        if (size == 0 || ctx->too_large) {
+        if (size == 0 || ctx->keep == NGX_HTTP_IDEM_KEEP_TOO_LARGE) {
             continue;
         }
 
@@ -814,8 +922,8 @@ ngx_http_idempotency_stream_body(ngx_http_request_t *r,
         if (rc == NGX_DECLINED) {
             /* the client gets it all; the key keeps the "too large"
                error, stored at the end */
-            ctx->too_large = 1;
-            ngx_http_idempotency_count(NGX_HTTP_IDEM_M_TOO_LARGE, 1);
+            ctx->keep = NGX_HTTP_IDEM_KEEP_TOO_LARGE;
+            ngx_http_idempotency_metrics_count(NGX_HTTP_IDEM_M_TOO_LARGE, 1);
         }
     }
 
@@ -853,11 +961,10 @@ ngx_http_idempotency_upstream_broke(ngx_http_request_t *r,
             && r->upstream->state->status == NGX_HTTP_GATEWAY_TIME_OUT)
            ? IDEM_ERR_UNKNOWN_OUTCOME : IDEM_ERR_UNKNOWN_BROKEN;
 
-    ctx->replace = 1;
-    ctx->fallback = 1;
+    ctx->keep = NGX_HTTP_IDEM_KEEP_UNKNOWN;
     ctx->release = (ctx->conf->on_unknown == IDEM_ON_UNKNOWN_RELEASE);
 
-    ngx_http_idempotency_count(ctx->release ? NGX_HTTP_IDEM_M_RELEASED
+    ngx_http_idempotency_metrics_count(ctx->release ? NGX_HTTP_IDEM_M_RELEASED
                                             : NGX_HTTP_IDEM_M_UNKNOWN_OUTCOME,
                                1);
 
@@ -866,9 +973,7 @@ ngx_http_idempotency_upstream_broke(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (ngx_http_idempotency_post_finish(r, ctx, &ctx->stored,
-                                         IDEM_REC_UNKNOWN_OUTCOME,
-                                         ctx->release)
+    if (ngx_http_idempotency_post_settle(r, ctx, IDEM_REC_UNKNOWN_OUTCOME)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -878,67 +983,121 @@ ngx_http_idempotency_upstream_broke(ngx_http_request_t *r,
 }
 
 
+/* Posts the settlement of ctx's claim: complete() with ctx->stored, or
+ * release() under ctx->release. r waits in STORING for its completion. */
+
+static ngx_int_t
+ngx_http_idempotency_post_settle(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, uint32_t flags)
+{
+    ngx_http_idempotency_metrics_upstream_done(ctx);
+    ngx_http_idempotency_state_set(ctx, NGX_HTTP_IDEM_STORING);
+
+    return ngx_http_idempotency_task_post_finish(r, ctx, &ctx->stored, flags,
+                                            ctx->release,
+                                            ngx_http_idempotency_settled);
+}
+
+
+/*
+ * The settlement's completion (a task of _task.c). Stored: the response
+ * (or the answer that replaces it) goes out. Not stored — the lease passed
+ * and the claim was settled meanwhile, or the store failed — the client
+ * gets the answer the key keeps: the unknown outcome.
+ */
+
+static void
+ngx_http_idempotency_settled(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, int rc, idem_result_t *result)
+{
+    ctx->store_rc = rc;
+    ngx_http_idempotency_ctx_set_claim(ctx, NGX_HTTP_IDEM_CLAIM_SETTLED);
+    ngx_http_idempotency_metrics_claim_ended(ctx);
+
+    if (rc == 0) {
+        NGX_HTTP_IDEM_FAILPOINT("after_complete", ctx);
+        ngx_http_idempotency_release_held(r, ctx);
+        return;
+    }
+
+    if (rc == IDEM_ENOTOWNER) {
+        ngx_http_idempotency_metrics_count(NGX_HTTP_IDEM_M_LATE_COMPLETE, 1);
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "idempotency key \"%*s\": the claim was settled "
+                      "meanwhile (lease passed); this result is not "
+                      "stored and the client gets the key's "
+                      "unknown-outcome answer", ctx->key_len, ctx->key);
+
+        if (ctx->release
+            || ngx_http_idempotency_replace_held(r, ctx, 0) != NGX_OK)
+        {
+            ngx_http_idempotency_release_held(r, ctx);
+        }
+
+        return;
+    }
+
+    ngx_http_idempotency_metrics_count(NGX_HTTP_IDEM_M_STORE_ERRORS, 1);
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "idempotency key \"%*s\": storing the result failed: %s",
+                  ctx->key_len, ctx->key, idem_strerror(rc));
+
+    if (ctx->release) {
+        /* nothing ran upstream; the claim lapses with its lease */
+        ngx_http_idempotency_release_held(r, ctx);
+        return;
+    }
+
+    if (ctx->keep != NGX_HTTP_IDEM_KEEP_UNKNOWN) {
+        /* keep the small unknown-outcome answer instead, and give it */
+        ngx_http_idempotency_ctx_set_claim(ctx, NGX_HTTP_IDEM_CLAIM_HELD);
+
+        if (ngx_http_idempotency_replace_held(r, ctx, 1) == NGX_OK) {
+            return;
+        }
+
+        ngx_http_idempotency_ctx_set_claim(ctx, NGX_HTTP_IDEM_CLAIM_SETTLED);
+    }
+
+    /* not even that could be stored: the key stays in progress until its
+     * lease passes, then settles as this same unknown outcome */
+    ngx_http_idempotency_release_held(r, ctx);
+}
+
+
 /*
  * complete() or release() is done (or failed): send the held response, or
  * the gateway's answer in place of nginx's error page, and let r run on.
  */
 
-void
+static void
 ngx_http_idempotency_release_held(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx)
 {
-    ngx_int_t         rc;
-    ngx_buf_t        *b;
-    ngx_chain_t       out, *pending;
-    ngx_table_elt_t  *date;
+    ngx_int_t  rc;
 
     r->buffered &= ~NGX_HTTP_IDEMPOTENCY_BUFFERED;
-    ctx->state = NGX_HTTP_IDEM_PASS;
+    ngx_http_idempotency_state_set(ctx, NGX_HTTP_IDEM_PASS);
 
     if (ctx->streaming) {
-        if (r->connection->error) {
-            ngx_http_idempotency_resume(r);
-            return;
-        }
-
-        if (ctx->fallback) {
-            /* the key keeps an unknown outcome: the client's stream is
-               cut, not ended, so that it is not taken for complete */
-            r->keepalive = 0;
-            r->connection->error = 1;
-            ngx_http_idempotency_resume(r);
-            return;
-        }
-
-        b = ngx_calloc_buf(r->pool);
-        if (b == NULL) {
-            r->connection->error = 1;
-            ngx_http_idempotency_resume(r);
-            return;
-        }
-
-        b->last_buf = 1;
-        b->last_in_chain = 1;
-
-        out.buf = b;
-        out.next = NULL;
-
-        rc = ngx_http_next_body_filter(r, &out);
-        goto done;
+        ngx_http_idempotency_end_stream(r, ctx);
+        return;
     }
 
-    if (ctx->replace && ctx->fallback) {
+    if (ctx->keep == NGX_HTTP_IDEM_KEEP_UNKNOWN) {
         /* what the upstream sent is not the client's any more */
         (void) ngx_http_idempotency_consume(ctx->pending);
         ctx->pending = NULL;
     }
 
     if (r->connection->error) {
-        ngx_http_idempotency_resume(r);
+        ngx_http_idempotency_state_resume(r);
         return;
     }
 
-    if (ctx->replace) {
+    if (ctx->keep == NGX_HTTP_IDEM_KEEP_PAGE
+        || ctx->keep == NGX_HTTP_IDEM_KEEP_UNKNOWN)
+    {
         ctx->answer.status = ctx->stored.status;
         ctx->answer.resp = ctx->stored;
         ctx->answer.expires_ms = (ctx->release || ctx->store_rc != 0)
@@ -946,27 +1105,97 @@ ngx_http_idempotency_release_held(ngx_http_request_t *r,
 
         rc = ngx_http_idempotency_send_answer(r, ctx);
 
-        if (ctx->fallback) {
+        if (ctx->keep == NGX_HTTP_IDEM_KEEP_UNKNOWN) {
             /* and neither is what the upstream still sends */
-            ctx->state = NGX_HTTP_IDEM_DISCARD;
+            ngx_http_idempotency_state_set(ctx, NGX_HTTP_IDEM_DISCARD);
         }
 
         goto done;
     }
 
+    rc = ngx_http_idempotency_send_held(r, ctx);
+
+done:
+
+    if (rc == NGX_ERROR) {
+        r->connection->error = 1;
+    }
+
+    ngx_http_idempotency_state_resume(r);
+}
+
+
+/* The end of a streamed response, once it is stored: the stream is ended,
+ * or cut when the key keeps the unknown outcome; then r runs on. */
+
+static void
+ngx_http_idempotency_end_stream(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    if (r->connection->error) {
+        ngx_http_idempotency_state_resume(r);
+        return;
+    }
+
+    if (ctx->keep == NGX_HTTP_IDEM_KEEP_UNKNOWN) {
+        /* the key keeps an unknown outcome: the client's stream is
+           cut, not ended, so that it is not taken for complete */
+        r->keepalive = 0;
+        r->connection->error = 1;
+        ngx_http_idempotency_state_resume(r);
+        return;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        r->connection->error = 1;
+        ngx_http_idempotency_state_resume(r);
+        return;
+    }
+
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    rc = ngx_http_next_body_filter(r, &out);
+
+    if (rc == NGX_ERROR) {
+        r->connection->error = 1;
+    }
+
+    ngx_http_idempotency_state_resume(r);
+}
+
+
+/* The held response, once settled: its headers (with the key's expiry and
+ * the Date stored), then its body and what was pending. */
+
+static ngx_int_t
+ngx_http_idempotency_send_held(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx)
+{
+    ngx_int_t         rc;
+    ngx_buf_t        *b;
+    ngx_chain_t       out, *pending;
+    ngx_table_elt_t  *date;
+
     if (ctx->store_rc == 0 && !ctx->release
-        && ngx_http_idempotency_add_expires(r, ctx->expires_ms) != NGX_OK)
+        && ngx_http_idempotency_send_add_expires(r, ctx->expires_ms) != NGX_OK)
     {
-        rc = NGX_ERROR;
-        goto done;
+        return NGX_ERROR;
     }
 
     if (ctx->date.len) {
         /* the Date that was stored, not the time complete() returned */
         date = ngx_list_push(&r->headers_out.headers);
         if (date == NULL) {
-            rc = NGX_ERROR;
-            goto done;
+            return NGX_ERROR;
         }
 
         date->hash = 1;
@@ -980,7 +1209,7 @@ ngx_http_idempotency_release_held(ngx_http_request_t *r,
     rc = ngx_http_next_header_filter(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        goto done;
+        return rc;
     }
 
     pending = ctx->pending;
@@ -988,11 +1217,10 @@ ngx_http_idempotency_release_held(ngx_http_request_t *r,
 
     b = ngx_calloc_buf(r->pool);
     if (b == NULL) {
-        rc = NGX_ERROR;
-        goto done;
+        return NGX_ERROR;
     }
 
-    if (ctx->too_large) {
+    if (ctx->keep == NGX_HTTP_IDEM_KEEP_TOO_LARGE) {
         /* the body so far, then what was pending, then the rest flows */
         b->pos = ctx->body;
         b->last = ctx->body + ctx->body_len;
@@ -1010,15 +1238,7 @@ ngx_http_idempotency_release_held(ngx_http_request_t *r,
     out.buf = b;
     out.next = pending;
 
-    rc = ngx_http_next_body_filter(r, &out);
-
-done:
-
-    if (rc == NGX_ERROR) {
-        r->connection->error = 1;
-    }
-
-    ngx_http_idempotency_resume(r);
+    return ngx_http_next_body_filter(r, &out);
 }
 
 
@@ -1030,12 +1250,11 @@ done:
  * here (store set) or by whoever settled the stale claim.
  */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_idempotency_replace_held(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, ngx_uint_t store)
 {
-    ctx->fallback = 1;
-    ctx->replace = 1;
+    ctx->keep = NGX_HTTP_IDEM_KEEP_UNKNOWN;
 
     if (ngx_http_idempotency_stored_error(r, ctx, IDEM_ERR_UNKNOWN_OUTCOME)
         != NGX_OK)
@@ -1044,8 +1263,8 @@ ngx_http_idempotency_replace_held(ngx_http_request_t *r,
     }
 
     if (store) {
-        return ngx_http_idempotency_post_finish(r, ctx, &ctx->stored,
-                                                IDEM_REC_UNKNOWN_OUTCOME, 0);
+        return ngx_http_idempotency_post_settle(r, ctx,
+                                                IDEM_REC_UNKNOWN_OUTCOME);
     }
 
     ngx_http_idempotency_release_held(r, ctx);

@@ -6,6 +6,25 @@
  */
 
 #include "ngx_http_idempotency.h"
+#include "ngx_http_idempotency_send.h"
+#include "ngx_http_idempotency_state.h"
+
+
+static ngx_int_t ngx_http_idempotency_reset_headers(ngx_http_request_t *r,
+    ngx_http_idempotency_answer_t *a);
+static ngx_int_t ngx_http_idempotency_put_stored_headers(
+    ngx_http_request_t *r, ngx_http_idempotency_answer_t *a,
+    ngx_uint_t *stripe_retry);
+static ngx_int_t ngx_http_idempotency_push_number(ngx_http_request_t *r,
+    const char *name, ngx_uint_t value);
+static ngx_int_t ngx_http_idempotency_put_answer_headers(
+    ngx_http_request_t *r, ngx_http_idempotency_answer_t *a,
+    ngx_uint_t stripe_retry);
+static ngx_int_t ngx_http_idempotency_push_header(ngx_http_request_t *r,
+    u_char *name, size_t name_len, u_char *value, size_t value_len,
+    ngx_table_elt_t **out);
+static ngx_uint_t ngx_http_idempotency_header_is(const idem_header_t *h,
+    const char *name);
 
 
 static ngx_int_t
@@ -35,7 +54,7 @@ ngx_http_idempotency_push_header(ngx_http_request_t *r, u_char *name,
 
 
 void
-ngx_http_idempotency_bind_header(ngx_http_request_t *r, ngx_table_elt_t *h,
+ngx_http_idempotency_send_bind_header(ngx_http_request_t *r, ngx_table_elt_t *h,
     uint32_t flags)
 {
     static struct {
@@ -74,7 +93,7 @@ ngx_http_idempotency_bind_header(ngx_http_request_t *r, ngx_table_elt_t *h,
 
 
 ngx_int_t
-ngx_http_idempotency_add_expires(ngx_http_request_t *r, int64_t expires_ms)
+ngx_http_idempotency_send_add_expires(ngx_http_request_t *r, int64_t expires_ms)
 {
     u_char  *p;
 
@@ -98,7 +117,7 @@ ngx_http_idempotency_add_expires(ngx_http_request_t *r, int64_t expires_ms)
 
 
 int
-ngx_http_idempotency_errbody(ngx_uint_t style, idem_errtpl_t *tpl,
+ngx_http_idempotency_send_errbody(ngx_uint_t style, idem_errtpl_t *tpl,
     idem_err_kind_t kind, const u_char *key, size_t key_len, int key_err,
     idem_errbody_t *out)
 {
@@ -113,7 +132,7 @@ ngx_http_idempotency_errbody(ngx_uint_t style, idem_errtpl_t *tpl,
 
 
 ngx_int_t
-ngx_http_idempotency_error_answer(ngx_http_request_t *r,
+ngx_http_idempotency_send_error_answer(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind, int key_err)
 {
     if (ctx->errbody.body) {
@@ -121,10 +140,10 @@ ngx_http_idempotency_error_answer(ngx_http_request_t *r,
         ctx->errbody.body = NULL;
     }
 
-    ctx->state = NGX_HTTP_IDEM_ANSWER;
+    ngx_http_idempotency_state_set(ctx, NGX_HTTP_IDEM_ANSWER);
     ngx_memzero(&ctx->answer, sizeof(ngx_http_idempotency_answer_t));
 
-    if (ngx_http_idempotency_errbody(ctx->conf->error_style,
+    if (ngx_http_idempotency_send_errbody(ctx->conf->error_style,
                                      ctx->conf->error_template, kind,
                                      ctx->key, ctx->key_len, key_err,
                                      &ctx->errbody)
@@ -164,11 +183,7 @@ ngx_int_t
 ngx_http_idempotency_send_answer(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx)
 {
-    u_char                         *p;
-    size_t                          i, n;
     ngx_uint_t                      stripe_retry;
-    ngx_table_elt_t                *h;
-    const idem_header_t            *hs;
     ngx_http_idempotency_answer_t  *a;
 
     a = &ctx->answer;
@@ -177,7 +192,32 @@ ngx_http_idempotency_send_answer(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    /* a parked or redirected request may carry nginx's own headers */
+    if (ngx_http_idempotency_reset_headers(r, a) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    stripe_retry = (ctx->conf->error_style == IDEM_STYLE_STRIPE);
+
+    if (ngx_http_idempotency_put_stored_headers(r, a, &stripe_retry)
+        != NGX_OK
+        || ngx_http_idempotency_put_answer_headers(r, a, stripe_retry)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_idempotency_send_body(r, (u_char *) a->resp.body,
+                                          a->resp.body_len);
+}
+
+
+/* headers_out as for a new response of a's status: a parked or redirected
+ * request may carry nginx's own headers */
+
+static ngx_int_t
+ngx_http_idempotency_reset_headers(ngx_http_request_t *r,
+    ngx_http_idempotency_answer_t *a)
+{
     if (ngx_list_init(&r->headers_out.headers, r->pool, 8,
                       sizeof(ngx_table_elt_t))
         != NGX_OK)
@@ -209,9 +249,24 @@ ngx_http_idempotency_send_answer(ngx_http_request_t *r,
         r->headers_out.content_type_len = a->content_type.len;
     }
 
+    return NGX_OK;
+}
+
+
+/* The stored headers of the answer; *stripe_retry is set when a replay
+ * had a Stripe-Should-Retry of its own (replaced below). */
+
+static ngx_int_t
+ngx_http_idempotency_put_stored_headers(ngx_http_request_t *r,
+    ngx_http_idempotency_answer_t *a, ngx_uint_t *stripe_retry)
+{
+    u_char               *p;
+    size_t                i, n;
+    ngx_table_elt_t      *h;
+    const idem_header_t  *hs;
+
     hs = a->resp.headers;
     n = a->resp.nheaders;
-    stripe_retry = (ctx->conf->error_style == IDEM_STYLE_STRIPE);
 
     for (i = 0; i < n; i++) {
 
@@ -225,7 +280,7 @@ ngx_http_idempotency_send_answer(ngx_http_request_t *r,
         if (a->replayed
             && ngx_http_idempotency_header_is(&hs[i], "Stripe-Should-Retry"))
         {
-            stripe_retry = 1;
+            *stripe_retry = 1;
             continue;
         }
 
@@ -253,9 +308,40 @@ ngx_http_idempotency_send_answer(ngx_http_request_t *r,
         /* headers the later filters treat by their slot, as they did for
          * the first answer: no second Date, no second gzip, the same
          * absolute Location */
-        ngx_http_idempotency_bind_header(r, h, a->flags);
+        ngx_http_idempotency_send_bind_header(r, h, a->flags);
     }
 
+    return NGX_OK;
+}
+
+
+/* A header whose value is a number. */
+
+static ngx_int_t
+ngx_http_idempotency_push_number(ngx_http_request_t *r, const char *name,
+    ngx_uint_t value)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_idempotency_push_header(r, (u_char *) name,
+                                            ngx_strlen(name), p,
+                                            ngx_sprintf(p, "%ui", value) - p,
+                                            NULL);
+}
+
+
+/* What the module says of the answer: replayed and not worth retrying,
+ * the key's expiry, and a retry hint. */
+
+static ngx_int_t
+ngx_http_idempotency_put_answer_headers(ngx_http_request_t *r,
+    ngx_http_idempotency_answer_t *a, ngx_uint_t stripe_retry)
+{
     /*
      * A replay never changes, so retrying it is useless: it says so to the
      * SDKs that read these (Stainless-generated ones read X-Should-Retry,
@@ -281,42 +367,26 @@ ngx_http_idempotency_send_answer(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (ngx_http_idempotency_add_expires(r, a->expires_ms) != NGX_OK) {
+    if (ngx_http_idempotency_send_add_expires(r, a->expires_ms) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    if (a->retry_after) {
-        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (ngx_http_idempotency_push_header(r, (u_char *) "Retry-After",
-                sizeof("Retry-After") - 1, p,
-                ngx_sprintf(p, "%ui", a->retry_after) - p, NULL)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+    if (a->retry_after
+        && ngx_http_idempotency_push_number(r, "Retry-After", a->retry_after)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
-    if (a->retry_after_ms) {
-        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (ngx_http_idempotency_push_header(r, (u_char *) "Retry-After-Ms",
-                sizeof("Retry-After-Ms") - 1, p,
-                ngx_sprintf(p, "%ui", a->retry_after_ms) - p, NULL)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+    if (a->retry_after_ms
+        && ngx_http_idempotency_push_number(r, "Retry-After-Ms",
+                                            a->retry_after_ms)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
-    return ngx_http_idempotency_send_body(r, (u_char *) a->resp.body,
-                                          a->resp.body_len);
+    return NGX_OK;
 }
 
 
@@ -357,13 +427,26 @@ ngx_http_idempotency_send_body(ngx_http_request_t *r, u_char *data,
 }
 
 
+ngx_int_t
+ngx_http_idempotency_send_text(ngx_http_request_t *r, ngx_uint_t status,
+    const char *type, u_char *data, size_t len)
+{
+    r->headers_out.status = status;
+    r->headers_out.content_type.data = (u_char *) type;
+    r->headers_out.content_type.len = ngx_strlen(type);
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    return ngx_http_idempotency_send_body(r, data, len);
+}
+
+
 /*
  * The response a gateway-made error is stored as: its status and body, and
  * its Content-Type in ct (no allocation: safe on the thread pool).
  */
 
 void
-ngx_http_idempotency_errbody_response(const idem_errbody_t *eb,
+ngx_http_idempotency_send_errbody_response(const idem_errbody_t *eb,
     idem_header_t *ct, idem_response_t *resp)
 {
     ct->name.data = "Content-Type";

@@ -21,6 +21,11 @@
  * large body's fingerprint is computed by a task of its own first, so a
  * slow canonicalization never holds a batch up.
  *
+ * Whoever posts a job names its completion (as nginx's copy filter sets
+ * task->event.handler): this file knows the store's calls and the thread
+ * pool, and no request logic. A completion runs on the event loop with the
+ * request unparked; it resumes the request itself.
+ *
  * While a request is parked nginx will not free it (blocked), so a job may
  * point at memory of its pool that nothing else touches meanwhile. The
  * thread side touches only the jobs' own memory and the store — never r,
@@ -29,6 +34,11 @@
  */
 
 #include "ngx_http_idempotency.h"
+#include "ngx_http_idempotency_metrics.h"
+#include "ngx_http_idempotency_request.h"
+#include "ngx_http_idempotency_send.h"
+#include "ngx_http_idempotency_store.h"
+#include "ngx_http_idempotency_task.h"
 
 
 #define NGX_HTTP_IDEM_BATCH_MAX  512
@@ -77,6 +87,8 @@ typedef struct {
 
     idem_op_t                        op;
     uint64_t                         started_us;  /* for the histograms */
+    ngx_http_idempotency_task_done_pt  done;     /* the poster's completion;
+                                                    NULL when detached */
 } ngx_http_idempotency_job_t;
 
 
@@ -99,9 +111,29 @@ typedef struct {
 } ngx_http_idempotency_prune_job_t;
 
 
-static void ngx_http_idempotency_enqueue(ngx_http_idempotency_job_t *job);
+static int ngx_http_idempotency_unknown_response(
+    ngx_http_idempotency_job_t *job);
+static void ngx_http_idempotency_batch_handler(void *data, ngx_log_t *log);
+static void ngx_http_idempotency_batch_done(ngx_event_t *ev);
+static ngx_thread_task_t *ngx_http_idempotency_batch_alloc(ngx_uint_t n);
+static void ngx_http_idempotency_batch_free(ngx_thread_task_t *task);
 static void ngx_http_idempotency_batch_post(void);
+static void ngx_http_idempotency_enqueue(ngx_http_idempotency_job_t *job);
+static ngx_http_idempotency_job_t *ngx_http_idempotency_job_alloc(
+    ngx_http_request_t *r, ngx_http_idempotency_ctx_t *ctx,
+    ngx_http_idempotency_job_kind_e kind);
+static void ngx_http_idempotency_park(ngx_http_request_t *r);
+static void ngx_http_idempotency_unpark(ngx_http_request_t *r);
+static void ngx_http_idempotency_begin_op(ngx_http_idempotency_job_t *job);
+static void ngx_http_idempotency_finish_op(ngx_http_idempotency_job_t *job,
+    ngx_uint_t release, uint64_t owner, uint32_t flags);
+static void ngx_http_idempotency_fp_handler(void *data, ngx_log_t *log);
+static void ngx_http_idempotency_fp_done(ngx_event_t *ev);
+static ngx_int_t ngx_http_idempotency_post_fingerprint(ngx_http_request_t *r,
+    ngx_http_idempotency_job_t *job);
 static void ngx_http_idempotency_job_deliver(ngx_http_idempotency_job_t *job);
+static void ngx_http_idempotency_prune_handler(void *data, ngx_log_t *log);
+static void ngx_http_idempotency_prune_done(ngx_event_t *ev);
 
 
 /* this worker's queue: jobs waiting for the next batch */
@@ -110,35 +142,6 @@ static ngx_uint_t                         ngx_http_idempotency_npending;
 static ngx_uint_t                         ngx_http_idempotency_batch_running;
 static ngx_uint_t                         ngx_http_idempotency_draining;
 static ngx_http_idempotency_main_conf_t  *ngx_http_idempotency_imcf;
-
-/* this worker's requests that hold a claim (for a fast shutdown) */
-static ngx_queue_t                        ngx_http_idempotency_claims;
-static ngx_uint_t                         ngx_http_idempotency_claims_init;
-
-
-void
-ngx_http_idempotency_list_claim(ngx_http_idempotency_ctx_t *ctx)
-{
-    if (!ngx_http_idempotency_claims_init) {
-        ngx_queue_init(&ngx_http_idempotency_claims);
-        ngx_http_idempotency_claims_init = 1;
-    }
-
-    if (!ctx->listed) {
-        ngx_queue_insert_tail(&ngx_http_idempotency_claims, &ctx->claimed);
-        ctx->listed = 1;
-    }
-}
-
-
-void
-ngx_http_idempotency_unlist_claim(ngx_http_idempotency_ctx_t *ctx)
-{
-    if (ctx->listed) {
-        ngx_queue_remove(&ctx->claimed);
-        ctx->listed = 0;
-    }
-}
 
 
 /*
@@ -151,14 +154,14 @@ ngx_http_idempotency_unknown_response(ngx_http_idempotency_job_t *job)
 {
     int  rc;
 
-    rc = ngx_http_idempotency_errbody(job->style, job->error_template,
+    rc = ngx_http_idempotency_send_errbody(job->style, job->error_template,
                                       IDEM_ERR_UNKNOWN_OUTCOME, job->key,
                                       job->key_len, 0, &job->unknown_body);
     if (rc != 0) {
         return rc;
     }
 
-    ngx_http_idempotency_errbody_response(&job->unknown_body,
+    ngx_http_idempotency_send_errbody_response(&job->unknown_body,
                                           &job->unknown_ct, &job->unknown);
 
     return 0;
@@ -237,12 +240,52 @@ ngx_http_idempotency_batch_done(ngx_event_t *ev)
         ngx_http_idempotency_job_deliver(batch->jobs[i]);
     }
 
+    ngx_http_idempotency_batch_free(task);
+
+    ngx_http_idempotency_batch_post();
+}
+
+
+/* A batch task of room for n jobs, in one allocation with its batch. */
+
+static ngx_thread_task_t *
+ngx_http_idempotency_batch_alloc(ngx_uint_t n)
+{
+    ngx_thread_task_t             *task;
+    ngx_http_idempotency_batch_t  *batch;
+
+    task = ngx_calloc(sizeof(ngx_thread_task_t)
+                      + sizeof(ngx_http_idempotency_batch_t), ngx_cycle->log);
+    if (task == NULL) {
+        return NULL;
+    }
+
+    batch = (ngx_http_idempotency_batch_t *) (task + 1);
+    batch->store = ngx_http_idempotency_imcf->store;
+    batch->jobs = ngx_alloc(n * sizeof(ngx_http_idempotency_job_t *),
+                            ngx_cycle->log);
+    batch->ops = ngx_alloc(n * sizeof(idem_op_t), ngx_cycle->log);
+    batch->index = ngx_alloc(n * sizeof(ngx_uint_t), ngx_cycle->log);
+    task->ctx = batch;
+
+    if (batch->jobs == NULL || batch->ops == NULL || batch->index == NULL) {
+        ngx_http_idempotency_batch_free(task);
+        return NULL;
+    }
+
+    return task;
+}
+
+
+static void
+ngx_http_idempotency_batch_free(ngx_thread_task_t *task)
+{
+    ngx_http_idempotency_batch_t  *batch = task->ctx;
+
     ngx_free(batch->jobs);
     ngx_free(batch->ops);
     ngx_free(batch->index);
     ngx_free(task);
-
-    ngx_http_idempotency_batch_post();
 }
 
 
@@ -266,26 +309,12 @@ ngx_http_idempotency_batch_post(void)
 
     n = ngx_min(ngx_http_idempotency_npending, NGX_HTTP_IDEM_BATCH_MAX);
 
-    task = ngx_calloc(sizeof(ngx_thread_task_t)
-                      + sizeof(ngx_http_idempotency_batch_t), ngx_cycle->log);
+    task = ngx_http_idempotency_batch_alloc(n);
     if (task == NULL) {
         goto failed;
     }
 
-    batch = (ngx_http_idempotency_batch_t *) (task + 1);
-    batch->store = ngx_http_idempotency_imcf->store;
-    batch->jobs = ngx_alloc(n * sizeof(ngx_http_idempotency_job_t *),
-                            ngx_cycle->log);
-    batch->ops = ngx_alloc(n * sizeof(idem_op_t), ngx_cycle->log);
-    batch->index = ngx_alloc(n * sizeof(ngx_uint_t), ngx_cycle->log);
-
-    if (batch->jobs == NULL || batch->ops == NULL || batch->index == NULL) {
-        ngx_free(batch->jobs);
-        ngx_free(batch->ops);
-        ngx_free(batch->index);
-        ngx_free(task);
-        goto failed;
-    }
+    batch = task->ctx;
 
     for (i = 0; i < n; i++) {
         q = ngx_queue_head(&ngx_http_idempotency_pending);
@@ -296,7 +325,6 @@ ngx_http_idempotency_batch_post(void)
     ngx_http_idempotency_npending -= n;
     batch->n = n;
 
-    task->ctx = batch;
     task->handler = ngx_http_idempotency_batch_handler;
     task->event.data = task;
     task->event.handler = ngx_http_idempotency_batch_done;
@@ -312,10 +340,7 @@ ngx_http_idempotency_batch_post(void)
         }
 
         ngx_http_idempotency_npending += n;
-        ngx_free(batch->jobs);
-        ngx_free(batch->ops);
-        ngx_free(batch->index);
-        ngx_free(task);
+        ngx_http_idempotency_batch_free(task);
         goto failed;
     }
 
@@ -415,11 +440,11 @@ ngx_http_idempotency_begin_op(ngx_http_idempotency_job_t *job)
     job->op.begin.key = (const char *) job->key;
     job->op.begin.key_len = job->key_len;
     job->op.begin.fingerprint = &job->fingerprint;
-    job->op.begin.now_ms = ngx_http_idempotency_now_ms();
+    job->op.begin.now_ms = ngx_http_idempotency_store_now_ms();
     job->op.begin.ttl_ms = ilcf->ttl;
     job->op.begin.lease_ms = ilcf->lease;
     job->op.begin.on_unknown = ilcf->on_unknown;
-    job->started_us = ngx_http_idempotency_now_us();
+    job->started_us = ngx_http_idempotency_metrics_now_us();
 }
 
 
@@ -435,7 +460,7 @@ ngx_http_idempotency_finish_op(ngx_http_idempotency_job_t *job,
     job->op.key_len = job->key_len;
     job->op.owner = owner;
     job->op.flags = flags;
-    job->started_us = ngx_http_idempotency_now_us();
+    job->started_us = ngx_http_idempotency_metrics_now_us();
 }
 
 
@@ -504,8 +529,7 @@ ngx_http_idempotency_fp_done(ngx_event_t *ev)
     ngx_http_idempotency_unpark(r);
 
     if (job->fp_rc != 0) {
-        ngx_http_idempotency_apply_begin(r, ctx, job->fp_rc);
-        ngx_http_idempotency_resume(r);
+        job->done(r, ctx, job->fp_rc, NULL);
         return;
     }
 
@@ -595,8 +619,9 @@ ngx_http_idempotency_post_fingerprint(ngx_http_request_t *r,
 
 
 ngx_int_t
-ngx_http_idempotency_post_begin(ngx_http_request_t *r,
-    ngx_http_idempotency_ctx_t *ctx, ngx_uint_t fp_in_thread)
+ngx_http_idempotency_task_post_begin(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx, ngx_uint_t fp_in_thread,
+    ngx_http_idempotency_task_done_pt done)
 {
     ngx_http_idempotency_job_t  *job;
 
@@ -605,16 +630,16 @@ ngx_http_idempotency_post_begin(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    job->done = done;
+
     if (fp_in_thread && r->request_body && r->request_body->bufs) {
         if (ngx_http_idempotency_post_fingerprint(r, job) != NGX_OK) {
             return NGX_ERROR;
         }
 
-        ctx->state = NGX_HTTP_IDEM_TASK;
         return NGX_OK;
     }
 
-    ctx->state = NGX_HTTP_IDEM_TASK;
     ngx_http_idempotency_begin_op(job);
     ngx_http_idempotency_park(r);
     ngx_http_idempotency_enqueue(job);
@@ -624,9 +649,9 @@ ngx_http_idempotency_post_begin(ngx_http_request_t *r,
 
 
 ngx_int_t
-ngx_http_idempotency_post_finish(ngx_http_request_t *r,
+ngx_http_idempotency_task_post_finish(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, const idem_response_t *resp,
-    uint32_t flags, ngx_uint_t release)
+    uint32_t flags, ngx_uint_t release, ngx_http_idempotency_task_done_pt done)
 {
     ngx_http_idempotency_job_t  *job;
 
@@ -637,9 +662,7 @@ ngx_http_idempotency_post_finish(ngx_http_request_t *r,
 
     ngx_http_idempotency_finish_op(job, release, ctx->owner, flags);
     job->op.resp = resp;
-    ngx_http_idempotency_upstream_done(ctx);
-
-    ctx->state = NGX_HTTP_IDEM_STORING;
+    job->done = done;
 
     ngx_http_idempotency_park(r);
     ngx_http_idempotency_enqueue(job);
@@ -648,13 +671,13 @@ ngx_http_idempotency_post_finish(ngx_http_request_t *r,
 }
 
 
-/* A batch is done: hand each job's result to its request. */
+/* A batch is done: each job's result to its poster's completion. */
 
 static void
 ngx_http_idempotency_job_deliver(ngx_http_idempotency_job_t *job)
 {
-    ngx_http_request_t          *r;
-    ngx_http_idempotency_ctx_t  *ctx;
+    ngx_uint_t           h;
+    ngx_http_request_t  *r;
 
     if (job->kind == NGX_HTTP_IDEM_JOB_DETACHED) {
         if (job->op.rc != 0 && job->op.rc != IDEM_ENOTOWNER) {
@@ -669,119 +692,47 @@ ngx_http_idempotency_job_deliver(ngx_http_idempotency_job_t *job)
     }
 
     r = job->request;
-    ctx = job->ctx;
 
     ngx_http_idempotency_unpark(r);
 
-    ngx_http_idempotency_observe(job->kind == NGX_HTTP_IDEM_JOB_BEGIN
-                                 ? NGX_HTTP_IDEM_H_CLAIM
-                                 : job->op.kind == IDEM_OP_RELEASE
-                                   ? NGX_HTTP_IDEM_H_RELEASE
-                                   : NGX_HTTP_IDEM_H_COMPLETE,
-                                 ngx_http_idempotency_now_us()
-                                 - job->started_us);
+    h = job->kind == NGX_HTTP_IDEM_JOB_BEGIN ? NGX_HTTP_IDEM_H_CLAIM
+        : job->op.kind == IDEM_OP_RELEASE ? NGX_HTTP_IDEM_H_RELEASE
+        : NGX_HTTP_IDEM_H_COMPLETE;
 
-    if (job->kind == NGX_HTTP_IDEM_JOB_BEGIN) {
-        if (job->op.rc == 0) {
-            ctx->result = job->op.result;
-            ctx->has_result = 1;
-        }
+    ngx_http_idempotency_metrics_observe(h,
+                                         ngx_http_idempotency_metrics_now_us()
+                                         - job->started_us);
 
-        ngx_http_idempotency_apply_begin(r, ctx, job->op.rc);
-
-        if (ctx->state == NGX_HTTP_IDEM_CLAIMED) {
-            NGX_HTTP_IDEM_FAILPOINT("after_claim", ctx);
-        }
-
-        ngx_http_idempotency_resume(r);
-        return;
-    }
-
-    ctx->store_rc = job->op.rc;
-    ctx->finished = 1;
-    ngx_http_idempotency_claim_ended(ctx);
-
-    if (job->op.rc == 0) {
-        NGX_HTTP_IDEM_FAILPOINT("after_complete", ctx);
-        ngx_http_idempotency_release_held(r, ctx);
-        return;
-    }
-
-    if (job->op.rc == IDEM_ENOTOWNER) {
-        ngx_http_idempotency_count(NGX_HTTP_IDEM_M_LATE_COMPLETE, 1);
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "idempotency key \"%*s\": the claim was settled "
-                      "meanwhile (lease passed); this result is not "
-                      "stored and the client gets the key's "
-                      "unknown-outcome answer", ctx->key_len, ctx->key);
-
-        if (ctx->release
-            || ngx_http_idempotency_replace_held(r, ctx, 0) != NGX_OK)
-        {
-            ngx_http_idempotency_release_held(r, ctx);
-        }
-
-        return;
-    }
-
-    ngx_http_idempotency_count(NGX_HTTP_IDEM_M_STORE_ERRORS, 1);
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "idempotency key \"%*s\": storing the result failed: %s",
-                  ctx->key_len, ctx->key, idem_strerror(job->op.rc));
-
-    if (ctx->release) {
-        /* nothing ran upstream; the claim lapses with its lease */
-        ngx_http_idempotency_release_held(r, ctx);
-        return;
-    }
-
-    if (!ctx->fallback) {
-        /* keep the small unknown-outcome answer instead, and give it */
-        ctx->finished = 0;
-
-        if (ngx_http_idempotency_replace_held(r, ctx, 1) == NGX_OK) {
-            return;
-        }
-
-        ctx->finished = 1;
-    }
-
-    /* not even that could be stored: the key stays in progress until its
-     * lease passes, then settles as this same unknown outcome */
-    ngx_http_idempotency_release_held(r, ctx);
+    job->done(r, job->ctx, job->op.rc,
+              job->op.rc == 0 ? &job->op.result : NULL);
 }
 
 
 /*
- * A request that held a claim is gone before its result was stored: store
- * the unknown-outcome error (or release, per idempotency_on_unknown, or
- * when nothing reached the upstream) on its behalf. Everything the job
- * needs is copied into it.
+ * Settles the claim of a request that is gone (or about to be, at worker
+ * exit) on its behalf: the unknown-outcome error is stored, or the key
+ * released. Everything the job needs is copied into it, and it has no
+ * completion. NGX_ERROR: nothing was posted.
  */
 
-void
-ngx_http_idempotency_post_detached_finish(ngx_http_idempotency_ctx_t *ctx,
-    ngx_log_t *log)
+ngx_int_t
+ngx_http_idempotency_task_post_detached(ngx_http_idempotency_ctx_t *ctx,
+    ngx_uint_t release, ngx_log_t *log)
 {
-    ngx_uint_t                         release;
-    ngx_http_request_t                *r;
     ngx_http_idempotency_job_t        *job;
     ngx_http_idempotency_main_conf_t  *imcf;
 
-    r = ctx->request;
-    imcf = ngx_http_get_module_main_conf(r, ngx_http_idempotency_module);
+    imcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_idempotency_module);
 
-    if (imcf->store == NULL) {
-        return;
+    if (imcf == NULL || imcf->store == NULL) {
+        return NGX_ERROR;
     }
 
     job = ngx_calloc(sizeof(ngx_http_idempotency_job_t), log);
     if (job == NULL) {
-        return;
+        return NGX_ERROR;
     }
-
-    release = (ctx->conf->on_unknown == IDEM_ON_UNKNOWN_RELEASE
-               || !ngx_http_idempotency_reached_upstream(r));
 
     job->kind = NGX_HTTP_IDEM_JOB_DETACHED;
     job->scope = ctx->scope;
@@ -794,24 +745,30 @@ ngx_http_idempotency_post_detached_finish(ngx_http_idempotency_ctx_t *ctx,
     ngx_http_idempotency_finish_op(job, release, ctx->owner,
                                    IDEM_REC_UNKNOWN_OUTCOME);
 
-    ctx->finished = 1;
-
-    ngx_http_idempotency_count(release ? NGX_HTTP_IDEM_M_RELEASED
-                                       : NGX_HTTP_IDEM_M_UNKNOWN_OUTCOME, 1);
-
     ngx_http_idempotency_enqueue(job);
+
+    return NGX_OK;
 }
 
 
 /*
- * The worker exits (its thread pool already stopped): settlements still
- * queued — results of requests and claims left by requests that are gone —
- * are run here, synchronously, so no key waits out its lease for want of
- * an event loop. Claims not yet made are dropped: nothing was forwarded.
+ * The worker exits (its thread pool already stopped): no batch is posted
+ * from here on, and the settlements still queued — results of requests and
+ * claims left by requests that are gone — are run synchronously by
+ * ngx_http_idempotency_task_drain(), so no key waits out its lease for
+ * want of an event loop. Claims not yet made are dropped: nothing was
+ * forwarded.
  */
 
 void
-ngx_http_idempotency_drain(ngx_cycle_t *cycle)
+ngx_http_idempotency_task_hold(void)
+{
+    ngx_http_idempotency_draining = 1;
+}
+
+
+void
+ngx_http_idempotency_task_drain(ngx_cycle_t *cycle)
 {
     ngx_uint_t                     n;
     ngx_queue_t                   *q;
@@ -820,31 +777,10 @@ ngx_http_idempotency_drain(ngx_cycle_t *cycle)
     idem_op_t                      ops[64];
     ngx_uint_t                     index[64];
 
-    ngx_http_idempotency_ctx_t    *ctx;
-
     if (ngx_http_idempotency_imcf == NULL
         || ngx_http_idempotency_imcf->store == NULL)
     {
         return;
-    }
-
-    ngx_http_idempotency_draining = 1;
-
-    /*
-     * A fast shutdown (SIGTERM to nginx) ends the worker with requests
-     * still running and no cleanup of theirs: their claims are settled
-     * here as a request that is gone would settle them.
-     */
-    if (ngx_http_idempotency_claims_init) {
-        while (!ngx_queue_empty(&ngx_http_idempotency_claims)) {
-            q = ngx_queue_head(&ngx_http_idempotency_claims);
-            ctx = ngx_queue_data(q, ngx_http_idempotency_ctx_t, claimed);
-            ngx_http_idempotency_unlist_claim(ctx);
-
-            if (ctx->owner != 0 && !ctx->finished && ctx->request) {
-                ngx_http_idempotency_post_detached_finish(ctx, cycle->log);
-            }
-        }
     }
 
     while (!ngx_queue_empty(&ngx_http_idempotency_pending)) {
@@ -887,7 +823,7 @@ ngx_http_idempotency_prune_handler(void *data, ngx_log_t *log)
 {
     ngx_http_idempotency_prune_job_t  *job = data;
 
-    job->rc = idem_store_prune(job->store, ngx_http_idempotency_now_ms(),
+    job->rc = idem_store_prune(job->store, ngx_http_idempotency_store_now_ms(),
                                job->budget, &job->removed, &job->more);
 }
 
@@ -902,11 +838,12 @@ ngx_http_idempotency_prune_done(ngx_event_t *ev)
     imcf->prune_running = 0;
 
     if (job->rc == 0 && job->removed) {
-        ngx_http_idempotency_count(NGX_HTTP_IDEM_M_PRUNED, job->removed);
+        ngx_http_idempotency_metrics_count(NGX_HTTP_IDEM_M_PRUNED,
+                                           job->removed);
     }
 
     if (job->rc != 0) {
-        ngx_http_idempotency_count(NGX_HTTP_IDEM_M_STORE_ERRORS, 1);
+        ngx_http_idempotency_metrics_count(NGX_HTTP_IDEM_M_STORE_ERRORS, 1);
         ngx_log_error(NGX_LOG_ERR, ev->log, 0,
                       "idempotency store: pruning expired keys failed: %s",
                       idem_strerror(job->rc));
@@ -922,7 +859,7 @@ ngx_http_idempotency_prune_done(ngx_event_t *ev)
 
 
 void
-ngx_http_idempotency_prune(ngx_event_t *ev)
+ngx_http_idempotency_task_prune(ngx_event_t *ev)
 {
     ngx_thread_task_t                 *task;
     ngx_http_idempotency_prune_job_t  *job;
@@ -963,59 +900,3 @@ ngx_http_idempotency_prune(ngx_event_t *ev)
 
     imcf->prune_running = 1;
 }
-
-
-#if (IDEM_FAILPOINTS)
-
-#include <signal.h>
-
-void
-ngx_http_idempotency_failpoint(const char *point,
-    ngx_http_idempotency_ctx_t *ctx)
-{
-    char    *spec, *p, *action, *prefix;
-    size_t   n, plen;
-
-    spec = getenv("IDEMGATE_FAILPOINTS");
-    if (spec == NULL) {
-        return;
-    }
-
-    plen = ngx_strlen(point);
-
-    for (p = spec; *p; p += n + (p[n] == ',')) {
-        n = strcspn(p, ",");
-
-        if (n <= plen + 1 || ngx_strncmp(p, point, plen) != 0
-            || p[plen] != ':')
-        {
-            continue;
-        }
-
-        action = p + plen + 1;
-        prefix = memchr(action, ':', p + n - action);
-        if (prefix == NULL) {
-            continue;
-        }
-
-        prefix++;
-
-        if ((size_t) (p + n - prefix) > ctx->key_len
-            || ngx_strncmp(ctx->key, prefix, p + n - prefix) != 0)
-        {
-            continue;
-        }
-
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "idempotency failpoint %s fires for key \"%*s\"",
-                      point, ctx->key_len, ctx->key);
-
-        if (ngx_strncmp(action, "crash:", 6) == 0) {
-            (void) kill(0, SIGKILL);
-        }
-
-        (void) raise(SIGKILL);
-    }
-}
-
-#endif

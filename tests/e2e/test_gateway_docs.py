@@ -17,6 +17,7 @@ from test_gateway_cli import ROOT, run_cli
 MAN = os.path.join(ROOT, "docs", "idemgate.1")
 REFERENCE = os.path.join(ROOT, "docs", "ngx_http_idempotency_module.md")
 MODULE_C = os.path.join(ROOT, "nginx", "ngx_http_idempotency_module.c")
+VARIABLES_C = os.path.join(ROOT, "nginx", "ngx_http_idempotency_variables.c")
 
 
 def render_man():
@@ -82,6 +83,8 @@ def module_names():
         src = f.read()
     commands = src[src.index("ngx_http_idempotency_commands[]"):]
     commands = commands[:commands.index("ngx_null_command")]
+    with open(VARIABLES_C) as f:
+        src = f.read()
     variables = src[src.index("ngx_http_idempotency_vars[]"):]
     variables = variables[:variables.index("ngx_http_null_variable")]
     return (re.findall(r'ngx_string\("([a-z_]+)"\)', commands),

@@ -1,7 +1,9 @@
 
 /*
- * ngx_http_idempotency_health.c — whether this worker's store can be
- * trusted, and the idempotency_health location that says so.
+ * ngx_http_idempotency_store.c — this worker's store: opened after fork,
+ * reopened when an open failed (at most once a second), whether it can be
+ * trusted, and the idempotency_health location that says so; and the
+ * clock the module gives the store (milliseconds since the epoch).
  *
  * LMDB does not notice its directory removed or replaced while it is open:
  * the worker goes on with the deleted (or moved) files, while a restart or
@@ -31,6 +33,11 @@
  */
 
 #include "ngx_http_idempotency.h"
+#include "ngx_http_idempotency_send.h"
+#include "ngx_http_idempotency_store.h"
+
+#include <sys/time.h>
+
 
 
 #define NGX_HTTP_IDEMPOTENCY_WATCH_INTERVAL  1000
@@ -44,6 +51,33 @@ typedef struct {
 
 
 static ngx_shm_zone_t  *ngx_http_idempotency_identity_zone;
+
+
+typedef struct {
+    ngx_http_idempotency_main_conf_t  *imcf;
+    idem_store_t                      *store;
+    int                                rc;
+    char                               why[512];
+} ngx_http_idempotency_watch_job_t;
+
+
+static ngx_int_t ngx_http_idempotency_identity_zone_init(
+    ngx_shm_zone_t *shm_zone, void *data);
+static void ngx_http_idempotency_store_opened(
+    ngx_http_idempotency_main_conf_t *imcf, ngx_log_t *log);
+static void ngx_http_idempotency_watch_handler(void *data, ngx_log_t *log);
+static void ngx_http_idempotency_watch_done(ngx_event_t *ev);
+
+
+int64_t
+ngx_http_idempotency_store_now_ms(void)
+{
+    struct timeval  tv;
+
+    ngx_gettimeofday(&tv);
+
+    return (int64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
 
 
 static ngx_int_t
@@ -75,7 +109,7 @@ ngx_http_idempotency_identity_zone_init(ngx_shm_zone_t *shm_zone, void *data)
 
 
 ngx_int_t
-ngx_http_idempotency_health_init(ngx_conf_t *cf)
+ngx_http_idempotency_store_health_init(ngx_conf_t *cf)
 {
     ngx_str_t  name = ngx_string("idempotency_store_identity");
 
@@ -92,7 +126,7 @@ ngx_http_idempotency_health_init(ngx_conf_t *cf)
 }
 
 
-void
+static void
 ngx_http_idempotency_store_opened(ngx_http_idempotency_main_conf_t *imcf,
     ngx_log_t *log)
 {
@@ -145,12 +179,35 @@ ngx_http_idempotency_store_opened(ngx_http_idempotency_main_conf_t *imcf,
 }
 
 
-typedef struct {
-    ngx_http_idempotency_main_conf_t  *imcf;
-    idem_store_t                      *store;
-    int                                rc;
-    char                               why[512];
-} ngx_http_idempotency_watch_job_t;
+idem_store_t *
+ngx_http_idempotency_store(ngx_http_idempotency_main_conf_t *mcf,
+    ngx_log_t *log)
+{
+    int  rc;
+
+    if (mcf->store != NULL) {
+        return mcf->store;
+    }
+
+    if (ngx_current_msec < mcf->store_retry_at) {
+        return NULL;
+    }
+
+    rc = idem_store_open((char *) mcf->store_url.data, &mcf->store);
+    if (rc != 0) {
+        mcf->store = NULL;
+        mcf->store_open_rc = rc;
+        mcf->store_retry_at = ngx_current_msec + 1000;
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "idempotency store \"%V\" unavailable: %s",
+                      &mcf->store_url, idem_strerror(rc));
+        return NULL;
+    }
+
+    ngx_http_idempotency_store_opened(mcf, log);
+
+    return mcf->store;
+}
 
 
 static void
@@ -222,7 +279,7 @@ ngx_http_idempotency_watch_done(ngx_event_t *ev)
 
 
 void
-ngx_http_idempotency_watch(ngx_event_t *ev)
+ngx_http_idempotency_store_watch(ngx_event_t *ev)
 {
     ngx_thread_task_t                 *task;
     ngx_http_idempotency_watch_job_t  *job;
@@ -269,7 +326,7 @@ ngx_http_idempotency_watch(ngx_event_t *ev)
 
 
 ngx_int_t
-ngx_http_idempotency_health_handler(ngx_http_request_t *r)
+ngx_http_idempotency_store_health_handler(ngx_http_request_t *r)
 {
     u_char                            *p, *start;
     size_t                             len;
