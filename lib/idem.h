@@ -43,51 +43,55 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 /*
- * X(NAME, message). Codes are negative and stable within a build:
- * IDEM_E<NAME> = -(1 + position). The messages of the key errors are shown
- * to clients in the "details" of a 400, so they name the rule broken.
+ * X(NAME, VALUE, message): IDEM_E<NAME> is VALUE, a negative int written
+ * out here, not derived from the position in the list. A value is part of
+ * the ABI: it is never reused or renumbered, and a code removed leaves its
+ * value unused. A new code takes the next free value, one below the lowest
+ * in use, wherever it goes in the list. tests/unit/test_errors.c pins every
+ * value.
+ *
+ * The messages of the key errors are shown to clients in the "details" of
+ * a 400, so they name the rule broken.
  */
 #define IDEM_ERRNO_MAP(X)                                                      \
-    X(NOMEM, "out of memory")                                                  \
-    X(INVAL, "invalid argument")                                               \
-    X(KEYEMPTY, "The Idempotency-Key header is empty; a key has 1 to 255 "     \
-                "characters.")                                                 \
-    X(KEYLONG, "The Idempotency-Key is longer than 255 characters.")           \
-    X(KEYCHAR, "The Idempotency-Key may contain only printable ASCII "         \
-               "characters (0x21 to 0x7E): no spaces, control characters "     \
-               "or non-ASCII bytes.")                                          \
-    X(KEYQUOTE, "The Idempotency-Key is a malformed quoted string; the "       \
-                "quoted form is \"key\" with only \\\" and \\\\ escapes.")     \
-    X(KEYDUP, "The Idempotency-Key header appears more than once with "        \
-              "different values.")                                             \
-    X(KEYMISSING, "An Idempotency-Key header is required for this "            \
-                  "request.")                                                  \
-    X(CORRUPT, "stored record is corrupt or truncated")                        \
-    X(VERSION, "stored record has an unknown format version")                  \
-    X(TOOBIG, "value exceeds a size limit")                                    \
-    X(NOTFOUND, "no such record")                                              \
-    X(NOTOWNER, "the record is not held in progress by this owner")            \
-    X(FULL, "the store is full (map or disk)")                                 \
-    X(PERM, "permission denied by the store")                                  \
-    X(IO, "input/output error in the store")                                   \
-    X(UNAVAIL, "the store is unavailable")                                     \
-    X(BADURL, "unsupported or malformed store URL")                            \
-    X(FAULT, "a failpoint fired")                                              \
-    X(EVICTION, "the store may forget keys before their TTL: Redis "           \
-                "maxmemory-policy is not noeviction, or cannot be read "       \
-                "(CONFIG disabled); add allow_eviction=1 to the URL to "       \
-                "accept that risk")
+    X(NOMEM, -1, "out of memory")                                              \
+    X(INVAL, -2, "invalid argument")                                           \
+    X(KEYEMPTY, -3,                                                            \
+      "The Idempotency-Key header is empty; a key has 1 to 255 "               \
+      "characters.")                                                           \
+    X(KEYLONG, -4, "The Idempotency-Key is longer than 255 characters.")       \
+    X(KEYCHAR, -5,                                                             \
+      "The Idempotency-Key may contain only printable ASCII "                  \
+      "characters (0x21 to 0x7E): no spaces, control characters "              \
+      "or non-ASCII bytes.")                                                   \
+    X(KEYQUOTE, -6,                                                            \
+      "The Idempotency-Key is a malformed quoted string; the "                 \
+      "quoted form is \"key\" with only \\\" and \\\\ escapes.")               \
+    X(KEYDUP, -7,                                                              \
+      "The Idempotency-Key header appears more than once with "                \
+      "different values.")                                                     \
+    X(KEYMISSING, -8,                                                          \
+      "An Idempotency-Key header is required for this "                        \
+      "request.")                                                              \
+    X(CORRUPT, -9, "stored record is corrupt or truncated")                    \
+    X(VERSION, -10, "stored record has an unknown format version")             \
+    X(TOOBIG, -11, "value exceeds a size limit")                               \
+    X(NOTFOUND, -12, "no such record")                                         \
+    X(NOTOWNER, -13, "the record is not held in progress by this owner")       \
+    X(FULL, -14, "the store is full (map or disk)")                            \
+    X(PERM, -15, "permission denied by the store")                             \
+    X(IO, -16, "input/output error in the store")                              \
+    X(UNAVAIL, -17, "the store is unavailable")                                \
+    X(BADURL, -18, "unsupported or malformed store URL")                       \
+    X(FAULT, -19, "a failpoint fired")                                         \
+    X(EVICTION, -20,                                                           \
+      "the store may forget keys before their TTL: Redis "                     \
+      "maxmemory-policy is not noeviction, or cannot be read "                 \
+      "(CONFIG disabled); add allow_eviction=1 to the URL to "                 \
+      "accept that risk")
 
-enum {
-    IDEM_OK = 0,
-#define IDEM_ERRNO_ENUM_(name, msg) IDEM_E##name##_ENUM_,
-    IDEM_ERRNO_MAP(IDEM_ERRNO_ENUM_)
-#undef IDEM_ERRNO_ENUM_
-        IDEM_ERRNO_COUNT_
-};
-
-#define IDEM_ERRNO_CODE_(name, msg) IDEM_E##name = -IDEM_E##name##_ENUM_,
-enum { IDEM_ERRNO_MAP(IDEM_ERRNO_CODE_) IDEM_ERRNO_LAST_ = 0 };
+#define IDEM_ERRNO_CODE_(name, value, msg) IDEM_E##name = (value),
+enum { IDEM_OK = 0, IDEM_ERRNO_MAP(IDEM_ERRNO_CODE_) IDEM_ERRNO_LAST_ = 0 };
 #undef IDEM_ERRNO_CODE_
 
 /* The message of a code; never NULL ("unknown error" for a foreign code). */

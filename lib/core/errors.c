@@ -9,7 +9,7 @@ const char *idem_strerror(int err)
     switch (err) {
     case IDEM_OK:
         return "success";
-#define IDEM_ERRORS_MSG_(name, msg)                                            \
+#define IDEM_ERRORS_MSG_(name, value, msg)                                     \
     case IDEM_E##name:                                                         \
         return msg;
         IDEM_ERRNO_MAP(IDEM_ERRORS_MSG_)
@@ -23,7 +23,7 @@ const char *idem_err_name(int err)
     switch (err) {
     case IDEM_OK:
         return "IDEM_OK";
-#define IDEM_ERRORS_NAME_(name, msg)                                           \
+#define IDEM_ERRORS_NAME_(name, value, msg)                                    \
     case IDEM_E##name:                                                         \
         return "IDEM_E" #name;
         IDEM_ERRNO_MAP(IDEM_ERRORS_NAME_)
