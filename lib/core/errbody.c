@@ -204,16 +204,9 @@ static void idem_errbody_render(idem_errbody_out_t *out, idem_style_t style,
 /* The details of an invalid key: the rule it broke. */
 static const char *idem_errbody_key_rule(int key_err)
 {
-    switch (key_err) {
-    case IDEM_EKEYEMPTY:
-    case IDEM_EKEYLONG:
-    case IDEM_EKEYCHAR:
-    case IDEM_EKEYQUOTE:
-    case IDEM_EKEYDUP:
-    case IDEM_EKEYMISSING:
-        return idem_strerror(key_err);
-    }
-    return "The Idempotency-Key header is malformed.";
+    const char *problem = idem_key_problem(key_err);
+
+    return problem ? problem : "The Idempotency-Key header is malformed.";
 }
 
 const idem_errbody_text_t *idem_errbody_text(idem_err_kind_t kind, int key_err,
@@ -236,7 +229,7 @@ const idem_errbody_text_t *idem_errbody_text(idem_err_kind_t kind, int key_err,
         break;
     case IDEM_ERR_KEY_MISSING:
         key_text->ietf_title = "Idempotency-Key is missing";
-        key_text->before_key = idem_strerror(IDEM_EKEYMISSING);
+        key_text->before_key = idem_key_problem(IDEM_EKEYMISSING);
         text = key_text;
         break;
     case IDEM_ERR_MISMATCH:

@@ -1,7 +1,8 @@
 /*
  * test_errors.c — the error convention of idem.h: one list of negative
  * codes, each with a value written out that never changes, that yields
- * both a message and a symbolic name for each.
+ * both a message and a symbolic name for each; and the client sentences
+ * of the key errors, kept apart from those messages (idem_key_problem).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -102,14 +103,85 @@ static void test_errors_foreign_code_is_unknown_never_null(void **state)
     }
 }
 
-static void test_errors_key_messages_name_the_rule(void **state)
+static const int key_codes[] = {IDEM_EKEYEMPTY, IDEM_EKEYLONG,
+                                IDEM_EKEYCHAR,  IDEM_EKEYQUOTE,
+                                IDEM_EKEYDUP,   IDEM_EKEYMISSING};
+#define NKEYCODES (sizeof(key_codes) / sizeof(key_codes[0]))
+
+static int is_key_code(int err)
+{
+    for (size_t i = 0; i < NKEYCODES; i++)
+        if (key_codes[i] == err)
+            return 1;
+    return 0;
+}
+
+/* Clients and the e2e tests read these byte for byte. */
+static void test_errors_key_problem_is_the_client_sentence(void **state)
 {
     (void)state;
+    assert_string_equal(idem_key_problem(IDEM_EKEYEMPTY),
+                        "The Idempotency-Key header is empty; a key has 1 to "
+                        "255 characters.");
+    assert_string_equal(idem_key_problem(IDEM_EKEYLONG),
+                        "The Idempotency-Key is longer than 255 characters.");
+    assert_string_equal(
+        idem_key_problem(IDEM_EKEYCHAR),
+        "The Idempotency-Key may contain only printable ASCII characters "
+        "(0x21 to 0x7E): no spaces, control characters or non-ASCII bytes.");
+    assert_string_equal(idem_key_problem(IDEM_EKEYQUOTE),
+                        "The Idempotency-Key is a malformed quoted string; "
+                        "the quoted form is \"key\" with only \\\" and "
+                        "\\\\ escapes.");
+    assert_string_equal(idem_key_problem(IDEM_EKEYDUP),
+                        "The Idempotency-Key header appears more than once "
+                        "with different values.");
+    assert_string_equal(
+        idem_key_problem(IDEM_EKEYMISSING),
+        "An Idempotency-Key header is required for this request.");
+}
+
+static void test_errors_every_key_code_has_a_client_sentence(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < NKEYCODES; i++) {
+        const char *p = idem_key_problem(key_codes[i]);
+
+        assert_non_null(p);
+        assert_non_null(strstr(p, "Idempotency-Key"));
+        /* The library's own message is another, shorter text. */
+        assert_string_not_equal(idem_strerror(key_codes[i]), p);
+        assert_true(strlen(idem_strerror(key_codes[i])) < strlen(p));
+    }
+}
+
+static void test_errors_other_codes_have_no_client_sentence(void **state)
+{
+    static const int foreign[] = {0, 1, 12345, -21, -100000};
+
+    (void)state;
+    for (size_t i = 0; i < NCODES; i++)
+        if (!is_key_code(all_codes[i]))
+            assert_null(idem_key_problem(all_codes[i]));
+    for (size_t i = 0; i < sizeof(foreign) / sizeof(foreign[0]); i++)
+        assert_null(idem_key_problem(foreign[i]));
+}
+
+static void test_errors_key_messages_are_library_style(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < NKEYCODES; i++) {
+        const char *m = idem_strerror(key_codes[i]);
+
+        assert_null(strstr(m, "Idempotency-Key"));
+        assert_true(m[0] >= 'a' && m[0] <= 'z');
+        assert_int_not_equal(m[strlen(m) - 1], '.');
+    }
     assert_non_null(strstr(idem_strerror(IDEM_EKEYEMPTY), "empty"));
     assert_non_null(strstr(idem_strerror(IDEM_EKEYLONG), "255"));
-    assert_non_null(strstr(idem_strerror(IDEM_EKEYCHAR), "0x21 to 0x7E"));
+    assert_non_null(strstr(idem_strerror(IDEM_EKEYCHAR), "0x21-0x7E"));
     assert_non_null(strstr(idem_strerror(IDEM_EKEYQUOTE), "quoted"));
-    assert_non_null(strstr(idem_strerror(IDEM_EKEYDUP), "more than once"));
+    assert_non_null(strstr(idem_strerror(IDEM_EKEYDUP), "repeated"));
     assert_non_null(strstr(idem_strerror(IDEM_EKEYMISSING), "required"));
 }
 
@@ -122,7 +194,10 @@ int main(void)
         cmocka_unit_test(test_errors_err_name_is_the_symbol),
         cmocka_unit_test(test_errors_success_has_a_message_and_name),
         cmocka_unit_test(test_errors_foreign_code_is_unknown_never_null),
-        cmocka_unit_test(test_errors_key_messages_name_the_rule),
+        cmocka_unit_test(test_errors_key_problem_is_the_client_sentence),
+        cmocka_unit_test(test_errors_every_key_code_has_a_client_sentence),
+        cmocka_unit_test(test_errors_other_codes_have_no_client_sentence),
+        cmocka_unit_test(test_errors_key_messages_are_library_style),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
