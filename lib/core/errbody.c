@@ -1,6 +1,6 @@
 /*
  * errbody.c — the bodies of the responses the gateway makes itself (SPEC §2,
- * §4, §5, §8), in the two error styles:
+ * §4, §5, §8), in the three error styles:
  *
  *   persona (default)  Content-Type: application/json
  *                      {"errors":[{"title":"...","details":"..."}]}
@@ -23,6 +23,10 @@
  * both styles.
  *
  * A template (errtpl.c) gives any other shape, from the same texts.
+ *
+ * The details of a malformed or missing key are idem_key_problem()'s
+ * sentence (key.c), which clients read; idem_strerror()'s short library
+ * messages are never shown to them.
  *
  * Bodies are rendered twice by one function: first to measure, then into a
  * buffer of exactly that size.

@@ -1,6 +1,8 @@
 /*
  * errors.c — the message and the symbolic name of every libidem error code,
- * both generated from the one list IDEM_ERRNO_MAP in idem.h.
+ * both generated from the one list IDEM_ERRNO_MAP in idem.h, which also
+ * fixes each code's value. The sentences shown to clients for the key
+ * errors are idem_key_problem()'s, in key.c.
  */
 #include "idem.h"
 
