@@ -6,21 +6,35 @@
  *
  *   core  (lib/core)   pure functions: key parsing, scope and request
  *                      fingerprints, the record codec, the decision table
- *                      and the gateway's error bodies. No I/O, no globals.
+ *                      and the gateway's error bodies. No I/O, and no
+ *                      global state but constant tables (the record
+ *                      codec's CRC table is built once, under
+ *                      pthread_once).
  *   store (lib/store)  one interface over several backends (mem, lmdb,
- *                      redis) that keeps one record per (scope, key) and
- *                      applies the decision table atomically.
+ *                      postgres, redis) that keeps one record per (scope,
+ *                      key) and applies the decision table atomically.
  *
  * Conventions (the same everywhere, after libuv):
  *   - A function that can fail returns int: 0 on success, a negative
- *     IDEM_E... code from IDEM_ERRNO_MAP otherwise. idem_strerror() and
- *     idem_err_name() describe any code.
+ *     IDEM_E... code from IDEM_ERRNO_MAP otherwise. The values are fixed
+ *     for ever (see IDEM_ERRNO_MAP). idem_strerror() and idem_err_name()
+ *     describe any code; idem_key_problem() gives the client's sentence
+ *     for a key error.
+ *   - Every function's comment ends with two lines. "Errors:" lists every
+ *     code it can return besides 0, all of them ("none" for a function
+ *     that cannot fail); a code it returns that is not listed is a bug of
+ *     the comment or of the code. "Thread safety:" says which calls may
+ *     run at the same time: "thread-safe" means any number of threads may
+ *     call it at once, on the same arguments too, unless it says
+ *     otherwise.
  *   - A call that fails leaves its output arguments untouched unless it says
  *     otherwise, and leaves nothing half-stored.
  *   - Every pointer in a signature says who owns it. "Borrowed" means the
  *     callee keeps no reference after returning.
  *   - Times are milliseconds since the Unix epoch (int64_t), passed in by the
- *     caller: the library never reads the clock for decisions.
+ *     caller: the library never reads the local clock for decisions. A
+ *     networked store may measure leases and TTLs on its server's clock
+ *     instead (IDEM_STORE_CAP_CLOCK).
  */
 #ifndef IDEM_H
 #define IDEM_H
@@ -43,56 +57,66 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 /*
- * X(NAME, message). Codes are negative and stable within a build:
- * IDEM_E<NAME> = -(1 + position). The messages of the key errors are shown
- * to clients in the "details" of a 400, so they name the rule broken.
+ * X(NAME, VALUE, message): IDEM_E<NAME> is VALUE, a negative int written
+ * out here, not derived from the position in the list. A value is part of
+ * the ABI: it is never reused or renumbered, and a code removed leaves its
+ * value unused. A new code takes the next free value, one below the lowest
+ * in use, wherever it goes in the list. tests/unit/test_errors.c pins every
+ * value.
+ *
+ * The messages are short, for logs and for callers of the library. What a
+ * client reads in the "details" of a 400 for a malformed or missing key is
+ * not one of them but idem_key_problem()'s sentence.
+ *
+ * IDEM_EFAULT is returned by no function of libidem (the module's crash
+ * failpoints kill the process instead); the code stays, for callers that
+ * report a failpoint.
  */
 #define IDEM_ERRNO_MAP(X)                                                      \
-    X(NOMEM, "out of memory")                                                  \
-    X(INVAL, "invalid argument")                                               \
-    X(KEYEMPTY, "The Idempotency-Key header is empty; a key has 1 to 255 "     \
-                "characters.")                                                 \
-    X(KEYLONG, "The Idempotency-Key is longer than 255 characters.")           \
-    X(KEYCHAR, "The Idempotency-Key may contain only printable ASCII "         \
-               "characters (0x21 to 0x7E): no spaces, control characters "     \
-               "or non-ASCII bytes.")                                          \
-    X(KEYQUOTE, "The Idempotency-Key is a malformed quoted string; the "       \
-                "quoted form is \"key\" with only \\\" and \\\\ escapes.")     \
-    X(KEYDUP, "The Idempotency-Key header appears more than once with "        \
-              "different values.")                                             \
-    X(KEYMISSING, "An Idempotency-Key header is required for this "            \
-                  "request.")                                                  \
-    X(CORRUPT, "stored record is corrupt or truncated")                        \
-    X(VERSION, "stored record has an unknown format version")                  \
-    X(TOOBIG, "value exceeds a size limit")                                    \
-    X(NOTFOUND, "no such record")                                              \
-    X(NOTOWNER, "the record is not held in progress by this owner")            \
-    X(FULL, "the store is full (map or disk)")                                 \
-    X(PERM, "permission denied by the store")                                  \
-    X(IO, "input/output error in the store")                                   \
-    X(UNAVAIL, "the store is unavailable")                                     \
-    X(BADURL, "unsupported or malformed store URL")                            \
-    X(FAULT, "a failpoint fired")                                              \
-    X(EVICTION, "the store may forget keys before their TTL: Redis "           \
-                "maxmemory-policy is not noeviction, or cannot be read "       \
-                "(CONFIG disabled); add allow_eviction=1 to the URL to "       \
-                "accept that risk")
+    X(NOMEM, -1, "out of memory")                                              \
+    X(INVAL, -2, "invalid argument")                                           \
+    X(KEYEMPTY, -3, "key is empty")                                            \
+    X(KEYLONG, -4, "key longer than 255 bytes")                                \
+    X(KEYCHAR, -5, "key has a byte outside 0x21-0x7E")                         \
+    X(KEYQUOTE, -6, "key is a malformed quoted string")                        \
+    X(KEYDUP, -7, "key header repeated with different values")                 \
+    X(KEYMISSING, -8, "key required but absent")                               \
+    X(CORRUPT, -9, "stored record is corrupt or truncated")                    \
+    X(VERSION, -10, "stored record has an unknown format version")             \
+    X(TOOBIG, -11, "value exceeds a size limit")                               \
+    X(NOTFOUND, -12, "no such record")                                         \
+    X(NOTOWNER, -13, "the record is not held in progress by this owner")       \
+    X(FULL, -14, "the store is full (map or disk)")                            \
+    X(PERM, -15, "permission denied by the store")                             \
+    X(IO, -16, "input/output error in the store")                              \
+    X(UNAVAIL, -17, "the store is unavailable")                                \
+    X(BADURL, -18, "unsupported or malformed store URL")                       \
+    X(FAULT, -19, "a failpoint fired")                                         \
+    X(EVICTION, -20,                                                           \
+      "the store may forget keys before their TTL: Redis "                     \
+      "maxmemory-policy is not noeviction, or cannot be read "                 \
+      "(CONFIG disabled); add allow_eviction=1 to the URL to "                 \
+      "accept that risk")
 
-enum {
-    IDEM_OK = 0,
-#define IDEM_ERRNO_ENUM_(name, msg) IDEM_E##name##_ENUM_,
-    IDEM_ERRNO_MAP(IDEM_ERRNO_ENUM_)
-#undef IDEM_ERRNO_ENUM_
-        IDEM_ERRNO_COUNT_
-};
-
-#define IDEM_ERRNO_CODE_(name, msg) IDEM_E##name = -IDEM_E##name##_ENUM_,
-enum { IDEM_ERRNO_MAP(IDEM_ERRNO_CODE_) IDEM_ERRNO_LAST_ = 0 };
+#define IDEM_ERRNO_CODE_(name, value, msg) IDEM_E##name = (value),
+enum { IDEM_OK = 0, IDEM_ERRNO_MAP(IDEM_ERRNO_CODE_) IDEM_ERRNO_LAST_ = 0 };
 #undef IDEM_ERRNO_CODE_
 
-/* The message of a code; never NULL ("unknown error" for a foreign code). */
+/*
+ * The message of a code, static; never NULL ("success" for 0, "unknown
+ * error" for a foreign code). Short library text for logs: a client is
+ * shown idem_key_problem() instead.
+ * Errors: none.
+ * Thread safety: thread-safe.
+ */
 const char *idem_strerror(int err);
-/* The symbolic name of a code, e.g. "IDEM_EKEYLONG"; never NULL. */
+
+/*
+ * The symbolic name of a code, e.g. "IDEM_EKEYLONG", static; never NULL
+ * ("IDEM_OK" for 0, "unknown" for a foreign code).
+ * Errors: none.
+ * Thread safety: thread-safe.
+ */
 const char *idem_err_name(int err);
 
 /* ------------------------------------------------------------------------ */
@@ -140,10 +164,26 @@ typedef struct {
  * out receives the key (at most IDEM_KEY_MAX bytes, not NUL-terminated);
  * it must have room for IDEM_KEY_MAX bytes. *out_len receives its length.
  *
- * Returns 0, IDEM_EKEYEMPTY, IDEM_EKEYLONG, IDEM_EKEYCHAR or IDEM_EKEYQUOTE.
+ * On error out and *out_len are untouched. IDEM_EKEYDUP and
+ * IDEM_EKEYMISSING are the caller's to find (several header fields, or
+ * none); idem_key_problem() has the client's sentence for all six.
+ * Errors: IDEM_EKEYEMPTY, IDEM_EKEYLONG, IDEM_EKEYCHAR, IDEM_EKEYQUOTE.
+ * Thread safety: thread-safe.
  */
 IDEM_MUST_CHECK int idem_key_parse(const char *value, size_t value_len,
                                    char *out, size_t *out_len);
+
+/*
+ * The sentence a client reads in the "details" of a 400 for the key error
+ * err (IDEM_EKEYEMPTY, IDEM_EKEYLONG, IDEM_EKEYCHAR, IDEM_EKEYQUOTE,
+ * IDEM_EKEYDUP or IDEM_EKEYMISSING): the rule the key broke, e.g. "The
+ * Idempotency-Key is longer than 255 characters.". Static, never freed.
+ * Clients (and the e2e tests) read these texts byte for byte. NULL for any
+ * other code, 0 included: only the key errors are the client's to fix.
+ * Errors: none.
+ * Thread safety: thread-safe.
+ */
+const char *idem_key_problem(int err);
 
 /* ------------------------------------------------------------------------ */
 /* Core: scope and fingerprint (SPEC §2, §4)                                 */
@@ -155,8 +195,9 @@ IDEM_MUST_CHECK int idem_key_parse(const char *value, size_t value_len,
  * ""). With n == 0 every request shares one scope. The values are not kept
  * anywhere.
  *
- * Returns 0 or IDEM_ENOMEM (OpenSSL allocates a digest context); on error
- * *out is untouched and the request must not go on unscoped.
+ * On error *out is untouched and the request must not go on unscoped.
+ * Errors: IDEM_ENOMEM (OpenSSL allocates a digest context).
+ * Thread safety: thread-safe.
  */
 IDEM_MUST_CHECK int idem_scope_hash(const idem_str_t *values, size_t n,
                                     idem_hash_t *out);
@@ -203,7 +244,9 @@ typedef struct {
 /*
  * Whether s[0..len) can be an entry of idem_request_t.ignore: a JSON
  * Pointer ('/' first) whose every '~' is followed by '0' or '1', or a
- * field name of 1 byte or more. Returns 0 or IDEM_EINVAL.
+ * field name of 1 byte or more.
+ * Errors: IDEM_EINVAL (s cannot be an entry).
+ * Thread safety: thread-safe.
  */
 IDEM_MUST_CHECK int idem_fp_ignore_check(const char *s, size_t len);
 
@@ -235,8 +278,9 @@ IDEM_MUST_CHECK int idem_fp_ignore_check(const char *s, size_t len);
  * absence) are part of the digest.
  *
  * kind, when not NULL, receives how the body took part.
- * Returns 0, IDEM_ENOMEM, or IDEM_EINVAL for an ignore entry that
- * idem_fp_ignore_check() refuses.
+ * Errors: IDEM_ENOMEM; IDEM_EINVAL (an ignore entry that
+ * idem_fp_ignore_check() refuses).
+ * Thread safety: thread-safe.
  */
 IDEM_MUST_CHECK int idem_fingerprint(const idem_request_t *req,
                                      idem_hash_t *out, idem_body_kind_t *kind);
@@ -274,13 +318,19 @@ typedef struct {
     idem_response_t response;
 } idem_record_t;
 
-/* The exact encoded size of rec; 0 if it cannot be encoded (too large). */
+/*
+ * The exact encoded size of rec; 0 if it cannot be encoded (too large).
+ * Errors: none.
+ * Thread safety: thread-safe.
+ */
 size_t idem_record_encoded_size(const idem_record_t *rec);
 
 /*
  * Encodes rec into buf (cap bytes). *len receives the encoded size.
- * Returns 0, IDEM_ETOOBIG (buf too small or a field over its limit) or
- * IDEM_EINVAL.
+ * Errors: IDEM_ETOOBIG (buf too small, or a field over its limit);
+ * IDEM_EINVAL (a state other than IN_PROGRESS and COMPLETE, a status
+ * outside 0-999, or a body of length > 0 that is NULL).
+ * Thread safety: thread-safe.
  */
 IDEM_MUST_CHECK int idem_record_encode(const idem_record_t *rec, uint8_t *buf,
                                        size_t cap, size_t *len);
@@ -289,8 +339,9 @@ IDEM_MUST_CHECK int idem_record_encode(const idem_record_t *rec, uint8_t *buf,
  * Decodes len bytes into *rec. The strings and body of rec point into buf
  * (which must outlive rec); the header array is allocated and returned in
  * *headers_out, to be freed with free() (NULL when there are none).
- * Returns 0, IDEM_ECORRUPT, IDEM_EVERSION or IDEM_ENOMEM; never reads
- * outside buf.
+ * Never reads outside buf.
+ * Errors: IDEM_ECORRUPT, IDEM_EVERSION, IDEM_ENOMEM.
+ * Thread safety: thread-safe.
  */
 IDEM_MUST_CHECK int idem_record_decode(const uint8_t *buf, size_t len,
                                        idem_record_t *rec,
@@ -313,11 +364,17 @@ typedef enum {
  * What a request with fingerprint fp at time now meets, given the stored
  * record (NULL when none). A record whose expires_ms <= now counts as
  * absent. An in-progress record is never expired while its lease runs.
+ * Errors: none.
+ * Thread safety: thread-safe.
  */
 idem_decision_t idem_decide(const idem_record_t *rec, const idem_hash_t *fp,
                             int64_t now_ms);
 
-/* Whether rec counts as absent at now_ms (see idem_decide). */
+/*
+ * Whether rec counts as absent at now_ms (see idem_decide): 1 or 0.
+ * Errors: none.
+ * Thread safety: thread-safe.
+ */
 int idem_record_expired(const idem_record_t *rec, int64_t now_ms);
 
 /* ------------------------------------------------------------------------ */
@@ -355,8 +412,11 @@ typedef struct {
 /*
  * Builds the error response of kind in style. key (may be empty) is
  * JSON-escaped into the details where the text names it; key_err is the
- * IDEM_EKEY... code for IDEM_ERR_KEY_INVALID and ignored otherwise.
- * Returns 0, IDEM_ENOMEM, or IDEM_EINVAL for an unknown style or kind.
+ * IDEM_EKEY... code for IDEM_ERR_KEY_INVALID and ignored otherwise: the
+ * details are then idem_key_problem(key_err), or "The Idempotency-Key
+ * header is malformed." for a code that is not a key error.
+ * Errors: IDEM_ENOMEM; IDEM_EINVAL (an unknown style or kind).
+ * Thread safety: thread-safe.
  */
 IDEM_MUST_CHECK int idem_errbody(idem_style_t style, idem_err_kind_t kind,
                                  const char *key, size_t key_len, int key_err,
@@ -394,22 +454,37 @@ typedef struct idem_errtpl_s idem_errtpl_t;
  * failure a sentence saying what is wrong (the unknown placeholder and
  * its line, a content type with control bytes, ...) is written to why,
  * cap bytes with its NUL. *out receives a template to free with
- * idem_errtpl_free(). Returns 0, IDEM_EINVAL or IDEM_ENOMEM.
+ * idem_errtpl_free().
+ * Errors: IDEM_EINVAL (text NULL with len > 0, or, with a sentence in
+ * why, more than IDEM_ERRTPL_MAX bytes or not a valid template);
+ * IDEM_ENOMEM.
+ * Thread safety: thread-safe.
  */
 IDEM_MUST_CHECK int idem_errtpl_parse(const char *text, size_t len,
                                       idem_errtpl_t **out, char *why,
                                       size_t cap);
 
+/*
+ * Frees tpl (NULL is nothing).
+ * Errors: none.
+ * Thread safety: not thread-safe with any other call on tpl: every call
+ * that uses tpl must have returned, and none may follow.
+ */
 void idem_errtpl_free(idem_errtpl_t *tpl);
 
-/* The Content-Type of tpl's responses, NUL-terminated, owned by tpl. */
+/*
+ * The Content-Type of tpl's responses, NUL-terminated, owned by tpl.
+ * Errors: none.
+ * Thread safety: thread-safe.
+ */
 const char *idem_errtpl_content_type(const idem_errtpl_t *tpl);
 
 /*
  * Renders tpl with the values given (title and details NUL-terminated,
  * key key_len bytes). out->content_type points into tpl, which must
- * outlive it; out->body is malloc'd as for idem_errbody(). Thread-safe.
- * Returns 0 or IDEM_ENOMEM.
+ * outlive it; out->body is malloc'd as for idem_errbody().
+ * Errors: IDEM_ENOMEM.
+ * Thread safety: thread-safe; one tpl may be shared by threads.
  */
 IDEM_MUST_CHECK int idem_errtpl_render(const idem_errtpl_t *tpl, int status,
                                        const char *title, const char *details,
@@ -418,8 +493,9 @@ IDEM_MUST_CHECK int idem_errtpl_render(const idem_errtpl_t *tpl, int status,
 
 /*
  * idem_errbody() through a template: the status, title and details of
- * kind in the persona style, rendered by tpl. Returns 0, IDEM_ENOMEM, or
- * IDEM_EINVAL for an unknown kind.
+ * kind in the persona style, rendered by tpl.
+ * Errors: IDEM_ENOMEM; IDEM_EINVAL (an unknown kind).
+ * Thread safety: thread-safe; one tpl may be shared by threads.
  */
 IDEM_MUST_CHECK int idem_errbody_template(const idem_errtpl_t *tpl,
                                           idem_err_kind_t kind, const char *key,
@@ -432,7 +508,9 @@ IDEM_MUST_CHECK int idem_errbody_template(const idem_errtpl_t *tpl,
  * 6 * len); writes nothing past cap. '"' and '\' are escaped, control bytes
  * become \u00XX, well-formed UTF-8 is copied, and each byte that is not part
  * of a well-formed UTF-8 sequence becomes \ufffd: the text is valid UTF-8
- * JSON whatever s holds. Thread-safe.
+ * JSON whatever s holds.
+ * Errors: none.
+ * Thread safety: thread-safe.
  */
 size_t idem_json_escape(char *dst, size_t cap, const char *s, size_t len);
 
@@ -441,6 +519,34 @@ size_t idem_json_escape(char *dst, size_t cap, const char *s, size_t len);
 /* ------------------------------------------------------------------------ */
 
 typedef struct idem_store_s idem_store_t;
+
+/*
+ * What the store's errors mean, whichever call returns them (each call
+ * lists the ones it can return):
+ *   IDEM_EUNAVAIL  the store cannot serve now: its server is unreachable
+ *                  or did not answer in time (PostgreSQL, Redis; calls fail
+ *                  fast until a backoff has passed, then heal by
+ *                  themselves), a Redis record kept changing under a write
+ *                  (another gateway) until it gave up, or LMDB is busy,
+ *                  out of reader slots or resized by another process
+ *   IDEM_EIO       an I/O error, or an answer the store should never give
+ *                  (LMDB: any other error, MDB_CORRUPTED included;
+ *                  PostgreSQL: an SQL error of the operation; Redis: an
+ *                  error or unexpected reply)
+ *   IDEM_EFULL     no room: LMDB's map or disk (ENOSPC, EDQUOT, EFBIG), or
+ *                  a new claim that would eat into its reserve; PostgreSQL
+ *                  disk full (SQLSTATE 53100); Redis maxmemory (OOM)
+ *   IDEM_EPERM     the store refuses us: LMDB files (EACCES, EPERM,
+ *                  EROFS); PostgreSQL a privilege (42501: on the table,
+ *                  or to create it); Redis the password (at open only;
+ *                  later a refused login is IDEM_EUNAVAIL, as is a
+ *                  PostgreSQL one)
+ *   IDEM_ENOMEM    out of memory, here or in the server (PostgreSQL 53200)
+ *   IDEM_ECORRUPT, IDEM_EVERSION  the record stored under the key cannot be
+ *                  read (see idem_record_decode()); nothing is changed
+ * IDEM_EEVICTION comes from idem_store_open() alone; no store call returns
+ * IDEM_EFAULT or an IDEM_EKEY... code.
+ */
 
 /*
  * Opens a store from its URL:
@@ -478,8 +584,13 @@ typedef struct idem_store_s idem_store_t;
  * deletes, prune and the
  * completion of claims already made: a new claim gets IDEM_EFULL once it
  * would eat into that reserve, before the map is entirely full.
- * Returns 0, IDEM_EBADURL (idem_store_url_check() says why), IDEM_ENOMEM,
- * IDEM_EPERM, IDEM_EIO, IDEM_EFULL, IDEM_EEVICTION.
+ * Errors: IDEM_EINVAL (url or out NULL); IDEM_EBADURL
+ * (idem_store_url_check() says why); IDEM_ENOMEM; LMDB: IDEM_EFULL,
+ * IDEM_EPERM, IDEM_EUNAVAIL, IDEM_EIO (making the directory, opening or
+ * creating the files); Redis: IDEM_EEVICTION, IDEM_EPERM (the password
+ * refused), IDEM_EIO (SELECT or SCRIPT LOAD refused). A PostgreSQL open
+ * fails only with IDEM_EINVAL, IDEM_EBADURL or IDEM_ENOMEM.
+ * Thread safety: thread-safe.
  */
 IDEM_MUST_CHECK int idem_store_open(const char *url, idem_store_t **out);
 
@@ -502,8 +613,10 @@ IDEM_MUST_CHECK int idem_store_open(const char *url, idem_store_t **out);
  * Checks url the way idem_store_open() reads it, without opening or
  * creating anything. On failure a sentence saying what is wrong (the
  * unknown option, the bad size, ...) is written to why, cap bytes with
- * its NUL (why may be NULL when cap is 0). Returns 0, IDEM_EBADURL or
- * IDEM_EINVAL (url NULL).
+ * its NUL (why may be NULL when cap is 0).
+ * Errors: IDEM_EBADURL; IDEM_EINVAL (url NULL, or why NULL with cap > 0);
+ * IDEM_ENOMEM (LMDB, PostgreSQL: copying the path or the URI).
+ * Thread safety: thread-safe.
  */
 IDEM_MUST_CHECK int idem_store_url_check(const char *url, char *why,
                                          size_t cap);
@@ -536,13 +649,27 @@ enum {
     IDEM_STORE_CAP_SELF_EXPIRY = 1u << 5
 };
 
-/* The IDEM_STORE_CAP_... bits of store. Thread-safe. */
+/*
+ * The IDEM_STORE_CAP_... bits of store.
+ * Errors: none.
+ * Thread safety: thread-safe.
+ */
 unsigned idem_store_caps(const idem_store_t *store);
 
-/* Closes the store; waits for nothing (callers must have returned). */
+/*
+ * Closes the store (NULL is nothing); waits for nothing.
+ * Errors: none.
+ * Thread safety: not thread-safe: every other call on store must have
+ * returned, and none may follow.
+ */
 void idem_store_close(idem_store_t *store);
 
-/* The backend's name: "mem", "lmdb", "postgres" or "redis". */
+/*
+ * The backend's name: "mem", "lmdb", "postgres" or "redis" (a postgresql://
+ * URL too is "postgres"), static.
+ * Errors: none.
+ * Thread safety: thread-safe.
+ */
 const char *idem_store_backend(const idem_store_t *store);
 
 /* What begin() does with a stale record (SPEC §4, --on-unknown). */
@@ -592,14 +719,29 @@ typedef struct {
     void *mem_; /* private: backing memory of record */
 } idem_result_t;
 
+/*
+ * Frees what res owns and zeroes it (NULL, or a zeroed res, is nothing).
+ * Errors: none.
+ * Thread safety: thread-safe on distinct results.
+ */
 void idem_result_free(idem_result_t *res);
 
 /*
  * Atomically looks the key up and acts on the decision table: claims an
  * absent/expired key (durably, before returning), marks a first mismatch as
- * logged, finalizes or takes over a stale record. Thread-safe.
- * Returns 0 (see res->outcome) or a negative store error; on error nothing
- * was changed.
+ * logged, finalizes or takes over a stale record. Returns 0 (see
+ * res->outcome) or an error; on error *res is untouched and nothing was
+ * changed, but for IDEM_EUNAVAIL from PostgreSQL or Redis when the
+ * connection broke with the commit sent: the write may then have landed
+ * (a claim durable, whose owner token no one has: it goes stale when its
+ * lease ends).
+ * Errors: IDEM_EINVAL (store, in or res NULL, a scope, key, fingerprint,
+ * ttl, lease, on_unknown or unknown_response out of range); IDEM_ECORRUPT,
+ * IDEM_EVERSION (the stored record cannot be read); IDEM_ETOOBIG (the
+ * unknown_response too large to store); IDEM_ENOMEM; IDEM_EFULL (LMDB: a
+ * new claim refused for room, among others); IDEM_EPERM; IDEM_EIO;
+ * IDEM_EUNAVAIL.
+ * Thread safety: thread-safe; one store may be shared by threads.
  */
 IDEM_MUST_CHECK int idem_store_begin(idem_store_t *store,
                                      const idem_begin_t *in,
@@ -608,9 +750,14 @@ IDEM_MUST_CHECK int idem_store_begin(idem_store_t *store,
 /*
  * Stores resp as the key's result, durably before returning, if the record
  * is in progress and held by owner. flags are OR-ed into the record's
- * flags (e.g. IDEM_REC_UNKNOWN_OUTCOME). Returns 0, IDEM_ENOTOWNER (the
- * record is gone, complete or held by another: nothing changed),
- * IDEM_ETOOBIG or a store error.
+ * flags (e.g. IDEM_REC_UNKNOWN_OUTCOME). On error nothing changed (but
+ * for IDEM_EUNAVAIL as in idem_store_begin()).
+ * Errors: IDEM_EINVAL (store NULL, scope or key out of range, resp NULL,
+ * a status outside 100-999, or headers or body NULL with a count > 0);
+ * IDEM_ENOTOWNER (the record is gone, complete or held by another);
+ * IDEM_ETOOBIG (resp over a record limit); IDEM_ECORRUPT, IDEM_EVERSION;
+ * IDEM_ENOMEM; IDEM_EFULL; IDEM_EPERM; IDEM_EIO; IDEM_EUNAVAIL.
+ * Thread safety: thread-safe; one store may be shared by threads.
  */
 IDEM_MUST_CHECK int
 idem_store_complete(idem_store_t *store, const idem_hash_t *scope,
@@ -619,7 +766,13 @@ idem_store_complete(idem_store_t *store, const idem_hash_t *scope,
 
 /*
  * Drops owner's claim (nothing was sent upstream): the key becomes absent.
- * Returns 0, IDEM_ENOTOWNER or a store error.
+ * LMDB never refuses it for room (it frees space), though a full disk can
+ * still fail its commit.
+ * Errors: IDEM_EINVAL (store NULL, scope or key out of range);
+ * IDEM_ENOTOWNER (the record is gone, complete or held by another);
+ * IDEM_ECORRUPT, IDEM_EVERSION; IDEM_ENOMEM; IDEM_EFULL; IDEM_EPERM;
+ * IDEM_EIO; IDEM_EUNAVAIL.
+ * Thread safety: thread-safe; one store may be shared by threads.
  */
 IDEM_MUST_CHECK int idem_store_release(idem_store_t *store,
                                        const idem_hash_t *scope,
@@ -628,8 +781,16 @@ IDEM_MUST_CHECK int idem_store_release(idem_store_t *store,
 
 /*
  * Reads the record without changing anything: cheap, for the event loop's
- * replay path. Expired records are IDEM_ENOTFOUND. On 0, res->record is
- * set and res->outcome is 0. Free res with idem_result_free().
+ * replay path (a memory read where the store has
+ * IDEM_STORE_CAP_INLINE_READ, a round trip for a networked store). On 0,
+ * res->record is set and res->outcome is 0. Free res with
+ * idem_result_free().
+ * Errors: IDEM_EINVAL (store or res NULL, scope or key out of range);
+ * IDEM_ENOTFOUND (no record, or an expired one); IDEM_ECORRUPT,
+ * IDEM_EVERSION; IDEM_ENOMEM; IDEM_EIO; IDEM_EUNAVAIL; IDEM_EPERM (LMDB
+ * files, a PostgreSQL privilege); IDEM_EFULL (PostgreSQL: its disk
+ * full).
+ * Thread safety: thread-safe; one store may be shared by threads.
  */
 IDEM_MUST_CHECK int idem_store_lookup(idem_store_t *store,
                                       const idem_hash_t *scope, const char *key,
@@ -639,17 +800,36 @@ IDEM_MUST_CHECK int idem_store_lookup(idem_store_t *store,
 /*
  * Removes up to budget records whose expiry has passed at now_ms (and no
  * in-progress record whose lease still runs). *removed receives how many;
- * *more is set to 1 when expired records remain.
+ * *more is set to 1 when expired records remain; both are untouched on
+ * error. A store with IDEM_STORE_CAP_SELF_EXPIRY (Redis) removes nothing
+ * and never fails (*removed 0, *more 0).
+ * Errors: IDEM_EINVAL (store, removed or more NULL); IDEM_ENOMEM;
+ * IDEM_EFULL (LMDB: the map so full that even one removal does not fit;
+ * PostgreSQL: its disk); IDEM_EPERM; IDEM_EIO; IDEM_EUNAVAIL.
+ * Thread safety: thread-safe; one store may be shared by threads.
  */
 IDEM_MUST_CHECK int idem_store_prune(idem_store_t *store, int64_t now_ms,
                                      size_t budget, size_t *removed, int *more);
 
-/* Admin: like lookup, but also returns expired records. */
+/*
+ * Admin: like lookup, but also returns expired records.
+ * Errors: IDEM_EINVAL (store or res NULL, scope or key out of range);
+ * IDEM_ENOTFOUND (no record); IDEM_ECORRUPT, IDEM_EVERSION; IDEM_ENOMEM;
+ * IDEM_EIO; IDEM_EUNAVAIL; IDEM_EPERM; IDEM_EFULL (PostgreSQL: its disk
+ * full).
+ * Thread safety: thread-safe; one store may be shared by threads.
+ */
 IDEM_MUST_CHECK int idem_store_get(idem_store_t *store,
                                    const idem_hash_t *scope, const char *key,
                                    size_t key_len, idem_result_t *res);
 
-/* Admin: removes the record whatever its state. IDEM_ENOTFOUND if none. */
+/*
+ * Admin: removes the record whatever its state, an unreadable one too.
+ * Errors: IDEM_EINVAL (store NULL, scope or key out of range);
+ * IDEM_ENOTFOUND (no record); IDEM_ENOMEM; IDEM_EFULL (a full disk; LMDB
+ * never refuses it for room); IDEM_EPERM; IDEM_EIO; IDEM_EUNAVAIL.
+ * Thread safety: thread-safe; one store may be shared by threads.
+ */
 IDEM_MUST_CHECK int idem_store_delete(idem_store_t *store,
                                       const idem_hash_t *scope, const char *key,
                                       size_t key_len);
@@ -682,7 +862,13 @@ typedef struct {
  * event loop that collected many requests' operations hands them over with
  * one thread hop. Every op gets its rc (and result); one failing op leaves
  * the others unaffected and nothing half-written. Returns 0 once every op
- * was attempted, IDEM_EINVAL for bad arguments (then no op ran).
+ * was attempted. Each op's rc is one of the codes its single call lists
+ * (an op with bad arguments, or of an unknown kind, gets IDEM_EINVAL and
+ * the others run). Out of memory for its own bookkeeping, the batch runs
+ * the ops one by one rather than fail.
+ * Errors: IDEM_EINVAL (store NULL, or ops NULL with n > 0: no op ran).
+ * Thread safety: thread-safe; one store may be shared by threads, each
+ * with its own ops.
  */
 IDEM_MUST_CHECK int idem_store_batch(idem_store_t *store, idem_op_t *ops,
                                      size_t n);
@@ -693,6 +879,11 @@ typedef struct {
     uint64_t batched_ops; /* operations carried by those transactions   */
 } idem_store_stats_t;
 
+/*
+ * Reads the counters into *out.
+ * Errors: none.
+ * Thread safety: thread-safe.
+ */
 void idem_store_stats(idem_store_t *store, idem_store_stats_t *out);
 
 /* How full a store is, shared by every process that opened it. */
@@ -710,8 +901,11 @@ typedef struct {
 /*
  * Reads how full the store is: a few counters (for LMDB one read-only
  * transaction and no walk of the data), cheap enough for every scrape of
- * a metrics page, too dear for every request. Returns 0 or a store error
- * (*out untouched).
+ * a metrics page, too dear for every request. *out is untouched on
+ * error. A mem store never fails.
+ * Errors: IDEM_ENOMEM; IDEM_EFULL (PostgreSQL); IDEM_EPERM; IDEM_EIO;
+ * IDEM_EUNAVAIL.
+ * Thread safety: thread-safe; one store may be shared by threads.
  */
 IDEM_MUST_CHECK int idem_store_usage(idem_store_t *store,
                                      idem_store_usage_t *out);
@@ -725,9 +919,15 @@ IDEM_MUST_CHECK int idem_store_usage(idem_store_t *store,
  * with those of the files opened. It makes file-system calls: keep it off
  * an event loop. The handle is never reopened: a store that fails the
  * check stays on its old files, and passes again if they come back under
- * PATH (the directory moved back). Returns 0, IDEM_EUNAVAIL (with why
- * saying what changed: which path, removed or replaced by which inode),
- * or IDEM_EIO when a path could not be examined (why says so).
+ * PATH (the directory moved back). A networked store checks instead that
+ * its server answers (PostgreSQL: SELECT 1; Redis: PING, and its
+ * maxmemory-policy read again: a policy that may evict makes the store
+ * unavailable); a mem store always passes. On failure why (cap bytes with
+ * its NUL; why may be NULL) says what is wrong.
+ * Errors: IDEM_EUNAVAIL (LMDB: which path was removed, or replaced by
+ * which inode; a server that does not answer or refuses); IDEM_EIO (LMDB
+ * only: a path that could not be examined).
+ * Thread safety: thread-safe; one store may be shared by threads.
  */
 IDEM_MUST_CHECK int idem_store_check(idem_store_t *store, char *why,
                                      size_t cap);
@@ -742,6 +942,8 @@ typedef struct {
  * The files the handle opened, to tell whether two handles (in two
  * processes, say) share one store: the same identity means the same
  * files. Reads what the open recorded; no I/O.
+ * Errors: none.
+ * Thread safety: thread-safe.
  */
 void idem_store_identity(const idem_store_t *store, idem_store_identity_t *out);
 

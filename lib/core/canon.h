@@ -7,6 +7,10 @@
  *
  * The canonical text is handed to a sink piece by piece, so a large body is
  * hashed without ever being copied whole.
+ *
+ * Each function says its "Errors:". Thread safety: every function is
+ * thread-safe on distinct pairs, media and sinks (no shared state; the
+ * inputs are only read).
  */
 #ifndef IDEM_CORE_CANON_H
 #define IDEM_CORE_CANON_H
@@ -73,21 +77,27 @@ typedef struct {
  * unambiguous (a '&' or '=' in it is always a separator), and it is its
  * own canonical form.
  *
- * Returns 0 or IDEM_ENOMEM (p then needs no free).
+ * On error p needs no free.
+ * Errors: IDEM_ENOMEM.
  */
 IDEM_MUST_CHECK int idem_canon_pairs_init(idem_canon_pairs_t *p, const char *s,
                                           size_t len);
 
-/* Writes the canonical text of p (p->len bytes). Returns what sink does. */
+/*
+ * Writes the canonical text of p (p->len bytes).
+ * Errors: the first error of sink->write, which it stops at.
+ */
 IDEM_MUST_CHECK int idem_canon_pairs_write(const idem_canon_pairs_t *p,
                                            idem_canon_sink_t *sink);
 
+/* Frees what idem_canon_pairs_init() allocated. Errors: none. */
 void idem_canon_pairs_free(idem_canon_pairs_t *p);
 
 /*
  * Whether the decoded name of seg is name[0..len), byte for byte: the
  * configured name is taken as it is, not decoded, so "a b" names "a+b=1"
  * and "a%20b=1", and no name names a segment with a bad '%' in its name.
+ * Errors: none (1 or 0).
  */
 int idem_canon_seg_named(const idem_canon_seg_t *seg, const char *name,
                          size_t len);
@@ -97,6 +107,7 @@ int idem_canon_seg_named(const idem_canon_seg_t *seg, const char *name,
  * names (the entries that do not start with '/'; the others are JSON
  * Pointers, for JSON bodies), keeping the order of the rest; p->n and
  * p->len then describe what is left. Allocates nothing.
+ * Errors: none.
  */
 void idem_canon_pairs_drop(idem_canon_pairs_t *p, const idem_str_t *ignore,
                            size_t nignore);
@@ -149,15 +160,20 @@ typedef struct {
  * canonical text is the type/subtype lower-cased followed by rest as it is;
  * the caller must keep the two kinds apart.
  *
- * s must outlive m. Returns 0 or IDEM_ENOMEM (m then needs no free).
+ * s must outlive m. On error m needs no free.
+ * Errors: IDEM_ENOMEM.
  */
 IDEM_MUST_CHECK int idem_canon_media_init(idem_canon_media_t *m, const char *s,
                                           size_t len);
 
-/* Writes the canonical text of m (m->len bytes). Returns what sink does. */
+/*
+ * Writes the canonical text of m (m->len bytes).
+ * Errors: the first error of sink->write, which it stops at.
+ */
 IDEM_MUST_CHECK int idem_canon_media_write(const idem_canon_media_t *m,
                                            idem_canon_sink_t *sink);
 
+/* Frees what idem_canon_media_init() allocated. Errors: none. */
 void idem_canon_media_free(idem_canon_media_t *m);
 
 /* ------------------------------------------------------------------------ */
@@ -180,7 +196,9 @@ void idem_canon_media_free(idem_canon_media_t *m);
  * its neighbours (more than 15 significant digits, or a magnitude outside
  * 1e-307..1e308). The caller then compares the body as bytes.
  *
- * Returns 0, IDEM_ENOMEM, or the error of sink->write.
+ * Errors: IDEM_ENOMEM; the first error of sink->write; IDEM_EINVAL only
+ * for what jansson should never hand over (a real that does not format,
+ * a value of no JSON type).
  */
 IDEM_MUST_CHECK int idem_canon_json(const uint8_t *body, size_t len,
                                     idem_canon_sink_t *sink, int *is_json);
@@ -198,6 +216,7 @@ IDEM_MUST_CHECK int idem_canon_json(const uint8_t *body, size_t len,
  * change nothing; so does a pointer whose token has a '~' not followed by
  * '0' or '1' (idem_fp_ignore_check() refuses those). The output is again
  * its own canonical form, with or without the same ignore list.
+ * Errors: those of idem_canon_json().
  */
 IDEM_MUST_CHECK int idem_canon_json_ignoring(const uint8_t *body, size_t len,
                                              const idem_str_t *ignore,

@@ -1,6 +1,6 @@
 /*
  * errbody.c — the bodies of the responses the gateway makes itself (SPEC §2,
- * §4, §5, §8), in the two error styles:
+ * §4, §5, §8), in the three error styles:
  *
  *   persona (default)  Content-Type: application/json
  *                      {"errors":[{"title":"...","details":"..."}]}
@@ -23,6 +23,10 @@
  * both styles.
  *
  * A template (errtpl.c) gives any other shape, from the same texts.
+ *
+ * The details of a malformed or missing key are idem_key_problem()'s
+ * sentence (key.c), which clients read; idem_strerror()'s short library
+ * messages are never shown to them.
  *
  * Bodies are rendered twice by one function: first to measure, then into a
  * buffer of exactly that size.
@@ -204,16 +208,9 @@ static void idem_errbody_render(idem_errbody_out_t *out, idem_style_t style,
 /* The details of an invalid key: the rule it broke. */
 static const char *idem_errbody_key_rule(int key_err)
 {
-    switch (key_err) {
-    case IDEM_EKEYEMPTY:
-    case IDEM_EKEYLONG:
-    case IDEM_EKEYCHAR:
-    case IDEM_EKEYQUOTE:
-    case IDEM_EKEYDUP:
-    case IDEM_EKEYMISSING:
-        return idem_strerror(key_err);
-    }
-    return "The Idempotency-Key header is malformed.";
+    const char *problem = idem_key_problem(key_err);
+
+    return problem ? problem : "The Idempotency-Key header is malformed.";
 }
 
 const idem_errbody_text_t *idem_errbody_text(idem_err_kind_t kind, int key_err,
@@ -236,7 +233,7 @@ const idem_errbody_text_t *idem_errbody_text(idem_err_kind_t kind, int key_err,
         break;
     case IDEM_ERR_KEY_MISSING:
         key_text->ietf_title = "Idempotency-Key is missing";
-        key_text->before_key = idem_strerror(IDEM_EKEYMISSING);
+        key_text->before_key = idem_key_problem(IDEM_EKEYMISSING);
         text = key_text;
         break;
     case IDEM_ERR_MISMATCH:

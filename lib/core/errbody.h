@@ -26,8 +26,11 @@ typedef struct {
 
 /*
  * The text of kind; key_text is filled and returned for the key errors
- * (key_err says which rule the key broke). NULL for an unknown kind. The
- * texts are static, or live as long as key_text.
+ * (key_err says which rule the key broke: idem_key_problem(key_err), or a
+ * generic sentence for a code that is not a key error). NULL for an
+ * unknown kind. The texts are static, or live as long as key_text.
+ * Errors: none (NULL: an unknown kind).
+ * Thread safety: thread-safe on distinct key_text.
  */
 const idem_errbody_text_t *idem_errbody_text(idem_err_kind_t kind, int key_err,
                                              idem_errbody_text_t *key_text);

@@ -15,6 +15,9 @@
  * idem_hash_discard() frees a context that will not be finished (a failure
  * path); it is safe on a context already finished or never initialized with
  * success.
+ *
+ * Errors: each function says. Thread safety: every function is
+ * thread-safe on distinct contexts; a context is one thread's at a time.
  */
 #ifndef IDEM_CORE_HASH_H
 #define IDEM_CORE_HASH_H
@@ -31,10 +34,17 @@ typedef struct {
     int failed;
 } idem_hash_ctx_t;
 
-/* Starts a SHA-256 digest. Returns 0 or IDEM_ENOMEM (h then needs no free). */
+/*
+ * Starts a SHA-256 digest. On error h needs no free.
+ * Errors: IDEM_ENOMEM.
+ */
 IDEM_MUST_CHECK int idem_hash_init(idem_hash_ctx_t *h);
 
-/* Feeds len raw bytes, unframed. data may be NULL when len is 0. */
+/*
+ * Feeds len raw bytes, unframed. data may be NULL when len is 0.
+ * Errors: none (a failure is remembered for idem_hash_final; so for the
+ * three below).
+ */
 void idem_hash_bytes(idem_hash_ctx_t *h, const void *data, size_t len);
 
 /* Feeds one byte. */
@@ -47,13 +57,14 @@ void idem_hash_u64(idem_hash_ctx_t *h, uint64_t v);
 void idem_hash_field(idem_hash_ctx_t *h, const void *data, size_t len);
 
 /*
- * Writes the digest to *out and frees the context. Returns 0, or IDEM_ENOMEM
- * when any step failed (OpenSSL fails a SHA-256 step only when it cannot
- * allocate); *out is then untouched.
+ * Writes the digest to *out and frees the context. On error *out is
+ * untouched.
+ * Errors: IDEM_ENOMEM (any step failed: OpenSSL fails a SHA-256 step only
+ * when it cannot allocate).
  */
 IDEM_MUST_CHECK int idem_hash_final(idem_hash_ctx_t *h, idem_hash_t *out);
 
-/* Frees the context without a digest. */
+/* Frees the context without a digest. Errors: none. */
 void idem_hash_discard(idem_hash_ctx_t *h);
 
 #endif /* IDEM_CORE_HASH_H */

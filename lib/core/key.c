@@ -23,6 +23,10 @@
  *   4. the key holds a byte outside 0x21-0x7E (IDEM_EKEYCHAR). Inside quotes
  *      too a space, a control byte or a non-ASCII byte is a character error,
  *      not a structural one.
+ *
+ * idem_key_problem() holds the sentences a client reads for these errors
+ * (and for IDEM_EKEYDUP and IDEM_EKEYMISSING, which the callers find): the
+ * gateway's 400 bodies show them, so they change only with the e2e tests.
  */
 #include <string.h>
 
@@ -105,4 +109,28 @@ int idem_key_parse(const char *value, size_t value_len, char *out,
     memcpy(out, key, key_len);
     *out_len = key_len;
     return 0;
+}
+
+const char *idem_key_problem(int err)
+{
+    switch (err) {
+    case IDEM_EKEYEMPTY:
+        return "The Idempotency-Key header is empty; a key has 1 to 255 "
+               "characters.";
+    case IDEM_EKEYLONG:
+        return "The Idempotency-Key is longer than 255 characters.";
+    case IDEM_EKEYCHAR:
+        return "The Idempotency-Key may contain only printable ASCII "
+               "characters (0x21 to 0x7E): no spaces, control characters "
+               "or non-ASCII bytes.";
+    case IDEM_EKEYQUOTE:
+        return "The Idempotency-Key is a malformed quoted string; the "
+               "quoted form is \"key\" with only \\\" and \\\\ escapes.";
+    case IDEM_EKEYDUP:
+        return "The Idempotency-Key header appears more than once with "
+               "different values.";
+    case IDEM_EKEYMISSING:
+        return "An Idempotency-Key header is required for this request.";
+    }
+    return NULL;
 }

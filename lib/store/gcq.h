@@ -50,7 +50,8 @@ struct idem_store_gcq_waiter_s {
  * Carries out the ops of the chain batch, batch->next, ... (each waiter's
  * n ops in order, the waiters in order), leaving each op's verdict in
  * op->rc as idem_store_vtable_t's write does. Called without the queue's
- * lock, by one thread at a time.
+ * lock, by one thread at a time. It returns nothing: errors are the ops'
+ * own, in op->rc.
  */
 typedef void (*idem_store_gcq_run_t)(void *backend,
                                      idem_store_gcq_waiter_t *batch);
@@ -64,19 +65,30 @@ typedef struct {
     void *backend;
 } idem_store_gcq_t;
 
-/* Returns 0 or IDEM_ENOMEM (no mutex could be made). */
+/*
+ * Makes an empty queue whose batches run(backend, ...) carries out.
+ * Errors: IDEM_ENOMEM (no mutex could be made).
+ * Thread safety: not thread-safe: before any submit.
+ */
 IDEM_MUST_CHECK int idem_store_gcq_init(idem_store_gcq_t *q,
                                         idem_store_gcq_run_t run,
                                         void *backend);
 
-/* No call of submit may be running. */
+/*
+ * Frees the queue's mutex.
+ * Errors: none.
+ * Thread safety: not thread-safe: no call of submit may be running, and
+ * none may follow.
+ */
 void idem_store_gcq_destroy(idem_store_gcq_t *q);
 
 /*
  * Queues ops[0..n) and returns once they are carried out, by this thread
- * or by the leader of the batch they joined. Returns 0, or IDEM_ENOMEM
- * when this caller could not wait (no condition variable): the ops were
- * not touched, and the caller carries them out itself.
+ * or by the leader of the batch they joined; each op's verdict is in its
+ * rc.
+ * Errors: IDEM_ENOMEM (this caller could not wait: no condition variable;
+ * the ops were not touched, and the caller carries them out itself).
+ * Thread safety: thread-safe: that is what it is for.
  */
 IDEM_MUST_CHECK int idem_store_gcq_submit(idem_store_gcq_t *q,
                                           idem_store_op_t *ops, size_t n);

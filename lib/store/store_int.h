@@ -2,7 +2,8 @@
  * store_int.h — what lib/store/store.c and plan.c share with the backends
  * (mem.c, lmdb.c, redis.c, postgres.c). Not installed; nothing outside
  * lib/store includes it, except tests that need to reach behind the
- * interface.
+ * interface. Each function says, as in idem.h, its "Errors:" (every code
+ * it can return) and its "Thread safety:".
  *
  * The split of work:
  *
@@ -41,7 +42,10 @@ typedef struct {
     uint8_t bytes[IDEM_STORE_KEY_MAX];
 } idem_store_key_t;
 
-/* FNV-1a (64 bits) of the store key, for hash tables. */
+/*
+ * FNV-1a (64 bits) of the store key, for hash tables.
+ * Errors: none. Thread safety: thread-safe.
+ */
 uint64_t idem_store_key_hash(const idem_store_key_t *k);
 
 /*
@@ -55,14 +59,23 @@ typedef struct {
     uint8_t data[];
 } idem_store_blob_t;
 
+/*
+ * Frees blob and its header array (NULL is nothing).
+ * Errors: none. Thread safety: thread-safe on distinct blobs.
+ */
 void idem_store_blob_free(idem_store_blob_t *blob);
 
-/* A blob holding a copy of bytes[0..len), its headers not decoded yet;
-   NULL when out of memory. */
+/*
+ * A blob holding a copy of bytes[0..len), its headers not decoded yet.
+ * Errors: none (NULL when out of memory). Thread safety: thread-safe.
+ */
 idem_store_blob_t *idem_store_blob_copy(const uint8_t *bytes, size_t len);
 
-/* Decodes b into *rec (pointing into b); b keeps the header array.
-   Returns 0, IDEM_ECORRUPT, IDEM_EVERSION or IDEM_ENOMEM. */
+/*
+ * Decodes b into *rec (pointing into b); b keeps the header array.
+ * Errors: IDEM_ECORRUPT, IDEM_EVERSION, IDEM_ENOMEM.
+ * Thread safety: thread-safe on distinct blobs.
+ */
 IDEM_MUST_CHECK int idem_store_blob_decode(idem_store_blob_t *b,
                                            idem_record_t *rec);
 
@@ -126,7 +139,10 @@ typedef struct {
 } idem_store_op_t;
 
 /*
- * The backend interface. Every function is thread-safe.
+ * The backend interface. Every function is thread-safe (one store shared
+ * by threads), but close. The store errors are those idem.h explains
+ * (IDEM_EUNAVAIL, IDEM_EIO, IDEM_EFULL, IDEM_EPERM, IDEM_ENOMEM), each
+ * from the backends idem.h names for it.
  *
  * read   calls cb(ctx, bytes, len) with the bytes stored under key, valid
  *        only during the call, from one consistent snapshot, and returns
@@ -145,16 +161,21 @@ typedef struct {
  *        bounded size may refuse a planned put for room (IDEM_EFULL, the
  *        op unchanged), never a delete: LMDB refuses new claims while
  *        there is still room, to keep it for settling and removing the
- *        records it has (see "Room" in lmdb.c).
- * usage  fills *out as idem_store_usage() describes; 0 or a store error.
- * check  idem_store_check(): 0, or IDEM_EUNAVAIL / IDEM_EIO with a
- *        sentence in why (cap > 0).
+ *        records it has (see "Room" in lmdb.c). An op's rc is then 0,
+ *        a verdict of idem_store_plan() (IDEM_ENOTOWNER, IDEM_ENOTFOUND,
+ *        IDEM_ECORRUPT, IDEM_EVERSION, IDEM_ETOOBIG, IDEM_ENOMEM,
+ *        IDEM_EINVAL) or a store error. A PRUNE op's rc is 0 or a store
+ *        error (Redis: always 0).
+ * usage  fills *out as idem_store_usage() describes; 0 or a store error
+ *        (mem: always 0).
+ * check  idem_store_check(): 0, or IDEM_EUNAVAIL / IDEM_EIO (LMDB only)
+ *        with a sentence in why (cap > 0).
  * identity  idem_store_identity(): what the open recorded.
  * close  frees the handle; no call may be running.
  * plant  tests only, may be NULL: stores the len bytes val under key as
  *        they are, with no plan (its expiry time kept, or 0 for a new
  *        one), so that the contract suite can leave corrupt bytes where a
- *        record was. Returns 0 or a store error.
+ *        record was. Returns 0 or a store error (Redis: IDEM_EUNAVAIL).
  */
 typedef struct {
     const char *name;
@@ -184,8 +205,11 @@ struct idem_store_s {
 
 /*
  * Tests only: stores len bytes under (scope, key) as they are, through the
- * backend's plant hook. Returns 0, IDEM_EINVAL when the backend has none,
- * or a store error.
+ * backend's plant hook.
+ * Errors: IDEM_EINVAL (store NULL, no plant hook, scope or key out of
+ * range); a store error (IDEM_ENOMEM, IDEM_EFULL, IDEM_EPERM, IDEM_EIO,
+ * IDEM_EUNAVAIL).
+ * Thread safety: thread-safe.
  */
 IDEM_MUST_CHECK int idem_store_plant(idem_store_t *store,
                                      const idem_hash_t *scope, const char *key,
@@ -196,16 +220,30 @@ IDEM_MUST_CHECK int idem_store_plant(idem_store_t *store,
  * Decides what op does to the record stored as (old, old_len) — old is
  * NULL when there is none — and fills op's plan and results. Call with
  * the backend's transaction open; the bytes need only live for the call.
- * Returns 0 or the op's verdict (then the plan is NONE): IDEM_ENOTOWNER,
- * IDEM_ENOTFOUND, IDEM_ECORRUPT, IDEM_EVERSION, IDEM_ETOOBIG, IDEM_ENOMEM.
+ * Returns 0 or the op's verdict (then the plan is NONE, and op->rc is the
+ * verdict too).
+ * Errors: IDEM_ENOTOWNER (complete, release: no record, or not in
+ * progress under op->owner); IDEM_ENOTFOUND (delete: no record);
+ * IDEM_ECORRUPT, IDEM_EVERSION (begin, complete, release: the stored
+ * bytes cannot be read; a delete removes them all the same); IDEM_ETOOBIG
+ * (the new record over a limit); IDEM_ENOMEM; IDEM_EINVAL (a PRUNE op,
+ * which is not planned, or an unknown kind).
+ * Thread safety: thread-safe on distinct ops (owner tokens are drawn from
+ * the store's atomic counter).
  */
 IDEM_MUST_CHECK int idem_store_plan(idem_store_t *store, idem_store_op_t *op,
                                     const uint8_t *old, size_t old_len);
 
-/* What begin() answers for a decision that writes nothing. */
+/*
+ * What begin() answers for a decision that writes nothing.
+ * Errors: none. Thread safety: thread-safe.
+ */
 idem_begin_outcome_t idem_store_outcome_of(idem_decision_t d);
 
-/* Frees what a plan allocated and clears the plan and results. */
+/*
+ * Frees what a plan allocated and clears the plan and results.
+ * Errors: none. Thread safety: thread-safe on distinct ops.
+ */
 void idem_store_op_reset(idem_store_op_t *op);
 
 /* What prune does with one index entry; see idem_store_prune_check(). */
@@ -218,7 +256,10 @@ typedef enum {
 /*
  * Judges the record (val, len) found through an index entry at index_ms,
  * at now_ms (index_ms <= now_ms). *reindex_ms receives the entry's new time
- * for REINDEX. Returns a idem_store_prune_t or IDEM_ENOMEM.
+ * for REINDEX. Returns an idem_store_prune_t (> 0); a record that cannot
+ * be decoded is REMOVE.
+ * Errors: IDEM_ENOMEM.
+ * Thread safety: thread-safe.
  */
 IDEM_MUST_CHECK int idem_store_prune_check(const uint8_t *val, size_t len,
                                            int64_t index_ms, int64_t now_ms,
@@ -228,10 +269,14 @@ IDEM_MUST_CHECK int idem_store_prune_check(const uint8_t *val, size_t len,
  * The time from which a record may be removed, the key of its expiry
  * index entry: expires_ms, or for an in-progress record the later of
  * expires_ms and lease_until_ms (it is kept while its lease runs).
+ * Errors: none. Thread safety: thread-safe.
  */
 int64_t idem_store_removable_at(const idem_record_t *rec);
 
-/* a + b for times, saturating instead of overflowing. */
+/*
+ * a + b for times, saturating instead of overflowing.
+ * Errors: none. Thread safety: thread-safe.
+ */
 int64_t idem_store_time_add(int64_t a, int64_t b);
 
 #endif /* IDEM_STORE_INT_H */

@@ -279,7 +279,7 @@ static void test_errbody_persona_key_invalid_names_the_rule(void **state)
     (void)state;
     for (size_t i = 0; i < NKEYERRS; i++)
         assert_persona(IDEM_ERR_KEY_INVALID, "", key_errors[i], 400,
-                       "Idempotency error", idem_strerror(key_errors[i]));
+                       "Idempotency error", idem_key_problem(key_errors[i]));
 }
 
 static void test_errbody_persona_key_invalid_other_code_is_generic(void **state)
@@ -296,7 +296,7 @@ static void test_errbody_persona_key_missing_says_header_required(void **state)
 {
     (void)state;
     assert_persona(IDEM_ERR_KEY_MISSING, NULL, 0, 400, "Idempotency error",
-                   idem_strerror(IDEM_EKEYMISSING));
+                   idem_key_problem(IDEM_EKEYMISSING));
 }
 
 static void test_errbody_persona_store_is_503_not_forwarded(void **state)
@@ -469,7 +469,8 @@ static void test_errbody_ietf_malformed_key_is_400_naming_rule(void **state)
             make(IDEM_STYLE_IETF, IDEM_ERR_KEY_INVALID, "", key_errors[i]);
         json_t *j = parse(&e);
 
-        assert_string_equal(member(j, "detail"), idem_strerror(key_errors[i]));
+        assert_string_equal(member(j, "detail"),
+                            idem_key_problem(key_errors[i]));
         json_decref(j);
         free(e.body);
         assert_ietf(IDEM_ERR_KEY_INVALID, key_errors[i], 400, DRAFT,
