@@ -365,9 +365,9 @@ static void put_host_map(idemgate_confw_t *w, const idemgate_conf_t *c)
     idemgate_confw_block(w, "map", "$http_host $idemgate_host");
     idemgate_confw_begin(w, "");
     if (strcmp(c->listen.host, "0.0.0.0") == 0) {
-        idemgate_confw_args(w, "$server_addr:$server_port");
+        idemgate_confw_args(w, "\"$server_addr:$server_port\"");
     } else if (strcmp(c->listen.host, "[::]") == 0) {
-        idemgate_confw_args(w, "[$server_addr]:$server_port");
+        idemgate_confw_args(w, "\"[$server_addr]:$server_port\"");
     } else {
         snprintf(addr, sizeof(addr), "%s:%u", c->listen.host, c->listen.port);
         idemgate_confw_arg(w, IDEMGATE_CONFW_VALUE, addr);
@@ -508,8 +508,8 @@ static void put_http_common(idemgate_confw_t *w, const idemgate_conf_t *c)
 
     idemgate_confw_directive(w, "access_log", "off");
     idemgate_confw_directive(w, "server_tokens", "off");
-    idemgate_confw_directive(w, "log_format",
-                             "idemgate_api escape=none $idempotency_log_entry");
+    idemgate_confw_directive(
+        w, "log_format", "idemgate_api escape=none '$idempotency_log_entry'");
     idemgate_confw_blank(w);
 
     size_str(c->max_body_bytes, body, sizeof(body));

@@ -102,6 +102,22 @@ static int needs_quotes(const char *s, size_t len)
     return 0;
 }
 
+/* Whether s[0..len), which starts with a quote, is one string in that
+ * quote as nginx reads it: the quote ends it, and only it. */
+static int quoted_token(const char *s, size_t len)
+{
+    size_t i;
+
+    for (i = 1; i < len; i++) {
+        if (s[i] == '\\') {
+            i++;
+        } else if (s[i] == s[0]) {
+            break;
+        }
+    }
+    return len >= 2 && i == len - 1;
+}
+
 /* The byte nginx.conf cannot carry in s[0..len) for kind, or -1. */
 static int bad_byte(idemgate_confw_kind_t kind, const char *s, size_t len)
 {
@@ -178,6 +194,16 @@ static void put_arg(idemgate_confw_t *w, idemgate_confw_kind_t kind,
     char q;
 
     if (w->refused || check(w, kind, s, len) != 0) {
+        return;
+    }
+    if (kind == IDEMGATE_CONFW_SYNTAX && len > 0 &&
+        (s[0] == '"' || s[0] == '\'')) {
+        if (!quoted_token(s, len)) {
+            refuse(w, "%.*s is not one quoted string", (int)len, s);
+            return;
+        }
+        fputc(' ', w->f);
+        fwrite(s, 1, len, w->f);
         return;
     }
     fputc(' ', w->f);

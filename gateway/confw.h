@@ -11,10 +11,11 @@
  * compile their arguments read "$name" as a variable):
  *
  *   SYNTAX  nginx syntax the gateway writes itself: keywords, numbers,
- *           sizes, variables ($request_uri), regexes, checked addresses.
- *           Written as it is; put in quotes only when nginx would
- *           otherwise split it (empty, a space, ';', '{', '}', a quote, a
- *           backslash or '#').
+ *           sizes, variables ($request_uri), regexes, checked addresses,
+ *           and strings the gateway quotes itself ('$log_entry'), which
+ *           must be one quoted token. Written as it is; a bare one is put
+ *           in quotes when nginx would otherwise split it (empty, a space,
+ *           ';', '{', '}', a quote, a backslash or '#').
  *   TEXT    a literal text (from a person, or libidem) for a directive
  *           that reads no variables (load_module, user, idempotency_store,
  *           the module's list directives): always quoted; '$' stays.
