@@ -188,25 +188,22 @@ static int check(idemgate_confw_t *w, idemgate_confw_kind_t kind, const char *s,
     return 0;
 }
 
-static void put_arg(idemgate_confw_t *w, idemgate_confw_kind_t kind,
-                    const char *s, size_t len)
+/* s[0..len), checked, as one token of kind. */
+static void put_token(idemgate_confw_t *w, idemgate_confw_kind_t kind,
+                      const char *s, size_t len)
 {
     char q;
 
-    if (w->refused || check(w, kind, s, len) != 0) {
-        return;
-    }
     if (kind == IDEMGATE_CONFW_SYNTAX && len > 0 &&
         (s[0] == '"' || s[0] == '\'')) {
+        /* a string the gateway quoted itself */
         if (!quoted_token(s, len)) {
             refuse(w, "%.*s is not one quoted string", (int)len, s);
             return;
         }
-        fputc(' ', w->f);
         fwrite(s, 1, len, w->f);
         return;
     }
-    fputc(' ', w->f);
     if (kind == IDEMGATE_CONFW_SYNTAX && !needs_quotes(s, len)) {
         fwrite(s, 1, len, w->f);
         return;
@@ -215,6 +212,16 @@ static void put_arg(idemgate_confw_t *w, idemgate_confw_kind_t kind,
     fputc(q, w->f);
     put_inside(w, kind, q, s, len);
     fputc(q, w->f);
+}
+
+static void put_arg(idemgate_confw_t *w, idemgate_confw_kind_t kind,
+                    const char *s, size_t len)
+{
+    if (w->refused || check(w, kind, s, len) != 0) {
+        return;
+    }
+    fputc(' ', w->f);
+    put_token(w, kind, s, len);
 }
 
 void idemgate_confw_begin(idemgate_confw_t *w, const char *name)
@@ -227,15 +234,7 @@ void idemgate_confw_begin(idemgate_confw_t *w, const char *name)
         return;
     }
     indent(w);
-    if (needs_quotes(name, len)) {
-        /* the first token of a map entry: put_arg's own rules, without
-         * the space that separates arguments */
-        fputc('"', w->f);
-        put_inside(w, IDEMGATE_CONFW_SYNTAX, '"', name, len);
-        fputc('"', w->f);
-    } else {
-        fputs(name, w->f);
-    }
+    put_token(w, IDEMGATE_CONFW_SYNTAX, name, len);
 }
 
 void idemgate_confw_arg(idemgate_confw_t *w, idemgate_confw_kind_t kind,

@@ -74,7 +74,8 @@ void idemgate_confw_arg(idemgate_confw_t *w, idemgate_confw_kind_t kind,
                         const char *s);
 /* A BODY argument of len bytes (refused when one of them is NUL). */
 void idemgate_confw_arg_body(idemgate_confw_t *w, const char *s, size_t len);
-/* SYNTAX arguments: fmt formatted and split at its spaces. */
+/* SYNTAX arguments: fmt formatted and split at its spaces (a string
+ * quoted here holds none). */
 void idemgate_confw_args(idemgate_confw_t *w, const char *fmt, ...)
     IDEMGATE_PRINTF(2, 3);
 /* The variable prefix+name ($http_ + x_tenant): name must be letters,
