@@ -226,7 +226,7 @@ static int put_page(idemgate_confw_t *w, const idemgate_conf_t *c,
                                page->phrase, details, &eb);
     }
     if (rc != 0) {
-        errno = ENOMEM;
+        errno = rc == IDEM_ENOMEM ? ENOMEM : EINVAL;
         return -1;
     }
     idemgate_confw_block(w, "location", "= " ERROR_URI "/%d", status);
@@ -769,8 +769,10 @@ int idemgate_conf_render(const idemgate_conf_t *conf, char **out,
     idemgate_confw_block(&w, "http", NULL);
     put_http_common(&w, conf);
     if (put_api_server(&w, conf) != 0 || put_admin_server(&w, conf) != 0) {
+        int e = errno;
+
         fclose(f);
-        errno = ENOMEM;
+        errno = e;
         goto fail;
     }
     idemgate_confw_close(&w);
