@@ -111,7 +111,7 @@ $(MODULE): $(NGX_TREE)/objs/Makefile $(MODULE_SRC) $(LIBIDEM)
 
 # The ready gateway: flags -> nginx configuration -> nginx in the foreground.
 GATEWAY_SRC := $(wildcard gateway/*.c)
-# It links libidem for what both share: store URL checks.
+# It links libidem for what both share: store URL checks, error bodies.
 $(BUILD)/idemgate: $(GATEWAY_SRC) $(wildcard gateway/*.h) $(LIBIDEM)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(GATEWAY_SRC) $(LIBIDEM) $(LDLIBS)
@@ -133,6 +133,13 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(LIBIDEM)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Ilib/core -Ilib/store $(LDFLAGS) -o $@ $< $(LIBIDEM) \
 	    $(LDLIBS) -lcmocka
+
+# The gateway's nginx.conf writer, with the one gateway file it calls.
+$(BUILD)/tests/test_confw: tests/unit/test_confw.c gateway/confw.c \
+    gateway/util.c gateway/confw.h gateway/idemgate.h $(LIBIDEM)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Igateway $(LDFLAGS) -o $@ tests/unit/test_confw.c \
+	    gateway/confw.c gateway/util.c $(LIBIDEM) $(LDLIBS) -lcmocka
 
 # The one store contract suite, compiled once per backend.
 $(BUILD)/tests/store_contract_%: tests/store/contract.c $(LIBIDEM)

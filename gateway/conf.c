@@ -14,8 +14,12 @@
  *
  * Paths of the runtime directory are relative: nginx resolves them against
  * its prefix (-p RUNTIME), so the text does not depend on where it runs.
- * Every value that came from a person is written as a quoted nginx string.
+ * The text goes through one writer (confw.c), which indents it, quotes
+ * every value that came from a person and refuses one nginx would read
+ * otherwise; the error pages' bodies come from libidem
+ * (idem_errbody_page, or the --error-template through idem_errtpl_render).
  */
+#include "confw.h"
 #include "idemgate.h"
 
 #include <errno.h>
@@ -23,8 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define IETF_TYPE "about:blank"
 
 /* nginx waits this long at most for a connection to the upstream */
 #define CONNECT_TIMEOUT_MAX (10 * IDEMGATE_SECOND)
@@ -48,7 +50,7 @@ typedef struct {
     int from;           /* nginx's code */
     int status;         /* what the client gets */
     unsigned servers;   /* where nginx can meet it: API, ADMIN */
-    const char *title;  /* persona style */
+    const char *title;  /* persona style (NULL: the page of another row) */
     const char *phrase; /* ietf style: the status phrase */
 } page_t;
 
@@ -157,31 +159,18 @@ static void page_details(const idemgate_conf_t *c, int status, char *out,
     }
 }
 
-/* s as an nginx string in double quotes. */
-static void put_quoted(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') {
-            fputc('\\', f);
-        }
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
-/* "            DIRECTIVE "a" "b" ...;", when the list is not empty. */
-static void put_list(FILE *f, const char *directive, const idemgate_list_t *l)
+/* "DIRECTIVE "a" "b" ...;", when the list is not empty. */
+static void put_list(idemgate_confw_t *w, const char *directive,
+                     const idemgate_list_t *l)
 {
     if (l->n == 0) {
         return;
     }
-    fprintf(f, "            %s", directive);
+    idemgate_confw_begin(w, directive);
     for (size_t i = 0; i < l->n; i++) {
-        fputc(' ', f);
-        put_quoted(f, l->items[i]);
+        idemgate_confw_arg(w, IDEMGATE_CONFW_TEXT, l->items[i]);
     }
-    fputs(";\n", f);
+    idemgate_confw_end(w);
 }
 
 /* A size as nginx reads it: "1m", "16k" or bytes. */
@@ -203,104 +192,68 @@ static const char *duration_str(uint64_t ms, char *out, size_t len)
     return out;
 }
 
-/* "location = ERROR_URI/NNN { ... return NNN '<json>'; }", in the error
- * style. */
+static idem_style_t error_style(const idemgate_conf_t *c)
+{
+    if (strcmp(c->error_style, "ietf") == 0) {
+        return IDEM_STYLE_IETF;
+    }
+    if (strcmp(c->error_style, "stripe") == 0) {
+        return IDEM_STYLE_STRIPE;
+    }
+    return IDEM_STYLE_PERSONA;
+}
+
 /*
- * s as the inside of a single-quoted nginx string: '\' and '\'' escaped,
- * CR, LF and TAB as \r, \n and \t, and '$', which nginx would read as a
- * variable, as ${idemgate_dollar} (a geo whose value is "$").
+ * "location = ERROR_URI/NNN { ... return NNN '<body>'; }": the body in the
+ * error style, or through --error-template, whose text may hold anything
+ * (a '$' goes through the geo put_api_server writes for it). Returns 0,
+ * or -1 when out of memory (errno is set).
  */
-static void put_nginx_text(FILE *f, const char *s, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        switch (s[i]) {
-        case '\\':
-        case '\'':
-            fputc('\\', f);
-            fputc(s[i], f);
-            break;
-        case '\n':
-            fputs("\\n", f);
-            break;
-        case '\r':
-            fputs("\\r", f);
-            break;
-        case '\t':
-            fputs("\\t", f);
-            break;
-        case '$':
-            fputs("${idemgate_dollar}", f);
-            break;
-        default:
-            fputc(s[i], f);
-        }
-    }
-}
-
-/* The page through --error-template; 0, or -1 when out of memory. */
-static int put_template_page(FILE *f, const idemgate_conf_t *c, int status,
-                             const char *title, const char *details)
-{
-    idem_errbody_t eb;
-
-    if (idem_errtpl_render(c->error_tpl, status, title, details, "", 0, &eb) !=
-        0) {
-        return -1;
-    }
-    fputs("            default_type ", f);
-    put_quoted(f, eb.content_type);
-    fprintf(f, ";\n            return %d '", status);
-    put_nginx_text(f, eb.body, eb.body_len);
-    fputs("';\n", f);
-    free(eb.body);
-    return 0;
-}
-
-/* Returns 0, or -1 when out of memory (errno is set). */
-static int put_page(FILE *f, const idemgate_conf_t *c, const page_t *page)
+static int put_page(idemgate_confw_t *w, const idemgate_conf_t *c,
+                    const page_t *page)
 {
     int status = page->status;
-    const char *title = page->title, *phrase = page->phrase;
     char details[256];
+    idem_errbody_t eb;
+    int rc;
 
     page_details(c, status, details, sizeof(details));
-    fprintf(f,
-            "        location = " ERROR_URI "/%d {\n"
-            "            internal;\n",
-            status);
     if (c->error_tpl != NULL) {
-        if (put_template_page(f, c, status, title, details) != 0) {
-            return -1;
-        }
-    } else if (strcmp(c->error_style, "ietf") == 0) {
-        fprintf(f,
-                "            default_type application/problem+json;\n"
-                "            return %d '{\"type\":\"" IETF_TYPE
-                "\",\"title\":\"%s\",\"status\":%d,\"detail\":\"%s\"}';\n",
-                status, phrase, status, details);
-    } else if (strcmp(c->error_style, "stripe") == 0) {
-        /* nginx's own errors: the client's request (4xx) or the gateway
-           and its upstream (5xx), as Stripe's SDKs tell them apart */
-        fprintf(f,
-                "            default_type application/json;\n"
-                "            return %d '{\"error\":{\"type\":\"%s\","
-                "\"message\":\"%s\"}}';\n",
-                status, status < 500 ? "invalid_request_error" : "api_error",
-                details);
+        rc = idem_errtpl_render(c->error_tpl, status, page->title, details, "",
+                                0, &eb);
     } else {
-        fprintf(f,
-                "            default_type application/json;\n"
-                "            return %d '{\"errors\":[{\"title\":\"%s\","
-                "\"details\":\"%s\"}]}';\n",
-                status, title, details);
+        rc = idem_errbody_page(error_style(c), status, page->title,
+                               page->phrase, details, &eb);
     }
-    fprintf(f, "        }\n");
+    if (rc != 0) {
+        errno = rc == IDEM_ENOMEM ? ENOMEM : EINVAL;
+        return -1;
+    }
+    idemgate_confw_block(w, "location", "= " ERROR_URI "/%d", status);
+    idemgate_confw_directive(w, "internal", NULL);
+    if (c->error_tpl != NULL) {
+        idemgate_confw_literal(w, "default_type", IDEMGATE_CONFW_TEXT,
+                               eb.content_type);
+        idemgate_confw_begin(w, "return");
+        idemgate_confw_args(w, "%d", status);
+        idemgate_confw_arg_body(w, eb.body, eb.body_len);
+    } else {
+        /* libidem's own type and JSON, which hold no '$' */
+        idemgate_confw_directive(w, "default_type", "%s", eb.content_type);
+        idemgate_confw_begin(w, "return");
+        idemgate_confw_args(w, "%d", status);
+        idemgate_confw_arg(w, IDEMGATE_CONFW_VALUE, eb.body);
+    }
+    idemgate_confw_end(w);
+    idemgate_confw_close(w);
+    free(eb.body);
     return 0;
 }
 
 /* error_page lines and their locations, for one server (API or ADMIN).
  * Returns 0, or -1 when out of memory (errno is set). */
-static int put_error_pages(FILE *f, const idemgate_conf_t *c, unsigned server)
+static int put_error_pages(idemgate_confw_t *w, const idemgate_conf_t *c,
+                           unsigned server)
 {
     size_t i;
 
@@ -308,19 +261,21 @@ static int put_error_pages(FILE *f, const idemgate_conf_t *c, unsigned server)
         server |= API_TLS;
     }
 
-    fprintf(f, "        # nginx's own errors answer in JSON; no client's URI "
-               "reaches these\n        # locations: nginx merges the "
-               "slashes of every URI it receives\n");
+    idemgate_confw_comment(w, "nginx's own errors answer in JSON; no "
+                              "client's URI reaches these\n"
+                              "locations: nginx merges the slashes of every "
+                              "URI it receives");
     for (i = 0; i < NPAGES; i++) {
         if (pages[i].servers & server) {
-            fprintf(f, "        error_page %d =%d " ERROR_URI "/%d;\n",
-                    pages[i].from, pages[i].status, pages[i].status);
+            idemgate_confw_directive(w, "error_page", "%d =%d " ERROR_URI "/%d",
+                                     pages[i].from, pages[i].status,
+                                     pages[i].status);
         }
     }
     for (i = 0; i < NPAGES; i++) {
         if ((pages[i].servers & server) && pages[i].title != NULL) {
-            fputc('\n', f);
-            if (put_page(f, c, &pages[i]) != 0) {
+            idemgate_confw_blank(w);
+            if (put_page(w, c, &pages[i]) != 0) {
                 return -1;
             }
         }
@@ -329,62 +284,68 @@ static int put_error_pages(FILE *f, const idemgate_conf_t *c, unsigned server)
 }
 
 /* The http variable nginx has for a header: Foo-Bar is $http_foo_bar. */
-static void put_header_variable(FILE *f, const char *name)
+static void put_header_variable(idemgate_confw_t *w, const char *name)
 {
-    fputs("$http_", f);
-    for (; *name; name++) {
-        fputc(*name == '-'
-                  ? '_'
-                  : (*name >= 'A' && *name <= 'Z' ? *name + 32 : *name),
-              f);
+    char var[256];
+    size_t i;
+
+    for (i = 0; name[i] != '\0'; i++) {
+        if (i + 1 == sizeof(var)) {
+            idemgate_confw_refuse(w, "the header name '%.40s...' is too long",
+                                  name);
+            return;
+        }
+        var[i] = name[i] == '-'                       ? '_'
+                 : (name[i] >= 'A' && name[i] <= 'Z') ? (char)(name[i] + 32)
+                                                      : name[i];
     }
+    var[i] = '\0';
+    idemgate_confw_arg_variable(w, "$http_", var);
 }
 
-static void put_scope(FILE *f, const idemgate_conf_t *c)
+static void put_scope(idemgate_confw_t *w, const idemgate_conf_t *c)
 {
-    fputs("            idempotency_scope", f);
+    idemgate_confw_begin(w, "idempotency_scope");
     if (c->scope_none) {
-        fputs(" none", f);
+        idemgate_confw_args(w, "none");
     }
     for (size_t i = 0; i < c->scope_headers.n; i++) {
-        fputc(' ', f);
-        put_header_variable(f, c->scope_headers.items[i]);
+        put_header_variable(w, c->scope_headers.items[i]);
     }
     for (size_t i = 0; i < c->scope_cookies.n; i++) {
-        fprintf(f, " $cookie_%s", c->scope_cookies.items[i]);
+        idemgate_confw_arg_variable(w, "$cookie_", c->scope_cookies.items[i]);
     }
-    fputs(";\n", f);
+    idemgate_confw_end(w);
 }
 
-static void put_main(FILE *f, const idemgate_conf_t *c)
+static void put_main(idemgate_confw_t *w, const idemgate_conf_t *c)
 {
-    fprintf(f, "# Written by idemgate from its flags; changes here are lost "
-               "at the next start.\n\n");
-    fputs("load_module ", f);
-    put_quoted(f, c->module);
-    fputs(";\n", f);
+    idemgate_confw_comment(w, "Written by idemgate from its flags; changes "
+                              "here are lost at the next start.");
+    idemgate_confw_blank(w);
+    idemgate_confw_literal(w, "load_module", IDEMGATE_CONFW_TEXT, c->module);
     if (c->worker_user != NULL) {
-        fputs("user ", f);
-        put_quoted(f, c->worker_user);
-        fputc(' ', f);
-        put_quoted(f, c->worker_group);
-        fputs(";\n", f);
+        idemgate_confw_begin(w, "user");
+        idemgate_confw_arg(w, IDEMGATE_CONFW_TEXT, c->worker_user);
+        idemgate_confw_arg(w, IDEMGATE_CONFW_TEXT, c->worker_group);
+        idemgate_confw_end(w);
     }
     if (c->workers == 0) {
-        fprintf(f, "worker_processes auto;\n");
+        idemgate_confw_directive(w, "worker_processes", "auto");
     } else {
-        fprintf(f, "worker_processes %u;\n", c->workers);
+        idemgate_confw_directive(w, "worker_processes", "%u", c->workers);
     }
-    fprintf(f, "daemon off;\n"
-               "master_process on;\n"
-               "pid nginx.pid;\n"
-               "lock_file nginx.lock;\n"
-               "error_log stderr notice;\n"
-               "thread_pool idemgate threads=32;\n"
-               "\n"
-               "events {\n"
-               "    worker_connections 4096;\n"
-               "}\n\n");
+    idemgate_confw_directive(w, "daemon", "off");
+    idemgate_confw_directive(w, "master_process", "on");
+    idemgate_confw_directive(w, "pid", "nginx.pid");
+    idemgate_confw_directive(w, "lock_file", "nginx.lock");
+    idemgate_confw_directive(w, "error_log", "stderr notice");
+    idemgate_confw_directive(w, "thread_pool", "idemgate threads=32");
+    idemgate_confw_blank(w);
+    idemgate_confw_block(w, "events", NULL);
+    idemgate_confw_directive(w, "worker_connections", "4096");
+    idemgate_confw_close(w);
+    idemgate_confw_blank(w);
 }
 
 /*
@@ -394,25 +355,27 @@ static void put_main(FILE *f, const idemgate_conf_t *c)
  * ($http_host is empty), which an HTTP/1.1 API answers with a 400 that a
  * key then stores. A wildcard --listen names the address of the connection.
  */
-static void put_host_map(FILE *f, const idemgate_conf_t *c)
+static void put_host_map(idemgate_confw_t *w, const idemgate_conf_t *c)
 {
-    fputs("    # the Host the API gets: the client's, or (HTTP/1.0 without "
-          "Host) the\n"
-          "    # gateway address the client connected to\n"
-          "    map $http_host $idemgate_host {\n"
-          "        \"\" ",
-          f);
+    char addr[300];
+
+    idemgate_confw_comment(w, "the Host the API gets: the client's, or "
+                              "(HTTP/1.0 without Host) the\n"
+                              "gateway address the client connected to");
+    idemgate_confw_block(w, "map", "$http_host $idemgate_host");
+    idemgate_confw_begin(w, "");
     if (strcmp(c->listen.host, "0.0.0.0") == 0) {
-        fputs("\"$server_addr:$server_port\"", f);
+        idemgate_confw_args(w, "\"$server_addr:$server_port\"");
     } else if (strcmp(c->listen.host, "[::]") == 0) {
-        fputs("\"[$server_addr]:$server_port\"", f);
+        idemgate_confw_args(w, "\"[$server_addr]:$server_port\"");
     } else {
-        fprintf(f, "\"%s:%u\"", c->listen.host, c->listen.port);
+        snprintf(addr, sizeof(addr), "%s:%u", c->listen.host, c->listen.port);
+        idemgate_confw_arg(w, IDEMGATE_CONFW_VALUE, addr);
     }
-    fputs(";\n"
-          "        default $http_host;\n"
-          "    }\n\n",
-          f);
+    idemgate_confw_end(w);
+    idemgate_confw_directive(w, "default", "$http_host");
+    idemgate_confw_close(w);
+    idemgate_confw_blank(w);
 }
 
 /*
@@ -434,54 +397,66 @@ static void put_host_map(FILE *f, const idemgate_conf_t *c)
 /* An nginx regex that matches the decimal numbers above limit, written as
  * $request_length writes them (no leading zeros): the longer ones, and
  * those as long that are larger at the first digit that differs. */
-static void put_above_regex(FILE *f, uint64_t limit)
+static void above_regex(uint64_t limit, char *out, size_t len)
 {
     char d[24];
     int n = snprintf(d, sizeof(d), "%" PRIu64, limit);
+    size_t k = 0;
 
-    fprintf(f, "\"~^(?:[1-9][0-9]{%d,}", n);
+#define APPEND(...)                                                            \
+    do {                                                                       \
+        int m_ = snprintf(out + k, len - k, __VA_ARGS__);                      \
+        k = m_ < 0 || (size_t)m_ >= len - k ? len - 1 : k + (size_t)m_;        \
+    } while (0)
+
+    APPEND("~^(?:[1-9][0-9]{%d,}", n);
     for (int i = 0; i < n; i++) {
         if (d[i] == '9') {
             continue;
         }
-        fprintf(f, "|%.*s", i, d);
+        APPEND("|%.*s", i, d);
         if (d[i] == '8') {
-            fputc('9', f);
+            APPEND("9");
         } else {
-            fprintf(f, "[%c-9]", d[i] + 1);
+            APPEND("[%c-9]", d[i] + 1);
         }
         if (i + 2 == n) {
-            fputs("[0-9]", f);
+            APPEND("[0-9]");
         } else if (i + 2 < n) {
-            fprintf(f, "[0-9]{%d}", n - i - 1);
+            APPEND("[0-9]{%d}", n - i - 1);
         }
     }
-    fputs(")$\"", f);
+    APPEND(")$");
+#undef APPEND
 }
 
-static void put_header_limit_map(FILE *f, const idemgate_conf_t *c)
+static void put_header_limit_map(idemgate_confw_t *w, const idemgate_conf_t *c)
 {
-    fprintf(f,
-            "    # 1 when the header section is over %" PRIu64
-            " bytes (read before the body)\n"
-            "    map $request_length $idemgate_header_too_large {\n"
-            "        ",
-            c->max_header_bytes);
-    put_above_regex(f, c->max_header_bytes);
-    fputs(" 1;\n"
-          "        default \"\";\n"
-          "    }\n\n",
-          f);
+    char comment[128], regex[512];
+
+    snprintf(comment, sizeof(comment),
+             "1 when the header section is over %" PRIu64
+             " bytes (read before the body)",
+             c->max_header_bytes);
+    idemgate_confw_comment(w, comment);
+    idemgate_confw_block(w, "map",
+                         "$request_length $idemgate_header_too_large");
+    above_regex(c->max_header_bytes, regex, sizeof(regex));
+    idemgate_confw_directive(w, regex, "1");
+    idemgate_confw_begin(w, "default");
+    idemgate_confw_arg(w, IDEMGATE_CONFW_SYNTAX, "");
+    idemgate_confw_end(w);
+    idemgate_confw_close(w);
+    idemgate_confw_blank(w);
 }
 
 /* First in every location a client can reach: a header section over the
  * limit gets nginx's own answer for one, the 431 page. */
-static void put_header_limit_check(FILE *f)
+static void put_header_limit_check(idemgate_confw_t *w)
 {
-    fputs("            if ($idemgate_header_too_large) {\n"
-          "                return 494;\n"
-          "            }\n",
-          f);
+    idemgate_confw_block(w, "if", "($idemgate_header_too_large)");
+    idemgate_confw_directive(w, "return", "494");
+    idemgate_confw_close(w);
 }
 
 /* The proxy_ssl_ settings of an https upstream: SNI and the certificate
@@ -489,144 +464,148 @@ static void put_header_limit_check(FILE *f)
  * --upstream-insecure. nginx 1.22's defaults need help: its protocols
  * leave TLS 1.3 out, and its depth of 1 refuses a chain with an
  * intermediate CA, as most public ones are. */
-static void put_upstream_tls(FILE *f, const idemgate_conf_t *c)
+static void put_upstream_tls(idemgate_confw_t *w, const idemgate_conf_t *c)
 {
-    fputs("\n    # the https upstream\n"
-          "    proxy_ssl_protocols TLSv1.2 TLSv1.3;\n"
-          "    proxy_ssl_server_name on;\n"
-          "    proxy_ssl_name ",
-          f);
-    put_quoted(f, c->upstream_name);
-    fputs(";\n    proxy_ssl_session_reuse on;\n", f);
+    idemgate_confw_blank(w);
+    idemgate_confw_comment(w, "the https upstream");
+    idemgate_confw_directive(w, "proxy_ssl_protocols", "TLSv1.2 TLSv1.3");
+    idemgate_confw_directive(w, "proxy_ssl_server_name", "on");
+    idemgate_confw_literal(w, "proxy_ssl_name", IDEMGATE_CONFW_VALUE,
+                           c->upstream_name);
+    idemgate_confw_directive(w, "proxy_ssl_session_reuse", "on");
     if (c->upstream_insecure) {
-        fputs("    # --upstream-insecure: neither the certificate nor the "
-              "name is checked\n"
-              "    proxy_ssl_verify off;\n",
-              f);
+        idemgate_confw_comment(w, "--upstream-insecure: neither the "
+                                  "certificate nor the name is checked");
+        idemgate_confw_directive(w, "proxy_ssl_verify", "off");
         return;
     }
-    fputs("    proxy_ssl_verify on;\n"
-          "    proxy_ssl_verify_depth 4;\n"
-          "    proxy_ssl_trusted_certificate ",
-          f);
-    put_quoted(f, c->upstream_ca);
-    fputs(";\n", f);
+    idemgate_confw_directive(w, "proxy_ssl_verify", "on");
+    idemgate_confw_directive(w, "proxy_ssl_verify_depth", "4");
+    idemgate_confw_literal(w, "proxy_ssl_trusted_certificate",
+                           IDEMGATE_CONFW_VALUE, c->upstream_ca);
 }
 
 /* TLS on the API listener: HTTP/2 by ALPN beside HTTP/1.1, TLS 1.2 and
  * 1.3 only, sessions resumed from a cache all workers share. */
-static void put_listen_tls(FILE *f, const idemgate_conf_t *c)
+static void put_listen_tls(idemgate_confw_t *w, const idemgate_conf_t *c)
 {
-    fprintf(f, "        listen %s:%u ssl http2;\n", c->listen.host,
-            c->listen.port);
-    fputs("        ssl_certificate ", f);
-    put_quoted(f, c->tls_cert);
-    fputs(";\n        ssl_certificate_key ", f);
-    put_quoted(f, c->tls_key);
-    fputs(";\n"
-          "        ssl_protocols TLSv1.2 TLSv1.3;\n"
-          "        ssl_prefer_server_ciphers off;\n"
-          "        ssl_session_cache shared:idemgate_tls:10m;\n"
-          "        ssl_session_timeout 1h;\n"
-          "        ssl_session_tickets off;\n",
-          f);
+    idemgate_confw_directive(w, "listen", "%s:%u ssl http2", c->listen.host,
+                             c->listen.port);
+    idemgate_confw_literal(w, "ssl_certificate", IDEMGATE_CONFW_VALUE,
+                           c->tls_cert);
+    idemgate_confw_literal(w, "ssl_certificate_key", IDEMGATE_CONFW_VALUE,
+                           c->tls_key);
+    idemgate_confw_directive(w, "ssl_protocols", "TLSv1.2 TLSv1.3");
+    idemgate_confw_directive(w, "ssl_prefer_server_ciphers", "off");
+    idemgate_confw_directive(w, "ssl_session_cache", "shared:idemgate_tls:10m");
+    idemgate_confw_directive(w, "ssl_session_timeout", "1h");
+    idemgate_confw_directive(w, "ssl_session_tickets", "off");
 }
 
-static void put_http_common(FILE *f, const idemgate_conf_t *c)
+static void put_http_common(idemgate_confw_t *w, const idemgate_conf_t *c)
 {
     char body[32], header[32], client[32], upstream[32], connect[32];
 
-    fprintf(f, "http {\n"
-               "    access_log off;\n"
-               "    server_tokens off;\n"
-               "    log_format idemgate_api escape=none "
-               "'$idempotency_log_entry';\n\n");
+    idemgate_confw_directive(w, "access_log", "off");
+    idemgate_confw_directive(w, "server_tokens", "off");
+    idemgate_confw_directive(
+        w, "log_format", "idemgate_api escape=none '$idempotency_log_entry'");
+    idemgate_confw_blank(w);
 
     size_str(c->max_body_bytes, body, sizeof(body));
     size_str(c->max_header_bytes, header, sizeof(header));
     duration_str(c->client_timeout_ms, client, sizeof(client));
-    fprintf(f,
-            "    # requests: the body stays in memory; a header section "
-            "within the limit\n"
-            "    # always fits the buffers\n"
-            "    client_max_body_size %s;\n"
-            "    client_body_buffer_size %s;\n"
-            "    client_header_buffer_size 1k;\n"
-            "    large_client_header_buffers %d %s;\n"
-            "    client_header_timeout %s;\n"
-            "    client_body_timeout %s;\n"
-            "    send_timeout %s;\n"
-            "    keepalive_timeout 65s;\n\n",
-            body, body, HEADER_BUFFERS, header, client, client, client);
-    put_header_limit_map(f, c);
+    idemgate_confw_comment(w, "requests: the body stays in memory; a header "
+                              "section within the limit\n"
+                              "always fits the buffers");
+    idemgate_confw_directive(w, "client_max_body_size", "%s", body);
+    idemgate_confw_directive(w, "client_body_buffer_size", "%s", body);
+    idemgate_confw_directive(w, "client_header_buffer_size", "1k");
+    idemgate_confw_directive(w, "large_client_header_buffers", "%d %s",
+                             HEADER_BUFFERS, header);
+    idemgate_confw_directive(w, "client_header_timeout", "%s", client);
+    idemgate_confw_directive(w, "client_body_timeout", "%s", client);
+    idemgate_confw_directive(w, "send_timeout", "%s", client);
+    idemgate_confw_directive(w, "keepalive_timeout", "65s");
+    idemgate_confw_blank(w);
+    put_header_limit_map(w, c);
 
-    fprintf(f, "    # temporary files live in the runtime directory\n"
-               "    client_body_temp_path client_body_temp;\n"
-               "    proxy_temp_path proxy_temp;\n"
-               "    fastcgi_temp_path fastcgi_temp;\n"
-               "    uwsgi_temp_path uwsgi_temp;\n"
-               "    scgi_temp_path scgi_temp;\n\n");
+    idemgate_confw_comment(w, "temporary files live in the runtime directory");
+    idemgate_confw_directive(w, "client_body_temp_path", "client_body_temp");
+    idemgate_confw_directive(w, "proxy_temp_path", "proxy_temp");
+    idemgate_confw_directive(w, "fastcgi_temp_path", "fastcgi_temp");
+    idemgate_confw_directive(w, "uwsgi_temp_path", "uwsgi_temp");
+    idemgate_confw_directive(w, "scgi_temp_path", "scgi_temp");
+    idemgate_confw_blank(w);
 
-    fputs("    idempotency_store ", f);
-    put_quoted(f, c->store);
-    fputs(";\n    idempotency_thread_pool idemgate;\n\n", f);
+    idemgate_confw_literal(w, "idempotency_store", IDEMGATE_CONFW_TEXT,
+                           c->store);
+    idemgate_confw_directive(w, "idempotency_thread_pool", "idemgate");
+    idemgate_confw_blank(w);
 
-    put_host_map(f, c);
+    put_host_map(w, c);
     duration_str(c->upstream_timeout_ms, upstream, sizeof(upstream));
     duration_str(c->upstream_timeout_ms < CONNECT_TIMEOUT_MAX
                      ? c->upstream_timeout_ms
                      : CONNECT_TIMEOUT_MAX,
                  connect, sizeof(connect));
-    fputs("    # every --upstream server; nginx tries the next one after a "
-          "failed connect\n"
-          "    upstream idemgate_upstream {\n",
-          f);
+    idemgate_confw_comment(w, "every --upstream server; nginx tries the next "
+                              "one after a failed connect");
+    idemgate_confw_block(w, "upstream", "idemgate_upstream");
     for (size_t i = 0; i < c->nupstreams; i++) {
-        fprintf(f, "        server %s:%u;\n", c->upstreams[i].addr.host,
-                c->upstreams[i].addr.port);
+        idemgate_confw_directive(w, "server", "%s:%u",
+                                 c->upstreams[i].addr.host,
+                                 c->upstreams[i].addr.port);
     }
-    fputs("        keepalive 64;\n"
-          /* below the idle timeout of common API servers (5 s for
-           * Node.js): a POST sent on a connection the API closed while
-           * idle cannot be retried and would be stored as an unknown
-           * outcome */
-          "        keepalive_timeout 4s;\n"
-          "    }\n\n"
-          "    proxy_http_version 1.1;\n"
-          "    proxy_set_header Connection \"\";\n",
-          f);
+    idemgate_confw_directive(w, "keepalive", "64");
+    /* below the idle timeout of common API servers (5 s for Node.js): a
+     * POST sent on a connection the API closed while idle cannot be
+     * retried and would be stored as an unknown outcome */
+    idemgate_confw_directive(w, "keepalive_timeout", "4s");
+    idemgate_confw_close(w);
+    idemgate_confw_blank(w);
+
+    idemgate_confw_directive(w, "proxy_http_version", "1.1");
+    idemgate_confw_begin(w, "proxy_set_header");
+    idemgate_confw_args(w, "Connection");
+    idemgate_confw_arg(w, IDEMGATE_CONFW_SYNTAX, "");
+    idemgate_confw_end(w);
     if (c->upstream_tls) {
         /* an https API answers to its own name, not the gateway's */
-        fputs("    proxy_set_header Host ", f);
-        put_quoted(f, c->upstream_host);
-        fputs(";\n    proxy_set_header X-Forwarded-Host $idemgate_host;\n", f);
+        idemgate_confw_begin(w, "proxy_set_header");
+        idemgate_confw_args(w, "Host");
+        idemgate_confw_arg(w, IDEMGATE_CONFW_VALUE, c->upstream_host);
+        idemgate_confw_end(w);
+        idemgate_confw_directive(w, "proxy_set_header",
+                                 "X-Forwarded-Host $idemgate_host");
     } else {
-        fputs("    proxy_set_header Host $idemgate_host;\n", f);
+        idemgate_confw_directive(w, "proxy_set_header", "Host $idemgate_host");
     }
-    fprintf(f,
-            "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
-            "    proxy_set_header X-Forwarded-Proto $scheme;\n"
-            "    proxy_set_header X-Request-Id $request_id;\n"
-            "    proxy_read_timeout %s;\n"
-            "    proxy_send_timeout %s;\n"
-            "    proxy_connect_timeout %s;\n"
-            /* nginx's default, written out because it is what makes
-             * several servers safe: a connect that failed (nothing sent)
-             * goes to the next server; a request that was sent is retried
-             * only when nginx counts its method as idempotent, never a
-             * POST or PATCH (no non_idempotent here), and flags.c refuses
-             * PUT and DELETE as key methods with several servers */
-            "    proxy_next_upstream error timeout;\n"
-            "    proxy_ignore_client_abort on;\n"
-            "    proxy_buffering on;\n"
-            "    proxy_max_temp_file_size 0;\n",
-            upstream, upstream, connect);
+    idemgate_confw_directive(w, "proxy_set_header",
+                             "X-Forwarded-For $proxy_add_x_forwarded_for");
+    idemgate_confw_directive(w, "proxy_set_header",
+                             "X-Forwarded-Proto $scheme");
+    idemgate_confw_directive(w, "proxy_set_header", "X-Request-Id $request_id");
+    idemgate_confw_directive(w, "proxy_read_timeout", "%s", upstream);
+    idemgate_confw_directive(w, "proxy_send_timeout", "%s", upstream);
+    idemgate_confw_directive(w, "proxy_connect_timeout", "%s", connect);
+    /* nginx's default, written out because it is what makes several
+     * servers safe: a connect that failed (nothing sent) goes to the next
+     * server; a request that was sent is retried only when nginx counts
+     * its method as idempotent, never a POST or PATCH (no non_idempotent
+     * here), and flags.c refuses PUT and DELETE as key methods with
+     * several servers */
+    idemgate_confw_directive(w, "proxy_next_upstream", "error timeout");
+    idemgate_confw_directive(w, "proxy_ignore_client_abort", "on");
+    idemgate_confw_directive(w, "proxy_buffering", "on");
+    idemgate_confw_directive(w, "proxy_max_temp_file_size", "0");
     if (c->upstream_tls) {
-        put_upstream_tls(f, c);
+        put_upstream_tls(w, c);
     }
 }
 
-static int put_api_server(FILE *f, const idemgate_conf_t *c)
+/* The API's location: the module, then proxy_pass. */
+static void put_api_location(idemgate_confw_t *w, const idemgate_conf_t *c)
 {
     static const struct {
         unsigned bit;
@@ -636,129 +615,147 @@ static int put_api_server(FILE *f, const idemgate_conf_t *c)
                    {IDEMGATE_M_PUT, "PUT"},
                    {IDEMGATE_M_DELETE, "DELETE"}};
     const char *scheme = c->upstream_tls ? "https" : "http";
-    char ttl[32], wait[32], lease[32], max[32];
+    char d[32];
 
-    if (c->error_tpl != NULL) {
-        /* a '$' in an error page: nginx has no other way to write one */
-        fputs("\n    geo $idemgate_dollar { default \"$\"; }\n", f);
-    }
-    fputs("\n    server {\n", f);
-    if (c->tls_cert != NULL) {
-        put_listen_tls(f, c);
-    } else {
-        fprintf(f, "        listen %s:%u;\n", c->listen.host, c->listen.port);
-    }
-    if (c->api_log != NULL) {
-        fputs("        access_log ", f);
-        put_quoted(f, c->api_log);
-        fputs(" idemgate_api if=$idempotency_api_log;\n", f);
-    }
-    fputs("\n        location / {\n", f);
-    put_header_limit_check(f);
-    fputs("            idempotency on;\n"
-          "            idempotency_methods",
-          f);
+    idemgate_confw_block(w, "location", "/");
+    put_header_limit_check(w);
+    idemgate_confw_directive(w, "idempotency", "on");
+    idemgate_confw_begin(w, "idempotency_methods");
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
         if (c->methods & methods[i].bit) {
-            fprintf(f, " %s", methods[i].name);
+            idemgate_confw_args(w, "%s", methods[i].name);
         }
     }
-    fputs(";\n", f);
-    put_scope(f, c);
-    fprintf(f,
-            "            idempotency_ttl %s;\n"
-            "            idempotency_wait %s;\n"
-            "            idempotency_lease %s;\n"
-            "            idempotency_on_unknown %s;\n"
-            "            idempotency_error_style %s;\n"
-            "            idempotency_require_key %s;\n"
-            "            idempotency_max_response_size %s;\n",
-            duration_str(c->ttl_ms, ttl, sizeof(ttl)),
-            duration_str(c->wait_ms, wait, sizeof(wait)),
-            duration_str(c->lease_ms, lease, sizeof(lease)),
-            c->on_unknown_release ? "release" : "store", c->error_style,
-            c->require_key ? "on" : "off",
-            size_str(c->max_response_bytes, max, sizeof(max)));
-    put_list(f, "idempotency_no_store_header", &c->no_store_headers);
-    put_list(f, "idempotency_key_header", &c->key_headers);
-    put_list(f, "idempotency_fingerprint_ignore", &c->fp_ignore);
-    put_list(f, "idempotency_fingerprint_header", &c->fp_headers);
-    fprintf(f, "            idempotency_stream %s;\n",
-            c->stream ? c->stream : "auto");
+    idemgate_confw_end(w);
+    put_scope(w, c);
+    idemgate_confw_directive(w, "idempotency_ttl", "%s",
+                             duration_str(c->ttl_ms, d, sizeof(d)));
+    idemgate_confw_directive(w, "idempotency_wait", "%s",
+                             duration_str(c->wait_ms, d, sizeof(d)));
+    idemgate_confw_directive(w, "idempotency_lease", "%s",
+                             duration_str(c->lease_ms, d, sizeof(d)));
+    idemgate_confw_directive(w, "idempotency_on_unknown", "%s",
+                             c->on_unknown_release ? "release" : "store");
+    idemgate_confw_directive(w, "idempotency_error_style", "%s",
+                             c->error_style);
+    idemgate_confw_directive(w, "idempotency_require_key", "%s",
+                             c->require_key ? "on" : "off");
+    idemgate_confw_directive(w, "idempotency_max_response_size", "%s",
+                             size_str(c->max_response_bytes, d, sizeof(d)));
+    put_list(w, "idempotency_no_store_header", &c->no_store_headers);
+    put_list(w, "idempotency_key_header", &c->key_headers);
+    put_list(w, "idempotency_fingerprint_ignore", &c->fp_ignore);
+    put_list(w, "idempotency_fingerprint_header", &c->fp_headers);
+    idemgate_confw_directive(w, "idempotency_stream", "%s",
+                             c->stream ? c->stream : "auto");
     if (c->error_template != NULL) {
-        fputs("            idempotency_error_template ", f);
-        put_quoted(f, c->error_template);
-        fputs(";\n", f);
+        idemgate_confw_literal(w, "idempotency_error_template",
+                               IDEMGATE_CONFW_VALUE, c->error_template);
     }
     if (c->n_release_statuses > 0) {
-        fputs("            idempotency_release_status", f);
+        idemgate_confw_begin(w, "idempotency_release_status");
         for (size_t i = 0; i < c->n_release_statuses; i++) {
-            fprintf(f, " %u", c->release_statuses[i]);
+            idemgate_confw_args(w, "%u", c->release_statuses[i]);
         }
-        fputs(";\n", f);
+        idemgate_confw_end(w);
     }
+    idemgate_confw_begin(w, "proxy_pass");
     if (c->upstream_prefix[0] != '\0') {
-        /* the URI as the client sent it, behind the prefix (which has
-         * neither quotes nor backslashes: settings.c checked) */
-        fprintf(f,
-                "            proxy_pass "
-                "\"%s://idemgate_upstream%s$request_uri\";\n",
-                scheme, c->upstream_prefix);
+        /* the URI as the client sent it, behind the prefix */
+        snprintf(d, sizeof(d), "%s://idemgate_upstream", scheme);
+        idemgate_confw_arg_around(w, d, c->upstream_prefix, "$request_uri");
     } else {
-        fprintf(f, "            proxy_pass %s://idemgate_upstream;\n", scheme);
+        idemgate_confw_args(w, "%s://idemgate_upstream", scheme);
     }
-    fputs("        }\n\n", f);
-    if (put_error_pages(f, c, API) != 0) {
+    idemgate_confw_end(w);
+    idemgate_confw_close(w);
+}
+
+static int put_api_server(idemgate_confw_t *w, const idemgate_conf_t *c)
+{
+    if (c->error_tpl != NULL) {
+        /* a '$' in an error page: nginx has no other way to write one */
+        idemgate_confw_blank(w);
+        idemgate_confw_block(w, "geo", "$idemgate_dollar");
+        idemgate_confw_literal(w, "default", IDEMGATE_CONFW_TEXT, "$");
+        idemgate_confw_close(w);
+    }
+    idemgate_confw_blank(w);
+    idemgate_confw_block(w, "server", NULL);
+    if (c->tls_cert != NULL) {
+        put_listen_tls(w, c);
+    } else {
+        idemgate_confw_directive(w, "listen", "%s:%u", c->listen.host,
+                                 c->listen.port);
+    }
+    if (c->api_log != NULL) {
+        idemgate_confw_begin(w, "access_log");
+        idemgate_confw_arg(w, IDEMGATE_CONFW_VALUE, c->api_log);
+        idemgate_confw_args(w, "idemgate_api if=$idempotency_api_log");
+        idemgate_confw_end(w);
+    }
+    idemgate_confw_blank(w);
+    put_api_location(w, c);
+    idemgate_confw_blank(w);
+    if (put_error_pages(w, c, API) != 0) {
         return -1;
     }
-    fputs("    }\n", f);
+    idemgate_confw_close(w);
     return 0;
 }
 
-static int put_admin_server(FILE *f, const idemgate_conf_t *c)
+static int put_admin_server(idemgate_confw_t *w, const idemgate_conf_t *c)
 {
     if (c->admin_off) {
         return 0;
     }
-    fprintf(f,
-            "\n    # the admin server: health, metrics, key inspection\n"
-            "    server {\n"
-            "        listen %s:%u;\n\n",
-            c->admin.host, c->admin.port);
-    fputs("        location = /healthz {\n", f);
-    put_header_limit_check(f);
-    fputs("            idempotency_health;\n"
-          "        }\n\n"
-          "        location = /metrics {\n",
-          f);
-    put_header_limit_check(f);
-    fputs("            idempotency_metrics;\n"
-          "        }\n\n"
-          "        location /keys/ {\n",
-          f);
-    put_header_limit_check(f);
-    put_scope(f, c);
+    idemgate_confw_blank(w);
+    idemgate_confw_comment(w, "the admin server: health, metrics, key "
+                              "inspection");
+    idemgate_confw_block(w, "server", NULL);
+    idemgate_confw_directive(w, "listen", "%s:%u", c->admin.host,
+                             c->admin.port);
+    idemgate_confw_blank(w);
+
+    idemgate_confw_block(w, "location", "= /healthz");
+    put_header_limit_check(w);
+    idemgate_confw_directive(w, "idempotency_health", NULL);
+    idemgate_confw_close(w);
+    idemgate_confw_blank(w);
+
+    idemgate_confw_block(w, "location", "= /metrics");
+    put_header_limit_check(w);
+    idemgate_confw_directive(w, "idempotency_metrics", NULL);
+    idemgate_confw_close(w);
+    idemgate_confw_blank(w);
+
+    idemgate_confw_block(w, "location", "/keys/");
+    put_header_limit_check(w);
+    put_scope(w, c);
     /* shown by the key inspection */
-    put_list(f, "idempotency_fingerprint_ignore", &c->fp_ignore);
-    put_list(f, "idempotency_fingerprint_header", &c->fp_headers);
-    fputs("            idempotency_admin;\n"
-          "        }\n\n"
-          "        location / {\n",
-          f);
-    put_header_limit_check(f);
-    fputs("            return 404;\n"
-          "        }\n\n",
-          f);
-    if (put_error_pages(f, c, ADMIN) != 0) {
+    put_list(w, "idempotency_fingerprint_ignore", &c->fp_ignore);
+    put_list(w, "idempotency_fingerprint_header", &c->fp_headers);
+    idemgate_confw_directive(w, "idempotency_admin", NULL);
+    idemgate_confw_close(w);
+    idemgate_confw_blank(w);
+
+    idemgate_confw_block(w, "location", "/");
+    put_header_limit_check(w);
+    idemgate_confw_directive(w, "return", "404");
+    idemgate_confw_close(w);
+    idemgate_confw_blank(w);
+
+    if (put_error_pages(w, c, ADMIN) != 0) {
         return -1;
     }
-    fputs("    }\n", f);
+    idemgate_confw_close(w);
     return 0;
 }
 
 int idemgate_conf_render(const idemgate_conf_t *conf, char **out,
                          size_t *outlen, idemgate_err_t *err)
 {
+    idemgate_confw_t w;
     FILE *f;
     char *text = NULL;
     size_t len = 0;
@@ -767,17 +764,22 @@ int idemgate_conf_render(const idemgate_conf_t *conf, char **out,
     if (f == NULL) {
         goto fail;
     }
-    put_main(f, conf);
-    put_http_common(f, conf);
-    if (put_api_server(f, conf) != 0 || put_admin_server(f, conf) != 0) {
+    idemgate_confw_init(&w, f);
+    put_main(&w, conf);
+    idemgate_confw_block(&w, "http", NULL);
+    put_http_common(&w, conf);
+    if (put_api_server(&w, conf) != 0 || put_admin_server(&w, conf) != 0) {
+        int e = errno;
+
         fclose(f);
-        errno = ENOMEM;
+        errno = e;
         goto fail;
     }
-    fputs("}\n", f);
-    if (ferror(f)) {
+    idemgate_confw_close(&w);
+    if (idemgate_confw_finish(&w, err) != 0) {
         fclose(f);
-        goto fail;
+        free(text);
+        return -1;
     }
     if (fclose(f) != 0) {
         goto fail;

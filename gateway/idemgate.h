@@ -10,7 +10,8 @@
  *      │  values.c: durations, sizes, addresses, header names
  *      ▼
  *   idemgate_conf_t (checked, defaults filled in, paths absolute)
- *      │  conf.c
+ *      │  conf.c, through confw.c: the nginx.conf writer that indents,
+ *      │  quotes and refuses what nginx would misread
  *      ▼
  *   nginx.conf text ──────────────> stdout, for --print-config
  *      │  run.c

@@ -233,7 +233,7 @@ void idemgate_upstream_free(idemgate_upstream_t *u)
 
 /* The path prefix of an upstream URL, trailing slashes dropped, into
  * *out. nginx reads '$' as a variable, and '?' and '#' mean nothing in a
- * prefix; quotes and backslashes could not be written in nginx.conf. */
+ * prefix; quotes, backslashes and the others are no URL's path bytes. */
 static int parse_prefix(const char *url, const char *slash, char **out,
                         idemgate_why_t why)
 {

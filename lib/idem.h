@@ -503,6 +503,25 @@ IDEM_MUST_CHECK int idem_errbody_template(const idem_errtpl_t *tpl,
                                           idem_errbody_t *out);
 
 /*
+ * The body of an error nginx answers itself (a request it cannot parse, a
+ * body over the limit, an upstream it cannot reach, ...), which the
+ * gateway serves as a page in style: status is the HTTP status (100-599),
+ * title the persona style's title ("Bad request"), ietf_title the status
+ * phrase the ietf style gives as its title ("Bad Request"), and details
+ * the sentence for "details", "detail" or "message"; all three are
+ * NUL-terminated and JSON-escaped into the body. The ietf style's type is
+ * "about:blank"; the stripe style's type is "invalid_request_error" for a
+ * 4xx status and "api_error" otherwise. out is filled as by
+ * idem_errbody(): out->content_type is static, out->body malloc'd for the
+ * caller to free. Thread-safe.
+ * Returns 0, IDEM_ENOMEM, or IDEM_EINVAL for an unknown style, a status
+ * out of range or a NULL text.
+ */
+IDEM_MUST_CHECK int idem_errbody_page(idem_style_t style, int status,
+                                      const char *title, const char *ietf_title,
+                                      const char *details, idem_errbody_t *out);
+
+/*
  * Appends s as the inside of a JSON string (no quotes) to dst, which has
  * room for cap bytes. Returns the length the escaped text needs (at most
  * 6 * len); writes nothing past cap. '"' and '\' are escaped, control bytes

@@ -266,21 +266,12 @@ const idem_errbody_text_t *idem_errbody_text(idem_err_kind_t kind, int key_err,
     return text;
 }
 
-int idem_errbody(idem_style_t style, idem_err_kind_t kind, const char *key,
-                 size_t key_len, int key_err, idem_errbody_t *out)
+/* The body of text in style into *out (see idem_errbody()). */
+static int idem_errbody_build(idem_style_t style,
+                              const idem_errbody_text_t *text, const char *key,
+                              size_t key_len, idem_errbody_t *out)
 {
-    idem_errbody_text_t key_text;
-    const idem_errbody_text_t *text;
     idem_errbody_out_t body = {NULL, 0, 0};
-
-    if (style != IDEM_STYLE_PERSONA && style != IDEM_STYLE_IETF &&
-        style != IDEM_STYLE_STRIPE)
-        return IDEM_EINVAL;
-    if (key == NULL)
-        key_len = 0;
-    text = idem_errbody_text(kind, key_err, &key_text);
-    if (text == NULL)
-        return IDEM_EINVAL;
 
     idem_errbody_render(&body, style, text, key, key_len);
     body.cap = body.len + 1;
@@ -301,4 +292,52 @@ int idem_errbody(idem_style_t style, idem_err_kind_t kind, const char *key,
     out->body = body.buf;
     out->body_len = body.len;
     return 0;
+}
+
+static int idem_errbody_style_ok(idem_style_t style)
+{
+    return style == IDEM_STYLE_PERSONA || style == IDEM_STYLE_IETF ||
+           style == IDEM_STYLE_STRIPE;
+}
+
+int idem_errbody(idem_style_t style, idem_err_kind_t kind, const char *key,
+                 size_t key_len, int key_err, idem_errbody_t *out)
+{
+    idem_errbody_text_t key_text;
+    const idem_errbody_text_t *text;
+
+    if (!idem_errbody_style_ok(style))
+        return IDEM_EINVAL;
+    if (key == NULL)
+        key_len = 0;
+    text = idem_errbody_text(kind, key_err, &key_text);
+    if (text == NULL)
+        return IDEM_EINVAL;
+    return idem_errbody_build(style, text, key, key_len, out);
+}
+
+/*
+ * A page of the gateway for an error nginx answers itself: a plain HTTP
+ * error, so in the ietf style of type "about:blank" with the status phrase
+ * as its title, and in the stripe style the client's error (4xx) or the
+ * API's (5xx).
+ */
+int idem_errbody_page(idem_style_t style, int status, const char *title,
+                      const char *ietf_title, const char *details,
+                      idem_errbody_t *out)
+{
+    idem_errbody_text_t text;
+
+    if (!idem_errbody_style_ok(style) || status < 100 || status > 599 ||
+        title == NULL || ietf_title == NULL || details == NULL)
+        return IDEM_EINVAL;
+    memset(&text, 0, sizeof(text));
+    text.persona_status = status;
+    text.ietf_status = status;
+    text.persona_title = title;
+    text.ietf_type = "about:blank";
+    text.ietf_title = ietf_title;
+    text.stripe_type = status < 500 ? "invalid_request_error" : "api_error";
+    text.before_key = details;
+    return idem_errbody_build(style, &text, NULL, 0, out);
 }

@@ -806,6 +806,149 @@ static void test_errtpl_render_and_unknown_kind(void **state)
     idem_errtpl_free(NULL);
 }
 
+/* ---- idem_errbody_page: the gateway's pages for nginx's own errors ---- */
+
+/* A page as the gateway wrote it in nginx.conf before libidem rendered
+ * it: conf.c printed these bodies with printf, byte for byte. */
+static const struct {
+    idem_style_t style;
+    int status;
+    const char *title, *ietf_title, *details;
+    const char *content_type, *body;
+} old_pages[] = {
+    {IDEM_STYLE_PERSONA, 400, "Bad request", "Bad Request",
+     "The request is not valid HTTP.", "application/json",
+     "{\"errors\":[{\"title\":\"Bad request\",\"details\":\"The request is "
+     "not valid HTTP.\"}]}"},
+    {IDEM_STYLE_PERSONA, 431, "Request header fields too large",
+     "Request Header Fields Too Large",
+     "The request header section is larger than the limit of 16384 bytes.",
+     "application/json",
+     "{\"errors\":[{\"title\":\"Request header fields too large\","
+     "\"details\":\"The request header section is larger than the limit of "
+     "16384 bytes.\"}]}"},
+    {IDEM_STYLE_IETF, 502, "Bad gateway", "Bad Gateway",
+     "The upstream API could not be reached or sent an invalid response.",
+     "application/problem+json",
+     "{\"type\":\"about:blank\",\"title\":\"Bad Gateway\",\"status\":502,"
+     "\"detail\":\"The upstream API could not be reached or sent an invalid "
+     "response.\"}"},
+    {IDEM_STYLE_IETF, 413, "Request too large", "Content Too Large",
+     "The request body is larger than the limit of 1048576 bytes.",
+     "application/problem+json",
+     "{\"type\":\"about:blank\",\"title\":\"Content Too Large\","
+     "\"status\":413,\"detail\":\"The request body is larger than the "
+     "limit of 1048576 bytes.\"}"},
+    {IDEM_STYLE_STRIPE, 405, "Method not allowed", "Method Not Allowed",
+     "This method is not allowed here.", "application/json",
+     "{\"error\":{\"type\":\"invalid_request_error\",\"message\":\"This "
+     "method is not allowed here.\"}}"},
+    {IDEM_STYLE_STRIPE, 504, "Gateway timeout", "Gateway Timeout",
+     "The upstream API did not answer within the upstream timeout of 60s.",
+     "application/json",
+     "{\"error\":{\"type\":\"api_error\",\"message\":\"The upstream API did "
+     "not answer within the upstream timeout of 60s.\"}}"},
+};
+
+static void test_errbody_page_equals_the_old_gateway_text(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(old_pages) / sizeof(old_pages[0]); i++) {
+        idem_errbody_t e;
+
+        assert_int_equal(
+            idem_errbody_page(old_pages[i].style, old_pages[i].status,
+                              old_pages[i].title, old_pages[i].ietf_title,
+                              old_pages[i].details, &e),
+            0);
+        assert_int_equal(e.status, old_pages[i].status);
+        assert_string_equal(e.content_type, old_pages[i].content_type);
+        assert_string_equal(e.body, old_pages[i].body);
+        assert_int_equal(e.body_len, strlen(old_pages[i].body));
+        free(e.body);
+    }
+}
+
+static void test_errbody_page_members_in_every_style(void **state)
+{
+    static const int statuses[] = {400, 404, 405, 408, 411, 413, 414,
+                                   431, 500, 501, 502, 503, 504, 505};
+    const char *details = "Said \"no\" \\ \x01 here.";
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+        int status = statuses[i];
+        idem_errbody_t e;
+        json_t *j, *err;
+
+        assert_int_equal(idem_errbody_page(IDEM_STYLE_PERSONA, status, "T",
+                                           "Phrase", details, &e),
+                         0);
+        j = parse(&e);
+        err = persona_error(j);
+        assert_string_equal(member(err, "title"), "T");
+        assert_string_equal(member(err, "details"), details);
+        assert_int_equal(e.status, status);
+        assert_string_equal(e.content_type, "application/json");
+        json_decref(j);
+        free(e.body);
+
+        assert_int_equal(idem_errbody_page(IDEM_STYLE_IETF, status, "T",
+                                           "Phrase", details, &e),
+                         0);
+        j = parse(&e);
+        assert_int_equal(json_object_size(j), 4);
+        assert_string_equal(member(j, "type"), "about:blank");
+        assert_string_equal(member(j, "title"), "Phrase");
+        assert_int_equal(json_integer_value(json_object_get(j, "status")),
+                         status);
+        assert_string_equal(member(j, "detail"), details);
+        assert_string_equal(e.content_type, "application/problem+json");
+        json_decref(j);
+        free(e.body);
+
+        assert_int_equal(idem_errbody_page(IDEM_STYLE_STRIPE, status, "T",
+                                           "Phrase", details, &e),
+                         0);
+        j = parse(&e);
+        assert_int_equal(json_object_size(j), 1);
+        err = json_object_get(j, "error");
+        assert_true(json_is_object(err));
+        assert_int_equal(json_object_size(err), 2);
+        assert_string_equal(member(err, "type"), status < 500
+                                                     ? "invalid_request_error"
+                                                     : "api_error");
+        assert_string_equal(member(err, "message"), details);
+        assert_string_equal(e.content_type, "application/json");
+        json_decref(j);
+        free(e.body);
+    }
+}
+
+static void test_errbody_page_bad_arguments_are_einval(void **state)
+{
+    idem_errbody_t e;
+
+    (void)state;
+    assert_int_equal(idem_errbody_page((idem_style_t)7, 400, "T", "P", "D", &e),
+                     IDEM_EINVAL);
+    assert_int_equal(
+        idem_errbody_page(IDEM_STYLE_PERSONA, 99, "T", "P", "D", &e),
+        IDEM_EINVAL);
+    assert_int_equal(
+        idem_errbody_page(IDEM_STYLE_PERSONA, 600, "T", "P", "D", &e),
+        IDEM_EINVAL);
+    assert_int_equal(
+        idem_errbody_page(IDEM_STYLE_IETF, 400, "T", NULL, "D", &e),
+        IDEM_EINVAL);
+    assert_int_equal(
+        idem_errbody_page(IDEM_STYLE_STRIPE, 400, NULL, "P", "D", &e),
+        IDEM_EINVAL);
+    assert_int_equal(
+        idem_errbody_page(IDEM_STYLE_PERSONA, 400, "T", "P", NULL, &e),
+        IDEM_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -854,6 +997,9 @@ int main(void)
         cmocka_unit_test(test_errtpl_unknown_placeholder_is_refused),
         cmocka_unit_test(test_errtpl_bad_content_type_or_size),
         cmocka_unit_test(test_errtpl_render_and_unknown_kind),
+        cmocka_unit_test(test_errbody_page_equals_the_old_gateway_text),
+        cmocka_unit_test(test_errbody_page_members_in_every_style),
+        cmocka_unit_test(test_errbody_page_bad_arguments_are_einval),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
