@@ -557,7 +557,13 @@ static void put_http_common(idemgate_confw_t *w, const idemgate_conf_t *c)
                                  c->upstreams[i].addr.host,
                                  c->upstreams[i].addr.port);
     }
-    idemgate_confw_directive(w, "keepalive", "64");
+    /* idle connections kept per worker: enough for every client connection
+     * of a busy worker, so that none is opened and closed per request (a
+     * pool smaller than the concurrency churns through sockets, each left
+     * in TIME_WAIT); and many requests per connection before nginx closes
+     * it */
+    idemgate_confw_directive(w, "keepalive", "512");
+    idemgate_confw_directive(w, "keepalive_requests", "10000");
     /* below the idle timeout of common API servers (5 s for Node.js): a
      * POST sent on a connection the API closed while idle cannot be
      * retried and would be stored as an unknown outcome */

@@ -709,6 +709,17 @@ typedef struct {
     idem_on_unknown_t on_unknown;
     const idem_response_t *unknown_response; /* stored for a stale record
                                                 under IDEM_ON_UNKNOWN_STORE */
+    /*
+     * Or, when unknown_response is NULL, made only when a stale record
+     * needs it (rarely: a claim whose lease passed): unknown_make(
+     * unknown_arg, &resp) points resp at the response to store, in memory
+     * the caller keeps until the call returns, and returns 0 or an IDEM_E
+     * code (the op's error). It may be called more than once per call (a
+     * networked store plans again after a conflict) and from the store's
+     * thread; it must give the same response each time.
+     */
+    int (*unknown_make)(void *unknown_arg, const idem_response_t **resp);
+    void *unknown_arg;
 } idem_begin_t;
 
 typedef enum {

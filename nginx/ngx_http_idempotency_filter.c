@@ -61,6 +61,8 @@ static ngx_int_t ngx_http_idempotency_build_stored(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx);
 static ngx_int_t ngx_http_idempotency_stored_error(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind);
+static ngx_int_t ngx_http_idempotency_put_date(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx);
 static ngx_int_t ngx_http_idempotency_content_type(ngx_http_request_t *r,
     idem_header_t *h);
 static ngx_int_t ngx_http_idempotency_page_header(ngx_http_request_t *r,
@@ -544,8 +546,6 @@ static ngx_int_t
 ngx_http_idempotency_stream_header(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx)
 {
-    ngx_table_elt_t  *date;
-
     r->upstream->buffering = 0;
 
     /* a status of idempotency_release_status frees the key at the end:
@@ -557,6 +557,22 @@ ngx_http_idempotency_stream_header(ngx_http_request_t *r,
     {
         return NGX_ERROR;
     }
+
+    if (ngx_http_idempotency_put_date(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+/* The Date recorded with the response, as the client's Date. */
+
+static ngx_int_t
+ngx_http_idempotency_put_date(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx)
+{
+    ngx_table_elt_t  *date;
 
     date = ngx_list_push(&r->headers_out.headers);
     if (date == NULL) {
@@ -570,7 +586,7 @@ ngx_http_idempotency_stream_header(ngx_http_request_t *r,
     date->lowcase_key = NULL;
     r->headers_out.date = date;
 
-    return ngx_http_next_header_filter(r);
+    return NGX_OK;
 }
 
 
@@ -1110,12 +1126,9 @@ ngx_http_idempotency_release_held(ngx_http_request_t *r,
             ngx_http_idempotency_state_set(ctx, NGX_HTTP_IDEM_DISCARD);
         }
 
-        goto done;
+    } else {
+        rc = ngx_http_idempotency_send_held(r, ctx);
     }
-
-    rc = ngx_http_idempotency_send_held(r, ctx);
-
-done:
 
     if (rc == NGX_ERROR) {
         r->connection->error = 1;
@@ -1180,10 +1193,9 @@ static ngx_int_t
 ngx_http_idempotency_send_held(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx)
 {
-    ngx_int_t         rc;
-    ngx_buf_t        *b;
-    ngx_chain_t       out, *pending;
-    ngx_table_elt_t  *date;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out, *pending;
 
     if (ctx->store_rc == 0 && !ctx->release
         && ngx_http_idempotency_send_add_expires(r, ctx->expires_ms) != NGX_OK)
@@ -1191,19 +1203,9 @@ ngx_http_idempotency_send_held(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (ctx->date.len) {
-        /* the Date that was stored, not the time complete() returned */
-        date = ngx_list_push(&r->headers_out.headers);
-        if (date == NULL) {
-            return NGX_ERROR;
-        }
-
-        date->hash = 1;
-        ngx_str_set(&date->key, "Date");
-        date->value.data = (u_char *) ctx->date.data;
-        date->value.len = ctx->date.len;
-        date->lowcase_key = NULL;
-        r->headers_out.date = date;
+    /* the Date that was stored, not the time complete() returned */
+    if (ctx->date.len && ngx_http_idempotency_put_date(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     rc = ngx_http_next_header_filter(r);

@@ -113,6 +113,8 @@ typedef struct {
 
 static int ngx_http_idempotency_unknown_response(
     ngx_http_idempotency_job_t *job);
+static int ngx_http_idempotency_unknown_make(void *arg,
+    const idem_response_t **resp);
 static void ngx_http_idempotency_batch_handler(void *data, ngx_log_t *log);
 static void ngx_http_idempotency_batch_done(ngx_event_t *ev);
 static ngx_thread_task_t *ngx_http_idempotency_batch_alloc(ngx_uint_t n);
@@ -168,6 +170,29 @@ ngx_http_idempotency_unknown_response(ngx_http_idempotency_job_t *job)
 }
 
 
+/* unknown_make of a begin(): the job's unknown-outcome answer, made once
+ * (the store may plan more than once). Runs on the thread pool. */
+
+static int
+ngx_http_idempotency_unknown_make(void *arg, const idem_response_t **resp)
+{
+    ngx_http_idempotency_job_t *job = arg;
+
+    int  rc;
+
+    if (job->unknown_body.body == NULL) {
+        rc = ngx_http_idempotency_unknown_response(job);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+
+    *resp = &job->unknown;
+
+    return 0;
+}
+
+
 /* batches */
 
 static void
@@ -185,9 +210,14 @@ ngx_http_idempotency_batch_handler(void *data, ngx_log_t *log)
     for (i = 0; i < batch->n; i++) {
         job = batch->jobs[i];
 
-        if (job->op.kind == IDEM_OP_BEGIN
-            || (job->kind == NGX_HTTP_IDEM_JOB_DETACHED
-                && job->op.kind == IDEM_OP_COMPLETE))
+        if (job->op.kind == IDEM_OP_BEGIN) {
+            /* made only for a stale claim, which is rare */
+            job->op.begin.unknown_response = NULL;
+            job->op.begin.unknown_make = ngx_http_idempotency_unknown_make;
+            job->op.begin.unknown_arg = job;
+
+        } else if (job->kind == NGX_HTTP_IDEM_JOB_DETACHED
+                   && job->op.kind == IDEM_OP_COMPLETE)
         {
             rc = ngx_http_idempotency_unknown_response(job);
             if (rc != 0) {
@@ -195,12 +225,7 @@ ngx_http_idempotency_batch_handler(void *data, ngx_log_t *log)
                 continue;
             }
 
-            if (job->op.kind == IDEM_OP_BEGIN) {
-                job->op.begin.unknown_response = &job->unknown;
-
-            } else {
-                job->op.resp = &job->unknown;
-            }
+            job->op.resp = &job->unknown;
         }
 
         batch->ops[m] = job->op;

@@ -208,6 +208,17 @@ static void idem_store_claim_record(idem_store_t *s, const idem_begin_t *in,
     rec->lease_until_ms = idem_store_time_add(now_ms, in->lease_ms);
 }
 
+/* The response a stale record keeps: given, or made now (idem.h). */
+static int idem_store_unknown_response(const idem_begin_t *in,
+                                       const idem_response_t **out)
+{
+    *out = in->unknown_response;
+    if (*out != NULL) {
+        return 0;
+    }
+    return in->unknown_make(in->unknown_arg, out);
+}
+
 static int idem_store_plan_begin(idem_store_t *s, idem_store_op_t *op,
                                  const uint8_t *old, size_t old_len)
 {
@@ -215,6 +226,7 @@ static int idem_store_plan_begin(idem_store_t *s, idem_store_op_t *op,
     /* the store's clock when the backend has one (store_int.h) */
     int64_t now = op->store_now_ms != 0 ? op->store_now_ms : in->now_ms;
     idem_store_blob_t *cur = NULL;
+    const idem_response_t *unknown;
     idem_record_t found, next;
     idem_decision_t d;
     int rc;
@@ -257,10 +269,14 @@ static int idem_store_plan_begin(idem_store_t *s, idem_store_op_t *op,
             op->took_over = 1;
             break;
         }
+        rc = idem_store_unknown_response(in, &unknown);
+        if (rc != 0) {
+            goto fail;
+        }
         next = found;
         next.state = IDEM_STATE_COMPLETE;
         next.flags |= IDEM_REC_UNKNOWN_OUTCOME;
-        next.response = *in->unknown_response;
+        next.response = *unknown;
         op->outcome = IDEM_BEGIN_STALE;
         break;
 

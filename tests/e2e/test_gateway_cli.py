@@ -536,7 +536,7 @@ def test_print_config_defaults(workdir):
             'idempotency_store "lmdb:%s/idemgate-data";' % workdir,
             "idempotency_thread_pool idemgate;",
             "upstream idemgate_upstream {", "server 127.0.0.1:18081;",
-            "keepalive 64;",
+            "keepalive 512;",
             "proxy_http_version 1.1;", 'proxy_set_header Connection "";',
             "proxy_set_header Host $idemgate_host;",
             "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",

@@ -531,7 +531,7 @@ def test_print_config_https_upstream(pki):
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""
     d = conf_directives(r.stdout)
-    for line in ["server api.example.com:443;", "keepalive 64;",
+    for line in ["server api.example.com:443;", "keepalive 512;",
                  'proxy_set_header Host "api.example.com";',
                  "proxy_set_header X-Forwarded-Host $idemgate_host;",
                  "proxy_ssl_protocols TLSv1.2 TLSv1.3;",
@@ -734,7 +734,7 @@ def test_print_config_several_upstreams():
     block = d[d.index("upstream idemgate_upstream {"):]
     block = block[:block.index("}")]
     assert block[1:] == ["server 10.0.0.1:3000;", "server 10.0.0.2:3001;",
-                         "server api.internal:3002;", "keepalive 64;",
+                         "server api.internal:3002;", "keepalive 512;",
                          "keepalive_timeout 4s;"]
     assert 'proxy_pass "http://idemgate_upstream/api$request_uri";' in d
     # a failed connect goes to the next server; nothing sent is retried

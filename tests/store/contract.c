@@ -301,6 +301,7 @@ static int begin(idem_store_t *s, const call_t *c, idem_result_t *res)
 {
     idem_begin_t in;
 
+    memset(&in, 0, sizeof(in));
     in.scope = &c->scope;
     in.key = c->key;
     in.key_len = strlen(c->key);
@@ -418,6 +419,7 @@ static void test_invalid_arguments_are_refused(void **state)
     uint64_t owner;
 
     memset(&res, 0, sizeof(res));
+    memset(&in, 0, sizeof(in));
     memset(long_key, 'a', sizeof(long_key));
     in.scope = &c.scope;
     in.key = c.key;
@@ -627,6 +629,83 @@ static void test_begin_stale_under_store_policy(void **state)
     res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
     assert_response_equal(&res.record.response, &unknown);
     idem_result_free(&res);
+}
+
+/* unknown_make: the unknown-outcome answer made only when a stale claim
+ * needs it, and stored as if it had been given. */
+typedef struct {
+    int calls;
+    int rc;
+} unknown_maker_t;
+
+static int make_unknown(void *arg, const idem_response_t **resp)
+{
+    unknown_maker_t *m = arg;
+
+    m->calls++;
+    *resp = &unknown;
+    return m->rc;
+}
+
+static void test_begin_makes_the_unknown_answer_only_when_needed(void **state)
+{
+    fixture_t *f = *state;
+    call_t c = call("lazy", 1, T0);
+    unknown_maker_t m = {0, 0};
+    idem_result_t res;
+    idem_begin_t in;
+
+    memset(&in, 0, sizeof(in));
+    in.scope = &c.scope;
+    in.key = c.key;
+    in.key_len = strlen(c.key);
+    in.fingerprint = &c.fp;
+    in.now_ms = T0;
+    in.ttl_ms = TTL;
+    in.lease_ms = LEASE;
+    in.on_unknown = IDEM_ON_UNKNOWN_STORE;
+    in.unknown_make = make_unknown;
+    in.unknown_arg = &m;
+
+    /* a new claim, an in-progress one: nothing made */
+    memset(&res, 0, sizeof(res));
+    assert_int_equal(idem_store_begin(f->store, &in, &res), 0);
+    assert_int_equal(res.outcome, IDEM_BEGIN_CLAIMED);
+    idem_result_free(&res);
+    in.now_ms = T0 + 1;
+    assert_int_equal(idem_store_begin(f->store, &in, &res), 0);
+    assert_int_equal(res.outcome, IDEM_BEGIN_IN_PROGRESS);
+    idem_result_free(&res);
+    assert_int_equal(m.calls, 0);
+
+    /* a maker that fails fails the call, and nothing changes */
+    in.now_ms = T0 + LEASE;
+    m.rc = IDEM_ENOMEM;
+    assert_int_equal(idem_store_begin(f->store, &in, &res), IDEM_ENOMEM);
+    assert_true(m.calls >= 1);
+    in.now_ms = T0 + 2;
+    assert_int_equal(idem_store_begin(f->store, &in, &res), 0);
+    assert_int_equal(res.outcome, IDEM_BEGIN_IN_PROGRESS);
+    idem_result_free(&res);
+
+    /* the lease passed: made, and stored as the key's result */
+    in.now_ms = T0 + LEASE;
+    m.rc = 0;
+    m.calls = 0;
+    assert_int_equal(idem_store_begin(f->store, &in, &res), 0);
+    assert_int_equal(res.outcome, IDEM_BEGIN_STALE);
+    assert_true(m.calls >= 1);
+    assert_response_equal(&res.record.response, &unknown);
+    idem_result_free(&res);
+    in.now_ms = T0 + LEASE + 1;
+    res = expect_begin(f->store, &c, IDEM_BEGIN_REPLAY);
+    assert_true(res.record.flags & IDEM_REC_UNKNOWN_OUTCOME);
+    assert_response_equal(&res.record.response, &unknown);
+    idem_result_free(&res);
+
+    /* with neither a response nor a maker, the store policy is refused */
+    in.unknown_make = NULL;
+    assert_int_equal(idem_store_begin(f->store, &in, &res), IDEM_EINVAL);
 }
 
 static void test_begin_stale_under_release_policy(void **state)
@@ -2248,7 +2327,9 @@ static void plant_truncated(fixture_t *f, const call_t *c)
     memcpy(k.bytes, c->scope.bytes, IDEM_HASH_LEN);
     k.bytes[IDEM_HASH_LEN] = 'k';
     k.len = IDEM_HASH_LEN + 1;
-    assert_int_equal(f->store->vt->read(f->store, &k, copy_cb, &copy), 0);
+    assert_int_equal(f->store->vt->read(f->store, &k, IDEM_STORE_READ_DURABLE,
+                                        copy_cb, &copy),
+                     0);
     assert_int_equal(
         f->store->vt->plant(f->store, &k, copy.bytes, copy.len / 2), 0);
     free(copy.bytes);
@@ -3286,6 +3367,7 @@ int main(int argc, char **argv)
         T(test_begin_mismatch_on_in_progress_keeps_the_claim),
         T(test_begin_in_progress_same_fingerprint),
         T(test_begin_stale_under_store_policy),
+        T(test_begin_makes_the_unknown_answer_only_when_needed),
         T(test_begin_stale_under_release_policy),
         T(test_expired_key_is_absent_and_claims_anew),
         T(test_in_progress_never_expires_while_leased),

@@ -72,8 +72,18 @@ static idem_hash_t scope(void)
 static int begin(idem_store_t *s, const char *key, idem_result_t *res)
 {
     idem_hash_t sc = scope(), fp = scope();
-    idem_begin_t in = {&sc, key,   strlen(key),           &fp,     T0,
-                       TTL, LEASE, IDEM_ON_UNKNOWN_STORE, &unknown};
+    idem_begin_t in;
+
+    memset(&in, 0, sizeof(in));
+    in.scope = &sc;
+    in.key = key;
+    in.key_len = strlen(key);
+    in.fingerprint = &fp;
+    in.now_ms = T0;
+    in.ttl_ms = TTL;
+    in.lease_ms = LEASE;
+    in.on_unknown = IDEM_ON_UNKNOWN_STORE;
+    in.unknown_response = &unknown;
 
     memset(res, 0, sizeof(*res));
     return idem_store_begin(s, &in, res);
