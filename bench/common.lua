@@ -1,5 +1,6 @@
--- common.lua — what every scenario shares: the request body (a 205-byte
--- JSON object) and a done() that prints one line run.sh reads:
+-- common.lua — what every scenario shares: an API client's Authorization
+-- header (what idemgate scopes keys by, by default), the request body (a
+-- 205-byte JSON object) and a done() that prints one line run.sh reads:
 --
 --   BENCH requests=N duration_us=D p50_us=X p99_us=Y status_errors=S socket_errors=E
 --
@@ -12,7 +13,9 @@ BODY = '{"customer":"cus_8f3a2b1c9d","amount":1000,"currency":"usd",'
     .. '"metadata":{"order":"ord_4471","channel":"web","priority":"normal"},'
     .. '"source":"bench"}'
 
-HEADERS = { ["Content-Type"] = "application/json" }
+AUTH = "Bearer sk_test_4eC39HqLyjWDarjtT1zdp7dc"
+wrk.headers["Authorization"] = AUTH
+HEADERS = { ["Content-Type"] = "application/json", ["Authorization"] = AUTH }
 
 -- a prefix no earlier run used: keys of one run never meet another's
 math.randomseed(os.time() + math.floor(os.clock() * 1e6))

@@ -125,11 +125,11 @@ redis_pid="" pg_pid=""
 if [ "$need_redis" = 1 ]; then
     rport=${IDEM_TEST_REDIS_URL##*:}
     redis_pid=$(redis-cli -h 127.0.0.1 -p "$rport" info server | tr -d '\r' |
-        sed -n 's/^process_id://p')
+        sed -n 's/^process_id://p' || true)
     [ -n "$redis_pid" ] || die "redis at $IDEM_TEST_REDIS_URL does not answer"
 fi
 if [ "$need_pg" = 1 ]; then
-    pg_pid=$(psql "$IDEM_TEST_PG_URL" -XAtc "select pg_read_file('postmaster.pid')" | head -1)
+    pg_pid=$(psql "$IDEM_TEST_PG_URL" -XAtc "select pg_read_file('postmaster.pid')" | head -1 || true)
     [ -n "$pg_pid" ] || die "PostgreSQL at $IDEM_TEST_PG_URL does not answer"
 fi
 
@@ -339,15 +339,23 @@ for mode in $MODES; do
             printf '%s\t%s\t%s\tidemgate\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$conns" "$s" \
                 "$rps" "$p50" "$p99" "$cpu" "$requests" >>"$tsv"
             after=$(curl -fsS "http://127.0.0.1:${metrics_of[$idem]}/metrics")
-            if [ "$s" = dup ]; then
-                ex=$(($(counter 'idemgate_requests_total{outcome="executed"}' "$after") -
-                    $(counter 'idemgate_requests_total{outcome="executed"}' "$before")))
-                rp=$(($(counter 'idemgate_requests_total{outcome="replayed"}' "$after") -
-                    $(counter 'idemgate_requests_total{outcome="replayed"}' "$before")))
-                wt=$(($(counter 'idemgate_waits_total' "$after") -
-                    $(counter 'idemgate_waits_total' "$before")))
-                printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$conns" "$requests" "$ex" "$rp" "$wt" >>"$notes"
-            fi
+            ex=$(($(counter 'idemgate_requests_total{outcome="executed"}' "$after") -
+                $(counter 'idemgate_requests_total{outcome="executed"}' "$before")))
+            rp=$(($(counter 'idemgate_requests_total{outcome="replayed"}' "$after") -
+                $(counter 'idemgate_requests_total{outcome="replayed"}' "$before")))
+            wt=$(($(counter 'idemgate_waits_total' "$after") -
+                $(counter 'idemgate_waits_total' "$before")))
+            # the run took the path it is named after (at least 95% of it)
+            case ${script_of[$s]} in
+            newkey) [ $((ex * 100)) -ge $((requests * 95)) ] ||
+                die "$s on $idem: $ex of $requests requests executed as new keys" ;;
+            replay) [ $((rp * 100)) -ge $((requests * 95)) ] ||
+                die "$s on $idem: $rp of $requests requests replayed" ;;
+            get | nokey) [ $((ex + rp)) -eq 0 ] ||
+                die "$s on $idem: $((ex + rp)) requests taken as keyed" ;;
+            dup) printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$conns" "$requests" \
+                "$ex" "$rp" "$wt" >>"$notes" ;;
+            esac
             printf '  %-34s -c%-4s nginx %8s/s p99 %7s ms   idemgate %8s/s p99 %7s ms\n' \
                 "${label[$s]}" "$conns" "$a_rps" "$a_p99" "$rps" "$p99" >&2
         done
