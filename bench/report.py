@@ -6,7 +6,8 @@ cpu_us, requests) and the in-flight duplicate counters, and writes into
 --out: latest.md (the machine, the command, one table per mode), a dated
 copy of it (STAMP.md), latest.tsv (the raw runs) and latest.png (gnuplot:
 requests/s and p99 per scenario, both proxies, per connection count and
-mode). Prints the Markdown on stdout.
+mode). Prints the Markdown on stdout. With --readme, the same tables and
+plot go between the README's bench markers (its Benchmarks section).
 """
 
 import argparse
@@ -58,6 +59,7 @@ def main():
     for a in ("tsv", "notes", "out", "stamp", "seconds", "conns", "modes",
               "proxy-cpu", "other-cpu", "nginx", "command"):
         ap.add_argument("--" + a, required=True)
+    ap.add_argument("--readme", default="-", help="a README whose Benchmarks section to update")
     o = ap.parse_args()
 
     runs = {}
@@ -74,58 +76,68 @@ def main():
     conns = [int(c) for c in o.conns.split()]
     scen = sorted({k[2] for k in runs}, key=ORDER.get)
     env = " ".join("%s=%s" % (k, shlex.quote(v)) for k, v in sorted(os.environ.items())
-                   if k in ("BENCH_SECONDS", "BENCH_CONNS", "BENCH_SCENARIOS", "BENCH_MODES"))
+                   if k in ("BENCH_SECONDS", "BENCH_CONNS", "BENCH_SCENARIOS", "BENCH_MODES",
+                            "BENCH_DUP_BATCH"))
     command = (env + " " if env else "") + o.command
     date = o.stamp.replace("T", " ")[:-3] + ":" + o.stamp[-3:-1] + " UTC"
 
-    md = []
-    md.append("# idemgate beside plain nginx\n")
-    md.append("Made by `%s` on %s.\n" % (command, date))
-    md.append("- machine: %s CPUs (`nproc`), %s; Linux %s; %s; %s"
-              % (sh("nproc"), cpu_model(), platform.release(),
-                 sh(o.nginx, "-v").replace("nginx version: ", ""), sh("wrk", "-v").split(" [")[0]))
-    md.append("- each cell: one wrk run of %s s (`wrk --timeout 10s`, one thread per CPU it may use); "
-              "every POST has a 205-byte JSON body; the upstream of both proxies is a third nginx "
-              "answering every request with `return 201` and a 197-byte JSON body" % o.seconds)
-    md.append("- ratio: idemgate's requests/s over plain nginx's; CPU µs/req: user + system time of "
-              "the proxy's nginx processes (master, workers and their threads, `/proc/PID/stat`) "
-              "during the run, over the requests wrk completed")
-    md.append("- stores: LMDB `lmdb:DIR` (durable: every commit fsynced, on %s); Redis with "
-              "`appendonly yes`, `appendfsync always`; PostgreSQL with `fsync=on`, "
-              "`synchronous_commit=on`, `pool=16` per worker; both on loopback, throwaway "
-              "(tests/servers/)" % fs_of("/var/tmp"))
-    md.append("")
-
-    for mode in modes:
-        if mode == "pinned":
-            md.append("## One worker each, pinned: proxy on CPU %s; wrk, upstream, Redis, "
-                      "PostgreSQL on CPU %s\n" % (o.proxy_cpu, o.other_cpu))
-        else:
-            md.append("## All CPUs: no pinning, `worker_processes auto`\n")
-        md.append("| scenario | conns | req/s nginx | req/s idemgate | ratio | p50 ms nginx "
-                  "| p50 ms idemgate | p99 ms nginx | p99 ms idemgate | CPU µs/req nginx "
-                  "| CPU µs/req idemgate |")
-        md.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for c in conns:
-            for s in scen:
-                a = runs.get((mode, c, s, "nginx"))
-                b = runs.get((mode, c, s, "idemgate"))
-                if a is None or b is None:
-                    sys.exit("report: no run for %s -c%d %s" % (mode, c, s))
-                ratio = float(b["rps"]) / float(a["rps"])
-                md.append("| %s | %d | %s | %s | %.2f | %s | %s | %s | %s | %s | %s |" % (
-                    LABEL[s], c, a["rps"], b["rps"], ratio, a["p50_ms"], b["p50_ms"],
-                    a["p99_ms"], b["p99_ms"], a["cpu_us"], b["cpu_us"]))
+    def body(h, png):
+        """the report; h: the heading marks of its sections, png: the plot's link"""
+        md = []
+        md.append("Made by `%s` on %s.\n" % (command, date))
+        md.append("- machine: %s CPUs (`nproc`), %s; Linux %s; %s; %s"
+                  % (sh("nproc"), cpu_model(), platform.release(),
+                     sh(o.nginx, "-v").replace("nginx version: ", ""),
+                     sh("wrk", "-v").split(" [")[0]))
+        md.append("- each cell: one wrk run of %s s (`wrk --timeout 10s`, one thread per CPU it "
+                  "may use); requests carry an `Authorization` header, every POST a 205-byte JSON "
+                  "body; the upstream of both proxies is a third nginx answering every request "
+                  "with `return 201` and a 197-byte JSON body" % o.seconds)
+        md.append("- ratio: idemgate's requests/s over plain nginx's; CPU µs/req: user + system "
+                  "time of the proxy's nginx processes (master, workers and their threads, "
+                  "`/proc/PID/stat`) during the run, over the requests wrk completed")
+        md.append("- stores: LMDB `lmdb:DIR` (durable: every commit fsynced, on %s); Redis with "
+                  "`appendonly yes`, `appendfsync always`; PostgreSQL with `fsync=on`, "
+                  "`synchronous_commit=on`, `pool=16` per worker; both on loopback, throwaway "
+                  "(tests/servers/)" % fs_of("/var/tmp"))
+        md.append("- in-flight duplicates (bench/dup.lua): the key changes every time a wrk "
+                  "thread has sent %s, so the connections "
+                  "send each key about together: one executes, the others wait for it (or, "
+                  "arriving after it completed, replay it)"
+                  % ("%s requests" % os.environ["BENCH_DUP_BATCH"] if os.environ.get("BENCH_DUP_BATCH")
+                     else "as many requests as it has connections"))
         md.append("")
-        dup = [(c, notes[(mode, c)]) for c in conns if (mode, c) in notes]
-        if dup:
-            md.append("In-flight duplicates (idemgate's counters over the run): " + "; ".join(
-                "-c%d: %d requests, %d keys executed, %d replayed, %d waits for an in-flight "
-                "first request" % (c, req, ex, rp, wt) for c, (req, ex, rp, wt) in dup) + ".\n")
+        for mode in modes:
+            if mode == "pinned":
+                md.append("%s One worker each, pinned: proxy on CPU %s; wrk, upstream, Redis, "
+                          "PostgreSQL on CPU %s\n" % (h, o.proxy_cpu, o.other_cpu))
+            else:
+                md.append("%s All CPUs: no pinning, `worker_processes auto`\n" % h)
+            md.append("| scenario | conns | req/s nginx | req/s idemgate | ratio | p50 ms nginx "
+                      "| p50 ms idemgate | p99 ms nginx | p99 ms idemgate | CPU µs/req nginx "
+                      "| CPU µs/req idemgate |")
+            md.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+            for c in conns:
+                for s in scen:
+                    a = runs.get((mode, c, s, "nginx"))
+                    b = runs.get((mode, c, s, "idemgate"))
+                    if a is None or b is None:
+                        sys.exit("report: no run for %s -c%d %s" % (mode, c, s))
+                    ratio = float(b["rps"]) / float(a["rps"])
+                    md.append("| %s | %d | %s | %s | %.2f | %s | %s | %s | %s | %s | %s |" % (
+                        LABEL[s], c, a["rps"], b["rps"], ratio, a["p50_ms"], b["p50_ms"],
+                        a["p99_ms"], b["p99_ms"], a["cpu_us"], b["cpu_us"]))
+            md.append("")
+            dup = [(c, notes[(mode, c)]) for c in conns if (mode, c) in notes]
+            if dup:
+                md.append("In-flight duplicates, idemgate's counters over the run: " + "; ".join(
+                    "-c%d: %d requests, %d keys executed, %d replayed, of which %d waited for "
+                    "the in-flight first request" % (c, req, ex, rp, wt)
+                    for c, (req, ex, rp, wt) in dup) + ".\n")
+        md.append("![requests/s and p99 per scenario, plain nginx and idemgate](%s)\n" % png)
+        return "\n".join(md)
 
-    md.append("![requests/s and p99 per scenario](latest.png)\n")
-    text = "\n".join(md)
-
+    text = "# idemgate beside plain nginx\n\n" + body("##", "latest.png")
     os.makedirs(o.out, exist_ok=True)
     for name in ("latest.md", o.stamp + ".md"):
         with open(os.path.join(o.out, name), "w") as f:
@@ -133,7 +145,29 @@ def main():
     shutil.copyfile(o.tsv, os.path.join(o.out, "latest.tsv"))
     plot(runs, modes, conns, scen, o, os.path.join(o.out, "latest.png"), date)
     sys.stdout.write(text)
-    print("\nwrote %s, %s, latest.tsv, latest.png in %s/" % ("latest.md", o.stamp + ".md", o.out))
+    print("\nwrote latest.md, %s.md, latest.tsv, latest.png in %s/" % (o.stamp, o.out))
+    if o.readme != "-":
+        readme(o.readme, body("###", os.path.join(os.path.relpath(o.out, os.path.dirname(
+            os.path.abspath(o.readme)) or "."), "latest.png")))
+
+
+BEGIN = "<!-- bench/results/latest.md begins: make bench writes what follows -->"
+END = "<!-- bench/results/latest.md ends -->"
+
+
+def readme(path, text):
+    """puts TEXT between the README's markers (when it has them)"""
+    with open(path) as f:
+        old = f.read()
+    i, j = old.find(BEGIN), old.find(END)
+    if i < 0 or j < i:
+        print("report: no bench markers in %s, left as it is" % path)
+        return
+    new = old[:i + len(BEGIN)] + "\n\n" + text + "\n" + old[j:]
+    if new != old:
+        with open(path, "w") as f:
+            f.write(new)
+        print("updated the Benchmarks section of %s" % path)
 
 
 def fs_of(path):
@@ -172,7 +206,7 @@ def plot(runs, modes, conns, scen, o, png, date):
         title = {"pinned": "pinned, one worker (proxy CPU %s)" % o.proxy_cpu,
                  "all": "all CPUs, worker_processes auto"}
         gp = [
-            "set terminal pngcairo size 1500,%d font 'sans,10'" % (430 * len(modes)),
+            "set terminal pngcairo size 1600,%d font 'sans,10'" % (450 * len(modes)),
             "set output '%s'" % png,
             "set multiplot layout %d,2 title 'plain nginx and idemgate (%s, %s s per run)'"
             % (len(modes), date, o.seconds),
@@ -182,8 +216,9 @@ def plot(runs, modes, conns, scen, o, png, date):
             "set boxwidth 0.9",
             "set grid ytics",
             "set termoption noenhanced",
-            "set key below horizontal font ',9'",
+            "set key outside right top vertical font ',9'",
             "set xtics font ',8'",
+            "set bmargin 4",
         ]
         for mode in modes:
             dat = os.path.join(tmp, mode + ".dat")

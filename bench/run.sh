@@ -40,6 +40,9 @@
 # Settings: BENCH_SECONDS (4, per wrk run), BENCH_CONNS ("32 128"),
 # BENCH_SCENARIOS (all above), BENCH_MODES ("pinned all"), BENCH_OUT
 # (bench/results: latest.md, a dated copy, latest.tsv, latest.png),
+# BENCH_README (README.md when BENCH_OUT is bench/results, else -: the
+# README whose Benchmarks section gets the tables and the plot),
+# BENCH_DUP_BATCH (requests per key in dup: a wrk thread's connections),
 # BENCH_PROXY_CPU, BENCH_OTHER_CPU, BUILD (build), NGINX_BIN.
 #
 # Redis and PostgreSQL come from tests/servers/redis.sh and
@@ -248,7 +251,7 @@ wrk_run() {
     c0=$(cpu_us "${master_of[$name]}")
     out=$("${pin_other[@]}" wrk -t"$threads" -c"$conns" -d"${SECS}s" --timeout 10s \
         -s "bench/$script.lua" "http://127.0.0.1:${port_of[$name]}/bench" \
-        -- $((conns / threads)) 2>&1) || { echo "$out" >&2; die "wrk failed on $name ($script, -c$conns)"; }
+        -- "${BENCH_DUP_BATCH:-$((conns / threads))}" 2>&1) || { echo "$out" >&2; die "wrk failed on $name ($script, -c$conns)"; }
     c1=$(cpu_us "${master_of[$name]}")
     line=$(grep '^BENCH ' <<<"$out") || { echo "$out" >&2; die "wrk printed no result on $name ($script)"; }
     local w_requests w_duration_us w_p50_us w_p99_us w_status_errors w_socket_errors
@@ -372,4 +375,5 @@ stamp=$(date -u +%Y-%m-%dT%H%MZ)
 python3 bench/report.py --tsv "$tsv" --notes "$notes" --out "$OUT" --stamp "$stamp" \
     --seconds "$SECS" --conns "$CONNS_LIST" --modes "$MODES" \
     --proxy-cpu "$PROXY_CPU" --other-cpu "$OTHER_CPU" --nginx "$NGINX" \
-    --command "${BENCH_COMMAND:-bench/run.sh}"
+    --command "${BENCH_COMMAND:-bench/run.sh}" \
+    --readme "${BENCH_README:-$([ "$OUT" = bench/results ] && echo README.md || echo -)}"
