@@ -57,27 +57,32 @@ def cpu_model():
 def main():
     ap = argparse.ArgumentParser()
     for a in ("tsv", "notes", "out", "stamp", "seconds", "conns", "modes",
-              "proxy-cpu", "other-cpu", "nginx", "command"):
+              "proxy-cpu", "other-cpu", "nginx", "command", "repeat"):
         ap.add_argument("--" + a, required=True)
     ap.add_argument("--readme", default="-", help="a README whose Benchmarks section to update")
     o = ap.parse_args()
 
-    runs = {}
+    every = {}
     with open(o.tsv) as f:
         for r in csv.DictReader(f, delimiter="\t"):
-            runs[(r["mode"], int(r["conns"]), r["scenario"], r["proxy"])] = r
+            every.setdefault((r["mode"], int(r["conns"]), r["scenario"], r["proxy"]), []).append(r)
+    # a cell of several runs: the run of the median requests/s (the lower
+    # of the two middle ones)
+    runs = {k: sorted(v, key=lambda r: float(r["rps"]))[(len(v) - 1) // 2]
+            for k, v in every.items()}
     notes = {}
     with open(o.notes) as f:
         for line in f:
             mode, conns, req, ex, rp, wt = line.split()
-            notes[(mode, int(conns))] = (int(req), int(ex), int(rp), int(wt))
+            old = notes.get((mode, int(conns)), (0, 0, 0, 0))
+            notes[(mode, int(conns))] = tuple(a + int(b) for a, b in zip(old, (req, ex, rp, wt)))
 
     modes = o.modes.split()
     conns = [int(c) for c in o.conns.split()]
     scen = sorted({k[2] for k in runs}, key=ORDER.get)
     env = " ".join("%s=%s" % (k, shlex.quote(v)) for k, v in sorted(os.environ.items())
                    if k in ("BENCH_SECONDS", "BENCH_CONNS", "BENCH_SCENARIOS", "BENCH_MODES",
-                            "BENCH_DUP_BATCH"))
+                            "BENCH_DUP_BATCH", "BENCH_REPEAT"))
     command = (env + " " if env else "") + o.command
     date = o.stamp.replace("T", " ")[:-3] + ":" + o.stamp[-3:-1] + " UTC"
 
@@ -89,10 +94,12 @@ def main():
                   % (sh("nproc"), cpu_model(), platform.release(),
                      sh(o.nginx, "-v").replace("nginx version: ", ""),
                      sh("wrk", "-v").split(" [")[0]))
-        md.append("- each cell: one wrk run of %s s (`wrk --timeout 10s`, one thread per CPU it "
-                  "may use); requests carry an `Authorization` header, every POST a 205-byte JSON "
+        md.append("- each cell: %s of %s s (`wrk --timeout 10s`, one thread per CPU it "
+                  "may use), plain nginx and idemgate in turn; requests carry an `Authorization` header, every POST a 205-byte JSON "
                   "body; the upstream of both proxies is a third nginx answering every request "
-                  "with `return 201` and a 197-byte JSON body" % o.seconds)
+                  "with `return 201` and a 197-byte JSON body"
+                  % ("one wrk run" if o.repeat == "1" else
+                     "the median (by requests/s) of %s wrk runs" % o.repeat, o.seconds))
         md.append("- ratio: idemgate's requests/s over plain nginx's; CPU µs/req: user + system "
                   "time of the proxy's nginx processes (master, workers and their threads, "
                   "`/proc/PID/stat`) during the run, over the requests wrk completed")
@@ -130,7 +137,8 @@ def main():
             md.append("")
             dup = [(c, notes[(mode, c)]) for c in conns if (mode, c) in notes]
             if dup:
-                md.append("In-flight duplicates, idemgate's counters over the run: " + "; ".join(
+                md.append("In-flight duplicates, idemgate's counters over the run%s: "
+                          % ("" if o.repeat == "1" else "s") + "; ".join(
                     "-c%d: %d requests, %d keys executed, %d replayed, of which %d waited for "
                     "the in-flight first request" % (c, req, ex, rp, wt)
                     for c, (req, ex, rp, wt) in dup) + ".\n")

@@ -37,7 +37,8 @@
 # a process's totals include its threads, so the thread pool is counted),
 # read before and after the wrk run, divided by the requests wrk completed.
 #
-# Settings: BENCH_SECONDS (4, per wrk run), BENCH_CONNS ("32 128"),
+# Settings: BENCH_SECONDS (4, per wrk run), BENCH_REPEAT (1: runs per cell,
+# plain and idemgate in turn; the table has the median), BENCH_CONNS ("32 128"),
 # BENCH_SCENARIOS (all above), BENCH_MODES ("pinned all"), BENCH_OUT
 # (bench/results: latest.md, a dated copy, latest.tsv, latest.png),
 # BENCH_README (README.md when BENCH_OUT is bench/results, else -: the
@@ -59,6 +60,7 @@ SECS=${BENCH_SECONDS:-4}
 CONNS_LIST=${BENCH_CONNS:-32 128}
 SCENARIOS=${BENCH_SCENARIOS:-get nokey newkey replay dup redis-new redis-replay pg-new pg-replay}
 MODES=${BENCH_MODES:-pinned all}
+REPEAT=${BENCH_REPEAT:-1}
 OUT=${BENCH_OUT:-bench/results}
 PROXY_CPU=${BENCH_PROXY_CPU:-0}
 OTHER_CPU=${BENCH_OTHER_CPU:-1}
@@ -73,6 +75,7 @@ for s in $SCENARIOS; do
     *) die "unknown scenario '$s' (BENCH_SCENARIOS)" ;;
     esac
 done
+case $REPEAT in '' | *[!0-9]* | 0) die "BENCH_REPEAT must be a count of runs" ;; esac
 for m in $MODES; do
     case $m in pinned | all) ;; *) die "unknown mode '$m' (BENCH_MODES: pinned all)" ;; esac
 done
@@ -116,11 +119,18 @@ port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));pri
 user=""
 [ "$(id -u)" = 0 ] && user="user nobody nogroup;"
 
-# set_affinity CPUS PID: PID, all its threads and all its descendants
+# set_affinity CPUS PID: PID, all its threads and all its descendants (a
+# child that exits meanwhile, e.g. a PostgreSQL backend, is no error)
 set_affinity() {
+    taskset -a -p -c "$1" "$2" >/dev/null || die "cannot pin process $2 to CPUs $1"
+    affinity_children "$1" "$2"
+}
+affinity_children() {
     local c
-    taskset -a -p -c "$1" "$2" >/dev/null
-    for c in $(pgrep -P "$2" || true); do set_affinity "$1" "$c"; done
+    for c in $(pgrep -P "$2" || true); do
+        taskset -a -p -c "$1" "$c" >/dev/null 2>&1 || true
+        affinity_children "$1" "$c"
+    done
 }
 
 # the PID of the Redis and PostgreSQL servers, to pin them with the rest
@@ -169,8 +179,7 @@ CONF
     fi
     master=$!
     masters+=("$master")
-    local i
-    for i in $(seq 200); do
+    for _ in $(seq 200); do
         if ! kill -0 "$master" 2>/dev/null; then
             cat "$d/error.log" >&2
             die "nginx '$1' did not start (config: $d/nginx.conf)"
@@ -333,34 +342,36 @@ for mode in $MODES; do
     for conns in $CONNS_LIST; do
         for s in $SCENARIOS; do
             idem="${store_of[$s]}-$mode"
-            wrk_run "plain-$mode" "${script_of[$s]}" "$conns"
-            printf '%s\t%s\t%s\tnginx\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$conns" "$s" \
-                "$rps" "$p50" "$p99" "$cpu" "$requests" >>"$tsv"
-            a_rps=$rps a_p99=$p99
-            before=$(curl -fsS "http://127.0.0.1:${metrics_of[$idem]}/metrics")
-            wrk_run "$idem" "${script_of[$s]}" "$conns"
-            printf '%s\t%s\t%s\tidemgate\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$conns" "$s" \
-                "$rps" "$p50" "$p99" "$cpu" "$requests" >>"$tsv"
-            after=$(curl -fsS "http://127.0.0.1:${metrics_of[$idem]}/metrics")
-            ex=$(($(counter 'idemgate_requests_total{outcome="executed"}' "$after") -
-                $(counter 'idemgate_requests_total{outcome="executed"}' "$before")))
-            rp=$(($(counter 'idemgate_requests_total{outcome="replayed"}' "$after") -
-                $(counter 'idemgate_requests_total{outcome="replayed"}' "$before")))
-            wt=$(($(counter 'idemgate_waits_total' "$after") -
-                $(counter 'idemgate_waits_total' "$before")))
-            # the run took the path it is named after (at least 95% of it)
-            case ${script_of[$s]} in
-            newkey) [ $((ex * 100)) -ge $((requests * 95)) ] ||
-                die "$s on $idem: $ex of $requests requests executed as new keys" ;;
-            replay) [ $((rp * 100)) -ge $((requests * 95)) ] ||
-                die "$s on $idem: $rp of $requests requests replayed" ;;
-            get | nokey) [ $((ex + rp)) -eq 0 ] ||
-                die "$s on $idem: $((ex + rp)) requests taken as keyed" ;;
-            dup) printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$conns" "$requests" \
-                "$ex" "$rp" "$wt" >>"$notes" ;;
-            esac
-            printf '  %-34s -c%-4s nginx %8s/s p99 %7s ms   idemgate %8s/s p99 %7s ms\n' \
-                "${label[$s]}" "$conns" "$a_rps" "$a_p99" "$rps" "$p99" >&2
+            for ((r = 1; r <= REPEAT; r++)); do
+                wrk_run "plain-$mode" "${script_of[$s]}" "$conns"
+                printf '%s\t%s\t%s\tnginx\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$conns" "$s" \
+                    "$rps" "$p50" "$p99" "$cpu" "$requests" >>"$tsv"
+                a_rps=$rps a_p99=$p99
+                before=$(curl -fsS "http://127.0.0.1:${metrics_of[$idem]}/metrics")
+                wrk_run "$idem" "${script_of[$s]}" "$conns"
+                printf '%s\t%s\t%s\tidemgate\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$conns" "$s" \
+                    "$rps" "$p50" "$p99" "$cpu" "$requests" >>"$tsv"
+                after=$(curl -fsS "http://127.0.0.1:${metrics_of[$idem]}/metrics")
+                ex=$(($(counter 'idemgate_requests_total{outcome="executed"}' "$after") -
+                    $(counter 'idemgate_requests_total{outcome="executed"}' "$before")))
+                rp=$(($(counter 'idemgate_requests_total{outcome="replayed"}' "$after") -
+                    $(counter 'idemgate_requests_total{outcome="replayed"}' "$before")))
+                wt=$(($(counter 'idemgate_waits_total' "$after") -
+                    $(counter 'idemgate_waits_total' "$before")))
+                # the run took the path it is named after (at least 95% of it)
+                case ${script_of[$s]} in
+                newkey) [ $((ex * 100)) -ge $((requests * 95)) ] ||
+                    die "$s on $idem: $ex of $requests requests executed as new keys" ;;
+                replay) [ $((rp * 100)) -ge $((requests * 95)) ] ||
+                    die "$s on $idem: $rp of $requests requests replayed" ;;
+                get | nokey) [ $((ex + rp)) -eq 0 ] ||
+                    die "$s on $idem: $((ex + rp)) requests taken as keyed" ;;
+                dup) printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$conns" "$requests" \
+                    "$ex" "$rp" "$wt" >>"$notes" ;;
+                esac
+                printf '  %-34s -c%-4s nginx %8s/s p99 %7s ms   idemgate %8s/s p99 %7s ms\n' \
+                    "${label[$s]}" "$conns" "$a_rps" "$a_p99" "$rps" "$p99" >&2
+            done
         done
     done
 
@@ -373,7 +384,7 @@ done
 mkdir -p "$OUT"
 stamp=$(date -u +%Y-%m-%dT%H%MZ)
 python3 bench/report.py --tsv "$tsv" --notes "$notes" --out "$OUT" --stamp "$stamp" \
-    --seconds "$SECS" --conns "$CONNS_LIST" --modes "$MODES" \
+    --seconds "$SECS" --repeat "$REPEAT" --conns "$CONNS_LIST" --modes "$MODES" \
     --proxy-cpu "$PROXY_CPU" --other-cpu "$OTHER_CPU" --nginx "$NGINX" \
     --command "${BENCH_COMMAND:-bench/run.sh}" \
     --readme "${BENCH_README:-$([ "$OUT" = bench/results ] && echo README.md || echo -)}"
