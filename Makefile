@@ -240,6 +240,8 @@ fuzz: $(FUZZ_BIN)
 # knobs: BENCH_SECONDS, BENCH_CONNS, BENCH_SCENARIOS, BENCH_MODES.
 BENCH_STORE ?= 1
 bench: $(BENCH_BIN) module
+	@for t in wrk gnuplot taskset; do command -v $$t >/dev/null || \
+	    { echo "bench: no $$t (make deps)" >&2; exit 1; }; done
 ifneq ($(BENCH_STORE),0)
 	$(BENCH_BIN)
 	tests/servers/postgres.sh sh -c \
