@@ -5,7 +5,8 @@
 #   make test            install what is missing, build, run every test
 #   make test-unit       C unit tests and the store contract suite
 #   make fuzz            run each libFuzzer target for FUZZ_SECONDS
-#   make bench           store benchmark (LMDB, PostgreSQL and Redis, durable)
+#   make bench           store benchmark (LMDB, PostgreSQL and Redis, durable),
+#                        then plain nginx and idemgate side by side (wrk)
 #   make install         the gateway, the module (Debian's layout), the man
 #                        page, the systemd unit (PREFIX, DESTDIR)
 #   make deb             Debian packages of the gateway and the module
@@ -240,14 +241,22 @@ fuzz: $(FUZZ_BIN)
 	    $$t -max_total_time=$(FUZZ_SECONDS) \
 	        $(BUILD)/fuzz/corpus-$${n#fuzz_} fuzz/corpus/$${n#fuzz_}; done
 
-# the store alone, then wrk against idemgate and plain nginx side by side
-bench: $(BENCH_BIN) module $(INQUIRIES_BIN)
+# the store alone (pairs/s), then wrk against plain nginx and idemgate side
+# by side (bench/run.sh: the table in bench/results/latest.md, the plot in
+# bench/results/latest.png). BENCH_STORE=0 skips the store runs; run.sh's
+# knobs: BENCH_SECONDS, BENCH_CONNS, BENCH_SCENARIOS, BENCH_MODES.
+BENCH_STORE ?= 1
+bench: $(BENCH_BIN) module
+	@for t in wrk gnuplot taskset; do command -v $$t >/dev/null || \
+	    { echo "bench: no $$t (make deps)" >&2; exit 1; }; done
+ifneq ($(BENCH_STORE),0)
 	$(BENCH_BIN)
 	tests/servers/postgres.sh sh -c \
 	    '$(BENCH_BIN) -u "$$IDEM_TEST_PG_URL?table=bench&pool=16"'
 	tests/servers/redis.sh sh -c \
 	    '$(BENCH_BIN) -u "$$IDEM_TEST_REDIS_URL?prefix=bench:"'
-	BUILD=$(BUILD) bench/run.sh
+endif
+	BUILD=$(BUILD) BENCH_COMMAND="make bench" bench/run.sh
 
 # Installation the way Debian's nginx modules are installed: the module in
 # nginx's module directory, its load snippet in modules-available, enabled

@@ -1,4 +1,6 @@
 -- A POST without a key: proxied unchanged.
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
+
 wrk.method = "POST"
-wrk.body = '{"amount":1000,"currency":"usd"}'
+wrk.body = BODY
 wrk.headers["Content-Type"] = "application/json"

@@ -1,7 +1,8 @@
--- One key for every request: after the first, each is a replay.
-local key = string.format("replay-%x", os.time())
+-- One key for every request: the first executes, every later one is a
+-- replay of its stored answer.
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
 
 wrk.method = "POST"
-wrk.body = '{"amount":1000,"currency":"usd"}'
+wrk.body = BODY
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Idempotency-Key"] = key
+wrk.headers["Idempotency-Key"] = "replay-" .. RUN

@@ -1,156 +1,390 @@
 #!/bin/bash
 # run.sh — idemgate against plain nginx, side by side, in one run.
 #
-#   demo API (build/inquiries, POST/GET /bench: a small fixed answer)
-#     ^                         ^
-#     | proxy_pass              | proxy_pass + idempotency on (LMDB, durable)
-#   plain nginx :P1           nginx with the module :P2
-#     ^                         ^
-#     wrk, one after the other, same settings
+#   upstream: a third nginx, `return 201` with a 197-byte JSON body
+#     ^                          ^
+#     | proxy_pass               | proxy_pass + idempotency on
+#   plain nginx                nginx with the module (one per store:
+#     ^                          LMDB durable, Redis, PostgreSQL)
+#     wrk, the same script and settings, one proxy after the other
 #
-# Scenarios: GET passthrough, POST without a key (passthrough), POST with a
-# new key per request (claim + complete, both durable), POST with one key
-# (replays). Each result is given as requests/s and as a ratio to plain
-# nginx on the same request. With redis-server installed, the two keyed
-# scenarios run again on a third nginx whose store is a throwaway Redis
-# (appendfsync always, loopback). Settings: BENCH_SECONDS (5), BENCH_CONNS
-# (32), BENCH_WORKERS (1), BUILD (build).
+# Scenarios (BENCH_SCENARIOS, names in this order by default):
+#   get           GET passthrough
+#   nokey         POST without a key (passthrough)
+#   newkey        POST, a new key per request (claim + complete, LMDB durable)
+#   replay        POST, one key for all (the first executes, the rest replay)
+#   dup           POST, duplicates of an in-flight key (bench/dup.lua: a new
+#                 key per batch of as many requests as a wrk thread has
+#                 connections, so each key's duplicates wait for its first)
+#   redis-new     newkey on Redis (appendfsync always)
+#   redis-replay  replay on Redis
+#   pg-new        newkey on PostgreSQL (fsync on, synchronous_commit on)
+#   pg-replay     replay on PostgreSQL
+# Every POST carries a 205-byte JSON body; plain nginx gets the very same
+# requests (keys included) and just forwards them.
 #
-# On a machine of two cores or more, each proxy (its workers and their
-# thread pool) runs on CPU BENCH_PROXY_CPU (0), and wrk, the demo API and
-# Redis on CPU BENCH_OTHER_CPU (1), so that the ratio shows the proxy's own
-# cost, not a fight for one core.
+# Each scenario runs at every connection count of BENCH_CONNS, in each mode
+# of BENCH_MODES:
+#   pinned  one worker per nginx; the proxies (master, worker, the worker's
+#           thread pool) on CPU BENCH_PROXY_CPU (0); wrk, the upstream,
+#           Redis and PostgreSQL on CPU BENCH_OTHER_CPU (1)
+#   all     no pinning, worker_processes auto everywhere, wrk with one
+#           thread per CPU
+#
+# Per run: requests/s, p50 and p99 latency (wrk's histogram, printed by
+# bench/common.lua's done()), and the proxy's CPU time per request: utime +
+# stime of the proxy's master and workers (/proc/PID/stat fields 14 and 15;
+# a process's totals include its threads, so the thread pool is counted),
+# read before and after the wrk run, divided by the requests wrk completed.
+#
+# Settings: BENCH_SECONDS (4, per wrk run), BENCH_REPEAT (1: runs per cell,
+# plain and idemgate in turn; the table has the median), BENCH_CONNS ("32 128"),
+# BENCH_SCENARIOS (all above), BENCH_MODES ("pinned all"), BENCH_OUT
+# (bench/results: latest.md, a dated copy, latest.tsv, latest.png),
+# BENCH_README (README.md when BENCH_OUT is bench/results, else -: the
+# README whose Benchmarks section gets the tables and the plot),
+# BENCH_DUP_BATCH (requests per key in dup: a wrk thread's connections),
+# BENCH_PROXY_CPU, BENCH_OTHER_CPU, BUILD (build), NGINX_BIN.
+#
+# Redis and PostgreSQL come from tests/servers/redis.sh and
+# tests/servers/postgres.sh (throwaway servers, PostgreSQL as an
+# unprivileged user); run.sh runs itself under them when a scenario needs
+# one and IDEM_TEST_REDIS_URL / IDEM_TEST_PG_URL is not set. Any server
+# that does not start, and any run with errors or no requests, stops the
+# benchmark with the reason.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-SECONDS_EACH=${BENCH_SECONDS:-5}
-CONNS=${BENCH_CONNS:-32}
-WORKERS=${BENCH_WORKERS:-1}
+SECS=${BENCH_SECONDS:-4}
+CONNS_LIST=${BENCH_CONNS:-32 128}
+SCENARIOS=${BENCH_SCENARIOS:-get nokey newkey replay dup redis-new redis-replay pg-new pg-replay}
+MODES=${BENCH_MODES:-pinned all}
+REPEAT=${BENCH_REPEAT:-1}
+OUT=${BENCH_OUT:-bench/results}
+PROXY_CPU=${BENCH_PROXY_CPU:-0}
+OTHER_CPU=${BENCH_OTHER_CPU:-1}
 NGINX=${NGINX_BIN:-/usr/sbin/nginx}
+MODULE=$PWD/$BUILD/ngx_http_idempotency_module.so
 
-run=$(mktemp -d /tmp/idem-bench-XXXXXX)
-chmod 0777 "$run"
-pids=()
+die() { echo "bench: $*" >&2; exit 1; }
+
+for s in $SCENARIOS; do
+    case $s in
+    get | nokey | newkey | replay | dup | redis-new | redis-replay | pg-new | pg-replay) ;;
+    *) die "unknown scenario '$s' (BENCH_SCENARIOS)" ;;
+    esac
+done
+case $REPEAT in '' | *[!0-9]* | 0) die "BENCH_REPEAT must be a count of runs" ;; esac
+for m in $MODES; do
+    case $m in pinned | all) ;; *) die "unknown mode '$m' (BENCH_MODES: pinned all)" ;; esac
+done
+case " $SCENARIOS " in *" redis-"*) need_redis=1 ;; *) need_redis=0 ;; esac
+case " $SCENARIOS " in *" pg-"*) need_pg=1 ;; *) need_pg=0 ;; esac
+
+# the servers a scenario needs: run again beside them
+if [ "$need_pg" = 1 ] && [ -z "${IDEM_TEST_PG_URL:-}" ]; then
+    exec tests/servers/postgres.sh "$0" "$@"
+fi
+if [ "$need_redis" = 1 ] && [ -z "${IDEM_TEST_REDIS_URL:-}" ]; then
+    exec tests/servers/redis.sh "$0" "$@"
+fi
+
+[ -f "$MODULE" ] || die "no $MODULE (run make first)"
+command -v wrk >/dev/null || die "no wrk (make deps)"
+command -v gnuplot >/dev/null || die "no gnuplot (make deps: gnuplot-nox)"
+NCPU=$(nproc)
+case " $MODES " in
+*" pinned "*)
+    command -v taskset >/dev/null || die "pinned mode needs taskset (util-linux)"
+    [ "$NCPU" -ge 2 ] || die "pinned mode needs two CPUs, this machine has $NCPU (BENCH_MODES=all)"
+    ;;
+esac
+ALL_CPUS="0-$((NCPU - 1))"
+HZ=$(getconf CLK_TCK)
+
+run=$(mktemp -d /var/tmp/idem-bench-XXXXXX)
+chmod 0755 "$run"
+masters=()
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    for p in "${masters[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${masters[@]}"; do wait "$p" 2>/dev/null || true; done
     rm -rf "$run"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-pin_proxy=() pin_other=()
-if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
-    pin_proxy=(taskset -c "${BENCH_PROXY_CPU:-0}")
-    pin_other=(taskset -c "${BENCH_OTHER_CPU:-1}")
-fi
-
-port() { /usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-API=$(port); P1=$(port); P2=$(port)
-
-"${pin_other[@]}" "$BUILD/inquiries" --listen "127.0.0.1:$API" >/dev/null 2>&1 &
-pids+=($!)
+port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
 user=""
 [ "$(id -u)" = 0 ] && user="user nobody nogroup;"
 
-conf() {  # conf NAME PORT MODULE-LINES LOCATION-LINES
-    mkdir -p "$run/$1"
-    cat >"$run/$1/nginx.conf" <<CONF
-$3
-worker_processes $WORKERS;
+# set_affinity CPUS PID: PID, all its threads and all its descendants (a
+# child that exits meanwhile, e.g. a PostgreSQL backend, is no error)
+set_affinity() {
+    taskset -a -p -c "$1" "$2" >/dev/null || die "cannot pin process $2 to CPUs $1"
+    affinity_children "$1" "$2"
+}
+affinity_children() {
+    local c
+    for c in $(pgrep -P "$2" || true); do
+        taskset -a -p -c "$1" "$c" >/dev/null 2>&1 || true
+        affinity_children "$1" "$c"
+    done
+}
+
+# the PID of the Redis and PostgreSQL servers, to pin them with the rest
+redis_pid="" pg_pid=""
+if [ "$need_redis" = 1 ]; then
+    rport=${IDEM_TEST_REDIS_URL##*:}
+    redis_pid=$(redis-cli -h 127.0.0.1 -p "$rport" info server | tr -d '\r' |
+        sed -n 's/^process_id://p' || true)
+    [ -n "$redis_pid" ] || die "redis at $IDEM_TEST_REDIS_URL does not answer"
+fi
+if [ "$need_pg" = 1 ]; then
+    pg_pid=$(psql "$IDEM_TEST_PG_URL" -XAtc "select pg_read_file('postmaster.pid')" | head -1 || true)
+    [ -n "$pg_pid" ] || die "PostgreSQL at $IDEM_TEST_PG_URL does not answer"
+fi
+
+# start_nginx NAME PORT CPUS WORKERS MAIN-LINES HTTP-LINES: a server of its
+# own under $run/NAME, its master's PID in $master
+start_nginx() {
+    local d=$run/$1
+    mkdir -p "$d"
+    cat >"$d/nginx.conf" <<CONF
+$5
+worker_processes $4;
 daemon off;
-pid $run/$1/nginx.pid;
-error_log $run/$1/error.log warn;
+master_process on;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
 $user
-events { worker_connections 4096; }
+events { worker_connections 8192; }
 http {
     access_log off;
-    client_body_temp_path $run/$1/body;
-    proxy_temp_path $run/$1/proxy;
-    fastcgi_temp_path $run/$1/fastcgi;
-    uwsgi_temp_path $run/$1/uwsgi;
-    scgi_temp_path $run/$1/scgi;
+    client_body_temp_path $d/body;
+    proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fastcgi;
+    uwsgi_temp_path $d/uwsgi;
+    scgi_temp_path $d/scgi;
+    keepalive_requests 1000000;
+    $6
+}
+CONF
+    [ "$(id -u)" = 0 ] && chown -R nobody:nogroup "$d"
+    if [ -n "$3" ]; then
+        taskset -c "$3" "$NGINX" -p "$d" -c "$d/nginx.conf" 2>>"$d/error.log" &
+    else
+        "$NGINX" -p "$d" -c "$d/nginx.conf" 2>>"$d/error.log" &
+    fi
+    master=$!
+    masters+=("$master")
+    for _ in $(seq 200); do
+        if ! kill -0 "$master" 2>/dev/null; then
+            cat "$d/error.log" >&2
+            die "nginx '$1' did not start (config: $d/nginx.conf)"
+        fi
+        if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && [ -n "$(pgrep -P "$master")" ]; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    cat "$d/error.log" >&2
+    die "nginx '$1' does not answer on port $2"
+}
+
+stop_nginx() {  # stop_nginx MASTER-PID
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# proxy NAME CPUS WORKERS STORE-URL: a proxy to the upstream on port
+# ${port_of[NAME]}; with a store URL, idemgate (the module, idempotency on,
+# and its counters on ${metrics_of[NAME]}/metrics)
+declare -A port_of metrics_of master_of
+proxy() {
+    local p m main="" store="" loc="" extra=""
+    p=$(port)
+    port_of[$1]=$p
+    if [ -n "$4" ]; then
+        m=$(port)
+        metrics_of[$1]=$m
+        main="load_module $MODULE;"
+        store="idempotency_store $4;"
+        loc="idempotency on;"
+        extra="server { listen 127.0.0.1:$m; location /metrics { idempotency_metrics; } }"
+    fi
+    start_nginx "$1" "$p" "$2" "$3" "$main" "
+    upstream api { server 127.0.0.1:$UPSTREAM; keepalive 256; keepalive_requests 1000000; }
     client_body_buffer_size 1m;
-    upstream api { server 127.0.0.1:$API; keepalive 64; }
-    $( [ -n "$3" ] && echo "idempotency_store ${STORE_URL:-lmdb:$run/$1/data${STORE_OPTS:-}};" )
+    $store
     server {
-        listen 127.0.0.1:$2;
+        listen 127.0.0.1:$p backlog=4096;
         location / {
-            $4
+            $loc
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Connection \"\";
             proxy_ignore_client_abort on;
             proxy_pass http://api;
         }
     }
+    $extra"
+    master_of[$1]=$master
+    # a first keyed request opens the store (and PostgreSQL's table)
+    if [ -n "$4" ]; then
+        curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' \
+            -H "Idempotency-Key: warm-$$-$RANDOM$RANDOM" -d '{}' \
+            "http://127.0.0.1:$p/bench" ||
+            { cat "$run/$1/error.log" >&2; die "idemgate '$1' ($4) does not serve a keyed request"; }
+    fi
 }
-CONF
-    [ "$(id -u)" = 0 ] && chown -R nobody:nogroup "$run/$1"
-    "${pin_proxy[@]}" "$NGINX" -p "$run/$1" -c "$run/$1/nginx.conf" &
-    pids+=($!)
+
+# cpu_us MASTER: CPU time (user + system) of the master and its workers,
+# threads included, in microseconds
+cpu_us() {
+    local pids
+    pids="$1 $(pgrep -P "$1" | tr '\n' ' ')"
+    for p in $pids; do cat "/proc/$p/stat" 2>/dev/null; done |
+        awk -v hz="$HZ" '{ sub(/^.*\) /, ""); t += $12 + $13 } END { printf "%.0f\n", t * 1e6 / hz }'
 }
 
-conf plain "$P1" "" ""
-conf idem "$P2" "load_module $PWD/$BUILD/ngx_http_idempotency_module.so;" \
-    "idempotency on;"
+counter() {  # counter NAME TEXT: one series of idemgate's metrics, summed
+    awk -v n="$1" 'index($0, n) == 1 { v += $NF } END { printf "%.0f\n", v }' <<<"$2"
+}
 
-# the same module on a Redis store, when there is a redis-server
-P3=""
-if command -v redis-server >/dev/null 2>&1; then
-    RP=$(port); P3=$(port)
-    mkdir -p "$run/redis"
-    "${pin_other[@]}" redis-server --bind 127.0.0.1 --port "$RP" --dir "$run/redis" --save '' \
-        --appendonly yes --appendfsync always --maxmemory-policy noeviction \
-        --daemonize no --logfile "$run/redis/redis.log" &
-    pids+=($!)
-    for _ in $(seq 100); do
-        redis-cli -p "$RP" ping 2>/dev/null | grep -q PONG && break
-        sleep 0.05
-    done
-    STORE_URL="redis://127.0.0.1:$RP?prefix=bench:" conf idemredis "$P3" \
-        "load_module $PWD/$BUILD/ngx_http_idempotency_module.so;" \
-        "idempotency on;"
-fi
+# wrk_run NAME SCRIPT CONNS: one wrk run on proxy NAME; sets rps p50 p99
+# (ms) cpu (µs per request) requests
+wrk_run() {
+    local name=$1 script=$2 conns=$3 out c0 c1 line threads=$WRK_THREADS
+    [ "$threads" -gt "$conns" ] && threads=$conns
+    c0=$(cpu_us "${master_of[$name]}")
+    out=$("${pin_other[@]}" wrk -t"$threads" -c"$conns" -d"${SECS}s" --timeout 10s \
+        -s "bench/$script.lua" "http://127.0.0.1:${port_of[$name]}/bench" \
+        -- "${BENCH_DUP_BATCH:-$((conns / threads))}" 2>&1) || { echo "$out" >&2; die "wrk failed on $name ($script, -c$conns)"; }
+    c1=$(cpu_us "${master_of[$name]}")
+    line=$(grep '^BENCH ' <<<"$out") || { echo "$out" >&2; die "wrk printed no result on $name ($script)"; }
+    local w_requests w_duration_us w_p50_us w_p99_us w_status_errors w_socket_errors
+    eval "$(sed 's/^BENCH //; s/\([a-z0-9_]*\)=/w_\1=/g' <<<"$line")"
+    if [ "$w_requests" -le 0 ] || [ "$w_status_errors" -ne 0 ] || [ "$w_socket_errors" -ne 0 ]; then
+        echo "$out" >&2
+        tail -5 "$run/$name/error.log" >&2 || true
+        die "$name, $script, -c$conns: $w_requests requests, $w_status_errors answers >= 400, $w_socket_errors socket errors"
+    fi
+    requests=$w_requests
+    rps=$(awk -v n="$w_requests" -v d="$w_duration_us" 'BEGIN { printf "%.0f", n / (d / 1e6) }')
+    p50=$(awk -v v="$w_p50_us" 'BEGIN { printf "%.2f", v / 1000 }')
+    p99=$(awk -v v="$w_p99_us" 'BEGIN { printf "%.2f", v / 1000 }')
+    cpu=$(awk -v c="$((c1 - c0))" -v n="$w_requests" 'BEGIN { printf "%.1f", c / n }')
+}
 
-for p in "$API" "$P1" "$P2" $P3; do
-    for _ in $(seq 100); do
-        (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break
-        sleep 0.05
+tsv=$run/results.tsv
+notes=$run/notes.txt
+: >"$notes"
+printf 'mode\tconns\tscenario\tproxy\trps\tp50_ms\tp99_ms\tcpu_us\trequests\n' >"$tsv"
+
+declare -A label=(
+    [get]="GET passthrough"
+    [nokey]="POST, no key"
+    [newkey]="POST, new key each (LMDB)"
+    [replay]="POST, replay (LMDB)"
+    [dup]="POST, in-flight duplicates (LMDB)"
+    [redis-new]="POST, new key each (Redis)"
+    [redis-replay]="POST, replay (Redis)"
+    [pg-new]="POST, new key each (PostgreSQL)"
+    [pg-replay]="POST, replay (PostgreSQL)"
+)
+declare -A script_of=(
+    [get]=get [nokey]=nokey [newkey]=newkey [replay]=replay [dup]=dup
+    [redis-new]=newkey [redis-replay]=replay [pg-new]=newkey [pg-replay]=replay
+)
+declare -A store_of=(
+    [get]=lmdb [nokey]=lmdb [newkey]=lmdb [replay]=lmdb [dup]=lmdb
+    [redis-new]=redis [redis-replay]=redis [pg-new]=pg [pg-replay]=pg
+)
+
+for mode in $MODES; do
+    if [ "$mode" = pinned ]; then
+        pcpu=$PROXY_CPU ocpu=$OTHER_CPU workers=1 WRK_THREADS=1
+        pin_other=(taskset -c "$OTHER_CPU")
+    else
+        pcpu="" ocpu="" workers=auto WRK_THREADS=$NCPU
+        pin_other=()
+    fi
+    [ -n "$redis_pid" ] && set_affinity "${ocpu:-$ALL_CPUS}" "$redis_pid"
+    [ -n "$pg_pid" ] && set_affinity "${ocpu:-$ALL_CPUS}" "$pg_pid"
+
+    UPSTREAM=$(port)
+    start_nginx "upstream-$mode" "$UPSTREAM" "$ocpu" "$workers" "" "
+    server {
+        listen 127.0.0.1:$UPSTREAM backlog=4096;
+        location / {
+            default_type application/json;
+            return 201 '{\"id\":\"inq_5f2c9a1e7b3d4c6a\",\"object\":\"inquiry\",\"status\":\"received\",\"amount\":1000,\"currency\":\"usd\",\"created\":1764633600,\"subject\":\"Delivery window and invoice copy for order 4471\",\"livemode\":false}';
+        }
+    }"
+    upstream_master=$master
+
+    proxy "plain-$mode" "$pcpu" "$workers" ""
+    proxy "lmdb-$mode" "$pcpu" "$workers" "lmdb:$run/lmdb-$mode/data"
+    [ "$need_redis" = 1 ] && proxy "redis-$mode" "$pcpu" "$workers" \
+        "$IDEM_TEST_REDIS_URL?prefix=bench-$mode:"
+    [ "$need_pg" = 1 ] && proxy "pg-$mode" "$pcpu" "$workers" \
+        "$IDEM_TEST_PG_URL?table=bench_$mode&pool=16"
+
+    # warm up: connections to the upstream, page cache, the stores' files
+    SECS=1
+    for n in "${!port_of[@]}"; do
+        case $n in *-"$mode") wrk_run "$n" newkey 32 ;; esac
     done
+    SECS=${BENCH_SECONDS:-4}
+
+    echo "== $mode: $( [ "$mode" = pinned ] && echo "proxies on CPU $PROXY_CPU, wrk/upstream/stores on CPU $OTHER_CPU, one worker each" || echo "all $NCPU CPUs, worker_processes auto, wrk -t$NCPU")" >&2
+    for conns in $CONNS_LIST; do
+        for s in $SCENARIOS; do
+            idem="${store_of[$s]}-$mode"
+            for ((r = 1; r <= REPEAT; r++)); do
+                wrk_run "plain-$mode" "${script_of[$s]}" "$conns"
+                printf '%s\t%s\t%s\tnginx\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$conns" "$s" \
+                    "$rps" "$p50" "$p99" "$cpu" "$requests" >>"$tsv"
+                a_rps=$rps a_p99=$p99
+                before=$(curl -fsS "http://127.0.0.1:${metrics_of[$idem]}/metrics")
+                wrk_run "$idem" "${script_of[$s]}" "$conns"
+                printf '%s\t%s\t%s\tidemgate\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$conns" "$s" \
+                    "$rps" "$p50" "$p99" "$cpu" "$requests" >>"$tsv"
+                after=$(curl -fsS "http://127.0.0.1:${metrics_of[$idem]}/metrics")
+                ex=$(($(counter 'idemgate_requests_total{outcome="executed"}' "$after") -
+                    $(counter 'idemgate_requests_total{outcome="executed"}' "$before")))
+                rp=$(($(counter 'idemgate_requests_total{outcome="replayed"}' "$after") -
+                    $(counter 'idemgate_requests_total{outcome="replayed"}' "$before")))
+                wt=$(($(counter 'idemgate_waits_total' "$after") -
+                    $(counter 'idemgate_waits_total' "$before")))
+                # the run took the path it is named after (at least 95% of it)
+                case ${script_of[$s]} in
+                newkey) [ $((ex * 100)) -ge $((requests * 95)) ] ||
+                    die "$s on $idem: $ex of $requests requests executed as new keys" ;;
+                replay) [ $((rp * 100)) -ge $((requests * 95)) ] ||
+                    die "$s on $idem: $rp of $requests requests replayed" ;;
+                get | nokey) [ $((ex + rp)) -eq 0 ] ||
+                    die "$s on $idem: $((ex + rp)) requests taken as keyed" ;;
+                dup) printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$conns" "$requests" \
+                    "$ex" "$rp" "$wt" >>"$notes" ;;
+                esac
+                printf '  %-34s -c%-4s nginx %8s/s p99 %7s ms   idemgate %8s/s p99 %7s ms\n' \
+                    "${label[$s]}" "$conns" "$a_rps" "$a_p99" "$rps" "$p99" >&2
+            done
+        done
+    done
+
+    for n in "${!master_of[@]}"; do
+        case $n in *-"$mode") stop_nginx "${master_of[$n]}"; unset "master_of[$n]" "port_of[$n]" ;; esac
+    done
+    stop_nginx "$upstream_master"
 done
 
-rps() {  # rps PORT [SCRIPT]
-    local script=()
-    [ -n "${2:-}" ] && script=(-s "bench/$2")
-    "${pin_other[@]}" wrk -t1 -c"$CONNS" -d"${SECONDS_EACH}s" "${script[@]}" \
-        "http://127.0.0.1:$1/bench" | awk '/Requests\/sec/ {print $2}'
-}
-
-printf '%-34s %12s %12s %8s\n' scenario "nginx rps" "idemgate rps" ratio
-best() {  # best A B: the larger of two figures
-    echo "if ($1 > $2) $1 else $2" | bc -l
-}
-
-row() {  # row NAME PLAIN-SCRIPT IDEM-SCRIPT [PORT]: interleaved, best of two
-    local a1 b1 a2 b2 a b q=${4:-$P2}
-    a1=$(rps "$P1" "$2"); b1=$(rps "$q" "$3")
-    a2=$(rps "$P1" "$2"); b2=$(rps "$q" "$3")
-    a=$(best "$a1" "$a2"); b=$(best "$b1" "$b2")
-    printf '%-34s %12.0f %12.0f %8.2f\n' "$1" "$a" "$b" \
-        "$(echo "$b / $a" | bc -l)"
-}
-
-# warm both up (connections to the API, page cache, LMDB file)
-SECONDS_EACH=1 rps "$P1" "" >/dev/null
-SECONDS_EACH=1 rps "$P2" newkey.lua >/dev/null
-
-row "GET (passthrough)" "" ""
-row "POST without key (passthrough)" nokey.lua nokey.lua
-row "POST, one key (replays)" nokey.lua replay.lua
-row "POST, new key each (durable)" nokey.lua newkey.lua
-if [ -n "$P3" ]; then
-    SECONDS_EACH=1 rps "$P3" newkey.lua >/dev/null
-    row "POST, one key (replays), Redis" nokey.lua replay.lua "$P3"
-    row "POST, new key each (Redis, fsync)" nokey.lua newkey.lua "$P3"
-fi
+mkdir -p "$OUT"
+stamp=$(date -u +%Y-%m-%dT%H%MZ)
+python3 bench/report.py --tsv "$tsv" --notes "$notes" --out "$OUT" --stamp "$stamp" \
+    --seconds "$SECS" --repeat "$REPEAT" --conns "$CONNS_LIST" --modes "$MODES" \
+    --proxy-cpu "$PROXY_CPU" --other-cpu "$OTHER_CPU" --nginx "$NGINX" \
+    --command "${BENCH_COMMAND:-bench/run.sh}" \
+    --readme "${BENCH_README:-$([ "$OUT" = bench/results ] && echo README.md || echo -)}"

@@ -13,7 +13,7 @@ libpq-dev postgresql
 libhiredis-dev redis-server
 nginx nginx-dev
 python3-pytest python3-requests python3-prometheus-client
-wrk valgrind procps bc curl
+wrk gnuplot-nox valgrind procps bc curl
 ca-certificates openssl man-db groff-base dpkg-dev systemd
 "
 
