@@ -8,7 +8,7 @@
  *   job: begin/complete/release
  *     │ r parked (blocked, aio)
  *     ▼
- *   pending queue ──(a slot free)───> one batch task: idem_store_batch()
+ *   pending queue ──(none running)──> one batch task: idem_store_batch()
  *     ▲  ▲                            — every op of the batch in one
  *     │  └─ jobs queued meanwhile       durable commit, one thread hop
  *     │      wait for the next batch         │
@@ -16,9 +16,9 @@
  *     └──── next batch posted <──── batch done (event loop): each job's
  *                                   result to its request, which resumes
  *
- * Two batches at most run at a time per worker: while one commits and the
- * one before it is made durable, the next one fills, so the commit rate,
- * not the request rate, bounds the fsyncs. A large body's fingerprint is computed by a task of its own first, so a
+ * One batch runs at a time per worker: while it commits, the next one
+ * fills, so the commit rate, not the request rate, bounds the fsyncs. A
+ * large body's fingerprint is computed by a task of its own first, so a
  * slow canonicalization never holds a batch up.
  *
  * Whoever posts a job names its completion (as nginx's copy filter sets
@@ -41,12 +41,7 @@
 #include "ngx_http_idempotency_task.h"
 
 
-#define NGX_HTTP_IDEM_BATCH_MAX    512
-
-/* batches in flight per worker: one commits while the one before it is
- * made durable (LMDB syncs its meta page after the commit, outside its
- * write lock: see lib/store/lmdb.c) or waits for its round trip */
-#define NGX_HTTP_IDEM_BATCHES_MAX  2
+#define NGX_HTTP_IDEM_BATCH_MAX  512
 
 
 typedef enum {
@@ -146,7 +141,7 @@ static void ngx_http_idempotency_prune_done(ngx_event_t *ev);
 /* this worker's queue: jobs waiting for the next batch */
 static ngx_queue_t                        ngx_http_idempotency_pending;
 static ngx_uint_t                         ngx_http_idempotency_npending;
-static ngx_uint_t                         ngx_http_idempotency_batches;
+static ngx_uint_t                         ngx_http_idempotency_batch_running;
 static ngx_uint_t                         ngx_http_idempotency_draining;
 static ngx_http_idempotency_main_conf_t  *ngx_http_idempotency_imcf;
 
@@ -264,7 +259,7 @@ ngx_http_idempotency_batch_done(ngx_event_t *ev)
 
     ngx_uint_t  i;
 
-    ngx_http_idempotency_batches--;
+    ngx_http_idempotency_batch_running = 0;
 
     for (i = 0; i < batch->n; i++) {
         ngx_http_idempotency_job_deliver(batch->jobs[i]);
@@ -319,8 +314,7 @@ ngx_http_idempotency_batch_free(ngx_thread_task_t *task)
 }
 
 
-/* Posts the pending jobs as one batch, unless NGX_HTTP_IDEM_BATCHES_MAX
- * batches run already. */
+/* Posts the pending jobs as one batch, unless a batch runs already. */
 
 static void
 ngx_http_idempotency_batch_post(void)
@@ -331,7 +325,7 @@ ngx_http_idempotency_batch_post(void)
     ngx_http_idempotency_job_t    *job;
     ngx_http_idempotency_batch_t  *batch;
 
-    if (ngx_http_idempotency_batches >= NGX_HTTP_IDEM_BATCHES_MAX
+    if (ngx_http_idempotency_batch_running
         || ngx_http_idempotency_draining
         || ngx_http_idempotency_npending == 0)
     {
@@ -375,7 +369,7 @@ ngx_http_idempotency_batch_post(void)
         goto failed;
     }
 
-    ngx_http_idempotency_batches++;
+    ngx_http_idempotency_batch_running = 1;
     return;
 
 failed:

@@ -4,7 +4,7 @@
 #include "gcq.h"
 
 int idem_store_gcq_init(idem_store_gcq_t *q, idem_store_gcq_run_t run,
-                        idem_store_gcq_settle_t settle, void *backend)
+                        void *backend)
 {
     if (pthread_mutex_init(&q->mu, NULL) != 0) {
         return IDEM_ENOMEM;
@@ -12,7 +12,6 @@ int idem_store_gcq_init(idem_store_gcq_t *q, idem_store_gcq_run_t run,
     q->head = q->tail = NULL;
     q->leading = 0;
     q->run = run;
-    q->settle = settle;
     q->backend = backend;
     return 0;
 }
@@ -34,7 +33,6 @@ int idem_store_gcq_submit(idem_store_gcq_t *q, idem_store_op_t *ops, size_t n)
     w.next = NULL;
     w.done = 0;
     w.lead = 0;
-    w.stamp = 0;
 
     pthread_mutex_lock(&q->mu);
     if (q->tail != NULL) {
@@ -58,22 +56,17 @@ int idem_store_gcq_submit(idem_store_gcq_t *q, idem_store_op_t *ops, size_t n)
         q->run(q->backend, batch);
 
         pthread_mutex_lock(&q->mu);
-        if (q->head != NULL) {
-            q->head->lead = 1;
-            pthread_cond_signal(&q->head->cv);
-        } else {
-            q->leading = 0;
-        }
-        if (q->settle != NULL) {
-            pthread_mutex_unlock(&q->mu);
-            q->settle(q->backend, batch);
-            pthread_mutex_lock(&q->mu);
-        }
         for (x = batch; x != NULL; x = x->next) {
             x->done = 1;
             if (x != &w) {
                 pthread_cond_signal(&x->cv);
             }
+        }
+        if (q->head != NULL) {
+            q->head->lead = 1;
+            pthread_cond_signal(&q->head->cv);
+        } else {
+            q->leading = 0;
         }
     }
     pthread_mutex_unlock(&q->mu);

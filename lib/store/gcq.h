@@ -17,17 +17,9 @@
  *   the chain, in order, and leaves each op's verdict in op->rc
  *       |
  *       v
- *   hand over (mu): if callers queued meanwhile, the lead goes to the
- *   first of them (it runs the next batch at once), else the queue is left
- *   leaderless
- *       |
- *       v
- *   settle(backend, chain), when the backend has one: makes what run()
- *   committed durable (LMDB: the sync of its meta page), while the next
- *   batch runs
- *       |
- *       v
- *   publish (mu): mark each caller done and wake it
+ *   publish (mu): mark each caller done and wake it; if callers queued
+ *   meanwhile, hand the lead to the first of them (it runs the next batch
+ *   at once), else leave the queue leaderless
  *
  * Handing the lead over, instead of the leader looping, keeps the queue
  * busy just the same while bounding every caller's wait to two batches. A
@@ -40,7 +32,6 @@
 
 #include <pthread.h>
 #include <stddef.h>
-#include <stdint.h>
 
 #include "store_int.h"
 
@@ -51,10 +42,8 @@ struct idem_store_gcq_waiter_s {
     size_t n;
     idem_store_gcq_waiter_t *next; /* the next caller of the same batch */
     pthread_cond_t cv;
-    int done;       /* the ops' results are published */
-    int lead;       /* run the next batch */
-    uint64_t stamp; /* what run() leaves settle, in the first waiter of
-                       the batch (LMDB: the transaction to make durable) */
+    int done; /* the ops' results are published */
+    int lead; /* run the next batch */
 };
 
 /*
@@ -67,33 +56,22 @@ struct idem_store_gcq_waiter_s {
 typedef void (*idem_store_gcq_run_t)(void *backend,
                                      idem_store_gcq_waiter_t *batch);
 
-/*
- * Makes the results run() left durable before they are published, or
- * turns their rc into a store error when it cannot. Called without the
- * queue's lock, after the lead went on: it may run beside the next run().
- */
-typedef void (*idem_store_gcq_settle_t)(void *backend,
-                                        idem_store_gcq_waiter_t *batch);
-
 typedef struct {
     pthread_mutex_t mu; /* guards the rest */
     idem_store_gcq_waiter_t *head;
     idem_store_gcq_waiter_t *tail;
     int leading; /* a batch is running */
     idem_store_gcq_run_t run;
-    idem_store_gcq_settle_t settle; /* NULL: run()'s results are durable */
     void *backend;
 } idem_store_gcq_t;
 
 /*
- * Makes an empty queue whose batches run(backend, ...) carries out, and
- * settle(backend, ...) (NULL: none) makes durable.
+ * Makes an empty queue whose batches run(backend, ...) carries out.
  * Errors: IDEM_ENOMEM (no mutex could be made).
  * Thread safety: not thread-safe: before any submit.
  */
 IDEM_MUST_CHECK int idem_store_gcq_init(idem_store_gcq_t *q,
                                         idem_store_gcq_run_t run,
-                                        idem_store_gcq_settle_t settle,
                                         void *backend);
 
 /*

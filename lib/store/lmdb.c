@@ -87,28 +87,13 @@
  * can still be completed (with small responses at least), and delete and
  * prune work; once expired records are pruned, claims are admitted again.
  *
- * Durability: every commit is on disk before the calls it carries return
- * (sync=0 sets MDB_NOSYNC, for benchmarks only). A commit is two writes:
- * the dirty pages, then the meta page that makes them current. LMDB's
- * default syncs both inside the commit, holding the write lock through two
- * serial syncs. Here the commit syncs its pages only (MDB_NOMETASYNC: the
- * file stays intact whatever a crash loses, as the meta page is written
- * after its pages are on disk), and one fdatasync after it, outside the
- * write lock, makes its meta page durable:
- *
- *   leader k:    [write lock: pages, fdatasync, meta write] fdatasync  publish
- *   leader k+1:                                 [write lock: pages, ...
- *
- * so the next batch commits while this one's meta page is synced, and a
- * batch is answered only once the sync after its commit is done. The sync
- * makes durable every transaction any process committed before it began,
- * so durable_txnid (the newest transaction known to be on disk) spares the
- * syncs already done. A read answered from a snapshot newer than that
- * waits for it to be durable, or, on the event loop, is not answered
- * (IDEM_STORE_READ_DURABLE_NOW): nobody acts on a write a power loss could
- * still undo. A commit's cost grows with its dirty pages, and with random
- * keys every op dirties about one leaf of "records" plus part of the path
- * to it, so a batch costs little more per op than a single write.
+ * Durability: every commit is fsynced before the calls it carries return
+ * (LMDB's default; sync=0 sets MDB_NOSYNC, for benchmarks only). A commit
+ * is two synchronous writes: the dirty pages (fdatasync), then the meta
+ * page that makes them current. Its cost grows with its dirty pages, and
+ * with random keys every op dirties about one leaf of "records" plus part
+ * of the path to it, so a batch costs little more per op than a single
+ * write costs in all.
  */
 #include "gcq.h"
 #include "lmdb_names.h"
@@ -170,10 +155,7 @@ typedef struct {
     struct stat data_st;  /* data.mdb and lock.mdb as opened, for check */
     struct stat lock_st;
 
-    idem_store_gcq_t queue;         /* the group-commit queue */
-    int sync;                       /* writes are made durable (sync=1) */
-    _Atomic uint64_t durable_txnid; /* every transaction up to this one is
-                                       on disk */
+    idem_store_gcq_t queue; /* the group-commit queue */
 } idem_store_lmdb_t;
 
 /* The options of an "lmdb:" URL. */
@@ -219,73 +201,22 @@ static int idem_store_lmdb_err(int rc)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Durability                                                                */
-/* ------------------------------------------------------------------------ */
-
-/*
- * Makes every transaction up to txnid durable: one fdatasync, unless one
- * that began after it was committed is done already. The sync also makes
- * durable what other processes committed before it began: the meta page of
- * the newest commit is in the page cache by the time the map shows it.
- * Returns 0 or an LMDB (errno) code.
- */
-static int idem_store_lmdb_durable(idem_store_lmdb_t *s, uint64_t txnid)
-{
-    MDB_envinfo info;
-    uint64_t done, upto;
-    int rc;
-
-    done = atomic_load(&s->durable_txnid);
-    if (!s->sync || txnid <= done) {
-        return 0;
-    }
-    rc = mdb_env_info(s->env, &info);
-    if (rc != 0) {
-        return rc;
-    }
-    upto = (uint64_t)info.me_last_txnid;
-    rc = mdb_env_sync(s->env, 1);
-    if (rc != 0) {
-        return rc;
-    }
-    while (done < upto &&
-           !atomic_compare_exchange_weak(&s->durable_txnid, &done, upto)) {
-        /* another sync raised it meanwhile: done holds its value */
-    }
-    return 0;
-}
-
-/* ------------------------------------------------------------------------ */
 /* Reading                                                                   */
 /* ------------------------------------------------------------------------ */
 
-static int idem_store_lmdb_read(
-    idem_store_t *store, const idem_store_key_t *k, idem_store_read_mode_t mode,
-    int (*cb)(void *ctx, const uint8_t *val, size_t len), void *ctx)
+static int idem_store_lmdb_read(idem_store_t *store, const idem_store_key_t *k,
+                                int (*cb)(void *ctx, const uint8_t *val,
+                                          size_t len),
+                                void *ctx)
 {
     idem_store_lmdb_t *s = (idem_store_lmdb_t *)store;
     MDB_txn *txn;
     MDB_val key = {k->len, (void *)k->bytes}, val;
-    uint64_t snapshot;
     int rc;
 
     rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
     if (rc != 0) {
         return idem_store_lmdb_err(rc);
-    }
-    snapshot = (uint64_t)mdb_txn_id(txn);
-    if (mode != IDEM_STORE_READ_COMMITTED &&
-        snapshot > atomic_load(&s->durable_txnid) && s->sync) {
-        if (mode == IDEM_STORE_READ_DURABLE_NOW) {
-            /* nothing to answer from on the event loop yet */
-            mdb_txn_abort(txn);
-            return IDEM_ENOTFOUND;
-        }
-        rc = idem_store_lmdb_durable(s, snapshot);
-        if (rc != 0) {
-            mdb_txn_abort(txn);
-            return idem_store_lmdb_err(rc);
-        }
     }
     rc = mdb_get(txn, s->records, &key, &val);
     if (rc == 0) {
@@ -585,7 +516,6 @@ static void idem_store_lmdb_run_alone(idem_store_lmdb_t *s, idem_store_op_t *op)
 {
     size_t budget = op->budget;
     MDB_txn *txn;
-    uint64_t txnid = 0;
     int rc, wrote;
 
     for (;;) {
@@ -594,13 +524,10 @@ static void idem_store_lmdb_run_alone(idem_store_lmdb_t *s, idem_store_op_t *op)
         if (rc != 0) {
             break;
         }
-        /* the snapshot it reads, or the transaction it commits */
-        txnid = (uint64_t)mdb_txn_id(txn) - 1;
         rc = idem_store_lmdb_run_one(s, txn, op, &wrote);
         if (rc != 0 || !wrote) {
             mdb_txn_abort(txn);
         } else {
-            txnid++;
             rc = mdb_txn_commit(txn);
         }
         if (!idem_store_lmdb_prune_shrinks(op, rc)) {
@@ -609,9 +536,6 @@ static void idem_store_lmdb_run_alone(idem_store_lmdb_t *s, idem_store_op_t *op)
         op->budget /= 2;
     }
     op->budget = budget;
-    if (rc == 0) {
-        rc = idem_store_lmdb_durable(s, txnid);
-    }
     if (rc != 0) {
         goto fail;
     }
@@ -637,10 +561,9 @@ static void idem_store_lmdb_run_batch(void *backend,
     idem_store_lmdb_t *s = backend;
     idem_store_gcq_waiter_t *w;
     MDB_txn *txn;
-    uint64_t n = 0, txnid;
+    uint64_t n = 0;
     int rc, wrote;
 
-    batch->stamp = 0; /* nothing for settle to do */
     if (batch->next == NULL && batch->n == 1) {
         idem_store_lmdb_run_alone(s, batch->ops);
         return;
@@ -649,7 +572,6 @@ static void idem_store_lmdb_run_batch(void *backend,
     if (rc != 0) {
         goto alone;
     }
-    txnid = (uint64_t)mdb_txn_id(txn);
     for (w = batch; w != NULL; w = w->next) {
         for (size_t i = 0; i < w->n; i++) {
             wrote = 0;
@@ -662,16 +584,13 @@ static void idem_store_lmdb_run_batch(void *backend,
         }
     }
     if (n == 0) {
-        /* answered from the snapshot it read */
         mdb_txn_abort(txn);
-        batch->stamp = txnid - 1;
         return;
     }
     rc = mdb_txn_commit(txn);
     if (rc != 0) {
         goto alone;
     }
-    batch->stamp = txnid;
     atomic_fetch_add(&s->base.commits, 1);
     atomic_fetch_add(&s->base.batched_ops, n);
     return;
@@ -681,32 +600,6 @@ alone:
         for (size_t i = 0; i < w->n; i++) {
             idem_store_op_reset(&w->ops[i]);
             idem_store_lmdb_run_alone(s, &w->ops[i]);
-        }
-    }
-}
-
-/*
- * The batch's results go out once what it committed (or the snapshot it
- * answered from) is durable; if that cannot be known, its ops fail with
- * the store's error. Runs beside the next batch (see "Durability").
- */
-static void idem_store_lmdb_settle(void *backend,
-                                   idem_store_gcq_waiter_t *batch)
-{
-    idem_store_lmdb_t *s = backend;
-    idem_store_gcq_waiter_t *w;
-    int rc;
-
-    rc = idem_store_lmdb_durable(s, batch->stamp);
-    if (rc == 0) {
-        return;
-    }
-    for (w = batch; w != NULL; w = w->next) {
-        for (size_t i = 0; i < w->n; i++) {
-            if (w->ops[i].rc == 0) {
-                idem_store_op_reset(&w->ops[i]);
-                w->ops[i].rc = idem_store_lmdb_err(rc);
-            }
         }
     }
 }
@@ -1095,8 +988,7 @@ static int idem_store_lmdb_open(const char *url, const char *rest,
         rc = IDEM_ENOMEM;
         goto fail;
     }
-    rc = idem_store_gcq_init(&s->queue, idem_store_lmdb_run_batch,
-                             idem_store_lmdb_settle, s);
+    rc = idem_store_gcq_init(&s->queue, idem_store_lmdb_run_batch, s);
     if (rc != 0) {
         goto fail;
     }
@@ -1126,11 +1018,11 @@ static int idem_store_lmdb_open(const char *url, const char *rest,
      * MDB_NORDAHEAD (a cold lookup then reads ~5 KiB instead of up to the
      * device's read-ahead, but a database that fits in memory warms up far
      * more slowly; worth it only for databases larger than memory).
-     * MDB_NOMETASYNC: the meta page is synced after the commit, before
-     * anyone is answered (see "Durability").
+     * MDB_NOMETASYNC would lose the last commit on a crash: never.
      */
-    s->sync = c.sync;
-    flags |= c.sync ? MDB_NOMETASYNC : MDB_NOSYNC;
+    if (!c.sync) {
+        flags |= MDB_NOSYNC;
+    }
     if (rc == 0) {
         rc = mdb_env_open(s->env, c.path, flags, 0600);
     }
@@ -1162,10 +1054,6 @@ static int idem_store_lmdb_open(const char *url, const char *rest,
     }
     if (rc == 0) {
         rc = idem_store_lmdb_identify(s, c.path);
-    }
-    if (rc == 0) {
-        /* what the last process committed may not be on disk yet */
-        rc = idem_store_lmdb_durable(s, UINT64_MAX);
     }
     if (rc != 0) {
         rc = idem_store_lmdb_err(rc);

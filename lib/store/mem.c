@@ -104,15 +104,15 @@ static void idem_store_mem_unlink(idem_store_mem_t *m,
     m->count--;
 }
 
-static int idem_store_mem_read(
-    idem_store_t *store, const idem_store_key_t *k, idem_store_read_mode_t mode,
-    int (*cb)(void *ctx, const uint8_t *val, size_t len), void *ctx)
+static int idem_store_mem_read(idem_store_t *store, const idem_store_key_t *k,
+                               int (*cb)(void *ctx, const uint8_t *val,
+                                         size_t len),
+                               void *ctx)
 {
     idem_store_mem_t *m = (idem_store_mem_t *)store;
     idem_store_mem_node_t *n;
     int rc;
 
-    (void)mode; /* this backend's snapshots are all durable */
     pthread_mutex_lock(&m->mu);
     n = *idem_store_mem_find(m, k, idem_store_key_hash(k));
     rc = n != NULL ? cb(ctx, n->val, n->val_len) : IDEM_ENOTFOUND;

@@ -1160,16 +1160,16 @@ static int idem_store_pg_query(idem_store_pg_t *s, int stmt, const char *sql,
     return rc;
 }
 
-static int idem_store_pg_read(
-    idem_store_t *store, const idem_store_key_t *k, idem_store_read_mode_t mode,
-    int (*cb)(void *ctx, const uint8_t *val, size_t len), void *ctx)
+static int idem_store_pg_read(idem_store_t *store, const idem_store_key_t *k,
+                              int (*cb)(void *ctx, const uint8_t *val,
+                                        size_t len),
+                              void *ctx)
 {
     idem_store_pg_t *s = (idem_store_pg_t *)store;
     idem_store_pg_params_t p;
     PGresult *r = NULL;
     int rc;
 
-    (void)mode; /* this backend's snapshots are all durable */
     idem_store_pg_key_params(&p, k);
     rc = idem_store_pg_query(s, IDEM_STORE_PG_GET, NULL, &p, &r);
     if (rc == 0) {

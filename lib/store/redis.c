@@ -501,9 +501,10 @@ static void idem_store_redis_put(idem_store_redis_t *s, redisContext *c,
 /* Reading                                                                   */
 /* ------------------------------------------------------------------------ */
 
-static int idem_store_redis_read(
-    idem_store_t *store, const idem_store_key_t *k, idem_store_read_mode_t mode,
-    int (*cb)(void *ctx, const uint8_t *val, size_t len), void *ctx)
+static int idem_store_redis_read(idem_store_t *store, const idem_store_key_t *k,
+                                 int (*cb)(void *ctx, const uint8_t *val,
+                                           size_t len),
+                                 void *ctx)
 {
     idem_store_redis_t *s = (idem_store_redis_t *)store;
     char rkey[IDEM_STORE_REDIS_RKEY_MAX];
@@ -513,7 +514,6 @@ static int idem_store_redis_read(
     redisReply *r;
     int rc, reused;
 
-    (void)mode; /* this backend's snapshots are all durable */
     for (int attempt = 0;; attempt++) {
         rc = idem_store_redis_acquire(s, &c, &reused, NULL, NULL, 0);
         if (rc != 0) {
@@ -1620,8 +1620,7 @@ static int idem_store_redis_open(const char *url, const char *rest,
         free(s);
         return IDEM_ENOMEM;
     }
-    if (idem_store_gcq_init(&s->queue, idem_store_redis_run_chain, NULL, s) !=
-        0) {
+    if (idem_store_gcq_init(&s->queue, idem_store_redis_run_chain, s) != 0) {
         pthread_mutex_destroy(&s->pool_mu);
         free(s);
         return IDEM_ENOMEM;

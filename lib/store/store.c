@@ -247,10 +247,7 @@ static int idem_store_read(idem_store_t *store, const idem_hash_t *scope,
     memset(&r, 0, sizeof(r));
     r.check = check;
     r.now_ms = now_ms;
-    rc = store->vt->read(store, &k,
-                         check ? IDEM_STORE_READ_DURABLE_NOW
-                               : IDEM_STORE_READ_COMMITTED,
-                         idem_store_read_cb, &r);
+    rc = store->vt->read(store, &k, idem_store_read_cb, &r);
     if (rc != 0) {
         return rc;
     }
@@ -358,8 +355,7 @@ static int idem_store_begin_fast(idem_store_t *store, const idem_store_op_t *w,
 
     memset(&r, 0, sizeof(r));
     r.in = w->begin;
-    rc = store->vt->read(store, &w->key, IDEM_STORE_READ_DURABLE,
-                         idem_store_read_cb, &r);
+    rc = store->vt->read(store, &w->key, idem_store_read_cb, &r);
     if (rc == IDEM_ENOTFOUND) {
         return 0;
     }

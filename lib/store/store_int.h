@@ -147,10 +147,7 @@ typedef struct {
  * read   calls cb(ctx, bytes, len) with the bytes stored under key, valid
  *        only during the call, from one consistent snapshot, and returns
  *        what cb returns; IDEM_ENOTFOUND (cb not called) when there is no
- *        record, or a store error. mode says what to do with a snapshot
- *        that is committed but not yet known to be durable (LMDB between a
- *        commit and the sync of its meta page; every other backend's
- *        snapshots are durable): see idem_store_read_mode_t.
+ *        record, or a store error.
  * write  carries out ops[0], ..., ops[n - 1] in this order, each atomically
  *        and durably and as if it were alone: reads the bytes under
  *        op->key (as the ops before it left them), calls idem_store_plan(),
@@ -180,20 +177,9 @@ typedef struct {
  *        one), so that the contract suite can leave corrupt bytes where a
  *        record was. Returns 0 or a store error (Redis: IDEM_EUNAVAIL).
  */
-/* What a read does with a snapshot not yet known to be durable. */
-typedef enum {
-    IDEM_STORE_READ_COMMITTED = 0, /* reads it as it is (admin) */
-    IDEM_STORE_READ_DURABLE,       /* waits until it is durable: a decision
-                                      made on it may be acted on */
-    IDEM_STORE_READ_DURABLE_NOW    /* never waits (the event loop): such a
-                                      snapshot is IDEM_ENOTFOUND, and the
-                                      caller takes the write path */
-} idem_store_read_mode_t;
-
 typedef struct {
     const char *name;
     int (*read)(idem_store_t *store, const idem_store_key_t *key,
-                idem_store_read_mode_t mode,
                 int (*cb)(void *ctx, const uint8_t *val, size_t len),
                 void *ctx);
     void (*write)(idem_store_t *store, idem_store_op_t *ops, size_t n);

@@ -2327,9 +2327,7 @@ static void plant_truncated(fixture_t *f, const call_t *c)
     memcpy(k.bytes, c->scope.bytes, IDEM_HASH_LEN);
     k.bytes[IDEM_HASH_LEN] = 'k';
     k.len = IDEM_HASH_LEN + 1;
-    assert_int_equal(f->store->vt->read(f->store, &k, IDEM_STORE_READ_DURABLE,
-                                        copy_cb, &copy),
-                     0);
+    assert_int_equal(f->store->vt->read(f->store, &k, copy_cb, &copy), 0);
     assert_int_equal(
         f->store->vt->plant(f->store, &k, copy.bytes, copy.len / 2), 0);
     free(copy.bytes);
