@@ -7,6 +7,7 @@
 #   make fuzz            run each libFuzzer target for FUZZ_SECONDS
 #   make bench           store benchmark (LMDB, PostgreSQL and Redis, durable),
 #                        then plain nginx and idemgate side by side (wrk)
+#   make bench-scale     the LMDB store at 10 million keys (bench/scale.sh)
 #   make install         the gateway, the module (Debian's layout), the man
 #                        page, the systemd unit (PREFIX, DESTDIR)
 #   make deb             Debian packages of the gateway and the module
@@ -76,7 +77,7 @@ include examples/inquiries/inquiries.mk
 PYTEST := /usr/bin/python3 -m pytest
 E2E_ENV := IDEM_BUILD=$(BUILD) IDEM_SANITIZER=$(SANITIZER)
 
-.PHONY: install deb all lib module deps run test-e2e test-valgrind FORCE test test-unit test-fuzz-replay fuzz bench format layout-check \
+.PHONY: install deb all lib module deps run test-e2e test-valgrind FORCE test test-unit test-fuzz-replay fuzz bench bench-scale format layout-check \
         format-check clean
 .DEFAULT_GOAL := all
 
@@ -257,6 +258,11 @@ ifneq ($(BENCH_STORE),0)
 	    '$(BENCH_BIN) -u "$$IDEM_TEST_REDIS_URL?prefix=bench:"'
 endif
 	BUILD=$(BUILD) BENCH_COMMAND="make bench" bench/run.sh
+
+# the store at scale: 10 million keys, pruning a million, a million
+# requests (bench/scale.sh; SCALE_KEYS, SCALE_EXPIRED, SCALE_REQUESTS)
+bench-scale: $(BENCH_BIN) module
+	BUILD=$(BUILD) bench/scale.sh
 
 # Installation the way Debian's nginx modules are installed: the module in
 # nginx's module directory, its load snippet in modules-available, enabled

@@ -20,6 +20,12 @@
  *
  *   usage: store_bench [-t SECONDS] [-n MAX_PAIRS] [-p PREFILL] [-d DIR]
  *          store_bench -u URL [-t SECONDS] [-n MAX_PAIRS]
+ *          store_bench -F DIR -p RECORDS [-x]
+ *
+ * With -F, it only fills the LMDB store directory DIR with RECORDS complete
+ * records (as the prefill does) and exits: bench/scale.sh opens the store
+ * so made in nginx. -x makes them expired already (created two days ago
+ * with a TTL of one day), for the prune to remove.
  *
  * With -u, the same pairs run on the store URL names (a networked store:
  * postgres://..., whose server is already running), batch 1, 16 and 64
@@ -115,6 +121,9 @@ static double bench_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* added to the time of every begin(): -x fills the past */
+static int64_t bench_shift_ms;
+
 static int64_t bench_wall_ms(void)
 {
     struct timespec ts;
@@ -173,7 +182,7 @@ static void bench_pairs_init(bench_pairs_t *p)
 /* Fills ops[0..n) with begins of keys first, first + 1, ... of stream id. */
 static void bench_begins(bench_pairs_t *p, int n, int id, long first)
 {
-    int64_t now = bench_wall_ms();
+    int64_t now = bench_wall_ms() + bench_shift_ms;
 
     for (int i = 0; i < n; i++) {
         idem_op_t *op = &p->ops[i];
@@ -446,7 +455,8 @@ static void bench_usage(void)
 {
     fprintf(stderr, "usage: store_bench [-t SECONDS] [-n MAX_PAIRS] "
                     "[-p PREFILL] [-d DIR]\n"
-                    "       store_bench -u URL [-t SECONDS] [-n MAX_PAIRS]\n");
+                    "       store_bench -u URL [-t SECONDS] [-n MAX_PAIRS]\n"
+                    "       store_bench -F DIR -p RECORDS [-x]\n");
 }
 
 /* The rows of -u URL: batch 1, 16 and 64 for each thread count. */
@@ -484,11 +494,17 @@ int main(int argc, char **argv)
     const bench_run_t *best;
     double seconds = 3.0, base_rate;
     long max_pairs = 0, prefill = BENCH_PREFILL;
-    const char *url = NULL;
+    const char *url = NULL, *fill = NULL;
     int opt;
 
-    while ((opt = getopt(argc, argv, "t:n:p:d:u:h")) != -1) {
+    while ((opt = getopt(argc, argv, "t:n:p:d:u:F:xh")) != -1) {
         switch (opt) {
+        case 'F':
+            fill = optarg;
+            break;
+        case 'x':
+            bench_shift_ms = -2 * 86400000LL;
+            break;
         case 'u':
             url = optarg;
             break;
@@ -516,6 +532,18 @@ int main(int argc, char **argv)
 
     if (url != NULL) {
         return bench_url(url, seconds, max_pairs);
+    }
+    if (fill != NULL) {
+        int rc = bench_prefill(fill, prefill);
+
+        if (rc != 0) {
+            fprintf(stderr, "store_bench: filling %s: %s\n", fill,
+                    idem_strerror(rc));
+            return 1;
+        }
+        printf("%s: %ld %s records\n", fill, prefill,
+               bench_shift_ms ? "expired" : "complete");
+        return 0;
     }
     printf("LMDB store, durable (sync=1): begin+complete pairs, random keys, "
            "%ld records before each run, %.1f s%s per run, in %s\n\n",
