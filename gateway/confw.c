@@ -350,17 +350,24 @@ void idemgate_confw_close(idemgate_confw_t *w)
     }
 }
 
+/* A directive's name and its syntax arguments, fmt (NULL: none). */
+static void put_head(idemgate_confw_t *w, const char *name, const char *fmt,
+                     va_list ap)
+{
+    idemgate_confw_begin(w, name);
+    if (fmt != NULL) {
+        put_args(w, fmt, ap);
+    }
+}
+
 void idemgate_confw_directive(idemgate_confw_t *w, const char *name,
                               const char *fmt, ...)
 {
     va_list ap;
 
-    idemgate_confw_begin(w, name);
-    if (fmt != NULL) {
-        va_start(ap, fmt);
-        put_args(w, fmt, ap);
-        va_end(ap);
-    }
+    va_start(ap, fmt);
+    put_head(w, name, fmt, ap);
+    va_end(ap);
     idemgate_confw_end(w);
 }
 
@@ -369,12 +376,9 @@ void idemgate_confw_block(idemgate_confw_t *w, const char *name,
 {
     va_list ap;
 
-    idemgate_confw_begin(w, name);
-    if (fmt != NULL) {
-        va_start(ap, fmt);
-        put_args(w, fmt, ap);
-        va_end(ap);
-    }
+    va_start(ap, fmt);
+    put_head(w, name, fmt, ap);
+    va_end(ap);
     idemgate_confw_open(w);
 }
 

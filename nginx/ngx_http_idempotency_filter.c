@@ -99,7 +99,9 @@ static void ngx_http_idempotency_settled(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, int rc, idem_result_t *result);
 static void ngx_http_idempotency_release_held(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx);
-static void ngx_http_idempotency_end_stream(ngx_http_request_t *r,
+static ngx_int_t ngx_http_idempotency_end_stream(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx);
+static ngx_int_t ngx_http_idempotency_send_settled(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx);
 static ngx_int_t ngx_http_idempotency_send_held(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx);
@@ -1096,38 +1098,10 @@ ngx_http_idempotency_release_held(ngx_http_request_t *r,
     ngx_http_idempotency_state_set(ctx, NGX_HTTP_IDEM_PASS);
 
     if (ctx->streaming) {
-        ngx_http_idempotency_end_stream(r, ctx);
-        return;
-    }
-
-    if (ctx->keep == NGX_HTTP_IDEM_KEEP_UNKNOWN) {
-        /* what the upstream sent is not the client's any more */
-        (void) ngx_http_idempotency_consume(ctx->pending);
-        ctx->pending = NULL;
-    }
-
-    if (r->connection->error) {
-        ngx_http_idempotency_state_resume(r);
-        return;
-    }
-
-    if (ctx->keep == NGX_HTTP_IDEM_KEEP_PAGE
-        || ctx->keep == NGX_HTTP_IDEM_KEEP_UNKNOWN)
-    {
-        ctx->answer.status = ctx->stored.status;
-        ctx->answer.resp = ctx->stored;
-        ctx->answer.expires_ms = (ctx->release || ctx->store_rc != 0)
-                                 ? 0 : ctx->expires_ms;
-
-        rc = ngx_http_idempotency_send_answer(r, ctx);
-
-        if (ctx->keep == NGX_HTTP_IDEM_KEEP_UNKNOWN) {
-            /* and neither is what the upstream still sends */
-            ngx_http_idempotency_state_set(ctx, NGX_HTTP_IDEM_DISCARD);
-        }
+        rc = ngx_http_idempotency_end_stream(r, ctx);
 
     } else {
-        rc = ngx_http_idempotency_send_held(r, ctx);
+        rc = ngx_http_idempotency_send_settled(r, ctx);
     }
 
     if (rc == NGX_ERROR) {
@@ -1138,20 +1112,60 @@ ngx_http_idempotency_release_held(ngx_http_request_t *r,
 }
 
 
-/* The end of a streamed response, once it is stored: the stream is ended,
- * or cut when the key keeps the unknown outcome; then r runs on. */
+/* What a held response's client gets once it is settled: the answer the
+ * key keeps in place of nginx's page or of the response, or the held
+ * response itself. */
 
-static void
+static ngx_int_t
+ngx_http_idempotency_send_settled(ngx_http_request_t *r,
+    ngx_http_idempotency_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    if (ctx->keep == NGX_HTTP_IDEM_KEEP_UNKNOWN) {
+        /* what the upstream sent is not the client's any more */
+        (void) ngx_http_idempotency_consume(ctx->pending);
+        ctx->pending = NULL;
+    }
+
+    if (r->connection->error) {
+        return NGX_OK;
+    }
+
+    if (ctx->keep != NGX_HTTP_IDEM_KEEP_PAGE
+        && ctx->keep != NGX_HTTP_IDEM_KEEP_UNKNOWN)
+    {
+        return ngx_http_idempotency_send_held(r, ctx);
+    }
+
+    ctx->answer.status = ctx->stored.status;
+    ctx->answer.resp = ctx->stored;
+    ctx->answer.expires_ms = (ctx->release || ctx->store_rc != 0)
+                             ? 0 : ctx->expires_ms;
+
+    rc = ngx_http_idempotency_send_answer(r, ctx);
+
+    if (ctx->keep == NGX_HTTP_IDEM_KEEP_UNKNOWN) {
+        /* and neither is what the upstream still sends */
+        ngx_http_idempotency_state_set(ctx, NGX_HTTP_IDEM_DISCARD);
+    }
+
+    return rc;
+}
+
+
+/* The end of a streamed response, once it is stored: the stream is ended,
+ * or cut when the key keeps the unknown outcome. */
+
+static ngx_int_t
 ngx_http_idempotency_end_stream(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx)
 {
-    ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
 
     if (r->connection->error) {
-        ngx_http_idempotency_state_resume(r);
-        return;
+        return NGX_OK;
     }
 
     if (ctx->keep == NGX_HTTP_IDEM_KEEP_UNKNOWN) {
@@ -1159,15 +1173,12 @@ ngx_http_idempotency_end_stream(ngx_http_request_t *r,
            cut, not ended, so that it is not taken for complete */
         r->keepalive = 0;
         r->connection->error = 1;
-        ngx_http_idempotency_state_resume(r);
-        return;
+        return NGX_OK;
     }
 
     b = ngx_calloc_buf(r->pool);
     if (b == NULL) {
-        r->connection->error = 1;
-        ngx_http_idempotency_state_resume(r);
-        return;
+        return NGX_ERROR;
     }
 
     b->last_buf = 1;
@@ -1176,13 +1187,7 @@ ngx_http_idempotency_end_stream(ngx_http_request_t *r,
     out.buf = b;
     out.next = NULL;
 
-    rc = ngx_http_next_body_filter(r, &out);
-
-    if (rc == NGX_ERROR) {
-        r->connection->error = 1;
-    }
-
-    ngx_http_idempotency_state_resume(r);
+    return ngx_http_next_body_filter(r, &out);
 }
 
 
