@@ -36,10 +36,22 @@ SANITIZER = os.environ.get("IDEM_SANITIZER", "")
 IS_ROOT = os.getuid() == 0
 
 
+_ports_given = set()
+
+
 def free_port():
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, and one this run has not handed
+    out before: the kernel may give a port just closed to the next bind(0),
+    and two servers of one test must not get the same one."""
+    for _ in range(100):
+        with contextlib.closing(
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
+    raise RuntimeError("no fresh loopback port")
 
 
 def wait_port(port, timeout=10.0, proc=None):

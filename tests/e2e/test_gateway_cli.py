@@ -36,6 +36,8 @@ import time
 import pytest
 import requests
 
+from conftest import free_port  # noqa: E402  one pool of ports for all
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, os.environ.get("IDEM_BUILD", "build"))
 IDEMGATE = os.path.abspath(os.environ.get("IDEMGATE_BIN")
@@ -52,10 +54,6 @@ IS_ROOT = os.getuid() == 0
 # Helpers
 # --------------------------------------------------------------------------
 
-def free_port():
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_open(port):

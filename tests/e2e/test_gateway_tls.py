@@ -735,6 +735,7 @@ def test_print_config_several_upstreams():
     block = block[:block.index("}")]
     assert block[1:] == ["server 10.0.0.1:3000;", "server 10.0.0.2:3001;",
                          "server api.internal:3002;", "keepalive 512;",
+                         "keepalive_requests 10000;",
                          "keepalive_timeout 4s;"]
     assert 'proxy_pass "http://idemgate_upstream/api$request_uri";' in d
     # a failed connect goes to the next server; nothing sent is retried
