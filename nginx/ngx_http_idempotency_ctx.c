@@ -111,8 +111,7 @@ ngx_http_idempotency_cleanup(void *data)
     }
 
     if (ctx->claim == NGX_HTTP_IDEM_CLAIM_HELD) {
-        ngx_queue_remove(&ctx->claimed);
-        ctx->claim = NGX_HTTP_IDEM_CLAIM_SETTLED;
+        ngx_http_idempotency_ctx_set_claim(ctx, NGX_HTTP_IDEM_CLAIM_SETTLED);
     }
 
     if (ctx->has_result) {
@@ -217,8 +216,8 @@ ngx_http_idempotency_ctx_settle_claims(ngx_cycle_t *cycle)
 
         if (ctx->claim == NGX_HTTP_IDEM_CLAIM_HELD) {
             /* not even posted: the claim lapses with its lease */
-            ngx_queue_remove(&ctx->claimed);
-            ctx->claim = NGX_HTTP_IDEM_CLAIM_SETTLED;
+            ngx_http_idempotency_ctx_set_claim(ctx,
+                                               NGX_HTTP_IDEM_CLAIM_SETTLED);
         }
     }
 }

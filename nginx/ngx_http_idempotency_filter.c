@@ -1227,17 +1227,15 @@ ngx_http_idempotency_send_held(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    b->pos = ctx->body;
+    b->last = ctx->body + ctx->body_len;
+    b->memory = ctx->body_len ? 1 : 0;
+
     if (ctx->keep == NGX_HTTP_IDEM_KEEP_TOO_LARGE) {
         /* the body so far, then what was pending, then the rest flows */
-        b->pos = ctx->body;
-        b->last = ctx->body + ctx->body_len;
-        b->memory = ctx->body_len ? 1 : 0;
         b->flush = 1;
 
     } else {
-        b->pos = ctx->body;
-        b->last = ctx->body + ctx->body_len;
-        b->memory = ctx->body_len ? 1 : 0;
         b->last_buf = 1;
         b->last_in_chain = 1;
     }

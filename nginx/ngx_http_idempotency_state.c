@@ -93,14 +93,6 @@ ngx_http_idempotency_state_set(ngx_http_idempotency_ctx_t *ctx,
 }
 
 
-const char *
-ngx_http_idempotency_state_name(ngx_http_idempotency_state_e state)
-{
-    return state < NGX_HTTP_IDEM_NSTATES
-           ? ngx_http_idempotency_state_names[state] : "?";
-}
-
-
 void
 ngx_http_idempotency_state_resume(ngx_http_request_t *r)
 {

@@ -14,9 +14,6 @@
  * level */
 void ngx_http_idempotency_state_set(ngx_http_idempotency_ctx_t *ctx,
     ngx_http_idempotency_state_e state);
-/* "CLAIMED", ... */
-const char *ngx_http_idempotency_state_name(
-    ngx_http_idempotency_state_e state);
 
 /* resume a request parked by a task or a timer */
 void ngx_http_idempotency_state_resume(ngx_http_request_t *r);
