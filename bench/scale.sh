@@ -170,8 +170,10 @@ gateway small "$PS"; gateway large "$PL"
 printf '   %-22s %14s %14s %8s\n' run "1,000 keys" "$KEYS keys" ratio
 for s in newkey.lua replay.lua; do
     bench "$PS" "$s" 2 >/dev/null; bench "$PL" "$s" 2 >/dev/null
-    read -r a ap < <(bench "$PS" "$s")
-    read -r b bp < <(bench "$PL" "$s")
+    r=$(bench "$PS" "$s")
+    read -r a ap <<<"$r"
+    r=$(bench "$PL" "$s")
+    read -r b bp <<<"$r"
     printf '   %-22s %8s/s %4sms %8s/s %4sms %8s\n' "${s%.lua}" "$a" "$ap" \
         "$b" "$bp" "$(echo "scale=2; $b / $a" | bc)"
 done
@@ -188,11 +190,13 @@ sync
 PP=$(port); PQ=$(port)
 gateway quiet "$PQ"
 bench "$PQ" newkey.lua 2 >/dev/null
-read -r q qp < <(bench "$PQ" newkey.lua)
+r=$(bench "$PQ" newkey.lua)
+read -r q qp <<<"$r"
 stop quiet
 gateway pruning "$PP"
 bench "$PP" newkey.lua 2 >/dev/null
-read -r p pp < <(bench "$PP" newkey.lua)
+r=$(bench "$PP" newkey.lua)
+read -r p pp <<<"$r"
 pruned=$(metric "$PP" idemgate_pruned_total)
 printf '   %-34s %8s/s  p99 %6s ms\n' "no expired records" "$q" "$qp"
 printf '   %-34s %8s/s  p99 %6s ms  (%s pruned meanwhile)\n' \
@@ -210,7 +214,8 @@ done_reqs=0
 # RssAnon is the worker's own memory (heap, stacks); RssFile counts the
 # pages of the store's map it has touched, which grow with the store
 printf '   %12s %14s %14s\n' requests "RssAnon KiB" "RssFile KiB"
-read -r anon file < <(worker_rss_kib memory)
+r=$(worker_rss_kib memory)
+read -r anon file <<<"$r"
 printf '   %12s %14s %14s\n' 0 "$anon" "$file"
 while [ "$done_reqs" -lt "$REQUESTS" ]; do
     # about step requests: wrk stops at a time, so run until the count
@@ -222,7 +227,8 @@ while [ "$done_reqs" -lt "$REQUESTS" ]; do
         [ $((now - before)) -ge "$step" ] && break
     done
     done_reqs=$((done_reqs + now - before))
-    read -r anon file < <(worker_rss_kib memory)
+    r=$(worker_rss_kib memory)
+    read -r anon file <<<"$r"
     printf '   %12s %14s %14s\n' "$done_reqs" "$anon" "$file"
 done
 stop memory
