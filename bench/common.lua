@@ -13,6 +13,17 @@ BODY = '{"customer":"cus_8f3a2b1c9d","amount":1000,"currency":"usd",'
     .. '"metadata":{"order":"ord_4471","channel":"web","priority":"normal"},'
     .. '"source":"bench"}'
 
+-- a body of the same shape and length whose order number is n: a new
+-- request differs from the others by its parameters, not only by its key
+-- (idemgate caches the fingerprints of repeated requests, which are
+-- retries)
+function body_for(n)
+    return string.format('{"customer":"cus_8f3a2b1c9d","amount":1000,"currency":"usd",'
+        .. '"subject":"Delivery window and invoice copy for order 4471",'
+        .. '"metadata":{"order":"o%07x","channel":"web","priority":"normal"},'
+        .. '"source":"bench"}', n % 0x10000000)
+end
+
 AUTH = "Bearer sk_test_4eC39HqLyjWDarjtT1zdp7dc"
 wrk.headers["Authorization"] = AUTH
 HEADERS = { ["Content-Type"] = "application/json", ["Authorization"] = AUTH }

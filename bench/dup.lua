@@ -24,8 +24,8 @@ function init(args)
 end
 
 function request()
-    HEADERS["Idempotency-Key"] =
-        "dup-" .. RUN .. "-" .. tid .. "-" .. math.floor(counter / batch)
+    local n = math.floor(counter / batch)
+    HEADERS["Idempotency-Key"] = "dup-" .. RUN .. "-" .. tid .. "-" .. n
     counter = counter + 1
-    return wrk.format("POST", "/bench", HEADERS, BODY)
+    return wrk.format("POST", "/bench", HEADERS, body_for(tid * 0x1000000 + n))
 end

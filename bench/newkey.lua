@@ -1,5 +1,5 @@
--- Every request a new Idempotency-Key: the claim-and-complete path (two
--- durable store writes per request).
+-- Every request a new Idempotency-Key and a body of its own (body_for):
+-- the claim-and-complete path (two durable store writes per request).
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
 
 local counter = 0
@@ -7,5 +7,5 @@ local counter = 0
 function request()
     counter = counter + 1
     HEADERS["Idempotency-Key"] = RUN .. "-" .. tid .. "-" .. counter
-    return wrk.format("POST", "/bench", HEADERS, BODY)
+    return wrk.format("POST", "/bench", HEADERS, body_for(tid * 0x1000000 + counter))
 end

@@ -426,8 +426,9 @@ static fuzz_text_t fuzz_canon(int mode, const char *s, size_t len, int *parsed)
 
 static idem_hash_t fuzz_fp(int mode, const char *s, size_t len)
 {
+    static idem_fp_cache_t *cache;
     idem_request_t req;
-    idem_hash_t h;
+    idem_hash_t h, c;
 
     memset(&req, 0, sizeof(req));
     req.ignore = fuzz_nignore ? fuzz_ignore : NULL;
@@ -446,6 +447,11 @@ static idem_hash_t fuzz_fp(int mode, const char *s, size_t len)
         req.body_len = 1;
     }
     FUZZ_CHECK(idem_fingerprint(&req, &h, NULL) == 0);
+    /* the cache of fingerprints (kept across inputs) gives the same */
+    if (cache == NULL)
+        FUZZ_CHECK(idem_fp_cache_create(16, &cache) == 0);
+    FUZZ_CHECK(idem_fingerprint_cached(cache, &req, &c, NULL) == 0);
+    FUZZ_CHECK(memcmp(c.bytes, h.bytes, IDEM_HASH_LEN) == 0);
     return h;
 }
 

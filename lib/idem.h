@@ -285,6 +285,35 @@ IDEM_MUST_CHECK int idem_fp_ignore_check(const char *s, size_t len);
 IDEM_MUST_CHECK int idem_fingerprint(const idem_request_t *req,
                                      idem_hash_t *out, idem_body_kind_t *kind);
 
+/*
+ * A cache of fingerprints for one thread (lib/core/fpcache.c): a request
+ * whose inputs (method, path, query, Content-Type, body, ignore entries
+ * and headers, all byte for byte as given) equal those of one cached is
+ * answered from the cache instead of canonicalized again, the case of a
+ * client's retries; the cache is keyed by a SHA-256 digest of the
+ * inputs, so what it answers is what idem_fingerprint() would. slots
+ * (1 to IDEM_FP_CACHE_MAX_SLOTS, rounded up to a power of two) is how
+ * many fingerprints it keeps, 72 bytes each; a newer one may take an
+ * older one's slot.
+ * Errors: create: IDEM_EINVAL (out NULL, slots out of range),
+ * IDEM_ENOMEM. cached: IDEM_EINVAL (c, req or out NULL, or what
+ * idem_fingerprint() refuses), IDEM_ENOMEM. free, stats: none.
+ * Thread safety: a cache is one thread's at a time; distinct caches are
+ * independent. stats gives the hits and the misses counted so far.
+ */
+#define IDEM_FP_CACHE_MAX_SLOTS ((size_t)1 << 20)
+
+typedef struct idem_fp_cache_s idem_fp_cache_t;
+
+IDEM_MUST_CHECK int idem_fp_cache_create(size_t slots, idem_fp_cache_t **out);
+void idem_fp_cache_free(idem_fp_cache_t *c);
+IDEM_MUST_CHECK int idem_fingerprint_cached(idem_fp_cache_t *c,
+                                            const idem_request_t *req,
+                                            idem_hash_t *out,
+                                            idem_body_kind_t *kind);
+void idem_fp_cache_stats(const idem_fp_cache_t *c, uint64_t *hits,
+                         uint64_t *misses);
+
 /* ------------------------------------------------------------------------ */
 /* Core: the record and its codec                                            */
 /* ------------------------------------------------------------------------ */

@@ -13,6 +13,7 @@
 #include "ngx_http_idempotency_filter.h"
 #include "ngx_http_idempotency_handler.h"
 #include "ngx_http_idempotency_metrics.h"
+#include "ngx_http_idempotency_request.h"
 #include "ngx_http_idempotency_store.h"
 #include "ngx_http_idempotency_task.h"
 #include "ngx_http_idempotency_variables.h"
@@ -937,6 +938,7 @@ ngx_http_idempotency_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_idempotency_metrics_init_process(cycle);
+    ngx_http_idempotency_request_init_process(cycle->log);
 
     /* LMDB must be opened after fork(); a failure is retried per request */
     (void) ngx_http_idempotency_store(imcf, cycle->log);
@@ -963,4 +965,5 @@ ngx_http_idempotency_exit_process(ngx_cycle_t *cycle)
     ngx_http_idempotency_task_hold();
     ngx_http_idempotency_ctx_settle_claims(cycle);
     ngx_http_idempotency_task_drain(cycle);
+    ngx_http_idempotency_request_exit_process();
 }

@@ -402,6 +402,40 @@ ngx_http_idempotency_request_params(ngx_http_request_t *r,
 
 #define NGX_HTTP_IDEMPOTENCY_LOOP_FP_MAX  16384
 
+/*
+ * The worker's cache of fingerprints (libidem's idem_fp_cache_t): a retry
+ * that repeats an earlier request byte for byte is not canonicalized
+ * again. Used by the event loop alone; NULL (out of memory at start) means
+ * every fingerprint is computed.
+ */
+
+#define NGX_HTTP_IDEMPOTENCY_FP_CACHE_SLOTS  1024
+
+static idem_fp_cache_t  *ngx_http_idempotency_fp_cache;
+
+
+void
+ngx_http_idempotency_request_init_process(ngx_log_t *log)
+{
+    if (ngx_http_idempotency_fp_cache == NULL
+        && idem_fp_cache_create(NGX_HTTP_IDEMPOTENCY_FP_CACHE_SLOTS,
+                                &ngx_http_idempotency_fp_cache)
+           != 0)
+    {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "idempotency: no fingerprint cache (out of memory), "
+                      "every fingerprint is computed");
+    }
+}
+
+
+void
+ngx_http_idempotency_request_exit_process(void)
+{
+    idem_fp_cache_free(ngx_http_idempotency_fp_cache);
+    ngx_http_idempotency_fp_cache = NULL;
+}
+
 
 ngx_int_t
 ngx_http_idempotency_request_fingerprint(ngx_http_request_t *r,
@@ -466,7 +500,15 @@ ngx_http_idempotency_request_fingerprint(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (idem_fingerprint(&req, &ctx->fingerprint, NULL) != 0) {
+    if (ngx_http_idempotency_fp_cache != NULL) {
+        if (idem_fingerprint_cached(ngx_http_idempotency_fp_cache, &req,
+                                    &ctx->fingerprint, NULL)
+            != 0)
+        {
+            return NGX_ERROR;
+        }
+
+    } else if (idem_fingerprint(&req, &ctx->fingerprint, NULL) != 0) {
         return NGX_ERROR;
     }
 

@@ -28,6 +28,10 @@ ngx_int_t ngx_http_idempotency_request_params(ngx_http_request_t *r,
  * body is for the thread pool; NGX_ERROR */
 ngx_int_t ngx_http_idempotency_request_fingerprint(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx);
+/* the worker's fingerprint cache: made when the worker starts, freed when
+ * it exits */
+void ngx_http_idempotency_request_init_process(ngx_log_t *log);
+void ngx_http_idempotency_request_exit_process(void);
 /* whether any byte of the request was sent to an upstream */
 ngx_uint_t ngx_http_idempotency_request_reached_upstream(ngx_http_request_t *r);
 

@@ -10,23 +10,42 @@
  * order of the values matters, and no value can spill into the next. Only
  * the digest leaves this file; the values themselves are never copied.
  */
+#include <pthread.h>
 #include <string.h>
 
 #include "hash.h"
 
 #define IDEM_HASH_SCOPE_TAG "idemgate-scope-v1"
 
+/*
+ * SHA-256 fetched from OpenSSL's provider once per process: a digest
+ * started with EVP_sha256() looks its implementation up again every
+ * time. It stays for the process's life (NULL: the fetch failed, and
+ * EVP_sha256() serves instead).
+ */
+static EVP_MD *idem_hash_sha256;
+static pthread_once_t idem_hash_once = PTHREAD_ONCE_INIT;
+
+static void idem_hash_fetch(void)
+{
+    idem_hash_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 int idem_hash_init(idem_hash_ctx_t *h)
 {
+    const EVP_MD *sha;
     EVP_MD_CTX *md;
 
+    (void)pthread_once(&idem_hash_once, idem_hash_fetch);
+    sha = idem_hash_sha256 != NULL ? idem_hash_sha256 : EVP_sha256();
     md = EVP_MD_CTX_new();
     if (md == NULL)
         goto fail;
-    if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+    if (EVP_DigestInit_ex(md, sha, NULL) != 1)
         goto fail;
     h->md = md;
     h->failed = 0;
+    h->len = 0;
     return 0;
 
 fail:
@@ -36,12 +55,30 @@ fail:
     return IDEM_ENOMEM;
 }
 
+/* Hands the gathered bytes to OpenSSL. */
+static void idem_hash_flush(idem_hash_ctx_t *h)
+{
+    if (h->len > 0 && EVP_DigestUpdate(h->md, h->buf, h->len) != 1)
+        h->failed = 1;
+    h->len = 0;
+}
+
 void idem_hash_bytes(idem_hash_ctx_t *h, const void *data, size_t len)
 {
     if (len == 0 || h->md == NULL)
         return;
-    if (EVP_DigestUpdate(h->md, data, len) != 1)
+    if (len <= sizeof(h->buf) - h->len) {
+        memcpy(h->buf + h->len, data, len);
+        h->len += len;
+        return;
+    }
+    idem_hash_flush(h);
+    if (len < sizeof(h->buf)) {
+        memcpy(h->buf, data, len);
+        h->len = len;
+    } else if (EVP_DigestUpdate(h->md, data, len) != 1) {
         h->failed = 1;
+    }
 }
 
 void idem_hash_u8(idem_hash_ctx_t *h, uint8_t v)
@@ -72,7 +109,10 @@ int idem_hash_final(idem_hash_ctx_t *h, idem_hash_t *out)
     unsigned int digest_len = 0;
     int rc = IDEM_ENOMEM;
 
-    if (h->md == NULL || h->failed)
+    if (h->md == NULL)
+        goto done;
+    idem_hash_flush(h);
+    if (h->failed)
         goto done;
     if (EVP_DigestFinal_ex(h->md, digest, &digest_len) != 1 ||
         digest_len != IDEM_HASH_LEN)

@@ -29,9 +29,17 @@
 
 #include "idem.h"
 
+/*
+ * Small feeds (a field's length, a flag byte) gather in buf and reach
+ * OpenSSL together: one EVP call costs more than hashing a few bytes.
+ */
+#define IDEM_HASH_BUF 128
+
 typedef struct {
     EVP_MD_CTX *md; /* NULL once finished or discarded */
     int failed;
+    size_t len; /* bytes waiting in buf */
+    uint8_t buf[IDEM_HASH_BUF];
 } idem_hash_ctx_t;
 
 /*

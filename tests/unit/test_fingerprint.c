@@ -32,11 +32,35 @@ static idem_request_t req(const char *query, const char *ct, const char *body)
     return r;
 }
 
+/*
+ * Every fingerprint of these tests is also taken through a cache of 4
+ * slots (so entries of earlier requests are met, and replaced, all the
+ * time) twice: a miss or a hit, then a hit, each must give what
+ * idem_fingerprint() gives. So every pair of the tables below that must
+ * differ also differs through the cache.
+ */
+static idem_fp_cache_t *cache;
+
 static idem_hash_t fp_kind(idem_request_t r, idem_body_kind_t *kind)
 {
-    idem_hash_t h;
+    idem_hash_t h, c;
+    idem_body_kind_t k = IDEM_BODY_BYTES, ck = IDEM_BODY_BYTES;
+    uint64_t hits0, hits1;
 
-    assert_int_equal(idem_fingerprint(&r, &h, kind), 0);
+    if (cache == NULL)
+        assert_int_equal(idem_fp_cache_create(4, &cache), 0);
+    assert_int_equal(idem_fingerprint(&r, &h, &k), 0);
+    for (int i = 0; i < 2; i++) {
+        idem_fp_cache_stats(cache, &hits0, NULL);
+        assert_int_equal(idem_fingerprint_cached(cache, &r, &c, &ck), 0);
+        idem_fp_cache_stats(cache, &hits1, NULL);
+        assert_memory_equal(c.bytes, h.bytes, IDEM_HASH_LEN);
+        assert_int_equal(ck, k);
+        if (i == 1)
+            assert_int_equal(hits1, hits0 + 1);
+    }
+    if (kind != NULL)
+        *kind = k;
     return h;
 }
 
@@ -979,6 +1003,153 @@ static void test_fp_options_layout_is_stable(void **state)
         "6ebfd7ffeb35a3640a9b72a4e6045066edfc6fcd1ea0ecf6b92b0d2a1c93d349");
 }
 
+/* ---- the cache of fingerprints (idem_fingerprint_cached) ---- */
+
+static idem_hash_t cached(idem_fp_cache_t *c, idem_request_t r)
+{
+    idem_hash_t h;
+
+    assert_int_equal(idem_fingerprint_cached(c, &r, &h, NULL), 0);
+    return h;
+}
+
+static void test_fp_cache_hits_a_repeat_only(void **state)
+{
+    idem_fp_cache_t *c = NULL;
+    idem_request_t a = req("x=1", JSON, "{\"a\":1,\"b\":2}");
+    idem_request_t b = req("x=1", JSON, "{\"b\":2,\"a\":1}");
+    uint64_t hits, misses;
+
+    (void)state;
+    assert_int_equal(idem_fp_cache_create(64, &c), 0);
+    assert_true(same(cached(c, a), fp(a)));
+    assert_true(same(cached(c, a), fp(a)));
+    /* the same fingerprint, other bytes: computed, not found */
+    assert_true(same(cached(c, b), fp(a)));
+    idem_fp_cache_stats(c, &hits, &misses);
+    assert_int_equal(hits, 1);
+    assert_int_equal(misses, 2);
+    idem_fp_cache_free(c);
+}
+
+/* Requests that differ in one input each, and in how an input is framed:
+ * after each is cached, every other one still gets its own fingerprint. */
+static void test_fp_cache_never_mixes_inputs(void **state)
+{
+    static const char *const method[] = {"POST", "PUT", "POST", "POST"};
+    idem_fp_cache_t *c = NULL;
+    idem_request_t r[16];
+    idem_header_t hd[4] = {
+        {{"Stripe-Version", 14}, {"1", 1}},
+        {{"Stripe-Version", 14}, {NULL, 0}},
+        {{"Stripe-Version", 14}, {"", 0}},
+        {{"Stripe-Versio", 13}, {"n1", 2}},
+    };
+    idem_str_t ign[2] = {{"/a", 2}, {"/b", 2}};
+    size_t n = 0;
+
+    (void)state;
+    assert_int_equal(idem_fp_cache_create(1024, &c), 0);
+    for (int i = 0; i < 4; i++) {
+        r[n] = req("", JSON, "{\"a\":1}");
+        r[n].method = (idem_str_t){method[i], strlen(method[i])};
+        if (i == 2)
+            r[n].path = S("/v1/inquiries/");
+        if (i == 3)
+            r[n].path = S("/v1/inquirie");
+        n++;
+    }
+    r[n] = req("s", JSON, "{\"a\":1}"); /* path/query boundary moved */
+    r[n].path = S("/v1/inquirie");
+    n++;
+    r[n++] = req("a=1", JSON, "{\"a\":1}");
+    r[n++] = req("", "application/json; charset=utf-8", "{\"a\":1}");
+    r[n++] = req("", JSON, "{\"a\":2}");
+    r[n++] = req("", FORM, "{\"a\":1}");
+    for (int i = 0; i < 4; i++) {
+        r[n] = req("", JSON, "{\"a\":1}");
+        r[n].headers = &hd[i];
+        r[n].nheaders = 1;
+        n++;
+    }
+    r[n] = req("", JSON, "{\"a\":1}");
+    r[n].ignore = ign;
+    r[n].nignore = 1;
+    n++;
+    r[n] = req("", JSON, "{\"a\":1}");
+    r[n].ignore = ign;
+    r[n].nignore = 2;
+    n++;
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < n; i++) {
+            assert_true(same(cached(c, r[i]), fp(r[i])));
+            for (size_t j = 0; j < i; j++)
+                assert_false(same(cached(c, r[i]), cached(c, r[j])));
+        }
+    }
+    idem_fp_cache_free(c);
+}
+
+static void test_fp_cache_one_slot_replaces(void **state)
+{
+    idem_fp_cache_t *c = NULL;
+    idem_request_t a = req("", JSON, "{\"a\":1}");
+    idem_request_t b = req("", JSON, "{\"a\":2}");
+    uint64_t hits, misses;
+
+    (void)state;
+    assert_int_equal(idem_fp_cache_create(1, &c), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_true(same(cached(c, a), fp(a)));
+        assert_true(same(cached(c, b), fp(b)));
+    }
+    idem_fp_cache_stats(c, &hits, &misses);
+    assert_int_equal(hits + misses, 6);
+    assert_true(misses >= 2);
+    idem_fp_cache_free(c);
+}
+
+static void test_fp_cache_errors(void **state)
+{
+    idem_fp_cache_t *c = NULL;
+    idem_request_t r = req("", JSON, "{}");
+    idem_str_t bad = {"/a~2", 4};
+    idem_hash_t h;
+    uint64_t hits = 9, misses = 9;
+
+    (void)state;
+    assert_int_equal(idem_fp_cache_create(0, &c), IDEM_EINVAL);
+    assert_int_equal(idem_fp_cache_create(IDEM_FP_CACHE_MAX_SLOTS + 1, &c),
+                     IDEM_EINVAL);
+    assert_int_equal(idem_fp_cache_create(8, NULL), IDEM_EINVAL);
+    assert_null(c);
+    assert_int_equal(idem_fp_cache_create(8, &c), 0);
+    assert_int_equal(idem_fingerprint_cached(NULL, &r, &h, NULL), IDEM_EINVAL);
+    assert_int_equal(idem_fingerprint_cached(c, NULL, &h, NULL), IDEM_EINVAL);
+    assert_int_equal(idem_fingerprint_cached(c, &r, NULL, NULL), IDEM_EINVAL);
+    /* an ignore entry fingerprint() refuses is refused every time: a
+     * refusal is not cached as a fingerprint */
+    r.ignore = &bad;
+    r.nignore = 1;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(idem_fingerprint_cached(c, &r, &h, NULL), IDEM_EINVAL);
+    idem_fp_cache_stats(c, &hits, &misses);
+    assert_int_equal(hits, 0);
+    assert_int_equal(misses, 0);
+    idem_fp_cache_stats(NULL, &hits, &misses);
+    assert_int_equal(hits + misses, 0);
+    idem_fp_cache_free(c);
+    idem_fp_cache_free(NULL);
+}
+
+static int free_cache(void **state)
+{
+    (void)state;
+    idem_fp_cache_free(cache);
+    cache = NULL;
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1037,7 +1208,11 @@ int main(void)
         cmocka_unit_test(test_fp_ignore_check),
         cmocka_unit_test(test_fp_layout_is_stable),
         cmocka_unit_test(test_fp_options_layout_is_stable),
+        cmocka_unit_test(test_fp_cache_hits_a_repeat_only),
+        cmocka_unit_test(test_fp_cache_never_mixes_inputs),
+        cmocka_unit_test(test_fp_cache_one_slot_replaces),
+        cmocka_unit_test(test_fp_cache_errors),
     };
 
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, free_cache);
 }
