@@ -39,7 +39,13 @@
       "Responses too large to store; the key keeps an error instead.")       \
     X(PRUNED, "idemgate_pruned_total", "Expired records removed.")           \
     X(LATE_COMPLETE, "idemgate_late_completes_total",                        \
-      "Results that came after their claim's lease had been settled.")
+      "Results that came after their claim's lease had been settled.")      \
+    X(STORE_COMMITS, "idemgate_store_commits_total",                         \
+      "Durable write transactions of the store (claims, results, releases "  \
+      "and prune rounds share them).")                                       \
+    X(STORE_BATCHED_OPS, "idemgate_store_batched_ops_total",                 \
+      "Writes those transactions carried: commits over writes is the "       \
+      "batching.")
 
 
 /*

@@ -118,6 +118,7 @@ static int ngx_http_idempotency_unknown_make(void *arg,
     const idem_response_t **resp);
 static void ngx_http_idempotency_batch_handler(void *data, ngx_log_t *log);
 static void ngx_http_idempotency_batch_done(ngx_event_t *ev);
+static void ngx_http_idempotency_batch_count(idem_store_t *store);
 static ngx_thread_task_t *ngx_http_idempotency_batch_alloc(ngx_uint_t n);
 static void ngx_http_idempotency_batch_free(ngx_thread_task_t *task);
 static void ngx_http_idempotency_batch_post(void);
@@ -263,6 +264,7 @@ ngx_http_idempotency_batch_done(ngx_event_t *ev)
     ngx_uint_t  i;
 
     ngx_http_idempotency_batch_running = 0;
+    ngx_http_idempotency_batch_count(batch->store);
 
     for (i = 0; i < batch->n; i++) {
         ngx_http_idempotency_job_deliver(batch->jobs[i]);
@@ -271,6 +273,35 @@ ngx_http_idempotency_batch_done(ngx_event_t *ev)
     ngx_http_idempotency_batch_free(task);
 
     ngx_http_idempotency_batch_post();
+}
+
+
+/* The store's commits and the ops they carried since the last batch, into
+ * the shared counters. */
+
+static void
+ngx_http_idempotency_batch_count(idem_store_t *store)
+{
+    static idem_store_t        *last_store;
+    static idem_store_stats_t   last;
+
+    idem_store_stats_t  now;
+
+    idem_store_stats(store, &now);
+
+    if (store != last_store || now.commits < last.commits
+        || now.batched_ops < last.batched_ops)
+    {
+        /* a store opened anew counts from 0 */
+        last_store = store;
+        ngx_memzero(&last, sizeof(idem_store_stats_t));
+    }
+
+    ngx_http_idempotency_metrics_count(NGX_HTTP_IDEM_M_STORE_COMMITS,
+                                       now.commits - last.commits);
+    ngx_http_idempotency_metrics_count(NGX_HTTP_IDEM_M_STORE_BATCHED_OPS,
+                                       now.batched_ops - last.batched_ops);
+    last = now;
 }
 
 
