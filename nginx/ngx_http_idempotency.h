@@ -142,6 +142,7 @@ typedef struct {
     ngx_thread_pool_t           *thread_pool;
     ngx_msec_t                   prune_interval;
     ngx_uint_t                   prune_budget;
+    ngx_flag_t                   fast_request_id;
 
     /* per worker, set in init_process */
     idem_store_t                *store;

@@ -117,6 +117,13 @@ static ngx_command_t  ngx_http_idempotency_commands[] = {
       offsetof(ngx_http_idempotency_main_conf_t, prune_budget),
       NULL },
 
+    { ngx_string("idempotency_fast_request_id"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_idempotency_main_conf_t, fast_request_id),
+      NULL },
+
     { ngx_string("idempotency"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -739,6 +746,7 @@ ngx_http_idempotency_create_main_conf(ngx_conf_t *cf)
 
     imcf->prune_interval = NGX_CONF_UNSET_MSEC;
     imcf->prune_budget = NGX_CONF_UNSET_UINT;
+    imcf->fast_request_id = NGX_CONF_UNSET;
 
     return imcf;
 }
@@ -751,6 +759,7 @@ ngx_http_idempotency_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_msec_value(imcf->prune_interval, 1000);
     ngx_conf_init_uint_value(imcf->prune_budget, 256);
+    ngx_conf_init_value(imcf->fast_request_id, 0);
 
     if (imcf->store_url.len == 0) {
         ngx_str_set(&imcf->store_url, "lmdb:/var/lib/nginx/idempotency");
@@ -911,7 +920,8 @@ ngx_http_idempotency_init(ngx_conf_t *cf)
     }
 
     if (ngx_http_idempotency_metrics_init(cf) != NGX_OK
-        || ngx_http_idempotency_store_health_init(cf) != NGX_OK)
+        || ngx_http_idempotency_store_health_init(cf) != NGX_OK
+        || ngx_http_idempotency_variables_request_id_init(cf) != NGX_OK)
     {
         return NGX_ERROR;
     }

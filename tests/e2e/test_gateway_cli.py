@@ -533,6 +533,7 @@ def test_print_config_defaults(workdir):
             "uwsgi_temp_path uwsgi_temp;", "scgi_temp_path scgi_temp;",
             'idempotency_store "lmdb:%s/idemgate-data";' % workdir,
             "idempotency_thread_pool idemgate;",
+            "idempotency_fast_request_id on;",
             "upstream idemgate_upstream {", "server 127.0.0.1:18081;",
             "keepalive 512;",
             "proxy_http_version 1.1;", 'proxy_set_header Connection "";',
@@ -941,6 +942,35 @@ def test_api_log_file(gateway_factory, workdir):
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", e["time"])
         assert re.fullmatch(r"[0-9a-f]{32}", e["request_id"])
         assert isinstance(e["duration_ms"], int)
+
+
+def test_request_id_is_one_per_request_in_log_and_upstream(gateway_factory,
+                                                          echo, workdir):
+    # the gateway makes $request_id itself (idempotency_fast_request_id):
+    # the X-Request-Id the API gets is the API log's request_id, and no two
+    # requests share one, whichever of the two workers served them
+    g = gateway_factory("--api-log", "api.log", "--workers", "2")
+    start = len(echo.seen)
+    sent = []
+    for i in range(120):
+        if i % 3 == 0:
+            r = requests.get(g.url + "/plain/%d" % i, timeout=5)
+        else:
+            r = g.post("/v1/rid/%d" % i, key="k-rid-%d" % i, data="x%d" % i)
+        assert r.status_code in (200, 201)
+        sent.append(i)
+    g.close()
+    seen = {}
+    for method, path, headers in echo.seen[start:]:
+        assert re.fullmatch(r"[0-9a-f]{32}", headers["X-Request-Id"])
+        seen[path] = headers["X-Request-Id"]
+    assert len(seen) == 120
+    assert len(set(seen.values())) == 120
+    with open(os.path.join(workdir, "api.log")) as f:
+        entries = [json.loads(line) for line in f]
+    assert len(entries) == 120
+    for e in entries:
+        assert seen[e["path"]] == e["request_id"], e
 
 
 def test_api_log_stdout(gateway_factory):
