@@ -30,6 +30,10 @@ SCENARIOS = [
     ("redis-replay", "POST, replay (Redis)"),
     ("pg-new", "POST, new key each (PostgreSQL)"),
     ("pg-replay", "POST, replay (PostgreSQL)"),
+    ("gw-get", "GET passthrough (idemgate command)"),
+    ("gw-nokey", "POST, no key (idemgate command)"),
+    ("gw-newkey", "POST, new key each (idemgate command)"),
+    ("gw-replay", "POST, replay (idemgate command)"),
 ]
 LABEL = dict(SCENARIOS)
 ORDER = {s: i for i, (s, _) in enumerate(SCENARIOS)}
@@ -107,6 +111,15 @@ def main():
                   "`appendonly yes`, `appendfsync always`; PostgreSQL with `fsync=on`, "
                   "`synchronous_commit=on`, `pool=16` per worker; both on loopback, throwaway "
                   "(tests/servers/)" % fs_of("/var/tmp"))
+        md.append("- requests: a new key's body differs from every other request's (its order "
+                  "number), as new requests do; a replay repeats its first request byte for byte, "
+                  "as a retry does")
+        md.append("- rows without a mark run the module under a minimal nginx.conf (`idempotency "
+                  "on`, `proxy_pass`); \"idemgate command\" rows run the `idemgate` command, "
+                  "whose own nginx.conf adds Host, X-Forwarded-For, X-Forwarded-Proto and "
+                  "X-Request-Id to every proxied request, checks the header size for 431 and "
+                  "answers nginx's errors in JSON (its defaults, but the LMDB store's path and "
+                  "`--workers`)")
         md.append("- in-flight duplicates (bench/dup.lua): the key changes every time a wrk "
                   "thread has sent %s, so the connections "
                   "send each key about together: one executes, the others wait for it (or, "
@@ -193,7 +206,9 @@ def fs_of(path):
 
 SHORT = {"get": "GET", "nokey": "POST no key", "newkey": "new key\\nLMDB",
          "replay": "replay\\nLMDB", "dup": "in-flight\\ndup LMDB", "redis-new": "new key\\nRedis",
-         "redis-replay": "replay\\nRedis", "pg-new": "new key\\nPG", "pg-replay": "replay\\nPG"}
+         "redis-replay": "replay\\nRedis", "pg-new": "new key\\nPG", "pg-replay": "replay\\nPG",
+         "gw-get": "GET\\ncommand", "gw-nokey": "no key\\ncommand", "gw-newkey": "new key\\ncommand",
+         "gw-replay": "replay\\ncommand"}
 
 
 def plot(runs, modes, conns, scen, o, png, date):

@@ -20,6 +20,12 @@
 #   redis-replay  replay on Redis
 #   pg-new        newkey on PostgreSQL (fsync on, synchronous_commit on)
 #   pg-replay     replay on PostgreSQL
+#   gw-get        GET passthrough through the idemgate command (its own
+#                 nginx.conf from its flags: proxy headers, X-Request-Id,
+#                 the header-size check, JSON error pages) on LMDB
+#   gw-nokey      POST without a key, through the idemgate command
+#   gw-newkey     POST, a new key per request, through the idemgate command
+#   gw-replay     POST replay, through the idemgate command
 # Every POST carries a 205-byte JSON body; plain nginx gets the very same
 # requests (keys included) and just forwards them.
 #
@@ -58,7 +64,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 SECS=${BENCH_SECONDS:-4}
 CONNS_LIST=${BENCH_CONNS:-32 128}
-SCENARIOS=${BENCH_SCENARIOS:-get nokey newkey replay dup redis-new redis-replay pg-new pg-replay}
+SCENARIOS=${BENCH_SCENARIOS:-get nokey newkey replay dup redis-new redis-replay pg-new pg-replay gw-get gw-nokey gw-newkey gw-replay}
 MODES=${BENCH_MODES:-pinned all}
 REPEAT=${BENCH_REPEAT:-1}
 OUT=${BENCH_OUT:-bench/results}
@@ -72,6 +78,7 @@ die() { echo "bench: $*" >&2; exit 1; }
 for s in $SCENARIOS; do
     case $s in
     get | nokey | newkey | replay | dup | redis-new | redis-replay | pg-new | pg-replay) ;;
+    gw-get | gw-nokey | gw-newkey | gw-replay) ;;
     *) die "unknown scenario '$s' (BENCH_SCENARIOS)" ;;
     esac
 done
@@ -91,6 +98,8 @@ if [ "$need_redis" = 1 ] && [ -z "${IDEM_TEST_REDIS_URL:-}" ]; then
 fi
 
 [ -f "$MODULE" ] || die "no $MODULE (run make first)"
+case " $SCENARIOS " in *" gw-"*) need_gw=1 ;; *) need_gw=0 ;; esac
+[ "$need_gw" = 0 ] || [ -x "$BUILD/idemgate" ] || die "no $BUILD/idemgate (run make first)"
 command -v wrk >/dev/null || die "no wrk (make deps)"
 command -v gnuplot >/dev/null || die "no gnuplot (make deps: gnuplot-nox)"
 NCPU=$(nproc)
@@ -239,6 +248,44 @@ proxy() {
     fi
 }
 
+# gateway NAME CPUS WORKERS: the idemgate command in front of the upstream,
+# with its defaults but the store (LMDB under $run/NAME) and the workers;
+# its admin server gives ${metrics_of[NAME]}/metrics. master_of is nginx's
+# master (whose processes cpu_us counts), gw_of the idemgate process.
+declare -A gw_of
+gateway() {
+    local p m d=$run/$1 g
+    p=$(port) m=$(port)
+    port_of[$1]=$p metrics_of[$1]=$m
+    mkdir -p "$d"
+    [ "$(id -u)" = 0 ] && chown nobody:nogroup "$d"
+    local cmd=("$BUILD/idemgate" --listen "127.0.0.1:$p" --upstream "http://127.0.0.1:$UPSTREAM"
+        --workers "$3" --store "lmdb:$d/data" --admin "127.0.0.1:$m" --runtime-dir "$d/run")
+    if [ -n "$2" ]; then
+        taskset -c "$2" "${cmd[@]}" >"$d/idemgate.log" 2>&1 &
+    else
+        "${cmd[@]}" >"$d/idemgate.log" 2>&1 &
+    fi
+    g=$!
+    gw_of[$1]=$g
+    masters+=("$g")
+    for _ in $(seq 200); do
+        kill -0 "$g" 2>/dev/null || { cat "$d/idemgate.log" >&2; die "idemgate '$1' did not start"; }
+        master=$(pgrep -P "$g" -f 'nginx: master' || true)
+        if [ -n "$master" ] && [ -n "$(pgrep -P "$master")" ] &&
+            curl -fsS -o /dev/null "http://127.0.0.1:$m/healthz" 2>/dev/null; then
+            master_of[$1]=$master
+            curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' \
+                -H "Idempotency-Key: warm-$$-$RANDOM$RANDOM" -d '{}' "http://127.0.0.1:$p/bench" ||
+                { cat "$d/idemgate.log" >&2; die "idemgate '$1' does not serve a keyed request"; }
+            return 0
+        fi
+        sleep 0.05
+    done
+    cat "$d/idemgate.log" >&2
+    die "idemgate '$1' does not answer on port $p"
+}
+
 # cpu_us MASTER: CPU time (user + system) of the master and its workers,
 # threads included, in microseconds
 cpu_us() {
@@ -292,14 +339,20 @@ declare -A label=(
     [redis-replay]="POST, replay (Redis)"
     [pg-new]="POST, new key each (PostgreSQL)"
     [pg-replay]="POST, replay (PostgreSQL)"
+    [gw-get]="GET passthrough (idemgate command)"
+    [gw-nokey]="POST, no key (idemgate command)"
+    [gw-newkey]="POST, new key each (idemgate command)"
+    [gw-replay]="POST, replay (idemgate command)"
 )
 declare -A script_of=(
     [get]=get [nokey]=nokey [newkey]=newkey [replay]=replay [dup]=dup
     [redis-new]=newkey [redis-replay]=replay [pg-new]=newkey [pg-replay]=replay
+    [gw-get]=get [gw-nokey]=nokey [gw-newkey]=newkey [gw-replay]=replay
 )
 declare -A store_of=(
     [get]=lmdb [nokey]=lmdb [newkey]=lmdb [replay]=lmdb [dup]=lmdb
     [redis-new]=redis [redis-replay]=redis [pg-new]=pg [pg-replay]=pg
+    [gw-get]=gw [gw-nokey]=gw [gw-newkey]=gw [gw-replay]=gw
 )
 
 for mode in $MODES; do
@@ -330,6 +383,7 @@ for mode in $MODES; do
         "$IDEM_TEST_REDIS_URL?prefix=bench-$mode:"
     [ "$need_pg" = 1 ] && proxy "pg-$mode" "$pcpu" "$workers" \
         "$IDEM_TEST_PG_URL?table=bench_$mode&pool=16"
+    [ "$need_gw" = 1 ] && gateway "gw-$mode" "$pcpu" "$workers"
 
     # warm up: connections to the upstream, page cache, the stores' files
     SECS=1
@@ -376,7 +430,7 @@ for mode in $MODES; do
     done
 
     for n in "${!master_of[@]}"; do
-        case $n in *-"$mode") stop_nginx "${master_of[$n]}"; unset "master_of[$n]" "port_of[$n]" ;; esac
+        case $n in *-"$mode") stop_nginx "${gw_of[$n]:-${master_of[$n]}}"; unset "master_of[$n]" "port_of[$n]" ;; esac
     done
     stop_nginx "$upstream_master"
 done
