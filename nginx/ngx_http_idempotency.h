@@ -245,6 +245,9 @@ struct ngx_http_idempotency_ctx_s {
     ngx_msec_t                   wait_deadline;
     ngx_msec_t                   wait_step;
     ngx_event_t                  wait_event;
+    ngx_queue_t                  waiting;      /* in the worker's waiters
+                                                  while wait_listed */
+    ngx_uint_t                   wait_listed;
 
     /* results to free with the request; has_result says result owns
        memory (not a state: a replay and a wait both hold one) */

@@ -9,6 +9,13 @@
  * settlement is done: while HELD, the context is in the worker's list of
  * claims, so that a worker that exits with requests still running settles
  * them (ngx_http_idempotency_ctx_settle_claims()).
+ *
+ * A request that waits for its key's first request (WAITING) is in the
+ * worker's waiters, a small table by key: when a claim of this worker is
+ * settled (stored, released, or handed over as lost), the waiters of the
+ * same scope and key are woken at once and read the key again, instead
+ * of at their next timer (10 ms at first, doubling up to 200 ms). Waiters
+ * of a claim held by another worker or gateway keep to their timers.
  */
 
 #include "ngx_http_idempotency.h"
@@ -20,6 +27,9 @@
 
 
 static void ngx_http_idempotency_cleanup(void *data);
+static ngx_queue_t *ngx_http_idempotency_waiters_of(
+    ngx_http_idempotency_ctx_t *ctx);
+static void ngx_http_idempotency_wake_waiters(ngx_http_idempotency_ctx_t *ctx);
 static void ngx_http_idempotency_settle_lost(ngx_http_idempotency_ctx_t *ctx,
     ngx_log_t *log);
 
@@ -27,6 +37,12 @@ static void ngx_http_idempotency_settle_lost(ngx_http_idempotency_ctx_t *ctx,
 /* this worker's requests that hold a claim (for a fast shutdown) */
 static ngx_queue_t  ngx_http_idempotency_claims;
 static ngx_uint_t   ngx_http_idempotency_claims_init;
+
+/* this worker's waiting requests, by a hash of scope and key */
+#define NGX_HTTP_IDEM_WAITERS  256
+
+static ngx_queue_t  ngx_http_idempotency_waiters[NGX_HTTP_IDEM_WAITERS];
+static ngx_uint_t   ngx_http_idempotency_waiters_init;
 
 
 /*
@@ -100,6 +116,11 @@ ngx_http_idempotency_cleanup(void *data)
         ngx_del_timer(&ctx->wait_event);
     }
 
+    if (ctx->wait_event.posted) {
+        ngx_delete_posted_event(&ctx->wait_event);
+    }
+
+    ngx_http_idempotency_ctx_unwait(ctx);
     ngx_http_idempotency_metrics_claim_ended(ctx);
 
     if (ctx->claim == NGX_HTTP_IDEM_CLAIM_HELD
@@ -153,6 +174,10 @@ ngx_http_idempotency_ctx_set_claim(ngx_http_idempotency_ctx_t *ctx,
     {
         ngx_queue_remove(&ctx->claimed);
 
+        if (claim == NGX_HTTP_IDEM_CLAIM_SETTLED) {
+            ngx_http_idempotency_wake_waiters(ctx);
+        }
+
     } else if (ctx->claim != NGX_HTTP_IDEM_CLAIM_HELD
                && claim == NGX_HTTP_IDEM_CLAIM_HELD)
     {
@@ -160,6 +185,78 @@ ngx_http_idempotency_ctx_set_claim(ngx_http_idempotency_ctx_t *ctx,
     }
 
     ctx->claim = claim;
+}
+
+
+static ngx_queue_t *
+ngx_http_idempotency_waiters_of(ngx_http_idempotency_ctx_t *ctx)
+{
+    ngx_uint_t  i, h;
+
+    if (!ngx_http_idempotency_waiters_init) {
+        for (i = 0; i < NGX_HTTP_IDEM_WAITERS; i++) {
+            ngx_queue_init(&ngx_http_idempotency_waiters[i]);
+        }
+
+        ngx_http_idempotency_waiters_init = 1;
+    }
+
+    h = ngx_hash_key(ctx->key, ctx->key_len) ^ ctx->scope.bytes[0];
+
+    return &ngx_http_idempotency_waiters[h % NGX_HTTP_IDEM_WAITERS];
+}
+
+
+void
+ngx_http_idempotency_ctx_wait(ngx_http_idempotency_ctx_t *ctx)
+{
+    if (!ctx->wait_listed) {
+        ngx_queue_insert_tail(ngx_http_idempotency_waiters_of(ctx),
+                              &ctx->waiting);
+        ctx->wait_listed = 1;
+    }
+}
+
+
+void
+ngx_http_idempotency_ctx_unwait(ngx_http_idempotency_ctx_t *ctx)
+{
+    if (ctx->wait_listed) {
+        ngx_queue_remove(&ctx->waiting);
+        ctx->wait_listed = 0;
+    }
+}
+
+
+/* The waiters of ctx's scope and key read it again now: their timer's
+ * event is posted, to run after the current one. */
+
+static void
+ngx_http_idempotency_wake_waiters(ngx_http_idempotency_ctx_t *ctx)
+{
+    ngx_queue_t                 *head, *q, *next;
+    ngx_http_idempotency_ctx_t  *w;
+
+    head = ngx_http_idempotency_waiters_of(ctx);
+
+    for (q = ngx_queue_head(head); q != ngx_queue_sentinel(head); q = next) {
+        next = ngx_queue_next(q);
+        w = ngx_queue_data(q, ngx_http_idempotency_ctx_t, waiting);
+
+        if (w == ctx
+            || w->key_len != ctx->key_len
+            || ngx_memcmp(w->key, ctx->key, ctx->key_len) != 0
+            || ngx_memcmp(w->scope.bytes, ctx->scope.bytes, IDEM_HASH_LEN) != 0
+            || !w->wait_event.timer_set)
+        {
+            continue;
+        }
+
+        ngx_http_idempotency_ctx_unwait(w);
+        ngx_del_timer(&w->wait_event);
+        ngx_post_event(&w->wait_event, &ngx_posted_events);
+        ngx_http_idempotency_metrics_count(NGX_HTTP_IDEM_M_WOKEN, 1);
+    }
 }
 
 

@@ -517,7 +517,7 @@ ngx_http_idempotency_answer_now(ngx_http_request_t *r,
         return NGX_DECLINED;
 
     case NGX_HTTP_IDEM_WAITING:
-        if (ctx->wait_event.timer_set) {
+        if (ctx->wait_event.timer_set || ctx->wait_event.posted) {
             /* already parked: an event of the connection woke us */
             return NGX_DONE;
         }
@@ -536,6 +536,7 @@ ngx_http_idempotency_answer_now(ngx_http_request_t *r,
         ctx->wait_event.data = r;
         ctx->wait_event.log = r->connection->log;
         ngx_add_timer(&ctx->wait_event, delay);
+        ngx_http_idempotency_ctx_wait(ctx);
 
         r->main->blocked++;
         return NGX_DONE;
@@ -564,6 +565,7 @@ ngx_http_idempotency_wait_handler(ngx_event_t *ev)
 
     ctx = ngx_http_idempotency_ctx_get(r);
 
+    ngx_http_idempotency_ctx_unwait(ctx);
     r->main->blocked--;
 
     if (c->error) {

@@ -28,6 +28,9 @@
     X(UNAVAILABLE, "idemgate_requests_total{outcome=\"unavailable\"}", NULL) \
     X(WAITED, "idemgate_waits_total",                                        \
       "Requests that waited for the first request of their key.")            \
+    X(WOKEN, "idemgate_waits_woken_total",                                   \
+      "Waits ended at once by their key's settlement in the same worker "    \
+      "(the others read the key again on a timer).")                         \
     X(STORE_ERRORS, "idemgate_store_errors_total",                           \
       "Store calls that failed.")                                            \
     X(UNKNOWN_OUTCOME, "idemgate_unknown_outcomes_total",                    \

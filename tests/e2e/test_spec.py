@@ -430,6 +430,40 @@ def test_waiting_duplicate_gets_the_replay(gateway, upstream):
         assert second.content == first.result().content
 
 
+def test_waiters_are_woken_by_the_settlement_in_their_worker(gateway, upstream):
+    # duplicates waiting for a first request of the same worker are woken
+    # when its result is stored (idemgate_waits_woken_total counts each
+    # wake), and replay it; the waiter of another key still in progress is
+    # not woken by that (it would count twice: once in vain, once by its
+    # own key)
+    key, other = unique_key(), unique_key()
+    h = {"X-Demo-Delay-Ms": "600"}
+    before = gateway.metrics()
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        first = ex.submit(gateway.post, key=key, json_body={"a": 1}, headers=h)
+        slow = ex.submit(gateway.post, key=other, json_body={"a": 1},
+                         headers={"X-Demo-Delay-Ms": "1500"})
+        time.sleep(0.2)
+        dups = [ex.submit(gateway.post, key=key, json_body={"a": 1}, headers=h)
+                for _ in range(3)]
+        wait_other = ex.submit(gateway.post, key=other, json_body={"a": 1})
+        assert first.result().status_code == 201
+        for d in dups:
+            r = d.result()
+            assert r.headers["Idempotent-Replayed"] == "true"
+            assert r.content == first.result().content
+        assert slow.result().status_code == 201
+        r = wait_other.result()
+        assert r.headers["Idempotent-Replayed"] == "true"
+    after = gateway.metrics()
+    woken = (after["idemgate_waits_woken_total"]
+             - before["idemgate_waits_woken_total"])
+    waited = after["idemgate_waits_total"] - before["idemgate_waits_total"]
+    assert waited == 4
+    assert woken == 4
+    assert upstream.executions(key) == 1 and upstream.executions(other) == 1
+
+
 def test_stale_claim_of_a_dead_gateway_becomes_unknown_outcome(gateway_factory, upstream):
     g = gateway_factory(directives=["idempotency_lease 1s;"], read_timeout="5s")
     key = unique_key()
