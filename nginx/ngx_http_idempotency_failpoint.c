@@ -14,8 +14,8 @@
 
 
 void
-ngx_http_idempotency_failpoint(const char *point,
-    ngx_http_idempotency_ctx_t *ctx)
+ngx_http_idempotency_failpoint(const char *point, const u_char *key,
+    size_t key_len)
 {
     char    *spec, *p, *action, *prefix;
     size_t   n, plen;
@@ -44,15 +44,15 @@ ngx_http_idempotency_failpoint(const char *point,
 
         prefix++;
 
-        if ((size_t) (p + n - prefix) > ctx->key_len
-            || ngx_strncmp(ctx->key, prefix, p + n - prefix) != 0)
+        if ((size_t) (p + n - prefix) > key_len
+            || ngx_strncmp(key, prefix, p + n - prefix) != 0)
         {
             continue;
         }
 
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "idempotency failpoint %s fires for key \"%*s\"",
-                      point, ctx->key_len, ctx->key);
+                      point, key_len, key);
 
         if (ngx_strncmp(action, "crash:", 6) == 0) {
             (void) kill(0, SIGKILL);

@@ -6,7 +6,9 @@
  * (and `env IDEMGATE_FAILPOINTS;` in nginx.conf), a request whose key starts
  * with keyprefix meets the action at the point. Points: after_claim (claim
  * durable, nothing forwarded), after_forward (upstream answered, nothing
- * stored), after_complete (stored, client not answered). Actions: crash
+ * stored), after_complete (stored, client not answered), in_commit_turn
+ * (on the thread pool: the batch with the key holds the workers' commit
+ * turn, nothing of it is committed). Actions: crash
  * (SIGKILL to the whole process group: master and workers, as when a machine
  * dies) and worker (SIGKILL to this worker only).
  */
@@ -19,12 +21,15 @@
 
 
 #if (IDEM_FAILPOINTS)
-void ngx_http_idempotency_failpoint(const char *point,
-    ngx_http_idempotency_ctx_t *ctx);
+void ngx_http_idempotency_failpoint(const char *point, const u_char *key,
+    size_t key_len);
 #define NGX_HTTP_IDEM_FAILPOINT(point, ctx)                                  \
-    ngx_http_idempotency_failpoint(point, ctx)
+    ngx_http_idempotency_failpoint(point, (ctx)->key, (ctx)->key_len)
+#define NGX_HTTP_IDEM_FAILPOINT_KEY(point, key, len)                         \
+    ngx_http_idempotency_failpoint(point, key, len)
 #else
 #define NGX_HTTP_IDEM_FAILPOINT(point, ctx)
+#define NGX_HTTP_IDEM_FAILPOINT_KEY(point, key, len)
 #endif
 
 

@@ -921,7 +921,8 @@ ngx_http_idempotency_init(ngx_conf_t *cf)
 
     if (ngx_http_idempotency_metrics_init(cf) != NGX_OK
         || ngx_http_idempotency_store_health_init(cf) != NGX_OK
-        || ngx_http_idempotency_variables_request_id_init(cf) != NGX_OK)
+        || ngx_http_idempotency_variables_request_id_init(cf) != NGX_OK
+        || ngx_http_idempotency_task_init_turn(cf->log) != NGX_OK)
     {
         return NGX_ERROR;
     }

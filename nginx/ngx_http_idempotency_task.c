@@ -26,14 +26,23 @@
  * pool, and no request logic. A completion runs on the event loop with the
  * request unparked; it resumes the request itself.
  *
+ * The batch's thread takes its jobs from the queue only when the worker's
+ * turn to commit comes (ngx_http_idempotency_commit_mu): with several
+ * workers on one embedded store, whose commits are serial, a batch then
+ * carries every job queued while the other workers committed.
+ *
  * While a request is parked nginx will not free it (blocked), so a job may
  * point at memory of its pool that nothing else touches meanwhile. The
- * thread side touches only the jobs' own memory and the store — never r,
- * its pool or its log. A detached job (a claim left by a request that is
+ * thread side touches only the queue (under its mutex), the jobs' own
+ * memory and the store — never r, its pool or its log. A detached job (a claim left by a request that is
  * gone) owns all it uses and is freed when its batch is done.
  */
 
+#include <pthread.h>
+#include <sys/mman.h>
+
 #include "ngx_http_idempotency.h"
+#include "ngx_http_idempotency_failpoint.h"
 #include "ngx_http_idempotency_metrics.h"
 #include "ngx_http_idempotency_request.h"
 #include "ngx_http_idempotency_send.h"
@@ -117,6 +126,7 @@ static int ngx_http_idempotency_unknown_response(
 static int ngx_http_idempotency_unknown_make(void *arg,
     const idem_response_t **resp);
 static void ngx_http_idempotency_batch_handler(void *data, ngx_log_t *log);
+static void ngx_http_idempotency_batch_run(ngx_http_idempotency_batch_t *batch);
 static void ngx_http_idempotency_batch_done(ngx_event_t *ev);
 static void ngx_http_idempotency_batch_count(idem_store_t *store);
 static ngx_thread_task_t *ngx_http_idempotency_batch_alloc(ngx_uint_t n);
@@ -142,9 +152,31 @@ static ngx_msec_t ngx_http_idempotency_prune_pause(
 static void ngx_http_idempotency_prune_done(ngx_event_t *ev);
 
 
-/* this worker's queue: jobs waiting for the next batch */
+/*
+ * This worker's queue: jobs waiting for the next batch. The event loop
+ * adds to it; the batch's thread takes from it once it may commit (late
+ * binding, below), so both hold pending_mu.
+ */
 static ngx_queue_t                        ngx_http_idempotency_pending;
 static ngx_uint_t                         ngx_http_idempotency_npending;
+static pthread_mutex_t                    ngx_http_idempotency_pending_mu =
+    PTHREAD_MUTEX_INITIALIZER;
+static ngx_thread_task_t                 *ngx_http_idempotency_batch_task;
+
+/*
+ * The workers' commit turn, a robust process-shared mutex in memory the
+ * master maps before it forks them. The workers of an embedded store
+ * commit one after the other under its own write lock; a batch that
+ * waited for that lock would carry only the jobs queued before it
+ * started waiting, while those queued during the wait (the other worker
+ * commits, about a millisecond) went to the commit after it. So a batch's
+ * thread first takes this turn, then the worker's queue as it is at that
+ * moment, and commits it: each commit carries every job its worker has
+ * ready. A worker killed in its turn leaves the mutex to the next one
+ * (EOWNERDEAD). NULL: no turn (the map failed), batches take their jobs
+ * when they start.
+ */
+static pthread_mutex_t                   *ngx_http_idempotency_commit_mu;
 static ngx_uint_t                         ngx_http_idempotency_batch_running;
 static ngx_uint_t                         ngx_http_idempotency_draining;
 static ngx_http_idempotency_main_conf_t  *ngx_http_idempotency_imcf;
@@ -204,6 +236,67 @@ ngx_http_idempotency_batch_handler(void *data, ngx_log_t *log)
 {
     ngx_http_idempotency_batch_t *batch = data;
 
+    int               rc;
+    ngx_uint_t        locked;
+    ngx_queue_t      *q;
+    pthread_mutex_t  *mu = ngx_http_idempotency_commit_mu;
+
+    locked = 0;
+
+    if (mu != NULL) {
+        rc = pthread_mutex_lock(mu);
+
+        if (rc == EOWNERDEAD) {
+            /* a worker died in its turn: what it guarded is LMDB's */
+            (void) pthread_mutex_consistent(mu);
+            rc = 0;
+        }
+
+        locked = (rc == 0);
+    }
+
+    (void) pthread_mutex_lock(&ngx_http_idempotency_pending_mu);
+
+    for (batch->n = 0;
+         batch->n < NGX_HTTP_IDEM_BATCH_MAX
+         && !ngx_queue_empty(&ngx_http_idempotency_pending);
+         batch->n++)
+    {
+        q = ngx_queue_head(&ngx_http_idempotency_pending);
+        ngx_queue_remove(q);
+        batch->jobs[batch->n] = ngx_queue_data(q, ngx_http_idempotency_job_t,
+                                               queue);
+    }
+
+    ngx_http_idempotency_npending -= batch->n;
+
+    (void) pthread_mutex_unlock(&ngx_http_idempotency_pending_mu);
+
+#if (IDEM_FAILPOINTS)
+    {
+    ngx_uint_t  i;
+
+    for (i = 0; i < batch->n; i++) {
+        NGX_HTTP_IDEM_FAILPOINT_KEY("in_commit_turn", batch->jobs[i]->key,
+                                    batch->jobs[i]->key_len);
+    }
+    }
+#endif
+
+    ngx_http_idempotency_batch_run(batch);
+
+    if (locked) {
+        (void) pthread_mutex_unlock(mu);
+    }
+}
+
+
+/* Runs the jobs of batch (on the thread pool, or at exit on the loop):
+ * each job's op and result are left in job->op. */
+
+static void
+ngx_http_idempotency_batch_run(ngx_http_idempotency_batch_t *batch)
+{
     int                          rc;
     ngx_uint_t                   i, k, m;
     ngx_http_idempotency_job_t  *job;
@@ -270,7 +363,7 @@ ngx_http_idempotency_batch_done(ngx_event_t *ev)
         ngx_http_idempotency_job_deliver(batch->jobs[i]);
     }
 
-    ngx_http_idempotency_batch_free(task);
+    batch->n = 0;
 
     ngx_http_idempotency_batch_post();
 }
@@ -353,36 +446,38 @@ ngx_http_idempotency_batch_free(ngx_thread_task_t *task)
 static void
 ngx_http_idempotency_batch_post(void)
 {
-    ngx_uint_t                     i, n;
+    ngx_uint_t                     n;
     ngx_queue_t                   *q;
     ngx_thread_task_t             *task;
     ngx_http_idempotency_job_t    *job;
     ngx_http_idempotency_batch_t  *batch;
 
-    if (ngx_http_idempotency_batch_running
-        || ngx_http_idempotency_draining
-        || ngx_http_idempotency_npending == 0)
-    {
+    if (ngx_http_idempotency_batch_running || ngx_http_idempotency_draining) {
         return;
     }
 
-    n = ngx_min(ngx_http_idempotency_npending, NGX_HTTP_IDEM_BATCH_MAX);
+    /* no batch runs: the loop alone touches the queue */
+    n = ngx_http_idempotency_npending;
 
-    task = ngx_http_idempotency_batch_alloc(n);
+    if (n == 0) {
+        return;
+    }
+
+    /* one task serves every batch of the worker: one runs at a time */
+    task = ngx_http_idempotency_batch_task;
+
     if (task == NULL) {
-        goto failed;
+        task = ngx_http_idempotency_batch_alloc(NGX_HTTP_IDEM_BATCH_MAX);
+        if (task == NULL) {
+            goto failed;
+        }
+
+        ngx_http_idempotency_batch_task = task;
     }
 
     batch = task->ctx;
-
-    for (i = 0; i < n; i++) {
-        q = ngx_queue_head(&ngx_http_idempotency_pending);
-        ngx_queue_remove(q);
-        batch->jobs[i] = ngx_queue_data(q, ngx_http_idempotency_job_t, queue);
-    }
-
-    ngx_http_idempotency_npending -= n;
-    batch->n = n;
+    batch->store = ngx_http_idempotency_imcf->store;
+    batch->n = 0;    /* the thread takes the jobs when its turn comes */
 
     task->handler = ngx_http_idempotency_batch_handler;
     task->event.data = task;
@@ -392,14 +487,6 @@ ngx_http_idempotency_batch_post(void)
     if (ngx_thread_task_post(ngx_http_idempotency_imcf->thread_pool, task)
         != NGX_OK)
     {
-        /* put the jobs back and fail them all below */
-        for (i = n; i > 0; i--) {
-            ngx_queue_insert_head(&ngx_http_idempotency_pending,
-                                  &batch->jobs[i - 1]->queue);
-        }
-
-        ngx_http_idempotency_npending += n;
-        ngx_http_idempotency_batch_free(task);
         goto failed;
     }
 
@@ -408,11 +495,22 @@ ngx_http_idempotency_batch_post(void)
 
 failed:
 
-    /* the store cannot be reached: every waiting request fails closed */
-    while (!ngx_queue_empty(&ngx_http_idempotency_pending)) {
+    /* the store cannot be reached: every waiting request fails closed
+     * (a completion may queue another job meanwhile: it fails too) */
+    for ( ;; ) {
+        (void) pthread_mutex_lock(&ngx_http_idempotency_pending_mu);
+
+        if (ngx_queue_empty(&ngx_http_idempotency_pending)) {
+            (void) pthread_mutex_unlock(&ngx_http_idempotency_pending_mu);
+            break;
+        }
+
         q = ngx_queue_head(&ngx_http_idempotency_pending);
         ngx_queue_remove(q);
         ngx_http_idempotency_npending--;
+
+        (void) pthread_mutex_unlock(&ngx_http_idempotency_pending_mu);
+
         job = ngx_queue_data(q, ngx_http_idempotency_job_t, queue);
         job->op.rc = IDEM_EUNAVAIL;
         ngx_http_idempotency_job_deliver(job);
@@ -430,8 +528,10 @@ ngx_http_idempotency_enqueue(ngx_http_idempotency_job_t *job)
     ngx_http_idempotency_imcf = ngx_http_cycle_get_module_main_conf(
                                     ngx_cycle, ngx_http_idempotency_module);
 
+    (void) pthread_mutex_lock(&ngx_http_idempotency_pending_mu);
     ngx_queue_insert_tail(&ngx_http_idempotency_pending, &job->queue);
     ngx_http_idempotency_npending++;
+    (void) pthread_mutex_unlock(&ngx_http_idempotency_pending_mu);
 
     ngx_http_idempotency_batch_post();
 }
@@ -819,6 +919,44 @@ ngx_http_idempotency_task_post_detached(ngx_http_idempotency_ctx_t *ctx,
  * forwarded.
  */
 
+ngx_int_t
+ngx_http_idempotency_task_init_turn(ngx_log_t *log)
+{
+    void                 *p;
+    pthread_mutexattr_t   attr;
+
+    if (ngx_http_idempotency_commit_mu != NULL) {
+        return NGX_OK;    /* made by the first configuration: kept */
+    }
+
+    p = mmap(NULL, sizeof(pthread_mutex_t), PROT_READ|PROT_WRITE,
+             MAP_SHARED|MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                      "idempotency: no shared commit turn (mmap), the "
+                      "workers' batches take their jobs when they start");
+        return NGX_OK;
+    }
+
+    if (pthread_mutexattr_init(&attr) != 0
+        || pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED) != 0
+        || pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST) != 0
+        || pthread_mutex_init(p, &attr) != 0)
+    {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "idempotency: no shared commit turn (mutex), the "
+                      "workers' batches take their jobs when they start");
+        (void) munmap(p, sizeof(pthread_mutex_t));
+        return NGX_OK;
+    }
+
+    (void) pthread_mutexattr_destroy(&attr);
+    ngx_http_idempotency_commit_mu = p;
+
+    return NGX_OK;
+}
+
+
 void
 ngx_http_idempotency_task_hold(void)
 {
@@ -845,6 +983,8 @@ ngx_http_idempotency_task_drain(ngx_cycle_t *cycle)
     while (!ngx_queue_empty(&ngx_http_idempotency_pending)) {
         n = 0;
 
+        (void) pthread_mutex_lock(&ngx_http_idempotency_pending_mu);
+
         while (n < 64 && !ngx_queue_empty(&ngx_http_idempotency_pending)) {
             q = ngx_queue_head(&ngx_http_idempotency_pending);
             ngx_queue_remove(q);
@@ -858,13 +998,15 @@ ngx_http_idempotency_task_drain(ngx_cycle_t *cycle)
             jobs[n++] = job;
         }
 
+        (void) pthread_mutex_unlock(&ngx_http_idempotency_pending_mu);
+
         batch.store = ngx_http_idempotency_imcf->store;
         batch.n = n;
         batch.jobs = jobs;
         batch.ops = ops;
         batch.index = index;
 
-        ngx_http_idempotency_batch_handler(&batch, cycle->log);
+        ngx_http_idempotency_batch_run(&batch);
 
         while (n--) {
             if (jobs[n]->kind == NGX_HTTP_IDEM_JOB_DETACHED) {

@@ -40,6 +40,9 @@ ngx_int_t ngx_http_idempotency_task_post_detached(
 /* the prune timer's handler: one bounded prune at a time */
 void ngx_http_idempotency_task_prune(ngx_event_t *ev);
 
+/* in the master, before the workers fork: the workers' shared commit turn
+ * (see _task.c); a failure is logged and leaves batches without it */
+ngx_int_t ngx_http_idempotency_task_init_turn(ngx_log_t *log);
 /* at worker exit: post no more batches (the thread pool is stopped) */
 void ngx_http_idempotency_task_hold(void);
 /* then run the settlements still queued, synchronously */

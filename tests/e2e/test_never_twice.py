@@ -272,6 +272,31 @@ def test_killed_worker_is_respawned_and_its_key_settled_once(
     assert upstream.executions(other) == 1
 
 
+@needs_failpoints
+def test_worker_killed_in_its_commit_turn_leaves_the_turn_to_the_others(
+        gateway_factory, upstream):
+    # the workers take turns to commit (a robust process-shared mutex):
+    # a worker killed holding the turn, its batch not committed, leaves
+    # it to the next one; new keys keep being served by both workers, and
+    # the lost request never reached the API (its key's every request meets
+    # the failpoint again, so it is not retried here)
+    prefix = "fpturn%s_" % os.urandom(3).hex()
+    g = gateway_factory(workers=2,
+                        failpoints="in_commit_turn:worker:" + prefix)
+    before = set(g.worker_pids())
+    key = prefix + "a"
+    post_lost(g, key, json_body={"a": 1})
+    wait_for_workers(g, 2)
+    assert set(g.worker_pids()) != before
+    keys = [unique_key("afterturn") for _ in range(40)]
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        answers = list(ex.map(lambda k: g.post(key=k, json_body={"k": k}),
+                              keys))
+    assert [a.status_code for a in answers] == [201] * len(keys)
+    assert all(upstream.executions(k) == 1 for k in keys)
+    assert upstream.executions(key) == 0
+
+
 def test_sigkill_of_a_worker_mid_request_settles_its_key_once(
         gateway_factory, upstream):
     g = gateway_factory(workers=1, directives=LEASE_1S)
