@@ -13,15 +13,15 @@ BODY = '{"customer":"cus_8f3a2b1c9d","amount":1000,"currency":"usd",'
     .. '"metadata":{"order":"ord_4471","channel":"web","priority":"normal"},'
     .. '"source":"bench"}'
 
--- a body of the same shape and length whose order number is n: a new
--- request differs from the others by its parameters, not only by its key
--- (idemgate caches the fingerprints of repeated requests, which are
--- retries)
-function body_for(n)
+-- a body of the same shape and length whose order number is thread t's
+-- n-th: a new request differs from the others by its parameters, not
+-- only by its key (idemgate caches the fingerprints of repeated requests,
+-- which are retries); distinct for 256 threads of 2^24 requests each
+function body_for(t, n)
     return string.format('{"customer":"cus_8f3a2b1c9d","amount":1000,"currency":"usd",'
         .. '"subject":"Delivery window and invoice copy for order 4471",'
-        .. '"metadata":{"order":"o%07x","channel":"web","priority":"normal"},'
-        .. '"source":"bench"}', n % 0x10000000)
+        .. '"metadata":{"order":"%02x%06x","channel":"web","priority":"normal"},'
+        .. '"source":"bench"}', t % 0x100, n % 0x1000000)
 end
 
 AUTH = "Bearer sk_test_4eC39HqLyjWDarjtT1zdp7dc"

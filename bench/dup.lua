@@ -27,5 +27,5 @@ function request()
     local n = math.floor(counter / batch)
     HEADERS["Idempotency-Key"] = "dup-" .. RUN .. "-" .. tid .. "-" .. n
     counter = counter + 1
-    return wrk.format("POST", "/bench", HEADERS, body_for(tid * 0x1000000 + n))
+    return wrk.format("POST", "/bench", HEADERS, body_for(tid, n))
 end

@@ -7,5 +7,5 @@ local counter = 0
 function request()
     counter = counter + 1
     HEADERS["Idempotency-Key"] = RUN .. "-" .. tid .. "-" .. counter
-    return wrk.format("POST", "/bench", HEADERS, body_for(tid * 0x1000000 + counter))
+    return wrk.format("POST", "/bench", HEADERS, body_for(tid, counter))
 end

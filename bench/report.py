@@ -119,7 +119,8 @@ def main():
                   "whose own nginx.conf adds Host, X-Forwarded-For, X-Forwarded-Proto and "
                   "X-Request-Id to every proxied request, checks the header size for 431 and "
                   "answers nginx's errors in JSON (its defaults, but the LMDB store's path and "
-                  "`--workers`)")
+                  "`--workers`; so also nginx's default of 1000 requests per client connection, "
+                  "where the other proxies keep one connection for the run)")
         md.append("- in-flight duplicates (bench/dup.lua): the key changes every time a wrk "
                   "thread has sent %s, so the connections "
                   "send each key about together: one executes, the others wait for it (or, "

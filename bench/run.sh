@@ -260,7 +260,8 @@ gateway() {
     mkdir -p "$d"
     [ "$(id -u)" = 0 ] && chown nobody:nogroup "$d"
     local cmd=("$BUILD/idemgate" --listen "127.0.0.1:$p" --upstream "http://127.0.0.1:$UPSTREAM"
-        --workers "$3" --store "lmdb:$d/data" --admin "127.0.0.1:$m" --runtime-dir "$d/run")
+        --workers "$3" --store "lmdb:$d/data" --admin "127.0.0.1:$m" --runtime-dir "$d/run"
+        --nginx "$NGINX")
     if [ -n "$2" ]; then
         taskset -c "$2" "${cmd[@]}" >"$d/idemgate.log" 2>&1 &
     else
@@ -314,7 +315,7 @@ wrk_run() {
     eval "$(sed 's/^BENCH //; s/\([a-z0-9_]*\)=/w_\1=/g' <<<"$line")"
     if [ "$w_requests" -le 0 ] || [ "$w_status_errors" -ne 0 ] || [ "$w_socket_errors" -ne 0 ]; then
         echo "$out" >&2
-        tail -5 "$run/$name/error.log" >&2 || true
+        tail -5 "$run/$name/error.log" >&2 2>/dev/null || tail -5 "$run/$name/idemgate.log" >&2 || true
         die "$name, $script, -c$conns: $w_requests requests, $w_status_errors answers >= 400, $w_socket_errors socket errors"
     fi
     requests=$w_requests

@@ -104,7 +104,7 @@ static idem_hash_t fuzz_fp(const idem_request_t *req, idem_body_kind_t *kind)
     if (cache == NULL)
         FUZZ_CHECK(idem_fp_cache_create(16, &cache) == 0);
     for (int i = 0; i < 2; i++) {
-        FUZZ_CHECK(idem_fingerprint_cached(cache, req, &c, &ck) == 0);
+        FUZZ_CHECK(idem_fingerprint_cached(cache, NULL, req, &c, &ck) == 0);
         FUZZ_CHECK(memcmp(c.bytes, h.bytes, IDEM_HASH_LEN) == 0 && ck == k);
     }
     if (kind != NULL)

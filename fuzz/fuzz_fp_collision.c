@@ -450,7 +450,7 @@ static idem_hash_t fuzz_fp(int mode, const char *s, size_t len)
     /* the cache of fingerprints (kept across inputs) gives the same */
     if (cache == NULL)
         FUZZ_CHECK(idem_fp_cache_create(16, &cache) == 0);
-    FUZZ_CHECK(idem_fingerprint_cached(cache, &req, &c, NULL) == 0);
+    FUZZ_CHECK(idem_fingerprint_cached(cache, NULL, &req, &c, NULL) == 0);
     FUZZ_CHECK(memcmp(c.bytes, h.bytes, IDEM_HASH_LEN) == 0);
     return h;
 }

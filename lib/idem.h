@@ -288,13 +288,15 @@ IDEM_MUST_CHECK int idem_fingerprint(const idem_request_t *req,
 /*
  * A cache of fingerprints for one thread (lib/core/fpcache.c): a request
  * whose inputs (method, path, query, Content-Type, body, ignore entries
- * and headers, all byte for byte as given) equal those of one cached is
- * answered from the cache instead of canonicalized again, the case of a
- * client's retries; the cache is keyed by a SHA-256 digest of the
- * inputs, so what it answers is what idem_fingerprint() would. slots
- * (1 to IDEM_FP_CACHE_MAX_SLOTS, rounded up to a power of two) is how
- * many fingerprints it keeps, 72 bytes each; a newer one may take an
- * older one's slot.
+ * and headers, all byte for byte as given) and scope (NULL: none) equal
+ * those of one cached is answered from the cache instead of
+ * canonicalized again, the case of a client's retries; the cache is keyed
+ * by a SHA-256 digest of scope and inputs, so what it answers is what
+ * idem_fingerprint() would, and requests of two scopes never meet in it.
+ * slots (1 to IDEM_FP_CACHE_MAX_SLOTS, rounded up to a power of two) is
+ * how many fingerprints it keeps, 66 bytes each; a newer one may take an
+ * older one's slot. Out of memory for its digest, cached computes the
+ * fingerprint uncached.
  * Errors: create: IDEM_EINVAL (out NULL, slots out of range),
  * IDEM_ENOMEM. cached: IDEM_EINVAL (c, req or out NULL, or what
  * idem_fingerprint() refuses), IDEM_ENOMEM. free, stats: none.
@@ -308,6 +310,7 @@ typedef struct idem_fp_cache_s idem_fp_cache_t;
 IDEM_MUST_CHECK int idem_fp_cache_create(size_t slots, idem_fp_cache_t **out);
 void idem_fp_cache_free(idem_fp_cache_t *c);
 IDEM_MUST_CHECK int idem_fingerprint_cached(idem_fp_cache_t *c,
+                                            const idem_hash_t *scope,
                                             const idem_request_t *req,
                                             idem_hash_t *out,
                                             idem_body_kind_t *kind);

@@ -43,9 +43,15 @@
     X(PRUNED, "idemgate_pruned_total", "Expired records removed.")           \
     X(LATE_COMPLETE, "idemgate_late_completes_total",                        \
       "Results that came after their claim's lease had been settled.")      \
+    X(FP_CACHE_HITS, "idemgate_fingerprint_cache_total{result=\"hit\"}",     \
+      "Fingerprints of small bodies found in the worker's cache (a retry "   \
+      "that repeats its request byte for byte) or computed.")               \
+    X(FP_CACHE_MISSES, "idemgate_fingerprint_cache_total{result=\"miss\"}",  \
+      NULL)                                                                  \
     X(STORE_COMMITS, "idemgate_store_commits_total",                         \
       "Durable write transactions of the store (claims, results, releases "  \
-      "and prune rounds share them).")                                       \
+      "and prune rounds share them), counted as batches and prune rounds "   \
+      "end.")                                       \
     X(STORE_BATCHED_OPS, "idemgate_store_batched_ops_total",                 \
       "Writes those transactions carried: commits over writes is the "       \
       "batching.")

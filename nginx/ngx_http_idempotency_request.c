@@ -413,6 +413,9 @@ ngx_http_idempotency_request_params(ngx_http_request_t *r,
 
 static idem_fp_cache_t  *ngx_http_idempotency_fp_cache;
 
+static int ngx_http_idempotency_fp_cached(ngx_http_idempotency_ctx_t *ctx,
+    const idem_request_t *req);
+
 
 void
 ngx_http_idempotency_request_init_process(ngx_log_t *log)
@@ -500,21 +503,43 @@ ngx_http_idempotency_request_fingerprint(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (ngx_http_idempotency_fp_cache != NULL) {
-        if (idem_fingerprint_cached(ngx_http_idempotency_fp_cache, &req,
-                                    &ctx->fingerprint, NULL)
-            != 0)
-        {
-            return NGX_ERROR;
-        }
-
-    } else if (idem_fingerprint(&req, &ctx->fingerprint, NULL) != 0) {
+    if (ngx_http_idempotency_fp_cached(ctx, &req) != 0) {
         return NGX_ERROR;
     }
 
     ctx->fingerprinted = 1;
 
     return NGX_OK;
+}
+
+
+/* ctx->fingerprint of req, through the worker's cache (and counted) */
+
+static int
+ngx_http_idempotency_fp_cached(ngx_http_idempotency_ctx_t *ctx,
+    const idem_request_t *req)
+{
+    int        rc;
+    uint64_t   hits, now;
+
+    if (ngx_http_idempotency_fp_cache == NULL) {
+        return idem_fingerprint(req, &ctx->fingerprint, NULL);
+    }
+
+    idem_fp_cache_stats(ngx_http_idempotency_fp_cache, &hits, NULL);
+
+    rc = idem_fingerprint_cached(ngx_http_idempotency_fp_cache, &ctx->scope,
+                                 req, &ctx->fingerprint, NULL);
+    if (rc != 0) {
+        return rc;
+    }
+
+    idem_fp_cache_stats(ngx_http_idempotency_fp_cache, &now, NULL);
+    ngx_http_idempotency_metrics_count(now > hits
+                                       ? NGX_HTTP_IDEM_M_FP_CACHE_HITS
+                                       : NGX_HTTP_IDEM_M_FP_CACHE_MISSES, 1);
+
+    return 0;
 }
 
 

@@ -27,9 +27,10 @@
  * request unparked; it resumes the request itself.
  *
  * The batch's thread takes its jobs from the queue only when the worker's
- * turn to commit comes (ngx_http_idempotency_commit_mu): with several
- * workers on one embedded store, whose commits are serial, a batch then
- * carries every job queued while the other workers committed.
+ * turn to commit comes (ngx_http_idempotency_commit_mu, for an embedded
+ * store): with several workers on one LMDB store, whose commits are
+ * serial, a batch then carries every job queued while the other workers
+ * committed.
  *
  * While a request is parked nginx will not free it (blocked), so a job may
  * point at memory of its pool that nothing else touches meanwhile. The
@@ -243,7 +244,11 @@ ngx_http_idempotency_batch_handler(void *data, ngx_log_t *log)
 
     locked = 0;
 
-    if (mu != NULL) {
+    /* only an embedded store's commits are serial: a networked store's
+     * batches of several workers run side by side */
+    if (mu != NULL && batch->store != NULL
+        && (idem_store_caps(batch->store) & IDEM_STORE_CAP_DIRECTORY))
+    {
         rc = pthread_mutex_lock(mu);
 
         if (rc == EOWNERDEAD) {
@@ -356,14 +361,20 @@ ngx_http_idempotency_batch_done(ngx_event_t *ev)
 
     ngx_uint_t  i;
 
-    ngx_http_idempotency_batch_running = 0;
     ngx_http_idempotency_batch_count(batch->store);
 
+    /*
+     * The batch counts as running while its jobs are delivered: a request
+     * that resumes may queue a job at once (a release after a failed
+     * connect), and the next batch, which reuses this task and its jobs[],
+     * must not be posted before the loop is done.
+     */
     for (i = 0; i < batch->n; i++) {
         ngx_http_idempotency_job_deliver(batch->jobs[i]);
     }
 
     batch->n = 0;
+    ngx_http_idempotency_batch_running = 0;
 
     ngx_http_idempotency_batch_post();
 }
@@ -1063,6 +1074,7 @@ ngx_http_idempotency_prune_done(ngx_event_t *ev)
     ngx_http_idempotency_main_conf_t  *imcf = job->imcf;
 
     imcf->prune_running = 0;
+    ngx_http_idempotency_batch_count(job->store);
 
     if (job->rc == 0 && job->removed) {
         ngx_http_idempotency_metrics_count(NGX_HTTP_IDEM_M_PRUNED,

@@ -9,7 +9,8 @@
  *   $idempotency_log_entry  that request as one JSON object
  *
  * and, with idempotency_fast_request_id on, nginx's own $request_id of
- * every request, made here before anything reads it (below).
+ * the requests that reach the phases, made here before anything reads it
+ * (below).
  */
 
 #include <sys/random.h>
@@ -37,7 +38,7 @@ static u_char *ngx_http_idempotency_log_entry_write(u_char *p, size_t len,
     ngx_uint_t status, ngx_msec_t ms);
 static ngx_int_t ngx_http_idempotency_log_entry_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
-static uint64_t ngx_http_idempotency_mix(uint64_t x);
+static uint64_t ngx_http_idempotency_siphash(const uint64_t k[2], uint64_t m);
 static ngx_int_t ngx_http_idempotency_request_id_handler(
     ngx_http_request_t *r);
 
@@ -358,37 +359,75 @@ ngx_http_idempotency_variables_add(ngx_conf_t *cf)
  * idempotency_fast_request_id: nginx makes $request_id from 16 bytes of
  * OpenSSL's RAND_bytes, a few percent of a proxied request's CPU. This
  * sets the variable first, in the POST_READ phase, with a value of the
- * same form (32 lowercase hex digits): two 64-bit halves, each the
- * splitmix64 finalizer (a bijection) of a per-worker random seed plus the
- * worker's request count times an odd constant. So no two requests of a
- * worker share an id (for 2^64 of them), and workers, restarts and
- * machines differ by their 128 random seed bits. The ids are unique, not
- * secret: one id tells the next of its worker. Everything that reads
- * $request_id afterwards (proxy_set_header, the API log, log_format) gets
- * this value, since nginx keeps a variable's value for the request.
+ * same form (32 lowercase hex digits): SipHash-2-4, a keyed pseudo-random
+ * function, of the worker's request count (2n and 2n + 1 for the two
+ * halves) under a 128-bit key drawn with getrandom() when the worker
+ * serves its first request. Without the key the ids cannot be told from
+ * random, nor one derived from another, as nginx's cannot; two are equal
+ * with a chance of 2^-128. Everything that reads $request_id afterwards
+ * (proxy_set_header, the API log, log_format) gets this value, since
+ * nginx keeps a variable's value for the request. A request nginx ends
+ * before the phases (a bad request line or header, a header timeout)
+ * keeps nginx's own id, as does every request of a worker whose
+ * getrandom() failed (logged once).
  */
 
-#define NGX_HTTP_IDEM_GOLDEN  0x9e3779b97f4a7c15ULL
+#define NGX_HTTP_IDEM_ROTL(x, b)  (uint64_t) (((x) << (b)) | ((x) >> (64 - (b))))
 
+#define NGX_HTTP_IDEM_SIPROUND                                               \
+    do {                                                                     \
+        v0 += v1; v1 = NGX_HTTP_IDEM_ROTL(v1, 13); v1 ^= v0;                 \
+        v0 = NGX_HTTP_IDEM_ROTL(v0, 32);                                     \
+        v2 += v3; v3 = NGX_HTTP_IDEM_ROTL(v3, 16); v3 ^= v2;                 \
+        v0 += v3; v3 = NGX_HTTP_IDEM_ROTL(v3, 21); v3 ^= v0;                 \
+        v2 += v1; v1 = NGX_HTTP_IDEM_ROTL(v1, 17); v1 ^= v2;                 \
+        v2 = NGX_HTTP_IDEM_ROTL(v2, 32);                                     \
+    } while (0)
+
+
+/* SipHash-2-4 of the 8-byte little-endian message m under key k */
 
 static uint64_t
-ngx_http_idempotency_mix(uint64_t x)
+ngx_http_idempotency_siphash(const uint64_t k[2], uint64_t m)
 {
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    uint64_t  v0, v1, v2, v3, b;
 
-    return x ^ (x >> 31);
+    v0 = 0x736f6d6570736575ULL ^ k[0];
+    v1 = 0x646f72616e646f6dULL ^ k[1];
+    v2 = 0x6c7967656e657261ULL ^ k[0];
+    v3 = 0x7465646279746573ULL ^ k[1];
+    b = (uint64_t) 8 << 56;
+
+    v3 ^= m;
+    NGX_HTTP_IDEM_SIPROUND;
+    NGX_HTTP_IDEM_SIPROUND;
+    v0 ^= m;
+
+    v3 ^= b;
+    NGX_HTTP_IDEM_SIPROUND;
+    NGX_HTTP_IDEM_SIPROUND;
+    v0 ^= b;
+
+    v2 ^= 0xff;
+    NGX_HTTP_IDEM_SIPROUND;
+    NGX_HTTP_IDEM_SIPROUND;
+    NGX_HTTP_IDEM_SIPROUND;
+    NGX_HTTP_IDEM_SIPROUND;
+
+    return v0 ^ v1 ^ v2 ^ v3;
 }
 
 
 static ngx_int_t
 ngx_http_idempotency_request_id_handler(ngx_http_request_t *r)
 {
-    static ngx_pid_t  seeded_pid;
-    static uint64_t   seed[2], n;
+    static ngx_pid_t  keyed_pid;
+    static ngx_uint_t keyed;
+    static uint64_t   key[2], n;
 
-    u_char                            *id;
-    uint64_t                           half[2], step;
+    u_char                            *id, half[16];
+    uint64_t                           h;
+    ngx_uint_t                         i;
     ngx_http_variable_value_t         *v;
     ngx_http_idempotency_main_conf_t  *imcf;
 
@@ -399,14 +438,23 @@ ngx_http_idempotency_request_id_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    if (seeded_pid != ngx_pid) {
-        /* each worker seeds itself, after fork() */
-        if (getrandom(seed, sizeof(seed), 0) != (ssize_t) sizeof(seed)) {
-            return NGX_DECLINED;    /* nginx's own $request_id serves */
-        }
-
-        seeded_pid = ngx_pid;
+    if (keyed_pid != ngx_pid) {
+        /* each worker draws its key, after fork(), once */
+        keyed_pid = ngx_pid;
+        keyed = (getrandom(key, sizeof(key), GRND_NONBLOCK)
+                 == (ssize_t) sizeof(key));
         n = 0;
+
+        if (!keyed) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, ngx_errno,
+                          "idempotency_fast_request_id: getrandom() "
+                          "failed, this worker keeps nginx's own "
+                          "$request_id");
+        }
+    }
+
+    if (!keyed) {
+        return NGX_DECLINED;    /* nginx's own $request_id serves */
     }
 
     id = ngx_pnalloc(r->pool, 32);
@@ -414,11 +462,14 @@ ngx_http_idempotency_request_id_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    step = ++n * NGX_HTTP_IDEM_GOLDEN;
-    half[0] = ngx_http_idempotency_mix(seed[0] + step);
-    half[1] = ngx_http_idempotency_mix(seed[1] + step);
+    n++;
 
-    ngx_hex_dump(id, (u_char *) half, sizeof(half));
+    for (i = 0; i < 2; i++) {
+        h = ngx_http_idempotency_siphash(key, 2 * n + i);
+        ngx_memcpy(half + 8 * i, &h, 8);
+    }
+
+    ngx_hex_dump(id, half, sizeof(half));
 
     v->len = 32;
     v->valid = 1;

@@ -6,6 +6,7 @@
  * The cache is keyed by the digest of the inputs as given, framed:
  *
  *     field("idemgate-fp-input-v1")
+ *     u8(has scope) [field(scope)]               the caller's partition
  *     field(method) field(path) field(query) field(content type)
  *     field(body)
  *     u64(nignore) field(entry)...               in the order given
@@ -13,7 +14,10 @@
  *
  * Two requests with one input digest have the same inputs (SHA-256 does
  * not collide), and idem_fingerprint() is a function of its inputs, so a
- * hit gives what a computation would. Inputs that differ in a way the
+ * hit gives what a computation would. The scope (the client's, in the
+ * module) keeps the clients of one cache apart: a client cannot learn,
+ * by the time its request takes, whether another sent the same one. A
+ * retry has its first request's scope. Inputs that differ in a way the
  * fingerprint does not see (a header name's case, the order of ignore
  * entries) only miss. The digest costs one pass of SHA-256 over the
  * body; canonical JSON costs a parse, allocations and sorting.
@@ -75,8 +79,10 @@ void idem_fp_cache_stats(const idem_fp_cache_t *c, uint64_t *hits,
         *misses = c != NULL ? c->misses : 0;
 }
 
-/* The digest of every input of idem_fingerprint(), as given. */
-static int idem_fpc_input(const idem_request_t *req, idem_hash_t *out)
+/* The digest of scope and of every input of idem_fingerprint(), as
+ * given. */
+static int idem_fpc_input(const idem_hash_t *scope, const idem_request_t *req,
+                          idem_hash_t *out)
 {
     idem_hash_ctx_t h;
     int rc;
@@ -84,6 +90,9 @@ static int idem_fpc_input(const idem_request_t *req, idem_hash_t *out)
     if ((rc = idem_hash_init(&h)) != 0)
         return rc;
     idem_hash_field(&h, IDEM_FPC_TAG, sizeof(IDEM_FPC_TAG) - 1);
+    idem_hash_u8(&h, scope != NULL);
+    if (scope != NULL)
+        idem_hash_field(&h, scope->bytes, sizeof(scope->bytes));
     idem_hash_field(&h, req->method.data, req->method.len);
     idem_hash_field(&h, req->path.data, req->path.len);
     idem_hash_field(&h, req->query.data, req->query.len);
@@ -104,8 +113,9 @@ static int idem_fpc_input(const idem_request_t *req, idem_hash_t *out)
     return idem_hash_final(&h, out);
 }
 
-int idem_fingerprint_cached(idem_fp_cache_t *c, const idem_request_t *req,
-                            idem_hash_t *out, idem_body_kind_t *kind)
+int idem_fingerprint_cached(idem_fp_cache_t *c, const idem_hash_t *scope,
+                            const idem_request_t *req, idem_hash_t *out,
+                            idem_body_kind_t *kind)
 {
     idem_fpc_entry_t *e;
     idem_hash_t input, fp;
@@ -115,8 +125,10 @@ int idem_fingerprint_cached(idem_fp_cache_t *c, const idem_request_t *req,
 
     if (c == NULL || req == NULL || out == NULL)
         return IDEM_EINVAL;
-    if ((rc = idem_fpc_input(req, &input)) != 0)
-        return rc;
+    if (idem_fpc_input(scope, req, &input) != 0) {
+        /* no room for the digest: compute, uncached */
+        return idem_fingerprint(req, out, kind);
+    }
     memcpy(&at, input.bytes, sizeof(at));
     e = &c->slot[at & c->mask];
     if (e->used && memcmp(e->input.bytes, input.bytes, IDEM_HASH_LEN) == 0) {

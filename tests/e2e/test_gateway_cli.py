@@ -948,7 +948,8 @@ def test_request_id_is_one_per_request_in_log_and_upstream(gateway_factory,
                                                           echo, workdir):
     # the gateway makes $request_id itself (idempotency_fast_request_id):
     # the X-Request-Id the API gets is the API log's request_id, and no two
-    # requests share one, whichever of the two workers served them
+    # requests share one (two workers, each with its own key; which worker
+    # takes a connection is the kernel's choice)
     g = gateway_factory("--api-log", "api.log", "--workers", "2")
     start = len(echo.seen)
     sent = []

@@ -430,6 +430,36 @@ def test_waiting_duplicate_gets_the_replay(gateway, upstream):
         assert second.content == first.result().content
 
 
+def test_store_commits_and_fingerprint_cache_are_counted(gateway, upstream):
+    before = gateway.metrics()
+    keys = [unique_key() for _ in range(5)]
+    for i, k in enumerate(keys):
+        assert gateway.post(key=k, json_body={"n": i}).status_code == 201
+    # a retry byte for byte: its fingerprint comes from the worker's cache
+    r = gateway.post(key=keys[0], json_body={"n": 0})
+    assert r.headers["Idempotent-Replayed"] == "true"
+    # after that hit, other parameters under the key are still refused,
+    # and parameters that only read the same are still the same request
+    r = gateway.post(key=keys[0], json_body={"n": 99})
+    assert r.status_code == 400
+    assert r.json()["errors"][0]["title"] == "Idempotency error"
+    r = gateway.post(key=keys[0], data='{ "n" : 0 }',
+                     headers={"Content-Type": "application/json"})
+    assert r.headers["Idempotent-Replayed"] == "true"
+    after = gateway.metrics()
+
+    def grew(name):
+        return after.get(name, 0) - before.get(name, 0)
+
+    assert grew('idemgate_fingerprint_cache_total{result="hit"}') == 1
+    assert grew('idemgate_fingerprint_cache_total{result="miss"}') == 7
+    commits = grew("idemgate_store_commits_total")
+    ops = grew("idemgate_store_batched_ops_total")
+    # 5 claims, 5 results and the first mismatch's mark, in 1 to 11 commits
+    assert 1 <= commits <= ops and ops >= 11
+    assert all(upstream.executions(k) == 1 for k in keys)
+
+
 def test_waiters_are_woken_by_the_settlement_in_their_worker(gateway, upstream):
     # duplicates waiting for a first request of the same worker are woken
     # when its result is stored (idemgate_waits_woken_total counts each

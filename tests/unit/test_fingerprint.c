@@ -52,7 +52,7 @@ static idem_hash_t fp_kind(idem_request_t r, idem_body_kind_t *kind)
     assert_int_equal(idem_fingerprint(&r, &h, &k), 0);
     for (int i = 0; i < 2; i++) {
         idem_fp_cache_stats(cache, &hits0, NULL);
-        assert_int_equal(idem_fingerprint_cached(cache, &r, &c, &ck), 0);
+        assert_int_equal(idem_fingerprint_cached(cache, NULL, &r, &c, &ck), 0);
         idem_fp_cache_stats(cache, &hits1, NULL);
         assert_memory_equal(c.bytes, h.bytes, IDEM_HASH_LEN);
         assert_int_equal(ck, k);
@@ -1009,7 +1009,7 @@ static idem_hash_t cached(idem_fp_cache_t *c, idem_request_t r)
 {
     idem_hash_t h;
 
-    assert_int_equal(idem_fingerprint_cached(c, &r, &h, NULL), 0);
+    assert_int_equal(idem_fingerprint_cached(c, NULL, &r, &h, NULL), 0);
     return h;
 }
 
@@ -1090,6 +1090,33 @@ static void test_fp_cache_never_mixes_inputs(void **state)
     idem_fp_cache_free(c);
 }
 
+static void test_fp_cache_scopes_never_meet(void **state)
+{
+    idem_fp_cache_t *c = NULL;
+    idem_request_t r = req("", JSON, "{\"a\":1}");
+    idem_hash_t s1, s2, h;
+    uint64_t hits, misses;
+
+    (void)state;
+    memset(&s1, 1, sizeof(s1));
+    memset(&s2, 2, sizeof(s2));
+    assert_int_equal(idem_fp_cache_create(64, &c), 0);
+    assert_int_equal(idem_fingerprint_cached(c, &s1, &r, &h, NULL), 0);
+    assert_true(same(h, fp(r)));
+    /* the same request in another scope, or in none, is computed anew */
+    assert_int_equal(idem_fingerprint_cached(c, &s2, &r, &h, NULL), 0);
+    assert_true(same(h, fp(r)));
+    assert_int_equal(idem_fingerprint_cached(c, NULL, &r, &h, NULL), 0);
+    idem_fp_cache_stats(c, &hits, &misses);
+    assert_int_equal(hits, 0);
+    assert_int_equal(misses, 3);
+    assert_int_equal(idem_fingerprint_cached(c, &s2, &r, &h, NULL), 0);
+    assert_true(same(h, fp(r)));
+    idem_fp_cache_stats(c, &hits, &misses);
+    assert_int_equal(hits, 1);
+    idem_fp_cache_free(c);
+}
+
 static void test_fp_cache_one_slot_replaces(void **state)
 {
     idem_fp_cache_t *c = NULL;
@@ -1124,15 +1151,19 @@ static void test_fp_cache_errors(void **state)
     assert_int_equal(idem_fp_cache_create(8, NULL), IDEM_EINVAL);
     assert_null(c);
     assert_int_equal(idem_fp_cache_create(8, &c), 0);
-    assert_int_equal(idem_fingerprint_cached(NULL, &r, &h, NULL), IDEM_EINVAL);
-    assert_int_equal(idem_fingerprint_cached(c, NULL, &h, NULL), IDEM_EINVAL);
-    assert_int_equal(idem_fingerprint_cached(c, &r, NULL, NULL), IDEM_EINVAL);
+    assert_int_equal(idem_fingerprint_cached(NULL, NULL, &r, &h, NULL),
+                     IDEM_EINVAL);
+    assert_int_equal(idem_fingerprint_cached(c, NULL, NULL, &h, NULL),
+                     IDEM_EINVAL);
+    assert_int_equal(idem_fingerprint_cached(c, NULL, &r, NULL, NULL),
+                     IDEM_EINVAL);
     /* an ignore entry fingerprint() refuses is refused every time: a
      * refusal is not cached as a fingerprint */
     r.ignore = &bad;
     r.nignore = 1;
     for (int i = 0; i < 2; i++)
-        assert_int_equal(idem_fingerprint_cached(c, &r, &h, NULL), IDEM_EINVAL);
+        assert_int_equal(idem_fingerprint_cached(c, NULL, &r, &h, NULL),
+                         IDEM_EINVAL);
     idem_fp_cache_stats(c, &hits, &misses);
     assert_int_equal(hits, 0);
     assert_int_equal(misses, 0);
@@ -1210,6 +1241,7 @@ int main(void)
         cmocka_unit_test(test_fp_options_layout_is_stable),
         cmocka_unit_test(test_fp_cache_hits_a_repeat_only),
         cmocka_unit_test(test_fp_cache_never_mixes_inputs),
+        cmocka_unit_test(test_fp_cache_scopes_never_meet),
         cmocka_unit_test(test_fp_cache_one_slot_replaces),
         cmocka_unit_test(test_fp_cache_errors),
     };
