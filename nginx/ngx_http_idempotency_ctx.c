@@ -12,7 +12,7 @@
  *
  * A request that waits for its key's first request (WAITING) is in the
  * worker's waiters, a small table by key: when a claim of this worker is
- * settled (stored, released, or handed over as lost), the waiters of the
+ * settled (its result stored or its claim released), the waiters of the
  * same scope and key are woken at once and read the key again, instead
  * of at their next timer (10 ms at first, doubling up to 200 ms). Waiters
  * of a claim held by another worker or gateway keep to their timers.
@@ -174,7 +174,11 @@ ngx_http_idempotency_ctx_set_claim(ngx_http_idempotency_ctx_t *ctx,
     {
         ngx_queue_remove(&ctx->claimed);
 
-        if (claim == NGX_HTTP_IDEM_CLAIM_SETTLED) {
+        if (claim == NGX_HTTP_IDEM_CLAIM_SETTLED
+            && ctx->state == NGX_HTTP_IDEM_STORING)
+        {
+            /* the settlement is done (not a lost claim only handed over
+             * to a detached job, whose waiters keep to their timers) */
             ngx_http_idempotency_wake_waiters(ctx);
         }
 

@@ -253,8 +253,23 @@ ngx_http_idempotency_batch_handler(void *data, ngx_log_t *log)
 
         if (rc == EOWNERDEAD) {
             /* a worker died in its turn: what it guarded is LMDB's */
-            (void) pthread_mutex_consistent(mu);
-            rc = 0;
+            rc = pthread_mutex_consistent(mu);
+
+            if (rc == 0) {
+                ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                              "idempotency: the commit turn of a worker "
+                              "that died was taken over");
+            } else {
+                ngx_log_error(NGX_LOG_ALERT, log, rc,
+                              "idempotency: the commit turn of a worker "
+                              "that died could not be taken over, batches "
+                              "go on without it");
+            }
+
+        } else if (rc != 0) {
+            ngx_log_error(NGX_LOG_ALERT, log, rc,
+                          "idempotency: the workers' commit turn failed, "
+                          "this batch goes without it");
         }
 
         locked = (rc == 0);
@@ -508,7 +523,9 @@ failed:
 
     /* the store cannot be reached: every waiting request fails closed
      * (a completion may queue another job meanwhile: it fails too) */
-    for ( ;; ) {
+    while (!ngx_http_idempotency_batch_running) {
+        /* (a completion that queued a job may have posted a batch: the
+         * rest is its) */
         (void) pthread_mutex_lock(&ngx_http_idempotency_pending_mu);
 
         if (ngx_queue_empty(&ngx_http_idempotency_pending)) {
