@@ -35,8 +35,9 @@
  * While a request is parked nginx will not free it (blocked), so a job may
  * point at memory of its pool that nothing else touches meanwhile. The
  * thread side touches only the queue (under its mutex), the jobs' own
- * memory and the store — never r, its pool or its log. A detached job (a claim left by a request that is
- * gone) owns all it uses and is freed when its batch is done.
+ * memory and the store — never r, its pool or its log. A detached job (a
+ * claim left by a request that is gone) owns all it uses and is freed when
+ * its batch is done.
  */
 
 #include <pthread.h>
@@ -130,7 +131,9 @@ static void ngx_http_idempotency_batch_handler(void *data, ngx_log_t *log);
 static void ngx_http_idempotency_batch_run(ngx_http_idempotency_batch_t *batch);
 static void ngx_http_idempotency_batch_done(ngx_event_t *ev);
 static void ngx_http_idempotency_batch_count(idem_store_t *store);
-static ngx_thread_task_t *ngx_http_idempotency_batch_alloc(ngx_uint_t n);
+static ngx_uint_t ngx_http_idempotency_pending_take(
+    ngx_http_idempotency_job_t **jobs, ngx_uint_t max);
+static ngx_thread_task_t *ngx_http_idempotency_batch_alloc(void);
 static void ngx_http_idempotency_batch_free(ngx_thread_task_t *task);
 static void ngx_http_idempotency_batch_post(void);
 static void ngx_http_idempotency_enqueue(ngx_http_idempotency_job_t *job);
@@ -239,7 +242,6 @@ ngx_http_idempotency_batch_handler(void *data, ngx_log_t *log)
 
     int               rc;
     ngx_uint_t        locked;
-    ngx_queue_t      *q;
     pthread_mutex_t  *mu = ngx_http_idempotency_commit_mu;
 
     locked = 0;
@@ -275,22 +277,8 @@ ngx_http_idempotency_batch_handler(void *data, ngx_log_t *log)
         locked = (rc == 0);
     }
 
-    (void) pthread_mutex_lock(&ngx_http_idempotency_pending_mu);
-
-    for (batch->n = 0;
-         batch->n < NGX_HTTP_IDEM_BATCH_MAX
-         && !ngx_queue_empty(&ngx_http_idempotency_pending);
-         batch->n++)
-    {
-        q = ngx_queue_head(&ngx_http_idempotency_pending);
-        ngx_queue_remove(q);
-        batch->jobs[batch->n] = ngx_queue_data(q, ngx_http_idempotency_job_t,
-                                               queue);
-    }
-
-    ngx_http_idempotency_npending -= batch->n;
-
-    (void) pthread_mutex_unlock(&ngx_http_idempotency_pending_mu);
+    batch->n = ngx_http_idempotency_pending_take(batch->jobs,
+                                                 NGX_HTTP_IDEM_BATCH_MAX);
 
 #if (IDEM_FAILPOINTS)
     {
@@ -424,11 +412,43 @@ ngx_http_idempotency_batch_count(idem_store_t *store)
 }
 
 
-/* A batch task of room for n jobs, in one allocation with its batch. */
+/* Takes up to max jobs from the head of the queue into jobs[], under the
+ * queue's mutex (the event loop and the batch's thread both call it);
+ * returns how many. */
+
+static ngx_uint_t
+ngx_http_idempotency_pending_take(ngx_http_idempotency_job_t **jobs,
+    ngx_uint_t max)
+{
+    ngx_uint_t    n;
+    ngx_queue_t  *q;
+
+    (void) pthread_mutex_lock(&ngx_http_idempotency_pending_mu);
+
+    for (n = 0; n < max && !ngx_queue_empty(&ngx_http_idempotency_pending);
+         n++)
+    {
+        q = ngx_queue_head(&ngx_http_idempotency_pending);
+        ngx_queue_remove(q);
+        jobs[n] = ngx_queue_data(q, ngx_http_idempotency_job_t, queue);
+    }
+
+    ngx_http_idempotency_npending -= n;
+
+    (void) pthread_mutex_unlock(&ngx_http_idempotency_pending_mu);
+
+    return n;
+}
+
+
+/* The worker's batch task, with room for NGX_HTTP_IDEM_BATCH_MAX jobs, in
+ * one allocation with its batch. */
 
 static ngx_thread_task_t *
-ngx_http_idempotency_batch_alloc(ngx_uint_t n)
+ngx_http_idempotency_batch_alloc(void)
 {
+    ngx_uint_t  n = NGX_HTTP_IDEM_BATCH_MAX;
+
     ngx_thread_task_t             *task;
     ngx_http_idempotency_batch_t  *batch;
 
@@ -473,7 +493,6 @@ static void
 ngx_http_idempotency_batch_post(void)
 {
     ngx_uint_t                     n;
-    ngx_queue_t                   *q;
     ngx_thread_task_t             *task;
     ngx_http_idempotency_job_t    *job;
     ngx_http_idempotency_batch_t  *batch;
@@ -493,7 +512,7 @@ ngx_http_idempotency_batch_post(void)
     task = ngx_http_idempotency_batch_task;
 
     if (task == NULL) {
-        task = ngx_http_idempotency_batch_alloc(NGX_HTTP_IDEM_BATCH_MAX);
+        task = ngx_http_idempotency_batch_alloc();
         if (task == NULL) {
             goto failed;
         }
@@ -521,25 +540,12 @@ ngx_http_idempotency_batch_post(void)
 
 failed:
 
-    /* the store cannot be reached: every waiting request fails closed
-     * (a completion may queue another job meanwhile: it fails too) */
-    while (!ngx_http_idempotency_batch_running) {
-        /* (a completion that queued a job may have posted a batch: the
-         * rest is its) */
-        (void) pthread_mutex_lock(&ngx_http_idempotency_pending_mu);
-
-        if (ngx_queue_empty(&ngx_http_idempotency_pending)) {
-            (void) pthread_mutex_unlock(&ngx_http_idempotency_pending_mu);
-            break;
-        }
-
-        q = ngx_queue_head(&ngx_http_idempotency_pending);
-        ngx_queue_remove(q);
-        ngx_http_idempotency_npending--;
-
-        (void) pthread_mutex_unlock(&ngx_http_idempotency_pending_mu);
-
-        job = ngx_queue_data(q, ngx_http_idempotency_job_t, queue);
+    /* the store cannot be reached: every waiting request fails closed,
+     * one at a time, since a completion may queue another job (which
+     * fails too) or post a batch that succeeds (which takes the rest) */
+    while (!ngx_http_idempotency_batch_running
+           && ngx_http_idempotency_pending_take(&job, 1) == 1)
+    {
         job->op.rc = IDEM_EUNAVAIL;
         ngx_http_idempotency_job_deliver(job);
     }
@@ -938,14 +944,8 @@ ngx_http_idempotency_task_post_detached(ngx_http_idempotency_ctx_t *ctx,
 }
 
 
-/*
- * The worker exits (its thread pool already stopped): no batch is posted
- * from here on, and the settlements still queued — results of requests and
- * claims left by requests that are gone — are run synchronously by
- * ngx_http_idempotency_task_drain(), so no key waits out its lease for
- * want of an event loop. Claims not yet made are dropped: nothing was
- * forwarded.
- */
+/* The workers' commit turn (see ngx_http_idempotency_commit_mu), mapped
+ * in the master before the workers fork and kept across reloads. */
 
 ngx_int_t
 ngx_http_idempotency_task_init_turn(ngx_log_t *log)
@@ -985,6 +985,15 @@ ngx_http_idempotency_task_init_turn(ngx_log_t *log)
 }
 
 
+/*
+ * The worker exits (its thread pool already stopped): no batch is posted
+ * from here on, and the settlements still queued — results of requests and
+ * claims left by requests that are gone — are run synchronously by
+ * ngx_http_idempotency_task_drain(), so no key waits out its lease for
+ * want of an event loop. Claims not yet made are dropped: nothing was
+ * forwarded.
+ */
+
 void
 ngx_http_idempotency_task_hold(void)
 {
@@ -995,9 +1004,8 @@ ngx_http_idempotency_task_hold(void)
 void
 ngx_http_idempotency_task_drain(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                     n;
-    ngx_queue_t                   *q;
-    ngx_http_idempotency_job_t    *job, *jobs[64];
+    ngx_uint_t                     i, k, n;
+    ngx_http_idempotency_job_t    *jobs[64];
     ngx_http_idempotency_batch_t   batch;
     idem_op_t                      ops[64];
     ngx_uint_t                     index[64];
@@ -1008,25 +1016,13 @@ ngx_http_idempotency_task_drain(ngx_cycle_t *cycle)
         return;
     }
 
-    while (!ngx_queue_empty(&ngx_http_idempotency_pending)) {
-        n = 0;
-
-        (void) pthread_mutex_lock(&ngx_http_idempotency_pending_mu);
-
-        while (n < 64 && !ngx_queue_empty(&ngx_http_idempotency_pending)) {
-            q = ngx_queue_head(&ngx_http_idempotency_pending);
-            ngx_queue_remove(q);
-            ngx_http_idempotency_npending--;
-            job = ngx_queue_data(q, ngx_http_idempotency_job_t, queue);
-
-            if (job->op.kind == IDEM_OP_BEGIN) {
-                continue;
+    while ((k = ngx_http_idempotency_pending_take(jobs, 64)) > 0) {
+        /* claims not made are dropped; settlements are run */
+        for (i = 0, n = 0; i < k; i++) {
+            if (jobs[i]->op.kind != IDEM_OP_BEGIN) {
+                jobs[n++] = jobs[i];
             }
-
-            jobs[n++] = job;
         }
-
-        (void) pthread_mutex_unlock(&ngx_http_idempotency_pending_mu);
 
         batch.store = ngx_http_idempotency_imcf->store;
         batch.n = n;
@@ -1080,7 +1076,6 @@ ngx_http_idempotency_prune_pause(ngx_http_idempotency_prune_job_t *job)
 
     return (ngx_msec_t) ngx_max(10, NGX_HTTP_IDEM_PRUNE_PACE * took_ms);
 }
-
 
 
 static void
