@@ -379,7 +379,7 @@ for mode in $MODES; do
     upstream_master=$master
 
     proxy "plain-$mode" "$pcpu" "$workers" ""
-    proxy "lmdb-$mode" "$pcpu" "$workers" "lmdb:$run/lmdb-$mode/data"
+    proxy "lmdb-$mode" "$pcpu" "$workers" "lmdb:$run/lmdb-$mode/data${BENCH_LMDB_OPTS:+?$BENCH_LMDB_OPTS}"
     [ "$need_redis" = 1 ] && proxy "redis-$mode" "$pcpu" "$workers" \
         "$IDEM_TEST_REDIS_URL?prefix=bench-$mode:"
     [ "$need_pg" = 1 ] && proxy "pg-$mode" "$pcpu" "$workers" \

@@ -165,7 +165,15 @@ static ngx_queue_t                        ngx_http_idempotency_pending;
 static ngx_uint_t                         ngx_http_idempotency_npending;
 static pthread_mutex_t                    ngx_http_idempotency_pending_mu =
     PTHREAD_MUTEX_INITIALIZER;
-static ngx_thread_task_t                 *ngx_http_idempotency_batch_task;
+/*
+ * Two batch tasks take turns: when one's commit is done, the next batch is
+ * posted on the other before the first one's results are delivered, so
+ * that the store's next commit (mostly waiting for the disk) overlaps with
+ * the event loop resuming the requests of the last one. One commits at a
+ * time; delivering is the task whose jobs the loop is handing back.
+ */
+static ngx_thread_task_t                 *ngx_http_idempotency_batch_tasks[2];
+static ngx_thread_task_t                 *ngx_http_idempotency_delivering;
 
 /*
  * The workers' commit turn, a robust process-shared mutex in memory the
@@ -367,17 +375,22 @@ ngx_http_idempotency_batch_done(ngx_event_t *ev)
     ngx_http_idempotency_batch_count(batch->store);
 
     /*
-     * The batch counts as running while its jobs are delivered: a request
-     * that resumes may queue a job at once (a release after a failed
-     * connect), and the next batch, which reuses this task and its jobs[],
-     * must not be posted before the loop is done.
+     * The next batch goes to the other task while this one's jobs are
+     * delivered: a request that resumes may queue a job at once (a release
+     * after a failed connect), and no batch may reuse this task and its
+     * jobs[] before the loop is done with them.
      */
+    ngx_http_idempotency_batch_running = 0;
+    ngx_http_idempotency_delivering = task;
+
+    ngx_http_idempotency_batch_post();
+
     for (i = 0; i < batch->n; i++) {
         ngx_http_idempotency_job_deliver(batch->jobs[i]);
     }
 
     batch->n = 0;
-    ngx_http_idempotency_batch_running = 0;
+    ngx_http_idempotency_delivering = NULL;
 
     ngx_http_idempotency_batch_post();
 }
@@ -492,7 +505,7 @@ ngx_http_idempotency_batch_free(ngx_thread_task_t *task)
 static void
 ngx_http_idempotency_batch_post(void)
 {
-    ngx_uint_t                     n;
+    ngx_uint_t                     n, t;
     ngx_thread_task_t             *task;
     ngx_http_idempotency_job_t    *job;
     ngx_http_idempotency_batch_t  *batch;
@@ -508,8 +521,11 @@ ngx_http_idempotency_batch_post(void)
         return;
     }
 
-    /* one task serves every batch of the worker: one runs at a time */
-    task = ngx_http_idempotency_batch_task;
+    /* the task that is not being delivered; one runs at a time */
+    t = (ngx_http_idempotency_batch_tasks[0] != NULL
+         && ngx_http_idempotency_batch_tasks[0]
+            == ngx_http_idempotency_delivering);
+    task = ngx_http_idempotency_batch_tasks[t];
 
     if (task == NULL) {
         task = ngx_http_idempotency_batch_alloc();
@@ -517,7 +533,7 @@ ngx_http_idempotency_batch_post(void)
             goto failed;
         }
 
-        ngx_http_idempotency_batch_task = task;
+        ngx_http_idempotency_batch_tasks[t] = task;
     }
 
     batch = task->ctx;

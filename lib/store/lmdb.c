@@ -97,6 +97,7 @@
  */
 #include "gcq.h"
 #include "lmdb_names.h"
+#include "lmdb_wal.h"
 #include "registry.h"
 #include "store_int.h"
 
@@ -156,7 +157,13 @@ typedef struct {
     struct stat lock_st;
 
     idem_store_gcq_t queue; /* the group-commit queue */
+    int wal_on;             /* commits go through the log (lmdb_wal.h) */
+    idem_store_wal_t wal;
 } idem_store_lmdb_t;
+
+/* The databases as the log names them. */
+#define IDEM_STORE_LMDB_REC 0
+#define IDEM_STORE_LMDB_EXP 1
 
 /* The options of an "lmdb:" URL. */
 typedef struct {
@@ -164,7 +171,14 @@ typedef struct {
     size_t map_size;
     int group_commit;
     int sync;
+    int wal;
+    uint64_t wal_size;
 } idem_store_lmdb_conf_t;
+
+/* The log's default size between checkpoints, and its bounds. */
+#define IDEM_STORE_LMDB_WAL_SIZE     ((uint64_t)8 << 20)
+#define IDEM_STORE_LMDB_WAL_SIZE_MIN ((uint64_t)64 << 10)
+#define IDEM_STORE_LMDB_WAL_SIZE_MAX ((uint64_t)1 << 30)
 
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                    */
@@ -228,6 +242,54 @@ static int idem_store_lmdb_read(idem_store_t *store, const idem_store_key_t *k,
     }
     mdb_txn_abort(txn);
     return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Write transactions: through the log, or LMDB's own durable commit         */
+/* ------------------------------------------------------------------------ */
+
+static int idem_store_lmdb_begin(idem_store_lmdb_t *s, MDB_txn **txn)
+{
+    int rc = mdb_txn_begin(s->env, NULL, 0, txn);
+
+    if (rc == 0 && s->wal_on) {
+        idem_store_wal_begin(&s->wal);
+    }
+    return rc;
+}
+
+static MDB_dbi idem_store_lmdb_dbi(const idem_store_lmdb_t *s, unsigned db)
+{
+    return db == IDEM_STORE_LMDB_REC ? s->records : s->expiry;
+}
+
+static int idem_store_lmdb_put(idem_store_lmdb_t *s, MDB_txn *txn,
+                               unsigned db, MDB_val *key, MDB_val *val)
+{
+    int rc = mdb_put(txn, idem_store_lmdb_dbi(s, db), key, val, 0);
+
+    if (rc == 0 && s->wal_on) {
+        idem_store_wal_record(&s->wal, db, key, val);
+    }
+    return rc;
+}
+
+/* Deletes key from db; a key that is not there is no error. */
+static int idem_store_lmdb_del(idem_store_lmdb_t *s, MDB_txn *txn,
+                               unsigned db, MDB_val *key)
+{
+    int rc = mdb_del(txn, idem_store_lmdb_dbi(s, db), key, NULL);
+
+    if (rc == 0 && s->wal_on) {
+        idem_store_wal_record(&s->wal, db, key, NULL);
+    }
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int idem_store_lmdb_commit(idem_store_lmdb_t *s, MDB_txn *txn)
+{
+    return s->wal_on ? idem_store_wal_commit(&s->wal, txn)
+                     : mdb_txn_commit(txn);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -359,28 +421,29 @@ static int idem_store_lmdb_apply(idem_store_lmdb_t *s, MDB_txn *txn,
     if (op->had_index && moved) {
         ikey = idem_store_lmdb_ikey(ibuf, op->old_index_ms, op->key.bytes,
                                     op->key.len);
-        rc = mdb_del(txn, s->expiry, &ikey, NULL);
-        if (rc != 0 && rc != MDB_NOTFOUND) {
+        rc = idem_store_lmdb_del(s, txn, IDEM_STORE_LMDB_EXP, &ikey);
+        if (rc != 0) {
             return rc;
         }
     }
     if (op->write == IDEM_STORE_WRITE_PUT) {
         val.mv_size = op->val->len;
         val.mv_data = op->val->data;
-        rc = mdb_put(txn, s->records, &key, &val, 0);
+        rc = idem_store_lmdb_put(s, txn, IDEM_STORE_LMDB_REC, &key, &val);
         if (rc != 0) {
             return rc;
         }
         if (moved) {
             ikey = idem_store_lmdb_ikey(ibuf, op->new_index_ms, op->key.bytes,
                                         op->key.len);
-            rc = mdb_put(txn, s->expiry, &ikey, &empty, 0);
+            rc = idem_store_lmdb_put(s, txn, IDEM_STORE_LMDB_EXP, &ikey,
+                                     &empty);
             if (rc != 0) {
                 return rc;
             }
         }
     } else {
-        rc = mdb_del(txn, s->records, &key, NULL);
+        rc = idem_store_lmdb_del(s, txn, IDEM_STORE_LMDB_REC, &key);
         if (rc != 0) {
             return rc;
         }
@@ -467,19 +530,20 @@ static int idem_store_lmdb_prune(idem_store_lmdb_t *s, MDB_txn *txn,
             }
         }
         if (verdict == IDEM_STORE_PRUNE_REMOVE) {
-            rc = mdb_del(txn, s->records, &skey, NULL);
+            rc = idem_store_lmdb_del(s, txn, IDEM_STORE_LMDB_REC, &skey);
             if (rc != 0) {
                 return rc;
             }
             op->removed++;
         }
-        rc = mdb_del(txn, s->expiry, &ikey, NULL);
+        rc = idem_store_lmdb_del(s, txn, IDEM_STORE_LMDB_EXP, &ikey);
         if (rc != 0) {
             return rc;
         }
         if (verdict == IDEM_STORE_PRUNE_REINDEX) {
             nkey = idem_store_lmdb_ikey(nbuf, re, ibuf + 8, ilen - 8);
-            rc = mdb_put(txn, s->expiry, &nkey, &empty, 0);
+            rc = idem_store_lmdb_put(s, txn, IDEM_STORE_LMDB_EXP, &nkey,
+                                     &empty);
             if (rc != 0) {
                 return rc;
             }
@@ -516,11 +580,11 @@ static void idem_store_lmdb_run_alone(idem_store_lmdb_t *s, idem_store_op_t *op)
 {
     size_t budget = op->budget;
     MDB_txn *txn;
-    int rc, wrote;
+    int rc, wrote, freed = 0;
 
     for (;;) {
         wrote = 0;
-        rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+        rc = idem_store_lmdb_begin(s, &txn);
         if (rc != 0) {
             break;
         }
@@ -528,7 +592,15 @@ static void idem_store_lmdb_run_alone(idem_store_lmdb_t *s, idem_store_op_t *op)
         if (rc != 0 || !wrote) {
             mdb_txn_abort(txn);
         } else {
-            rc = mdb_txn_commit(txn);
+            rc = idem_store_lmdb_commit(s, txn);
+        }
+        if (rc == MDB_MAP_FULL && s->wal_on && !freed) {
+            /* the pin may hold pages that a checkpoint frees */
+            freed = 1;
+            if (idem_store_wal_checkpoint(&s->wal) == 0) {
+                idem_store_op_reset(op);
+                continue;
+            }
         }
         if (!idem_store_lmdb_prune_shrinks(op, rc)) {
             break;
@@ -568,7 +640,7 @@ static void idem_store_lmdb_run_batch(void *backend,
         idem_store_lmdb_run_alone(s, batch->ops);
         return;
     }
-    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    rc = idem_store_lmdb_begin(s, &txn);
     if (rc != 0) {
         goto alone;
     }
@@ -587,7 +659,7 @@ static void idem_store_lmdb_run_batch(void *backend,
         mdb_txn_abort(txn);
         return;
     }
-    rc = mdb_txn_commit(txn);
+    rc = idem_store_lmdb_commit(s, txn);
     if (rc != 0) {
         goto alone;
     }
@@ -696,6 +768,8 @@ static int idem_store_lmdb_parse(const char *rest, idem_store_lmdb_conf_t *c,
     c->map_size = (size_t)IDEM_STORE_LMDB_DEFAULT_MAP_SIZE;
     c->group_commit = 1;
     c->sync = 1;
+    c->wal = 1;
+    c->wal_size = IDEM_STORE_LMDB_WAL_SIZE;
     if (path_len == 0) {
         snprintf(why, cap, "lmdb: needs a directory, e.g. lmdb:/var/lib/idem");
         return IDEM_EBADURL;
@@ -709,7 +783,8 @@ static int idem_store_lmdb_parse(const char *rest, idem_store_lmdb_conf_t *c,
         if (eq == NULL) {
             snprintf(why, cap,
                      "lmdb option \"%.*s\" has no value (name=value: "
-                     "map_size=SIZE, group_commit=0|1, sync=0|1)",
+                     "map_size=SIZE, group_commit=0|1, sync=0|1, wal=0|1, "
+                     "wal_size=SIZE)",
                      (int)(end - p), p);
             return IDEM_EBADURL;
         }
@@ -728,8 +803,21 @@ static int idem_store_lmdb_parse(const char *rest, idem_store_lmdb_conf_t *c,
                 return IDEM_EBADURL;
             }
             c->map_size = (size_t)v;
+        } else if (idem_store_lmdb_is(p, name_len, "wal_size")) {
+            if (idem_store_lmdb_size_value(val, n, &v) != 0 ||
+                v < IDEM_STORE_LMDB_WAL_SIZE_MIN ||
+                v > IDEM_STORE_LMDB_WAL_SIZE_MAX) {
+                snprintf(why, cap,
+                         "lmdb wal_size \"%.*s\" is not a size from 64k "
+                         "to 1g (bytes, or a number with a k, m or g "
+                         "suffix)",
+                         (int)n, val);
+                return IDEM_EBADURL;
+            }
+            c->wal_size = v;
         } else if (idem_store_lmdb_is(p, name_len, "group_commit") ||
-                   idem_store_lmdb_is(p, name_len, "sync")) {
+                   idem_store_lmdb_is(p, name_len, "sync") ||
+                   idem_store_lmdb_is(p, name_len, "wal")) {
             if (n != 1 || (val[0] != '0' && val[0] != '1')) {
                 snprintf(why, cap, "lmdb option %.*s is 0 or 1, not \"%.*s\"",
                          (int)name_len, p, (int)n, val);
@@ -737,13 +825,16 @@ static int idem_store_lmdb_parse(const char *rest, idem_store_lmdb_conf_t *c,
             }
             if (name_len == 4) {
                 c->sync = val[0] == '1';
+            } else if (name_len == 3) {
+                c->wal = val[0] == '1';
             } else {
                 c->group_commit = val[0] == '1';
             }
         } else {
             snprintf(why, cap,
                      "unknown lmdb option \"%.*s\" (the options are "
-                     "map_size=SIZE, group_commit=0|1 and sync=0|1)",
+                     "map_size=SIZE, group_commit=0|1, sync=0|1, wal=0|1 "
+                     "and wal_size=SIZE)",
                      (int)name_len, p);
             return IDEM_EBADURL;
         }
@@ -952,6 +1043,9 @@ static void idem_store_lmdb_close(idem_store_t *store)
 {
     idem_store_lmdb_t *s = (idem_store_lmdb_t *)store;
 
+    if (s->wal_on) {
+        idem_store_wal_close(&s->wal);
+    }
     mdb_env_close(s->env);
     idem_store_gcq_destroy(&s->queue);
     free(s->path);
@@ -968,14 +1062,102 @@ static const idem_store_vtable_t idem_store_lmdb_vt = {
     .close = idem_store_lmdb_close,
 };
 
+/* Opens the databases, creating them in a new environment. */
+static int idem_store_lmdb_dbis(idem_store_lmdb_t *s)
+{
+    MDB_txn *txn;
+    int rc;
+
+    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = mdb_dbi_open(txn, NULL, 0, &s->main);
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, IDEM_STORE_LMDB_DB_RECORDS, MDB_CREATE,
+                          &s->records);
+    }
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, IDEM_STORE_LMDB_DB_EXPIRY, MDB_CREATE,
+                          &s->expiry);
+    }
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return mdb_txn_commit(txn);
+}
+
+/*
+ * Opens the environment in c->path (made before): with the log unless
+ * sync=0 or wal=0, else with LMDB's own durable commits (or none, sync=0).
+ * Returns 0 or an LMDB/errno code.
+ */
+static int idem_store_lmdb_env(idem_store_lmdb_t *s,
+                               const idem_store_lmdb_conf_t *c)
+{
+    /*
+     * MDB_NOTLS: read transactions are not tied to threads (a thread pool
+     * runs them, and the log's pin outlives the call that took it). Left
+     * out, as measured on ext4 (bench/store_bench.c): MDB_WRITEMAP (LMDB
+     * 0.9 msyncs the whole map at every commit: 3-4x slower; a full disk
+     * would also raise SIGBUS on the sparse map) and MDB_NORDAHEAD (a cold
+     * lookup then reads ~5 KiB instead of up to the device's read-ahead,
+     * but a database that fits in memory warms up far more slowly; worth
+     * it only for databases larger than memory). MDB_NOSYNC is safe with
+     * the log only: the log is what is durable.
+     */
+    unsigned int flags = MDB_NOTLS;
+    const MDB_dbi *dbis;
+    MDB_dbi both[IDEM_STORE_WAL_DBIS];
+    int rc, dead;
+
+    if (c->sync && c->wal) {
+        rc = idem_store_wal_open(&s->wal, c->path, &s->wal_on);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    if (!c->sync || s->wal_on) {
+        flags |= MDB_NOSYNC;
+    }
+    rc = mdb_env_create(&s->env);
+    if (rc == 0) {
+        rc = mdb_env_set_maxdbs(s->env, 2);
+    }
+    if (rc == 0) {
+        rc = mdb_env_set_maxreaders(s->env, IDEM_STORE_LMDB_MAX_READERS);
+    }
+    if (rc == 0) {
+        rc = mdb_env_set_mapsize(s->env, c->map_size);
+    }
+    if (rc == 0) {
+        rc = mdb_env_open(s->env, c->path, flags, 0600);
+    }
+    if (rc == 0 && !s->wal_on) {
+        /* Free the reader slots of processes that died holding them (with
+         * the log, a checkpoint does it: they may hold its pin). */
+        rc = mdb_reader_check(s->env, &dead);
+    }
+    if (rc == 0) {
+        rc = idem_store_lmdb_dbis(s);
+    }
+    if (rc == 0 && s->wal_on) {
+        both[IDEM_STORE_LMDB_REC] = s->records;
+        both[IDEM_STORE_LMDB_EXP] = s->expiry;
+        dbis = both;
+        s->wal.limit = c->wal_size;
+        rc = idem_store_wal_start(&s->wal, s->env, dbis);
+    }
+    return rc;
+}
+
 static int idem_store_lmdb_open(const char *url, const char *rest,
                                 idem_store_t **out)
 {
     idem_store_lmdb_conf_t c;
     idem_store_lmdb_t *s = NULL;
-    MDB_txn *txn;
-    unsigned int flags = MDB_NOTLS;
-    int rc, dead, queue_ok = 0;
+    int rc, queue_ok = 0;
     char why[256];
 
     (void)url;
@@ -996,58 +1178,8 @@ static int idem_store_lmdb_open(const char *url, const char *rest,
     s->group_commit = c.group_commit;
 
     rc = idem_store_lmdb_mkdirs(c.path);
-    if (rc != 0) {
-        rc = idem_store_lmdb_err(rc);
-        goto fail;
-    }
-    rc = mdb_env_create(&s->env);
     if (rc == 0) {
-        rc = mdb_env_set_maxdbs(s->env, 2);
-    }
-    if (rc == 0) {
-        rc = mdb_env_set_maxreaders(s->env, IDEM_STORE_LMDB_MAX_READERS);
-    }
-    if (rc == 0) {
-        rc = mdb_env_set_mapsize(s->env, c.map_size);
-    }
-    /*
-     * MDB_NOTLS: read transactions are not tied to threads (a thread pool
-     * runs them). Left out, as measured on ext4 (bench/store_bench.c):
-     * MDB_WRITEMAP (LMDB 0.9 msyncs the whole map at every commit: 3-4x
-     * slower; a full disk would also raise SIGBUS on the sparse map) and
-     * MDB_NORDAHEAD (a cold lookup then reads ~5 KiB instead of up to the
-     * device's read-ahead, but a database that fits in memory warms up far
-     * more slowly; worth it only for databases larger than memory).
-     * MDB_NOMETASYNC would lose the last commit on a crash: never.
-     */
-    if (!c.sync) {
-        flags |= MDB_NOSYNC;
-    }
-    if (rc == 0) {
-        rc = mdb_env_open(s->env, c.path, flags, 0600);
-    }
-    if (rc == 0) {
-        /* Free the reader slots of processes that died holding them. */
-        rc = mdb_reader_check(s->env, &dead);
-    }
-    if (rc == 0) {
-        rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-    }
-    if (rc == 0) {
-        rc = mdb_dbi_open(txn, NULL, 0, &s->main);
-        if (rc == 0) {
-            rc = mdb_dbi_open(txn, IDEM_STORE_LMDB_DB_RECORDS, MDB_CREATE,
-                              &s->records);
-        }
-        if (rc == 0) {
-            rc = mdb_dbi_open(txn, IDEM_STORE_LMDB_DB_EXPIRY, MDB_CREATE,
-                              &s->expiry);
-        }
-        if (rc == 0) {
-            rc = mdb_txn_commit(txn);
-        } else {
-            mdb_txn_abort(txn);
-        }
+        rc = idem_store_lmdb_env(s, &c);
     }
     if (rc == 0) {
         rc = idem_store_lmdb_size(s);
@@ -1066,6 +1198,9 @@ static int idem_store_lmdb_open(const char *url, const char *rest,
 
 fail:
     if (s != NULL) {
+        if (s->wal_on) {
+            idem_store_wal_close(&s->wal);
+        }
         if (s->env != NULL) {
             mdb_env_close(s->env);
         }

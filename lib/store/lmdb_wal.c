@@ -1,0 +1,1031 @@
+/*
+ * lmdb_wal.c — the LMDB store's write-ahead log (see lmdb_wal.h for the
+ * flow). The rules that make it safe:
+ *
+ *  1. A frame is on disk before its transaction commits: under LMDB's
+ *     writer lock, so the log's order is the commits' order, across
+ *     processes. A frame whose commit then fails is cancelled by a later
+ *     frame naming it.
+ *  2. A checkpoint runs under the writer lock too: no commit is half done,
+ *     so everything up to the last commit X is in the file once
+ *     mdb_env_sync() returns. Its two meta pages (X and the one before)
+ *     go to a slot of wal.ckpt with one fdatasync; then the log restarts
+ *     at offset 0 under a new random generation, which every frame
+ *     carries, so frames of an older round are never read as new ones.
+ *  3. The pin: a read transaction begun on X before the checkpoint is
+ *     written, released only once a later checkpoint is durable. LMDB
+ *     reuses a page only when no reader can see it, so no page of X is
+ *     written to while X is what recovery would restore. Dead processes'
+ *     reader slots (their pins) are cleared only inside a checkpoint,
+ *     after which the new pin protects. A process that closes while its
+ *     pin is the current one leaves "unpinned" in wal.shm, and the next
+ *     commit of any process takes a checkpoint first.
+ *  4. Recovery: the first opener after a new boot (wal.shm and the
+ *     checkpoint name an older boot id) writes the saved meta pages back
+ *     before LMDB opens the file, then applies every valid, uncancelled
+ *     frame of the checkpoint's generation in order. Within one boot the
+ *     page cache holds every write LMDB made, so nothing is restored.
+ *
+ * A checkpoint thread per handle does the heavy part (syncing the pages
+ * written since the last one) outside the lock when the log passes its
+ * limit; under the lock only the rest is synced. A commit that finds the
+ * log four times past its limit checkpoints itself, under the lock.
+ */
+#include "lmdb_wal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define WAL_FRAME_MAGIC 0x4c415749u /* "IWAL" */
+#define WAL_CKPT_MAGIC  0x504b4349u /* "ICKP" */
+#define WAL_SHM_MAGIC   0x4d484349u /* "ICHM" */
+#define WAL_VERSION     1u
+
+#define WAL_KIND_REDO   1u
+#define WAL_KIND_CANCEL 2u
+
+#define WAL_HDR      40 /* a frame's header */
+#define WAL_REC_HDR  12 /* a redo record's: op, db, pad, key len, val len */
+#define WAL_OP_PUT   1
+#define WAL_OP_DEL   2
+#define WAL_SHM_SIZE 4096
+
+/* A checkpoint slot: a header page, then the two meta pages of up to
+ * LMDB's largest page size. */
+#define WAL_PSIZE_MAX  65536
+#define WAL_SLOT_HDR   4096
+#define WAL_SLOT_SIZE  (WAL_SLOT_HDR + 2 * WAL_PSIZE_MAX)
+#define WAL_META_MAGIC 0xBEEFC0DEu
+/* In an LMDB 0.9 meta page: the magic after the 16-byte page header, the
+ * transaction id at the end of MDB_meta. */
+#define WAL_META_MAGIC_AT 16
+#define WAL_META_TXNID_AT 144
+
+/* A commit past limit * WAL_HARD checkpoints under the lock itself. */
+#define WAL_HARD 4
+/* A frame buffer this large is given back after its commit. */
+#define WAL_BUF_KEEP ((size_t)4 << 20)
+
+struct idem_store_wal_shm_s {
+    uint32_t magic;
+    uint32_t version;
+    uint8_t boot[40];
+    uint64_t gen;      /* the log's generation since the last checkpoint */
+    uint64_t head;     /* bytes of log since then */
+    uint64_t seq;      /* checkpoints taken; read without the lock */
+    uint32_t unpinned; /* the current checkpoint's pin is gone */
+};
+
+/* What a checkpoint slot holds. */
+typedef struct {
+    uint64_t seq, gen, txnid;
+    uint32_t psize;
+    uint8_t boot[40];
+    uint8_t *metas; /* 2 * psize bytes, malloc'd */
+} wal_ckpt_t;
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                             */
+/* ------------------------------------------------------------------------ */
+
+static uint32_t wal_crc_table[256];
+static pthread_once_t wal_crc_once = PTHREAD_ONCE_INIT;
+
+static void wal_crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+
+        for (int k = 0; k < 8; k++) {
+            c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        }
+        wal_crc_table[i] = c;
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static uint32_t
+wal_crc_hw(uint32_t c, const uint8_t *p, size_t n)
+{
+    uint64_t c64 = c;
+
+    for (; n >= 8; n -= 8, p += 8) {
+        uint64_t v;
+
+        memcpy(&v, p, 8);
+        c64 = __builtin_ia32_crc32di(c64, v);
+    }
+    c = (uint32_t)c64;
+    for (; n > 0; n--, p++) {
+        c = __builtin_ia32_crc32qi(c, *p);
+    }
+    return c;
+}
+#endif
+
+/* CRC-32C of n bytes, continuing from c (start with 0). */
+static uint32_t wal_crc(uint32_t c, const uint8_t *p, size_t n)
+{
+    c = ~c;
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("sse4.2")) {
+        return ~wal_crc_hw(c, p, n);
+    }
+#endif
+    pthread_once(&wal_crc_once, wal_crc_init);
+    for (; n > 0; n--, p++) {
+        c = wal_crc_table[(c ^ *p) & 0xff] ^ (c >> 8);
+    }
+    return ~c;
+}
+
+static void wal_put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void wal_put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+
+static uint32_t wal_get32(const uint8_t *p)
+{
+    uint32_t v;
+
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static uint64_t wal_get64(const uint8_t *p)
+{
+    uint64_t v;
+
+    memcpy(&v, p, 8);
+    return v;
+}
+
+/* pwrite/pread of all n bytes. Return 0 or an errno value. */
+static int wal_pwrite(int fd, const void *buf, size_t n, off_t at)
+{
+    const uint8_t *p = buf;
+
+    while (n > 0) {
+        ssize_t k = pwrite(fd, p, n, at);
+
+        if (k < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return errno;
+        }
+        p += k;
+        n -= (size_t)k;
+        at += k;
+    }
+    return 0;
+}
+
+static int wal_pread(int fd, void *buf, size_t n, off_t at)
+{
+    uint8_t *p = buf;
+
+    while (n > 0) {
+        ssize_t k = pread(fd, p, n, at);
+
+        if (k < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return errno;
+        }
+        if (k == 0) {
+            return ENODATA;
+        }
+        p += k;
+        n -= (size_t)k;
+        at += k;
+    }
+    return 0;
+}
+
+static int wal_sync(int fd)
+{
+    return fdatasync(fd) == 0 ? 0 : errno;
+}
+
+/* A random generation, never 0. Returns 0 or an errno value. */
+static int wal_random(uint64_t *out)
+{
+    uint64_t v = 0;
+
+    while (v == 0) {
+        if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v)) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return errno;
+        }
+    }
+    *out = v;
+    return 0;
+}
+
+/* The kernel's boot id into boot (40 bytes, zero-padded). 0 or errno. */
+static int wal_boot_id(uint8_t boot[40])
+{
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    ssize_t n;
+
+    if (fd < 0) {
+        return errno;
+    }
+    memset(boot, 0, 40);
+    n = read(fd, boot, 39);
+    close(fd);
+    return n >= 32 ? 0 : EIO;
+}
+
+/* Opens dir/name (created 0600 if missing; *made is then set). */
+static int wal_file(const char *dir, const char *name, int *fd, int *made)
+{
+    char path[4096];
+    int n = snprintf(path, sizeof(path), "%s/%s", dir, name);
+
+    if (n < 0 || (size_t)n >= sizeof(path)) {
+        return ENAMETOOLONG;
+    }
+    *fd = open(path, O_RDWR | O_CLOEXEC);
+    if (*fd < 0 && errno == ENOENT) {
+        *fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        *made |= *fd >= 0;
+    }
+    return *fd >= 0 ? 0 : errno;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Checkpoint slots                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Reads slot i into *c (c->metas malloc'd); 0 when it is valid. */
+static int wal_slot_read(int fd, int i, wal_ckpt_t *c)
+{
+    uint8_t hdr[128];
+    uint32_t crc;
+    off_t at = (off_t)i * WAL_SLOT_SIZE;
+
+    c->metas = NULL;
+    if (wal_pread(fd, hdr, sizeof(hdr), at) != 0 ||
+        wal_get32(hdr) != WAL_CKPT_MAGIC || wal_get32(hdr + 4) != WAL_VERSION) {
+        return EINVAL;
+    }
+    crc = wal_get32(hdr + 8);
+    c->psize = wal_get32(hdr + 12);
+    c->seq = wal_get64(hdr + 16);
+    c->gen = wal_get64(hdr + 24);
+    c->txnid = wal_get64(hdr + 32);
+    memcpy(c->boot, hdr + 40, 40);
+    if (c->psize < 512 || c->psize > WAL_PSIZE_MAX ||
+        (c->psize & (c->psize - 1)) != 0) {
+        return EINVAL;
+    }
+    c->metas = malloc(2 * (size_t)c->psize);
+    if (c->metas == NULL) {
+        return ENOMEM;
+    }
+    if (wal_pread(fd, c->metas, 2 * (size_t)c->psize, at + WAL_SLOT_HDR) != 0) {
+        goto bad;
+    }
+    wal_put32(hdr + 8, 0);
+    if (wal_crc(wal_crc(0, hdr, sizeof(hdr)), c->metas, 2 * (size_t)c->psize) !=
+        crc) {
+        goto bad;
+    }
+    return 0;
+
+bad:
+    free(c->metas);
+    c->metas = NULL;
+    return EINVAL;
+}
+
+/* The newer valid slot into *c; ENOENT when neither is valid. */
+static int wal_ckpt_load(int fd, wal_ckpt_t *c)
+{
+    wal_ckpt_t a, b;
+    int ra = wal_slot_read(fd, 0, &a), rb = wal_slot_read(fd, 1, &b);
+
+    if (ra == ENOMEM || rb == ENOMEM) {
+        free(a.metas);
+        free(b.metas);
+        return ENOMEM;
+    }
+    if (ra != 0 && rb != 0) {
+        return ENOENT;
+    }
+    if (ra == 0 && (rb != 0 || a.seq > b.seq)) {
+        free(b.metas);
+        *c = a;
+    } else {
+        free(a.metas);
+        *c = b;
+    }
+    return 0;
+}
+
+/* Writes checkpoint c into slot c->seq % 2 and syncs it. */
+static int wal_ckpt_write(int fd, const wal_ckpt_t *c)
+{
+    uint8_t hdr[128] = {0};
+    off_t at = (off_t)(c->seq % 2) * WAL_SLOT_SIZE;
+    int rc;
+
+    wal_put32(hdr, WAL_CKPT_MAGIC);
+    wal_put32(hdr + 4, WAL_VERSION);
+    wal_put32(hdr + 12, c->psize);
+    wal_put64(hdr + 16, c->seq);
+    wal_put64(hdr + 24, c->gen);
+    wal_put64(hdr + 32, c->txnid);
+    memcpy(hdr + 40, c->boot, 40);
+    wal_put32(hdr + 8, wal_crc(wal_crc(0, hdr, sizeof(hdr)), c->metas,
+                               2 * (size_t)c->psize));
+    rc = wal_pwrite(fd, c->metas, 2 * (size_t)c->psize, at + WAL_SLOT_HDR);
+    if (rc == 0) {
+        rc = wal_pwrite(fd, hdr, sizeof(hdr), at);
+    }
+    return rc != 0 ? rc : wal_sync(fd);
+}
+
+/* The transaction id of a meta page (0 when it is not one). */
+static uint64_t wal_meta_txnid(const uint8_t *page)
+{
+    return wal_get32(page + WAL_META_MAGIC_AT) == WAL_META_MAGIC
+               ? wal_get64(page + WAL_META_TXNID_AT)
+               : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Checkpoints                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Releases our pin if a newer checkpoint than its own exists. */
+static void wal_unpin_old(idem_store_wal_t *w)
+{
+    uint64_t seq = __atomic_load_n(&w->shm->seq, __ATOMIC_ACQUIRE);
+    MDB_txn *old = NULL;
+
+    pthread_mutex_lock(&w->mu);
+    if (w->pin != NULL && w->pin_seq != seq) {
+        old = w->pin;
+        w->pin = NULL;
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (old != NULL) {
+        mdb_txn_abort(old);
+    }
+}
+
+/*
+ * Takes a checkpoint; the caller's thread holds LMDB's writer lock (a
+ * write transaction, whose own writes are not in the file yet and are not
+ * part of it). readers: clear dead processes' reader slots first.
+ */
+static int wal_ckpt_held(idem_store_wal_t *w, int readers)
+{
+    wal_ckpt_t c;
+    MDB_txn *pin, *old;
+    mdb_filehandle_t fd;
+    uint64_t t0, t1;
+    int rc, dead;
+
+    rc = mdb_txn_begin(w->env, NULL, MDB_RDONLY, &pin);
+    if (rc != 0) {
+        return rc;
+    }
+    c.txnid = mdb_txn_id(pin);
+    c.gen = 0;
+    c.psize = (uint32_t)w->psize;
+    c.seq = w->shm->seq + 1;
+    memcpy(c.boot, w->boot, 40);
+    c.metas = malloc(2 * w->psize);
+    if (c.metas == NULL) {
+        rc = ENOMEM;
+        goto fail;
+    }
+    if (readers) {
+        (void)mdb_reader_check(w->env, &dead);
+    }
+    rc = mdb_env_sync(w->env, 1);
+    if (rc == 0) {
+        rc = mdb_env_get_fd(w->env, &fd);
+    }
+    if (rc == 0) {
+        rc = wal_pread(fd, c.metas, 2 * w->psize, 0);
+    }
+    if (rc != 0) {
+        goto fail;
+    }
+    t0 = wal_meta_txnid(c.metas);
+    t1 = wal_meta_txnid(c.metas + w->psize);
+    if ((t0 > t1 ? t0 : t1) != c.txnid) {
+        rc = MDB_CORRUPTED; /* the file's metas are not what LMDB sees */
+        goto fail;
+    }
+    rc = wal_random(&c.gen);
+    if (rc == 0) {
+        rc = wal_ckpt_write(w->ckpt_fd, &c);
+    }
+    if (rc != 0) {
+        goto fail;
+    }
+    free(c.metas);
+    w->shm->gen = c.gen;
+    w->shm->head = 0;
+    w->shm->unpinned = 0;
+    __atomic_store_n(&w->shm->seq, c.seq, __ATOMIC_RELEASE);
+
+    pthread_mutex_lock(&w->mu);
+    old = w->pin;
+    w->pin = pin;
+    w->pin_seq = c.seq;
+    pthread_mutex_unlock(&w->mu);
+    if (old != NULL) {
+        mdb_txn_abort(old);
+    }
+    return 0;
+
+fail:
+    free(c.metas);
+    mdb_txn_abort(pin);
+    return rc;
+}
+
+/* A checkpoint from outside any write transaction: the pages written
+ * since the last one are synced first, without the lock. */
+static int wal_ckpt(idem_store_wal_t *w, uint64_t if_past)
+{
+    MDB_txn *txn;
+    int rc;
+
+    rc = mdb_env_sync(w->env, 1);
+    if (rc == 0) {
+        rc = mdb_txn_begin(w->env, NULL, 0, &txn);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    if (w->shm->head >= if_past || w->shm->unpinned) {
+        rc = wal_ckpt_held(w, 0);
+    }
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int idem_store_wal_checkpoint(idem_store_wal_t *w)
+{
+    return wal_ckpt(w, 0);
+}
+
+static void *wal_main(void *arg)
+{
+    idem_store_wal_t *w = arg;
+
+    pthread_mutex_lock(&w->mu);
+    while (!w->stop) {
+        if (!w->kick) {
+            pthread_cond_wait(&w->cv, &w->mu);
+            continue;
+        }
+        w->kick = 0;
+        pthread_mutex_unlock(&w->mu);
+        (void)wal_ckpt(w, w->limit / 2);
+        pthread_mutex_lock(&w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Frames                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static size_t wal_round8(size_t n) { return (n + 7) & ~(size_t)7; }
+
+/* Fills the header of the frame of len bytes (header included) at buf. */
+static void wal_seal(uint8_t *buf, size_t len, uint32_t kind, uint64_t gen,
+                     uint64_t off, uint64_t txnid)
+{
+    memset(buf, 0, WAL_HDR);
+    wal_put32(buf, WAL_FRAME_MAGIC);
+    wal_put32(buf + 4, kind);
+    wal_put32(buf + 8, (uint32_t)(len - WAL_HDR));
+    wal_put64(buf + 16, gen);
+    wal_put64(buf + 24, off);
+    wal_put64(buf + 32, txnid);
+    wal_put32(buf + 12, wal_crc(0, buf, len));
+}
+
+/*
+ * The length of the valid frame of generation gen at off in log[0..size),
+ * or 0 (the end of the log).
+ */
+static size_t wal_frame_at(const uint8_t *log, size_t size, uint64_t gen,
+                           size_t off)
+{
+    uint8_t hdr[WAL_HDR];
+    size_t len;
+    uint32_t crc;
+
+    if (size - off < WAL_HDR) {
+        return 0;
+    }
+    memcpy(hdr, log + off, WAL_HDR);
+    len = WAL_HDR + (size_t)wal_get32(hdr + 8);
+    if (wal_get32(hdr) != WAL_FRAME_MAGIC || wal_get64(hdr + 16) != gen ||
+        wal_get64(hdr + 24) != off || wal_round8(len) > size - off) {
+        return 0;
+    }
+    crc = wal_get32(hdr + 12);
+    wal_put32(hdr + 12, 0);
+    if (wal_crc(wal_crc(0, hdr, WAL_HDR), log + off + WAL_HDR,
+                len - WAL_HDR) != crc) {
+        return 0;
+    }
+    return wal_round8(len);
+}
+
+/* Appends a frame (its header filled here) and syncs it. */
+static int wal_append(idem_store_wal_t *w, uint8_t *buf, size_t len,
+                      uint32_t kind, uint64_t txnid, uint64_t *at)
+{
+    uint64_t off = w->shm->head;
+    size_t flen = wal_round8(len);
+    int rc;
+
+    memset(buf + len, 0, flen - len);
+    wal_seal(buf, flen, kind, w->shm->gen, off, txnid);
+    /* the header's length counts the padding: wal_frame_at checks it */
+    rc = wal_pwrite(w->log_fd, buf, flen, (off_t)off);
+    if (rc == 0) {
+        rc = wal_sync(w->log_fd);
+    }
+    if (rc != 0) {
+        /* the next frame goes to the same offset: it replaces this one */
+        return rc;
+    }
+    w->shm->head = off + flen;
+    *at = off;
+    return 0;
+}
+
+void idem_store_wal_begin(idem_store_wal_t *w)
+{
+    w->len = WAL_HDR;
+    w->oom = 0;
+}
+
+void idem_store_wal_record(idem_store_wal_t *w, unsigned db, const MDB_val *key,
+                           const MDB_val *val)
+{
+    size_t vlen = val != NULL ? val->mv_size : 0;
+    size_t need = w->len + WAL_REC_HDR + key->mv_size + vlen + 8;
+    uint8_t *p;
+
+    if (w->oom) {
+        return;
+    }
+    if (need > w->cap) {
+        size_t cap = w->cap ? w->cap : 16384;
+
+        while (cap < need) {
+            cap *= 2;
+        }
+        p = realloc(w->buf, cap);
+        if (p == NULL) {
+            w->oom = 1;
+            return;
+        }
+        w->buf = p;
+        w->cap = cap;
+    }
+    p = w->buf + w->len;
+    p[0] = val != NULL ? WAL_OP_PUT : WAL_OP_DEL;
+    p[1] = (uint8_t)db;
+    p[2] = p[3] = 0;
+    wal_put32(p + 4, (uint32_t)key->mv_size);
+    wal_put32(p + 8, (uint32_t)vlen);
+    memcpy(p + WAL_REC_HDR, key->mv_data, key->mv_size);
+    if (vlen > 0) {
+        memcpy(p + WAL_REC_HDR + key->mv_size, val->mv_data, vlen);
+    }
+    w->len += WAL_REC_HDR + key->mv_size + vlen;
+}
+
+/* Appends a frame cancelling the one at off, under the writer lock. */
+static void wal_cancel(idem_store_wal_t *w, uint64_t off)
+{
+    uint8_t buf[WAL_HDR + 8];
+    MDB_txn *txn;
+    uint64_t at;
+
+    if (mdb_txn_begin(w->env, NULL, 0, &txn) != 0) {
+        return;
+    }
+    wal_put64(buf + WAL_HDR, off);
+    (void)wal_append(w, buf, sizeof(buf), WAL_KIND_CANCEL, 0, &at);
+    mdb_txn_abort(txn);
+}
+
+int idem_store_wal_commit(idem_store_wal_t *w, MDB_txn *txn)
+{
+    uint64_t at;
+    int rc;
+
+    if (w->oom) {
+        mdb_txn_abort(txn);
+        return ENOMEM;
+    }
+    wal_unpin_old(w);
+    if (w->len == WAL_HDR) {
+        return mdb_txn_commit(txn);
+    }
+    rc = 0;
+    if (w->shm->unpinned ||
+        (w->shm->head > 0 && w->shm->head + w->len > w->limit * WAL_HARD)) {
+        rc = wal_ckpt_held(w, w->shm->unpinned);
+    }
+    if (rc == 0) {
+        rc = wal_append(w, w->buf, w->len, WAL_KIND_REDO, mdb_txn_id(txn), &at);
+    }
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc != 0) {
+        wal_cancel(w, at);
+    }
+    if (w->cap > WAL_BUF_KEEP) {
+        free(w->buf);
+        w->buf = NULL;
+        w->cap = 0;
+    }
+    if (w->shm->head >= w->limit) {
+        pthread_mutex_lock(&w->mu);
+        w->kick = 1;
+        pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Recovery                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Applies the redo records of one frame's payload. */
+static int wal_apply(idem_store_wal_t *w, MDB_txn *txn, const uint8_t *p,
+                     size_t n)
+{
+    while (n >= WAL_REC_HDR) {
+        unsigned op = p[0], db = p[1];
+        size_t klen = wal_get32(p + 4), vlen = wal_get32(p + 8);
+        MDB_val k, v;
+        int rc;
+
+        if (db >= IDEM_STORE_WAL_DBIS || klen > n - WAL_REC_HDR ||
+            vlen > n - WAL_REC_HDR - klen) {
+            return MDB_CORRUPTED;
+        }
+        k.mv_size = klen;
+        k.mv_data = (void *)(p + WAL_REC_HDR);
+        v.mv_size = vlen;
+        v.mv_data = (void *)(p + WAL_REC_HDR + klen);
+        if (op == WAL_OP_PUT) {
+            rc = mdb_put(txn, w->dbis[db], &k, &v, 0);
+        } else {
+            rc = mdb_del(txn, w->dbis[db], &k, NULL);
+            rc = rc == MDB_NOTFOUND ? 0 : rc;
+        }
+        if (rc != 0) {
+            return rc;
+        }
+        p += WAL_REC_HDR + klen + vlen;
+        n -= WAL_REC_HDR + klen + vlen;
+    }
+    return 0;
+}
+
+/* Whether the frame at off is named by one of the n cancel frames. */
+static int wal_cancelled(const uint64_t *cancels, size_t n, uint64_t off)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (cancels[i] == off) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Applies the log's frames of generation gen to the environment. */
+static int wal_replay(idem_store_wal_t *w, uint64_t gen)
+{
+    struct stat st;
+    uint8_t *log = NULL;
+    uint64_t *cancels = NULL;
+    size_t n = 0, len, off, size;
+    MDB_txn *txn;
+    int rc;
+
+    if (fstat(w->log_fd, &st) != 0) {
+        return errno;
+    }
+    size = (size_t)st.st_size;
+    log = malloc(size > 0 ? size : 1);
+    cancels = malloc(((size / WAL_HDR) + 1) * sizeof(*cancels));
+    rc = log == NULL || cancels == NULL ? ENOMEM : 0;
+    if (rc == 0 && size > 0) {
+        rc = wal_pread(w->log_fd, log, size, 0);
+    }
+    for (off = 0; rc == 0 && (len = wal_frame_at(log, size, gen, off)) > 0;
+         off += len) {
+        if (wal_get32(log + off + 4) == WAL_KIND_CANCEL && len >= WAL_HDR + 8) {
+            cancels[n++] = wal_get64(log + off + WAL_HDR);
+        }
+    }
+    if (rc == 0) {
+        rc = mdb_txn_begin(w->env, NULL, 0, &txn);
+    }
+    for (off = 0; rc == 0 && (len = wal_frame_at(log, size, gen, off)) > 0;
+         off += len) {
+        if (wal_get32(log + off + 4) == WAL_KIND_REDO &&
+            !wal_cancelled(cancels, n, off)) {
+            rc = wal_apply(w, txn, log + off + WAL_HDR,
+                           (size_t)wal_get32(log + off + 8));
+            if (rc != 0) {
+                mdb_txn_abort(txn);
+            }
+        }
+    }
+    if (rc == 0) {
+        rc = mdb_txn_commit(txn);
+    }
+    free(log);
+    free(cancels);
+    return rc;
+}
+
+/*
+ * After a power loss: puts the checkpoint's meta pages back at the start
+ * of dir/data.mdb, unless the file is not the one checkpointed (missing,
+ * or older than the checkpoint). Sets *did.
+ */
+static int wal_restore(const char *dir, const wal_ckpt_t *c, int *did)
+{
+    char path[4096];
+    uint8_t *now;
+    uint64_t t0, t1;
+    int fd, n, rc;
+
+    *did = 0;
+    n = snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    if (n < 0 || (size_t)n >= sizeof(path)) {
+        return ENAMETOOLONG;
+    }
+    fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        return errno == ENOENT ? 0 : errno;
+    }
+    now = malloc(2 * (size_t)c->psize);
+    rc = now == NULL ? ENOMEM : wal_pread(fd, now, 2 * (size_t)c->psize, 0);
+    t0 = rc == 0 ? wal_meta_txnid(now) : 0;
+    t1 = rc == 0 ? wal_meta_txnid(now + c->psize) : 0;
+    if (rc == 0 && (t0 > t1 ? t0 : t1) >= c->txnid) {
+        rc = wal_pwrite(fd, c->metas, 2 * (size_t)c->psize, 0);
+        if (rc == 0) {
+            rc = wal_sync(fd);
+        }
+        *did = rc == 0;
+    } else if (rc == ENODATA) {
+        rc = 0;
+    }
+    close(fd);
+    free(now);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Opening and closing                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Maps wal.shm; *fresh when it was not this boot's. */
+static int wal_map(idem_store_wal_t *w, const char *dir, int *made,
+                   int *fresh)
+{
+    struct stat st;
+    void *p;
+    int fd, rc;
+
+    rc = wal_file(dir, "wal.shm", &fd, made);
+    if (rc != 0) {
+        return rc;
+    }
+    if (fstat(fd, &st) != 0 ||
+        (st.st_size < WAL_SHM_SIZE && ftruncate(fd, WAL_SHM_SIZE) != 0)) {
+        rc = errno;
+        close(fd);
+        return rc;
+    }
+    p = mmap(NULL, WAL_SHM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    rc = p == MAP_FAILED ? errno : 0;
+    close(fd);
+    if (rc != 0) {
+        return rc;
+    }
+    w->shm = p;
+    *fresh = w->shm->magic != WAL_SHM_MAGIC ||
+             w->shm->version != WAL_VERSION ||
+             memcmp(w->shm->boot, w->boot, 40) != 0;
+    return 0;
+}
+
+/* Decides, under the opening lock, whether this is a new boot, and if so
+ * restores the checkpoint's snapshot for start() to replay onto. */
+static int wal_recover_metas(idem_store_wal_t *w, const char *dir, int fresh)
+{
+    wal_ckpt_t c = {0};
+    int rc, did;
+
+    rc = wal_ckpt_load(w->ckpt_fd, &c);
+    if (rc == ENOENT) {
+        c.seq = 0;
+        c.metas = NULL;
+        rc = 0;
+    } else if (rc == 0 && fresh && memcmp(c.boot, w->boot, 40) != 0) {
+        rc = wal_restore(dir, &c, &did);
+        w->recover = did;
+        w->recover_gen = c.gen;
+    } else if (rc == 0 && fresh) {
+        fresh = 0; /* the checkpoint is of this boot: wal.shm was lost */
+    }
+    free(c.metas);
+    if (rc == 0 && fresh) {
+        memset(w->shm, 0, sizeof(*w->shm));
+        w->shm->magic = WAL_SHM_MAGIC;
+        w->shm->version = WAL_VERSION;
+        memcpy(w->shm->boot, w->boot, 40);
+        w->shm->seq = c.seq;
+        w->shm->unpinned = 1;
+    }
+    return rc;
+}
+
+int idem_store_wal_open(idem_store_wal_t *w, const char *dir, int *on)
+{
+    int rc, made = 0, fresh = 0, fd;
+
+    memset(w, 0, sizeof(*w));
+    w->log_fd = w->ckpt_fd = -1;
+    *on = wal_boot_id(w->boot) == 0;
+    if (!*on) {
+        return 0;
+    }
+    if (pthread_mutex_init(&w->mu, NULL) != 0) {
+        return ENOMEM;
+    }
+    if (pthread_cond_init(&w->cv, NULL) != 0) {
+        pthread_mutex_destroy(&w->mu);
+        return ENOMEM;
+    }
+    rc = wal_file(dir, "wal.ckpt", &w->ckpt_fd, &made);
+    while (rc == 0 && flock(w->ckpt_fd, LOCK_EX) != 0) {
+        rc = errno == EINTR ? 0 : errno;
+    }
+    if (rc == 0) {
+        rc = wal_file(dir, "wal.log", &w->log_fd, &made);
+    }
+    if (rc == 0) {
+        rc = wal_map(w, dir, &made, &fresh);
+    }
+    if (rc == 0 && made) {
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        rc = fd < 0 || fsync(fd) != 0 ? errno : 0;
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+    if (rc == 0) {
+        rc = wal_recover_metas(w, dir, fresh);
+    }
+    if (rc != 0) {
+        idem_store_wal_close(w);
+    }
+    return rc;
+}
+
+/*
+ * Writes zeros over the log up to size once, so that a frame's fdatasync
+ * overwrites blocks the file has: appending (or filling unwritten extents)
+ * would make every sync a journal commit of the file's size too.
+ */
+static int wal_prefill(int fd, uint64_t size)
+{
+    static const uint8_t zeros[65536];
+    struct stat st;
+    uint64_t at;
+    int rc;
+
+    if (fstat(fd, &st) != 0) {
+        return errno;
+    }
+    if ((uint64_t)st.st_size >= size) {
+        return 0;
+    }
+    for (at = (uint64_t)st.st_size & ~(uint64_t)(sizeof(zeros) - 1); at < size;
+         at += sizeof(zeros)) {
+        rc = wal_pwrite(fd, zeros, sizeof(zeros), (off_t)at);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return fsync(fd) == 0 ? 0 : errno;
+}
+
+int idem_store_wal_start(idem_store_wal_t *w, MDB_env *env,
+                         const MDB_dbi dbis[IDEM_STORE_WAL_DBIS])
+{
+    MDB_stat st;
+    MDB_txn *txn;
+    int rc;
+
+    w->env = env;
+    memcpy(w->dbis, dbis, sizeof(w->dbis));
+    rc = mdb_env_stat(env, &st);
+    if (rc == 0) {
+        w->psize = st.ms_psize;
+        rc = w->psize <= WAL_PSIZE_MAX ? 0 : EINVAL;
+    }
+    if (rc == 0 && w->recover) {
+        rc = wal_replay(w, w->recover_gen);
+    }
+    w->recover = 0;
+    if (rc == 0) {
+        rc = wal_prefill(w->log_fd, w->limit + w->limit / 4);
+    }
+    if (rc == 0) {
+        rc = mdb_txn_begin(env, NULL, 0, &txn);
+    }
+    if (rc == 0) {
+        rc = wal_ckpt_held(w, 1);
+        mdb_txn_abort(txn);
+    }
+    (void)flock(w->ckpt_fd, LOCK_UN);
+    if (rc == 0) {
+        rc = pthread_create(&w->thread, NULL, wal_main, w);
+        w->thread_on = rc == 0;
+    }
+    return rc;
+}
+
+void idem_store_wal_close(idem_store_wal_t *w)
+{
+    MDB_txn *txn;
+
+    if (w->thread_on) {
+        pthread_mutex_lock(&w->mu);
+        w->stop = 1;
+        pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        pthread_join(w->thread, NULL);
+        w->thread_on = 0;
+    }
+    if (w->pin != NULL) {
+        /* leave "unpinned" if ours is the current checkpoint's pin, under
+         * the lock, so that no commit reuses its pages unprotected */
+        if (w->shm != NULL && w->pin_seq == w->shm->seq &&
+            mdb_txn_begin(w->env, NULL, 0, &txn) == 0) {
+            if (w->pin_seq == w->shm->seq) {
+                w->shm->unpinned = 1;
+            }
+            mdb_txn_abort(txn);
+        }
+        mdb_txn_abort(w->pin);
+        w->pin = NULL;
+    }
+    if (w->shm != NULL) {
+        munmap(w->shm, WAL_SHM_SIZE);
+        w->shm = NULL;
+    }
+    if (w->log_fd >= 0) {
+        close(w->log_fd);
+    }
+    if (w->ckpt_fd >= 0) {
+        close(w->ckpt_fd); /* drops the opening lock if still held */
+    }
+    w->log_fd = w->ckpt_fd = -1;
+    free(w->buf);
+    w->buf = NULL;
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+}

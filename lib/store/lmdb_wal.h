@@ -1,0 +1,114 @@
+/*
+ * lmdb_wal.h — the LMDB store's write-ahead log: one contiguous append and
+ * one fdatasync per commit, instead of LMDB's scattered page writes and
+ * its two syncs. Private to lib/store; only lmdb.c uses it.
+ *
+ *   write transaction (LMDB's writer lock, shared by every process)
+ *     | puts and deletes: made in LMDB and recorded as redo (new values)
+ *     v
+ *   append one frame to wal.log + fdatasync      <- the durable step
+ *     v
+ *   mdb_txn_commit with MDB_NOSYNC               <- visible to readers
+ *
+ * So anything a reader of any process can see is already on disk in the
+ * log, and LMDB's own file is written back by the kernel at its pace. A
+ * checkpoint makes the file durable again (mdb_env_sync), saves its two
+ * meta pages and starts the log over; between checkpoints, a read
+ * transaction held on the checkpoint's snapshot (the pin) keeps LMDB from
+ * reusing any page of it. After a power loss (the kernel's boot id has
+ * changed), the first opener writes the saved meta pages back, which
+ * makes the checkpoint's snapshot current again (its pages were never
+ * overwritten), and applies the log's frames to it in order.
+ *
+ * Files beside data.mdb: wal.log (the frames), wal.ckpt (two slots, the
+ * newer valid one counts), wal.shm (the log's head and generation, shared
+ * by the processes of this boot; never synced).
+ */
+#ifndef IDEM_STORE_LMDB_WAL_H
+#define IDEM_STORE_LMDB_WAL_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The databases the redo names, by index. */
+#define IDEM_STORE_WAL_DBIS 2
+
+typedef struct idem_store_wal_shm_s idem_store_wal_shm_t;
+
+typedef struct {
+    int log_fd;
+    int ckpt_fd; /* also the lock (flock) of opening and recovery */
+    idem_store_wal_shm_t *shm;
+    MDB_env *env;
+    MDB_dbi dbis[IDEM_STORE_WAL_DBIS];
+    size_t psize;
+    uint64_t limit; /* log bytes that start a checkpoint */
+    uint8_t boot[40];
+
+    /* the running write transaction's frame (header room, then redo);
+     * used only by the holder of LMDB's writer lock */
+    uint8_t *buf;
+    size_t len, cap;
+    int oom; /* a record could not be added: the commit must fail */
+
+    pthread_mutex_t mu; /* guards the rest */
+    pthread_cond_t cv;
+    pthread_t thread;
+    int thread_on, kick, stop;
+    MDB_txn *pin;     /* read transaction on our last checkpoint */
+    uint64_t pin_seq; /* that checkpoint's number */
+
+    /* between idem_store_wal_open and idem_store_wal_start */
+    int recover;
+    uint64_t recover_gen;
+} idem_store_wal_t;
+
+/*
+ * Opens (creating) the log's files in dir and takes the opening lock.
+ * After a power loss since the last checkpoint, writes its meta pages back
+ * into dir/data.mdb, so that mdb_env_open() finds that snapshot; *on is
+ * set to 0 when this machine gives no boot id (the store then syncs LMDB's
+ * own commits, as without the log). Must be followed by
+ * idem_store_wal_start() (or _close()) once the environment is open.
+ * Returns 0 or an errno value.
+ */
+int idem_store_wal_open(idem_store_wal_t *w, const char *dir, int *on);
+
+/*
+ * Applies what the log holds after the checkpoint (if open found it
+ * needed), takes a checkpoint, drops the opening lock and starts the
+ * checkpoint thread. env was opened with MDB_NOSYNC|MDB_NOTLS; dbis are
+ * the databases of the redo records. Returns 0 or an LMDB/errno code.
+ */
+int idem_store_wal_start(idem_store_wal_t *w, MDB_env *env,
+                         const MDB_dbi dbis[IDEM_STORE_WAL_DBIS]);
+
+/* Starts the frame of a write transaction (no I/O). */
+void idem_store_wal_begin(idem_store_wal_t *w);
+
+/* Records that the transaction put val under key in dbis[db], or deleted
+ * key (val NULL). No I/O; a failure to allocate fails the commit. */
+void idem_store_wal_record(idem_store_wal_t *w, unsigned db, const MDB_val *key,
+                           const MDB_val *val);
+
+/*
+ * Commits txn: its frame appended and synced, then mdb_txn_commit. On any
+ * failure the transaction is aborted and its frame, if it reached the
+ * log, cancelled. Returns 0 or an LMDB/errno code.
+ */
+int idem_store_wal_commit(idem_store_wal_t *w, MDB_txn *txn);
+
+/*
+ * Takes a checkpoint now (outside any write transaction of the caller's
+ * thread): after a write failed for room, so that the pages the pin kept
+ * from reuse are free again. Returns 0 or an LMDB/errno code.
+ */
+int idem_store_wal_checkpoint(idem_store_wal_t *w);
+
+/* Stops the thread, releases the pin, closes the files. Before
+ * mdb_env_close. */
+void idem_store_wal_close(idem_store_wal_t *w);
+
+#endif
