@@ -54,6 +54,7 @@ STORE_BACKENDS += redis
 STORE_BIN := $(STORE_BACKENDS:%=$(BUILD)/tests/store_contract_%)
 PG_FAILURES_BIN := $(BUILD)/tests/store_postgres_failures
 REDIS_FAILURES_BIN := $(BUILD)/tests/store_redis_failures
+LMDB_WAL_BIN := $(BUILD)/tests/store_lmdb_wal
 
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
@@ -82,7 +83,7 @@ E2E_ENV := IDEM_BUILD=$(BUILD) IDEM_SANITIZER=$(SANITIZER)
 .DEFAULT_GOAL := all
 
 all: lib module $(INQUIRIES_BIN) $(UNIT_BIN) $(STORE_BIN) $(PG_FAILURES_BIN) \
-     $(REDIS_FAILURES_BIN) \
+     $(REDIS_FAILURES_BIN) $(LMDB_WAL_BIN) \
      $(BENCH_BIN) \
      $(BUILD)/idemgate
 
@@ -159,6 +160,11 @@ $(REDIS_FAILURES_BIN): tests/store/redis_failures.c $(LIBIDEM)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBIDEM) $(LDLIBS) -lcmocka
 
+# The LMDB store's log across crashes and power losses.
+$(LMDB_WAL_BIN): tests/store/lmdb_wal.c $(LIBIDEM)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBIDEM) $(LDLIBS) -lcmocka
+
 $(BENCH_BIN): bench/store_bench.c $(LIBIDEM)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBIDEM) $(LDLIBS)
@@ -194,8 +200,9 @@ test: deps
 	@$(MAKE) --no-print-directory SANITIZER=address test-e2e
 
 # the unit tests and the store contract suite under valgrind's memcheck
-test-valgrind: $(UNIT_BIN) $(STORE_BIN) $(PG_FAILURES_BIN) $(REDIS_FAILURES_BIN)
-	@set -e; for t in $(UNIT_BIN) $(STORE_BIN); do \
+test-valgrind: $(UNIT_BIN) $(STORE_BIN) $(PG_FAILURES_BIN) $(REDIS_FAILURES_BIN) \
+    $(LMDB_WAL_BIN)
+	@set -e; for t in $(UNIT_BIN) $(STORE_BIN) $(LMDB_WAL_BIN); do \
 	    echo "== valgrind $$t"; \
 	    b=$${t##*/store_contract_}; \
 	    $$(test "$$b" != "$$t" && test -x tests/servers/$$b.sh && \
@@ -220,8 +227,10 @@ test-e2e: module $(INQUIRIES_BIN) $(BUILD)/idemgate
 # contract suite beside a throwaway server that the script starts and stops.
 STORE_SERVER = $$(test -x tests/servers/$$b.sh && echo tests/servers/$$b.sh)
 
-test-unit: $(UNIT_BIN) $(STORE_BIN) $(PG_FAILURES_BIN) $(REDIS_FAILURES_BIN)
+test-unit: $(UNIT_BIN) $(STORE_BIN) $(PG_FAILURES_BIN) $(REDIS_FAILURES_BIN) \
+    $(LMDB_WAL_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+	@echo "== lmdb store log"; $(LMDB_WAL_BIN)
 	@set -e; for b in $(STORE_BACKENDS); do \
 	    echo "== store contract suite: backend $$b"; \
 	    $(STORE_SERVER) $(BUILD)/tests/store_contract_$$b; done

@@ -263,8 +263,8 @@ static MDB_dbi idem_store_lmdb_dbi(const idem_store_lmdb_t *s, unsigned db)
     return db == IDEM_STORE_LMDB_REC ? s->records : s->expiry;
 }
 
-static int idem_store_lmdb_put(idem_store_lmdb_t *s, MDB_txn *txn,
-                               unsigned db, MDB_val *key, MDB_val *val)
+static int idem_store_lmdb_put(idem_store_lmdb_t *s, MDB_txn *txn, unsigned db,
+                               MDB_val *key, MDB_val *val)
 {
     int rc = mdb_put(txn, idem_store_lmdb_dbi(s, db), key, val, 0);
 
@@ -275,8 +275,8 @@ static int idem_store_lmdb_put(idem_store_lmdb_t *s, MDB_txn *txn,
 }
 
 /* Deletes key from db; a key that is not there is no error. */
-static int idem_store_lmdb_del(idem_store_lmdb_t *s, MDB_txn *txn,
-                               unsigned db, MDB_val *key)
+static int idem_store_lmdb_del(idem_store_lmdb_t *s, MDB_txn *txn, unsigned db,
+                               MDB_val *key)
 {
     int rc = mdb_del(txn, idem_store_lmdb_dbi(s, db), key, NULL);
 
@@ -436,8 +436,8 @@ static int idem_store_lmdb_apply(idem_store_lmdb_t *s, MDB_txn *txn,
         if (moved) {
             ikey = idem_store_lmdb_ikey(ibuf, op->new_index_ms, op->key.bytes,
                                         op->key.len);
-            rc = idem_store_lmdb_put(s, txn, IDEM_STORE_LMDB_EXP, &ikey,
-                                     &empty);
+            rc =
+                idem_store_lmdb_put(s, txn, IDEM_STORE_LMDB_EXP, &ikey, &empty);
             if (rc != 0) {
                 return rc;
             }
@@ -542,8 +542,8 @@ static int idem_store_lmdb_prune(idem_store_lmdb_t *s, MDB_txn *txn,
         }
         if (verdict == IDEM_STORE_PRUNE_REINDEX) {
             nkey = idem_store_lmdb_ikey(nbuf, re, ibuf + 8, ilen - 8);
-            rc = idem_store_lmdb_put(s, txn, IDEM_STORE_LMDB_EXP, &nkey,
-                                     &empty);
+            rc =
+                idem_store_lmdb_put(s, txn, IDEM_STORE_LMDB_EXP, &nkey, &empty);
             if (rc != 0) {
                 return rc;
             }

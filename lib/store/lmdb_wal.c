@@ -147,8 +147,14 @@ static uint32_t wal_crc(uint32_t c, const uint8_t *p, size_t n)
     return ~c;
 }
 
-static void wal_put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void wal_put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static void wal_put32(uint8_t *p, uint32_t v)
+{
+    memcpy(p, &v, 4);
+}
+static void wal_put64(uint8_t *p, uint64_t v)
+{
+    memcpy(p, &v, 8);
+}
 
 static uint32_t wal_get32(const uint8_t *p)
 {
@@ -510,7 +516,10 @@ static void *wal_main(void *arg)
 /* Frames                                                                    */
 /* ------------------------------------------------------------------------ */
 
-static size_t wal_round8(size_t n) { return (n + 7) & ~(size_t)7; }
+static size_t wal_round8(size_t n)
+{
+    return (n + 7) & ~(size_t)7;
+}
 
 /* Fills the header of the frame of len bytes (header included) at buf. */
 static void wal_seal(uint8_t *buf, size_t len, uint32_t kind, uint64_t gen,
@@ -548,8 +557,8 @@ static size_t wal_frame_at(const uint8_t *log, size_t size, uint64_t gen,
     }
     crc = wal_get32(hdr + 12);
     wal_put32(hdr + 12, 0);
-    if (wal_crc(wal_crc(0, hdr, WAL_HDR), log + off + WAL_HDR,
-                len - WAL_HDR) != crc) {
+    if (wal_crc(wal_crc(0, hdr, WAL_HDR), log + off + WAL_HDR, len - WAL_HDR) !=
+        crc) {
         return 0;
     }
     return wal_round8(len);
@@ -684,35 +693,37 @@ int idem_store_wal_commit(idem_store_wal_t *w, MDB_txn *txn)
 /* Recovery                                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* Applies the redo records of one frame's payload. */
-static int wal_apply(idem_store_wal_t *w, MDB_txn *txn, const uint8_t *p,
-                     size_t n)
+/* Hands the redo records of one frame's payload to apply, in order. */
+static int wal_records(const uint8_t *p, size_t n, idem_store_wal_apply_t apply,
+                       void *ctx)
 {
+    /* a payload ends in fewer than 8 bytes of padding (zeros) */
     while (n >= WAL_REC_HDR) {
         unsigned op = p[0], db = p[1];
         size_t klen = wal_get32(p + 4), vlen = wal_get32(p + 8);
         MDB_val k, v;
         int rc;
 
-        if (db >= IDEM_STORE_WAL_DBIS || klen > n - WAL_REC_HDR ||
-            vlen > n - WAL_REC_HDR - klen) {
+        if ((op != WAL_OP_PUT && op != WAL_OP_DEL) ||
+            db >= IDEM_STORE_WAL_DBIS || klen == 0 || klen > n - WAL_REC_HDR ||
+            vlen > n - WAL_REC_HDR - klen || (op == WAL_OP_DEL && vlen != 0)) {
             return MDB_CORRUPTED;
         }
         k.mv_size = klen;
         k.mv_data = (void *)(p + WAL_REC_HDR);
         v.mv_size = vlen;
         v.mv_data = (void *)(p + WAL_REC_HDR + klen);
-        if (op == WAL_OP_PUT) {
-            rc = mdb_put(txn, w->dbis[db], &k, &v, 0);
-        } else {
-            rc = mdb_del(txn, w->dbis[db], &k, NULL);
-            rc = rc == MDB_NOTFOUND ? 0 : rc;
-        }
+        rc = apply(ctx, db, &k, op == WAL_OP_PUT ? &v : NULL);
         if (rc != 0) {
             return rc;
         }
         p += WAL_REC_HDR + klen + vlen;
         n -= WAL_REC_HDR + klen + vlen;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != 0) {
+            return MDB_CORRUPTED;
+        }
     }
     return 0;
 }
@@ -728,14 +739,61 @@ static int wal_cancelled(const uint64_t *cancels, size_t n, uint64_t off)
     return 0;
 }
 
-/* Applies the log's frames of generation gen to the environment. */
+int idem_store_wal_scan(const uint8_t *log, size_t size, uint64_t gen,
+                        idem_store_wal_apply_t apply, void *ctx)
+{
+    uint64_t *cancels;
+    size_t n = 0, len, off;
+    int rc = 0;
+
+    cancels = malloc((size / WAL_HDR + 1) * sizeof(*cancels));
+    if (cancels == NULL) {
+        return ENOMEM;
+    }
+    for (off = 0; (len = wal_frame_at(log, size, gen, off)) > 0; off += len) {
+        if (wal_get32(log + off + 4) == WAL_KIND_CANCEL && len >= WAL_HDR + 8) {
+            cancels[n++] = wal_get64(log + off + WAL_HDR);
+        }
+    }
+    for (off = 0; rc == 0 && (len = wal_frame_at(log, size, gen, off)) > 0;
+         off += len) {
+        if (wal_get32(log + off + 4) == WAL_KIND_REDO &&
+            !wal_cancelled(cancels, n, off)) {
+            rc = wal_records(log + off + WAL_HDR, len - WAL_HDR, apply, ctx);
+        }
+    }
+    free(cancels);
+    return rc;
+}
+
+typedef struct {
+    idem_store_wal_t *w;
+    MDB_txn *txn;
+} wal_replay_t;
+
+static int wal_replay_one(void *ctx, unsigned db, const MDB_val *key,
+                          const MDB_val *val)
+{
+    wal_replay_t *r = ctx;
+    MDB_val k = *key, v;
+    int rc;
+
+    if (val != NULL) {
+        v = *val;
+        return mdb_put(r->txn, r->w->dbis[db], &k, &v, 0);
+    }
+    rc = mdb_del(r->txn, r->w->dbis[db], &k, NULL);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Applies the log's frames of generation gen to the environment, in one
+ * transaction (synced by the checkpoint that follows). */
 static int wal_replay(idem_store_wal_t *w, uint64_t gen)
 {
     struct stat st;
-    uint8_t *log = NULL;
-    uint64_t *cancels = NULL;
-    size_t n = 0, len, off, size;
-    MDB_txn *txn;
+    uint8_t *log;
+    wal_replay_t r;
+    size_t size;
     int rc;
 
     if (fstat(w->log_fd, &st) != 0) {
@@ -743,36 +801,23 @@ static int wal_replay(idem_store_wal_t *w, uint64_t gen)
     }
     size = (size_t)st.st_size;
     log = malloc(size > 0 ? size : 1);
-    cancels = malloc(((size / WAL_HDR) + 1) * sizeof(*cancels));
-    rc = log == NULL || cancels == NULL ? ENOMEM : 0;
-    if (rc == 0 && size > 0) {
-        rc = wal_pread(w->log_fd, log, size, 0);
+    if (log == NULL) {
+        return ENOMEM;
     }
-    for (off = 0; rc == 0 && (len = wal_frame_at(log, size, gen, off)) > 0;
-         off += len) {
-        if (wal_get32(log + off + 4) == WAL_KIND_CANCEL && len >= WAL_HDR + 8) {
-            cancels[n++] = wal_get64(log + off + WAL_HDR);
-        }
+    rc = size > 0 ? wal_pread(w->log_fd, log, size, 0) : 0;
+    r.w = w;
+    if (rc == 0) {
+        rc = mdb_txn_begin(w->env, NULL, 0, &r.txn);
     }
     if (rc == 0) {
-        rc = mdb_txn_begin(w->env, NULL, 0, &txn);
-    }
-    for (off = 0; rc == 0 && (len = wal_frame_at(log, size, gen, off)) > 0;
-         off += len) {
-        if (wal_get32(log + off + 4) == WAL_KIND_REDO &&
-            !wal_cancelled(cancels, n, off)) {
-            rc = wal_apply(w, txn, log + off + WAL_HDR,
-                           (size_t)wal_get32(log + off + 8));
-            if (rc != 0) {
-                mdb_txn_abort(txn);
-            }
+        rc = idem_store_wal_scan(log, size, gen, wal_replay_one, &r);
+        if (rc == 0) {
+            rc = mdb_txn_commit(r.txn);
+        } else {
+            mdb_txn_abort(r.txn);
         }
-    }
-    if (rc == 0) {
-        rc = mdb_txn_commit(txn);
     }
     free(log);
-    free(cancels);
     return rc;
 }
 
@@ -820,8 +865,7 @@ static int wal_restore(const char *dir, const wal_ckpt_t *c, int *did)
 /* ------------------------------------------------------------------------ */
 
 /* Maps wal.shm; *fresh when it was not this boot's. */
-static int wal_map(idem_store_wal_t *w, const char *dir, int *made,
-                   int *fresh)
+static int wal_map(idem_store_wal_t *w, const char *dir, int *made, int *fresh)
 {
     struct stat st;
     void *p;
@@ -844,8 +888,7 @@ static int wal_map(idem_store_wal_t *w, const char *dir, int *made,
         return rc;
     }
     w->shm = p;
-    *fresh = w->shm->magic != WAL_SHM_MAGIC ||
-             w->shm->version != WAL_VERSION ||
+    *fresh = w->shm->magic != WAL_SHM_MAGIC || w->shm->version != WAL_VERSION ||
              memcmp(w->shm->boot, w->boot, 40) != 0;
     return 0;
 }

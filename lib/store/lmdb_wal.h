@@ -107,6 +107,24 @@ int idem_store_wal_commit(idem_store_wal_t *w, MDB_txn *txn);
  */
 int idem_store_wal_checkpoint(idem_store_wal_t *w);
 
+/*
+ * What a scan hands over: the put of val under key in database db, or the
+ * delete of key (val NULL). Returns 0 to go on, else the scan's result.
+ */
+typedef int (*idem_store_wal_apply_t)(void *ctx, unsigned db,
+                                      const MDB_val *key, const MDB_val *val);
+
+/*
+ * Reads a log: the valid frames of generation gen from offset 0 on (the
+ * first invalid one ends it: a torn write, or a frame of an older round),
+ * and hands every record of each frame no cancel frame names to apply, in
+ * order. A valid frame whose records are malformed gives MDB_CORRUPTED.
+ * No I/O; log may be any bytes (the fuzz target's input).
+ * Returns 0, ENOMEM, MDB_CORRUPTED or what apply returned.
+ */
+int idem_store_wal_scan(const uint8_t *log, size_t size, uint64_t gen,
+                        idem_store_wal_apply_t apply, void *ctx);
+
 /* Stops the thread, releases the pin, closes the files. Before
  * mdb_env_close. */
 void idem_store_wal_close(idem_store_wal_t *w);
