@@ -82,6 +82,9 @@ struct idem_store_wal_shm_s {
     uint64_t head;     /* bytes of log since then */
     uint64_t seq;      /* checkpoints taken; read without the lock */
     uint32_t unpinned; /* the current checkpoint's pin is gone */
+    uint32_t busy;     /* a checkpoint is being written (or its writer died) */
+    uint64_t last_off; /* the last redo frame since the checkpoint */
+    uint64_t last_txnid; /* and the transaction it was for (0: none) */
 };
 
 /* What a checkpoint slot holds. */
@@ -439,16 +442,23 @@ static int wal_ckpt_held(idem_store_wal_t *w, int readers)
         goto fail;
     }
     rc = wal_random(&c.gen);
-    if (rc == 0) {
-        rc = wal_ckpt_write(w->ckpt_fd, &c);
+    if (rc != 0) {
+        goto fail;
     }
+    /* from here to the log's restart, a death leaves "busy": the next
+     * commit then checkpoints anew before it appends (the slot may or may
+     * not be on disk, and the log's generation must be the slot's) */
+    w->shm->busy = 1;
+    rc = wal_ckpt_write(w->ckpt_fd, &c);
     if (rc != 0) {
         goto fail;
     }
     free(c.metas);
     w->shm->gen = c.gen;
     w->shm->head = 0;
+    w->shm->last_txnid = 0;
     w->shm->unpinned = 0;
+    w->shm->busy = 0;
     __atomic_store_n(&w->shm->seq, c.seq, __ATOMIC_RELEASE);
 
     pthread_mutex_lock(&w->mu);
@@ -481,7 +491,7 @@ static int wal_ckpt(idem_store_wal_t *w, uint64_t if_past)
     if (rc != 0) {
         return rc;
     }
-    if (w->shm->head >= if_past || w->shm->unpinned) {
+    if (w->shm->head >= if_past || w->shm->unpinned || w->shm->busy) {
         rc = wal_ckpt_held(w, 0);
     }
     mdb_txn_abort(txn);
@@ -584,6 +594,10 @@ static int wal_append(idem_store_wal_t *w, uint8_t *buf, size_t len,
         return rc;
     }
     w->shm->head = off + flen;
+    if (kind == WAL_KIND_REDO) {
+        w->shm->last_off = off;
+        w->shm->last_txnid = txnid;
+    }
     *at = off;
     return 0;
 }
@@ -631,18 +645,32 @@ void idem_store_wal_record(idem_store_wal_t *w, unsigned db, const MDB_val *key,
     w->len += WAL_REC_HDR + key->mv_size + vlen;
 }
 
-/* Appends a frame cancelling the one at off, under the writer lock. */
-static void wal_cancel(idem_store_wal_t *w, uint64_t off)
+/* Appends a frame cancelling the redo frame at off; the caller holds the
+ * writer lock. */
+static int wal_cancel_held(idem_store_wal_t *w, uint64_t off)
 {
     uint8_t buf[WAL_HDR + 8];
-    MDB_txn *txn;
     uint64_t at;
+    int rc;
+
+    wal_put64(buf + WAL_HDR, off);
+    rc = wal_append(w, buf, sizeof(buf), WAL_KIND_CANCEL, 0, &at);
+    if (rc == 0 && w->shm->last_off == off) {
+        w->shm->last_txnid = 0;
+    }
+    return rc;
+}
+
+/* Cancels the frame at off of a commit that failed: under the lock again
+ * (a later commit would find it too, if this cannot). */
+static void wal_cancel(idem_store_wal_t *w, uint64_t off)
+{
+    MDB_txn *txn;
 
     if (mdb_txn_begin(w->env, NULL, 0, &txn) != 0) {
         return;
     }
-    wal_put64(buf + WAL_HDR, off);
-    (void)wal_append(w, buf, sizeof(buf), WAL_KIND_CANCEL, 0, &at);
+    (void)wal_cancel_held(w, off);
     mdb_txn_abort(txn);
 }
 
@@ -660,9 +688,14 @@ int idem_store_wal_commit(idem_store_wal_t *w, MDB_txn *txn)
         return mdb_txn_commit(txn);
     }
     rc = 0;
-    if (w->shm->unpinned ||
-        (w->shm->head > 0 && w->shm->head + w->len > w->limit * WAL_HARD)) {
-        rc = wal_ckpt_held(w, w->shm->unpinned);
+    if (w->shm->last_txnid != 0 && w->shm->last_txnid >= mdb_txn_id(txn)) {
+        /* the last frame's process died before its commit: not applied */
+        rc = wal_cancel_held(w, w->shm->last_off);
+    }
+    if (rc == 0 &&
+        (w->shm->unpinned || w->shm->busy ||
+         (w->shm->head > 0 && w->shm->head + w->len > w->limit * WAL_HARD))) {
+        rc = wal_ckpt_held(w, w->shm->unpinned || w->shm->busy);
     }
     if (rc == 0) {
         rc = wal_append(w, w->buf, w->len, WAL_KIND_REDO, mdb_txn_id(txn), &at);

@@ -169,6 +169,43 @@ static void lose_pages(const fixture_t *f, const uint8_t *old, size_t old_len,
     free(now);
 }
 
+/* wal.shm's fields (lmdb_wal.c): after magic, version and the boot id. */
+#define SHM_GEN        48
+#define SHM_HEAD       56
+#define SHM_SEQ        64
+#define SHM_BUSY       76
+#define SHM_LAST_OFF   80
+#define SHM_LAST_TXNID 88
+
+static uint64_t shm_get(const fixture_t *f, size_t at)
+{
+    size_t len;
+    uint8_t *shm = slurp(f, "wal.shm", &len);
+    uint64_t v;
+
+    memcpy(&v, shm + at, 8);
+    free(shm);
+    return v;
+}
+
+static void shm_set(const fixture_t *f, size_t at, const void *v, size_t n)
+{
+    spill(f, "wal.shm", v, n, (off_t)at);
+}
+
+/* The transaction the next commit makes: one past data.mdb's newest. */
+static uint64_t next_txnid(const fixture_t *f)
+{
+    size_t len;
+    uint8_t *d = slurp(f, "data.mdb", &len);
+    uint64_t t0, t1;
+
+    memcpy(&t0, d + 144, 8);
+    memcpy(&t1, d + 4096 + 144, 8);
+    free(d);
+    return (t0 > t1 ? t0 : t1) + 1;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Records                                                                   */
 /* ------------------------------------------------------------------------ */
@@ -524,9 +561,8 @@ static void test_torn_last_frame_ends_the_log(void **state)
     idem_store_t *s;
     idem_hash_t sc = scope();
     idem_result_t res;
-    uint8_t *shm, zeros[16] = {0};
+    uint8_t zeros[16] = {0};
     uint64_t head;
-    size_t len;
     char key[32];
 
     w = start_writer(f, 0, 50, 0);
@@ -537,10 +573,7 @@ static void test_torn_last_frame_ends_the_log(void **state)
     }
     kill_writer(&w);
 
-    /* the log's head in wal.shm: magic, version, boot id, generation */
-    shm = slurp(f, "wal.shm", &len);
-    memcpy(&head, shm + 56, 8);
-    free(shm);
+    head = shm_get(f, SHM_HEAD);
     assert_true(head > 16);
     spill(f, "wal.log", zeros, sizeof(zeros), (off_t)head - 16);
 
@@ -578,6 +611,88 @@ static void test_same_boot_reopens_as_it_was(void **state)
         expect_key(s, i, i >= 50);
     }
     assert_int_equal(records(s), 250);
+    idem_store_close(s);
+}
+
+/*
+ * A process that died after its frame was synced and before its commit
+ * leaves a frame LMDB never applied: the next commit cancels it, and a
+ * new boot does not apply it either.
+ */
+static void test_frame_of_a_commit_that_never_came_is_cancelled(void **state)
+{
+    fixture_t *f = *state;
+    idem_store_t *s = open_url(f);
+    uint8_t frame[96] = {0}, key[48];
+    uint64_t gen, head, txnid;
+    uint32_t crc, v;
+
+    assert_int_equal(write_one(s, 1), 0);
+    idem_store_close(s);
+    s = open_url(f); /* its checkpoint; the log starts over */
+    assert_int_equal(write_one(s, 2), 0);
+
+    /* the frame: a put of a key no one wrote, as the dead process's */
+    gen = shm_get(f, SHM_GEN);
+    head = shm_get(f, SHM_HEAD);
+    txnid = next_txnid(f);
+    memset(key, 0x5c, 32);
+    memcpy(key + 32, "order-ghost", 11);
+    memcpy(frame, "IWAL", 4);
+    v = 1;
+    memcpy(frame + 4, &v, 4);
+    v = sizeof(frame) - 40;
+    memcpy(frame + 8, &v, 4);
+    memcpy(frame + 16, &gen, 8);
+    memcpy(frame + 24, &head, 8);
+    memcpy(frame + 32, &txnid, 8);
+    frame[40] = 1; /* put, records */
+    v = 43;
+    memcpy(frame + 44, &v, 4);
+    v = 0;
+    memcpy(frame + 48, &v, 4);
+    memcpy(frame + 52, key, 43);
+    crc = crc32c(0, frame, sizeof(frame));
+    memcpy(frame + 12, &crc, 4);
+    spill(f, "wal.log", frame, sizeof(frame), (off_t)head);
+    head += sizeof(frame);
+    shm_set(f, SHM_HEAD, &head, 8);
+    head -= sizeof(frame);
+    shm_set(f, SHM_LAST_OFF, &head, 8);
+    shm_set(f, SHM_LAST_TXNID, &txnid, 8);
+
+    /* the next commit comes, then the power goes */
+    assert_int_equal(write_one(s, 3), 0);
+    idem_store_close(s);
+    new_boot(f);
+    s = open_url(f);
+    expect_key(s, 1, 1);
+    expect_key(s, 2, 1);
+    expect_key(s, 3, 1);
+    assert_int_equal(records(s), 3);
+    idem_store_close(s);
+}
+
+/* A checkpoint whose writer died half way is taken anew by the next
+ * commit, before it appends. */
+static void test_checkpoint_cut_short_is_taken_again(void **state)
+{
+    fixture_t *f = *state;
+    idem_store_t *s = open_url(f);
+    uint64_t seq;
+    uint32_t busy = 1;
+
+    assert_int_equal(write_one(s, 1), 0);
+    seq = shm_get(f, SHM_SEQ);
+    shm_set(f, SHM_BUSY, &busy, 4);
+    assert_int_equal(write_one(s, 2), 0);
+    assert_true(shm_get(f, SHM_SEQ) > seq);
+    assert_int_equal((uint32_t)shm_get(f, SHM_BUSY), 0);
+    idem_store_close(s);
+    new_boot(f);
+    s = open_url(f);
+    expect_key(s, 1, 1);
+    expect_key(s, 2, 1);
     idem_store_close(s);
 }
 
@@ -658,6 +773,11 @@ int main(void)
                                         setup_long_log, teardown),
         cmocka_unit_test_setup_teardown(test_same_boot_reopens_as_it_was,
                                         setup_short_log, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_frame_of_a_commit_that_never_came_is_cancelled, setup_long_log,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_checkpoint_cut_short_is_taken_again, setup_long_log, teardown),
         cmocka_unit_test_setup_teardown(test_options, setup_long_log, teardown),
         cmocka_unit_test(test_scan_of_garbage_reads_nothing),
     };
