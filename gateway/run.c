@@ -207,12 +207,13 @@ static void workers_who(const idemgate_conf_t *conf, char *out, size_t len)
 }
 
 /* Whether the workers can use the lmdb directory: read, write and enter
- * it, and read and write the files LMDB keeps in it where they exist
- * already. A message names what they cannot use. */
+ * it, and read and write the files LMDB and the store's log keep in it
+ * where they exist already. A message names what they cannot use. */
 static int check_workers_reach(const idemgate_conf_t *conf, const char *flag,
                                const char *dir, idemgate_err_t *err)
 {
-    static const char *const files[] = {"data.mdb", "lock.mdb"};
+    static const char *const files[] = {"data.mdb", "lock.mdb", "wal.log",
+                                        "wal.ckpt", "wal.shm"};
     const char *user =
         conf->worker_user ? conf->worker_user : "idemgate's user";
     char who[160], path[4096];
