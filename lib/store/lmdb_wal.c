@@ -42,6 +42,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define WAL_FRAME_MAGIC 0x4c415749u /* "IWAL" */
@@ -71,6 +72,10 @@
 
 /* A commit past limit * WAL_HARD checkpoints under the lock itself. */
 #define WAL_HARD 4
+/* Syncs of data.mdb before a checkpoint takes the lock: at most this many,
+ * until one takes less than this. */
+#define WAL_PRESYNCS         3
+#define WAL_PRESYNC_SHORT_NS 1000000L
 /* A frame buffer this large is given back after its commit. */
 #define WAL_BUF_KEEP ((size_t)4 << 20)
 
@@ -265,10 +270,20 @@ static int wal_file(const char *dir, const char *name, int *fd, int *made)
     if (n < 0 || (size_t)n >= sizeof(path)) {
         return ENAMETOOLONG;
     }
-    *fd = open(path, O_RDWR | O_CLOEXEC);
-    if (*fd < 0 && errno == ENOENT) {
+    /* another process may make it between the two tries: try again */
+    for (int i = 0; i < 3; i++) {
+        *fd = open(path, O_RDWR | O_CLOEXEC);
+        if (*fd >= 0 || errno != ENOENT) {
+            break;
+        }
         *fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        *made |= *fd >= 0;
+        if (*fd >= 0) {
+            *made = 1;
+            break;
+        }
+        if (errno != EEXIST) {
+            break;
+        }
     }
     return *fd >= 0 ? 0 : errno;
 }
@@ -481,10 +496,21 @@ fail:
  * since the last one are synced first, without the lock. */
 static int wal_ckpt(idem_store_wal_t *w, uint64_t if_past)
 {
+    struct timespec t0, t1;
     MDB_txn *txn;
-    int rc;
+    int rc = 0;
 
-    rc = mdb_env_sync(w->env, 1);
+    /* what the lock then waits for is what was written during the last
+     * of these syncs: sync again while one takes long */
+    for (int i = 0; rc == 0 && i < WAL_PRESYNCS; i++) {
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        rc = mdb_env_sync(w->env, 1);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec) <
+            WAL_PRESYNC_SHORT_NS) {
+            break;
+        }
+    }
     if (rc == 0) {
         rc = mdb_txn_begin(w->env, NULL, 0, &txn);
     }

@@ -696,6 +696,47 @@ static void test_checkpoint_cut_short_is_taken_again(void **state)
     idem_store_close(s);
 }
 
+/* Processes that open a new store at the same moment all get it (each
+ * may be the one that makes the log's files). */
+static void test_first_opens_race(void **state)
+{
+    fixture_t *f = *state;
+    pid_t pids[6];
+    int go[2], status;
+    idem_store_t *s;
+    char c;
+
+    assert_int_equal(pipe(go), 0);
+    for (int i = 0; i < 6; i++) {
+        pids[i] = fork();
+        assert_true(pids[i] >= 0);
+        if (pids[i] == 0) {
+            idem_store_t *cs = NULL;
+
+            close(go[1]);
+            if (read(go[0], &c, 1) != 0) {
+                _exit(3);
+            }
+            if (idem_store_open(f->url, &cs) != 0) {
+                _exit(1);
+            }
+            _exit(write_one(cs, i) == 0 ? 0 : 2);
+        }
+    }
+    close(go[0]);
+    close(go[1]); /* all start at once */
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+    s = open_url(f);
+    for (int i = 0; i < 6; i++) {
+        expect_key(s, i, 1);
+    }
+    idem_store_close(s);
+}
+
 /* wal=0 commits through LMDB's own syncs; the options are checked. */
 static void test_options(void **state)
 {
@@ -778,6 +819,8 @@ int main(void)
             teardown),
         cmocka_unit_test_setup_teardown(
             test_checkpoint_cut_short_is_taken_again, setup_long_log, teardown),
+        cmocka_unit_test_setup_teardown(test_first_opens_race, setup_short_log,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_options, setup_long_log, teardown),
         cmocka_unit_test(test_scan_of_garbage_reads_nothing),
     };
