@@ -86,14 +86,20 @@
  * ops of its batch go on. So once claims are refused, outstanding claims
  * can still be completed (with small responses at least), and delete and
  * prune work; once expired records are pruned, claims are admitted again.
+ * With the log, pages freed since its last checkpoint wait for the next
+ * one (its pin sees them), so a write that LMDB finds no pages for takes a
+ * checkpoint and is tried once more.
  *
- * Durability: every commit is fsynced before the calls it carries return
- * (LMDB's default; sync=0 sets MDB_NOSYNC, for benchmarks only). A commit
- * is two synchronous writes: the dirty pages (fdatasync), then the meta
- * page that makes them current. Its cost grows with its dirty pages, and
- * with random keys every op dirties about one leaf of "records" plus part
- * of the path to it, so a batch costs little more per op than a single
- * write costs in all.
+ * Durability: every commit is durable before the calls it carries return.
+ * By default through the write-ahead log (lmdb_wal.h): the transaction's
+ * puts and deletes go to one frame, appended and fdatasynced before a
+ * MDB_NOSYNC commit, so a commit is one contiguous write and one sync;
+ * checkpoints make data.mdb durable again now and then. With wal=0, LMDB's
+ * own commit: two synchronous writes, the dirty pages (fdatasync, about
+ * one leaf of "records" plus part of the path to it per op, with random
+ * keys), then the meta page that makes them current. sync=0 sets
+ * MDB_NOSYNC without the log, for benchmarks only. Either way a batch
+ * costs little more per op than a single write costs in all.
  */
 #include "gcq.h"
 #include "lmdb_names.h"

@@ -90,6 +90,7 @@ struct idem_store_wal_shm_s {
     uint32_t busy;     /* a checkpoint is being written (or its writer died) */
     uint64_t last_off; /* the last redo frame since the checkpoint */
     uint64_t last_txnid; /* and the transaction it was for (0: none) */
+    uint64_t pin_owner;  /* the handle that holds the checkpoint's pin */
 };
 
 /* What a checkpoint slot holds. */
@@ -393,19 +394,56 @@ static uint64_t wal_meta_txnid(const uint8_t *page)
 /* Checkpoints                                                               */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * The pin's liveness: the process holding checkpoint seq's pin holds an
+ * OFD read lock on byte WAL_SHM_SIZE + seq of wal.shm, which the kernel
+ * drops when that process dies, however it dies. LMDB itself frees a dead
+ * process's reader slot (its pin) when it finds a mutex that process held
+ * (EOWNERDEAD), so a dead owner is noticed by the lock, not by the slot.
+ */
+static int wal_pin_lock(idem_store_wal_t *w, uint64_t seq, short type, int cmd)
+{
+    struct flock fl;
+
+    memset(&fl, 0, sizeof(fl));
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)(WAL_SHM_SIZE + (seq & (((uint64_t)1 << 40) - 1)));
+    fl.l_len = 1;
+    if (fcntl(w->shm_fd, cmd, &fl) != 0) {
+        return -1;
+    }
+    return fl.l_type;
+}
+
+/* Whether the current checkpoint's pin is held, by us or a live process. */
+static int wal_pinned(idem_store_wal_t *w)
+{
+    if (w->shm->unpinned) {
+        return 0;
+    }
+    if (w->shm->pin_owner == w->id) {
+        return 1;
+    }
+    return wal_pin_lock(w, w->shm->seq, F_WRLCK, F_OFD_GETLK) != F_UNLCK;
+}
+
 /* Releases our pin if a newer checkpoint than its own exists. */
 static void wal_unpin_old(idem_store_wal_t *w)
 {
     uint64_t seq = __atomic_load_n(&w->shm->seq, __ATOMIC_ACQUIRE);
     MDB_txn *old = NULL;
+    uint64_t old_seq = 0;
 
     pthread_mutex_lock(&w->mu);
     if (w->pin != NULL && w->pin_seq != seq) {
         old = w->pin;
+        old_seq = w->pin_seq;
         w->pin = NULL;
     }
     pthread_mutex_unlock(&w->mu);
     if (old != NULL) {
+        (void)wal_pin_lock(w, old_seq, F_UNLCK, F_OFD_SETLK);
         mdb_txn_abort(old);
     }
 }
@@ -420,7 +458,7 @@ static int wal_ckpt_held(idem_store_wal_t *w, int readers)
     wal_ckpt_t c;
     MDB_txn *pin, *old;
     mdb_filehandle_t fd;
-    uint64_t t0, t1;
+    uint64_t t0, t1, old_seq;
     int rc, dead;
 
     rc = mdb_txn_begin(w->env, NULL, MDB_RDONLY, &pin);
@@ -457,6 +495,9 @@ static int wal_ckpt_held(idem_store_wal_t *w, int readers)
         goto fail;
     }
     rc = wal_random(&c.gen);
+    if (rc == 0 && wal_pin_lock(w, c.seq, F_RDLCK, F_OFD_SETLK) < 0) {
+        rc = errno;
+    }
     if (rc != 0) {
         goto fail;
     }
@@ -473,15 +514,18 @@ static int wal_ckpt_held(idem_store_wal_t *w, int readers)
     w->shm->head = 0;
     w->shm->last_txnid = 0;
     w->shm->unpinned = 0;
+    w->shm->pin_owner = w->id;
     w->shm->busy = 0;
     __atomic_store_n(&w->shm->seq, c.seq, __ATOMIC_RELEASE);
 
     pthread_mutex_lock(&w->mu);
     old = w->pin;
+    old_seq = w->pin_seq;
     w->pin = pin;
     w->pin_seq = c.seq;
     pthread_mutex_unlock(&w->mu);
     if (old != NULL) {
+        (void)wal_pin_lock(w, old_seq, F_UNLCK, F_OFD_SETLK);
         mdb_txn_abort(old);
     }
     return 0;
@@ -489,6 +533,11 @@ static int wal_ckpt_held(idem_store_wal_t *w, int readers)
 fail:
     free(c.metas);
     mdb_txn_abort(pin);
+    (void)wal_pin_lock(w, c.seq, F_UNLCK, F_OFD_SETLK);
+    if (readers) {
+        /* dead processes' pins may be gone: the next commit tries again */
+        w->shm->unpinned = 1;
+    }
     return rc;
 }
 
@@ -529,14 +578,27 @@ int idem_store_wal_checkpoint(idem_store_wal_t *w)
     return wal_ckpt(w, 0);
 }
 
+/*
+ * The checkpoint thread: a checkpoint when a commit says the log is past
+ * its limit; once a second also the release of a pin that a newer
+ * checkpoint made needless, so that an idle handle does not keep LMDB
+ * from reusing pages.
+ */
 static void *wal_main(void *arg)
 {
     idem_store_wal_t *w = arg;
+    struct timespec at;
 
     pthread_mutex_lock(&w->mu);
     while (!w->stop) {
         if (!w->kick) {
-            pthread_cond_wait(&w->cv, &w->mu);
+            clock_gettime(CLOCK_REALTIME, &at);
+            at.tv_sec += 1;
+            if (pthread_cond_timedwait(&w->cv, &w->mu, &at) == ETIMEDOUT) {
+                pthread_mutex_unlock(&w->mu);
+                wal_unpin_old(w);
+                pthread_mutex_lock(&w->mu);
+            }
             continue;
         }
         w->kick = 0;
@@ -616,7 +678,9 @@ static int wal_append(idem_store_wal_t *w, uint8_t *buf, size_t len,
         rc = wal_sync(w->log_fd);
     }
     if (rc != 0) {
-        /* the next frame goes to the same offset: it replaces this one */
+        /* the frame may be on disk even so: a new generation before the
+         * next append puts it out of the log */
+        w->shm->busy = 1;
         return rc;
     }
     w->shm->head = off + flen;
@@ -630,6 +694,11 @@ static int wal_append(idem_store_wal_t *w, uint8_t *buf, size_t len,
 
 void idem_store_wal_begin(idem_store_wal_t *w)
 {
+    if (w->cap > WAL_BUF_KEEP) {
+        free(w->buf);
+        w->buf = NULL;
+        w->cap = 0;
+    }
     w->len = WAL_HDR;
     w->oom = 0;
 }
@@ -642,6 +711,11 @@ void idem_store_wal_record(idem_store_wal_t *w, unsigned db, const MDB_val *key,
     uint8_t *p;
 
     if (w->oom) {
+        return;
+    }
+    if (key->mv_size > UINT32_MAX || vlen > UINT32_MAX ||
+        need > (size_t)UINT32_MAX) {
+        w->oom = 1; /* a frame's length is 32 bits: the commit fails */
         return;
     }
     if (need > w->cap) {
@@ -671,15 +745,16 @@ void idem_store_wal_record(idem_store_wal_t *w, unsigned db, const MDB_val *key,
     w->len += WAL_REC_HDR + key->mv_size + vlen;
 }
 
-/* Appends a frame cancelling the redo frame at off; the caller holds the
- * writer lock. */
-static int wal_cancel_held(idem_store_wal_t *w, uint64_t off)
+/* Appends a frame cancelling the redo frame at off of transaction txnid,
+ * in the log's current generation; the caller holds the writer lock. */
+static int wal_cancel_held(idem_store_wal_t *w, uint64_t off, uint64_t txnid)
 {
-    uint8_t buf[WAL_HDR + 8];
+    uint8_t buf[WAL_HDR + 16];
     uint64_t at;
     int rc;
 
     wal_put64(buf + WAL_HDR, off);
+    wal_put64(buf + WAL_HDR + 8, txnid);
     rc = wal_append(w, buf, sizeof(buf), WAL_KIND_CANCEL, 0, &at);
     if (rc == 0 && w->shm->last_off == off) {
         w->shm->last_txnid = 0;
@@ -687,23 +762,28 @@ static int wal_cancel_held(idem_store_wal_t *w, uint64_t off)
     return rc;
 }
 
-/* Cancels the frame at off of a commit that failed: under the lock again
- * (a later commit would find it too, if this cannot). */
-static void wal_cancel(idem_store_wal_t *w, uint64_t off)
+/* Cancels the frame at off (generation gen) of a commit that failed: under
+ * the lock again, unless a checkpoint has started the log over since (the
+ * frame is then out of the log already). If this cannot be done, the next
+ * commit finds the frame by its transaction id. */
+static void wal_cancel(idem_store_wal_t *w, uint64_t gen, uint64_t off,
+                       uint64_t txnid)
 {
     MDB_txn *txn;
 
     if (mdb_txn_begin(w->env, NULL, 0, &txn) != 0) {
         return;
     }
-    (void)wal_cancel_held(w, off);
+    if (w->shm->gen == gen) {
+        (void)wal_cancel_held(w, off, txnid);
+    }
     mdb_txn_abort(txn);
 }
 
 int idem_store_wal_commit(idem_store_wal_t *w, MDB_txn *txn)
 {
-    uint64_t at;
-    int rc;
+    uint64_t at, gen, txnid = mdb_txn_id(txn);
+    int rc = 0, dead;
 
     if (w->oom) {
         mdb_txn_abort(txn);
@@ -713,18 +793,19 @@ int idem_store_wal_commit(idem_store_wal_t *w, MDB_txn *txn)
     if (w->len == WAL_HDR) {
         return mdb_txn_commit(txn);
     }
-    rc = 0;
-    if (w->shm->last_txnid != 0 && w->shm->last_txnid >= mdb_txn_id(txn)) {
+    if (w->shm->last_txnid != 0 && w->shm->last_txnid >= txnid) {
         /* the last frame's process died before its commit: not applied */
-        rc = wal_cancel_held(w, w->shm->last_off);
+        rc = wal_cancel_held(w, w->shm->last_off, w->shm->last_txnid);
     }
+    dead = !wal_pinned(w);
     if (rc == 0 &&
-        (w->shm->unpinned || w->shm->busy ||
+        (dead || w->shm->busy ||
          (w->shm->head > 0 && w->shm->head + w->len > w->limit * WAL_HARD))) {
-        rc = wal_ckpt_held(w, w->shm->unpinned || w->shm->busy);
+        rc = wal_ckpt_held(w, dead || w->shm->busy);
     }
+    gen = w->shm->gen;
     if (rc == 0) {
-        rc = wal_append(w, w->buf, w->len, WAL_KIND_REDO, mdb_txn_id(txn), &at);
+        rc = wal_append(w, w->buf, w->len, WAL_KIND_REDO, txnid, &at);
     }
     if (rc != 0) {
         mdb_txn_abort(txn);
@@ -732,12 +813,7 @@ int idem_store_wal_commit(idem_store_wal_t *w, MDB_txn *txn)
     }
     rc = mdb_txn_commit(txn);
     if (rc != 0) {
-        wal_cancel(w, at);
-    }
-    if (w->cap > WAL_BUF_KEEP) {
-        free(w->buf);
-        w->buf = NULL;
-        w->cap = 0;
+        wal_cancel(w, gen, at, txnid);
     }
     if (w->shm->head >= w->limit) {
         pthread_mutex_lock(&w->mu);
@@ -787,11 +863,13 @@ static int wal_records(const uint8_t *p, size_t n, idem_store_wal_apply_t apply,
     return 0;
 }
 
-/* Whether the frame at off is named by one of the n cancel frames. */
-static int wal_cancelled(const uint64_t *cancels, size_t n, uint64_t off)
+/* Whether the frame at off of transaction txnid is named by a cancel
+ * frame (cancels: n/2 pairs of offset and transaction id). */
+static int wal_cancelled(const uint64_t *cancels, size_t n, uint64_t off,
+                         uint64_t txnid)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (cancels[i] == off) {
+    for (size_t i = 0; i + 1 < n; i += 2) {
+        if (cancels[i] == off && cancels[i + 1] == txnid) {
             return 1;
         }
     }
@@ -805,19 +883,21 @@ int idem_store_wal_scan(const uint8_t *log, size_t size, uint64_t gen,
     size_t n = 0, len, off;
     int rc = 0;
 
-    cancels = malloc((size / WAL_HDR + 1) * sizeof(*cancels));
+    cancels = malloc((size / WAL_HDR + 1) * 2 * sizeof(*cancels));
     if (cancels == NULL) {
         return ENOMEM;
     }
     for (off = 0; (len = wal_frame_at(log, size, gen, off)) > 0; off += len) {
-        if (wal_get32(log + off + 4) == WAL_KIND_CANCEL && len >= WAL_HDR + 8) {
+        if (wal_get32(log + off + 4) == WAL_KIND_CANCEL &&
+            len >= WAL_HDR + 16) {
             cancels[n++] = wal_get64(log + off + WAL_HDR);
+            cancels[n++] = wal_get64(log + off + WAL_HDR + 8);
         }
     }
     for (off = 0; rc == 0 && (len = wal_frame_at(log, size, gen, off)) > 0;
          off += len) {
         if (wal_get32(log + off + 4) == WAL_KIND_REDO &&
-            !wal_cancelled(cancels, n, off)) {
+            !wal_cancelled(cancels, n, off, wal_get64(log + off + 32))) {
             rc = wal_records(log + off + WAL_HDR, len - WAL_HDR, apply, ctx);
         }
     }
@@ -845,51 +925,55 @@ static int wal_replay_one(void *ctx, unsigned db, const MDB_val *key,
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-/* Applies the log's frames of generation gen to the environment, in one
- * transaction (synced by the checkpoint that follows). */
+/* Applies the frames of generation gen of the log read at open to the
+ * environment, in one transaction (synced by the checkpoint after it). */
 static int wal_replay(idem_store_wal_t *w, uint64_t gen)
 {
-    struct stat st;
-    uint8_t *log;
     wal_replay_t r;
-    size_t size;
     int rc;
 
-    if (fstat(w->log_fd, &st) != 0) {
-        return errno;
-    }
-    size = (size_t)st.st_size;
-    log = malloc(size > 0 ? size : 1);
-    if (log == NULL) {
-        return ENOMEM;
-    }
-    rc = size > 0 ? wal_pread(w->log_fd, log, size, 0) : 0;
     r.w = w;
+    rc = mdb_txn_begin(w->env, NULL, 0, &r.txn);
     if (rc == 0) {
-        rc = mdb_txn_begin(w->env, NULL, 0, &r.txn);
-    }
-    if (rc == 0) {
-        rc = idem_store_wal_scan(log, size, gen, wal_replay_one, &r);
+        rc = idem_store_wal_scan(w->rlog, w->rlog_len, gen, wal_replay_one, &r);
         if (rc == 0) {
             rc = mdb_txn_commit(r.txn);
         } else {
             mdb_txn_abort(r.txn);
         }
     }
-    free(log);
     return rc;
+}
+
+/* The newest transaction a valid redo frame of generation gen names. */
+static uint64_t wal_last_txnid(const uint8_t *log, size_t size, uint64_t gen)
+{
+    uint64_t last = 0;
+    size_t len;
+
+    for (size_t off = 0; (len = wal_frame_at(log, size, gen, off)) > 0;
+         off += len) {
+        if (wal_get32(log + off + 4) == WAL_KIND_REDO &&
+            wal_get64(log + off + 32) > last) {
+            last = wal_get64(log + off + 32);
+        }
+    }
+    return last;
 }
 
 /*
  * After a power loss: puts the checkpoint's meta pages back at the start
- * of dir/data.mdb, unless the file is not the one checkpointed (missing,
- * or older than the checkpoint). Sets *did.
+ * of dir/data.mdb, when the file is the one checkpointed: its newest
+ * transaction is at least the checkpoint's and at most the last the log
+ * names (a file that is missing, older, or was written past the log, as
+ * with wal=0, is left alone, and the log is not applied). Sets *did.
  */
-static int wal_restore(const char *dir, const wal_ckpt_t *c, int *did)
+static int wal_restore(const char *dir, const wal_ckpt_t *c, uint64_t logged,
+                       int *did)
 {
     char path[4096];
     uint8_t *now;
-    uint64_t t0, t1;
+    uint64_t t0, t1, t;
     int fd, n, rc;
 
     *did = 0;
@@ -905,7 +989,9 @@ static int wal_restore(const char *dir, const wal_ckpt_t *c, int *did)
     rc = now == NULL ? ENOMEM : wal_pread(fd, now, 2 * (size_t)c->psize, 0);
     t0 = rc == 0 ? wal_meta_txnid(now) : 0;
     t1 = rc == 0 ? wal_meta_txnid(now + c->psize) : 0;
-    if (rc == 0 && (t0 > t1 ? t0 : t1) >= c->txnid) {
+    t = t0 > t1 ? t0 : t1;
+    if (rc == 0 && t >= c->txnid &&
+        t <= (logged > c->txnid ? logged : c->txnid)) {
         rc = wal_pwrite(fd, c->metas, 2 * (size_t)c->psize, 0);
         if (rc == 0) {
             rc = wal_sync(fd);
@@ -923,28 +1009,27 @@ static int wal_restore(const char *dir, const wal_ckpt_t *c, int *did)
 /* Opening and closing                                                       */
 /* ------------------------------------------------------------------------ */
 
-/* Maps wal.shm; *fresh when it was not this boot's. */
+/* Maps wal.shm (its descriptor kept for the pin's lock); *fresh when it is
+ * not this boot's. */
 static int wal_map(idem_store_wal_t *w, const char *dir, int *made, int *fresh)
 {
     struct stat st;
     void *p;
-    int fd, rc;
+    int rc;
 
-    rc = wal_file(dir, "wal.shm", &fd, made);
+    rc = wal_file(dir, "wal.shm", &w->shm_fd, made);
     if (rc != 0) {
         return rc;
     }
-    if (fstat(fd, &st) != 0 ||
-        (st.st_size < WAL_SHM_SIZE && ftruncate(fd, WAL_SHM_SIZE) != 0)) {
-        rc = errno;
-        close(fd);
-        return rc;
+    if (fstat(w->shm_fd, &st) != 0 ||
+        (st.st_size < WAL_SHM_SIZE &&
+         ftruncate(w->shm_fd, WAL_SHM_SIZE) != 0)) {
+        return errno;
     }
-    p = mmap(NULL, WAL_SHM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    rc = p == MAP_FAILED ? errno : 0;
-    close(fd);
-    if (rc != 0) {
-        return rc;
+    p = mmap(NULL, WAL_SHM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, w->shm_fd,
+             0);
+    if (p == MAP_FAILED) {
+        return errno;
     }
     w->shm = p;
     *fresh = w->shm->magic != WAL_SHM_MAGIC || w->shm->version != WAL_VERSION ||
@@ -952,31 +1037,52 @@ static int wal_map(idem_store_wal_t *w, const char *dir, int *made, int *fresh)
     return 0;
 }
 
-/* Decides, under the opening lock, whether this is a new boot, and if so
- * restores the checkpoint's snapshot for start() to replay onto. */
-static int wal_recover_metas(idem_store_wal_t *w, const char *dir, int fresh)
+/* Reads the whole log into w->rlog for a recovery. */
+static int wal_read_log(idem_store_wal_t *w)
+{
+    struct stat st;
+
+    if (fstat(w->log_fd, &st) != 0) {
+        return errno;
+    }
+    w->rlog_len = (size_t)st.st_size;
+    w->rlog = malloc(w->rlog_len > 0 ? w->rlog_len : 1);
+    if (w->rlog == NULL) {
+        return ENOMEM;
+    }
+    return w->rlog_len > 0 ? wal_pread(w->log_fd, w->rlog, w->rlog_len, 0) : 0;
+}
+
+/*
+ * Decides, under the opening lock, what wal.shm not being this boot's
+ * means: a new boot after a checkpoint of an earlier one (restore its
+ * snapshot now, replay in start()), a wal.shm lost within this boot, or a
+ * new log. wal.shm is made anew either way, but names this boot only once
+ * start()'s checkpoint is durable: an opener that dies before leaves the
+ * recovery to the next one.
+ */
+static int wal_recover_metas(idem_store_wal_t *w, const char *dir)
 {
     wal_ckpt_t c = {0};
     int rc, did;
 
     rc = wal_ckpt_load(w->ckpt_fd, &c);
     if (rc == ENOENT) {
-        c.seq = 0;
-        c.metas = NULL;
         rc = 0;
-    } else if (rc == 0 && fresh && memcmp(c.boot, w->boot, 40) != 0) {
-        rc = wal_restore(dir, &c, &did);
-        w->recover = did;
+    } else if (rc == 0 && memcmp(c.boot, w->boot, 40) != 0) {
+        rc = wal_read_log(w);
+        if (rc == 0) {
+            rc = wal_restore(dir, &c,
+                             wal_last_txnid(w->rlog, w->rlog_len, c.gen), &did);
+        }
+        w->recover = rc == 0 && did;
         w->recover_gen = c.gen;
-    } else if (rc == 0 && fresh) {
-        fresh = 0; /* the checkpoint is of this boot: wal.shm was lost */
     }
     free(c.metas);
-    if (rc == 0 && fresh) {
+    if (rc == 0) {
         memset(w->shm, 0, sizeof(*w->shm));
         w->shm->magic = WAL_SHM_MAGIC;
         w->shm->version = WAL_VERSION;
-        memcpy(w->shm->boot, w->boot, 40);
         w->shm->seq = c.seq;
         w->shm->unpinned = 1;
     }
@@ -988,10 +1094,10 @@ int idem_store_wal_open(idem_store_wal_t *w, const char *dir, int *on)
     int rc, made = 0, fresh = 0, fd;
 
     memset(w, 0, sizeof(*w));
-    w->log_fd = w->ckpt_fd = -1;
-    *on = wal_boot_id(w->boot) == 0;
-    if (!*on) {
-        return 0;
+    w->log_fd = w->ckpt_fd = w->shm_fd = -1;
+    *on = 0;
+    if (wal_boot_id(w->boot) != 0) {
+        return 0; /* no boot id: LMDB's own synced commits */
     }
     if (pthread_mutex_init(&w->mu, NULL) != 0) {
         return ENOMEM;
@@ -1000,7 +1106,11 @@ int idem_store_wal_open(idem_store_wal_t *w, const char *dir, int *on)
         pthread_mutex_destroy(&w->mu);
         return ENOMEM;
     }
-    rc = wal_file(dir, "wal.ckpt", &w->ckpt_fd, &made);
+    *on = 1;
+    rc = wal_random(&w->id);
+    if (rc == 0) {
+        rc = wal_file(dir, "wal.ckpt", &w->ckpt_fd, &made);
+    }
     while (rc == 0 && flock(w->ckpt_fd, LOCK_EX) != 0) {
         rc = errno == EINTR ? 0 : errno;
     }
@@ -1017,25 +1127,27 @@ int idem_store_wal_open(idem_store_wal_t *w, const char *dir, int *on)
             close(fd);
         }
     }
-    if (rc == 0) {
-        rc = wal_recover_metas(w, dir, fresh);
+    if (rc == 0 && fresh) {
+        rc = wal_recover_metas(w, dir);
     }
     if (rc != 0) {
         idem_store_wal_close(w);
+        *on = 0;
     }
     return rc;
 }
 
 /*
- * Writes zeros over the log up to size once, so that a frame's fdatasync
- * overwrites blocks the file has: appending (or filling unwritten extents)
- * would make every sync a journal commit of the file's size too.
+ * Writes zeros from the log's end up to size once, so that a frame's
+ * fdatasync overwrites blocks the file has: appending (or filling
+ * unwritten extents) would make every sync a journal commit of the file's
+ * size too. Under the writer lock: no frame is being appended meanwhile.
  */
 static int wal_prefill(int fd, uint64_t size)
 {
     static const uint8_t zeros[65536];
     struct stat st;
-    uint64_t at;
+    uint64_t at, n;
     int rc;
 
     if (fstat(fd, &st) != 0) {
@@ -1044,14 +1156,32 @@ static int wal_prefill(int fd, uint64_t size)
     if ((uint64_t)st.st_size >= size) {
         return 0;
     }
-    for (at = (uint64_t)st.st_size & ~(uint64_t)(sizeof(zeros) - 1); at < size;
-         at += sizeof(zeros)) {
-        rc = wal_pwrite(fd, zeros, sizeof(zeros), (off_t)at);
+    for (at = (uint64_t)st.st_size; at < size; at += n) {
+        n = size - at < sizeof(zeros) ? size - at : sizeof(zeros);
+        rc = wal_pwrite(fd, zeros, (size_t)n, (off_t)at);
         if (rc != 0) {
             return rc;
         }
     }
     return fsync(fd) == 0 ? 0 : errno;
+}
+
+/* fsyncs the environment's directory: data.mdb's entry is durable. */
+static int wal_sync_dir(MDB_env *env)
+{
+    const char *dir;
+    int fd, rc;
+
+    rc = mdb_env_get_path(env, &dir);
+    if (rc != 0) {
+        return rc;
+    }
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    rc = fd < 0 || fsync(fd) != 0 ? errno : 0;
+    if (fd >= 0) {
+        close(fd);
+    }
+    return rc;
 }
 
 int idem_store_wal_start(idem_store_wal_t *w, MDB_env *env,
@@ -1068,18 +1198,27 @@ int idem_store_wal_start(idem_store_wal_t *w, MDB_env *env,
         w->psize = st.ms_psize;
         rc = w->psize <= WAL_PSIZE_MAX ? 0 : EINVAL;
     }
+    if (rc == 0) {
+        rc = wal_sync_dir(env);
+    }
     if (rc == 0 && w->recover) {
         rc = wal_replay(w, w->recover_gen);
     }
     w->recover = 0;
-    if (rc == 0) {
-        rc = wal_prefill(w->log_fd, w->limit + w->limit / 4);
-    }
+    free(w->rlog);
+    w->rlog = NULL;
     if (rc == 0) {
         rc = mdb_txn_begin(env, NULL, 0, &txn);
     }
     if (rc == 0) {
         rc = wal_ckpt_held(w, 1);
+        if (rc == 0) {
+            rc = wal_prefill(w->log_fd, w->limit + w->limit / 4);
+        }
+        if (rc == 0) {
+            /* recovered, if it had to be: wal.shm is this boot's now */
+            memcpy(w->shm->boot, w->boot, 40);
+        }
         mdb_txn_abort(txn);
     }
     (void)flock(w->ckpt_fd, LOCK_UN);
@@ -1104,7 +1243,7 @@ void idem_store_wal_close(idem_store_wal_t *w)
     }
     if (w->pin != NULL) {
         /* leave "unpinned" if ours is the current checkpoint's pin, under
-         * the lock, so that no commit reuses its pages unprotected */
+         * the lock (the pin's lock goes with wal.shm's descriptor too) */
         if (w->shm != NULL && w->pin_seq == w->shm->seq &&
             mdb_txn_begin(w->env, NULL, 0, &txn) == 0) {
             if (w->pin_seq == w->shm->seq) {
@@ -1119,15 +1258,20 @@ void idem_store_wal_close(idem_store_wal_t *w)
         munmap(w->shm, WAL_SHM_SIZE);
         w->shm = NULL;
     }
+    if (w->shm_fd >= 0) {
+        close(w->shm_fd);
+    }
     if (w->log_fd >= 0) {
         close(w->log_fd);
     }
     if (w->ckpt_fd >= 0) {
         close(w->ckpt_fd); /* drops the opening lock if still held */
     }
-    w->log_fd = w->ckpt_fd = -1;
+    w->log_fd = w->ckpt_fd = w->shm_fd = -1;
     free(w->buf);
     w->buf = NULL;
+    free(w->rlog);
+    w->rlog = NULL;
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
 }

@@ -40,7 +40,9 @@ typedef struct idem_store_wal_shm_s idem_store_wal_shm_t;
 typedef struct {
     int log_fd;
     int ckpt_fd; /* also the lock (flock) of opening and recovery */
+    int shm_fd;  /* also the pin's liveness lock (an OFD read lock) */
     idem_store_wal_shm_t *shm;
+    uint64_t id; /* this handle's, as wal.shm names the pin's owner */
     MDB_env *env;
     MDB_dbi dbis[IDEM_STORE_WAL_DBIS];
     size_t psize;
@@ -63,6 +65,8 @@ typedef struct {
     /* between idem_store_wal_open and idem_store_wal_start */
     int recover;
     uint64_t recover_gen;
+    uint8_t *rlog; /* the log as read for the recovery */
+    size_t rlog_len;
 } idem_store_wal_t;
 
 /*
