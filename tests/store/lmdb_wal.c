@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -344,6 +345,8 @@ static writer_t start_writer(const fixture_t *f, int from, int to, int del)
     w.pid = fork();
     assert_true(w.pid >= 0);
     if (w.pid == 0) {
+        /* a test that fails leaves it behind: it dies with the suite */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         close(a[0]);
         close(g[1]);
         if (idem_store_open(f->url, &s) != 0) {
@@ -735,6 +738,40 @@ static void test_checkpoint_cut_short_is_taken_again(void **state)
     idem_store_close(s);
 }
 
+/*
+ * The process holding the checkpoint's pin dies (LMDB may free its reader
+ * slot on its own): the next commit of another process takes a
+ * checkpoint, and so a pin of its own, before it writes.
+ */
+static void test_dead_pin_owner_is_replaced(void **state)
+{
+    fixture_t *f = *state;
+    writer_t a, b;
+    uint64_t seq;
+    idem_store_t *s;
+
+    a = start_writer(f, 0, 10, 0);
+    assert_int_equal(next_ack(&a), -1);
+    b = start_writer(f, 100, 110, 0);
+    assert_int_equal(next_ack(&b), -1); /* its open's checkpoint: its pin */
+    seq = shm_get(f, SHM_SEQ);
+    kill_writer(&b);
+    assert_int_equal(shm_get(f, SHM_SEQ), seq);
+
+    assert_int_equal(write(a.go, "g", 1), 1);
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(next_ack(&a), i);
+    }
+    assert_true(shm_get(f, SHM_SEQ) > seq);
+    kill_writer(&a);
+    new_boot(f);
+    s = open_url(f);
+    for (int i = 0; i < 10; i++) {
+        expect_key(s, i, 1);
+    }
+    idem_store_close(s);
+}
+
 /* Processes that open a new store at the same moment all get it (each
  * may be the one that makes the log's files). */
 static void test_first_opens_race(void **state)
@@ -860,6 +897,8 @@ int main(void)
             test_checkpoint_cut_short_is_taken_again, setup_long_log, teardown),
         cmocka_unit_test_setup_teardown(test_first_opens_race, setup_short_log,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_dead_pin_owner_is_replaced,
+                                        setup_long_log, teardown),
         cmocka_unit_test_setup_teardown(
             test_commits_without_the_log_are_not_rolled_back, setup_long_log,
             teardown),
