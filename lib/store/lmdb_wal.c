@@ -543,7 +543,7 @@ fail:
 
 /* A checkpoint from outside any write transaction: the pages written
  * since the last one are synced first, without the lock. */
-static int wal_ckpt(idem_store_wal_t *w, uint64_t if_past)
+static int wal_ckpt(idem_store_wal_t *w, uint64_t if_past, int readers)
 {
     struct timespec t0, t1;
     MDB_txn *txn;
@@ -567,7 +567,7 @@ static int wal_ckpt(idem_store_wal_t *w, uint64_t if_past)
         return rc;
     }
     if (w->shm->head >= if_past || w->shm->unpinned || w->shm->busy) {
-        rc = wal_ckpt_held(w, 0);
+        rc = wal_ckpt_held(w, readers || w->shm->busy);
     }
     mdb_txn_abort(txn);
     return rc;
@@ -575,7 +575,7 @@ static int wal_ckpt(idem_store_wal_t *w, uint64_t if_past)
 
 int idem_store_wal_checkpoint(idem_store_wal_t *w)
 {
-    return wal_ckpt(w, 0);
+    return wal_ckpt(w, 0, 1); /* dead processes' old pins free pages too */
 }
 
 /*
@@ -603,7 +603,7 @@ static void *wal_main(void *arg)
         }
         w->kick = 0;
         pthread_mutex_unlock(&w->mu);
-        (void)wal_ckpt(w, w->limit / 2);
+        (void)wal_ckpt(w, w->limit / 2, 0);
         pthread_mutex_lock(&w->mu);
     }
     pthread_mutex_unlock(&w->mu);

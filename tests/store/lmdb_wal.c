@@ -822,7 +822,7 @@ static void test_options(void **state)
     struct stat st;
     char path[256];
 
-    snprintf(url, sizeof(url), "lmdb:%s/plain?wal=0", f->dir);
+    snprintf(url, sizeof(url), "lmdb:%s/plain?map_size=256m&wal=0", f->dir);
     assert_int_equal(idem_store_open(url, &s), 0);
     assert_int_equal(write_one(s, 1), 0);
     expect_key(s, 1, 1);
