@@ -107,7 +107,7 @@ def main():
         md.append("- ratio: idemgate's requests/s over plain nginx's; CPU µs/req: user + system "
                   "time of the proxy's nginx processes (master, workers and their threads, "
                   "`/proc/PID/stat`) during the run, over the requests wrk completed")
-        md.append("- stores: LMDB `lmdb:DIR` (durable: every commit fsynced, on %s); Redis with "
+        md.append("- stores: LMDB `lmdb:DIR` (durable: every commit in its write-ahead log, fsynced, on %s); Redis with "
                   "`appendonly yes`, `appendfsync always`; PostgreSQL with `fsync=on`, "
                   "`synchronous_commit=on`, `pool=16` per worker; both on loopback, throwaway "
                   "(tests/servers/)" % fs_of("/var/tmp"))
