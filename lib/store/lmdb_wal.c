@@ -76,6 +76,10 @@
  * until one takes less than this. */
 #define WAL_PRESYNCS         3
 #define WAL_PRESYNC_SHORT_NS 1000000L
+/* The checkpoint thread's tick: a writeback of data.mdb started; every
+ * WAL_TICKS_UNPIN ticks also the release of a needless pin. */
+#define WAL_TICK_NS     100000000L
+#define WAL_TICKS_UNPIN 10
 /* A frame buffer this large is given back after its commit. */
 #define WAL_BUF_KEEP ((size_t)4 << 20)
 
@@ -588,17 +592,31 @@ static void *wal_main(void *arg)
 {
     idem_store_wal_t *w = arg;
     struct timespec at;
+    mdb_filehandle_t fd;
+    unsigned ticks = 0;
 
     pthread_mutex_lock(&w->mu);
     while (!w->stop) {
         if (!w->kick) {
             clock_gettime(CLOCK_REALTIME, &at);
-            at.tv_sec += 1;
-            if (pthread_cond_timedwait(&w->cv, &w->mu, &at) == ETIMEDOUT) {
-                pthread_mutex_unlock(&w->mu);
-                wal_unpin_old(w);
-                pthread_mutex_lock(&w->mu);
+            at.tv_nsec += WAL_TICK_NS;
+            if (at.tv_nsec >= 1000000000L) {
+                at.tv_sec++;
+                at.tv_nsec -= 1000000000L;
             }
+            if (pthread_cond_timedwait(&w->cv, &w->mu, &at) != ETIMEDOUT) {
+                continue;
+            }
+            pthread_mutex_unlock(&w->mu);
+            /* start writing back what LMDB wrote since the last tick, so
+             * that a checkpoint's syncs find little left */
+            if (mdb_env_get_fd(w->env, &fd) == 0) {
+                (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+            }
+            if (++ticks % WAL_TICKS_UNPIN == 0) {
+                wal_unpin_old(w);
+            }
+            pthread_mutex_lock(&w->mu);
             continue;
         }
         w->kick = 0;
