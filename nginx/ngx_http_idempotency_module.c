@@ -973,8 +973,28 @@ ngx_http_idempotency_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_idempotency_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_idempotency_main_conf_t  *imcf;
+
     ngx_http_idempotency_task_hold();
     ngx_http_idempotency_ctx_settle_claims(cycle);
     ngx_http_idempotency_task_drain(cycle);
     ngx_http_idempotency_request_exit_process();
+
+    /*
+     * The store is closed last: the thread pool is stopped and nothing is
+     * queued, and a store may run a thread of its own (the LMDB log's
+     * checkpoints), which must not outlive this module's code.
+     */
+    if (cycle->conf_ctx == NULL
+        || cycle->conf_ctx[ngx_http_module.index] == NULL)
+    {
+        return;
+    }
+
+    imcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_idempotency_module);
+    if (imcf != NULL && imcf->store != NULL) {
+        idem_store_close(imcf->store);
+        imcf->store = NULL;
+    }
 }
