@@ -266,8 +266,9 @@ static int wal_boot_id(uint8_t boot[40])
     return n >= 32 ? 0 : EIO;
 }
 
-/* Opens dir/name (created 0600 if missing; *made is then set). */
-static int wal_file(const char *dir, const char *name, int *fd, int *made)
+/* Opens dir/name (created 0600 if missing; idem_store_wal_start() syncs
+ * the directory). */
+static int wal_file(const char *dir, const char *name, int *fd)
 {
     char path[4096];
     int n = snprintf(path, sizeof(path), "%s/%s", dir, name);
@@ -283,7 +284,6 @@ static int wal_file(const char *dir, const char *name, int *fd, int *made)
         }
         *fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (*fd >= 0) {
-            *made = 1;
             break;
         }
         if (errno != EEXIST) {
@@ -1029,13 +1029,13 @@ static int wal_restore(const char *dir, const wal_ckpt_t *c, uint64_t logged,
 
 /* Maps wal.shm (its descriptor kept for the pin's lock); *fresh when it is
  * not this boot's. */
-static int wal_map(idem_store_wal_t *w, const char *dir, int *made, int *fresh)
+static int wal_map(idem_store_wal_t *w, const char *dir, int *fresh)
 {
     struct stat st;
     void *p;
     int rc;
 
-    rc = wal_file(dir, "wal.shm", &w->shm_fd, made);
+    rc = wal_file(dir, "wal.shm", &w->shm_fd);
     if (rc != 0) {
         return rc;
     }
@@ -1109,7 +1109,7 @@ static int wal_recover_metas(idem_store_wal_t *w, const char *dir)
 
 int idem_store_wal_open(idem_store_wal_t *w, const char *dir, int *on)
 {
-    int rc, made = 0, fresh = 0, fd;
+    int rc, fresh = 0;
 
     memset(w, 0, sizeof(*w));
     w->log_fd = w->ckpt_fd = w->shm_fd = -1;
@@ -1127,23 +1127,16 @@ int idem_store_wal_open(idem_store_wal_t *w, const char *dir, int *on)
     *on = 1;
     rc = wal_random(&w->id);
     if (rc == 0) {
-        rc = wal_file(dir, "wal.ckpt", &w->ckpt_fd, &made);
+        rc = wal_file(dir, "wal.ckpt", &w->ckpt_fd);
     }
     while (rc == 0 && flock(w->ckpt_fd, LOCK_EX) != 0) {
         rc = errno == EINTR ? 0 : errno;
     }
     if (rc == 0) {
-        rc = wal_file(dir, "wal.log", &w->log_fd, &made);
+        rc = wal_file(dir, "wal.log", &w->log_fd);
     }
     if (rc == 0) {
-        rc = wal_map(w, dir, &made, &fresh);
-    }
-    if (rc == 0 && made) {
-        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        rc = fd < 0 || fsync(fd) != 0 ? errno : 0;
-        if (fd >= 0) {
-            close(fd);
-        }
+        rc = wal_map(w, dir, &fresh);
     }
     if (rc == 0 && fresh) {
         rc = wal_recover_metas(w, dir);
@@ -1184,7 +1177,8 @@ static int wal_prefill(int fd, uint64_t size)
     return fsync(fd) == 0 ? 0 : errno;
 }
 
-/* fsyncs the environment's directory: data.mdb's entry is durable. */
+/* fsyncs the environment's directory: the entries of data.mdb and of the
+ * log's files are durable before any frame or checkpoint is written. */
 static int wal_sync_dir(MDB_env *env)
 {
     const char *dir;
