@@ -110,6 +110,7 @@ class CuttingProxy:
         self.port = self.sock.getsockname()[1]
         self.armed = 0
         self.cuts = 0
+        self.cut_log = []  # when and what each cut dropped, for a report
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -142,6 +143,8 @@ class CuttingProxy:
                         if self.armed > 0:
                             self.armed -= 1
                             self.cuts += 1
+                            self.cut_log.append((round(time.time(), 3),
+                                                 data[:48]))
                             cut = state["cut"] = True
                 server.sendall(data)
                 if cut:

@@ -197,8 +197,10 @@ def test_a_lost_answer_to_a_write_is_read_back(gateway_factory, upstream,
         key = unique_key("cut")
         proxy.cut(2)  # the claim's answer, then the complete's
         r = g.post(key=key, json_body={"n": 1})
-        assert proxy.cuts == 2
-        assert r.status_code == 201 and not replayed(r), r.text
+        why = "cut %r; answer %d %r; error log:\n%s" % (
+            proxy.cut_log, r.status_code, r.text, g.error_log()[-4000:])
+        assert r.status_code == 201 and not replayed(r), why
+        assert proxy.cuts == 2, why
         again = g.post(key=key, json_body={"n": 1})
         assert again.status_code == 201 and replayed(again)
         assert again.content == r.content
