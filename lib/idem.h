@@ -674,8 +674,8 @@ IDEM_MUST_CHECK int idem_store_url_check(const char *url, char *why,
 
 /*
  * What a store can do: the bits of idem_store_caps().
- *   INLINE_READ  lookup is a memory read, fit for an event loop (LMDB, mem);
- *                a networked store's lookup is a round trip
+ *   INLINE_READ  lookup_nowait is a memory read, fit for an event loop
+ *                (LMDB, mem); a networked store's lookup is a round trip
  *   DIRECTORY    the store is files in a directory: check and identity
  *                compare them with the path
  *   BOUNDED      a fixed size: usage has a limit, a new claim may be EFULL
@@ -690,6 +690,11 @@ IDEM_MUST_CHECK int idem_store_url_check(const char *url, char *why,
  *   SELF_EXPIRY  the store forgets expired records by itself (Redis
  *                expiry): prune() removes nothing, and usage counts what
  *                the server holds, not only this store's records
+ *   OVERLAP      batches of several threads overlap their waits for the
+ *                disk (LMDB with its log: a commit syncs after it lets
+ *                the next one in), so a caller gains by running batches
+ *                side by side; without it, commits are serial through
+ *                their syncs and one batch at a time carries more
  */
 enum {
     IDEM_STORE_CAP_INLINE_READ = 1u << 0,
@@ -697,7 +702,8 @@ enum {
     IDEM_STORE_CAP_BOUNDED = 1u << 2,
     IDEM_STORE_CAP_CLOCK = 1u << 3,
     IDEM_STORE_CAP_SHARED = 1u << 4,
-    IDEM_STORE_CAP_SELF_EXPIRY = 1u << 5
+    IDEM_STORE_CAP_SELF_EXPIRY = 1u << 5,
+    IDEM_STORE_CAP_OVERLAP = 1u << 6
 };
 
 /*
@@ -872,6 +878,20 @@ IDEM_MUST_CHECK int idem_store_lookup(idem_store_t *store,
  */
 IDEM_MUST_CHECK int idem_store_prune(idem_store_t *store, int64_t now_ms,
                                      size_t budget, size_t *removed, int *more);
+
+/*
+ * Like lookup, but never waits for the disk, for an event loop (with
+ * IDEM_STORE_CAP_INLINE_READ): IDEM_EUNAVAIL when the record is there but
+ * not known durable yet (LMDB: a commit of its snapshot is still being
+ * synced), where lookup would wait for it; then ask from a thread.
+ * Errors: those of lookup.
+ * Thread safety: thread-safe; one store may be shared by threads.
+ */
+IDEM_MUST_CHECK int idem_store_lookup_nowait(idem_store_t *store,
+                                             const idem_hash_t *scope,
+                                             const char *key, size_t key_len,
+                                             int64_t now_ms,
+                                             idem_result_t *res);
 
 /*
  * Admin: like lookup, but also returns expired records.

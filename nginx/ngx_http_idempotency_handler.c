@@ -235,8 +235,8 @@ ngx_http_idempotency_peek(ngx_http_request_t *r,
     now = ngx_http_idempotency_store_now_ms();
     start_us = ngx_http_idempotency_metrics_now_us();
 
-    rc = idem_store_lookup(imcf->store, &ctx->scope, (char *) ctx->key,
-                           ctx->key_len, now, &res);
+    rc = idem_store_lookup_nowait(imcf->store, &ctx->scope,
+                                  (char *) ctx->key, ctx->key_len, now, &res);
     if (rc != 0) {
         return NGX_DECLINED;
     }

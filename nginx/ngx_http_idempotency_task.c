@@ -18,8 +18,13 @@
  *
  * One batch runs at a time per worker: while it commits, the next one
  * fills, so the commit rate, not the request rate, bounds the fsyncs. A
- * large body's fingerprint is computed by a task of its own first, so a
- * slow canonicalization never holds a batch up.
+ * store whose commits overlap their syncs (IDEM_STORE_CAP_OVERLAP: LMDB
+ * with its log) gets up to three batches side by side instead: each one
+ * posted as soon as jobs wait, so that while one waits for the disk the
+ * next commits and syncs too (a disk that takes several flushes at once
+ * serves them together). A large body's fingerprint is computed by a
+ * task of its own first, so a slow canonicalization never holds a batch
+ * up.
  *
  * Whoever posts a job names its completion (as nginx's copy filter sets
  * task->event.handler): this file knows the store's calls and the thread
@@ -53,6 +58,9 @@
 
 
 #define NGX_HTTP_IDEM_BATCH_MAX  512
+/* batch tasks: one runs at a time, or with IDEM_STORE_CAP_OVERLAP up to
+ * NGX_HTTP_IDEM_BATCHES - 1 side by side; one more is being delivered */
+#define NGX_HTTP_IDEM_BATCHES    4
 
 
 typedef enum {
@@ -109,6 +117,7 @@ typedef struct {
     ngx_http_idempotency_job_t     **jobs;
     idem_op_t                       *ops;
     ngx_uint_t                      *index;    /* ops[k] is jobs[index[k]] */
+    ngx_uint_t                       running;  /* posted, not done yet */
 } ngx_http_idempotency_batch_t;
 
 
@@ -136,6 +145,7 @@ static ngx_uint_t ngx_http_idempotency_pending_take(
 static ngx_thread_task_t *ngx_http_idempotency_batch_alloc(void);
 static void ngx_http_idempotency_batch_free(ngx_thread_task_t *task);
 static void ngx_http_idempotency_batch_post(void);
+static ngx_uint_t ngx_http_idempotency_batch_room(idem_store_t *store);
 static void ngx_http_idempotency_enqueue(ngx_http_idempotency_job_t *job);
 static ngx_http_idempotency_job_t *ngx_http_idempotency_job_alloc(
     ngx_http_request_t *r, ngx_http_idempotency_ctx_t *ctx,
@@ -166,13 +176,14 @@ static ngx_uint_t                         ngx_http_idempotency_npending;
 static pthread_mutex_t                    ngx_http_idempotency_pending_mu =
     PTHREAD_MUTEX_INITIALIZER;
 /*
- * Two batch tasks take turns: when one's commit is done, the next batch is
- * posted on the other before the first one's results are delivered, so
+ * The batch tasks take turns: when one's commit is done, the next batch is
+ * posted on another before the first one's results are delivered, so
  * that the store's next commit (mostly waiting for the disk) overlaps with
- * the event loop resuming the requests of the last one. One commits at a
- * time; delivering is the task whose jobs the loop is handing back.
+ * the event loop resuming the requests of the last one. Delivering is the
+ * task whose jobs the loop is handing back; no batch runs on it then.
  */
-static ngx_thread_task_t                 *ngx_http_idempotency_batch_tasks[2];
+static ngx_thread_task_t
+    *ngx_http_idempotency_batch_tasks[NGX_HTTP_IDEM_BATCHES];
 static ngx_thread_task_t                 *ngx_http_idempotency_delivering;
 
 /*
@@ -190,6 +201,7 @@ static ngx_thread_task_t                 *ngx_http_idempotency_delivering;
  */
 static pthread_mutex_t                   *ngx_http_idempotency_commit_mu;
 static ngx_uint_t                         ngx_http_idempotency_batch_running;
+                                          /* batches posted, not done */
 static ngx_uint_t                         ngx_http_idempotency_draining;
 static ngx_http_idempotency_main_conf_t  *ngx_http_idempotency_imcf;
 
@@ -254,10 +266,14 @@ ngx_http_idempotency_batch_handler(void *data, ngx_log_t *log)
 
     locked = 0;
 
-    /* only an embedded store's commits are serial: a networked store's
-     * batches of several workers run side by side */
+    /* only an embedded store's commits are serial through their syncs: a
+     * networked store's batches of several workers run side by side, and
+     * so do those of a store whose syncs overlap (its lock is held for
+     * the commit's CPU work only) */
     if (mu != NULL && batch->store != NULL
-        && (idem_store_caps(batch->store) & IDEM_STORE_CAP_DIRECTORY))
+        && (idem_store_caps(batch->store)
+            & (IDEM_STORE_CAP_DIRECTORY | IDEM_STORE_CAP_OVERLAP))
+           == IDEM_STORE_CAP_DIRECTORY)
     {
         rc = pthread_mutex_lock(mu);
 
@@ -375,12 +391,13 @@ ngx_http_idempotency_batch_done(ngx_event_t *ev)
     ngx_http_idempotency_batch_count(batch->store);
 
     /*
-     * The next batch goes to the other task while this one's jobs are
+     * The next batch goes to another task while this one's jobs are
      * delivered: a request that resumes may queue a job at once (a release
      * after a failed connect), and no batch may reuse this task and its
      * jobs[] before the loop is done with them.
      */
-    ngx_http_idempotency_batch_running = 0;
+    batch->running = 0;
+    ngx_http_idempotency_batch_running--;
     ngx_http_idempotency_delivering = task;
 
     ngx_http_idempotency_batch_post();
@@ -500,32 +517,66 @@ ngx_http_idempotency_batch_free(ngx_thread_task_t *task)
 }
 
 
-/* Posts the pending jobs as one batch, unless a batch runs already. */
+/* Whether another batch may be posted now: jobs wait, and fewer batches
+ * run than the store may have side by side. */
+
+static ngx_uint_t
+ngx_http_idempotency_batch_room(idem_store_t *store)
+{
+    ngx_uint_t  n, most;
+
+    most = (store != NULL
+            && (idem_store_caps(store) & IDEM_STORE_CAP_OVERLAP))
+           ? NGX_HTTP_IDEM_BATCHES - 1 : 1;
+
+    if (ngx_http_idempotency_draining
+        || ngx_http_idempotency_batch_running >= most)
+    {
+        return 0;
+    }
+
+    /* a running batch's thread may be taking jobs meanwhile */
+    (void) pthread_mutex_lock(&ngx_http_idempotency_pending_mu);
+    n = ngx_http_idempotency_npending;
+    (void) pthread_mutex_unlock(&ngx_http_idempotency_pending_mu);
+
+    return n > 0;
+}
+
+
+/* Posts the pending jobs as one batch, unless as many batches as may run
+ * at once run already. */
 
 static void
 ngx_http_idempotency_batch_post(void)
 {
-    ngx_uint_t                     n, t;
+    ngx_uint_t                     t;
+    idem_store_t                  *store;
     ngx_thread_task_t             *task;
     ngx_http_idempotency_job_t    *job;
     ngx_http_idempotency_batch_t  *batch;
 
-    if (ngx_http_idempotency_batch_running || ngx_http_idempotency_draining) {
+    store = ngx_http_idempotency_imcf->store;
+
+    if (!ngx_http_idempotency_batch_room(store)) {
         return;
     }
 
-    /* no batch runs: the loop alone touches the queue */
-    n = ngx_http_idempotency_npending;
+    /* a task neither running nor being delivered */
+    for (t = 0; t < NGX_HTTP_IDEM_BATCHES; t++) {
+        task = ngx_http_idempotency_batch_tasks[t];
 
-    if (n == 0) {
-        return;
+        if (task == NULL || (!((ngx_http_idempotency_batch_t *) task->ctx)
+                                  ->running
+                             && task != ngx_http_idempotency_delivering))
+        {
+            break;
+        }
     }
 
-    /* the task that is not being delivered; one runs at a time */
-    t = (ngx_http_idempotency_batch_tasks[0] != NULL
-         && ngx_http_idempotency_batch_tasks[0]
-            == ngx_http_idempotency_delivering);
-    task = ngx_http_idempotency_batch_tasks[t];
+    if (t == NGX_HTTP_IDEM_BATCHES) {
+        return;    /* cannot be: most leaves one for the delivery */
+    }
 
     if (task == NULL) {
         task = ngx_http_idempotency_batch_alloc();
@@ -537,7 +588,7 @@ ngx_http_idempotency_batch_post(void)
     }
 
     batch = task->ctx;
-    batch->store = ngx_http_idempotency_imcf->store;
+    batch->store = store;
     batch->n = 0;    /* the thread takes the jobs when its turn comes */
 
     task->handler = ngx_http_idempotency_batch_handler;
@@ -551,7 +602,8 @@ ngx_http_idempotency_batch_post(void)
         goto failed;
     }
 
-    ngx_http_idempotency_batch_running = 1;
+    batch->running = 1;
+    ngx_http_idempotency_batch_running++;
     return;
 
 failed:

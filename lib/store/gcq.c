@@ -21,6 +21,27 @@ void idem_store_gcq_destroy(idem_store_gcq_t *q)
     pthread_mutex_destroy(&q->mu);
 }
 
+/* The lead to the first caller queued, if any. mu held. */
+static void idem_store_gcq_pass(idem_store_gcq_t *q)
+{
+    if (q->head != NULL) {
+        q->head->lead = 1;
+        pthread_cond_signal(&q->head->cv);
+    } else {
+        q->leading = 0;
+    }
+}
+
+void idem_store_gcq_handoff(idem_store_gcq_t *q, idem_store_gcq_waiter_t *batch)
+{
+    pthread_mutex_lock(&q->mu);
+    if (!batch->handed) {
+        batch->handed = 1;
+        idem_store_gcq_pass(q);
+    }
+    pthread_mutex_unlock(&q->mu);
+}
+
 int idem_store_gcq_submit(idem_store_gcq_t *q, idem_store_op_t *ops, size_t n)
 {
     idem_store_gcq_waiter_t w, *batch, *x;
@@ -33,6 +54,7 @@ int idem_store_gcq_submit(idem_store_gcq_t *q, idem_store_op_t *ops, size_t n)
     w.next = NULL;
     w.done = 0;
     w.lead = 0;
+    w.handed = 0;
 
     pthread_mutex_lock(&q->mu);
     if (q->tail != NULL) {
@@ -62,11 +84,8 @@ int idem_store_gcq_submit(idem_store_gcq_t *q, idem_store_op_t *ops, size_t n)
                 pthread_cond_signal(&x->cv);
             }
         }
-        if (q->head != NULL) {
-            q->head->lead = 1;
-            pthread_cond_signal(&q->head->cv);
-        } else {
-            q->leading = 0;
+        if (!batch->handed) {
+            idem_store_gcq_pass(q);
         }
     }
     pthread_mutex_unlock(&q->mu);

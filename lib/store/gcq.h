@@ -42,8 +42,9 @@ struct idem_store_gcq_waiter_s {
     size_t n;
     idem_store_gcq_waiter_t *next; /* the next caller of the same batch */
     pthread_cond_t cv;
-    int done; /* the ops' results are published */
-    int lead; /* run the next batch */
+    int done;   /* the ops' results are published */
+    int lead;   /* run the next batch */
+    int handed; /* of a batch's first waiter: its run handed the lead on */
 };
 
 /*
@@ -81,6 +82,16 @@ IDEM_MUST_CHECK int idem_store_gcq_init(idem_store_gcq_t *q,
  * none may follow.
  */
 void idem_store_gcq_destroy(idem_store_gcq_t *q);
+
+/*
+ * Called by run, at most once per batch (later calls do nothing), once
+ * the batch needs the lead no longer (LMDB: committed, only its sync is
+ * left): the next batch may start at once, while this one finishes.
+ * Errors: none.
+ * Thread safety: by the running batch's thread.
+ */
+void idem_store_gcq_handoff(idem_store_gcq_t *q,
+                            idem_store_gcq_waiter_t *batch);
 
 /*
  * Queues ops[0..n) and returns once they are carried out, by this thread

@@ -224,10 +224,17 @@ static int idem_store_lmdb_err(int rc)
 /* Reading                                                                   */
 /* ------------------------------------------------------------------------ */
 
-static int idem_store_lmdb_read(idem_store_t *store, const idem_store_key_t *k,
-                                int (*cb)(void *ctx, const uint8_t *val,
-                                          size_t len),
-                                void *ctx)
+/*
+ * A record is handed to cb only once it is durable: with the log, the
+ * snapshot that holds it may hold a commit whose sync is still running
+ * (lmdb_wal.h); then the read syncs the log first, or with wait 0 returns
+ * IDEM_EUNAVAIL (the caller asks again where it may wait). A record not
+ * there needs no sync: nothing is answered from it.
+ */
+static int idem_store_lmdb_get(idem_store_t *store, const idem_store_key_t *k,
+                               int (*cb)(void *ctx, const uint8_t *val,
+                                         size_t len),
+                               void *ctx, int wait)
 {
     idem_store_lmdb_t *s = (idem_store_lmdb_t *)store;
     MDB_txn *txn;
@@ -239,6 +246,13 @@ static int idem_store_lmdb_read(idem_store_t *store, const idem_store_key_t *k,
         return idem_store_lmdb_err(rc);
     }
     rc = mdb_get(txn, s->records, &key, &val);
+    if (rc == 0 && s->wal_on) {
+        rc = idem_store_wal_readable(&s->wal, txn, wait);
+        if (rc != 0) {
+            mdb_txn_abort(txn);
+            return rc == EAGAIN ? IDEM_EUNAVAIL : idem_store_lmdb_err(rc);
+        }
+    }
     if (rc == 0) {
         rc = cb(ctx, val.mv_data, val.mv_size);
     } else if (rc == MDB_NOTFOUND) {
@@ -248,6 +262,21 @@ static int idem_store_lmdb_read(idem_store_t *store, const idem_store_key_t *k,
     }
     mdb_txn_abort(txn);
     return rc;
+}
+
+static int idem_store_lmdb_read(idem_store_t *store, const idem_store_key_t *k,
+                                int (*cb)(void *ctx, const uint8_t *val,
+                                          size_t len),
+                                void *ctx)
+{
+    return idem_store_lmdb_get(store, k, cb, ctx, 1);
+}
+
+static int idem_store_lmdb_read_nowait(
+    idem_store_t *store, const idem_store_key_t *k,
+    int (*cb)(void *ctx, const uint8_t *val, size_t len), void *ctx)
+{
+    return idem_store_lmdb_get(store, k, cb, ctx, 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -292,10 +321,30 @@ static int idem_store_lmdb_del(idem_store_lmdb_t *s, MDB_txn *txn, unsigned db,
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-static int idem_store_lmdb_commit(idem_store_lmdb_t *s, MDB_txn *txn)
+/*
+ * Ends txn: commits it if it wrote, else aborts it. With the log, what it
+ * wrote or read is durable only once idem_store_lmdb_settle() is given
+ * *settle (the writer lock is free by then: another commit may run while
+ * this one syncs); without, LMDB's commit was durable.
+ */
+static int idem_store_lmdb_end(idem_store_lmdb_t *s, MDB_txn *txn, int wrote,
+                               uint64_t *settle)
 {
-    return s->wal_on ? idem_store_wal_commit(&s->wal, txn)
+    *settle = 0;
+    if (!wrote) {
+        if (s->wal_on) {
+            *settle = mdb_txn_id(txn) - 1; /* the snapshot it read */
+        }
+        mdb_txn_abort(txn);
+        return 0;
+    }
+    return s->wal_on ? idem_store_wal_commit(&s->wal, txn, settle)
                      : mdb_txn_commit(txn);
+}
+
+static int idem_store_lmdb_settle(idem_store_lmdb_t *s, uint64_t settle)
+{
+    return s->wal_on ? idem_store_wal_settle(&s->wal, settle) : 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -582,10 +631,12 @@ static int idem_store_lmdb_prune_shrinks(const idem_store_op_t *op, int rc)
  * one record: a nearly full map is then emptied a little at a time, and
  * *more says that work is left.
  */
-static void idem_store_lmdb_run_alone(idem_store_lmdb_t *s, idem_store_op_t *op)
+static void idem_store_lmdb_run_alone(idem_store_lmdb_t *s, idem_store_op_t *op,
+                                      idem_store_gcq_waiter_t *lead)
 {
     size_t budget = op->budget;
     MDB_txn *txn;
+    uint64_t settle = 0;
     int rc, wrote, freed = 0;
 
     for (;;) {
@@ -595,10 +646,10 @@ static void idem_store_lmdb_run_alone(idem_store_lmdb_t *s, idem_store_op_t *op)
             break;
         }
         rc = idem_store_lmdb_run_one(s, txn, op, &wrote);
-        if (rc != 0 || !wrote) {
+        if (rc != 0) {
             mdb_txn_abort(txn);
         } else {
-            rc = idem_store_lmdb_commit(s, txn);
+            rc = idem_store_lmdb_end(s, txn, wrote, &settle);
         }
         if (rc == MDB_MAP_FULL && s->wal_on && !freed) {
             /* the pin may hold pages that a checkpoint frees */
@@ -614,6 +665,12 @@ static void idem_store_lmdb_run_alone(idem_store_lmdb_t *s, idem_store_op_t *op)
         op->budget /= 2;
     }
     op->budget = budget;
+    if (rc == 0) {
+        if (lead != NULL) {
+            idem_store_gcq_handoff(&s->queue, lead);
+        }
+        rc = idem_store_lmdb_settle(s, settle);
+    }
     if (rc != 0) {
         goto fail;
     }
@@ -639,11 +696,11 @@ static void idem_store_lmdb_run_batch(void *backend,
     idem_store_lmdb_t *s = backend;
     idem_store_gcq_waiter_t *w;
     MDB_txn *txn;
-    uint64_t n = 0;
+    uint64_t n = 0, settle;
     int rc, wrote;
 
     if (batch->next == NULL && batch->n == 1) {
-        idem_store_lmdb_run_alone(s, batch->ops);
+        idem_store_lmdb_run_alone(s, batch->ops, batch);
         return;
     }
     rc = idem_store_lmdb_begin(s, &txn);
@@ -661,23 +718,34 @@ static void idem_store_lmdb_run_batch(void *backend,
             n += (uint64_t)wrote;
         }
     }
-    if (n == 0) {
-        mdb_txn_abort(txn);
-        return;
-    }
-    rc = idem_store_lmdb_commit(s, txn);
+    rc = idem_store_lmdb_end(s, txn, n > 0, &settle);
     if (rc != 0) {
         goto alone;
     }
-    atomic_fetch_add(&s->base.commits, 1);
-    atomic_fetch_add(&s->base.batched_ops, n);
+    /* the next batch may commit while this one syncs */
+    idem_store_gcq_handoff(&s->queue, batch);
+    rc = idem_store_lmdb_settle(s, settle);
+    if (rc != 0) {
+        /* committed, not known durable: nothing is acknowledged */
+        for (w = batch; w != NULL; w = w->next) {
+            for (size_t i = 0; i < w->n; i++) {
+                idem_store_op_reset(&w->ops[i]);
+                w->ops[i].rc = idem_store_lmdb_err(rc);
+            }
+        }
+        return;
+    }
+    if (n > 0) {
+        atomic_fetch_add(&s->base.commits, 1);
+        atomic_fetch_add(&s->base.batched_ops, n);
+    }
     return;
 
 alone:
     for (w = batch; w != NULL; w = w->next) {
         for (size_t i = 0; i < w->n; i++) {
             idem_store_op_reset(&w->ops[i]);
-            idem_store_lmdb_run_alone(s, &w->ops[i]);
+            idem_store_lmdb_run_alone(s, &w->ops[i], batch);
         }
     }
 }
@@ -695,7 +763,7 @@ static void idem_store_lmdb_write(idem_store_t *store, idem_store_op_t *ops,
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        idem_store_lmdb_run_alone(s, &ops[i]);
+        idem_store_lmdb_run_alone(s, &ops[i], NULL);
     }
 }
 
@@ -1061,6 +1129,7 @@ static void idem_store_lmdb_close(idem_store_t *store)
 static const idem_store_vtable_t idem_store_lmdb_vt = {
     .name = "lmdb",
     .read = idem_store_lmdb_read,
+    .read_nowait = idem_store_lmdb_read_nowait,
     .write = idem_store_lmdb_write,
     .usage = idem_store_lmdb_usage,
     .check = idem_store_lmdb_check,
@@ -1154,6 +1223,8 @@ static int idem_store_lmdb_env(idem_store_lmdb_t *s,
         dbis = both;
         s->wal.limit = c->wal_size;
         rc = idem_store_wal_start(&s->wal, s->env, dbis);
+        /* a commit syncs after it frees the writer lock */
+        s->base.caps |= IDEM_STORE_CAP_OVERLAP;
     }
     return rc;
 }

@@ -2,10 +2,18 @@
  * lmdb_wal.c — the LMDB store's write-ahead log (see lmdb_wal.h for the
  * flow). The rules that make it safe:
  *
- *  1. A frame is on disk before its transaction commits: under LMDB's
+ *  1. A frame is written before its transaction commits: under LMDB's
  *     writer lock, so the log's order is the commits' order, across
  *     processes. A frame whose commit then fails is cancelled by a later
- *     frame naming it.
+ *     frame naming it. The frame is synced after the commit, outside the
+ *     lock, so that the syncs of several commits overlap (the next one
+ *     commits meanwhile); nothing is acknowledged before that sync: a
+ *     commit returns after it, and a read whose snapshot holds a commit
+ *     not known durable yet syncs the log (or, told not to wait, says so)
+ *     before it answers. An fdatasync covers every frame written before it
+ *     began, by any process: so wal.shm keeps "written" (the last
+ *     transaction whose frame is in the file) and "durable" (the last one
+ *     a finished sync or checkpoint covered).
  *  2. A checkpoint runs under the writer lock too: no commit is half done,
  *     so everything up to the last commit X is in the file once
  *     mdb_env_sync() returns. Its two meta pages (X and the one before)
@@ -80,6 +88,12 @@
  * WAL_TICKS_UNPIN ticks also the release of a needless pin. */
 #define WAL_TICK_NS     100000000L
 #define WAL_TICKS_UNPIN 10
+/* Commits at most this far ahead of the last one known durable: a commit
+ * past it syncs first, under the lock. So after a power loss data.mdb's
+ * newest meta (written back by the kernel, maybe ahead of the frames of
+ * its last commits) is at most this far past the last frame the log
+ * holds; a file further ahead was written without the log (wal=0). */
+#define WAL_AHEAD 64
 /* A frame buffer this large is given back after its commit. */
 #define WAL_BUF_KEEP ((size_t)4 << 20)
 
@@ -95,6 +109,8 @@ struct idem_store_wal_shm_s {
     uint64_t last_off; /* the last redo frame since the checkpoint */
     uint64_t last_txnid; /* and the transaction it was for (0: none) */
     uint64_t pin_owner;  /* the handle that holds the checkpoint's pin */
+    uint64_t written;    /* the newest transaction whose frame is written */
+    uint64_t durable;    /* the newest one a sync or checkpoint covered */
 };
 
 /* What a checkpoint slot holds. */
@@ -232,6 +248,16 @@ static int wal_pread(int fd, void *buf, size_t n, off_t at)
 static int wal_sync(int fd)
 {
     return fdatasync(fd) == 0 ? 0 : errno;
+}
+
+/* *at = max(*at, v), for a counter of wal.shm that only grows. */
+static void wal_raise(uint64_t *at, uint64_t v)
+{
+    uint64_t cur = __atomic_load_n(at, __ATOMIC_ACQUIRE);
+
+    while (cur < v && !__atomic_compare_exchange_n(
+                          at, &cur, v, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    }
 }
 
 /* A random generation, never 0. Returns 0 or an errno value. */
@@ -520,6 +546,8 @@ static int wal_ckpt_held(idem_store_wal_t *w, int readers)
     w->shm->unpinned = 0;
     w->shm->pin_owner = w->id;
     w->shm->busy = 0;
+    /* everything up to X is in the synced file now */
+    wal_raise(&w->shm->durable, c.txnid);
     __atomic_store_n(&w->shm->seq, c.seq, __ATOMIC_RELEASE);
 
     pthread_mutex_lock(&w->mu);
@@ -680,7 +708,8 @@ static size_t wal_frame_at(const uint8_t *log, size_t size, uint64_t gen,
     return wal_round8(len);
 }
 
-/* Appends a frame (its header filled here) and syncs it. */
+/* Appends a frame (its header filled here); a cancel frame is synced
+ * here, a redo frame by wal_durable() after its commit. */
 static int wal_append(idem_store_wal_t *w, uint8_t *buf, size_t len,
                       uint32_t kind, uint64_t txnid, uint64_t *at)
 {
@@ -692,7 +721,7 @@ static int wal_append(idem_store_wal_t *w, uint8_t *buf, size_t len,
     wal_seal(buf, flen, kind, w->shm->gen, off, txnid);
     /* the header's length counts the padding: wal_frame_at checks it */
     rc = wal_pwrite(w->log_fd, buf, flen, (off_t)off);
-    if (rc == 0) {
+    if (rc == 0 && kind == WAL_KIND_CANCEL) {
         rc = wal_sync(w->log_fd);
     }
     if (rc != 0) {
@@ -705,9 +734,51 @@ static int wal_append(idem_store_wal_t *w, uint8_t *buf, size_t len,
     if (kind == WAL_KIND_REDO) {
         w->shm->last_off = off;
         w->shm->last_txnid = txnid;
+        wal_raise(&w->shm->written, txnid);
     }
     *at = off;
     return 0;
+}
+
+/*
+ * Returns once transaction t (committed, so its frame written) is on disk:
+ * at once if a sync or checkpoint has covered it, else after a sync of the
+ * log, which covers every frame written before it began. Outside the
+ * writer lock (held 0), syncs of several threads and processes overlap.
+ * When the sync fails, a checkpoint (data.mdb synced, its metas saved) is
+ * tried instead; if that fails too, "busy" is left, so that the next
+ * commit checkpoints first, and t is not known durable.
+ */
+static int wal_durable(idem_store_wal_t *w, uint64_t t, int held)
+{
+    uint64_t upto;
+    int rc;
+
+    if (__atomic_load_n(&w->shm->durable, __ATOMIC_ACQUIRE) >= t) {
+        return 0;
+    }
+    upto = __atomic_load_n(&w->shm->written, __ATOMIC_ACQUIRE);
+    rc = wal_sync(w->log_fd);
+    if (rc == 0) {
+        wal_raise(&w->shm->durable, upto > t ? upto : t);
+        return 0;
+    }
+    rc = held ? wal_ckpt_held(w, 0) : wal_ckpt(w, 0, 0);
+    if (rc == 0 && __atomic_load_n(&w->shm->durable, __ATOMIC_ACQUIRE) >= t) {
+        return 0;
+    }
+    __atomic_store_n(&w->shm->busy, 1, __ATOMIC_RELEASE);
+    return rc != 0 ? rc : EIO;
+}
+
+int idem_store_wal_readable(idem_store_wal_t *w, MDB_txn *rtxn, int wait)
+{
+    uint64_t t = mdb_txn_id(rtxn);
+
+    if (__atomic_load_n(&w->shm->durable, __ATOMIC_ACQUIRE) >= t) {
+        return 0;
+    }
+    return wait ? wal_durable(w, t, 0) : EAGAIN;
 }
 
 void idem_store_wal_begin(idem_store_wal_t *w)
@@ -798,7 +869,12 @@ static void wal_cancel(idem_store_wal_t *w, uint64_t gen, uint64_t off,
     mdb_txn_abort(txn);
 }
 
-int idem_store_wal_commit(idem_store_wal_t *w, MDB_txn *txn)
+int idem_store_wal_settle(idem_store_wal_t *w, uint64_t t)
+{
+    return t == 0 ? 0 : wal_durable(w, t, 0);
+}
+
+int idem_store_wal_commit(idem_store_wal_t *w, MDB_txn *txn, uint64_t *settle)
 {
     uint64_t at, gen, txnid = mdb_txn_id(txn);
     int rc = 0, dead;
@@ -807,13 +883,21 @@ int idem_store_wal_commit(idem_store_wal_t *w, MDB_txn *txn)
         mdb_txn_abort(txn);
         return ENOMEM;
     }
+    *settle = 0;
     wal_unpin_old(w);
     if (w->len == WAL_HDR) {
-        return mdb_txn_commit(txn);
+        /* wrote nothing; what it read may be another's commit not synced */
+        rc = mdb_txn_commit(txn);
+        *settle = rc == 0 ? txnid - 1 : 0;
+        return rc;
     }
     if (w->shm->last_txnid != 0 && w->shm->last_txnid >= txnid) {
         /* the last frame's process died before its commit: not applied */
         rc = wal_cancel_held(w, w->shm->last_off, w->shm->last_txnid);
+    }
+    if (rc == 0 && txnid > __atomic_load_n(&w->shm->durable, __ATOMIC_ACQUIRE) +
+                               WAL_AHEAD) {
+        rc = wal_durable(w, txnid - 1, 1);
     }
     dead = !wal_pinned(w);
     if (rc == 0 &&
@@ -832,6 +916,7 @@ int idem_store_wal_commit(idem_store_wal_t *w, MDB_txn *txn)
     rc = mdb_txn_commit(txn);
     if (rc != 0) {
         wal_cancel(w, gen, at, txnid);
+        return rc;
     }
     if (w->shm->head >= w->limit) {
         pthread_mutex_lock(&w->mu);
@@ -839,7 +924,9 @@ int idem_store_wal_commit(idem_store_wal_t *w, MDB_txn *txn)
         pthread_cond_signal(&w->cv);
         pthread_mutex_unlock(&w->mu);
     }
-    return rc;
+    /* the lock is free again: the next commit may overlap this sync */
+    *settle = txnid;
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -982,9 +1069,11 @@ static uint64_t wal_last_txnid(const uint8_t *log, size_t size, uint64_t gen)
 /*
  * After a power loss: puts the checkpoint's meta pages back at the start
  * of dir/data.mdb, when the file is the one checkpointed: its newest
- * transaction is at least the checkpoint's and at most the last the log
- * names (a file that is missing, older, or was written past the log, as
- * with wal=0, is left alone, and the log is not applied). Sets *did.
+ * transaction is at least the checkpoint's and at most WAL_AHEAD past the
+ * last the log names (the frames of the last commits may not have reached
+ * the disk while their meta did; a file that is missing, older, or was
+ * written further past the log, as with wal=0, is left alone, and the log
+ * is not applied). Sets *did.
  */
 static int wal_restore(const char *dir, const wal_ckpt_t *c, uint64_t logged,
                        int *did)
@@ -1009,7 +1098,7 @@ static int wal_restore(const char *dir, const wal_ckpt_t *c, uint64_t logged,
     t1 = rc == 0 ? wal_meta_txnid(now + c->psize) : 0;
     t = t0 > t1 ? t0 : t1;
     if (rc == 0 && t >= c->txnid &&
-        t <= (logged > c->txnid ? logged : c->txnid)) {
+        t <= (logged > c->txnid ? logged : c->txnid) + WAL_AHEAD) {
         rc = wal_pwrite(fd, c->metas, 2 * (size_t)c->psize, 0);
         if (rc == 0) {
             rc = wal_sync(fd);

@@ -6,12 +6,17 @@
  *   write transaction (LMDB's writer lock, shared by every process)
  *     | puts and deletes: made in LMDB and recorded as redo (new values)
  *     v
- *   append one frame to wal.log + fdatasync      <- the durable step
+ *   append one frame to wal.log (written, not synced)
  *     v
- *   mdb_txn_commit with MDB_NOSYNC               <- visible to readers
+ *   mdb_txn_commit with MDB_NOSYNC               <- the writer lock is free
+ *     v
+ *   fdatasync of wal.log, outside the lock       <- the durable step
  *
- * So anything a reader of any process can see is already on disk in the
- * log, and LMDB's own file is written back by the kernel at its pace. A
+ * The syncs of commits of several threads and processes overlap; a commit
+ * returns once its frame is synced, and a reader whose snapshot holds a
+ * commit not yet known durable syncs the log too before it answers
+ * (idem_store_wal_readable). So nothing a caller is told is only in
+ * memory, and LMDB's own file is written back by the kernel at its pace. A
  * checkpoint makes the file durable again (mdb_env_sync), saves its two
  * meta pages and starts the log over; between checkpoints, a read
  * transaction held on the checkpoint's snapshot (the pin) keeps LMDB from
@@ -98,11 +103,31 @@ void idem_store_wal_record(idem_store_wal_t *w, unsigned db, const MDB_val *key,
                            const MDB_val *val);
 
 /*
- * Commits txn: its frame appended and synced, then mdb_txn_commit. On any
- * failure the transaction is aborted and its frame, if it reached the
- * log, cancelled. Returns 0 or an LMDB/errno code.
+ * Commits txn: its frame appended (not synced), then mdb_txn_commit, which
+ * frees the writer lock. *settle receives what idem_store_wal_settle()
+ * must then be given before anything of the transaction, or read by it,
+ * is acknowledged (a transaction that wrote nothing may have read another
+ * one's commit not yet synced). On failure the transaction is aborted and
+ * its frame, if it reached the log, cancelled. Returns 0 or an LMDB/errno
+ * code.
  */
-int idem_store_wal_commit(idem_store_wal_t *w, MDB_txn *txn);
+int idem_store_wal_commit(idem_store_wal_t *w, MDB_txn *txn, uint64_t *settle);
+
+/*
+ * Returns once what idem_store_wal_commit() named in *settle is on disk:
+ * a sync of the log (several threads' and processes' overlap), unless one
+ * has covered it already; after a failed sync, a checkpoint. An error
+ * (errno code) leaves the transaction committed but not known durable:
+ * the next commit checkpoints first.
+ */
+int idem_store_wal_settle(idem_store_wal_t *w, uint64_t t);
+
+/*
+ * Whether what the read transaction rtxn sees is on disk: 0 when it is,
+ * or was made so (wait: a sync of the log); EAGAIN when it is not and
+ * wait is 0; else the sync's errno.
+ */
+int idem_store_wal_readable(idem_store_wal_t *w, MDB_txn *rtxn, int wait);
 
 /*
  * Takes a checkpoint now (outside any write transaction of the caller's

@@ -231,7 +231,7 @@ fail:
 
 static int idem_store_read(idem_store_t *store, const idem_hash_t *scope,
                            const char *key, size_t key_len, int check,
-                           int64_t now_ms, idem_result_t *res)
+                           int nowait, int64_t now_ms, idem_result_t *res)
 {
     idem_store_read_t r;
     idem_store_key_t k;
@@ -247,7 +247,11 @@ static int idem_store_read(idem_store_t *store, const idem_hash_t *scope,
     memset(&r, 0, sizeof(r));
     r.check = check;
     r.now_ms = now_ms;
-    rc = store->vt->read(store, &k, idem_store_read_cb, &r);
+    if (nowait && store->vt->read_nowait != NULL) {
+        rc = store->vt->read_nowait(store, &k, idem_store_read_cb, &r);
+    } else {
+        rc = store->vt->read(store, &k, idem_store_read_cb, &r);
+    }
     if (rc != 0) {
         return rc;
     }
@@ -261,13 +265,20 @@ int idem_store_lookup(idem_store_t *store, const idem_hash_t *scope,
                       const char *key, size_t key_len, int64_t now_ms,
                       idem_result_t *res)
 {
-    return idem_store_read(store, scope, key, key_len, 1, now_ms, res);
+    return idem_store_read(store, scope, key, key_len, 1, 0, now_ms, res);
+}
+
+int idem_store_lookup_nowait(idem_store_t *store, const idem_hash_t *scope,
+                             const char *key, size_t key_len, int64_t now_ms,
+                             idem_result_t *res)
+{
+    return idem_store_read(store, scope, key, key_len, 1, 1, now_ms, res);
 }
 
 int idem_store_get(idem_store_t *store, const idem_hash_t *scope,
                    const char *key, size_t key_len, idem_result_t *res)
 {
-    return idem_store_read(store, scope, key, key_len, 0, 0, res);
+    return idem_store_read(store, scope, key, key_len, 0, 0, 0, res);
 }
 
 /* ------------------------------------------------------------------------ */

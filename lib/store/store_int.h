@@ -147,7 +147,11 @@ typedef struct {
  * read   calls cb(ctx, bytes, len) with the bytes stored under key, valid
  *        only during the call, from one consistent snapshot, and returns
  *        what cb returns; IDEM_ENOTFOUND (cb not called) when there is no
- *        record, or a store error.
+ *        record, or a store error. What it hands cb is durable (it may
+ *        wait for that).
+ * read_nowait  may be NULL (read is then used): read that never waits
+ *        for the disk, for an event loop; IDEM_EUNAVAIL when the record
+ *        is not known durable yet (read would wait for it).
  * write  carries out ops[0], ..., ops[n - 1] in this order, each atomically
  *        and durably and as if it were alone: reads the bytes under
  *        op->key (as the ops before it left them), calls idem_store_plan(),
@@ -182,6 +186,9 @@ typedef struct {
     int (*read)(idem_store_t *store, const idem_store_key_t *key,
                 int (*cb)(void *ctx, const uint8_t *val, size_t len),
                 void *ctx);
+    int (*read_nowait)(idem_store_t *store, const idem_store_key_t *key,
+                       int (*cb)(void *ctx, const uint8_t *val, size_t len),
+                       void *ctx);
     void (*write)(idem_store_t *store, idem_store_op_t *ops, size_t n);
     int (*usage)(idem_store_t *store, idem_store_usage_t *out);
     int (*check)(idem_store_t *store, char *why, size_t cap);

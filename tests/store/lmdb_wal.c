@@ -177,6 +177,7 @@ static void lose_pages(const fixture_t *f, const uint8_t *old, size_t old_len,
 #define SHM_BUSY       76
 #define SHM_LAST_OFF   80
 #define SHM_LAST_TXNID 88
+#define SHM_DURABLE    112
 
 static uint64_t shm_get(const fixture_t *f, size_t at)
 {
@@ -632,6 +633,84 @@ static void test_commits_without_the_log_are_not_rolled_back(void **state)
     idem_store_close(s);
 }
 
+/*
+ * After a power loss data.mdb may be ahead of its log: the kernel wrote
+ * back the pages and the meta of the last commits, whose frames were
+ * written but whose syncs had not returned (so nothing of them was
+ * acknowledged), and those frames did not reach the disk. The checkpoint
+ * is restored and the log applied all the same: those commits are gone,
+ * every other one is there, and nothing is left half-made.
+ */
+static void test_file_ahead_of_lost_frames_is_restored(void **state)
+{
+    fixture_t *f = *state;
+    idem_store_t *s = open_url(f);
+    uint8_t *log;
+    size_t log_len;
+
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(write_one(s, i), 0);
+    }
+    log = slurp(f, "wal.log", &log_len);
+    for (int i = 100; i < 105; i++) {
+        assert_int_equal(write_one(s, i), 0);
+    }
+    idem_store_close(s);
+    /* the frames of the last ten commits are lost, data.mdb is not */
+    spill(f, "wal.log", log, log_len, 0);
+    free(log);
+
+    new_boot(f);
+    s = open_url(f);
+    for (int i = 0; i < 105; i++) {
+        expect_key(s, i, i < 100);
+    }
+    assert_int_equal(records(s), 100);
+    assert_int_equal(write_one(s, 105), 0);
+    idem_store_close(s);
+}
+
+/*
+ * A record whose snapshot holds a commit not known durable is answered by
+ * lookup only once the log is synced, and not at all by lookup_nowait
+ * (an event loop's read), which says IDEM_EUNAVAIL instead.
+ */
+static void test_reads_wait_for_durability(void **state)
+{
+    fixture_t *f = *state;
+    idem_store_t *s = open_url(f);
+    idem_hash_t sc = scope();
+    idem_result_t res;
+    uint64_t zero = 0;
+    char key[32];
+
+    assert_int_equal(write_one(s, 1), 0);
+    key_of(1, key, sizeof(key));
+    assert_int_equal(
+        idem_store_lookup_nowait(s, &sc, key, strlen(key), T0, &res), 0);
+    idem_result_free(&res);
+
+    /* as if the last commits' syncs were still running */
+    shm_set(f, SHM_DURABLE, &zero, sizeof(zero));
+    assert_int_equal(
+        idem_store_lookup_nowait(s, &sc, key, strlen(key), T0, &res),
+        IDEM_EUNAVAIL);
+    key_of(2, key, sizeof(key));
+    assert_int_equal(
+        idem_store_lookup_nowait(s, &sc, key, strlen(key), T0, &res),
+        IDEM_ENOTFOUND); /* nothing answered from what is not there */
+    key_of(1, key, sizeof(key));
+    assert_int_equal(idem_store_lookup(s, &sc, key, strlen(key), T0, &res), 0);
+    assert_int_equal(res.record.state, IDEM_STATE_COMPLETE);
+    idem_result_free(&res);
+    /* that lookup synced the log: the event loop may read again */
+    assert_true(shm_get(f, SHM_DURABLE) >= next_txnid(f) - 1);
+    assert_int_equal(
+        idem_store_lookup_nowait(s, &sc, key, strlen(key), T0, &res), 0);
+    idem_result_free(&res);
+    idem_store_close(s);
+}
+
 /* Within one boot nothing is restored: a killed writer's keys are there. */
 static void test_same_boot_reopens_as_it_was(void **state)
 {
@@ -902,6 +981,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_commits_without_the_log_are_not_rolled_back, setup_long_log,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_file_ahead_of_lost_frames_is_restored, setup_long_log,
+            teardown),
+        cmocka_unit_test_setup_teardown(test_reads_wait_for_durability,
+                                        setup_long_log, teardown),
         cmocka_unit_test_setup_teardown(test_options, setup_long_log, teardown),
         cmocka_unit_test(test_scan_of_garbage_reads_nothing),
     };
