@@ -247,7 +247,7 @@ static int idem_store_lmdb_get(idem_store_t *store, const idem_store_key_t *k,
     }
     rc = mdb_get(txn, s->records, &key, &val);
     if (rc == 0 && s->wal_on) {
-        rc = idem_store_wal_readable(&s->wal, txn, wait);
+        rc = idem_store_wal_readable(&s->wal, txn, &key, wait);
         if (rc != 0) {
             mdb_txn_abort(txn);
             return rc == EAGAIN ? IDEM_EUNAVAIL : idem_store_lmdb_err(rc);
@@ -288,7 +288,7 @@ static int idem_store_lmdb_begin(idem_store_lmdb_t *s, MDB_txn **txn)
     int rc = mdb_txn_begin(s->env, NULL, 0, txn);
 
     if (rc == 0 && s->wal_on) {
-        idem_store_wal_begin(&s->wal);
+        idem_store_wal_begin(&s->wal, mdb_txn_id(*txn));
     }
     return rc;
 }

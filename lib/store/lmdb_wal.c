@@ -66,6 +66,7 @@
 #define WAL_OP_PUT   1
 #define WAL_OP_DEL   2
 #define WAL_SHM_SIZE 4096
+#define WAL_RECENT   440 /* key slots in wal.shm */
 
 /* A checkpoint slot: a header page, then the two meta pages of up to
  * LMDB's largest page size. */
@@ -109,9 +110,17 @@ struct idem_store_wal_shm_s {
     uint64_t last_off; /* the last redo frame since the checkpoint */
     uint64_t last_txnid; /* and the transaction it was for (0: none) */
     uint64_t pin_owner;  /* the handle that holds the checkpoint's pin */
-    uint64_t written;    /* the newest transaction whose frame is written */
+    uint64_t written;    /* the newest committed transaction (its frame
+                            written before its commit) */
     uint64_t durable;    /* the newest one a sync or checkpoint covered */
+    /* per key slot (wal_slot), the newest transaction that wrote a key of
+     * that slot (set before its commit): a read of a record needs no sync
+     * when its slot's transaction is durable */
+    uint64_t recent[WAL_RECENT];
 };
+
+_Static_assert(sizeof(struct idem_store_wal_shm_s) <= WAL_SHM_SIZE,
+               "wal.shm holds its fields");
 
 /* What a checkpoint slot holds. */
 typedef struct {
@@ -734,7 +743,6 @@ static int wal_append(idem_store_wal_t *w, uint8_t *buf, size_t len,
     if (kind == WAL_KIND_REDO) {
         w->shm->last_off = off;
         w->shm->last_txnid = txnid;
-        wal_raise(&w->shm->written, txnid);
     }
     *at = off;
     return 0;
@@ -771,18 +779,39 @@ static int wal_durable(idem_store_wal_t *w, uint64_t t, int held)
     return rc != 0 ? rc : EIO;
 }
 
-int idem_store_wal_readable(idem_store_wal_t *w, MDB_txn *rtxn, int wait)
+/* The key slot of key (FNV-1a of its bytes). */
+static size_t wal_slot(const MDB_val *key)
 {
-    uint64_t t = mdb_txn_id(rtxn);
+    const uint8_t *p = key->mv_data;
+    uint64_t h = 0xcbf29ce484222325ULL;
 
+    for (size_t i = 0; i < key->mv_size; i++) {
+        h = (h ^ p[i]) * 0x100000001b3ULL;
+    }
+    return (size_t)(h % WAL_RECENT);
+}
+
+int idem_store_wal_readable(idem_store_wal_t *w, MDB_txn *rtxn,
+                            const MDB_val *key, int wait)
+{
+    /* the record was written by a transaction no newer than the snapshot
+     * and no newer than its slot's */
+    uint64_t t = mdb_txn_id(rtxn),
+             r = __atomic_load_n(&w->shm->recent[wal_slot(key)],
+                                 __ATOMIC_ACQUIRE);
+
+    if (r < t) {
+        t = r;
+    }
     if (__atomic_load_n(&w->shm->durable, __ATOMIC_ACQUIRE) >= t) {
         return 0;
     }
     return wait ? wal_durable(w, t, 0) : EAGAIN;
 }
 
-void idem_store_wal_begin(idem_store_wal_t *w)
+void idem_store_wal_begin(idem_store_wal_t *w, uint64_t txnid)
 {
+    w->txnid = txnid;
     if (w->cap > WAL_BUF_KEEP) {
         free(w->buf);
         w->buf = NULL;
@@ -799,6 +828,8 @@ void idem_store_wal_record(idem_store_wal_t *w, unsigned db, const MDB_val *key,
     size_t need = w->len + WAL_REC_HDR + key->mv_size + vlen + 8;
     uint8_t *p;
 
+    /* before the commit: a reader of the key then waits for its sync */
+    wal_raise(&w->shm->recent[wal_slot(key)], w->txnid);
     if (w->oom) {
         return;
     }
@@ -915,9 +946,11 @@ int idem_store_wal_commit(idem_store_wal_t *w, MDB_txn *txn, uint64_t *settle)
     }
     rc = mdb_txn_commit(txn);
     if (rc != 0) {
+        /* (the next transaction gets the same id: written stays below) */
         wal_cancel(w, gen, at, txnid);
         return rc;
     }
+    wal_raise(&w->shm->written, txnid);
     if (w->shm->head >= w->limit) {
         pthread_mutex_lock(&w->mu);
         w->kick = 1;

@@ -58,7 +58,8 @@ typedef struct {
      * used only by the holder of LMDB's writer lock */
     uint8_t *buf;
     size_t len, cap;
-    int oom; /* a record could not be added: the commit must fail */
+    uint64_t txnid; /* its id */
+    int oom;        /* a record could not be added: the commit must fail */
 
     pthread_mutex_t mu; /* guards the rest */
     pthread_cond_t cv;
@@ -94,8 +95,8 @@ int idem_store_wal_open(idem_store_wal_t *w, const char *dir, int *on);
 int idem_store_wal_start(idem_store_wal_t *w, MDB_env *env,
                          const MDB_dbi dbis[IDEM_STORE_WAL_DBIS]);
 
-/* Starts the frame of a write transaction (no I/O). */
-void idem_store_wal_begin(idem_store_wal_t *w);
+/* Starts the frame of write transaction txnid (no I/O). */
+void idem_store_wal_begin(idem_store_wal_t *w, uint64_t txnid);
 
 /* Records that the transaction put val under key in dbis[db], or deleted
  * key (val NULL). No I/O; a failure to allocate fails the commit. */
@@ -123,11 +124,13 @@ int idem_store_wal_commit(idem_store_wal_t *w, MDB_txn *txn, uint64_t *settle);
 int idem_store_wal_settle(idem_store_wal_t *w, uint64_t t);
 
 /*
- * Whether what the read transaction rtxn sees is on disk: 0 when it is,
- * or was made so (wait: a sync of the log); EAGAIN when it is not and
- * wait is 0; else the sync's errno.
+ * Whether the record under key that the read transaction rtxn found is on
+ * disk: 0 when it is, or was made so (wait: a sync of the log); EAGAIN
+ * when it is not and wait is 0; else the sync's errno. (Judged by the
+ * newest write to any key of its slot in wal.shm, and the snapshot.)
  */
-int idem_store_wal_readable(idem_store_wal_t *w, MDB_txn *rtxn, int wait);
+int idem_store_wal_readable(idem_store_wal_t *w, MDB_txn *rtxn,
+                            const MDB_val *key, int wait);
 
 /*
  * Takes a checkpoint now (outside any write transaction of the caller's
