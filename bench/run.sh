@@ -50,6 +50,8 @@
 # BENCH_README (README.md when BENCH_OUT is bench/results, else -: the
 # README whose Benchmarks section gets the tables and the plot),
 # BENCH_DUP_BATCH (requests per key in dup: a wrk thread's connections),
+# BENCH_METRICS (a directory: each idemgate run's /metrics before and
+# after it, SCENARIO-PROXY-cCONNS-RUN.before/.after, for diagnosis),
 # BENCH_PROXY_CPU, BENCH_OTHER_CPU, BUILD (build), NGINX_BIN.
 #
 # Redis and PostgreSQL come from tests/servers/redis.sh and
@@ -407,6 +409,12 @@ for mode in $MODES; do
                 printf '%s\t%s\t%s\tidemgate\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$conns" "$s" \
                     "$rps" "$p50" "$p99" "$cpu" "$requests" >>"$tsv"
                 after=$(curl -fsS "http://127.0.0.1:${metrics_of[$idem]}/metrics")
+                if [ -n "${BENCH_METRICS:-}" ]; then
+                    # the module's counters and histograms before and after
+                    mkdir -p "$BENCH_METRICS"
+                    printf '%s\n' "$before" >"$BENCH_METRICS/$s-$idem-c$conns-$r.before"
+                    printf '%s\n' "$after" >"$BENCH_METRICS/$s-$idem-c$conns-$r.after"
+                fi
                 ex=$(($(counter 'idemgate_requests_total{outcome="executed"}' "$after") -
                     $(counter 'idemgate_requests_total{outcome="executed"}' "$before")))
                 rp=$(($(counter 'idemgate_requests_total{outcome="replayed"}' "$after") -

@@ -96,7 +96,10 @@ extern "C" {
       "the store may forget keys before their TTL: Redis "                     \
       "maxmemory-policy is not noeviction, or cannot be read "                 \
       "(CONFIG disabled); add allow_eviction=1 to the URL to "                 \
-      "accept that risk")
+      "accept that risk")                                                      \
+    X(PENDING, -21,                                                            \
+      "the record is not known durable yet: read it where waiting is "         \
+      "allowed")
 
 #define IDEM_ERRNO_CODE_(name, value, msg) IDEM_E##name = (value),
 enum { IDEM_OK = 0, IDEM_ERRNO_MAP(IDEM_ERRNO_CODE_) IDEM_ERRNO_LAST_ = 0 };
@@ -881,10 +884,11 @@ IDEM_MUST_CHECK int idem_store_prune(idem_store_t *store, int64_t now_ms,
 
 /*
  * Like lookup, but never waits for the disk, for an event loop (with
- * IDEM_STORE_CAP_INLINE_READ): IDEM_EUNAVAIL when the record is there but
- * not known durable yet (LMDB: a commit of its snapshot is still being
- * synced), where lookup would wait for it; then ask from a thread.
- * Errors: those of lookup.
+ * IDEM_STORE_CAP_INLINE_READ): IDEM_EPENDING when the record is there but
+ * not known durable yet (LMDB: the commit that wrote it may still be
+ * syncing), where lookup would wait for it; then ask from a thread, or
+ * wait for the commit's own caller to be answered.
+ * Errors: those of lookup; IDEM_EPENDING.
  * Thread safety: thread-safe; one store may be shared by threads.
  */
 IDEM_MUST_CHECK int idem_store_lookup_nowait(idem_store_t *store,

@@ -208,7 +208,10 @@ ngx_http_idempotency_body_handler(ngx_http_request_t *r)
  * A read of the key's record, on the event loop (an LMDB read is a memory
  * access). NGX_OK: complete with our fingerprint, ctx->answer holds the
  * replay. NGX_AGAIN: in progress with the same fingerprint and a running
- * lease, ctx->result says so. NGX_DECLINED: anything else, for begin().
+ * lease, ctx->result says so. NGX_BUSY: a record is there that is not
+ * known durable yet (the commit that wrote it is being synced; its own
+ * request is answered, and its waiters woken, once that is done).
+ * NGX_DECLINED: anything else, for begin().
  */
 
 static ngx_int_t
@@ -237,6 +240,10 @@ ngx_http_idempotency_peek(ngx_http_request_t *r,
 
     rc = idem_store_lookup_nowait(imcf->store, &ctx->scope,
                                   (char *) ctx->key, ctx->key_len, now, &res);
+    if (rc == IDEM_EPENDING) {
+        return NGX_BUSY;
+    }
+
     if (rc != 0) {
         return NGX_DECLINED;
     }
@@ -590,6 +597,12 @@ ngx_http_idempotency_wait_handler(ngx_event_t *ev)
         return;
 
     case NGX_OK:
+        ngx_http_idempotency_state_resume(r);
+        return;
+
+    case NGX_BUSY:
+        /* the first one's result is being synced: its settlement wakes
+           us, or the next step of the timer reads again */
         ngx_http_idempotency_state_resume(r);
         return;
 

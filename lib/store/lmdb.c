@@ -228,7 +228,7 @@ static int idem_store_lmdb_err(int rc)
  * A record is handed to cb only once it is durable: with the log, the
  * snapshot that holds it may hold a commit whose sync is still running
  * (lmdb_wal.h); then the read syncs the log first, or with wait 0 returns
- * IDEM_EUNAVAIL (the caller asks again where it may wait). A record not
+ * IDEM_EPENDING (the caller asks again where it may wait). A record not
  * there needs no sync: nothing is answered from it.
  */
 static int idem_store_lmdb_get(idem_store_t *store, const idem_store_key_t *k,
@@ -250,7 +250,7 @@ static int idem_store_lmdb_get(idem_store_t *store, const idem_store_key_t *k,
         rc = idem_store_wal_readable(&s->wal, txn, &key, wait);
         if (rc != 0) {
             mdb_txn_abort(txn);
-            return rc == EAGAIN ? IDEM_EUNAVAIL : idem_store_lmdb_err(rc);
+            return rc == EAGAIN ? IDEM_EPENDING : idem_store_lmdb_err(rc);
         }
     }
     if (rc == 0) {
@@ -1189,6 +1189,13 @@ static int idem_store_lmdb_env(idem_store_lmdb_t *s,
 
     if (c->sync && c->wal) {
         rc = idem_store_wal_open(&s->wal, c->path, &s->wal_on);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    if (!s->wal_on) {
+        /* an old checkpoint must not be restored over these commits */
+        rc = idem_store_wal_forget(c->path);
         if (rc != 0) {
             return rc;
         }

@@ -108,11 +108,14 @@ struct idem_store_wal_shm_s {
     uint32_t unpinned; /* the current checkpoint's pin is gone */
     uint32_t busy;     /* a checkpoint is being written (or its writer died) */
     uint64_t last_off; /* the last redo frame since the checkpoint */
-    uint64_t last_txnid; /* and the transaction it was for (0: none) */
-    uint64_t pin_owner;  /* the handle that holds the checkpoint's pin */
-    uint64_t written;    /* the newest committed transaction (its frame
-                            written before its commit) */
-    uint64_t durable;    /* the newest one a sync or checkpoint covered */
+    uint64_t last_txnid;  /* and the transaction it was for (0: none) */
+    uint64_t pin_owner;   /* the handle that holds the checkpoint's pin */
+    uint64_t written;     /* the newest committed transaction (its frame
+                             written before its commit) */
+    uint64_t durable;     /* the newest one a sync or checkpoint covered */
+    uint32_t sync_failed; /* a sync of the log failed: until a checkpoint
+                             succeeds, no sync of it vouches for anything */
+    uint32_t pad;
     /* per key slot (wal_slot), the newest transaction that wrote a key of
      * that slot (set before its commit): a read of a record needs no sync
      * when its slot's transaction is durable */
@@ -555,8 +558,10 @@ static int wal_ckpt_held(idem_store_wal_t *w, int readers)
     w->shm->unpinned = 0;
     w->shm->pin_owner = w->id;
     w->shm->busy = 0;
-    /* everything up to X is in the synced file now */
+    /* everything up to X is in the synced file now, whatever a failed
+     * sync of the log lost */
     wal_raise(&w->shm->durable, c.txnid);
+    __atomic_store_n(&w->shm->sync_failed, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&w->shm->seq, c.seq, __ATOMIC_RELEASE);
 
     pthread_mutex_lock(&w->mu);
@@ -717,6 +722,8 @@ static size_t wal_frame_at(const uint8_t *log, size_t size, uint64_t gen,
     return wal_round8(len);
 }
 
+static int wal_sync_log(idem_store_wal_t *w, uint64_t t);
+
 /* Appends a frame (its header filled here); a cancel frame is synced
  * here, a redo frame by wal_durable() after its commit. */
 static int wal_append(idem_store_wal_t *w, uint8_t *buf, size_t len,
@@ -731,7 +738,7 @@ static int wal_append(idem_store_wal_t *w, uint8_t *buf, size_t len,
     /* the header's length counts the padding: wal_frame_at checks it */
     rc = wal_pwrite(w->log_fd, buf, flen, (off_t)off);
     if (rc == 0 && kind == WAL_KIND_CANCEL) {
-        rc = wal_sync(w->log_fd);
+        rc = wal_sync_log(w, 0);
     }
     if (rc != 0) {
         /* the frame may be on disk even so: a new generation before the
@@ -749,26 +756,76 @@ static int wal_append(idem_store_wal_t *w, uint8_t *buf, size_t len,
 }
 
 /*
+ * Syncs the log, one sync at a time per handle: a caller that finds one
+ * running waits for it, and is done if it covered transaction t (t 0: a
+ * cancel frame, which no transaction counts, always syncs anew). Linux
+ * reports a failed writeback once per open file, to one fdatasync: a later
+ * one on the same descriptor returns 0 with the lost pages marked clean.
+ * So syncs of one descriptor never overlap, and the failure is recorded
+ * (sync_failed, in wal.shm: a process's own syncs do not see another's
+ * error) before any other sync may vouch for anything. Returns 0 or an
+ * errno value (EIO while sync_failed is set).
+ */
+static int wal_sync_log(idem_store_wal_t *w, uint64_t t)
+{
+    uint64_t upto;
+    int rc;
+
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        if (t != 0 &&
+            __atomic_load_n(&w->shm->durable, __ATOMIC_ACQUIRE) >= t) {
+            pthread_mutex_unlock(&w->mu);
+            return 0;
+        }
+        if (__atomic_load_n(&w->shm->sync_failed, __ATOMIC_ACQUIRE)) {
+            pthread_mutex_unlock(&w->mu);
+            return EIO;
+        }
+        if (!w->syncing) {
+            break;
+        }
+        pthread_cond_wait(&w->sync_cv, &w->mu);
+    }
+    w->syncing = 1;
+    pthread_mutex_unlock(&w->mu);
+
+    upto = __atomic_load_n(&w->shm->written, __ATOMIC_ACQUIRE);
+    rc = wal_sync(w->log_fd);
+
+    pthread_mutex_lock(&w->mu);
+    w->syncing = 0;
+    if (rc != 0) {
+        __atomic_store_n(&w->shm->sync_failed, 1, __ATOMIC_RELEASE);
+    } else if (__atomic_load_n(&w->shm->sync_failed, __ATOMIC_ACQUIRE)) {
+        rc = EIO; /* another process's sync failed meanwhile */
+    } else {
+        wal_raise(&w->shm->durable, upto > t ? upto : t);
+    }
+    pthread_cond_broadcast(&w->sync_cv);
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+/*
  * Returns once transaction t (committed, so its frame written) is on disk:
  * at once if a sync or checkpoint has covered it, else after a sync of the
- * log, which covers every frame written before it began. Outside the
- * writer lock (held 0), syncs of several threads and processes overlap.
- * When the sync fails, a checkpoint (data.mdb synced, its metas saved) is
- * tried instead; if that fails too, "busy" is left, so that the next
- * commit checkpoints first, and t is not known durable.
+ * log (wal_sync_log), which covers every frame written before it began.
+ * Outside the writer lock (held 0), commits overlap the sync, and the
+ * next sync covers them all. When the sync fails, a checkpoint (data.mdb
+ * synced, its metas saved, which covers every commit) is tried instead;
+ * if that fails too, "busy" is left, so that the next commit checkpoints
+ * first, and t is not known durable.
  */
 static int wal_durable(idem_store_wal_t *w, uint64_t t, int held)
 {
-    uint64_t upto;
     int rc;
 
     if (__atomic_load_n(&w->shm->durable, __ATOMIC_ACQUIRE) >= t) {
         return 0;
     }
-    upto = __atomic_load_n(&w->shm->written, __ATOMIC_ACQUIRE);
-    rc = wal_sync(w->log_fd);
+    rc = wal_sync_log(w, t);
     if (rc == 0) {
-        wal_raise(&w->shm->durable, upto > t ? upto : t);
         return 0;
     }
     rc = held ? wal_ckpt_held(w, 0) : wal_ckpt(w, 0, 0);
@@ -1229,6 +1286,28 @@ static int wal_recover_metas(idem_store_wal_t *w, const char *dir)
     return rc;
 }
 
+int idem_store_wal_forget(const char *dir)
+{
+    char path[4096];
+    int n, fd, rc = 0;
+
+    n = snprintf(path, sizeof(path), "%s/wal.ckpt", dir);
+    if (n < 0 || (size_t)n >= sizeof(path)) {
+        return ENAMETOOLONG;
+    }
+    if (unlink(path) != 0) {
+        return errno == ENOENT ? 0 : errno;
+    }
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0) {
+        rc = errno;
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return rc;
+}
+
 int idem_store_wal_open(idem_store_wal_t *w, const char *dir, int *on)
 {
     int rc, fresh = 0;
@@ -1243,6 +1322,11 @@ int idem_store_wal_open(idem_store_wal_t *w, const char *dir, int *on)
         return ENOMEM;
     }
     if (pthread_cond_init(&w->cv, NULL) != 0) {
+        pthread_mutex_destroy(&w->mu);
+        return ENOMEM;
+    }
+    if (pthread_cond_init(&w->sync_cv, NULL) != 0) {
+        pthread_cond_destroy(&w->cv);
         pthread_mutex_destroy(&w->mu);
         return ENOMEM;
     }
@@ -1406,6 +1490,7 @@ void idem_store_wal_close(idem_store_wal_t *w)
     w->buf = NULL;
     free(w->rlog);
     w->rlog = NULL;
+    pthread_cond_destroy(&w->sync_cv);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
 }

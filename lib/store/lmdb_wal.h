@@ -63,6 +63,8 @@ typedef struct {
 
     pthread_mutex_t mu; /* guards the rest */
     pthread_cond_t cv;
+    pthread_cond_t sync_cv; /* a sync of the log ended */
+    int syncing;            /* one of this handle's threads syncs the log */
     pthread_t thread;
     int thread_on, kick, stop;
     MDB_txn *pin;     /* read transaction on our last checkpoint */
@@ -74,6 +76,15 @@ typedef struct {
     uint8_t *rlog; /* the log as read for the recovery */
     size_t rlog_len;
 } idem_store_wal_t;
+
+/*
+ * For a store opened without the log (wal=0, sync=0, no boot id): removes
+ * dir/wal.ckpt, if there is one, durably, before the first commit. Its
+ * checkpoint no longer describes data.mdb, whose pages the commits made
+ * without the log may reuse: a later open with the log after a power loss
+ * must not restore it. Returns 0 or an errno value.
+ */
+int idem_store_wal_forget(const char *dir);
 
 /*
  * Opens (creating) the log's files in dir and takes the opening lock.

@@ -150,7 +150,7 @@ typedef struct {
  *        record, or a store error. What it hands cb is durable (it may
  *        wait for that).
  * read_nowait  may be NULL (read is then used): read that never waits
- *        for the disk, for an event loop; IDEM_EUNAVAIL when the record
+ *        for the disk, for an event loop; IDEM_EPENDING when the record
  *        is not known durable yet (read would wait for it).
  * write  carries out ops[0], ..., ops[n - 1] in this order, each atomically
  *        and durably and as if it were alone: reads the bytes under

@@ -66,8 +66,9 @@ static void test_errors_values_are_pinned(void **state)
     assert_int_equal(IDEM_EBADURL, -18);
     assert_int_equal(IDEM_EFAULT, -19);
     assert_int_equal(IDEM_EEVICTION, -20);
+    assert_int_equal(IDEM_EPENDING, -21);
     /* Every code of the list is pinned above: a new one adds its line. */
-    assert_int_equal(NCODES, 20);
+    assert_int_equal(NCODES, 21);
 }
 
 static void test_errors_values_are_negative_and_unique(void **state)
