@@ -248,6 +248,8 @@ struct ngx_http_idempotency_ctx_s {
     ngx_queue_t                  waiting;      /* in the worker's waiters
                                                   while wait_listed */
     ngx_uint_t                   wait_listed;
+    ngx_uint_t                   wait_busy;    /* the last read found the
+                                                  record not durable yet */
 
     /* results to free with the request; has_result says result owns
        memory (not a state: a replay and a wait both hold one) */

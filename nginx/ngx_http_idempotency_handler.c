@@ -565,6 +565,8 @@ static void
 ngx_http_idempotency_wait_handler(ngx_event_t *ev)
 {
     ngx_http_request_t                *r = ev->data;
+    ngx_int_t                          rc;
+    ngx_uint_t                         busy;
     ngx_http_idempotency_ctx_t        *ctx;
     ngx_http_idempotency_main_conf_t  *imcf;
 
@@ -589,7 +591,11 @@ ngx_http_idempotency_wait_handler(ngx_event_t *ev)
     }
 
     /* a cheap read first: still running, or finished meanwhile */
-    switch (ngx_http_idempotency_peek(r, ctx)) {
+    rc = ngx_http_idempotency_peek(r, ctx);
+    busy = ctx->wait_busy;
+    ctx->wait_busy = (rc == NGX_BUSY);
+
+    switch (rc) {
 
     case NGX_AGAIN:
         ngx_http_idempotency_apply_begin(r, ctx, 0);
@@ -601,10 +607,17 @@ ngx_http_idempotency_wait_handler(ngx_event_t *ev)
         return;
 
     case NGX_BUSY:
-        /* the first one's result is being synced: its settlement wakes
-           us, or the next step of the timer reads again */
-        ngx_http_idempotency_state_resume(r);
-        return;
+        if (!busy) {
+            /* the first one's result is being synced: its settlement
+               wakes us, or the next step of the timer reads again */
+            ngx_http_idempotency_state_resume(r);
+            return;
+        }
+
+        /* twice (its request is in another process, which may have
+           died before the sync): ask where the read may wait */
+        ctx->wait_busy = 0;
+        break;
 
     default:
         break;

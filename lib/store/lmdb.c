@@ -250,7 +250,8 @@ static int idem_store_lmdb_get(idem_store_t *store, const idem_store_key_t *k,
         rc = idem_store_wal_readable(&s->wal, txn, &key, wait);
         if (rc != 0) {
             mdb_txn_abort(txn);
-            return rc == EAGAIN ? IDEM_EPENDING : idem_store_lmdb_err(rc);
+            return rc == EAGAIN && !wait ? IDEM_EPENDING
+                                         : idem_store_lmdb_err(rc);
         }
     }
     if (rc == 0) {

@@ -115,7 +115,8 @@ struct idem_store_wal_shm_s {
     uint64_t durable;     /* the newest one a sync or checkpoint covered */
     uint32_t sync_failed; /* a sync of the log failed: until a checkpoint
                              succeeds, no sync of it vouches for anything */
-    uint32_t pad;
+    uint32_t data_failed; /* a sync of data.mdb failed: no checkpoint is
+                             taken any more, in this boot */
     /* per key slot (wal_slot), the newest transaction that wrote a key of
      * that slot (set before its commit): a read of a record needs no sync
      * when its slot's transaction is durable */
@@ -491,6 +492,45 @@ static void wal_unpin_old(idem_store_wal_t *w)
 }
 
 /*
+ * Syncs data.mdb (mdb_env_sync), one sync at a time per handle, with a
+ * failure recorded in wal.shm (data_failed) before another sync may
+ * succeed: as for the log (wal_sync_log), Linux reports a lost writeback
+ * once, and a later sync returns 0. From then on no checkpoint is taken
+ * (it would save metas that name pages never written): the last good
+ * checkpoint and the log stay what recovery uses, and once the log is
+ * full, commits fail. Returns 0, or EIO once data_failed is set.
+ */
+static int wal_sync_data(idem_store_wal_t *w)
+{
+    int rc;
+
+    pthread_mutex_lock(&w->mu);
+    while (w->data_syncing &&
+           !__atomic_load_n(&w->shm->data_failed, __ATOMIC_ACQUIRE)) {
+        pthread_cond_wait(&w->sync_cv, &w->mu);
+    }
+    if (__atomic_load_n(&w->shm->data_failed, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_unlock(&w->mu);
+        return EIO;
+    }
+    w->data_syncing = 1;
+    pthread_mutex_unlock(&w->mu);
+
+    rc = mdb_env_sync(w->env, 1);
+
+    pthread_mutex_lock(&w->mu);
+    w->data_syncing = 0;
+    if (rc != 0) {
+        __atomic_store_n(&w->shm->data_failed, 1, __ATOMIC_RELEASE);
+    } else if (__atomic_load_n(&w->shm->data_failed, __ATOMIC_ACQUIRE)) {
+        rc = EIO;
+    }
+    pthread_cond_broadcast(&w->sync_cv);
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+/*
  * Takes a checkpoint; the caller's thread holds LMDB's writer lock (a
  * write transaction, whose own writes are not in the file yet and are not
  * part of it). readers: clear dead processes' reader slots first.
@@ -520,7 +560,7 @@ static int wal_ckpt_held(idem_store_wal_t *w, int readers)
     if (readers) {
         (void)mdb_reader_check(w->env, &dead);
     }
-    rc = mdb_env_sync(w->env, 1);
+    rc = wal_sync_data(w);
     if (rc == 0) {
         rc = mdb_env_get_fd(w->env, &fd);
     }
@@ -599,7 +639,7 @@ static int wal_ckpt(idem_store_wal_t *w, uint64_t if_past, int readers)
      * of these syncs: sync again while one takes long */
     for (int i = 0; rc == 0 && i < WAL_PRESYNCS; i++) {
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        rc = mdb_env_sync(w->env, 1);
+        rc = wal_sync_data(w);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         if ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec) <
             WAL_PRESYNC_SHORT_NS) {
@@ -979,19 +1019,23 @@ int idem_store_wal_commit(idem_store_wal_t *w, MDB_txn *txn, uint64_t *settle)
         *settle = rc == 0 ? txnid - 1 : 0;
         return rc;
     }
-    if (w->shm->last_txnid != 0 && w->shm->last_txnid >= txnid) {
-        /* the last frame's process died before its commit: not applied */
-        rc = wal_cancel_held(w, w->shm->last_off, w->shm->last_txnid);
-    }
-    if (rc == 0 && txnid > __atomic_load_n(&w->shm->durable, __ATOMIC_ACQUIRE) +
-                               WAL_AHEAD) {
-        rc = wal_durable(w, txnid - 1, 1);
-    }
     dead = !wal_pinned(w);
-    if (rc == 0 &&
-        (dead || w->shm->busy ||
-         (w->shm->head > 0 && w->shm->head + w->len > w->limit * WAL_HARD))) {
+    if (dead || w->shm->busy ||
+        __atomic_load_n(&w->shm->sync_failed, __ATOMIC_ACQUIRE) ||
+        (w->shm->head > 0 && w->shm->head + w->len > w->limit * WAL_HARD)) {
+        /* a new generation: no earlier frame is left to cancel, and
+         * everything committed is durable */
         rc = wal_ckpt_held(w, dead || w->shm->busy);
+    } else {
+        if (w->shm->last_txnid != 0 && w->shm->last_txnid >= txnid) {
+            /* the last frame's process died before its commit */
+            rc = wal_cancel_held(w, w->shm->last_off, w->shm->last_txnid);
+        }
+        if (rc == 0 &&
+            txnid > __atomic_load_n(&w->shm->durable, __ATOMIC_ACQUIRE) +
+                        WAL_AHEAD) {
+            rc = wal_durable(w, txnid - 1, 1);
+        }
     }
     gen = w->shm->gen;
     if (rc == 0) {
@@ -1286,18 +1330,46 @@ static int wal_recover_metas(idem_store_wal_t *w, const char *dir)
     return rc;
 }
 
+/* The byte of wal.shm every handle with the log holds a read lock on (an
+ * OFD lock: released when it closes, or its process dies). */
+static int wal_user_lock(int fd, short type, int cmd)
+{
+    struct flock fl;
+
+    memset(&fl, 0, sizeof(fl));
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = WAL_SHM_SIZE - 1;
+    fl.l_len = 1;
+    if (fcntl(fd, cmd, &fl) != 0) {
+        return -1;
+    }
+    return fl.l_type;
+}
+
 int idem_store_wal_forget(const char *dir)
 {
     char path[4096];
     int n, fd, rc = 0;
 
-    n = snprintf(path, sizeof(path), "%s/wal.ckpt", dir);
+    n = snprintf(path, sizeof(path), "%s/wal.shm", dir);
     if (n < 0 || (size_t)n >= sizeof(path)) {
         return ENAMETOOLONG;
     }
-    if (unlink(path) != 0) {
-        return errno == ENOENT ? 0 : errno;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        /* a process that uses the log has it open: not ours to undo */
+        n = wal_user_lock(fd, F_WRLCK, F_OFD_GETLK);
+        close(fd);
+        if (n != F_UNLCK) {
+            return n < 0 ? errno : EBUSY;
+        }
     }
+    snprintf(path, sizeof(path), "%s/wal.ckpt", dir);
+    if (unlink(path) != 0 && errno != ENOENT) {
+        return errno;
+    }
+    /* also when an earlier open removed it and failed to sync */
     fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0 || fsync(fd) != 0) {
         rc = errno;
@@ -1343,6 +1415,9 @@ int idem_store_wal_open(idem_store_wal_t *w, const char *dir, int *on)
     }
     if (rc == 0) {
         rc = wal_map(w, dir, &fresh);
+    }
+    if (rc == 0 && wal_user_lock(w->shm_fd, F_RDLCK, F_OFD_SETLK) < 0) {
+        rc = errno;
     }
     if (rc == 0 && fresh) {
         rc = wal_recover_metas(w, dir);

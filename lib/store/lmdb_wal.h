@@ -63,8 +63,9 @@ typedef struct {
 
     pthread_mutex_t mu; /* guards the rest */
     pthread_cond_t cv;
-    pthread_cond_t sync_cv; /* a sync of the log ended */
+    pthread_cond_t sync_cv; /* a sync of the log or of data.mdb ended */
     int syncing;            /* one of this handle's threads syncs the log */
+    int data_syncing;       /* or data.mdb */
     pthread_t thread;
     int thread_on, kick, stop;
     MDB_txn *pin;     /* read transaction on our last checkpoint */
@@ -82,7 +83,8 @@ typedef struct {
  * dir/wal.ckpt, if there is one, durably, before the first commit. Its
  * checkpoint no longer describes data.mdb, whose pages the commits made
  * without the log may reuse: a later open with the log after a power loss
- * must not restore it. Returns 0 or an errno value.
+ * must not restore it. EBUSY while a process has the directory open with
+ * the log (the two cannot share it). Returns 0 or an errno value.
  */
 int idem_store_wal_forget(const char *dir);
 

@@ -149,7 +149,9 @@ def test_a_postgres_restart_keeps_every_completed_key(two_gateways, upstream,
 def test_expired_rows_are_pruned_in_bounded_batches(gateway_factory, pg_store,
                                                    postgres):
     url, table = pg_store
-    g = gateway_factory(store=url, directives=["idempotency_ttl 1s;"],
+    # the TTL outlasts the 60 writes below, two synchronous commits each on
+    # a slow disk: none may expire before they are counted
+    g = gateway_factory(store=url, directives=["idempotency_ttl 4s;"],
                         prune_interval="500ms")
     # a small prune budget: the directive is the http block's
     g.stop()

@@ -184,6 +184,7 @@ static void lose_pages(const fixture_t *f, const uint8_t *old, size_t old_len,
 #define SHM_LAST_TXNID  88
 #define SHM_DURABLE     112
 #define SHM_SYNC_FAILED 120
+#define SHM_DATA_FAILED 124
 
 static uint64_t shm_get(const fixture_t *f, size_t at)
 {
@@ -631,6 +632,14 @@ static void test_commits_without_the_log_are_not_rolled_back(void **state)
         }
         idem_store_close(s);
         assert_int_equal(access(ckpt, F_OK), 0);
+        if (r == 0) {
+            /* not while a process has the directory open with the log */
+            idem_store_t *with = open_url(f);
+
+            assert_int_equal(idem_store_open(url, &s), IDEM_EUNAVAIL);
+            assert_int_equal(access(ckpt, F_OK), 0);
+            idem_store_close(with);
+        }
         assert_int_equal(idem_store_open(url, &s), 0);
         /* its checkpoint no longer describes the file */
         assert_int_equal(access(ckpt, F_OK), -1);
@@ -763,6 +772,28 @@ static void test_failed_sync_is_not_trusted_until_a_checkpoint(void **state)
         assert_int_equal(failed, 0);
     }
     expect_key(s, 2, 1);
+
+    /* a cancel owed (a writer died between its frame and its commit)
+     * while a sync has failed: the commit checkpoints instead, which
+     * leaves nothing to cancel, rather than failing on the cancel's sync */
+    {
+        uint64_t last = next_txnid(f) + 5, off = shm_get(f, SHM_HEAD);
+
+        shm_set(f, SHM_LAST_OFF, &off, sizeof(off));
+        shm_set(f, SHM_LAST_TXNID, &last, sizeof(last));
+        shm_set(f, SHM_SYNC_FAILED, &one, sizeof(one));
+        shm_set(f, SHM_BUSY, &one, sizeof(one));
+        for (int i = 3; i < 8; i++) {
+            assert_int_equal(write_one(s, i), 0);
+        }
+    }
+
+    /* a failed sync of data.mdb: no checkpoint is taken from then on */
+    shm_set(f, SHM_DATA_FAILED, &one, sizeof(one));
+    shm_set(f, SHM_BUSY, &one, sizeof(one));
+    seq = shm_get(f, SHM_SEQ);
+    assert_int_equal(write_one(s, 8), IDEM_EIO);
+    assert_int_equal(shm_get(f, SHM_SEQ), seq);
     idem_store_close(s);
 }
 
