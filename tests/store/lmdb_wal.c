@@ -698,9 +698,10 @@ static void test_file_ahead_of_lost_frames_is_restored(void **state)
 }
 
 /*
- * A record whose snapshot holds a commit not known durable is answered by
- * lookup only once the log is synced, and not at all by lookup_nowait
- * (an event loop's read), which says IDEM_EPENDING instead.
+ * A record written by a commit not known durable (its key's slot in
+ * wal.shm names a transaction past "durable") is answered by lookup only
+ * once the log is synced, and not at all by lookup_nowait (an event
+ * loop's read), which says IDEM_EPENDING instead.
  */
 static void test_reads_wait_for_durability(void **state)
 {
