@@ -95,6 +95,8 @@
  * its last commits) is at most this far past the last frame the log
  * holds; a file further ahead was written without the log (wal=0). */
 #define WAL_AHEAD 64
+/* The log file is filled with zeros this far ahead of its frames. */
+#define WAL_FILL_STEP ((uint64_t)1 << 20)
 /* A frame buffer this large is given back after its commit. */
 #define WAL_BUF_KEEP ((size_t)4 << 20)
 
@@ -764,6 +766,43 @@ static size_t wal_frame_at(const uint8_t *log, size_t size, uint64_t gen,
 
 static int wal_sync_log(idem_store_wal_t *w, uint64_t t);
 
+/*
+ * Writes zeros from the log file's end up to size (once: the file keeps
+ * them), so that a frame's fdatasync overwrites blocks the file has:
+ * appending (or filling unwritten extents) would make every sync a
+ * journal commit of the file's size too. A step at a time, as the log
+ * reaches the end of what is filled, so that a new store writes 1 MiB at
+ * its first open, not the whole log. Under the writer lock: no frame is
+ * appended meanwhile. Sets w->filled.
+ */
+static int wal_prefill(idem_store_wal_t *w, uint64_t size)
+{
+    static const uint8_t zeros[65536];
+    struct stat st;
+    uint64_t at, n;
+    int rc;
+
+    if (fstat(w->log_fd, &st) != 0) {
+        return errno;
+    }
+    w->filled = (uint64_t)st.st_size;
+    if (w->filled >= size) {
+        return 0;
+    }
+    for (at = w->filled; at < size; at += n) {
+        n = size - at < sizeof(zeros) ? size - at : sizeof(zeros);
+        rc = wal_pwrite(w->log_fd, zeros, (size_t)n, (off_t)at);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    rc = wal_sync_log(w, 0);
+    if (rc == 0) {
+        w->filled = size;
+    }
+    return rc;
+}
+
 /* Appends a frame (its header filled here); a cancel frame is synced
  * here, a redo frame by wal_durable() after its commit. */
 static int wal_append(idem_store_wal_t *w, uint8_t *buf, size_t len,
@@ -775,8 +814,12 @@ static int wal_append(idem_store_wal_t *w, uint8_t *buf, size_t len,
 
     memset(buf + len, 0, flen - len);
     wal_seal(buf, flen, kind, w->shm->gen, off, txnid);
+    rc =
+        off + flen > w->filled ? wal_prefill(w, off + flen + WAL_FILL_STEP) : 0;
     /* the header's length counts the padding: wal_frame_at checks it */
-    rc = wal_pwrite(w->log_fd, buf, flen, (off_t)off);
+    if (rc == 0) {
+        rc = wal_pwrite(w->log_fd, buf, flen, (off_t)off);
+    }
     if (rc == 0 && kind == WAL_KIND_CANCEL) {
         rc = wal_sync_log(w, 0);
     }
@@ -1429,35 +1472,6 @@ int idem_store_wal_open(idem_store_wal_t *w, const char *dir, int *on)
     return rc;
 }
 
-/*
- * Writes zeros from the log's end up to size once, so that a frame's
- * fdatasync overwrites blocks the file has: appending (or filling
- * unwritten extents) would make every sync a journal commit of the file's
- * size too. Under the writer lock: no frame is being appended meanwhile.
- */
-static int wal_prefill(int fd, uint64_t size)
-{
-    static const uint8_t zeros[65536];
-    struct stat st;
-    uint64_t at, n;
-    int rc;
-
-    if (fstat(fd, &st) != 0) {
-        return errno;
-    }
-    if ((uint64_t)st.st_size >= size) {
-        return 0;
-    }
-    for (at = (uint64_t)st.st_size; at < size; at += n) {
-        n = size - at < sizeof(zeros) ? size - at : sizeof(zeros);
-        rc = wal_pwrite(fd, zeros, (size_t)n, (off_t)at);
-        if (rc != 0) {
-            return rc;
-        }
-    }
-    return fsync(fd) == 0 ? 0 : errno;
-}
-
 /* fsyncs the environment's directory: the entries of data.mdb and of the
  * log's files are durable before any frame or checkpoint is written. */
 static int wal_sync_dir(MDB_env *env)
@@ -1506,7 +1520,7 @@ int idem_store_wal_start(idem_store_wal_t *w, MDB_env *env,
     if (rc == 0) {
         rc = wal_ckpt_held(w, 1);
         if (rc == 0) {
-            rc = wal_prefill(w->log_fd, w->limit + w->limit / 4);
+            rc = wal_prefill(w, WAL_FILL_STEP);
         }
         if (rc == 0) {
             /* recovered, if it had to be: wal.shm is this boot's now */

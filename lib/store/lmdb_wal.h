@@ -51,7 +51,8 @@ typedef struct {
     MDB_env *env;
     MDB_dbi dbis[IDEM_STORE_WAL_DBIS];
     size_t psize;
-    uint64_t limit; /* log bytes that start a checkpoint */
+    uint64_t limit;  /* log bytes that start a checkpoint */
+    uint64_t filled; /* the log file's size as this handle last saw it */
     uint8_t boot[40];
 
     /* the running write transaction's frame (header room, then redo);
