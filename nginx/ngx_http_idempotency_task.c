@@ -21,8 +21,7 @@
  * store whose commits overlap their syncs (IDEM_STORE_CAP_OVERLAP: LMDB
  * with its log) gets up to three batches side by side instead: each one
  * posted as soon as jobs wait, so that while one waits for the disk the
- * next commits and syncs too (a disk that takes several flushes at once
- * serves them together). A large body's fingerprint is computed by a
+ * next one commits, and the next sync covers it. A large body's fingerprint is computed by a
  * task of its own first, so a slow canonicalization never holds a batch
  * up.
  *

@@ -226,8 +226,8 @@ static int idem_store_lmdb_err(int rc)
 
 /*
  * A record is handed to cb only once it is durable: with the log, the
- * snapshot that holds it may hold a commit whose sync is still running
- * (lmdb_wal.h); then the read syncs the log first, or with wait 0 returns
+ * commit that wrote it may still be syncing (lmdb_wal.h, judged by its
+ * key's slot); then the read syncs the log first, or with wait 0 returns
  * IDEM_EPENDING (the caller asks again where it may wait). A record not
  * there needs no sync: nothing is answered from it.
  */

@@ -6,14 +6,15 @@
  *     writer lock, so the log's order is the commits' order, across
  *     processes. A frame whose commit then fails is cancelled by a later
  *     frame naming it. The frame is synced after the commit, outside the
- *     lock, so that the syncs of several commits overlap (the next one
- *     commits meanwhile); nothing is acknowledged before that sync: a
- *     commit returns after it, and a read whose snapshot holds a commit
- *     not known durable yet syncs the log (or, told not to wait, says so)
- *     before it answers. An fdatasync covers every frame written before it
- *     began, by any process: so wal.shm keeps "written" (the last
- *     transaction whose frame is in the file) and "durable" (the last one
- *     a finished sync or checkpoint covered).
+ *     lock, so that the next commit runs meanwhile (and the next sync
+ *     covers it too); nothing is acknowledged before that sync: a commit
+ *     returns after it, and a read of a record whose key's slot names a
+ *     commit not known durable yet syncs the log (or, told not to wait,
+ *     says so) before it answers. An fdatasync covers every frame written
+ *     before it began, by any process: so wal.shm keeps "written" (the
+ *     last committed transaction) and "durable" (the last one a finished
+ *     sync or checkpoint covered). One sync at a time per handle, and a
+ *     failed one is recorded (wal_sync_serial).
  *  2. A checkpoint runs under the writer lock too: no commit is half done,
  *     so everything up to the last commit X is in the file once
  *     mdb_env_sync() returns. Its two meta pages (X and the one before)
@@ -494,42 +495,75 @@ static void wal_unpin_old(idem_store_wal_t *w)
 }
 
 /*
- * Syncs data.mdb (mdb_env_sync), one sync at a time per handle, with a
- * failure recorded in wal.shm (data_failed) before another sync may
- * succeed: as for the log (wal_sync_log), Linux reports a lost writeback
- * once, and a later sync returns 0. From then on no checkpoint is taken
- * (it would save metas that name pages never written): the last good
- * checkpoint and the log stay what recovery uses, and once the log is
- * full, commits fail. Returns 0, or EIO once data_failed is set.
+ * Syncs the log (data 0) or data.mdb (data 1), one sync of each at a time
+ * per handle: a caller that finds one running waits for it, and for the
+ * log is done if it covered transaction t (t 0: a cancel frame or a
+ * fill, which no transaction counts, always syncs anew). Linux reports a
+ * failed writeback once per open file, to one sync: a later one on the
+ * same descriptor returns 0 with the lost pages marked clean. So syncs of
+ * one descriptor never overlap, and a failure is recorded in wal.shm (a
+ * process's own syncs do not see another's error) before any other sync
+ * may vouch for anything:
+ *   sync_failed  the log's: until a checkpoint succeeds (which covers
+ *                every commit), commits and reads checkpoint instead;
+ *   data_failed  data.mdb's: no checkpoint is taken any more in this boot
+ *                (it would save metas that name pages never written); the
+ *                last good checkpoint and the log stay what recovery uses,
+ *                and once the log is full, commits fail.
+ * A good sync of the log raises durable to what it covered. Returns 0 or
+ * an errno value (EIO while the flag is set).
  */
-static int wal_sync_data(idem_store_wal_t *w)
+static int wal_sync_serial(idem_store_wal_t *w, int data, uint64_t t)
 {
+    int *running = data ? &w->data_syncing : &w->syncing;
+    uint32_t *failed = data ? &w->shm->data_failed : &w->shm->sync_failed;
+    uint64_t upto;
     int rc;
 
     pthread_mutex_lock(&w->mu);
-    while (w->data_syncing &&
-           !__atomic_load_n(&w->shm->data_failed, __ATOMIC_ACQUIRE)) {
+    for (;;) {
+        if (t != 0 &&
+            __atomic_load_n(&w->shm->durable, __ATOMIC_ACQUIRE) >= t) {
+            pthread_mutex_unlock(&w->mu);
+            return 0;
+        }
+        if (__atomic_load_n(failed, __ATOMIC_ACQUIRE)) {
+            pthread_mutex_unlock(&w->mu);
+            return EIO;
+        }
+        if (!*running) {
+            break;
+        }
         pthread_cond_wait(&w->sync_cv, &w->mu);
     }
-    if (__atomic_load_n(&w->shm->data_failed, __ATOMIC_ACQUIRE)) {
-        pthread_mutex_unlock(&w->mu);
-        return EIO;
-    }
-    w->data_syncing = 1;
+    *running = 1;
     pthread_mutex_unlock(&w->mu);
 
-    rc = mdb_env_sync(w->env, 1);
+    upto = __atomic_load_n(&w->shm->written, __ATOMIC_ACQUIRE);
+    rc = data ? mdb_env_sync(w->env, 1) : wal_sync(w->log_fd);
 
     pthread_mutex_lock(&w->mu);
-    w->data_syncing = 0;
+    *running = 0;
     if (rc != 0) {
-        __atomic_store_n(&w->shm->data_failed, 1, __ATOMIC_RELEASE);
-    } else if (__atomic_load_n(&w->shm->data_failed, __ATOMIC_ACQUIRE)) {
-        rc = EIO;
+        __atomic_store_n(failed, 1, __ATOMIC_RELEASE);
+    } else if (__atomic_load_n(failed, __ATOMIC_ACQUIRE)) {
+        rc = EIO; /* another process's sync failed meanwhile */
+    } else if (!data) {
+        wal_raise(&w->shm->durable, upto > t ? upto : t);
     }
     pthread_cond_broadcast(&w->sync_cv);
     pthread_mutex_unlock(&w->mu);
     return rc;
+}
+
+static int wal_sync_data(idem_store_wal_t *w)
+{
+    return wal_sync_serial(w, 1, 0);
+}
+
+static int wal_sync_log(idem_store_wal_t *w, uint64_t t)
+{
+    return wal_sync_serial(w, 0, t);
 }
 
 /*
@@ -764,8 +798,6 @@ static size_t wal_frame_at(const uint8_t *log, size_t size, uint64_t gen,
     return wal_round8(len);
 }
 
-static int wal_sync_log(idem_store_wal_t *w, uint64_t t);
-
 /*
  * Writes zeros from the log file's end up to size (once: the file keeps
  * them), so that a frame's fdatasync overwrites blocks the file has:
@@ -836,58 +868,6 @@ static int wal_append(idem_store_wal_t *w, uint8_t *buf, size_t len,
     }
     *at = off;
     return 0;
-}
-
-/*
- * Syncs the log, one sync at a time per handle: a caller that finds one
- * running waits for it, and is done if it covered transaction t (t 0: a
- * cancel frame, which no transaction counts, always syncs anew). Linux
- * reports a failed writeback once per open file, to one fdatasync: a later
- * one on the same descriptor returns 0 with the lost pages marked clean.
- * So syncs of one descriptor never overlap, and the failure is recorded
- * (sync_failed, in wal.shm: a process's own syncs do not see another's
- * error) before any other sync may vouch for anything. Returns 0 or an
- * errno value (EIO while sync_failed is set).
- */
-static int wal_sync_log(idem_store_wal_t *w, uint64_t t)
-{
-    uint64_t upto;
-    int rc;
-
-    pthread_mutex_lock(&w->mu);
-    for (;;) {
-        if (t != 0 &&
-            __atomic_load_n(&w->shm->durable, __ATOMIC_ACQUIRE) >= t) {
-            pthread_mutex_unlock(&w->mu);
-            return 0;
-        }
-        if (__atomic_load_n(&w->shm->sync_failed, __ATOMIC_ACQUIRE)) {
-            pthread_mutex_unlock(&w->mu);
-            return EIO;
-        }
-        if (!w->syncing) {
-            break;
-        }
-        pthread_cond_wait(&w->sync_cv, &w->mu);
-    }
-    w->syncing = 1;
-    pthread_mutex_unlock(&w->mu);
-
-    upto = __atomic_load_n(&w->shm->written, __ATOMIC_ACQUIRE);
-    rc = wal_sync(w->log_fd);
-
-    pthread_mutex_lock(&w->mu);
-    w->syncing = 0;
-    if (rc != 0) {
-        __atomic_store_n(&w->shm->sync_failed, 1, __ATOMIC_RELEASE);
-    } else if (__atomic_load_n(&w->shm->sync_failed, __ATOMIC_ACQUIRE)) {
-        rc = EIO; /* another process's sync failed meanwhile */
-    } else {
-        wal_raise(&w->shm->durable, upto > t ? upto : t);
-    }
-    pthread_cond_broadcast(&w->sync_cv);
-    pthread_mutex_unlock(&w->mu);
-    return rc;
 }
 
 /*

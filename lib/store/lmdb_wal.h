@@ -12,9 +12,11 @@
  *     v
  *   fdatasync of wal.log, outside the lock       <- the durable step
  *
- * The syncs of commits of several threads and processes overlap; a commit
- * returns once its frame is synced, and a reader whose snapshot holds a
- * commit not yet known durable syncs the log too before it answers
+ * Other commits, of any thread or process, run while a commit syncs, and
+ * the next sync covers them all (one sync at a time per handle; handles
+ * of several processes sync side by side). A commit returns once its
+ * frame is synced, and a reader of a record written by a commit not yet
+ * known durable syncs the log too before it answers
  * (idem_store_wal_readable). So nothing a caller is told is only in
  * memory, and LMDB's own file is written back by the kernel at its pace. A
  * checkpoint makes the file durable again (mdb_env_sync), saves its two
