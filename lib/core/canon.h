@@ -196,12 +196,27 @@ void idem_canon_media_free(idem_canon_media_t *m);
  * its neighbours (more than 15 significant digits, or a magnitude outside
  * 1e-307..1e308). The caller then compares the body as bytes.
  *
+ * "Invalid" is what jansson 2.14's json_loadb() refuses with
+ * JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL (canon_json.c
+ * says what that is; jansson read the bodies until canon_json.c's own
+ * parser replaced it, and the fuzz target fuzz_canon_json holds the two to
+ * the same answers).
+ *
  * Errors: IDEM_ENOMEM; the first error of sink->write; IDEM_EINVAL only
- * for what jansson should never hand over (a real that does not format,
- * a value of no JSON type).
+ * for what cannot happen (a real that does not format).
  */
 IDEM_MUST_CHECK int idem_canon_json(const uint8_t *body, size_t len,
                                     idem_canon_sink_t *sink, int *is_json);
+
+/*
+ * The pre-scan idem_canon_json() runs before it parses: whether the text
+ * body[0..len) stays within IDEM_FP_JSON_MAX_DEPTH nested arrays and
+ * objects and all its numbers are exact (integers of any length, reals of
+ * at most 15 significant digits in 1e-307..1e308, or zero). Exact for a
+ * valid text; for an invalid one its answer does not matter. Exposed for
+ * the fuzz target that compares the parser with jansson. Errors: none.
+ */
+int idem_canon_json_exact(const uint8_t *body, size_t len);
 
 /*
  * idem_canon_json(), with the values that the JSON Pointers among ignore

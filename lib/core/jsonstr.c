@@ -15,12 +15,9 @@
 #include <stdint.h>
 
 #include "idem.h"
+#include "jsonstr.h"
 
-/*
- * The length of the well-formed UTF-8 sequence at s[0..len) (Unicode §3.9,
- * table 3-7), or 0 when s[0] does not start one.
- */
-static size_t idem_jsonstr_utf8_len(const unsigned char *s, size_t len)
+size_t idem_jsonstr_utf8_len(const unsigned char *s, size_t len)
 {
     unsigned char c = s[0], lo = 0x80, hi = 0xbf;
     size_t n;

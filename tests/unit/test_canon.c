@@ -622,6 +622,28 @@ static void test_canon_json_raw_nul_byte_is_not_json(void **state)
     (void)state;
     assert_json_n("[1]\0", 4, NULL, 0);
     assert_json_n("[\"a\0b\"]", 7, NULL, 0);
+    /* jansson skipped one NUL after a number or literal: not here */
+    assert_json_n("[1\0]", 4, NULL, 0);
+    assert_json_n("1\0", 2, NULL, 0);
+    assert_json_n("{\"a\":null\0}", 10, NULL, 0);
+}
+
+/* A long string keeps every UTF-8 character, wherever the writer's chunks
+ * of 256 bytes end. */
+static void test_canon_json_long_string_keeps_utf8(void **state)
+{
+    static const char *const chars[] = {"\xc3\xa9", "\xe2\x82\xac",
+                                        "\xf0\x9f\x98\x80"};
+    char in[1200];
+
+    (void)state;
+    for (size_t c = 0; c < sizeof(chars) / sizeof(*chars); c++) {
+        for (int at = 250; at < 262; at++) {
+            snprintf(in, sizeof(in), "\"%0*d%s%0*d%s\"", at, 0, chars[c], 250,
+                     0, chars[c]);
+            assert_json(in, in);
+        }
+    }
 }
 
 static void test_canon_json_depth_bound(void **state)
@@ -790,6 +812,7 @@ int main(void)
         cmocka_unit_test(test_canon_json_invalid_utf8_is_not_json),
         cmocka_unit_test(test_canon_json_nul_in_member_name_is_not_json),
         cmocka_unit_test(test_canon_json_raw_nul_byte_is_not_json),
+        cmocka_unit_test(test_canon_json_long_string_keeps_utf8),
         cmocka_unit_test(test_canon_json_depth_bound),
         cmocka_unit_test(test_canon_json_depth_counts_objects_too),
         cmocka_unit_test(test_canon_json_depth_scan_skips_strings),

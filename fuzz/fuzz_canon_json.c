@@ -1,0 +1,104 @@
+/*
+ * fuzz_canon_json.c — libFuzzer target that holds the JSON parser of
+ * lib/core/canon_json.c to jansson, which read JSON bodies before it.
+ *
+ * Input layout: the whole input is the body.
+ *
+ * The target checks, beyond "no crash, no read outside the input":
+ *   - idem_canon_json() takes the body as JSON exactly when jansson 2.14's
+ *     json_loadb() does (JSON_DECODE_ANY | JSON_REJECT_DUPLICATES |
+ *     JSON_ALLOW_NUL), the body is no longer than IDEM_FP_JSON_MAX_BYTES,
+ *     the pre-scan passes it (depth and number precision) and it has no
+ *     raw NUL byte. The last is where the two part on purpose: jansson
+ *     drops a NUL byte that follows a number or a literal ("1\0" reads as
+ *     1), which would give "[1\0]" the fingerprint of "[1]";
+ *   - what it writes, read by jansson, is the tree jansson reads from the
+ *     body (json_equal: the same members, elements, strings, integers and
+ *     doubles);
+ *   - what it writes is its own canonical form, member names in order.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "core/canon.h"
+#include "idem.h"
+
+#define FUZZ_CHECK(cond)                                                       \
+    do {                                                                       \
+        if (!(cond))                                                           \
+            abort();                                                           \
+    } while (0)
+
+#define FUZZ_CJ_FLAGS                                                          \
+    (JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL)
+
+/* A sink that collects the canonical text. */
+typedef struct {
+    idem_canon_sink_t super;
+    char *buf;
+    size_t len;
+    size_t cap;
+} fuzz_cj_text_t;
+
+static int fuzz_cj_write(idem_canon_sink_t *sink, const void *data, size_t len)
+{
+    fuzz_cj_text_t *t = (fuzz_cj_text_t *)sink;
+
+    if (len == 0)
+        return 0;
+    if (t->cap - t->len < len) {
+        size_t cap = 2 * (t->len + len);
+        char *buf = realloc(t->buf, cap);
+
+        if (buf == NULL)
+            return IDEM_ENOMEM;
+        t->buf = buf;
+        t->cap = cap;
+    }
+    memcpy(t->buf + t->len, data, len);
+    t->len += len;
+    return 0;
+}
+
+/* The canonical text of body[0..len), or NULL (*is_json 0). */
+static fuzz_cj_text_t fuzz_cj_canon(const uint8_t *body, size_t len,
+                                    int *is_json)
+{
+    fuzz_cj_text_t t = {{fuzz_cj_write}, NULL, 0, 0};
+
+    FUZZ_CHECK(idem_canon_json(body, len, &t.super, is_json) == 0);
+    FUZZ_CHECK(*is_json == 1 || t.len == 0);
+    return t;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    fuzz_cj_text_t once, twice;
+    json_error_t err;
+    json_t *ref, *back;
+    int is_json, again, expect;
+
+    ref = json_loadb((const char *)data, size, FUZZ_CJ_FLAGS, &err);
+    expect = ref != NULL && size > 0 && size <= IDEM_FP_JSON_MAX_BYTES &&
+             memchr(data, '\0', size) == NULL &&
+             idem_canon_json_exact(data, size);
+
+    once = fuzz_cj_canon(data, size, &is_json);
+    FUZZ_CHECK(is_json == expect);
+    if (is_json) {
+        back = json_loadb(once.buf, once.len, FUZZ_CJ_FLAGS, &err);
+        FUZZ_CHECK(back != NULL && json_equal(ref, back));
+        json_decref(back);
+
+        twice = fuzz_cj_canon((const uint8_t *)once.buf, once.len, &again);
+        FUZZ_CHECK(again == 1 && twice.len == once.len &&
+                   memcmp(twice.buf, once.buf, once.len) == 0);
+        free(twice.buf);
+    }
+    free(once.buf);
+    json_decref(ref);
+    return 0;
+}
