@@ -24,6 +24,7 @@
 #include <jansson.h>
 
 #include "core/canon.h"
+#include "fuzz_text.h"
 #include "idem.h"
 
 #define FUZZ_CHECK(cond)                                                       \
@@ -35,39 +36,10 @@
 #define FUZZ_CJ_FLAGS                                                          \
     (JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL)
 
-/* A sink that collects the canonical text. */
-typedef struct {
-    idem_canon_sink_t super;
-    char *buf;
-    size_t len;
-    size_t cap;
-} fuzz_cj_text_t;
-
-static int fuzz_cj_write(idem_canon_sink_t *sink, const void *data, size_t len)
-{
-    fuzz_cj_text_t *t = (fuzz_cj_text_t *)sink;
-
-    if (len == 0)
-        return 0;
-    if (t->cap - t->len < len) {
-        size_t cap = 2 * (t->len + len);
-        char *buf = realloc(t->buf, cap);
-
-        if (buf == NULL)
-            return IDEM_ENOMEM;
-        t->buf = buf;
-        t->cap = cap;
-    }
-    memcpy(t->buf + t->len, data, len);
-    t->len += len;
-    return 0;
-}
-
 /* The canonical text of body[0..len), or NULL (*is_json 0). */
-static fuzz_cj_text_t fuzz_cj_canon(const uint8_t *body, size_t len,
-                                    int *is_json)
+static fuzz_text_t fuzz_cj_canon(const uint8_t *body, size_t len, int *is_json)
 {
-    fuzz_cj_text_t t = {{fuzz_cj_write}, NULL, 0, 0};
+    fuzz_text_t t = fuzz_text();
 
     FUZZ_CHECK(idem_canon_json(body, len, &t.super, is_json) == 0);
     FUZZ_CHECK(*is_json == 1 || t.len == 0);
@@ -76,7 +48,7 @@ static fuzz_cj_text_t fuzz_cj_canon(const uint8_t *body, size_t len,
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    fuzz_cj_text_t once, twice;
+    fuzz_text_t once, twice;
     json_error_t err;
     json_t *ref, *back;
     int is_json, again, expect;

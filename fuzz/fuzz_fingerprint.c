@@ -28,6 +28,7 @@
 #include <jansson.h>
 
 #include "core/canon.h"
+#include "fuzz_text.h"
 #include "idem.h"
 
 #define FUZZ_CHECK(cond)                                                       \
@@ -58,40 +59,6 @@ static const char *const fuzz_fp_ignores[][FUZZ_FP_MAX_IGNORE + 1] = {
     {"/a/0", "/b/1/c", "/a~1b", "/m~0", "ts", "%", NULL},
 };
 
-/* A sink that collects the canonical text. */
-typedef struct {
-    idem_canon_sink_t super;
-    char *buf;
-    size_t len;
-    size_t cap;
-} fuzz_fp_text_t;
-
-static int fuzz_fp_text_write(idem_canon_sink_t *sink, const void *data,
-                              size_t len)
-{
-    fuzz_fp_text_t *t = (fuzz_fp_text_t *)sink;
-
-    if (len == 0)
-        return 0;
-    if (t->cap - t->len < len) {
-        size_t cap = 2 * (t->len + len);
-        char *buf = realloc(t->buf, cap);
-
-        if (buf == NULL)
-            return IDEM_ENOMEM;
-        t->buf = buf;
-        t->cap = cap;
-    }
-    memcpy(t->buf + t->len, data, len);
-    t->len += len;
-    return 0;
-}
-
-static fuzz_fp_text_t fuzz_fp_text(void)
-{
-    return (fuzz_fp_text_t){{fuzz_fp_text_write}, NULL, 0, 0};
-}
-
 /* The fingerprint of req; the cache of fingerprints (kept across inputs,
  * 16 slots) must give the same, found or computed. */
 static idem_hash_t fuzz_fp(const idem_request_t *req, idem_body_kind_t *kind)
@@ -118,10 +85,10 @@ static int fuzz_fp_same(const idem_hash_t *a, const idem_hash_t *b)
 }
 
 /* The canonical pairs of s[0..len), which the caller frees. */
-static fuzz_fp_text_t fuzz_fp_pairs(const char *s, size_t len)
+static fuzz_text_t fuzz_fp_pairs(const char *s, size_t len)
 {
     idem_canon_pairs_t p;
-    fuzz_fp_text_t t = fuzz_fp_text();
+    fuzz_text_t t = fuzz_text();
 
     FUZZ_CHECK(idem_canon_pairs_init(&p, s, len) == 0);
     FUZZ_CHECK(idem_canon_pairs_write(&p, &t.super) == 0);
@@ -132,8 +99,8 @@ static fuzz_fp_text_t fuzz_fp_pairs(const char *s, size_t len)
 
 static void fuzz_fp_check_pairs(const char *s, size_t len)
 {
-    fuzz_fp_text_t once = fuzz_fp_pairs(s, len);
-    fuzz_fp_text_t twice = fuzz_fp_pairs(once.buf, once.len);
+    fuzz_text_t once = fuzz_fp_pairs(s, len);
+    fuzz_text_t twice = fuzz_fp_pairs(once.buf, once.len);
 
     FUZZ_CHECK(once.len == twice.len);
     FUZZ_CHECK(once.len == 0 || memcmp(once.buf, twice.buf, once.len) == 0);
@@ -143,7 +110,7 @@ static void fuzz_fp_check_pairs(const char *s, size_t len)
 
 static void fuzz_fp_check_json(const idem_request_t *req, const idem_hash_t *fp)
 {
-    fuzz_fp_text_t once = fuzz_fp_text(), twice = fuzz_fp_text();
+    fuzz_text_t once = fuzz_text(), twice = fuzz_text();
     idem_request_t other = *req;
     idem_body_kind_t kind;
     idem_hash_t h;
@@ -273,8 +240,8 @@ static void fuzz_fp_ref_strip(json_t *v, json_t *sentinel)
 
 static void fuzz_fp_check_ignored_json(const idem_request_t *req)
 {
-    fuzz_fp_text_t got = fuzz_fp_text(), want = fuzz_fp_text();
-    fuzz_fp_text_t again = fuzz_fp_text();
+    fuzz_text_t got = fuzz_text(), want = fuzz_text();
+    fuzz_text_t again = fuzz_text();
     json_t *root, *sentinel;
     json_error_t err;
     char *dumped;
@@ -320,7 +287,7 @@ static void fuzz_fp_check_ignored_pairs(const idem_request_t *req,
                                         const char *s, size_t len)
 {
     idem_canon_pairs_t p;
-    fuzz_fp_text_t t = fuzz_fp_text();
+    fuzz_text_t t = fuzz_text();
 
     FUZZ_CHECK(idem_canon_pairs_init(&p, s, len) == 0);
     idem_canon_pairs_drop(&p, req->ignore, req->nignore);
