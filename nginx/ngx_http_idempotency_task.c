@@ -117,7 +117,6 @@ typedef struct {
     ngx_http_idempotency_job_t     **jobs;
     idem_op_t                       *ops;
     ngx_uint_t                      *index;    /* ops[k] is jobs[index[k]] */
-    ngx_uint_t                       running;  /* posted, not done yet */
 } ngx_http_idempotency_batch_t;
 
 
@@ -201,7 +200,7 @@ static ngx_thread_task_t                 *ngx_http_idempotency_delivering;
  */
 static pthread_mutex_t                   *ngx_http_idempotency_commit_mu;
 static ngx_uint_t                         ngx_http_idempotency_batch_running;
-                                          /* batches posted, not done */
+                                          /* 1: a batch posted, not done */
 static ngx_uint_t                         ngx_http_idempotency_draining;
 static ngx_http_idempotency_main_conf_t  *ngx_http_idempotency_imcf;
 
@@ -396,8 +395,7 @@ ngx_http_idempotency_batch_done(ngx_event_t *ev)
      * after a failed connect), and no batch may reuse this task and its
      * jobs[] before the loop is done with them.
      */
-    batch->running = 0;
-    ngx_http_idempotency_batch_running--;
+    ngx_http_idempotency_batch_running = 0;
     ngx_http_idempotency_delivering = task;
 
     ngx_http_idempotency_batch_post();
@@ -555,20 +553,17 @@ ngx_http_idempotency_batch_post(void)
         return;
     }
 
-    /* a task neither running nor being delivered */
+    /* none runs (batch_room): the task not being delivered */
     for (t = 0; t < NGX_HTTP_IDEM_BATCHES; t++) {
         task = ngx_http_idempotency_batch_tasks[t];
 
-        if (task == NULL || (!((ngx_http_idempotency_batch_t *) task->ctx)
-                                  ->running
-                             && task != ngx_http_idempotency_delivering))
-        {
+        if (task == NULL || task != ngx_http_idempotency_delivering) {
             break;
         }
     }
 
     if (t == NGX_HTTP_IDEM_BATCHES) {
-        return;    /* cannot be: one runs at most, one is delivered */
+        return;    /* cannot be: one task at most is being delivered */
     }
 
     if (task == NULL) {
@@ -595,8 +590,7 @@ ngx_http_idempotency_batch_post(void)
         goto failed;
     }
 
-    batch->running = 1;
-    ngx_http_idempotency_batch_running++;
+    ngx_http_idempotency_batch_running = 1;
     return;
 
 failed:
