@@ -1,10 +1,12 @@
 
 /*
- * ngx_http_idempotency_task.c — the store's blocking calls, run on an nginx
- * thread pool and never on the event loop, batched.
+ * ngx_http_idempotency_task.c — the store's blocking calls, run off the
+ * event loop, batched: the batches on the worker's commit thread
+ * (ngx_http_idempotency_committer.c; the thread pool if it cannot start),
+ * large fingerprints and pruning on an nginx thread pool.
  *
- *   requests of this worker          thread pool
- *   -----------------------          -----------
+ *   requests of this worker          commit thread
+ *   -----------------------          -------------
  *   job: begin/complete/release
  *     │ r parked (blocked, aio)
  *     ▼
@@ -50,6 +52,7 @@
 #include <sys/mman.h>
 
 #include "ngx_http_idempotency.h"
+#include "ngx_http_idempotency_committer.h"
 #include "ngx_http_idempotency_failpoint.h"
 #include "ngx_http_idempotency_metrics.h"
 #include "ngx_http_idempotency_request.h"
@@ -584,8 +587,9 @@ ngx_http_idempotency_batch_post(void)
     task->event.handler = ngx_http_idempotency_batch_done;
     task->event.log = ngx_cycle->log;
 
-    if (ngx_thread_task_post(ngx_http_idempotency_imcf->thread_pool, task)
-        != NGX_OK)
+    if (ngx_http_idempotency_committer_post(task) != NGX_OK
+        && ngx_thread_task_post(ngx_http_idempotency_imcf->thread_pool, task)
+           != NGX_OK)
     {
         goto failed;
     }
@@ -1053,6 +1057,7 @@ void
 ngx_http_idempotency_task_hold(void)
 {
     ngx_http_idempotency_draining = 1;
+    ngx_http_idempotency_committer_stop();
 }
 
 
