@@ -64,6 +64,7 @@ static ngx_thread_task_t     *ngx_http_idempotency_committer_posted;
 static ngx_thread_task_t     *ngx_http_idempotency_committer_finished;
 static ngx_uint_t             ngx_http_idempotency_committer_stopping;
 static int                    ngx_http_idempotency_committer_fd = -1;
+static ngx_connection_t      *ngx_http_idempotency_committer_conn;
 
 
 ngx_int_t
@@ -116,7 +117,10 @@ ngx_http_idempotency_committer_stop(void)
 
     ngx_http_idempotency_committer_state = NGX_HTTP_IDEM_COMMITTER_OFF;
 
-    /* the connection and its eventfd go with the worker's cycle */
+    /* closed here, before nginx counts the sockets a worker leaves open */
+    ngx_close_connection(ngx_http_idempotency_committer_conn);
+    ngx_http_idempotency_committer_conn = NULL;
+    ngx_http_idempotency_committer_fd = -1;
 }
 
 
@@ -183,6 +187,7 @@ ngx_http_idempotency_committer_start(void)
         return NGX_ERROR;
     }
 
+    ngx_http_idempotency_committer_conn = c;
     ngx_http_idempotency_committer_state = NGX_HTTP_IDEM_COMMITTER_RUNNING;
 
     return NGX_OK;

@@ -498,6 +498,8 @@ def test_reload_under_load_loses_no_request_and_leaves_no_key_in_progress(
         assert upstream.executions(k) == 1
     r = g.post(key=unique_key("afterreload"), json_body={})
     assert r.status_code == 201
+    # the old workers closed what they opened (their commit threads' too)
+    assert "[alert]" not in g.error_log(), g.error_log()
 
 
 def test_graceful_stop_under_load_finishes_every_request_and_its_store(
@@ -509,6 +511,8 @@ def test_graceful_stop_under_load_finishes_every_request_and_its_store(
         answers = {k: answer(f.result()) for k, f in futs.items()}
         assert g.proc.wait(10) == 0
     assert all(a[0] == 201 for a in answers.values()), answers
+    # no "open socket left" of a worker that exits
+    assert "[alert]" not in g.error_log(), g.error_log()
     g.start()
     expect_settled_and_replayed(g, answers)
     for k in answers:
