@@ -26,18 +26,13 @@
  * watches, like nginx's own thread pool completions (ngx_notify).
  */
 
-#include <pthread.h>
-#include <sys/eventfd.h>
-
 #include "ngx_http_idempotency.h"
 #include "ngx_http_idempotency_committer.h"
 
+/* after nginx's headers, which set _GNU_SOURCE and the file offset bits */
+#include <pthread.h>
 #include <sched.h>
-
-#ifndef SCHED_BATCH
-#define SCHED_BATCH  3    /* linux/sched.h: nginx includes sched.h before
-                             _GNU_SOURCE, which hides it */
-#endif
+#include <sys/eventfd.h>
 
 
 typedef enum {
@@ -147,6 +142,9 @@ ngx_http_idempotency_committer_start(void)
 
     c = ngx_get_connection(fd, ngx_cycle->log);
     if (c == NULL) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "idempotency: no commit thread (no free connection), "
+                      "batches run on the thread pool");
         (void) close(fd);
         return NGX_ERROR;
     }
@@ -163,6 +161,9 @@ ngx_http_idempotency_committer_start(void)
                       ? NGX_CLEAR_EVENT : NGX_LEVEL_EVENT)
         != NGX_OK)
     {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "idempotency: no commit thread (its event), batches "
+                      "run on the thread pool");
         ngx_close_connection(c);
         return NGX_ERROR;
     }

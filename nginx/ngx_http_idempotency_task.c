@@ -48,9 +48,6 @@
  * its batch is done.
  */
 
-#include <pthread.h>
-#include <sys/mman.h>
-
 #include "ngx_http_idempotency.h"
 #include "ngx_http_idempotency_committer.h"
 #include "ngx_http_idempotency_failpoint.h"
@@ -59,6 +56,10 @@
 #include "ngx_http_idempotency_send.h"
 #include "ngx_http_idempotency_store.h"
 #include "ngx_http_idempotency_task.h"
+
+/* after nginx's headers, which set _GNU_SOURCE and the file offset bits */
+#include <pthread.h>
+#include <sys/mman.h>
 
 
 #define NGX_HTTP_IDEM_BATCH_MAX  512
