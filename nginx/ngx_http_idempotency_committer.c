@@ -92,14 +92,16 @@ ngx_http_idempotency_committer_post(ngx_thread_task_t *task)
 }
 
 
-void
+ngx_thread_task_t *
 ngx_http_idempotency_committer_stop(void)
 {
+    ngx_thread_task_t  *task;
+
     if (ngx_http_idempotency_committer_state
         != NGX_HTTP_IDEM_COMMITTER_RUNNING)
     {
         ngx_http_idempotency_committer_state = NGX_HTTP_IDEM_COMMITTER_OFF;
-        return;
+        return NULL;
     }
 
     (void) pthread_mutex_lock(&ngx_http_idempotency_committer_mu);
@@ -116,6 +118,12 @@ ngx_http_idempotency_committer_stop(void)
     ngx_close_connection(ngx_http_idempotency_committer_conn);
     ngx_http_idempotency_committer_conn = NULL;
     ngx_http_idempotency_committer_fd = -1;
+
+    /* the loop will not run again to deliver it: the thread is gone */
+    task = ngx_http_idempotency_committer_finished;
+    ngx_http_idempotency_committer_finished = NULL;
+
+    return task;
 }
 
 

@@ -20,8 +20,9 @@
  * posts to a thread pool instead.
  */
 ngx_int_t ngx_http_idempotency_committer_post(ngx_thread_task_t *task);
-/* at worker exit: the task running is finished, the thread joined */
-void ngx_http_idempotency_committer_stop(void);
+/* at worker exit: the task running is finished, the thread joined;
+ * returns a task it finished whose event handler has not run, or NULL */
+ngx_thread_task_t *ngx_http_idempotency_committer_stop(void);
 
 
 #endif /* _NGX_HTTP_IDEMPOTENCY_COMMITTER_H_INCLUDED_ */

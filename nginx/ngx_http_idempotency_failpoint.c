@@ -54,6 +54,11 @@ ngx_http_idempotency_failpoint(const char *point, const u_char *key,
                       "idempotency failpoint %s fires for key \"%*s\"",
                       point, key_len, key);
 
+        if (ngx_strncmp(action, "stall:", 6) == 0) {
+            ngx_msleep(1000);
+            return;
+        }
+
         if (ngx_strncmp(action, "crash:", 6) == 0) {
             (void) kill(0, SIGKILL);
         }

@@ -7,10 +7,11 @@
  * with keyprefix meets the action at the point. Points: after_claim (claim
  * durable, nothing forwarded), after_forward (upstream answered, nothing
  * stored), after_complete (stored, client not answered), in_commit_turn
- * (on the thread pool: the batch with the key holds the workers' commit
+ * (on the commit thread: the batch with the key holds the workers' commit
  * turn, nothing of it is committed). Actions: crash
  * (SIGKILL to the whole process group: master and workers, as when a machine
- * dies) and worker (SIGKILL to this worker only).
+ * dies), worker (SIGKILL to this worker only) and stall (a second's sleep,
+ * then on: a slow commit).
  */
 
 #ifndef _NGX_HTTP_IDEMPOTENCY_FAILPOINT_H_INCLUDED_

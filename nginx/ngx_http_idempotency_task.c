@@ -1057,8 +1057,43 @@ ngx_http_idempotency_task_init_turn(ngx_log_t *log)
 void
 ngx_http_idempotency_task_hold(void)
 {
+    ngx_uint_t                     i;
+    ngx_thread_task_t             *task;
+    ngx_http_idempotency_job_t    *job;
+    ngx_http_idempotency_batch_t  *batch;
+
     ngx_http_idempotency_draining = 1;
-    ngx_http_idempotency_committer_stop();
+
+    task = ngx_http_idempotency_committer_stop();
+    if (task == NULL) {
+        return;
+    }
+
+    /*
+     * A batch committed as the worker stopped, its results never handed
+     * back: a claim it made reached no request, which will not go
+     * upstream now. Its release joins what the drain settles, so the key
+     * is free at once instead of at the end of its lease.
+     */
+    batch = task->ctx;
+
+    for (i = 0; i < batch->n; i++) {
+        job = batch->jobs[i];
+
+        if (job->op.kind == IDEM_OP_BEGIN && job->op.rc == 0
+            && job->op.result.outcome == IDEM_BEGIN_CLAIMED)
+        {
+            ngx_http_idempotency_finish_op(job, 1, job->op.result.owner, 0);
+            idem_result_free(&job->op.result);
+
+            (void) pthread_mutex_lock(&ngx_http_idempotency_pending_mu);
+            ngx_queue_insert_tail(&ngx_http_idempotency_pending, &job->queue);
+            ngx_http_idempotency_npending++;
+            (void) pthread_mutex_unlock(&ngx_http_idempotency_pending_mu);
+        }
+    }
+
+    batch->n = 0;
 }
 
 

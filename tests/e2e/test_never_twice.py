@@ -297,6 +297,35 @@ def test_worker_killed_in_its_commit_turn_leaves_the_turn_to_the_others(
     assert upstream.executions(key) == 0
 
 
+@needs_failpoints
+def test_a_claim_committed_as_its_worker_stops_is_released_at_once(
+        gateway_factory, upstream):
+    # the batch with the key is still committing (stalled a second in its
+    # commit turn) when nginx is told to stop: the worker waits for it, but
+    # its event loop does not run again, so the claim it made reaches no
+    # request and nothing goes upstream; the worker releases it on its way
+    # out, and the key is free at once, not at the end of its lease
+    prefix = "fpstall%s_" % os.urandom(3).hex()
+    g = gateway_factory(failpoints="in_commit_turn:stall:" + prefix,
+                        directives=["idempotency_lease 60s;"])
+    key = prefix + "a"
+    t = threading.Thread(target=post_lost, args=(g, key),
+                         kwargs=dict(json_body={"a": 1}))
+    t.start()
+    assert wait_for(lambda: "failpoint in_commit_turn fires" in g.error_log(),
+                    5.0)
+    g.proc.send_signal(signal.SIGQUIT)
+    assert g.proc.wait(10) == 0
+    t.join()
+    g.failpoints = None
+    g.start()
+    assert g.admin_get(key).status_code == 404
+    assert upstream.executions(key) == 0
+    r = g.post(key=key, json_body={"a": 1})
+    assert r.status_code == 201
+    assert upstream.executions(key) == 1
+
+
 def test_sigkill_of_a_worker_mid_request_settles_its_key_once(
         gateway_factory, upstream):
     g = gateway_factory(workers=1, directives=LEASE_1S)
