@@ -32,7 +32,7 @@
 # Each scenario runs at every connection count of BENCH_CONNS, in each mode
 # of BENCH_MODES:
 #   pinned  one worker per nginx; the proxies (master, worker, the worker's
-#           thread pool) on CPU BENCH_PROXY_CPU (0); wrk, the upstream,
+#           threads) on CPU BENCH_PROXY_CPU (0); wrk, the upstream,
 #           Redis and PostgreSQL on CPU BENCH_OTHER_CPU (1)
 #   all     no pinning, worker_processes auto everywhere, wrk with one
 #           thread per CPU
@@ -40,7 +40,7 @@
 # Per run: requests/s, p50 and p99 latency (wrk's histogram, printed by
 # bench/common.lua's done()), and the proxy's CPU time per request: utime +
 # stime of the proxy's master and workers (/proc/PID/stat fields 14 and 15;
-# a process's totals include its threads, so the thread pool is counted),
+# a process's totals include its threads, so the worker's threads are counted),
 # read before and after the wrk run, divided by the requests wrk completed.
 #
 # Settings: BENCH_SECONDS (4, per wrk run), BENCH_REPEAT (1: runs per cell,
