@@ -1072,8 +1072,9 @@ ngx_http_idempotency_task_hold(void)
     /*
      * A batch committed as the worker stopped, its results never handed
      * back: a claim it made reached no request, which will not go
-     * upstream now. Its release joins what the drain settles, so the key
-     * is free at once instead of at the end of its lease.
+     * upstream now. Its release is queued (no batch is posted: draining)
+     * for the drain to settle, so the key is free at once instead of at
+     * the end of its lease.
      */
     batch = task->ctx;
 
@@ -1085,11 +1086,7 @@ ngx_http_idempotency_task_hold(void)
         {
             ngx_http_idempotency_finish_op(job, 1, job->op.result.owner, 0);
             idem_result_free(&job->op.result);
-
-            (void) pthread_mutex_lock(&ngx_http_idempotency_pending_mu);
-            ngx_queue_insert_tail(&ngx_http_idempotency_pending, &job->queue);
-            ngx_http_idempotency_npending++;
-            (void) pthread_mutex_unlock(&ngx_http_idempotency_pending_mu);
+            ngx_http_idempotency_enqueue(job);
         }
     }
 
