@@ -58,7 +58,6 @@ static pthread_cond_t         ngx_http_idempotency_committer_cv =
 static ngx_thread_task_t     *ngx_http_idempotency_committer_posted;
 static ngx_thread_task_t     *ngx_http_idempotency_committer_finished;
 static ngx_uint_t             ngx_http_idempotency_committer_stopping;
-static int                    ngx_http_idempotency_committer_fd = -1;
 static ngx_connection_t      *ngx_http_idempotency_committer_conn;
 
 
@@ -117,7 +116,6 @@ ngx_http_idempotency_committer_stop(void)
     /* closed here, before nginx counts the sockets a worker leaves open */
     ngx_close_connection(ngx_http_idempotency_committer_conn);
     ngx_http_idempotency_committer_conn = NULL;
-    ngx_http_idempotency_committer_fd = -1;
 
     /* the loop will not run again to deliver it: the thread is gone */
     task = ngx_http_idempotency_committer_finished;
@@ -176,7 +174,8 @@ ngx_http_idempotency_committer_start(void)
         return NGX_ERROR;
     }
 
-    ngx_http_idempotency_committer_fd = fd;
+    /* set before the thread starts, which reads its fd */
+    ngx_http_idempotency_committer_conn = c;
 
     /* the thread inherits a mask that blocks every signal */
     (void) sigfillset(&all);
@@ -191,12 +190,11 @@ ngx_http_idempotency_committer_start(void)
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, rc,
                       "idempotency: no commit thread (pthread_create), "
                       "batches run on the thread pool");
-        ngx_http_idempotency_committer_fd = -1;
+        ngx_http_idempotency_committer_conn = NULL;
         ngx_close_connection(c);
         return NGX_ERROR;
     }
 
-    ngx_http_idempotency_committer_conn = c;
     ngx_http_idempotency_committer_state = NGX_HTTP_IDEM_COMMITTER_RUNNING;
 
     return NGX_OK;
@@ -244,7 +242,7 @@ ngx_http_idempotency_committer_main(void *data)
         ngx_http_idempotency_committer_finished = task;
         (void) pthread_mutex_unlock(&ngx_http_idempotency_committer_mu);
 
-        if (write(ngx_http_idempotency_committer_fd, &one,
+        if (write(ngx_http_idempotency_committer_conn->fd, &one,
                   sizeof(uint64_t))
             != (ssize_t) sizeof(uint64_t))
         {
