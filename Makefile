@@ -62,6 +62,7 @@ FUZZ_REPLAY_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%_replay)
 FUZZ_SECONDS ?= 60
 
 BENCH_BIN := $(BUILD)/bench/store_bench
+SYNC_PROBE_BIN := $(BUILD)/bench/sync_probe
 
 # The nginx module, built against Debian's nginx-dev tree with the packaged
 # nginx's own configure flags, so that load_module accepts it.
@@ -84,7 +85,7 @@ E2E_ENV := IDEM_BUILD=$(BUILD) IDEM_SANITIZER=$(SANITIZER)
 
 all: lib module $(INQUIRIES_BIN) $(UNIT_BIN) $(STORE_BIN) $(PG_FAILURES_BIN) \
      $(REDIS_FAILURES_BIN) $(LMDB_WAL_BIN) \
-     $(BENCH_BIN) \
+     $(BENCH_BIN) $(SYNC_PROBE_BIN) \
      $(BUILD)/idemgate
 
 module: $(MODULE)
@@ -168,6 +169,11 @@ $(LMDB_WAL_BIN): tests/store/lmdb_wal.c $(LIBIDEM)
 $(BENCH_BIN): bench/store_bench.c $(LIBIDEM)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBIDEM) $(LDLIBS)
+
+# one durable append (pwrite + fdatasync) alone: run.sh's bounds
+$(SYNC_PROBE_BIN): bench/sync_probe.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -pthread
 
 # Fuzz targets: built with clang's libFuzzer and ASan/UBSan; the _replay
 # variants link a plain main() that runs every file of the seed corpus once.
@@ -256,7 +262,7 @@ fuzz: $(FUZZ_BIN)
 # bench/results/latest.png). BENCH_STORE=0 skips the store runs; run.sh's
 # knobs: BENCH_SECONDS, BENCH_CONNS, BENCH_SCENARIOS, BENCH_MODES.
 BENCH_STORE ?= 1
-bench: $(BENCH_BIN) module
+bench: $(BENCH_BIN) $(SYNC_PROBE_BIN) module
 	@for t in wrk gnuplot taskset; do command -v $$t >/dev/null || \
 	    { echo "bench: no $$t (make deps)" >&2; exit 1; }; done
 ifneq ($(BENCH_STORE),0)

@@ -64,6 +64,7 @@ def main():
               "proxy-cpu", "other-cpu", "nginx", "command", "repeat"):
         ap.add_argument("--" + a, required=True)
     ap.add_argument("--readme", default="-", help="a README whose Benchmarks section to update")
+    ap.add_argument("--bounds", default=None, help="run.sh's floor and sync_probe lines")
     o = ap.parse_args()
 
     every = {}
@@ -80,6 +81,8 @@ def main():
             mode, conns, req, ex, rp, wt = line.split()
             old = notes.get((mode, int(conns)), (0, 0, 0, 0))
             notes[(mode, int(conns))] = tuple(a + int(b) for a, b in zip(old, (req, ex, rp, wt)))
+
+    floors, syncs = read_bounds(o.bounds)
 
     modes = o.modes.split()
     conns = [int(c) for c in o.conns.split()]
@@ -149,6 +152,8 @@ def main():
                         LABEL[s], c, a["rps"], b["rps"], ratio, a["p50_ms"], b["p50_ms"],
                         a["p99_ms"], b["p99_ms"], a["cpu_us"], b["cpu_us"]))
             md.append("")
+            if mode == "pinned" and (floors or syncs):
+                md.extend(bounds_section(h, floors, syncs, runs, conns))
             dup = [(c, notes[(mode, c)]) for c in conns if (mode, c) in notes]
             if dup:
                 md.append("In-flight duplicates, idemgate's counters over the run%s: "
@@ -171,6 +176,85 @@ def main():
     if o.readme != "-":
         readme(o.readme, body("###", os.path.join(os.path.relpath(o.out, os.path.dirname(
             os.path.abspath(o.readme)) or "."), "latest.png")))
+
+
+def read_bounds(path):
+    """run.sh's bounds file: {(conns, proxy): run} and [sync_probe run]"""
+    floors, syncs = {}, []
+    if not path:
+        return floors, syncs
+    every = {}
+    with open(path) as f:
+        for line in f:
+            kind, *fields = line.split()
+            kv = dict(x.split("=", 1) for x in fields)
+            if kind == "floor":
+                every.setdefault((int(kv["conns"]), kv["proxy"]), []).append(kv)
+            elif kind == "SYNC":
+                syncs.append(kv)
+    for k, v in every.items():
+        floors[k] = sorted(v, key=lambda r: float(r["rps"]))[(len(v) - 1) // 2]
+    return floors, syncs
+
+
+def bounds_section(h, floors, syncs, runs, conns):
+    """What bounds the ratios: the floors run.sh measured, the ceilings they set"""
+    md = ["%s What bounds the ratios (pinned as above)\n" % h]
+    if floors:
+        md.append("A replay is an answer nginx serves without the upstream. Its floor is nginx "
+                  "answering the very same request itself (`return 201` with the upstream's "
+                  "answer, on the proxy's CPU, no module): the most a replay could do if the "
+                  "module's lookup, checks and stored headers cost nothing.\n")
+        md.append("| conns | req/s plain nginx (proxying) | CPU µs/req | req/s nginx answering "
+                  "itself | CPU µs/req | ceiling of the replay ratio | idemgate's replay ratio |")
+        md.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for c in conns:
+            a, b = floors.get((c, "plain")), floors.get((c, "self"))
+            if a is None or b is None:
+                continue
+            ra, rb = runs.get(("pinned", c, "replay", "nginx")), runs.get(("pinned", c, "replay", "idemgate"))
+            got = "%.2f" % (float(rb["rps"]) / float(ra["rps"])) if ra and rb else "—"
+            md.append("| %d | %s | %s | %s | %s | %.2f | %s |" % (
+                c, a["rps"], a["cpu_us"], b["rps"], b["cpu_us"],
+                float(b["rps"]) / float(a["rps"]), got))
+        md.append("")
+    if syncs:
+        md.append("A durable new key waits for two durable writes in turn: its claim before the "
+                  "request is forwarded, its response before the client is answered. Their floor "
+                  "is one durable append alone (`bench/sync_probe`: 10 KiB `pwrite` + "
+                  "`fdatasync` at the end of a log filled ahead, in the directory the LMDB store "
+                  "uses, on the proxy's CPU), one writer and two at once:\n")
+        md.append("| writers | appends/s | p50 ms | p90 ms | p99 ms | max ms |")
+        md.append("| ---: | ---: | ---: | ---: | ---: | ---: |")
+        for r in syncs:
+            md.append("| %s | %s | %.2f | %.2f | %.2f | %.2f |" % (
+                r["writers"], r["per_s"], int(r["p50_us"]) / 1000, int(r["p90_us"]) / 1000,
+                int(r["p99_us"]) / 1000, int(r["max_us"]) / 1000))
+        md.append("")
+        one = next((r for r in syncs if r["writers"] == "1"), syncs[0])
+        sync_ms = int(one["p50_us"]) / 1000
+        est = []
+        for c in conns:
+            a = runs.get(("pinned", c, "newkey", "nginx"))
+            b = runs.get(("pinned", c, "newkey", "idemgate"))
+            if a is None or b is None:
+                continue
+            lat = float(a["p50_ms"]) + 2 * sync_ms
+            ceil = c / (lat / 1000)
+            est.append("-c%d: plain nginx's p50 %.2f ms + 2 × %.2f ms = %.2f ms, so at most "
+                       "about %.0f req/s with every CPU cost at zero, a ratio of at most about "
+                       "%.2f (idemgate: %.2f, p99 %s ms against %s)"
+                       % (c, float(a["p50_ms"]), sync_ms, lat, ceil,
+                          min(ceil / float(a["rps"]), 9.99),
+                          float(b["rps"]) / float(a["rps"]), b["p99_ms"], a["p99_ms"]))
+        if est:
+            md.append("With the median single append, a closed loop of C connections in which "
+                      "every request waits for two appends gets at most C / (p50 + 2 × append) "
+                      "requests per second (a request that arrives while a commit is under way "
+                      "waits for the rest of it too, so the real bound is lower): "
+                      + "; ".join(est) + ". A request's p99 cannot beat one append's p99 (%.2f ms "
+                      "here) over plain nginx's.\n" % (int(one["p99_us"]) / 1000))
+    return md
 
 
 BEGIN = "<!-- bench/results/latest.md begins: make bench writes what follows -->"

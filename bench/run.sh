@@ -52,7 +52,9 @@
 # BENCH_DUP_BATCH (requests per key in dup: a wrk thread's connections),
 # BENCH_METRICS (a directory: each idemgate run's /metrics before and
 # after it, SCENARIO-PROXY-cCONNS-RUN.before/.after, for diagnosis),
-# BENCH_PROXY_CPU, BENCH_OTHER_CPU, BUILD (build), NGINX_BIN.
+# BENCH_BOUNDS (1: in pinned mode, also measure what bounds the ratios:
+# nginx answering the replay's request itself, and durable appends alone;
+# 0: not), BENCH_PROXY_CPU, BENCH_OTHER_CPU, BUILD (build), NGINX_BIN.
 #
 # Redis and PostgreSQL come from tests/servers/redis.sh and
 # tests/servers/postgres.sh (throwaway servers, PostgreSQL as an
@@ -102,6 +104,9 @@ fi
 [ -f "$MODULE" ] || die "no $MODULE (run make first)"
 case " $SCENARIOS " in *" gw-"*) need_gw=1 ;; *) need_gw=0 ;; esac
 [ "$need_gw" = 0 ] || [ -x "$BUILD/idemgate" ] || die "no $BUILD/idemgate (run make first)"
+BOUNDS=${BENCH_BOUNDS:-1}
+case " $MODES " in *" pinned "*) ;; *) BOUNDS=0 ;; esac
+[ "$BOUNDS" = 0 ] || [ -x "$BUILD/bench/sync_probe" ] || die "no $BUILD/bench/sync_probe (run make first)"
 command -v wrk >/dev/null || die "no wrk (make deps)"
 command -v gnuplot >/dev/null || die "no gnuplot (make deps: gnuplot-nox)"
 NCPU=$(nproc)
@@ -330,6 +335,10 @@ wrk_run() {
 tsv=$run/results.tsv
 notes=$run/notes.txt
 : >"$notes"
+bounds=$run/bounds.txt
+: >"$bounds"
+# the upstream's answer (and the floor's, below): a 197-byte JSON body
+ANSWER='{\"id\":\"inq_5f2c9a1e7b3d4c6a\",\"object\":\"inquiry\",\"status\":\"received\",\"amount\":1000,\"currency\":\"usd\",\"created\":1764633600,\"subject\":\"Delivery window and invoice copy for order 4471\",\"livemode\":false}'
 printf 'mode\tconns\tscenario\tproxy\trps\tp50_ms\tp99_ms\tcpu_us\trequests\n' >"$tsv"
 
 declare -A label=(
@@ -358,6 +367,43 @@ declare -A store_of=(
     [gw-get]=gw [gw-nokey]=gw [gw-newkey]=gw [gw-replay]=gw
 )
 
+# measure_bounds: what no proxy of one core beats (report.py's "What
+# bounds the ratios"), in the pinned setup: nginx answering the replay's
+# request itself (`return 201` with the upstream's answer, on the proxy's
+# CPU: a replay served with no work of the module's at all), beside plain
+# nginx proxying it; then durable appends alone (bench/sync_probe: a 10 KiB
+# pwrite + fdatasync, like one commit's log frame) in the directory the
+# LMDB store uses, one writer and two, on the proxy's CPU.
+measure_bounds() {
+    local self w line
+    self=$(port)
+    start_nginx "self-$mode" "$self" "$pcpu" "$workers" "" "
+    client_body_buffer_size 1m;
+    server {
+        listen 127.0.0.1:$self backlog=4096;
+        location / { default_type application/json; return 201 '$ANSWER'; }
+    }"
+    port_of[self-$mode]=$self master_of[self-$mode]=$master
+    SECS=1
+    wrk_run "self-$mode" replay 32
+    SECS=${BENCH_SECONDS:-4}
+    for conns in $CONNS_LIST; do
+        for ((r = 1; r <= REPEAT; r++)); do
+            for n in plain self; do
+                wrk_run "$n-$mode" replay "$conns"
+                printf 'floor conns=%s proxy=%s rps=%s p50_ms=%s p99_ms=%s cpu_us=%s\n' \
+                    "$conns" "$n" "$rps" "$p50" "$p99" "$cpu" >>"$bounds"
+            done
+        done
+    done
+    for w in 1 2; do
+        line=$(taskset -c "$pcpu" "$BUILD/bench/sync_probe" -d "$run" -t "$SECS" -w "$w") ||
+            die "bench/sync_probe failed in $run"
+        echo "$line" >>"$bounds"
+        echo "  durable appends alone: $line" >&2
+    done
+}
+
 for mode in $MODES; do
     if [ "$mode" = pinned ]; then
         pcpu=$PROXY_CPU ocpu=$OTHER_CPU workers=1 WRK_THREADS=1
@@ -375,7 +421,7 @@ for mode in $MODES; do
         listen 127.0.0.1:$UPSTREAM backlog=4096;
         location / {
             default_type application/json;
-            return 201 '{\"id\":\"inq_5f2c9a1e7b3d4c6a\",\"object\":\"inquiry\",\"status\":\"received\",\"amount\":1000,\"currency\":\"usd\",\"created\":1764633600,\"subject\":\"Delivery window and invoice copy for order 4471\",\"livemode\":false}';
+            return 201 '$ANSWER';
         }
     }"
     upstream_master=$master
@@ -438,6 +484,10 @@ for mode in $MODES; do
         done
     done
 
+    if [ "$mode" = pinned ] && [ "$BOUNDS" = 1 ]; then
+        measure_bounds
+    fi
+
     for n in "${!master_of[@]}"; do
         case $n in *-"$mode") stop_nginx "${gw_of[$n]:-${master_of[$n]}}"; unset "master_of[$n]" "port_of[$n]" ;; esac
     done
@@ -446,7 +496,7 @@ done
 
 mkdir -p "$OUT"
 stamp=$(date -u +%Y-%m-%dT%H%MZ)
-python3 bench/report.py --tsv "$tsv" --notes "$notes" --out "$OUT" --stamp "$stamp" \
+python3 bench/report.py --tsv "$tsv" --notes "$notes" --bounds "$bounds" --out "$OUT" --stamp "$stamp" \
     --seconds "$SECS" --repeat "$REPEAT" --conns "$CONNS_LIST" --modes "$MODES" \
     --proxy-cpu "$PROXY_CPU" --other-cpu "$OTHER_CPU" --nginx "$NGINX" \
     --command "${BENCH_COMMAND:-bench/run.sh}" \
