@@ -152,8 +152,6 @@ def main():
                         LABEL[s], c, a["rps"], b["rps"], ratio, a["p50_ms"], b["p50_ms"],
                         a["p99_ms"], b["p99_ms"], a["cpu_us"], b["cpu_us"]))
             md.append("")
-            if mode == "pinned" and (floors or syncs):
-                md.extend(bounds_section(h, floors, syncs, runs, conns))
             dup = [(c, notes[(mode, c)]) for c in conns if (mode, c) in notes]
             if dup:
                 md.append("In-flight duplicates, idemgate's counters over the run%s: "
@@ -161,6 +159,8 @@ def main():
                     "-c%d: %d requests, %d keys executed, %d replayed, of which %d waited for "
                     "the in-flight first request" % (c, req, ex, rp, wt)
                     for c, (req, ex, rp, wt) in dup) + ".\n")
+            if mode == "pinned" and (floors or syncs):
+                md.extend(bounds_section(h, floors, syncs, runs, conns))
         md.append("![requests/s and p99 per scenario, plain nginx and idemgate](%s)\n" % png)
         return "\n".join(md)
 
