@@ -289,11 +289,11 @@ def fs_of(path):
         return "?"
 
 
-SHORT = {"get": "GET", "nokey": "POST no key", "newkey": "new key\\nLMDB",
-         "replay": "replay\\nLMDB", "dup": "in-flight\\ndup LMDB", "redis-new": "new key\\nRedis",
-         "redis-replay": "replay\\nRedis", "pg-new": "new key\\nPG", "pg-replay": "replay\\nPG",
-         "gw-get": "GET\\ncommand", "gw-nokey": "no key\\ncommand", "gw-newkey": "new key\\ncommand",
-         "gw-replay": "replay\\ncommand"}
+SHORT = {"get": "GET", "nokey": "POST no key", "newkey": "new key LMDB",
+         "replay": "replay LMDB", "dup": "in-flight dup LMDB", "redis-new": "new key Redis",
+         "redis-replay": "replay Redis", "pg-new": "new key PG", "pg-replay": "replay PG",
+         "gw-get": "GET command", "gw-nokey": "no key command", "gw-newkey": "new key command",
+         "gw-replay": "replay command"}
 
 
 def plot(runs, modes, conns, scen, o, png, date):
@@ -325,8 +325,8 @@ def plot(runs, modes, conns, scen, o, png, date):
             "set grid ytics",
             "set termoption noenhanced",
             "set key outside right top vertical font ',9'",
-            "set xtics font ',8'",
-            "set bmargin 4",
+            "set xtics font ',8' rotate by 35 right",
+            "set bmargin 7",
         ]
         for mode in modes:
             dat = os.path.join(tmp, mode + ".dat")
