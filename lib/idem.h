@@ -423,17 +423,20 @@ typedef enum {
 } idem_style_t;
 
 typedef enum {
-    IDEM_ERR_KEY_INVALID = 1, /* a malformed key; detail from the key error */
-    IDEM_ERR_KEY_MISSING,     /* --require-key and no key                   */
-    IDEM_ERR_MISMATCH,        /* key reused with other parameters           */
-    IDEM_ERR_IN_PROGRESS,     /* still running after the wait               */
-    IDEM_ERR_STORE,           /* the store is unavailable: 503              */
-    IDEM_ERR_UNKNOWN_OUTCOME, /* sent, no complete response in time: 504    */
-    IDEM_ERR_UPSTREAM_DOWN,   /* the upstream could not be reached: 502     */
-    IDEM_ERR_TOO_LARGE,       /* response over the store limit: stored 502  */
-    IDEM_ERR_UNKNOWN_BROKEN,  /* sent, then the upstream connection broke or
-                                 its answer was invalid: 502                 */
-    IDEM_ERR_TARGET_FRAGMENT  /* a request target with a '#' fragment: 400  */
+    IDEM_ERR_KEY_INVALID = 1,  /* a malformed key; detail from the key error */
+    IDEM_ERR_KEY_MISSING,      /* --require-key and no key                   */
+    IDEM_ERR_MISMATCH,         /* key reused with other parameters           */
+    IDEM_ERR_IN_PROGRESS,      /* still running after the wait               */
+    IDEM_ERR_STORE,            /* the store is unavailable: 503              */
+    IDEM_ERR_UNKNOWN_OUTCOME,  /* sent, no complete response stored: 504     */
+    IDEM_ERR_UPSTREAM_DOWN,    /* the upstream could not be reached: 502     */
+    IDEM_ERR_TOO_LARGE,        /* response over the store limit: stored 502  */
+    IDEM_ERR_UNKNOWN_BROKEN,   /* sent, then the upstream connection broke or
+                                  its answer was invalid: 502                 */
+    IDEM_ERR_TARGET_FRAGMENT,  /* a request target with a '#' fragment: 400  */
+    IDEM_ERR_UNKNOWN_RELEASED, /* UNKNOWN_OUTCOME, the key released
+                                  (--on-unknown release): 504               */
+    IDEM_ERR_BROKEN_RELEASED   /* UNKNOWN_BROKEN, the key released: 502      */
 } idem_err_kind_t;
 
 /* A gateway-made response: status, content type and a malloc'd body. */

@@ -59,6 +59,8 @@ static ngx_int_t ngx_http_idempotency_date(ngx_http_request_t *r,
     idem_header_t *h);
 static ngx_int_t ngx_http_idempotency_build_stored(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx);
+static idem_err_kind_t ngx_http_idempotency_unknown_kind(
+    ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind);
 static ngx_int_t ngx_http_idempotency_stored_error(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind);
 static ngx_int_t ngx_http_idempotency_put_date(ngx_http_request_t *r,
@@ -356,6 +358,25 @@ static ngx_int_t ngx_http_idempotency_settle(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx);
 
 
+/*
+ * The error a lost outcome answers: with --on-unknown release the key is
+ * free again, and the answer says so (a retry is forwarded), instead of
+ * saying that the key will not run the request again.
+ */
+
+static idem_err_kind_t
+ngx_http_idempotency_unknown_kind(ngx_http_idempotency_ctx_t *ctx,
+    idem_err_kind_t kind)
+{
+    if (!ctx->release) {
+        return kind;
+    }
+
+    return (kind == IDEM_ERR_UNKNOWN_BROKEN) ? IDEM_ERR_BROKEN_RELEASED
+                                             : IDEM_ERR_UNKNOWN_RELEASED;
+}
+
+
 static ngx_int_t
 ngx_http_idempotency_stored_error(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind)
@@ -426,6 +447,7 @@ ngx_http_idempotency_page_header(ngx_http_request_t *r,
            invalid; anything else is taken for a timeout (504) */
         kind = (r->err_status == NGX_HTTP_BAD_GATEWAY)
                ? IDEM_ERR_UNKNOWN_BROKEN : IDEM_ERR_UNKNOWN_OUTCOME;
+        kind = ngx_http_idempotency_unknown_kind(ctx, kind);
 
         if (ngx_http_idempotency_stored_error(r, ctx, kind) != NGX_OK)
         {
@@ -549,6 +571,8 @@ ngx_http_idempotency_stream_header(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx)
 {
     r->upstream->buffering = 0;
+
+    ngx_http_idempotency_send_strip_own(r);
 
     /* a status of idempotency_release_status frees the key at the end:
        the client is told of no expiry */
@@ -986,6 +1010,8 @@ ngx_http_idempotency_upstream_broke(ngx_http_request_t *r,
                                             : NGX_HTTP_IDEM_M_UNKNOWN_OUTCOME,
                                1);
 
+    kind = ngx_http_idempotency_unknown_kind(ctx, kind);
+
     if (ngx_http_idempotency_stored_error(r, ctx, kind) != NGX_OK)
     {
         return NGX_ERROR;
@@ -1201,6 +1227,8 @@ ngx_http_idempotency_send_held(ngx_http_request_t *r,
     ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t   out, *pending;
+
+    ngx_http_idempotency_send_strip_own(r);
 
     if (ctx->store_rc == 0 && !ctx->release
         && ngx_http_idempotency_send_add_expires(r, ctx->expires_ms) != NGX_OK)

@@ -92,6 +92,54 @@ ngx_http_idempotency_send_bind_header(ngx_http_request_t *r, ngx_table_elt_t *h,
 }
 
 
+/*
+ * The upstream's own Idempotency-Expires and Idempotent-Replayed, taken
+ * out of a first answer: those headers are the gateway's to give (the
+ * key's expiry, whether this is a replay), and the client must get one
+ * value of each, not the upstream's beside the gateway's. They are never
+ * stored either, so a replay carries only the gateway's.
+ */
+
+void
+ngx_http_idempotency_send_strip_own(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0) {
+            continue;
+        }
+
+        if ((h[i].key.len == sizeof("Idempotency-Expires") - 1
+             && ngx_strncasecmp(h[i].key.data, (u_char *) "Idempotency-Expires",
+                                h[i].key.len) == 0)
+            || (h[i].key.len == sizeof("Idempotent-Replayed") - 1
+                && ngx_strncasecmp(h[i].key.data,
+                                   (u_char *) "Idempotent-Replayed",
+                                   h[i].key.len) == 0))
+        {
+            h[i].hash = 0;
+        }
+    }
+}
+
+
 ngx_int_t
 ngx_http_idempotency_send_add_expires(ngx_http_request_t *r, int64_t expires_ms)
 {

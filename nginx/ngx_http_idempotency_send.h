@@ -35,6 +35,7 @@ ngx_int_t ngx_http_idempotency_send_error_answer(ngx_http_request_t *r,
 void ngx_http_idempotency_send_bind_header(ngx_http_request_t *r,
     ngx_table_elt_t *h, uint32_t flags);
 /* add Idempotency-Expires (and Idempotent-Replayed) to headers_out */
+void ngx_http_idempotency_send_strip_own(ngx_http_request_t *r);
 ngx_int_t ngx_http_idempotency_send_add_expires(ngx_http_request_t *r,
     int64_t expires_ms);
 

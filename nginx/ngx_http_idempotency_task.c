@@ -97,7 +97,9 @@ typedef struct {
 
     /* the unknown-outcome answer a begin() or a detached job may store */
     idem_errbody_t                   unknown_body;
-    idem_header_t                    unknown_ct;
+    idem_header_t                    unknown_hdrs[2]; /* Content-Type, Date */
+    u_char                           unknown_date[sizeof(
+                                         "Mon, 28 Sep 1970 06:00:00 GMT")];
     idem_response_t                  unknown;
 
     /* a large body, fingerprinted on the thread pool before the batch */
@@ -153,6 +155,7 @@ static void ngx_http_idempotency_enqueue(ngx_http_idempotency_job_t *job);
 static ngx_http_idempotency_job_t *ngx_http_idempotency_job_alloc(
     ngx_http_request_t *r, ngx_http_idempotency_ctx_t *ctx,
     ngx_http_idempotency_job_kind_e kind);
+static void ngx_http_idempotency_job_date(ngx_http_idempotency_job_t *job);
 static void ngx_http_idempotency_park(ngx_http_request_t *r);
 static void ngx_http_idempotency_unpark(ngx_http_request_t *r);
 static void ngx_http_idempotency_begin_op(ngx_http_idempotency_job_t *job);
@@ -227,7 +230,16 @@ ngx_http_idempotency_unknown_response(ngx_http_idempotency_job_t *job)
     }
 
     ngx_http_idempotency_send_errbody_response(&job->unknown_body,
-                                          &job->unknown_ct, &job->unknown);
+                                          &job->unknown_hdrs[0],
+                                          &job->unknown);
+
+    /* the Date of when the request ran (the job's making), which every
+       replay of the answer keeps, as it keeps an upstream's */
+    job->unknown_hdrs[1].name.data = "Date";
+    job->unknown_hdrs[1].name.len = sizeof("Date") - 1;
+    job->unknown_hdrs[1].value.data = (const char *) job->unknown_date;
+    job->unknown_hdrs[1].value.len = ngx_strlen(job->unknown_date);
+    job->unknown.nheaders = 2;
 
     return 0;
 }
@@ -660,8 +672,26 @@ ngx_http_idempotency_job_alloc(ngx_http_request_t *r,
     job->style = ctx->conf->error_style;
     job->error_template = ctx->conf->error_template;
     job->fd = NGX_INVALID_FILE;
+    ngx_http_idempotency_job_date(job);
 
     return job;
+}
+
+
+/*
+ * The job's Date, for the unknown-outcome answer it may store: now, copied
+ * on the event loop (nginx's cached time strings are slots that later
+ * updates overwrite; the answer is made on the commit thread).
+ */
+
+static void
+ngx_http_idempotency_job_date(ngx_http_idempotency_job_t *job)
+{
+    size_t  n;
+
+    n = ngx_min(ngx_cached_http_time.len, sizeof(job->unknown_date) - 1);
+    ngx_memcpy(job->unknown_date, ngx_cached_http_time.data, n);
+    job->unknown_date[n] = '\0';
 }
 
 
@@ -994,6 +1024,7 @@ ngx_http_idempotency_task_post_detached(ngx_http_idempotency_ctx_t *ctx,
     job->style = ctx->conf->error_style;
     job->error_template = ctx->conf->error_template;
     job->fd = NGX_INVALID_FILE;
+    ngx_http_idempotency_job_date(job);
 
     ngx_http_idempotency_finish_op(job, release, ctx->owner,
                                    IDEM_REC_UNKNOWN_OUTCOME);

@@ -84,8 +84,20 @@ static const idem_errbody_text_t idem_errbody_unknown_outcome = {
     .ietf_type = "about:blank",
     .ietf_title = "Gateway Timeout",
     .before_key = "The request was sent upstream but no complete response "
-                  "came back. Its outcome is unknown, so this key will not "
-                  "run it again.",
+                  "came back and was stored. Its outcome is unknown, so this "
+                  "key will not run it again.",
+};
+
+/* the same two with --on-unknown release: the key is free again */
+static const idem_errbody_text_t idem_errbody_unknown_released = {
+    .persona_status = 504,
+    .ietf_status = 504,
+    .persona_title = "Upstream outcome unknown",
+    .ietf_type = "about:blank",
+    .ietf_title = "Gateway Timeout",
+    .before_key = "The request was sent upstream but no complete response "
+                  "came back. Its outcome is unknown; the key was released, "
+                  "so a retry with it is forwarded again.",
 };
 
 static const idem_errbody_text_t idem_errbody_unknown_broken = {
@@ -97,6 +109,18 @@ static const idem_errbody_text_t idem_errbody_unknown_broken = {
     .before_key = "The request was sent upstream but the connection broke "
                   "before a complete response came back. Its outcome is "
                   "unknown, so this key will not run it again.",
+};
+
+static const idem_errbody_text_t idem_errbody_broken_released = {
+    .persona_status = 502,
+    .ietf_status = 502,
+    .persona_title = "Upstream outcome unknown",
+    .ietf_type = "about:blank",
+    .ietf_title = "Bad Gateway",
+    .before_key = "The request was sent upstream but the connection broke "
+                  "before a complete response came back. Its outcome is "
+                  "unknown; the key was released, so a retry with it is "
+                  "forwarded again.",
 };
 
 static const idem_errbody_text_t idem_errbody_target_fragment = {
@@ -259,6 +283,12 @@ const idem_errbody_text_t *idem_errbody_text(idem_err_kind_t kind, int key_err,
         break;
     case IDEM_ERR_TARGET_FRAGMENT:
         text = &idem_errbody_target_fragment;
+        break;
+    case IDEM_ERR_UNKNOWN_RELEASED:
+        text = &idem_errbody_unknown_released;
+        break;
+    case IDEM_ERR_BROKEN_RELEASED:
+        text = &idem_errbody_broken_released;
         break;
     default:
         return NULL;

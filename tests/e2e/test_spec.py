@@ -250,11 +250,63 @@ def test_timeout_stores_unknown_outcome_504(gateway_factory, upstream):
 def test_on_unknown_release_frees_key(gateway_factory, upstream):
     g = gateway_factory(directives=["idempotency_on_unknown release;"])
     key = unique_key()
-    g.post(key=key, json_body={}, headers={"X-Demo-Drop": "1"})
+    a = g.post(key=key, json_body={}, headers={"X-Demo-Drop": "1"})
+    assert a.status_code == 502
+    details = a.json()["errors"][0]["details"]
+    # the answer tells the truth: the key is free, a retry runs again
+    assert "the key was released" in details
+    assert "will not run it again" not in details
     b = g.post(key=key, json_body={})
     assert b.status_code == 201
     assert "Idempotent-Replayed" not in b.headers
     assert upstream.executions(key) == 2
+
+
+def test_on_unknown_store_says_the_key_will_not_run_again(gateway_factory):
+    g = gateway_factory()
+    key = unique_key()
+    a = g.post(key=key, json_body={}, headers={"X-Demo-Drop": "1"})
+    assert a.status_code == 502
+    details = a.json()["errors"][0]["details"]
+    assert "will not run it again" in details
+    assert "released" not in details
+
+
+def test_upstream_idempotency_headers_are_not_doubled(gateway_factory):
+    # an upstream that sends the gateway's own headers itself: the first
+    # answer carries one value of each, the gateway's
+    extra = """
+        location /own/ {
+            idempotency on;
+            rewrite ^/own/(.*)$ /_up/$1 break;
+            proxy_pass http://127.0.0.1:$server_port;
+        }
+        location /_up/ {
+            add_header Idempotency-Expires bogus always;
+            add_header Idempotent-Replayed false always;
+            return 201 '{"ok":true}';
+        }
+"""
+    g = gateway_factory(extra_locations=extra)
+    key = unique_key()
+    conn = http.client.HTTPConnection("127.0.0.1", g.port, timeout=5)
+    conn.request("POST", "/own/x", body="{}",
+                  headers={"Idempotency-Key": key,
+                           "Content-Type": "application/json"})
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 201
+    expires = r.msg.get_all("Idempotency-Expires")
+    assert len(expires) == 1 and expires[0] != "bogus"
+    assert r.msg.get_all("Idempotent-Replayed") is None
+    conn.request("POST", "/own/x", body="{}",
+                 headers={"Idempotency-Key": key,
+                          "Content-Type": "application/json"})
+    r = conn.getresponse()
+    r.read()
+    assert r.msg.get_all("Idempotent-Replayed") == ["true"]
+    assert r.msg.get_all("Idempotency-Expires") == expires
+    conn.close()
 
 
 def test_set_cookie_and_hop_by_hop_headers_are_not_stored(gateway):
@@ -510,6 +562,12 @@ def test_stale_claim_of_a_dead_gateway_becomes_unknown_outcome(gateway_factory, 
     assert r.status_code == 504
     assert r.headers["Idempotent-Replayed"] == "true"
     assert r.json()["errors"][0]["title"] == "Upstream outcome unknown"
+    # the stored error keeps its Date, as an upstream's answer does
+    assert r.headers.get("Date")
+    time.sleep(1.1)
+    again = g.post(key=key, json_body={})
+    assert again.status_code == 504
+    assert again.headers["Date"] == r.headers["Date"]
 
 
 def test_stale_claim_is_released_under_on_unknown_release(gateway_factory, upstream):

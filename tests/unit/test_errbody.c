@@ -316,8 +316,27 @@ static void test_errbody_persona_unknown_outcome_is_504(void **state)
     assert_persona(IDEM_ERR_UNKNOWN_OUTCOME, "k", 0, 504,
                    "Upstream outcome unknown",
                    "The request was sent upstream but no complete response "
-                   "came back. Its outcome is unknown, so this key will not "
-                   "run it again.");
+                   "came back and was stored. Its outcome is unknown, so this "
+                   "key will not run it again.");
+}
+
+static void
+test_errbody_persona_released_outcomes_say_the_key_is_free(void **state)
+{
+    char details[512];
+
+    (void)state;
+    assert_persona(IDEM_ERR_UNKNOWN_RELEASED, "k", 0, 504,
+                   "Upstream outcome unknown", NULL);
+    persona_details(IDEM_ERR_UNKNOWN_RELEASED, details, sizeof(details));
+    assert_non_null(strstr(details, "the key was released"));
+    assert_null(strstr(details, "will not run it again"));
+    assert_persona(IDEM_ERR_BROKEN_RELEASED, "k", 0, 502,
+                   "Upstream outcome unknown", NULL);
+    persona_details(IDEM_ERR_BROKEN_RELEASED, details, sizeof(details));
+    assert_non_null(strstr(details, "connection broke"));
+    assert_non_null(strstr(details, "the key was released"));
+    assert_null(strstr(details, "will not run it again"));
 }
 
 static void test_errbody_persona_unknown_broken_is_502(void **state)
@@ -971,6 +990,8 @@ int main(void)
         cmocka_unit_test(test_errbody_persona_store_is_503_not_forwarded),
         cmocka_unit_test(test_errbody_persona_unknown_outcome_is_504),
         cmocka_unit_test(test_errbody_persona_unknown_broken_is_502),
+        cmocka_unit_test(
+            test_errbody_persona_released_outcomes_say_the_key_is_free),
         cmocka_unit_test(test_errbody_persona_target_fragment_is_400),
         cmocka_unit_test(test_errbody_status_and_body_agree_in_every_style),
         cmocka_unit_test(
