@@ -287,6 +287,7 @@ ngx_http_idempotency_admin_handler(ngx_http_request_t *r)
     ngx_http_idempotency_admin_job_t   *job;
     ngx_http_idempotency_loc_conf_t    *ilcf;
     ngx_http_idempotency_main_conf_t   *imcf;
+    ngx_http_core_loc_conf_t           *clcf;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_DELETE))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -300,17 +301,39 @@ ngx_http_idempotency_admin_handler(ngx_http_request_t *r)
     imcf = ngx_http_get_module_main_conf(r, ngx_http_idempotency_module);
     ilcf = ngx_http_get_module_loc_conf(r, ngx_http_idempotency_module);
 
-    /* the key is the URI's last segment, percent-decoded by nginx */
-    slash = ngx_strlchr(r->uri.data + 1, r->uri.data + r->uri.len, '/');
-    while (slash && ngx_strlchr(slash + 1, r->uri.data + r->uri.len, '/')) {
-        slash = ngx_strlchr(slash + 1, r->uri.data + r->uri.len, '/');
+    /*
+     * The key: in a prefix location that ends with '/' (location /keys/),
+     * all of the URI after it, so that a key with a '/' in it (sent as is
+     * or as %2F) can be named; elsewhere the URI's last segment. nginx has
+     * percent-decoded the URI.
+     */
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (
+#if (NGX_PCRE)
+        clcf->regex == NULL &&
+#endif
+        clcf->name.len > 0 && clcf->name.data[clcf->name.len - 1] == '/'
+        && r->uri.len > clcf->name.len
+        && ngx_strncmp(r->uri.data, clcf->name.data, clcf->name.len) == 0)
+    {
+        raw.data = r->uri.data + clcf->name.len;
+
+    } else {
+        slash = ngx_strlchr(r->uri.data + 1, r->uri.data + r->uri.len, '/');
+        while (slash
+               && ngx_strlchr(slash + 1, r->uri.data + r->uri.len, '/'))
+        {
+            slash = ngx_strlchr(slash + 1, r->uri.data + r->uri.len, '/');
+        }
+
+        if (slash == NULL || slash + 1 == r->uri.data + r->uri.len) {
+            return ngx_http_idempotency_admin_status(r, IDEM_ENOTFOUND);
+        }
+
+        raw.data = slash + 1;
     }
 
-    if (slash == NULL || slash + 1 == r->uri.data + r->uri.len) {
-        return ngx_http_idempotency_admin_status(r, IDEM_ENOTFOUND);
-    }
-
-    raw.data = slash + 1;
     raw.len = r->uri.data + r->uri.len - raw.data;
 
     task = ngx_thread_task_alloc(r->pool,

@@ -818,3 +818,17 @@ def test_metrics_count_outcomes(gateway):
     m = gateway.metrics()
     assert m['idemgate_requests_total{outcome="executed"}'] >= 1
     assert m['idemgate_requests_total{outcome="replayed"}'] >= 1
+
+
+def test_admin_names_a_key_with_a_slash(gateway):
+    # every character 0x21-0x7E may be in a key, '/' too: the admin
+    # location takes all of the URI after /keys/, sent as is or as %2F
+    key = "sl/ash_" + os.urandom(4).hex()
+    assert gateway.post(key=key, json_body={}).status_code == 201
+    r = gateway.admin_get(key)          # /keys/sl%2Fash_...
+    assert r.status_code == 200 and r.json()["key"] == key
+    r = requests.get(gateway.url + "/keys/" + key, timeout=5)
+    assert r.status_code == 200 and r.json()["key"] == key
+    d = requests.delete(gateway.url + "/keys/" + key, timeout=5)
+    assert d.status_code in (200, 204)
+    assert gateway.admin_get(key).status_code == 404
