@@ -40,6 +40,8 @@ static ngx_int_t ngx_http_idempotency_header_names(ngx_http_request_t *r,
     ngx_http_idempotency_loc_conf_t *ilcf, idem_str_t **out);
 static u_char *ngx_http_idempotency_json_headers(u_char *p, size_t len,
     const idem_response_t *resp);
+static ngx_int_t ngx_http_idempotency_admin_key_of(ngx_http_request_t *r,
+    ngx_str_t *raw);
 static ngx_int_t ngx_http_idempotency_admin_show(ngx_http_request_t *r,
     ngx_http_idempotency_admin_job_t *job);
 
@@ -276,18 +278,62 @@ ngx_http_idempotency_admin_show(ngx_http_request_t *r,
 }
 
 
+/*
+ * The key: in a prefix location that ends with '/' (location /keys/), all
+ * of the URI after it, so that a key with a '/' in it (sent as is or as
+ * %2F) can be named; elsewhere the URI's last segment. nginx has
+ * percent-decoded the URI. NGX_DECLINED: the URI names no key.
+ */
+
+static ngx_int_t
+ngx_http_idempotency_admin_key_of(ngx_http_request_t *r, ngx_str_t *raw)
+{
+    u_char                    *slash;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (
+#if (NGX_PCRE)
+        clcf->regex == NULL &&
+#endif
+        clcf->name.len > 0 && clcf->name.data[clcf->name.len - 1] == '/'
+        && r->uri.len > clcf->name.len
+        && ngx_strncmp(r->uri.data, clcf->name.data, clcf->name.len) == 0)
+    {
+        raw->data = r->uri.data + clcf->name.len;
+
+    } else {
+        slash = ngx_strlchr(r->uri.data + 1, r->uri.data + r->uri.len, '/');
+        while (slash
+               && ngx_strlchr(slash + 1, r->uri.data + r->uri.len, '/'))
+        {
+            slash = ngx_strlchr(slash + 1, r->uri.data + r->uri.len, '/');
+        }
+
+        if (slash == NULL || slash + 1 == r->uri.data + r->uri.len) {
+            return NGX_DECLINED;
+        }
+
+        raw->data = slash + 1;
+    }
+
+    raw->len = r->uri.data + r->uri.len - raw->data;
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_http_idempotency_admin_handler(ngx_http_request_t *r)
 {
     int                                 err;
-    u_char                             *slash;
     ngx_int_t                           rc;
     ngx_str_t                           raw;
     ngx_thread_task_t                  *task;
     ngx_http_idempotency_admin_job_t   *job;
     ngx_http_idempotency_loc_conf_t    *ilcf;
     ngx_http_idempotency_main_conf_t   *imcf;
-    ngx_http_core_loc_conf_t           *clcf;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_DELETE))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -301,40 +347,9 @@ ngx_http_idempotency_admin_handler(ngx_http_request_t *r)
     imcf = ngx_http_get_module_main_conf(r, ngx_http_idempotency_module);
     ilcf = ngx_http_get_module_loc_conf(r, ngx_http_idempotency_module);
 
-    /*
-     * The key: in a prefix location that ends with '/' (location /keys/),
-     * all of the URI after it, so that a key with a '/' in it (sent as is
-     * or as %2F) can be named; elsewhere the URI's last segment. nginx has
-     * percent-decoded the URI.
-     */
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-
-    if (
-#if (NGX_PCRE)
-        clcf->regex == NULL &&
-#endif
-        clcf->name.len > 0 && clcf->name.data[clcf->name.len - 1] == '/'
-        && r->uri.len > clcf->name.len
-        && ngx_strncmp(r->uri.data, clcf->name.data, clcf->name.len) == 0)
-    {
-        raw.data = r->uri.data + clcf->name.len;
-
-    } else {
-        slash = ngx_strlchr(r->uri.data + 1, r->uri.data + r->uri.len, '/');
-        while (slash
-               && ngx_strlchr(slash + 1, r->uri.data + r->uri.len, '/'))
-        {
-            slash = ngx_strlchr(slash + 1, r->uri.data + r->uri.len, '/');
-        }
-
-        if (slash == NULL || slash + 1 == r->uri.data + r->uri.len) {
-            return ngx_http_idempotency_admin_status(r, IDEM_ENOTFOUND);
-        }
-
-        raw.data = slash + 1;
+    if (ngx_http_idempotency_admin_key_of(r, &raw) != NGX_OK) {
+        return ngx_http_idempotency_admin_status(r, IDEM_ENOTFOUND);
     }
-
-    raw.len = r->uri.data + r->uri.len - raw.data;
 
     task = ngx_thread_task_alloc(r->pool,
                                  sizeof(ngx_http_idempotency_admin_job_t));
