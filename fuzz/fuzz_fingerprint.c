@@ -12,14 +12,17 @@
  *
  * Beyond "no crash, no read outside the input", the target checks:
  *   - the fingerprint is deterministic;
- *   - a body fingerprinted as JSON has a canonical form that is valid JSON,
- *     is its own canonical form, and fingerprints like the body;
+ *   - a body fingerprinted as JSON has a canonical form that is valid JSON
+ *     (to jansson, but for a number jansson cannot store, which canon.h
+ *     keeps as written), is its own canonical form, and fingerprints like
+ *     the body;
  *   - a JSON body still fingerprints the same with whitespace around it;
  *   - the canonical pairs of a query or form body are their own canonical
  *     pairs, and the body kind follows the media type;
- *   - with an ignore list, the canonical JSON equals the canonical JSON of
- *     the document with the pointed values removed by a reference written
- *     apart (on jansson's tree), and the pairs left name no ignored field.
+ *   - with an ignore list, the canonical JSON reads as the document with
+ *     the pointed values removed by a reference written apart (on
+ *     jansson's tree; json_equal), and the pairs left name no ignored
+ *     field.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -125,7 +128,8 @@ static void fuzz_fp_check_json(const idem_request_t *req, const idem_hash_t *fp)
     j = json_loadb(once.buf, once.len,
                    JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
                    &err);
-    FUZZ_CHECK(j != NULL);
+    FUZZ_CHECK(j != NULL ||
+               json_error_code(&err) == json_error_numeric_overflow);
     json_decref(j);
 
     FUZZ_CHECK(idem_canon_json((const uint8_t *)once.buf, once.len,
@@ -240,11 +244,10 @@ static void fuzz_fp_ref_strip(json_t *v, json_t *sentinel)
 
 static void fuzz_fp_check_ignored_json(const idem_request_t *req)
 {
-    fuzz_text_t got = fuzz_text(), want = fuzz_text();
+    fuzz_text_t got = fuzz_text();
     fuzz_text_t again = fuzz_text();
-    json_t *root, *sentinel;
+    json_t *root, *sentinel, *back;
     json_error_t err;
-    char *dumped;
     int is_json = 0;
 
     FUZZ_CHECK(idem_canon_json_ignoring(req->body, req->body_len, req->ignore,
@@ -259,26 +262,30 @@ static void fuzz_fp_check_ignored_json(const idem_request_t *req)
     root = json_loadb((const char *)req->body, req->body_len,
                       JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
                       &err);
+    if (root == NULL) {
+        /* a number jansson cannot store: no reference tree */
+        FUZZ_CHECK(json_error_code(&err) == json_error_numeric_overflow);
+        goto done;
+    }
     sentinel = json_object();
-    FUZZ_CHECK(root != NULL && sentinel != NULL);
+    FUZZ_CHECK(sentinel != NULL);
     for (size_t i = 0; i < req->nignore; i++) {
         if (req->ignore[i].data[0] == '/')
             fuzz_fp_ref_mark(root, req->ignore[i].data, sentinel);
     }
     fuzz_fp_ref_strip(root, sentinel);
-    dumped = json_dumps(root, JSON_COMPACT | JSON_ENCODE_ANY |
-                                  JSON_REAL_PRECISION(15));
-    FUZZ_CHECK(dumped != NULL);
-    FUZZ_CHECK(idem_canon_json((const uint8_t *)dumped, strlen(dumped),
-                               &want.super, &is_json) == 0);
-    FUZZ_CHECK(is_json == 1);
-    FUZZ_CHECK(got.len == want.len &&
-               (got.len == 0 || memcmp(got.buf, want.buf, got.len) == 0));
-    free(dumped);
+    /* numbers are copied as written, so they read back as jansson read
+     * them from the body */
+    back = json_loadb(got.buf, got.len,
+                      JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
+                      &err);
+    FUZZ_CHECK(back != NULL && json_equal(root, back));
+    json_decref(back);
     json_decref(sentinel);
     json_decref(root);
+
+done:
     free(got.buf);
-    free(want.buf);
     free(again.buf);
 }
 

@@ -230,12 +230,21 @@ typedef enum {
  *   (several fields of one name joined by ", " by the caller), and
  *   value.data NULL when the request has no such header, which differs
  *   from an empty value.
+ *
+ * content_type is the first Content-Type field, the one the media type is
+ * read from; content_types, content_encoding and host are forwarded too
+ * and so always take part (data NULL, absent, differs from "").
  */
 typedef struct {
     idem_str_t method;
-    idem_str_t path;         /* without the query                       */
-    idem_str_t query;        /* after '?', without it; may be empty     */
-    idem_str_t content_type; /* the raw Content-Type header, or empty   */
+    idem_str_t path;             /* without the query                       */
+    idem_str_t query;            /* after '?', without it; may be empty     */
+    idem_str_t content_type;     /* the raw Content-Type header, or empty   */
+    idem_str_t content_types;    /* every Content-Type field joined by ", "
+                                  * when there are several, else data NULL */
+    idem_str_t content_encoding; /* Content-Encoding fields joined by
+                                  * ", ", data NULL when absent         */
+    idem_str_t host;             /* the Host header, data NULL if absent */
     const uint8_t *body;
     size_t body_len;
     const idem_str_t *ignore; /* nignore entries, or NULL               */
@@ -263,11 +272,17 @@ IDEM_MUST_CHECK int idem_fp_ignore_check(const char *s, size_t len);
  * names keep their order; a bad escape such as "%zz" equals nothing
  * decoded), media type (type/subtype lower-cased; parameters with
  * case-insensitive names, sorted by name, values as sent with "A" and A
- * one value) and body (JSON canonicalized, form pairs like the query,
- * anything else byte-for-byte). lib/core/canon.h has the exact rules. A
- * JSON body that is invalid, deeper than IDEM_FP_JSON_MAX_DEPTH, larger
- * than IDEM_FP_JSON_MAX_BYTES or has duplicate member names is
- * fingerprinted as bytes; that is not an error.
+ * one value), every Content-Type field when there are several, the
+ * Content-Encoding (as sent), the Host (ASCII case ignored) and body (JSON
+ * canonicalized, form pairs like the query, anything else byte-for-byte).
+ * lib/core/canon.h has the exact rules. A JSON body that is invalid,
+ * deeper than IDEM_FP_JSON_MAX_DEPTH, larger than IDEM_FP_JSON_MAX_BYTES
+ * or has duplicate member names is fingerprinted as bytes; so is one whose
+ * charset parameter is not UTF-8 ("utf-8" or "utf8", any case), whose
+ * media type parameters do not parse, and any body (JSON or form) of a
+ * request with a Content-Encoding or with several Content-Type fields:
+ * the API reads such a body otherwise than canon.h does. That is not an
+ * error.
  *
  * With ignore entries, a JSON body is canonicalized without the values the
  * pointers name, all resolved against the body as received: a member
@@ -290,8 +305,9 @@ IDEM_MUST_CHECK int idem_fingerprint(const idem_request_t *req,
 
 /*
  * A cache of fingerprints for one thread (lib/core/fpcache.c): a request
- * whose inputs (method, path, query, Content-Type, body, ignore entries
- * and headers, all byte for byte as given) and scope (NULL: none) equal
+ * whose inputs (method, path, query, Content-Type, the Content-Type
+ * fields, Content-Encoding, Host, body, ignore entries and headers, all
+ * byte for byte as given) and scope (NULL: none) equal
  * those of one cached is answered from the cache instead of
  * canonicalized again, the case of a client's retries; the cache is keyed
  * by a SHA-256 digest of scope and inputs, so what it answers is what

@@ -19,10 +19,16 @@ static int ngx_http_idempotency_read_key(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, ngx_http_idempotency_loc_conf_t *ilcf,
     ngx_uint_t *found);
 static ngx_int_t ngx_http_idempotency_fp_header(ngx_http_request_t *r,
-    ngx_str_t *name, idem_str_t *value);
+    ngx_str_t *name, idem_str_t *value, ngx_uint_t *count);
+static ngx_int_t ngx_http_idempotency_request_forwarded(ngx_http_request_t *r,
+    idem_request_t *req);
 
 
 static ngx_str_t  ngx_http_idempotency_header = ngx_string("Idempotency-Key");
+static ngx_str_t  ngx_http_idempotency_content_type =
+    ngx_string("content-type");
+static ngx_str_t  ngx_http_idempotency_content_encoding =
+    ngx_string("content-encoding");
 
 
 /* Whether a request header named name carries the key under ilcf. */
@@ -247,12 +253,13 @@ ngx_http_idempotency_request_scope(ngx_http_request_t *r,
 /*
  * The value of the request header name (lowcase) for the fingerprint:
  * NULL data when the request has none, several fields of the name joined
- * by ", " in r->pool. NGX_ERROR when out of memory.
+ * by ", " in r->pool; *count receives the number of fields. NGX_ERROR
+ * when out of memory.
  */
 
 static ngx_int_t
 ngx_http_idempotency_fp_header(ngx_http_request_t *r, ngx_str_t *name,
-    idem_str_t *value)
+    idem_str_t *value, ngx_uint_t *count)
 {
     u_char           *p;
     size_t            len;
@@ -285,6 +292,8 @@ ngx_http_idempotency_fp_header(ngx_http_request_t *r, ngx_str_t *name,
             n++;
         }
     }
+
+    *count = n;
 
     if (first == NULL) {
         return NGX_OK;
@@ -329,9 +338,57 @@ ngx_http_idempotency_fp_header(ngx_http_request_t *r, ngx_str_t *name,
 }
 
 
-/* The parameters a fingerprint covers, but the body: method, raw path,
- * query, Content-Type and the options of idempotency_fingerprint_ignore
- * and idempotency_fingerprint_header. */
+/*
+ * The headers that are forwarded and that an API could read otherwise, so
+ * that the fingerprint covers them: every Content-Type field when there
+ * are several (nginx reads the media type from the first and forwards all),
+ * Content-Encoding and Host.
+ */
+
+static ngx_int_t
+ngx_http_idempotency_request_forwarded(ngx_http_request_t *r,
+    idem_request_t *req)
+{
+    ngx_uint_t  n;
+
+    if (ngx_http_idempotency_fp_header(r, &ngx_http_idempotency_content_type,
+                                       &req->content_types, &n)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (n < 2) {
+        req->content_types.data = NULL;
+        req->content_types.len = 0;
+    }
+
+    if (ngx_http_idempotency_fp_header(r,
+                                       &ngx_http_idempotency_content_encoding,
+                                       &req->content_encoding, &n)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* nginx refuses a request with two Host fields (400) */
+    if (r->headers_in.host) {
+        req->host.data = r->headers_in.host->value.len
+                         ? (char *) r->headers_in.host->value.data : "";
+        req->host.len = r->headers_in.host->value.len;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The parameters a fingerprint covers, but the body: method, raw path,
+ * query, Content-Type (the first field, which nginx reads the media type
+ * from, and every field when there are several: all are forwarded),
+ * Content-Encoding, Host and the options of idempotency_fingerprint_ignore
+ * and idempotency_fingerprint_header.
+ */
 
 ngx_int_t
 ngx_http_idempotency_request_params(ngx_http_request_t *r,
@@ -339,7 +396,7 @@ ngx_http_idempotency_request_params(ngx_http_request_t *r,
 {
     u_char         *q;
     ngx_str_t      *names;
-    ngx_uint_t      i;
+    ngx_uint_t      i, n;
     idem_header_t  *hd;
 
     req->method.data = (char *) r->method_name.data;
@@ -358,6 +415,10 @@ ngx_http_idempotency_request_params(ngx_http_request_t *r,
         req->content_type.data =
             (char *) r->headers_in.content_type->value.data;
         req->content_type.len = r->headers_in.content_type->value.len;
+    }
+
+    if (ngx_http_idempotency_request_forwarded(r, req) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     if (ilcf->fp_ignore) {
@@ -380,7 +441,7 @@ ngx_http_idempotency_request_params(ngx_http_request_t *r,
         hd[i].name.data = (char *) names[i].data;
         hd[i].name.len = names[i].len;
 
-        if (ngx_http_idempotency_fp_header(r, &names[i], &hd[i].value)
+        if (ngx_http_idempotency_fp_header(r, &names[i], &hd[i].value, &n)
             != NGX_OK)
         {
             return NGX_ERROR;

@@ -184,26 +184,26 @@ void idem_canon_media_free(idem_canon_media_t *m);
  * Writes the canonical form of the JSON text body[0..len) to sink: no
  * insignificant whitespace, object members sorted by name (UTF-8 bytes,
  * a prefix first), strings with only '"', '\' and control bytes escaped
- * (as \u00XX), integers in decimal, reals as "%.15g" with ".0" added when
- * that looks like an integer (so 1 and 1.0 stay different, while 1.0, 1.00
- * and 1e0 are the same). Array order is kept.
+ * (as \u00XX), and every number exactly as its token is spelled in the
+ * body. Array order is kept. So only member order, whitespace and the
+ * spelling of a string's characters (\u00e9 and \xc3\xa9, \/ and /) are
+ * ignored: 1, 1.0, 1.00, 1e0, 1E0, 1e+0, 10e-1 and -0 are eight values,
+ * as they are to an API that reads numbers as exact decimals (or -0 as
+ * JavaScript does), and a number of any length or magnitude is exact.
  *
  * *is_json receives 1 when the body was canonicalized, and 0, with nothing
  * written, when it is not JSON to be trusted as such: invalid, nested deeper
- * than IDEM_FP_JSON_MAX_DEPTH, larger than IDEM_FP_JSON_MAX_BYTES, with a
- * duplicate member name, with an integer beyond 64 bits, or with a real
- * number that a double cannot represent exactly enough to tell apart from
- * its neighbours (more than 15 significant digits, or a magnitude outside
- * 1e-307..1e308). The caller then compares the body as bytes.
+ * than IDEM_FP_JSON_MAX_DEPTH, larger than IDEM_FP_JSON_MAX_BYTES, or with
+ * a duplicate member name. The caller then compares the body as bytes.
  *
  * "Invalid" is what jansson 2.14's json_loadb() refuses with
- * JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL (canon_json.c
- * says what that is; jansson read the bodies until canon_json.c's own
- * parser replaced it, and the fuzz target fuzz_canon_json holds the two to
- * the same answers).
+ * JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, except that
+ * numbers jansson cannot store (an integer beyond 64 bits, a real beyond
+ * a double's range) are valid here (canon_json.c says what that is;
+ * jansson read the bodies until canon_json.c's own parser replaced it,
+ * and the fuzz target fuzz_canon_json holds the two to the same answers).
  *
- * Errors: IDEM_ENOMEM; the first error of sink->write; IDEM_EINVAL only
- * for what cannot happen (a real that does not format).
+ * Errors: IDEM_ENOMEM; the first error of sink->write.
  */
 IDEM_MUST_CHECK int idem_canon_json(const uint8_t *body, size_t len,
                                     idem_canon_sink_t *sink, int *is_json);
@@ -211,12 +211,11 @@ IDEM_MUST_CHECK int idem_canon_json(const uint8_t *body, size_t len,
 /*
  * The pre-scan idem_canon_json() runs before it parses: whether the text
  * body[0..len) stays within IDEM_FP_JSON_MAX_DEPTH nested arrays and
- * objects and all its numbers are exact (integers of any length, reals of
- * at most 15 significant digits in 1e-307..1e308, or zero). Exact for a
- * valid text; for an invalid one its answer does not matter. Exposed for
- * the fuzz target that compares the parser with jansson. Errors: none.
+ * objects. Exact for a valid text; for an invalid one its answer does not
+ * matter. Exposed for the fuzz target that compares the parser with
+ * jansson. Errors: none.
  */
-int idem_canon_json_exact(const uint8_t *body, size_t len);
+int idem_canon_json_shallow(const uint8_t *body, size_t len);
 
 /*
  * idem_canon_json(), with the values that the JSON Pointers among ignore

@@ -4,33 +4,34 @@
  * then one walk over the nodes that writes the canonical text.
  *
  *   body ──> pre-scan ──> parse ──────────────────> write ──────────> sink
- *            depth,       strict RFC 8259: UTF-8,   members in their
- *            number       escapes, 64-bit ints;     sorted order, values
- *            precision    each object's members     as canon.h says,
+ *            depth        strict RFC 8259: UTF-8,   members in their
+ *                         escapes, numbers;         sorted order, values
+ *                         each object's members     as canon.h says,
  *                         sorted, duplicates        ignored values left
  *                         refused                   out
  *
- * What it accepts is exactly what jansson 2.14's json_loadb() accepts with
+ * What it accepts is what jansson 2.14's json_loadb() accepts with
  * JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL (which read
- * these bodies before, and which fuzz/fuzz_canon_json.c holds it to): any
+ * these bodies before, and which fuzz/fuzz_canon_json.c holds it to), and
+ * numbers beyond what jansson stores (an integer of more than 64 bits, a
+ * real that overflows a double), which are kept as written: any
  * value at the top, whitespace of space, tab, CR and LF only, well-formed
  * UTF-8 everywhere (no overlong forms, surrogates or code points above
  * U+10FFFF), no raw control byte in a string, the escapes \" \\ \/ \b \f
  * \n \r \t and \uXXXX with UTF-16 surrogates only in pairs, U+0000 in a
- * string value but never in a member name, no leading zero, an integer
- * within 64 bits, a real as strtod() reads it. Nothing is copied but the
- * strings that have escapes, decoded into one buffer as long as the body.
+ * string value but never in a member name, numbers as RFC 8259 spells them
+ * (no leading zero, no '+', digits on both sides of a '.'). A number is
+ * never converted: the writer copies its token, so "1.0", "1.00", "1e0"
+ * and "-0" stay four different values, as they are to an API that reads
+ * decimals exactly. Nothing is copied but the strings that have escapes,
+ * decoded into one buffer as long as the body.
  *
  * A body of a few hundred bytes costs no allocation: the nodes, the
  * members and the decoded strings start in arrays on the stack (about 8
  * KiB with the writer's stage) and move to the heap only when they outgrow
  * them.
  */
-#include <errno.h>
-#include <limits.h>
-#include <locale.h>
-#include <math.h>
-#include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,82 +42,21 @@
 /* Pre-scan                                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* The most significant digits a real may have and still be told apart. */
-#define IDEM_CJ_REAL_DIGITS 15
-/* The decimal exponents of the normal doubles those digits are exact in. */
-#define IDEM_CJ_REAL_EXP_MIN (-307)
-#define IDEM_CJ_REAL_EXP_MAX 308
-
 static int idem_cj_is_digit(unsigned char c)
 {
     return c >= '0' && c <= '9';
 }
 
 /*
- * Whether the number token s[0..len) (as the pre-scan delimits it) is one
- * the canonical form represents exactly: any integer (the parser refuses
- * those beyond 64 bits), or a real of at most IDEM_CJ_REAL_DIGITS
- * significant digits whose value is zero or within the normal range. A
- * malformed token is accepted here; the parser refuses it.
- */
-static int idem_cj_number_exact(const unsigned char *s, size_t len)
-{
-    size_t i = 0, int_digits = 0, first_sig = 0, last_sig = 0;
-    size_t ndigits = 0;
-    int any_sig = 0, is_real = 0;
-    long long exp10 = 0;
-    int exp10_neg = 0;
-
-    if (i < len && s[i] == '-')
-        i++;
-    for (; i < len && (idem_cj_is_digit(s[i]) || s[i] == '.'); i++) {
-        if (s[i] == '.') {
-            is_real = 1;
-            continue;
-        }
-        if (!is_real)
-            int_digits++;
-        if (s[i] != '0') {
-            if (!any_sig)
-                first_sig = ndigits;
-            last_sig = ndigits;
-            any_sig = 1;
-        }
-        ndigits++;
-    }
-    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
-        is_real = 1;
-        i++;
-        if (i < len && (s[i] == '+' || s[i] == '-'))
-            exp10_neg = s[i++] == '-';
-        for (; i < len && idem_cj_is_digit(s[i]); i++) {
-            if (exp10 < 100000)
-                exp10 = exp10 * 10 + (s[i] - '0');
-        }
-    }
-    if (!is_real || !any_sig)
-        return 1;
-    if (last_sig - first_sig + 1 > IDEM_CJ_REAL_DIGITS)
-        return 0;
-    /* The decimal exponent of the first significant digit. */
-    exp10 = (exp10_neg ? -exp10 : exp10) + (long long)int_digits -
-            (long long)first_sig - 1;
-    return exp10 >= IDEM_CJ_REAL_EXP_MIN && exp10 <= IDEM_CJ_REAL_EXP_MAX;
-}
-
-/*
  * The pre-scan (canon.h): one linear pass that skips string contents (a
- * '\' escapes the next byte), counts nesting and checks each number token
- * with idem_cj_number_exact.
+ * '\\' escapes the next byte) and counts nesting.
  */
-int idem_canon_json_exact(const uint8_t *s, size_t len)
+int idem_canon_json_shallow(const uint8_t *s, size_t len)
 {
     size_t depth = 0;
 
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = s[i];
-
-        switch (c) {
+        switch (s[i]) {
         case '"':
             for (i++; i < len && s[i] != '"'; i++) {
                 if (s[i] == '\\')
@@ -133,19 +73,6 @@ int idem_canon_json_exact(const uint8_t *s, size_t len)
             if (depth > 0)
                 depth--;
             break;
-        default:
-            if (c == '-' || idem_cj_is_digit(c)) {
-                size_t start = i;
-
-                while (i + 1 < len &&
-                       (idem_cj_is_digit(s[i + 1]) || s[i + 1] == '.' ||
-                        s[i + 1] == 'e' || s[i + 1] == 'E' || s[i + 1] == '+' ||
-                        s[i + 1] == '-'))
-                    i++;
-                if (!idem_cj_number_exact(s + start, i + 1 - start))
-                    return 0;
-            }
-            break;
         }
     }
     return 1;
@@ -159,8 +86,7 @@ typedef enum {
     IDEM_CJ_NULL,
     IDEM_CJ_FALSE,
     IDEM_CJ_TRUE,
-    IDEM_CJ_INT,
-    IDEM_CJ_REAL,
+    IDEM_CJ_NUMBER,
     IDEM_CJ_STRING,
     IDEM_CJ_ARRAY,
     IDEM_CJ_OBJECT
@@ -177,11 +103,10 @@ typedef struct {
     size_t count;
     union {
         struct {
-            const char *s; /* decoded: in the body, or in the arena */
+            const char *s; /* a string decoded: in the body, or in the
+                            * arena; a number's token, in the body */
             size_t n;
         } str;
-        long long i;
-        double d;
         size_t first;
     } u;
 } idem_cj_node_t;
@@ -301,53 +226,6 @@ static int idem_cj_literal(idem_cj_parser_t *p, const char *word,
     return idem_cj_new(p, type, &at);
 }
 
-/* The integer s[0..len) (an optional '-' and digits), or NOT_JSON when it
- * does not fit in 64 bits. */
-static int idem_cj_integer(const unsigned char *s, size_t len, long long *out)
-{
-    int neg = s[0] == '-';
-    unsigned long long v = 0, most;
-
-    most =
-        neg ? (unsigned long long)LLONG_MAX + 1 : (unsigned long long)LLONG_MAX;
-    for (size_t i = (size_t)neg; i < len; i++) {
-        unsigned d = (unsigned)(s[i] - '0');
-
-        if (v > (most - d) / 10)
-            return IDEM_CJ_NOT_JSON;
-        v = v * 10 + d;
-    }
-    if (neg)
-        *out = v == 0 ? 0 : -(long long)(v - 1) - 1;
-    else
-        *out = (long long)v;
-    return 0;
-}
-
-/* The real s[0..len), as strtod() reads it with '.' as the decimal point;
- * NOT_JSON when it overflows a double (jansson's "real number overflow"). */
-static int idem_cj_real(const unsigned char *s, size_t len, double *out)
-{
-    char stack[64], *buf = stack, *end;
-    char point = localeconv()->decimal_point[0];
-    int overflow;
-
-    if (len >= sizeof(stack)) {
-        buf = malloc(len + 1);
-        if (buf == NULL)
-            return IDEM_ENOMEM;
-    }
-    for (size_t i = 0; i < len; i++)
-        buf[i] = s[i] == '.' ? point : (char)s[i];
-    buf[len] = '\0';
-    errno = 0;
-    *out = strtod(buf, &end);
-    overflow = (*out == HUGE_VAL || *out == -HUGE_VAL) && errno == ERANGE;
-    if (buf != stack)
-        free(buf);
-    return overflow ? IDEM_CJ_NOT_JSON : 0;
-}
-
 static size_t idem_cj_digits(idem_cj_parser_t *p)
 {
     size_t start = p->pos;
@@ -357,12 +235,12 @@ static size_t idem_cj_digits(idem_cj_parser_t *p)
     return p->pos - start;
 }
 
+/* A number token, checked against RFC 8259's grammar and kept as it is
+ * spelled: its value is never computed. */
 static int idem_cj_number(idem_cj_parser_t *p)
 {
     size_t start = p->pos, at;
-    int is_real = 0, rc;
-    long long i = 0;
-    double d = 0;
+    int rc;
 
     if (p->s[p->pos] == '-')
         p->pos++;
@@ -376,29 +254,21 @@ static int idem_cj_number(idem_cj_parser_t *p)
         (void)idem_cj_digits(p);
     }
     if (p->pos < p->len && p->s[p->pos] == '.') {
-        is_real = 1;
         p->pos++;
         if (idem_cj_digits(p) == 0)
             return IDEM_CJ_NOT_JSON;
     }
     if (p->pos < p->len && (p->s[p->pos] == 'e' || p->s[p->pos] == 'E')) {
-        is_real = 1;
         p->pos++;
         if (p->pos < p->len && (p->s[p->pos] == '+' || p->s[p->pos] == '-'))
             p->pos++;
         if (idem_cj_digits(p) == 0)
             return IDEM_CJ_NOT_JSON;
     }
-    rc = is_real ? idem_cj_real(p->s + start, p->pos - start, &d)
-                 : idem_cj_integer(p->s + start, p->pos - start, &i);
-    if (rc != 0)
+    if ((rc = idem_cj_new(p, IDEM_CJ_NUMBER, &at)) != 0)
         return rc;
-    if ((rc = idem_cj_new(p, is_real ? IDEM_CJ_REAL : IDEM_CJ_INT, &at)) != 0)
-        return rc;
-    if (is_real)
-        idem_cj_node(p, at)->u.d = d;
-    else
-        idem_cj_node(p, at)->u.i = i;
+    idem_cj_node(p, at)->u.str.s = (const char *)p->s + start;
+    idem_cj_node(p, at)->u.str.n = p->pos - start;
     return 0;
 }
 
@@ -848,56 +718,6 @@ static int idem_cj_put_string(idem_cj_writer_t *w, const char *s, size_t n)
 }
 
 /*
- * Formats a real as "%.15g", with '.' as the decimal point whatever the
- * locale, and ".0" added when the text would read as an integer. The
- * pre-scan let through only reals of at most 15 significant digits in the
- * normal range, and those survive the trip through a double, so the text is
- * the number's shortest exact spelling: 0.1 stays "0.1".
- */
-static int idem_cj_put_real(idem_cj_writer_t *w, double v)
-{
-    char buf[48];
-    int n;
-    int has_point = 0;
-
-    n = snprintf(buf, sizeof(buf) - 2, "%.15g", v);
-    if (n < 0 || (size_t)n >= sizeof(buf) - 2)
-        return IDEM_EINVAL;
-    for (int i = 0; i < n; i++) {
-        char c = buf[i];
-
-        if (c == 'e') {
-            has_point = 1;
-        } else if (!(c == '-' || c == '+' || (c >= '0' && c <= '9'))) {
-            buf[i] = '.'; /* the locale's decimal point */
-            has_point = 1;
-        }
-    }
-    if (!has_point) {
-        buf[n++] = '.';
-        buf[n++] = '0';
-    }
-    return idem_cj_put(w, buf, (size_t)n);
-}
-
-/* Formats an integer in decimal; snprintf would dominate arrays of them. */
-static int idem_cj_put_integer(idem_cj_writer_t *w, long long v)
-{
-    char buf[24];
-    size_t i = sizeof(buf);
-    unsigned long long u =
-        v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
-
-    do {
-        buf[--i] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u != 0);
-    if (v < 0)
-        buf[--i] = '-';
-    return idem_cj_put(w, buf + i, sizeof(buf) - i);
-}
-
-/*
  * The ignored values. A pointer that is still "live" at a value is the
  * rest of an ignore entry whose tokens so far named the path down to it;
  * it is always "/" followed by the next token and perhaps more.
@@ -1042,10 +862,8 @@ static int idem_cj_write(idem_cj_writer_t *w, size_t at, const idem_str_t *live,
         return idem_cj_write_container(w, at, live, nlive);
     case IDEM_CJ_STRING:
         return idem_cj_put_string(w, v->u.str.s, v->u.str.n);
-    case IDEM_CJ_INT:
-        return idem_cj_put_integer(w, v->u.i);
-    case IDEM_CJ_REAL:
-        return idem_cj_put_real(w, v->u.d);
+    case IDEM_CJ_NUMBER:
+        return idem_cj_put(w, v->u.str.s, v->u.str.n);
     case IDEM_CJ_TRUE:
         return idem_cj_put(w, "true", 4);
     case IDEM_CJ_FALSE:
@@ -1102,7 +920,7 @@ int idem_canon_json_ignoring(const uint8_t *body, size_t len,
     *is_json = 0;
     if (len == 0 || len > IDEM_FP_JSON_MAX_BYTES)
         return 0;
-    if (!idem_canon_json_exact(body, len))
+    if (!idem_canon_json_shallow(body, len))
         return 0;
 
     idem_cj_parser_init(p, body, len);

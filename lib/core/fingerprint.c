@@ -4,7 +4,7 @@
  *
  * The digest covers, as framed fields (hash.h):
  *
- *     field("idemgate-fingerprint-v2")   the version of this layout
+ *     field("idemgate-fingerprint-v3")   the version of this layout
  *     field(method)                      as sent (methods are case-sensitive)
  *     field(path)                        as given by the caller
  *     field(canonical query)             canon.h: pairs percent-decoded,
@@ -18,6 +18,10 @@
  *                                        not parse, the parameters as sent
  *     u8(body kind)                      idem_body_kind_t
  *     field(SHA-256(canonical body))
+ *     u8(present) field(Content-Type     every field, when there are
+ *                       fields)          several, joined by ", "
+ *     u8(present) field(Content-Encoding) as sent, fields joined by ", "
+ *     u8(present) field(Host)            ASCII lower-cased
  *
  * and then, only when the request has options (idem_request_t's ignore
  * list or headers), so that a fingerprint without them stays what it was:
@@ -39,13 +43,21 @@
  * canonical depends on the media type:
  *
  *     application/json, or any type      canonical JSON (canon.h), or the
- *     ending in "+json"                  bytes when it is not trusted JSON
+ *     ending in "+json", without a       bytes when it is not trusted JSON
+ *     charset or with charset UTF-8
  *     application/x-www-form-urlencoded  canonical pairs, like the query
  *     anything else, or none             the bytes as they are
  *
+ * but a request with a Content-Encoding (the API decodes the body first)
+ * or with several Content-Type fields (the API may read any of them) has
+ * its body compared as bytes whatever its type; so has a JSON body whose
+ * media type parameters do not parse (its charset is not known).
+ *
  * Changing anything above changes every fingerprint, and so turns every
  * stored key into a mismatch: bump the version tag with it. (v1 compared
- * pairs undecoded and left the media type parameters out.)
+ * pairs undecoded and left the media type parameters out; v2 read JSON
+ * numbers as doubles, canonicalized JSON of any charset and left out the
+ * other Content-Type fields, Content-Encoding and Host.)
  */
 #include <string.h>
 #include <strings.h>
@@ -53,7 +65,7 @@
 #include "canon.h"
 #include "hash.h"
 
-#define IDEM_FP_TAG "idemgate-fingerprint-v2"
+#define IDEM_FP_TAG "idemgate-fingerprint-v3"
 
 /* A sink that feeds the canonical text into a digest. */
 typedef struct {
@@ -68,6 +80,12 @@ static int idem_fp_hash_write(idem_canon_sink_t *sink, const void *data,
 
     idem_hash_bytes(hs->hash, data, len);
     return 0;
+}
+
+/* ASCII lower case, whatever the locale: header names are ASCII. */
+static int idem_fp_lower(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c;
 }
 
 static int idem_fp_media_is(idem_str_t media, const char *lower)
@@ -88,13 +106,59 @@ static int idem_fp_media_is_json(idem_str_t media)
            strncasecmp(media.data + media.len - n, suffix, n) == 0;
 }
 
+/* Whether the parameter value v[0..n) (a token, or a quoted-string with
+ * its quotes) is "utf-8" or "utf8" in any case. */
+static int idem_fp_value_is_utf8(const char *v, size_t n)
+{
+    char buf[6];
+    size_t len = 0;
+
+    if (n >= 2 && v[0] == '"') {
+        v++;
+        n -= 2;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] == '\\' && i + 1 < n)
+            i++; /* a quoted-pair: the byte after the '\\' */
+        if (len == sizeof(buf))
+            return 0;
+        buf[len++] = (char)idem_fp_lower((unsigned char)v[i]);
+    }
+    return (len == 5 && memcmp(buf, "utf-8", 5) == 0) ||
+           (len == 4 && memcmp(buf, "utf8", 4) == 0);
+}
+
+/*
+ * Whether a JSON body of media type m is text that canon.h reads as its
+ * API does: UTF-8, which is what a missing charset means for JSON (RFC
+ * 8259), or every charset parameter UTF-8. Parameters that do not parse
+ * hide the charset: no.
+ */
+static int idem_fp_media_is_utf8(const idem_canon_media_t *m)
+{
+    const idem_canon_param_t *params = m->n > 1 ? m->params : &m->one_;
+
+    if (!m->parsed)
+        return 0;
+    for (size_t i = 0; i < m->n; i++) {
+        if (params[i].name_len == 7 &&
+            strncasecmp(params[i].name, "charset", 7) == 0 &&
+            !idem_fp_value_is_utf8(params[i].value, params[i].value_len))
+            return 0;
+    }
+    return 1;
+}
+
 /*
  * Computes the digest of the canonical body into *out and its kind into
  * *kind. Returns 0 or IDEM_ENOMEM.
  */
-static int idem_fp_body(const idem_request_t *req, idem_str_t media,
+static int idem_fp_body(const idem_request_t *req, const idem_canon_media_t *m,
                         idem_hash_t *out, idem_body_kind_t *kind)
 {
+    idem_str_t media = m->type;
+    int as_sent =
+        req->content_encoding.data != NULL || req->content_types.data != NULL;
     idem_hash_ctx_t h;
     idem_fp_hash_sink_t sink = {{idem_fp_hash_write}, &h};
     idem_canon_pairs_t pairs;
@@ -105,7 +169,9 @@ static int idem_fp_body(const idem_request_t *req, idem_str_t media,
         return rc;
 
     *kind = IDEM_BODY_BYTES;
-    if (idem_fp_media_is_json(media)) {
+    if (as_sent) {
+        /* the bytes, below */
+    } else if (idem_fp_media_is_json(media) && idem_fp_media_is_utf8(m)) {
         rc = idem_canon_json_ignoring(req->body, req->body_len, req->ignore,
                                       req->nignore, &sink.super, &is_json);
         if (rc != 0)
@@ -156,12 +222,6 @@ static int idem_fp_str_cmp(idem_str_t a, idem_str_t b)
     if (c != 0)
         return c;
     return a.len < b.len ? -1 : (a.len > b.len);
-}
-
-/* ASCII lower case, whatever the locale: header names are ASCII. */
-static int idem_fp_lower(unsigned char c)
-{
-    return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c;
 }
 
 static int idem_fp_name_cmp(idem_str_t a, idem_str_t b)
@@ -285,7 +345,7 @@ int idem_fingerprint(const idem_request_t *req, idem_hash_t *out,
         goto fail_media;
     if (req->nignore > 0)
         idem_canon_pairs_drop(&query, req->ignore, req->nignore);
-    rc = idem_fp_body(req, media.type, &body_hash, &body_kind);
+    rc = idem_fp_body(req, &media, &body_hash, &body_kind);
     if (rc != 0)
         goto fail_query;
     if ((rc = idem_hash_init(&h)) != 0)
@@ -303,6 +363,12 @@ int idem_fingerprint(const idem_request_t *req, idem_hash_t *out,
         goto fail;
     idem_hash_u8(&h, (uint8_t)body_kind);
     idem_hash_field(&h, body_hash.bytes, sizeof(body_hash.bytes));
+    idem_hash_u8(&h, req->content_types.data != NULL);
+    idem_hash_field(&h, req->content_types.data, req->content_types.len);
+    idem_hash_u8(&h, req->content_encoding.data != NULL);
+    idem_hash_field(&h, req->content_encoding.data, req->content_encoding.len);
+    idem_hash_u8(&h, req->host.data != NULL);
+    idem_fp_hash_lower(&h, req->host);
     if (req->nignore > 0 || req->nheaders > 0)
         idem_fp_hash_options(&h, req);
     if ((rc = idem_hash_final(&h, out)) != 0)

@@ -5,9 +5,11 @@
  *
  * The cache is keyed by the digest of the inputs as given, framed:
  *
- *     field("idemgate-fp-input-v1")
+ *     field("idemgate-fp-input-v2")
  *     u8(has scope) [field(scope)]               the caller's partition
  *     field(method) field(path) field(query) field(content type)
+ *     (u8(present) [field(value)])...            the Content-Type fields,
+ *                                                Content-Encoding, Host
  *     field(body)
  *     u64(nignore) field(entry)...               in the order given
  *     u64(nheaders) (field(name) u8(present) [field(value)])...
@@ -32,7 +34,7 @@
 
 #include "hash.h"
 
-#define IDEM_FPC_TAG "idemgate-fp-input-v1"
+#define IDEM_FPC_TAG "idemgate-fp-input-v2"
 
 typedef struct {
     idem_hash_t input; /* digest of the inputs                 */
@@ -79,8 +81,16 @@ void idem_fp_cache_stats(const idem_fp_cache_t *c, uint64_t *hits,
         *misses = c != NULL ? c->misses : 0;
 }
 
+/* An input that may be absent (data NULL), which differs from "". */
+static void idem_fpc_optional(idem_hash_ctx_t *h, idem_str_t s)
+{
+    idem_hash_u8(h, s.data != NULL);
+    if (s.data != NULL)
+        idem_hash_field(h, s.data, s.len);
+}
+
 /* The digest of scope and of every input of idem_fingerprint(), as
- * given. */
+ * given: a field of idem_request_t added there must be added here. */
 static int idem_fpc_input(const idem_hash_t *scope, const idem_request_t *req,
                           idem_hash_t *out)
 {
@@ -97,6 +107,9 @@ static int idem_fpc_input(const idem_hash_t *scope, const idem_request_t *req,
     idem_hash_field(&h, req->path.data, req->path.len);
     idem_hash_field(&h, req->query.data, req->query.len);
     idem_hash_field(&h, req->content_type.data, req->content_type.len);
+    idem_fpc_optional(&h, req->content_types);
+    idem_fpc_optional(&h, req->content_encoding);
+    idem_fpc_optional(&h, req->host);
     idem_hash_field(&h, req->body, req->body_len);
     idem_hash_u64(&h, (uint64_t)req->nignore);
     for (size_t i = 0; i < req->nignore; i++)
@@ -106,9 +119,7 @@ static int idem_fpc_input(const idem_hash_t *scope, const idem_request_t *req,
         const idem_header_t *hd = &req->headers[i];
 
         idem_hash_field(&h, hd->name.data, hd->name.len);
-        idem_hash_u8(&h, hd->value.data != NULL);
-        if (hd->value.data != NULL)
-            idem_hash_field(&h, hd->value.data, hd->value.len);
+        idem_fpc_optional(&h, hd->value);
     }
     return idem_hash_final(&h, out);
 }

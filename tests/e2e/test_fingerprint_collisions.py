@@ -4,7 +4,9 @@ mismatch, not a replay), and two spellings of the same parameters do (the
 second is a replay). Queries and bodies are sent as raw bytes with
 http.client, because requests rewrites escapes such as %61 on the way."""
 
+import gzip
 import http.client
+import socket
 
 import pytest
 
@@ -13,13 +15,22 @@ from conftest import unique_key
 FORM = "application/x-www-form-urlencoded"
 
 
-def send(gateway, target, key, body=b"", ctype=None):
+def send(gateway, target, key, body=b"", ctype=None, headers=()):
+    """POST target with the key, Content-Type ctype and the header fields
+    of headers (name, value pairs, sent in order; a Host among them
+    replaces http.client's own)."""
     conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
-    headers = {"Idempotency-Key": key}
+    fields = [("Idempotency-Key", key)]
     if ctype is not None:
-        headers["Content-Type"] = ctype
+        fields.append(("Content-Type", ctype))
+    fields += list(headers)
     try:
-        conn.request("POST", target, body=body, headers=headers)
+        conn.putrequest("POST", target, skip_accept_encoding=True,
+                        skip_host=any(n.lower() == "host" for n, _ in fields))
+        for name, value in fields:
+            conn.putheader(name, value)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
         r = conn.getresponse()
         return r.status, r.getheader("Idempotent-Replayed"), r.read()
     finally:
@@ -168,3 +179,179 @@ def test_json_with_charset_still_canonical(gateway, upstream):
                    "ctype": "application/json; charset=utf-8"},
                   {"target": "/bench", "body": b'{"b":[1,2],"a":1}',
                    "ctype": "application/json;charset=\"utf-8\""})
+
+
+# --- JSON numbers: compared as they are spelled --------------------------------
+
+@pytest.mark.parametrize("first,second", [
+    (b'{"a":1.0}', b'{"a":1.00}'),
+    (b'{"a":1e0}', b'{"a":1E0}'),
+    (b'{"a":1e0}', b'{"a":1e+0}'),
+    (b'{"a":1E0}', b'{"a":1e+0}'),
+    (b'{"a":0.1}', b'{"a":0.10}'),
+    (b'{"a":1.5}', b'{"a":15e-1}'),
+    (b'{"a":1e308}', b'{"a":10e307}'),
+    (b'{"a":0}', b'{"a":-0}'),
+    (b'{"a":1}', b'{"a":1.0}'),
+    (b'{"a":12345678901234567.1}', b'{"a":12345678901234567.2}'),
+])
+def test_json_number_spellings_differ(gateway, upstream, first, second):
+    # an API that reads exact decimals (Decimal, BigDecimal, json.Number),
+    # or -0 as JavaScript does, reads each pair as two values
+    assert_mismatch(gateway, upstream,
+                    {"target": "/bench", "body": first,
+                     "ctype": "application/json"},
+                    {"target": "/bench", "body": second,
+                     "ctype": "application/json"})
+
+
+@pytest.mark.parametrize("first,second", [
+    (b'{"a": 1.50, "b": [0.10, -0]}', b'{"b":[0.10,-0],"a":1.50}'),
+    (b'{"a":"\\u00e9\\/"}', b'{"a":"\xc3\xa9/"}'),
+    (b'{"n": 123456789012345678901234567890, "m": 1e400}',
+     b'{"m":1e400,"n":123456789012345678901234567890}'),
+])
+def test_json_order_whitespace_and_escapes_replay(gateway, upstream, first,
+                                                  second):
+    assert_replay(gateway, upstream,
+                  {"target": "/bench", "body": first,
+                   "ctype": "application/json"},
+                  {"target": "/bench", "body": second,
+                   "ctype": "application/json"})
+
+
+# --- the charset of a JSON body -------------------------------------------------
+
+def test_json_of_another_charset_compared_as_bytes(gateway, upstream):
+    # in ISO-8859-1, "\xc3\xa9" is two characters and "\u00e9" one
+    latin1 = "application/json; charset=iso-8859-1"
+    assert_mismatch(gateway, upstream,
+                    {"target": "/bench", "body": b'{"a":"\xc3\xa9"}',
+                     "ctype": latin1},
+                    {"target": "/bench", "body": b'{"a":"\\u00e9"}',
+                     "ctype": latin1})
+    assert_mismatch(gateway, upstream,
+                    {"target": "/bench", "body": b'{"a": 1, "b": 2}',
+                     "ctype": latin1},
+                    {"target": "/bench", "body": b'{"b":2,"a":1}',
+                     "ctype": latin1})
+
+
+@pytest.mark.parametrize("ctype", [
+    "application/json",
+    "application/json; charset=utf-8",
+    "application/json; charset=UTF8",
+    "application/json; charset=\"Utf-8\"",
+])
+def test_json_in_utf8_stays_canonical(gateway, upstream, ctype):
+    assert_replay(gateway, upstream,
+                  {"target": "/bench", "body": b'{"a":"\xc3\xa9", "b": 2}',
+                   "ctype": ctype},
+                  {"target": "/bench", "body": b'{"b":2,"a":"\\u00e9"}',
+                   "ctype": ctype})
+
+
+# --- headers that are forwarded ---------------------------------------------------
+
+GZIPPED = gzip.compress(b'{"a":1}', mtime=0)
+
+
+def test_content_encoding_matters(gateway, upstream):
+    assert_mismatch(gateway, upstream,
+                    {"target": "/bench", "body": GZIPPED,
+                     "ctype": "application/json",
+                     "headers": [("Content-Encoding", "gzip")]},
+                    {"target": "/bench", "body": GZIPPED,
+                     "ctype": "application/json"})
+    assert_mismatch(gateway, upstream,
+                    {"target": "/bench", "body": GZIPPED,
+                     "ctype": "application/json"},
+                    {"target": "/bench", "body": GZIPPED,
+                     "ctype": "application/json",
+                     "headers": [("Content-Encoding", "gzip")]})
+    assert_mismatch(gateway, upstream,
+                    {"target": "/bench", "body": GZIPPED,
+                     "headers": [("Content-Encoding", "gzip")]},
+                    {"target": "/bench", "body": GZIPPED,
+                     "headers": [("Content-Encoding", "br")]})
+
+
+def test_same_content_encoding_replays(gateway, upstream):
+    assert_replay(gateway, upstream,
+                  {"target": "/bench", "body": GZIPPED,
+                   "headers": [("Content-Encoding", "gzip")]},
+                  {"target": "/bench", "body": GZIPPED,
+                   "headers": [("Content-Encoding", "gzip")]})
+
+
+def test_host_matters(gateway, upstream):
+    assert_mismatch(gateway, upstream,
+                    {"target": "/bench", "body": b'{"a":1}',
+                     "ctype": "application/json",
+                     "headers": [("Host", "tenant-a.example")]},
+                    {"target": "/bench", "body": b'{"a":1}',
+                     "ctype": "application/json",
+                     "headers": [("Host", "tenant-b.example")]})
+
+
+def test_host_name_case_does_not_matter(gateway, upstream):
+    assert_replay(gateway, upstream,
+                  {"target": "/bench", "body": b'{"a": 1, "b": 2}',
+                   "ctype": "application/json",
+                   "headers": [("Host", "tenant-a.example")]},
+                  {"target": "/bench", "body": b'{"b":2,"a":1}',
+                   "ctype": "application/json",
+                   "headers": [("Host", "Tenant-A.Example")]})
+
+
+def test_http10_without_host_differs_from_one_with_host(gateway, upstream):
+    key = unique_key()
+    status, _, _ = send(gateway, "/bench", key, b'{"a":1}',
+                        "application/json", [("Host", "127.0.0.1")])
+    assert status < 400
+    request = (b"POST /bench HTTP/1.0\r\nIdempotency-Key: " + key.encode() +
+               b"\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 7\r\n\r\n{\"a\":1}")
+    with socket.create_connection(("127.0.0.1", gateway.port), 30) as s:
+        s.sendall(request)
+        answer = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert b"can only be used with the same parameters" in answer
+    assert upstream.executions(key) == 1
+
+
+def test_second_content_type_matters(gateway, upstream):
+    body = b'{"a":1}'
+    assert_mismatch(gateway, upstream,
+                    {"target": "/bench", "body": body,
+                     "ctype": "application/json"},
+                    {"target": "/bench", "body": body,
+                     "ctype": "application/json",
+                     "headers": [("Content-Type", "text/plain")]})
+    assert_mismatch(gateway, upstream,
+                    {"target": "/bench", "body": body,
+                     "ctype": "application/json",
+                     "headers": [("Content-Type", "text/plain")]},
+                    {"target": "/bench", "body": body,
+                     "ctype": "application/json",
+                     "headers": [("Content-Type", "application/xml")]})
+
+
+def test_body_with_two_content_types_compared_as_bytes(gateway, upstream):
+    # the API may read it as text/plain, where whitespace and order count
+    two = [("Content-Type", "text/plain")]
+    assert_mismatch(gateway, upstream,
+                    {"target": "/bench", "body": b'{"a": 1, "b": 2}',
+                     "ctype": "application/json", "headers": two},
+                    {"target": "/bench", "body": b'{"b":2,"a":1}',
+                     "ctype": "application/json", "headers": two})
+    assert_replay(gateway, upstream,
+                  {"target": "/bench", "body": b'{"a": 1}',
+                   "ctype": "application/json", "headers": two},
+                  {"target": "/bench", "body": b'{"a": 1}',
+                   "ctype": "application/json", "headers": two})

@@ -282,13 +282,121 @@ static void test_fp_json_string_escapes_ignored(void **state)
     assert_json_same("{\"a\":\"\\u00e9\\/\"}", "{\"a\":\"\xc3\xa9/\"}");
 }
 
-static void test_fp_json_integer_and_real_differ(void **state)
+static void test_fp_json_number_spellings_differ(void **state)
 {
     (void)state;
-    /* 1 and 1.0 differ; spellings of one real do not. */
+    /* A number is compared as it is spelled: an API may read decimals
+     * exactly (Decimal, BigDecimal, json.Number) or keep -0 (JavaScript). */
     assert_json_differ("{\"n\":1}", "{\"n\":1.0}");
-    assert_json_same("{\"n\":1.0}", "{\"n\":1e0}");
-    assert_json_same("{\"n\":0.5}", "{\"n\":5.00e-1}");
+    assert_json_differ("{\"n\":1.0}", "{\"n\":1.00}");
+    assert_json_differ("{\"n\":1e0}", "{\"n\":1E0}");
+    assert_json_differ("{\"n\":1e0}", "{\"n\":1e+0}");
+    assert_json_differ("{\"n\":0.1}", "{\"n\":0.10}");
+    assert_json_differ("{\"n\":1.5}", "{\"n\":15e-1}");
+    assert_json_differ("{\"n\":1e308}", "{\"n\":10e307}");
+    assert_json_differ("{\"n\":0}", "{\"n\":-0}");
+    assert_json_same("{\"n\":1.50,\"m\":2}", "{ \"m\" : 2, \"n\" : 1.50 }");
+}
+
+static void test_fp_json_charset_other_than_utf8_is_bytes(void **state)
+{
+    idem_request_t a, b;
+
+    (void)state;
+    assert_int_equal(
+        kind_of(req("", "application/json; charset=iso-8859-1", "{}")),
+        IDEM_BODY_BYTES);
+    assert_int_equal(kind_of(req("", "application/json; charset=UTF-16", "{}")),
+                     IDEM_BODY_BYTES);
+    assert_int_equal(
+        kind_of(
+            req("", "application/json; charset=utf-8; charset=latin1", "{}")),
+        IDEM_BODY_BYTES);
+    /* parameters that do not parse hide the charset */
+    assert_int_equal(kind_of(req("", "application/json; charset", "{}")),
+                     IDEM_BODY_BYTES);
+    assert_int_equal(kind_of(req("", "application/json; charset=UTF-8", "{}")),
+                     IDEM_BODY_JSON);
+    assert_int_equal(
+        kind_of(req("", "application/json; charset=\"utf8\"", "{}")),
+        IDEM_BODY_JSON);
+    assert_int_equal(
+        kind_of(req("", "application/json; charset=\"ut\\f-8\"", "{}")),
+        IDEM_BODY_JSON);
+    assert_int_equal(kind_of(req("", "application/json; v=1", "{}")),
+                     IDEM_BODY_JSON);
+
+    /* in Latin-1, "\xc3\xa9" is two characters and "\u00e9" one */
+    a = req("", "application/json; charset=iso-8859-1", "{\"a\":\"\xc3\xa9\"}");
+    b = req("", "application/json; charset=iso-8859-1", "{\"a\":\"\\u00e9\"}");
+    assert_false(same(fp(a), fp(b)));
+    a.content_type = S("application/json; charset=utf-8");
+    b.content_type = S("application/json; charset=utf-8");
+    assert_true(same(fp(a), fp(b)));
+}
+
+/* Content-Encoding, every Content-Type field and Host are forwarded: each
+ * takes part, absent differing from empty. */
+static void test_fp_content_encoding_takes_part(void **state)
+{
+    idem_request_t a = req("", JSON, "{\"a\":1}"), b = a;
+
+    (void)state;
+    b.content_encoding = S("gzip");
+    assert_false(same(fp(a), fp(b)));
+    assert_int_equal(kind_of(b), IDEM_BODY_BYTES);
+    a.content_encoding = S("");
+    assert_false(same(fp(a), fp(b)));
+    assert_false(same(fp(a), fp(req("", JSON, "{\"a\":1}"))));
+    a.content_encoding = S("br");
+    assert_false(same(fp(a), fp(b)));
+    /* the body of an encoded request is compared as sent */
+    a = req("", JSON, "{\"a\":1}");
+    b = req("", JSON, "{ \"a\": 1 }");
+    a.content_encoding = b.content_encoding = S("identity");
+    assert_false(same(fp(a), fp(b)));
+}
+
+static void test_fp_content_types_take_part(void **state)
+{
+    idem_request_t a = req("", JSON, "{\"a\":1}"), b = a;
+
+    (void)state;
+    b.content_types = S("application/json, text/plain");
+    assert_false(same(fp(a), fp(b)));
+    assert_int_equal(kind_of(b), IDEM_BODY_BYTES);
+    a.content_types = S("application/json, application/json");
+    assert_false(same(fp(a), fp(b)));
+    /* the API may read the body as text/plain: compared as sent */
+    a = req("", JSON, "{\"a\":1,\"b\":2}");
+    b = req("", JSON, "{\"b\":2,\"a\":1}");
+    a.content_types = b.content_types = S("application/json, text/plain");
+    assert_false(same(fp(a), fp(b)));
+    a = req("", FORM, "a=1&b=2");
+    b = req("", FORM, "b=2&a=1");
+    assert_true(same(fp(a), fp(b)));
+    a.content_types = b.content_types = S(FORM ", text/plain");
+    assert_int_equal(kind_of(a), IDEM_BODY_BYTES);
+    assert_false(same(fp(a), fp(b)));
+}
+
+static void test_fp_host_takes_part(void **state)
+{
+    idem_request_t a = req("", JSON, "{}"), b = a;
+
+    (void)state;
+    a.host = S("tenant-a.example");
+    b.host = S("tenant-b.example");
+    assert_false(same(fp(a), fp(b)));
+    assert_false(same(fp(a), fp(req("", JSON, "{}"))));
+    /* host names are compared in any case; the body stays canonical */
+    b.host = S("Tenant-A.EXAMPLE");
+    assert_true(same(fp(a), fp(b)));
+    assert_int_equal(kind_of(b), IDEM_BODY_JSON);
+    b.host = S("tenant-a.example:8080");
+    assert_false(same(fp(a), fp(b)));
+    a.host = S("");
+    assert_false(same(fp(a), fp(req("", JSON, "{}"))));
 }
 
 static void test_fp_json_plus_json_suffix_is_json(void **state)
@@ -369,17 +477,19 @@ static void test_fp_json_size_bound_falls_back_to_bytes(void **state)
     free(body);
 }
 
-static void test_fp_json_inexact_number_is_bytes(void **state)
+static void test_fp_json_long_numbers_are_json(void **state)
 {
     (void)state;
-    /* These two would share one double; as bytes they stay different. */
+    /* Kept as written, a number of any length or magnitude is exact: these
+     * two would share one double, and stay different. */
     assert_int_equal(kind_of(req("", JSON, "{\"amount\":12345678901234567.1}")),
-                     IDEM_BODY_BYTES);
+                     IDEM_BODY_JSON);
     assert_json_differ("{\"amount\":12345678901234567.1}",
                        "{\"amount\":12345678901234567.2}");
-    assert_int_equal(kind_of(req("", JSON, "[1e999]")), IDEM_BODY_BYTES);
+    assert_int_equal(kind_of(req("", JSON, "[1e999]")), IDEM_BODY_JSON);
     assert_int_equal(kind_of(req("", JSON, "[18446744073709551616]")),
-                     IDEM_BODY_BYTES);
+                     IDEM_BODY_JSON);
+    assert_json_differ("[18446744073709551616]", "[18446744073709551617]");
 }
 
 static void test_fp_json_empty_body_is_bytes(void **state)
@@ -392,7 +502,7 @@ static void test_fp_json_equals_its_canonical_form(void **state)
 {
     (void)state;
     assert_json_same("{ \"b\": [ 1, 2.50, \"\\u0041\" ], \"a\": {} }",
-                     "{\"a\":{},\"b\":[1,2.5,\"A\"]}");
+                     "{\"a\":{},\"b\":[1,2.50,\"A\"]}");
 }
 
 static void test_fp_form_pair_order_ignored(void **state)
@@ -1006,20 +1116,31 @@ static void test_fp_layout_is_stable(void **state)
     (void)state;
     assert_hex(
         fp(r),
-        "e0783a704c548d664685ee18a0bffd9332875b9c2e4d1b76d56aab2f0b619475");
+        "cd671fe9a3f89931afeaf763ca816f11d95c418034ca2f5d0e5cdb3815a126fd");
     r = req("", "", "hello");
     r.path = S("/x");
     assert_hex(
         fp(r),
-        "33d4d15224ec78bd39e4d78de38ab20130052dc3aaa180612fb5a8864c63b1aa");
+        "f848f0b6827f4ee272af4b26caf1564f90a32fc4668315b294f905731e3904be");
     r = req("b=x+y&%61=%2b", "Multipart/Form-Data; Boundary=\"A\\\"B\"", "x");
     assert_hex(
         fp(r),
-        "7d636f18fc0133c76e4e190609503ed6e08c2199b3797529ff9e34495325a116");
+        "fad2441f2659f134a98dc42511740db67040a9110d9082e1d58decacb57781d9");
     r = req("", "Text/Plain; charset", "x");
     assert_hex(
         fp(r),
-        "dc0a8d252ae313a90530e0ccbf8c99595ad1f7e463a58d21b9981a9d7b11d977");
+        "e4c86efdd7fe28785306aee0bb6b5935af37f06bd305f4e00a59c1c4223a4db4");
+    r = req("", JSON, "{\"n\":1.50, \"a\":-0}");
+    r.host = S("Tenant-A.Example:8080");
+    assert_hex(
+        fp(r),
+        "e0b9d3ddb60719ababfa1e9be41b8b73adb20cd9ec5d63ed63489ced36891c11");
+    r.host = S("");
+    r.content_types = S("application/json, text/plain");
+    r.content_encoding = S("gzip");
+    assert_hex(
+        fp(r),
+        "e362ed6ad40c4d487205b41e530c47b0bb8dcfbf9addb9b6d8b9b5e83f8fa68c");
 }
 
 /* The same, for the options part of the layout. */
@@ -1037,7 +1158,7 @@ static void test_fp_options_layout_is_stable(void **state)
     r.nheaders = 2;
     assert_hex(
         fp(r),
-        "6ebfd7ffeb35a3640a9b72a4e6045066edfc6fcd1ea0ecf6b92b0d2a1c93d349");
+        "41ab5554902a5741146fffcf409ef2a332651b94832ac298420fcb937e773996");
 }
 
 /* ---- the cache of fingerprints (idem_fingerprint_cached) ---- */
@@ -1075,7 +1196,7 @@ static void test_fp_cache_never_mixes_inputs(void **state)
 {
     static const char *const method[] = {"POST", "PUT", "POST", "POST"};
     idem_fp_cache_t *c = NULL;
-    idem_request_t r[16];
+    idem_request_t r[24];
     idem_header_t hd[4] = {
         {{"Stripe-Version", 14}, {"1", 1}},
         {{"Stripe-Version", 14}, {NULL, 0}},
@@ -1117,6 +1238,18 @@ static void test_fp_cache_never_mixes_inputs(void **state)
     r[n].ignore = ign;
     r[n].nignore = 2;
     n++;
+    for (int i = 0; i < 6; i++) {
+        idem_str_t v = i % 2 ? S("") : S("a");
+
+        r[n] = req("", JSON, "{\"a\":1}");
+        if (i < 2)
+            r[n].host = v;
+        else if (i < 4)
+            r[n].content_encoding = v;
+        else
+            r[n].content_types = v;
+        n++;
+    }
     for (int round = 0; round < 2; round++) {
         for (size_t i = 0; i < n; i++) {
             assert_true(same(cached(c, r[i]), fp(r[i])));
@@ -1239,14 +1372,18 @@ int main(void)
         cmocka_unit_test(test_fp_json_array_order_matters),
         cmocka_unit_test(test_fp_json_values_matter),
         cmocka_unit_test(test_fp_json_string_escapes_ignored),
-        cmocka_unit_test(test_fp_json_integer_and_real_differ),
+        cmocka_unit_test(test_fp_json_number_spellings_differ),
+        cmocka_unit_test(test_fp_json_charset_other_than_utf8_is_bytes),
+        cmocka_unit_test(test_fp_content_encoding_takes_part),
+        cmocka_unit_test(test_fp_content_types_take_part),
+        cmocka_unit_test(test_fp_host_takes_part),
         cmocka_unit_test(test_fp_json_plus_json_suffix_is_json),
         cmocka_unit_test(test_fp_json_body_kind_is_json),
         cmocka_unit_test(test_fp_invalid_json_is_bytes),
         cmocka_unit_test(test_fp_json_duplicate_members_are_bytes),
         cmocka_unit_test(test_fp_json_depth_bound_falls_back_to_bytes),
         cmocka_unit_test(test_fp_json_size_bound_falls_back_to_bytes),
-        cmocka_unit_test(test_fp_json_inexact_number_is_bytes),
+        cmocka_unit_test(test_fp_json_long_numbers_are_json),
         cmocka_unit_test(test_fp_json_empty_body_is_bytes),
         cmocka_unit_test(test_fp_json_equals_its_canonical_form),
         cmocka_unit_test(test_fp_form_pair_order_ignored),
