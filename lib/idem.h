@@ -232,8 +232,11 @@ typedef enum {
  *   from an empty value.
  *
  * content_type is the first Content-Type field, the one the media type is
- * read from; content_types, content_encoding and host are forwarded too
- * and so always take part (data NULL, absent, differs from "").
+ * read from; content_types and content_encoding are forwarded too and so
+ * always take part (data NULL, absent, differs from ""). host, the Host
+ * header, takes part for a caller that sets it (host names in any case);
+ * the module leaves it absent, since a Host names the node addressed and
+ * a retry through another node must replay.
  */
 typedef struct {
     idem_str_t method;

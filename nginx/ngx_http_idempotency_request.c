@@ -371,12 +371,12 @@ ngx_http_idempotency_request_forwarded(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    /* nginx refuses a request with two Host fields (400) */
-    if (r->headers_in.host) {
-        req->host.data = r->headers_in.host->value.len
-                         ? (char *) r->headers_in.host->value.data : "";
-        req->host.len = r->headers_in.host->value.len;
-    }
+    /*
+     * req->host stays absent: a Host names the gateway node the client
+     * addressed, and a retry through another node (or another of its
+     * names) must replay, not mismatch. An API that tells tenants apart
+     * by Host brings it in with idempotency_fingerprint_header Host.
+     */
 
     return NGX_OK;
 }
