@@ -207,6 +207,15 @@ def check_cut_is_unknown_outcome(sse, url, admin_get):
     assert sse.count == before + 1
     rec = admin_get(key).json()
     assert rec["state"] == "complete" and rec["unknown_outcome"] is True
+    # the stored error keeps one Date, as an upstream's answer does
+    assert "date" in [h[0].lower() for h in rec["headers"]]
+    time.sleep(1.1)
+    later = requests.post(url + "/cut/%s" % name, data=json.dumps({"q": 1}),
+                          headers={"Idempotency-Key": key,
+                                   "Content-Type": "application/json"},
+                          timeout=30)
+    assert later.status_code == 504
+    assert later.headers["Date"] == again.headers["Date"]
 
 
 # --------------------------------------------------------------------------
