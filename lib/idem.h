@@ -480,6 +480,18 @@ IDEM_MUST_CHECK int idem_errbody(idem_style_t style, idem_err_kind_t kind,
                                  idem_errbody_t *out);
 
 /*
+ * idem_errbody() for a key that came in the header named
+ * header[0..header_len) (another than Idempotency-Key: --key-header): the
+ * rule a malformed key broke names that header where it would say
+ * "Idempotency-Key". header NULL, or Idempotency-Key in any case: the
+ * same as idem_errbody(). Errors and thread safety: as idem_errbody().
+ */
+IDEM_MUST_CHECK int idem_errbody_named(idem_style_t style, idem_err_kind_t kind,
+                                       const char *key, size_t key_len,
+                                       int key_err, const char *header,
+                                       size_t header_len, idem_errbody_t *out);
+
+/*
  * An error template (SPEC §5 --error-template): a body for every
  * gateway-made error, in whatever shape the API's clients read.
  *
@@ -558,6 +570,14 @@ IDEM_MUST_CHECK int idem_errbody_template(const idem_errtpl_t *tpl,
                                           idem_err_kind_t kind, const char *key,
                                           size_t key_len, int key_err,
                                           idem_errbody_t *out);
+
+/* idem_errbody_template() naming the key's header as idem_errbody_named(). */
+IDEM_MUST_CHECK int idem_errbody_template_named(const idem_errtpl_t *tpl,
+                                                idem_err_kind_t kind,
+                                                const char *key, size_t key_len,
+                                                int key_err, const char *header,
+                                                size_t header_len,
+                                                idem_errbody_t *out);
 
 /*
  * The body of an error nginx answers itself (a request it cannot parse, a

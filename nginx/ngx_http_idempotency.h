@@ -233,6 +233,8 @@ struct ngx_http_idempotency_ctx_s {
 
     u_char                       key[IDEM_KEY_MAX];
     size_t                       key_len;
+    ngx_str_t                    key_header;   /* the header of a bad key
+                                                  (its rule names it) */
     idem_hash_t                  scope;
     idem_hash_t                  fingerprint;
     ngx_uint_t                   fingerprinted; /* a cache: fingerprint is

@@ -390,7 +390,7 @@ ngx_http_idempotency_stored_error(ngx_http_request_t *r,
 
     if (ngx_http_idempotency_send_errbody(ctx->conf->error_style,
                                      ctx->conf->error_template, kind,
-                                     ctx->key, ctx->key_len, 0,
+                                     ctx->key, ctx->key_len, 0, NULL,
                                      &ctx->errbody)
         != 0)
     {

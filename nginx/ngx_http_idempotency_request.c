@@ -107,12 +107,14 @@ ngx_http_idempotency_read_key(ngx_http_request_t *r,
         err = idem_key_parse((char *) h[i].value.data, h[i].value.len,
                              (char *) key, &len);
         if (err != 0) {
+            ctx->key_header = h[i].key;
             break;
         }
 
         if (*found
             && (len != ctx->key_len || ngx_memcmp(key, ctx->key, len) != 0))
         {
+            ctx->key_header = h[i].key;
             err = IDEM_EKEYDUP;
             break;
         }

@@ -167,15 +167,22 @@ ngx_http_idempotency_send_add_expires(ngx_http_request_t *r, int64_t expires_ms)
 int
 ngx_http_idempotency_send_errbody(ngx_uint_t style, idem_errtpl_t *tpl,
     idem_err_kind_t kind, const u_char *key, size_t key_len, int key_err,
-    idem_errbody_t *out)
+    const ngx_str_t *header, idem_errbody_t *out)
 {
+    const char  *name;
+    size_t       name_len;
+
+    name = header ? (const char *) header->data : NULL;
+    name_len = header ? header->len : 0;
+
     if (tpl) {
-        return idem_errbody_template(tpl, kind, (const char *) key, key_len,
-                                     key_err, out);
+        return idem_errbody_template_named(tpl, kind, (const char *) key,
+                                           key_len, key_err, name, name_len,
+                                           out);
     }
 
-    return idem_errbody((idem_style_t) style, kind, (const char *) key,
-                        key_len, key_err, out);
+    return idem_errbody_named((idem_style_t) style, kind, (const char *) key,
+                              key_len, key_err, name, name_len, out);
 }
 
 
@@ -194,7 +201,7 @@ ngx_http_idempotency_send_error_answer(ngx_http_request_t *r,
     if (ngx_http_idempotency_send_errbody(ctx->conf->error_style,
                                      ctx->conf->error_template, kind,
                                      ctx->key, ctx->key_len, key_err,
-                                     &ctx->errbody)
+                                     &ctx->key_header, &ctx->errbody)
         != 0)
     {
         ctx->answer.status = NGX_HTTP_INTERNAL_SERVER_ERROR;

@@ -23,10 +23,11 @@ ngx_int_t ngx_http_idempotency_send_text(ngx_http_request_t *r,
 void ngx_http_idempotency_send_errbody_response(const idem_errbody_t *eb,
     idem_header_t *ct, idem_response_t *resp);
 /* the body of a gateway-made error, from the template tpl or in the style
- * (the location's, or copies of them: a thread-pool job); thread-safe */
+ * (the location's, or copies of them: a thread-pool job), a bad key's rule
+ * naming header (NULL: Idempotency-Key); thread-safe */
 int ngx_http_idempotency_send_errbody(ngx_uint_t style, idem_errtpl_t *tpl,
     idem_err_kind_t kind, const u_char *key, size_t key_len, int key_err,
-    idem_errbody_t *out);
+    const ngx_str_t *header, idem_errbody_t *out);
 /* a gateway-made error into ctx->answer; the state becomes ANSWER */
 ngx_int_t ngx_http_idempotency_send_error_answer(ngx_http_request_t *r,
     ngx_http_idempotency_ctx_t *ctx, idem_err_kind_t kind, int key_err);

@@ -224,7 +224,8 @@ ngx_http_idempotency_unknown_response(ngx_http_idempotency_job_t *job)
 
     rc = ngx_http_idempotency_send_errbody(job->style, job->error_template,
                                       IDEM_ERR_UNKNOWN_OUTCOME, job->key,
-                                      job->key_len, 0, &job->unknown_body);
+                                      job->key_len, 0, NULL,
+                                      &job->unknown_body);
     if (rc != 0) {
         return rc;
     }

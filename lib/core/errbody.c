@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "errbody.h"
 
@@ -237,9 +238,36 @@ static const char *idem_errbody_key_rule(int key_err)
     return problem ? problem : "The Idempotency-Key header is malformed.";
 }
 
-const idem_errbody_text_t *idem_errbody_text(idem_err_kind_t kind, int key_err,
-                                             idem_errbody_text_t *key_text)
+/*
+ * rule with the key header named header[0..header_len) where it says
+ * "Idempotency-Key", written into buf; rule itself when there is nothing
+ * to rename (no header, Idempotency-Key itself in any case, a name longer
+ * than a header name would sensibly be, or a rule that names none).
+ */
+static const char *idem_errbody_rename(const char *rule, const char *header,
+                                       size_t header_len, char *buf, size_t cap)
 {
+    static const char dflt[] = "Idempotency-Key";
+    const char *at;
+
+    if (header == NULL || header_len == 0 || header_len > 128 ||
+        (header_len == sizeof(dflt) - 1 &&
+         strncasecmp(header, dflt, header_len) == 0))
+        return rule;
+    at = strstr(rule, dflt);
+    if (at == NULL)
+        return rule;
+    snprintf(buf, cap, "%.*s%.*s%s", (int)(at - rule), rule, (int)header_len,
+             header, at + sizeof(dflt) - 1);
+    return buf;
+}
+
+const idem_errbody_text_t *idem_errbody_text(idem_err_kind_t kind, int key_err,
+                                             const char *header,
+                                             size_t header_len,
+                                             idem_errbody_key_text_t *named)
+{
+    idem_errbody_text_t *key_text = &named->text;
     const idem_errbody_text_t *text;
 
     memset(key_text, 0, sizeof(*key_text));
@@ -252,7 +280,9 @@ const idem_errbody_text_t *idem_errbody_text(idem_err_kind_t kind, int key_err,
     switch (kind) {
     case IDEM_ERR_KEY_INVALID:
         key_text->ietf_title = "Idempotency-Key is malformed";
-        key_text->before_key = idem_errbody_key_rule(key_err);
+        key_text->before_key =
+            idem_errbody_rename(idem_errbody_key_rule(key_err), header,
+                                header_len, named->rule, sizeof(named->rule));
         text = key_text;
         break;
     case IDEM_ERR_KEY_MISSING:
@@ -333,14 +363,22 @@ static int idem_errbody_style_ok(idem_style_t style)
 int idem_errbody(idem_style_t style, idem_err_kind_t kind, const char *key,
                  size_t key_len, int key_err, idem_errbody_t *out)
 {
-    idem_errbody_text_t key_text;
+    return idem_errbody_named(style, kind, key, key_len, key_err, NULL, 0, out);
+}
+
+int idem_errbody_named(idem_style_t style, idem_err_kind_t kind,
+                       const char *key, size_t key_len, int key_err,
+                       const char *header, size_t header_len,
+                       idem_errbody_t *out)
+{
+    idem_errbody_key_text_t key_text;
     const idem_errbody_text_t *text;
 
     if (!idem_errbody_style_ok(style))
         return IDEM_EINVAL;
     if (key == NULL)
         key_len = 0;
-    text = idem_errbody_text(kind, key_err, &key_text);
+    text = idem_errbody_text(kind, key_err, header, header_len, &key_text);
     if (text == NULL)
         return IDEM_EINVAL;
     return idem_errbody_build(style, text, key, key_len, out);

@@ -334,7 +334,16 @@ int idem_errbody_template(const idem_errtpl_t *tpl, idem_err_kind_t kind,
                           const char *key, size_t key_len, int key_err,
                           idem_errbody_t *out)
 {
-    idem_errbody_text_t key_text;
+    return idem_errbody_template_named(tpl, kind, key, key_len, key_err, NULL,
+                                       0, out);
+}
+
+int idem_errbody_template_named(const idem_errtpl_t *tpl, idem_err_kind_t kind,
+                                const char *key, size_t key_len, int key_err,
+                                const char *header, size_t header_len,
+                                idem_errbody_t *out)
+{
+    idem_errbody_key_text_t key_text;
     const idem_errbody_text_t *text;
     idem_errtpl_values_t v;
     size_t before, after, n;
@@ -343,7 +352,7 @@ int idem_errbody_template(const idem_errtpl_t *tpl, idem_err_kind_t kind,
 
     if (key == NULL)
         key_len = 0;
-    text = idem_errbody_text(kind, key_err, &key_text);
+    text = idem_errbody_text(kind, key_err, header, header_len, &key_text);
     if (text == NULL)
         return IDEM_EINVAL;
 

@@ -880,6 +880,26 @@ def test_no_store_header_and_max_response_bytes(gateway_factory):
     assert assert_error_body(big2.content)
 
 
+def test_a_bad_key_is_named_by_its_header(gateway_factory):
+    # the rule a bad key broke names the header it came in
+    g = gateway_factory("--key-header", "X-Idempotency-Key")
+    r = requests.post(g.url + "/v1/things", data="x", timeout=10,
+                      headers={"X-Idempotency-Key": ""})
+    assert r.status_code == 400
+    details = r.json()["errors"][0]["details"]
+    assert details.startswith("The X-Idempotency-Key header is empty"), details
+    r = requests.post(g.url + "/v1/things", data="x", timeout=10,
+                      headers={"Idempotency-Key": "a", "X-Idempotency-Key": "b"})
+    assert r.status_code == 400
+    assert "X-Idempotency-Key" in r.json()["errors"][0]["details"]
+    # the default header keeps its own words
+    r = requests.post(g.url + "/v1/things", data="x", timeout=10,
+                      headers={"Idempotency-Key": "x" * 256})
+    assert r.status_code == 400
+    assert r.json()["errors"][0]["details"].startswith(
+        "The Idempotency-Key is longer")
+
+
 def test_key_header(gateway_factory, echo, workdir):
     g = gateway_factory("--key-header", "X-Idempotency-Key",
                         "--key-header", "chargebee-idempotency-key")

@@ -15,10 +15,18 @@
 #include "idem.h"
 
 static const idem_err_kind_t all_kinds[] = {
-    IDEM_ERR_KEY_INVALID,     IDEM_ERR_KEY_MISSING, IDEM_ERR_MISMATCH,
-    IDEM_ERR_IN_PROGRESS,     IDEM_ERR_STORE,       IDEM_ERR_UNKNOWN_OUTCOME,
-    IDEM_ERR_UPSTREAM_DOWN,   IDEM_ERR_TOO_LARGE,   IDEM_ERR_UNKNOWN_BROKEN,
+    IDEM_ERR_KEY_INVALID,
+    IDEM_ERR_KEY_MISSING,
+    IDEM_ERR_MISMATCH,
+    IDEM_ERR_IN_PROGRESS,
+    IDEM_ERR_STORE,
+    IDEM_ERR_UNKNOWN_OUTCOME,
+    IDEM_ERR_UPSTREAM_DOWN,
+    IDEM_ERR_TOO_LARGE,
+    IDEM_ERR_UNKNOWN_BROKEN,
     IDEM_ERR_TARGET_FRAGMENT,
+    IDEM_ERR_UNKNOWN_RELEASED,
+    IDEM_ERR_BROKEN_RELEASED,
 };
 #define NKINDS (sizeof(all_kinds) / sizeof(all_kinds[0]))
 
@@ -337,6 +345,49 @@ test_errbody_persona_released_outcomes_say_the_key_is_free(void **state)
     assert_non_null(strstr(details, "connection broke"));
     assert_non_null(strstr(details, "the key was released"));
     assert_null(strstr(details, "will not run it again"));
+}
+
+/* a key that came in another header: the rule names that header */
+static void test_errbody_named_header_in_the_rule(void **state)
+{
+    idem_errbody_t e;
+    json_t *j;
+
+    (void)state;
+    assert_int_equal(
+        idem_errbody_named(IDEM_STYLE_PERSONA, IDEM_ERR_KEY_INVALID, "", 0,
+                           IDEM_EKEYEMPTY, "X-Idempotency-Key", 17, &e),
+        0);
+    j = parse(&e);
+    assert_string_equal(member(persona_error(j), "details"),
+                        "The X-Idempotency-Key header is empty; a key has 1 "
+                        "to 255 characters.");
+    json_decref(j);
+    free(e.body);
+
+    /* Idempotency-Key itself, in any case, and no header: the rule as is */
+    assert_int_equal(
+        idem_errbody_named(IDEM_STYLE_PERSONA, IDEM_ERR_KEY_INVALID, "", 0,
+                           IDEM_EKEYDUP, "idempotency-key", 15, &e),
+        0);
+    j = parse(&e);
+    assert_string_equal(member(persona_error(j), "details"),
+                        idem_key_problem(IDEM_EKEYDUP));
+    json_decref(j);
+    free(e.body);
+    assert_int_equal(idem_errbody_named(IDEM_STYLE_STRIPE, IDEM_ERR_KEY_INVALID,
+                                        "", 0, IDEM_EKEYDUP, NULL, 0, &e),
+                     0);
+    assert_non_null(strstr(e.body, "The Idempotency-Key header appears"));
+    free(e.body);
+
+    /* other kinds are not touched */
+    assert_int_equal(idem_errbody_named(IDEM_STYLE_PERSONA,
+                                        IDEM_ERR_IN_PROGRESS, "k", 1, 0,
+                                        "X-Idempotency-Key", 17, &e),
+                     0);
+    assert_non_null(strstr(e.body, "A request with the Idempotency-Key 'k'"));
+    free(e.body);
 }
 
 static void test_errbody_persona_unknown_broken_is_502(void **state)
@@ -990,6 +1041,7 @@ int main(void)
         cmocka_unit_test(test_errbody_persona_store_is_503_not_forwarded),
         cmocka_unit_test(test_errbody_persona_unknown_outcome_is_504),
         cmocka_unit_test(test_errbody_persona_unknown_broken_is_502),
+        cmocka_unit_test(test_errbody_named_header_in_the_rule),
         cmocka_unit_test(
             test_errbody_persona_released_outcomes_say_the_key_is_free),
         cmocka_unit_test(test_errbody_persona_target_fragment_is_400),
