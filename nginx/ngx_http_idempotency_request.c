@@ -255,8 +255,8 @@ ngx_http_idempotency_request_scope(ngx_http_request_t *r,
 /*
  * The value of the request header name (lowcase) for the fingerprint:
  * NULL data when the request has none, several fields of the name joined
- * by ", " in r->pool; *count receives the number of fields. NGX_ERROR
- * when out of memory.
+ * by ", " in r->pool; *count (when not NULL) receives the number of
+ * fields. NGX_ERROR when out of memory.
  */
 
 static ngx_int_t
@@ -295,7 +295,9 @@ ngx_http_idempotency_fp_header(ngx_http_request_t *r, ngx_str_t *name,
         }
     }
 
-    *count = n;
+    if (count) {
+        *count = n;
+    }
 
     if (first == NULL) {
         return NGX_OK;
@@ -343,8 +345,8 @@ ngx_http_idempotency_fp_header(ngx_http_request_t *r, ngx_str_t *name,
 /*
  * The headers that are forwarded and that an API could read otherwise, so
  * that the fingerprint covers them: every Content-Type field when there
- * are several (nginx reads the media type from the first and forwards all),
- * Content-Encoding and Host.
+ * are several (nginx reads the media type from the first and forwards all)
+ * and Content-Encoding.
  */
 
 static ngx_int_t
@@ -367,7 +369,7 @@ ngx_http_idempotency_request_forwarded(ngx_http_request_t *r,
 
     if (ngx_http_idempotency_fp_header(r,
                                        &ngx_http_idempotency_content_encoding,
-                                       &req->content_encoding, &n)
+                                       &req->content_encoding, NULL)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -388,8 +390,8 @@ ngx_http_idempotency_request_forwarded(ngx_http_request_t *r,
  * The parameters a fingerprint covers, but the body: method, raw path,
  * query, Content-Type (the first field, which nginx reads the media type
  * from, and every field when there are several: all are forwarded),
- * Content-Encoding, Host and the options of idempotency_fingerprint_ignore
- * and idempotency_fingerprint_header.
+ * Content-Encoding and the options of idempotency_fingerprint_ignore and
+ * idempotency_fingerprint_header.
  */
 
 ngx_int_t
@@ -398,7 +400,7 @@ ngx_http_idempotency_request_params(ngx_http_request_t *r,
 {
     u_char         *q;
     ngx_str_t      *names;
-    ngx_uint_t      i, n;
+    ngx_uint_t      i;
     idem_header_t  *hd;
 
     req->method.data = (char *) r->method_name.data;
@@ -443,7 +445,7 @@ ngx_http_idempotency_request_params(ngx_http_request_t *r,
         hd[i].name.data = (char *) names[i].data;
         hd[i].name.len = names[i].len;
 
-        if (ngx_http_idempotency_fp_header(r, &names[i], &hd[i].value, &n)
+        if (ngx_http_idempotency_fp_header(r, &names[i], &hd[i].value, NULL)
             != NGX_OK)
         {
             return NGX_ERROR;

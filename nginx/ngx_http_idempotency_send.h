@@ -35,8 +35,10 @@ ngx_int_t ngx_http_idempotency_send_error_answer(ngx_http_request_t *r,
  * at it, so later filters treat it as on the first answer */
 void ngx_http_idempotency_send_bind_header(ngx_http_request_t *r,
     ngx_table_elt_t *h, uint32_t flags);
-/* add Idempotency-Expires (and Idempotent-Replayed) to headers_out */
+/* take the upstream's own Idempotency-Expires and Idempotent-Replayed out
+ * of headers_out (a first answer carries the gateway's only) */
 void ngx_http_idempotency_send_strip_own(ngx_http_request_t *r);
+/* add Idempotency-Expires (and Idempotent-Replayed) to headers_out */
 ngx_int_t ngx_http_idempotency_send_add_expires(ngx_http_request_t *r,
     int64_t expires_ms);
 

@@ -673,7 +673,6 @@ ngx_http_idempotency_job_alloc(ngx_http_request_t *r,
     job->style = ctx->conf->error_style;
     job->error_template = ctx->conf->error_template;
     job->fd = NGX_INVALID_FILE;
-    ngx_http_idempotency_job_date(job);
 
     return job;
 }
@@ -729,6 +728,9 @@ ngx_http_idempotency_begin_op(ngx_http_idempotency_job_t *job)
     job->op.begin.lease_ms = ilcf->lease;
     job->op.begin.on_unknown = ilcf->on_unknown;
     job->started_us = ngx_http_idempotency_metrics_now_us();
+
+    /* the Date of the unknown-outcome answer the claim may be settled to */
+    ngx_http_idempotency_job_date(job);
 }
 
 
