@@ -71,10 +71,7 @@ def main():
     with open(o.tsv) as f:
         for r in csv.DictReader(f, delimiter="\t"):
             every.setdefault((r["mode"], int(r["conns"]), r["scenario"], r["proxy"]), []).append(r)
-    # a cell of several runs: the run of the median requests/s (the lower
-    # of the two middle ones)
-    runs = {k: sorted(v, key=lambda r: float(r["rps"]))[(len(v) - 1) // 2]
-            for k, v in every.items()}
+    runs = {k: median_run(v) for k, v in every.items()}
     notes = {}
     with open(o.notes) as f:
         for line in f:
@@ -178,6 +175,12 @@ def main():
             os.path.abspath(o.readme)) or "."), "latest.png")))
 
 
+def median_run(v):
+    """a cell of several runs: the run of the median requests/s (the lower
+    of the two middle ones)"""
+    return sorted(v, key=lambda r: float(r["rps"]))[(len(v) - 1) // 2]
+
+
 def read_bounds(path):
     """run.sh's bounds file: {(conns, proxy): run} and [sync_probe run]"""
     floors, syncs = {}, []
@@ -193,7 +196,7 @@ def read_bounds(path):
             elif kind == "SYNC":
                 syncs.append(kv)
     for k, v in every.items():
-        floors[k] = sorted(v, key=lambda r: float(r["rps"]))[(len(v) - 1) // 2]
+        floors[k] = median_run(v)
     return floors, syncs
 
 

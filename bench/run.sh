@@ -374,8 +374,9 @@ declare -A store_of=(
 # nginx proxying it; then durable appends alone (bench/sync_probe: a 10 KiB
 # pwrite + fdatasync, like one commit's log frame) in the directory the
 # LMDB store uses, one writer and two, on the proxy's CPU.
-measure_bounds() {
-    local self w line
+# start_floor starts that nginx with the proxies (so the warm-up covers it).
+start_floor() {
+    local self
     self=$(port)
     start_nginx "self-$mode" "$self" "$pcpu" "$workers" "" "
     client_body_buffer_size 1m;
@@ -384,9 +385,9 @@ measure_bounds() {
         location / { default_type application/json; return 201 '$ANSWER'; }
     }"
     port_of[self-$mode]=$self master_of[self-$mode]=$master
-    SECS=1
-    wrk_run "self-$mode" replay 32
-    SECS=${BENCH_SECONDS:-4}
+}
+measure_bounds() {
+    local w line
     for conns in $CONNS_LIST; do
         for ((r = 1; r <= REPEAT; r++)); do
             for n in plain self; do
@@ -433,6 +434,7 @@ for mode in $MODES; do
     [ "$need_pg" = 1 ] && proxy "pg-$mode" "$pcpu" "$workers" \
         "$IDEM_TEST_PG_URL?table=bench_$mode&pool=16"
     [ "$need_gw" = 1 ] && gateway "gw-$mode" "$pcpu" "$workers"
+    [ "$mode" = pinned ] && [ "$BOUNDS" = 1 ] && start_floor
 
     # warm up: connections to the upstream, page cache, the stores' files
     SECS=1
